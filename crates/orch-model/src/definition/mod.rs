@@ -1,0 +1,393 @@
+//! Workflow definitions: the types, reading them from YAML/JSON/TOML, and validation.
+//!
+//! The format (SPEC §4, `docs/workflow-format.md`) is a superset of the seed's
+//! saved-workflow JSON. Reading goes text → [`Node`](crate::node::Node) tree →
+//! [`Workflow`] (`decode`, reporting every problem with path, line and column)
+//! → [`ValidWorkflow`] (`validate`: names, dependencies, cycles, references,
+//! execution levels).
+
+mod decode;
+mod names;
+mod validate;
+
+pub use decode::{SourceMap, from_value, parse_definition, parse_definition_with_source};
+pub use names::{NameKind, check_name, display_snippet};
+pub use validate::{ValidWorkflow, validate, validate_with_sources};
+
+/// Parses, decodes and validates in one pass over the problems: decoding and
+/// semantic problems are reported together.
+///
+/// # Errors
+/// Every problem found, sorted by position.
+pub fn load(
+    text: &str,
+    format: crate::node::Format,
+    limits: &crate::limits::Limits,
+    source: Option<&str>,
+) -> Result<ValidWorkflow, crate::diagnostic::Diagnostics> {
+    match decode::decode_partial(text, format, limits, source) {
+        (Some((wf, map)), diags) => validate::validate_into(wf, &map, limits, diags),
+        (None, mut diags) => {
+            diags.sort();
+            Err(diags)
+        }
+    }
+}
+
+use crate::duration::serde_secs;
+use crate::enums::{BackoffKind, ConditionOp, RunIf, TaskPriority, WorkflowStatus};
+use crate::resources::ResourceRequest;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::time::Duration;
+
+/// A workflow: a named DAG of steps (seed: `Workflow`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Workflow {
+    /// Unique name (letters, digits, `_`, `-`, `.`; see `docs/workflow-format.md`).
+    pub name: String,
+    /// What the workflow does.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// The definition's version, free text. Default `"1.0"`.
+    pub version: String,
+    /// Declared inputs with their defaults; `${params.NAME}` may only name these.
+    /// A `null` default marks a parameter that must be given at run time.
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub parameters: Map<String, Value>,
+    /// Environment variables that `${env.NAME}` may read (an allow-list).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+    /// Values every step gets unless it sets its own (already merged into `steps`).
+    #[serde(skip_serializing_if = "StepDefaults::is_empty")]
+    pub defaults: StepDefaults,
+    /// The steps, in definition order.
+    pub steps: Vec<WorkflowStep>,
+    /// The workflow's status (seed: `WorkflowStatus`), `draft` by default.
+    pub status: WorkflowStatus,
+    /// Free-form metadata.
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub metadata: Map<String, Value>,
+}
+
+/// Defaults for steps; a step's own value wins.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct StepDefaults {
+    /// Default timeout.
+    #[serde(skip_serializing_if = "Option::is_none", with = "serde_secs::option")]
+    pub timeout: Option<Duration>,
+    /// Default number of retries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
+    /// Default retry policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    /// Default priority.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<TaskPriority>,
+    /// Default for `cache`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<bool>,
+    /// Default resource request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequest>,
+}
+
+impl StepDefaults {
+    /// Whether no default is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// One step of a workflow (seed: `WorkflowStep`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WorkflowStep {
+    /// Unique within the workflow: letters, digits, `_` and `-`.
+    pub name: String,
+    /// The module providing the action (`shell`, `core`, `fs`, ...).
+    pub module: String,
+    /// The action within the module (`exec`, `noop`, ...).
+    pub action: String,
+    /// What the step does.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// The action's parameters, a JSON object; strings may hold `${...}` references.
+    pub parameters: Map<String, Value>,
+    /// Names of the steps this one waits for (references to a step's result add
+    /// implicit dependencies on top of these).
+    pub dependencies: Vec<String>,
+    /// When the step runs.
+    #[serde(skip_serializing_if = "Conditions::is_default")]
+    pub conditions: Conditions,
+    /// Longest time one attempt may take; `None` means no limit.
+    #[serde(with = "serde_secs::option")]
+    pub timeout: Option<Duration>,
+    /// The seed's persisted retry counter; accepted for compatibility, always
+    /// 0 in definitions (attempts are counted per run).
+    pub retry_count: u32,
+    /// How many times a retryable failure is retried (0 = run once).
+    pub max_retries: u32,
+    /// How long to wait between attempts.
+    #[serde(skip_serializing_if = "RetryPolicy::is_default")]
+    pub retry: RetryPolicy,
+    /// Scheduling priority among ready steps.
+    #[serde(skip_serializing_if = "is_normal")]
+    pub priority: TaskPriority,
+    /// What the step needs while it runs (in `resource_aware` mode).
+    #[serde(skip_serializing_if = "ResourceRequest::is_empty")]
+    pub resources: ResourceRequest,
+    /// Whether the step's result may be served from the cache.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cache: bool,
+}
+
+fn is_normal(p: &TaskPriority) -> bool {
+    *p == TaskPriority::Normal
+}
+
+/// How the delay between attempts grows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Constant, linear or exponential (the default).
+    pub backoff: BackoffKind,
+    /// Delay before the first retry. Default 1 s.
+    #[serde(with = "serde_secs")]
+    pub initial_delay: Duration,
+    /// The cap on any delay. Default 60 s.
+    #[serde(with = "serde_secs")]
+    pub max_delay: Duration,
+    /// Growth factor of `exponential` backoff. Default 2.
+    pub multiplier: f64,
+    /// Whether delays are randomized ("full jitter" between half and all of the delay).
+    pub jitter: bool,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            backoff: BackoffKind::Exponential,
+            initial_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(60),
+            multiplier: 2.0,
+            jitter: false,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Whether this is the default policy.
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The delay before retry number `retry` (1 for the first retry), before
+    /// jitter, capped at `max_delay`. Saturating: never overflows.
+    pub fn delay(&self, retry: u32) -> Duration {
+        let n = retry.max(1);
+        let base = self.initial_delay.as_secs_f64();
+        let secs = match self.backoff {
+            BackoffKind::Constant => base,
+            BackoffKind::Linear => base * f64::from(n),
+            BackoffKind::Exponential => {
+                base * self
+                    .multiplier
+                    .powi(i32::try_from(n - 1).unwrap_or(i32::MAX))
+            }
+        };
+        let capped = secs.min(self.max_delay.as_secs_f64());
+        Duration::try_from_secs_f64(capped).unwrap_or(self.max_delay)
+    }
+}
+
+/// When a step runs: a trigger rule and an optional test on a value.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct Conditions {
+    /// Which outcomes of the dependencies let the step run.
+    pub run_if: RunIf,
+    /// An optional comparison; when false the step is `skipped`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub when: Option<When>,
+}
+
+impl Conditions {
+    /// Whether these are the default conditions (`run_if: success`, no `when`).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// A comparison `ref op value`, e.g. `${analyze.result.files} gt 0`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct When {
+    /// Exactly one `${...}` reference.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// The comparison.
+    pub op: ConditionOp,
+    /// The value compared with (not needed by `exists` and `truthy`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<Value>,
+}
+
+impl Workflow {
+    /// A new, empty workflow (seed: `create_workflow(name, description)`); add
+    /// steps with [`Workflow::step`] or [`Workflow::add_step`].
+    pub fn new(name: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            description: description.into(),
+            version: "1.0".into(),
+            parameters: Map::new(),
+            env: Vec::new(),
+            defaults: StepDefaults::default(),
+            steps: Vec::new(),
+            status: WorkflowStatus::Draft,
+            metadata: Map::new(),
+        }
+    }
+
+    /// Adds a step, builder style.
+    #[must_use]
+    pub fn step(mut self, step: WorkflowStep) -> Self {
+        self.steps.push(step);
+        self
+    }
+
+    /// Adds a step.
+    pub fn add_step(&mut self, step: WorkflowStep) -> &mut Self {
+        self.steps.push(step);
+        self
+    }
+
+    /// Declares a parameter with its default, builder style.
+    #[must_use]
+    pub fn param(mut self, name: impl Into<String>, default: Value) -> Self {
+        self.parameters.insert(name.into(), default);
+        self
+    }
+
+    /// The step with this name.
+    pub fn get_step(&self, name: &str) -> Option<&WorkflowStep> {
+        self.steps.iter().find(|s| s.name == name)
+    }
+
+    /// The definition as pretty JSON (the canonical saved form; it loads back
+    /// unchanged).
+    pub fn to_json_pretty(&self) -> String {
+        // Serializing these types cannot fail: every map key is a string and
+        // every float is finite after validation; fall back to the compact form.
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+}
+
+impl WorkflowStep {
+    /// A step running `module.action` with default settings.
+    pub fn new(
+        name: impl Into<String>,
+        module: impl Into<String>,
+        action: impl Into<String>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            module: module.into(),
+            action: action.into(),
+            description: String::new(),
+            parameters: Map::new(),
+            dependencies: Vec::new(),
+            conditions: Conditions::default(),
+            timeout: None,
+            retry_count: 0,
+            max_retries: 0,
+            retry: RetryPolicy::default(),
+            priority: TaskPriority::Normal,
+            resources: ResourceRequest::default(),
+            cache: false,
+        }
+    }
+
+    /// Sets one parameter, builder style.
+    #[must_use]
+    pub fn param(mut self, key: impl Into<String>, value: Value) -> Self {
+        self.parameters.insert(key.into(), value);
+        self
+    }
+
+    /// Adds a dependency, builder style.
+    #[must_use]
+    pub fn after(mut self, dependency: impl Into<String>) -> Self {
+        self.dependencies.push(dependency.into());
+        self
+    }
+
+    /// Sets the timeout, builder style.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Sets the priority, builder style.
+    #[must_use]
+    pub fn priority(mut self, priority: TaskPriority) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Sets the number of retries, builder style.
+    #[must_use]
+    pub fn retries(mut self, max_retries: u32) -> Self {
+        self.max_retries = max_retries;
+        self
+    }
+
+    /// Sets the resource request, builder style.
+    #[must_use]
+    pub fn resources(mut self, resources: ResourceRequest) -> Self {
+        self.resources = resources;
+        self
+    }
+
+    /// Sets the trigger rule, builder style.
+    #[must_use]
+    pub fn run_if(mut self, run_if: RunIf) -> Self {
+        self.conditions.run_if = run_if;
+        self
+    }
+
+    /// Enables result caching, builder style.
+    #[must_use]
+    pub fn cached(mut self) -> Self {
+        self.cache = true;
+        self
+    }
+
+    /// `module.action`, the key of the action registry.
+    pub fn action_key(&self) -> String {
+        format!("{}.{}", self.module, self.action)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_follow_the_policy_and_cap() {
+        let mut p = RetryPolicy {
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            ..Default::default()
+        };
+        assert_eq!(p.delay(1), Duration::from_millis(100));
+        assert_eq!(p.delay(2), Duration::from_millis(200));
+        assert_eq!(p.delay(4), Duration::from_millis(800));
+        assert_eq!(p.delay(5), Duration::from_secs(1));
+        assert_eq!(p.delay(u32::MAX), Duration::from_secs(1));
+        p.backoff = BackoffKind::Linear;
+        assert_eq!(p.delay(3), Duration::from_millis(300));
+        p.backoff = BackoffKind::Constant;
+        assert_eq!(p.delay(7), Duration::from_millis(100));
+    }
+}

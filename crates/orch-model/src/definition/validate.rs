@@ -1,0 +1,489 @@
+//! Semantic validation of a decoded workflow: names, dependencies, references, cycles, levels.
+
+use super::Workflow;
+use super::decode::SourceMap;
+use super::names::{NameKind, check_name, display_snippet};
+use crate::diagnostic::{DiagnosticKind as K, Diagnostics};
+use crate::graph::{DepGraph, Levels, to_dot, to_mermaid};
+use crate::limits::Limits;
+use crate::node::Pos;
+use crate::reference::{Reference, parse_template};
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// A workflow that passed validation, with its dependency graph (declared and
+/// implicit dependencies, by step index) and its execution levels.
+#[derive(Debug, Clone)]
+pub struct ValidWorkflow {
+    workflow: Workflow,
+    graph: DepGraph,
+    levels: Levels,
+}
+
+impl ValidWorkflow {
+    /// The workflow.
+    pub fn workflow(&self) -> &Workflow {
+        &self.workflow
+    }
+
+    /// The workflow, giving up the graph.
+    pub fn into_workflow(self) -> Workflow {
+        self.workflow
+    }
+
+    /// The effective dependency graph: node `i` is `workflow().steps[i]`.
+    pub fn graph(&self) -> &DepGraph {
+        &self.graph
+    }
+
+    /// The execution levels (Kahn; definition order within a level).
+    pub fn levels(&self) -> &Levels {
+        &self.levels
+    }
+
+    /// The execution levels as step names (seed: `get_execution_order`).
+    pub fn execution_order(&self) -> Vec<Vec<String>> {
+        self.levels
+            .iter()
+            .map(|level| {
+                level
+                    .iter()
+                    .map(|&i| self.workflow.steps[i as usize].name.clone())
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// One longest chain of dependent steps, first step first.
+    pub fn longest_path(&self) -> Vec<&str> {
+        self.graph
+            .longest_path(&self.levels)
+            .into_iter()
+            .map(|i| self.workflow.steps[i as usize].name.as_str())
+            .collect()
+    }
+
+    fn names_and_labels(&self) -> (Vec<&str>, Vec<String>) {
+        let names = self
+            .workflow
+            .steps
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        let labels = self
+            .workflow
+            .steps
+            .iter()
+            .map(|s| format!("{}.{}", s.module, s.action))
+            .collect();
+        (names, labels)
+    }
+
+    /// The graph as Mermaid flowchart text.
+    pub fn to_mermaid(&self) -> String {
+        let (names, labels) = self.names_and_labels();
+        let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+        to_mermaid(&self.graph, &names, &labels)
+    }
+
+    /// The graph as Graphviz DOT text.
+    pub fn to_dot(&self) -> String {
+        let (names, labels) = self.names_and_labels();
+        let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+        to_dot(&self.workflow.name, &self.graph, &names, &labels)
+    }
+}
+
+/// Validates a workflow built in code (positions unknown; messages carry paths).
+///
+/// # Errors
+/// Every problem found.
+pub fn validate(workflow: Workflow, limits: &Limits) -> Result<ValidWorkflow, Diagnostics> {
+    validate_with_sources(workflow, &SourceMap::default(), limits, None)
+}
+
+/// Validates a decoded workflow, pointing problems at their source positions.
+///
+/// Checks names (charset, length, duplicates), dependencies (unknown, self),
+/// every `${...}` reference in parameters and `when` conditions (syntax, known
+/// step, declared parameter, allowed environment variable), cycles, and
+/// computes execution levels. A reference to a step adds an implicit dependency.
+///
+/// # Errors
+/// Every problem found, sorted by position.
+pub fn validate_with_sources(
+    workflow: Workflow,
+    map: &SourceMap,
+    limits: &Limits,
+    source: Option<&str>,
+) -> Result<ValidWorkflow, Diagnostics> {
+    validate_into(
+        workflow,
+        map,
+        limits,
+        Diagnostics::new(source.map(str::to_owned)),
+    )
+}
+
+/// Validates, adding to the problems decoding already found (so that one call
+/// reports decoding and semantic problems together). Fields that decoding
+/// could not read are left empty and not reported a second time.
+pub(crate) fn validate_into(
+    workflow: Workflow,
+    map: &SourceMap,
+    limits: &Limits,
+    mut d: Diagnostics,
+) -> Result<ValidWorkflow, Diagnostics> {
+    let partial = !d.is_empty();
+    if partial && workflow.name.is_empty() {
+        // Already reported as missing or malformed.
+    } else if let Err(m) = check_name(NameKind::Workflow, &workflow.name, limits) {
+        d.push(K::Name, "name", Pos::UNKNOWN, m);
+    }
+    if workflow.steps.len() > limits.max_steps {
+        d.push(
+            K::Limit,
+            "steps",
+            Pos::UNKNOWN,
+            format!(
+                "{} steps exceed the limit of {} (limit max_steps)",
+                workflow.steps.len(),
+                limits.max_steps
+            ),
+        );
+        return Err(d);
+    }
+    for name in workflow.parameters.keys() {
+        if let Err(m) = check_name(NameKind::Parameter, name, limits) {
+            d.push(K::Name, format!("parameters.{name}"), Pos::UNKNOWN, m);
+        }
+    }
+    for (i, name) in workflow.env.iter().enumerate() {
+        let ok = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && name.len() <= limits.max_name_len;
+        if !ok {
+            d.push(
+                K::Name,
+                format!("env[{i}]"),
+                Pos::UNKNOWN,
+                format!(
+                    "environment variable name {} must match [A-Za-z_][A-Za-z0-9_]*",
+                    display_snippet(name)
+                ),
+            );
+        }
+    }
+
+    // Names: charset and duplicates.
+    let mut index: HashMap<&str, u32> = HashMap::with_capacity(workflow.steps.len());
+    for (i, step) in workflow.steps.iter().enumerate() {
+        if partial && step.name.is_empty() {
+            continue;
+        }
+        if let Err(m) = check_name(NameKind::Step, &step.name, limits) {
+            d.push(K::Name, format!("steps[{i}].name"), map.name_pos(i), m);
+            continue;
+        }
+        if let Some(&first) = index.get(step.name.as_str()) {
+            let at = map.name_pos(first as usize);
+            let where_ = if at.is_known() {
+                format!("line {}", at.line)
+            } else {
+                format!("steps[{first}]")
+            };
+            d.push(
+                K::Duplicate,
+                format!("steps[{i}].name"),
+                map.name_pos(i),
+                format!("duplicate step name `{}`; it is first defined at {where_}; step names must be unique", step.name),
+            );
+        } else {
+            index.insert(step.name.as_str(), i as u32);
+        }
+        for (field, value) in [("module", &step.module), ("action", &step.action)] {
+            if partial && value.is_empty() {
+                continue;
+            }
+            let ok = !value.is_empty()
+                && value.len() <= limits.max_name_len
+                && value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !ok {
+                d.push(
+                    K::Name,
+                    format!("steps[{i}].{field}"),
+                    map.module_pos(i),
+                    format!(
+                        "{field} {} must be ASCII letters, digits, `_` or `-`",
+                        display_snippet(value)
+                    ),
+                );
+            }
+        }
+    }
+
+    // Dependencies, declared and implicit, into a compact graph.
+    let small = workflow.steps.len() <= 10_000;
+    let mut graph = DepGraph::with_capacity(workflow.steps.len(), map.dep.len());
+    let mut deps: Vec<u32> = Vec::new();
+    for (i, step) in workflow.steps.iter().enumerate() {
+        deps.clear();
+        for (k, dep) in step.dependencies.iter().enumerate() {
+            let path = format!("steps[{i}].dependencies[{k}]");
+            if *dep == step.name {
+                d.push(
+                    K::SelfDependency,
+                    path,
+                    map.dep_pos(i, k),
+                    format!(
+                        "step `{}` depends on itself; remove this dependency",
+                        step.name
+                    ),
+                );
+                continue;
+            }
+            match index.get(dep.as_str()) {
+                Some(&j) => deps.push(j),
+                None => {
+                    let hint = if small {
+                        suggest(dep, &workflow)
+                    } else {
+                        format!("; remove it or add a step named {}", display_snippet(dep))
+                    };
+                    d.push(
+                        K::UnknownDependency,
+                        path,
+                        map.dep_pos(i, k),
+                        format!(
+                            "dependency {} is not a step of this workflow{hint}",
+                            display_snippet(dep)
+                        ),
+                    );
+                }
+            }
+        }
+        let mut refs = RefCheck {
+            wf: &workflow,
+            index: &index,
+            step: i,
+            map,
+            diags: &mut d,
+            deps: &mut deps,
+        };
+        for (key, value) in &step.parameters {
+            refs.value(value, &format!("parameters.{key}"));
+        }
+        if let Some(when) = &step.conditions.when {
+            refs.when_ref(&when.reference);
+        }
+        deps.sort_unstable();
+        deps.dedup();
+        graph.push_node(deps.iter().copied());
+    }
+
+    let levels = if d.has(K::UnknownDependency)
+        || d.has(K::Name) && index.len() < workflow.steps.len()
+    {
+        // The graph is incomplete; a cycle report would only add noise.
+        None
+    } else {
+        match graph.levels() {
+            Ok(levels) => Some(levels),
+            Err(_) => {
+                if let Some(cycle) = graph.find_cycle() {
+                    let names: Vec<&str> = cycle
+                        .0
+                        .iter()
+                        .map(|&j| workflow.steps[j as usize].name.as_str())
+                        .collect();
+                    let first = cycle.0.first().copied().unwrap_or(0) as usize;
+                    let mut text = names.join(" -> ");
+                    if let Some(n) = names.first() {
+                        text.push_str(" -> ");
+                        text.push_str(n);
+                    }
+                    d.push(
+                        K::Cycle,
+                        format!("steps[{first}].dependencies"),
+                        map.step_pos(first),
+                        format!("dependency cycle: {text} (each step depends on the next); remove one of these dependencies"),
+                    );
+                }
+                None
+            }
+        }
+    };
+
+    match levels {
+        Some(levels) if d.is_empty() => Ok(ValidWorkflow {
+            workflow,
+            graph,
+            levels,
+        }),
+        _ => {
+            d.sort();
+            Err(d)
+        }
+    }
+}
+
+fn suggest(dep: &str, wf: &Workflow) -> String {
+    let best = wf
+        .steps
+        .iter()
+        .map(|s| (strsim(dep, &s.name), s.name.as_str()))
+        .filter(|(dist, name)| *dist <= (name.len().max(dep.len()) / 3).max(1))
+        .min_by_key(|(dist, _)| *dist);
+    match best {
+        Some((_, name)) => format!("; did you mean `{name}`?"),
+        None => format!("; remove it or add a step named {}", display_snippet(dep)),
+    }
+}
+
+fn strsim(a: &str, b: &str) -> usize {
+    if a.len().abs_diff(b.len()) > 3 || a.len() > 64 {
+        return usize::MAX;
+    }
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, ca) in a.chars().enumerate() {
+        cur[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
+struct RefCheck<'a, 'b> {
+    wf: &'a Workflow,
+    index: &'a HashMap<&'a str, u32>,
+    step: usize,
+    map: &'a SourceMap,
+    diags: &'b mut Diagnostics,
+    deps: &'b mut Vec<u32>,
+}
+
+impl RefCheck<'_, '_> {
+    fn value(&mut self, v: &Value, path: &str) {
+        match v {
+            Value::String(s) if s.contains("${") => self.string(s, path),
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    self.value(item, &format!("{path}[{i}]"));
+                }
+            }
+            Value::Object(m) => {
+                for (k, item) in m {
+                    self.value(item, &format!("{path}.{k}"));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn push(&mut self, kind: K, rel: &str, msg: String) {
+        let pos = self.map.ref_pos(self.step, rel);
+        self.diags
+            .push(kind, format!("steps[{}].{rel}", self.step), pos, msg);
+    }
+
+    fn string(&mut self, s: &str, path: &str) {
+        match parse_template(s) {
+            Err(errors) => {
+                for e in errors {
+                    let at = s
+                        .get(e.span.start..e.span.end)
+                        .map(display_snippet)
+                        .unwrap_or_default();
+                    self.push(K::Reference, path, format!("{at}: {}", e.message));
+                }
+            }
+            Ok(t) => {
+                let refs: Vec<Reference> = t.references().cloned().collect();
+                for r in &refs {
+                    self.reference(r, path);
+                }
+            }
+        }
+    }
+
+    fn when_ref(&mut self, s: &str) {
+        let path = "conditions.when.ref";
+        match parse_template(s) {
+            Ok(t) => match t.single_reference() {
+                Some(r) => {
+                    let r = r.clone();
+                    self.reference(&r, path);
+                }
+                None => self.push(
+                    K::Reference,
+                    path,
+                    format!("{} must be exactly one `${{...}}` reference, such as \"${{build.result.exit_code}}\"", display_snippet(s)),
+                ),
+            },
+            Err(_) => self.string(s, path),
+        }
+    }
+
+    fn reference(&mut self, r: &Reference, path: &str) {
+        match r {
+            Reference::Param(name) => {
+                if !self.wf.parameters.contains_key(name) {
+                    let declared = if self.wf.parameters.is_empty() {
+                        "the workflow declares no parameters".to_owned()
+                    } else {
+                        format!(
+                            "declared: {}",
+                            self.wf
+                                .parameters
+                                .keys()
+                                .cloned()
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    };
+                    self.push(
+                        K::Reference,
+                        path,
+                        format!("`${{{r}}}` names an undeclared parameter; declare it under `parameters:` ({declared})"),
+                    );
+                }
+            }
+            Reference::Env(name) => {
+                if !self.wf.env.iter().any(|e| e == name) {
+                    self.push(
+                        K::Reference,
+                        path,
+                        format!("`${{{r}}}` reads an environment variable that is not in the workflow's `env:` allow-list; add `{name}` to `env:`"),
+                    );
+                }
+            }
+            Reference::StepResult { step, .. } | Reference::StepStatus(step) => {
+                let own = &self.wf.steps[self.step].name;
+                if step == own {
+                    self.push(K::Reference, path, format!("`${{{r}}}` refers to the step's own result; a step can only use results of other steps"));
+                    return;
+                }
+                match self.index.get(step.as_str()) {
+                    Some(&j) => self.deps.push(j),
+                    None => self.push(
+                        K::Reference,
+                        path,
+                        format!(
+                            "`${{{r}}}` refers to an unknown step {}",
+                            display_snippet(step)
+                        ),
+                    ),
+                }
+            }
+            Reference::RunId | Reference::ProjectPath => {}
+        }
+    }
+}

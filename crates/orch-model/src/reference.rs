@@ -1,0 +1,634 @@
+//! The `${...}` reference grammar: a small hand-written parser with spans, and its renderer.
+//!
+//! A *template* is text with embedded references. Inside `${` and `}` stands
+//! exactly one reference, without whitespace:
+//!
+//! - `params.NAME` (NAME: `[A-Za-z_][A-Za-z0-9_-]*`)
+//! - `STEP.result`, optionally followed by a path of `.field`
+//!   (`[A-Za-z0-9_-]+`) and `[N]` (a decimal index) parts:
+//!   `STEP.result.by_language.rust[0].lines`
+//! - `STEP.status`
+//! - `run.id`, `project.path`
+//! - `env.NAME` (NAME: `[A-Za-z_][A-Za-z0-9_]*`)
+//!
+//! STEP is `[A-Za-z0-9_-]+` and not one of the roots `params`, `run`,
+//! `project`, `env`. There is no expression language.
+//!
+//! Escaping: `$${` is a literal `${`. More precisely, in a run of `$` signs
+//! directly followed by `{`, each pair `$$` stands for one literal `$`; if one
+//! `$` is left over, it opens a reference, otherwise the `{` is literal. A `$`
+//! not followed by `{` is always literal (`$$` in a shell snippet stays `$$`).
+//! The renderer applies the same rule in reverse, so `parse(render(t)) == t`.
+
+use std::fmt;
+
+/// A byte range of the parsed input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// First byte.
+    pub start: usize,
+    /// One past the last byte.
+    pub end: usize,
+}
+
+/// One part of a result path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathSegment {
+    /// `.field`: a key of a map.
+    Field(String),
+    /// `[N]`: an element of a list.
+    Index(usize),
+}
+
+/// One reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reference {
+    /// `params.NAME`.
+    Param(String),
+    /// `STEP.result[.path]`.
+    StepResult {
+        /// The step.
+        step: String,
+        /// The path into its result (empty for the whole result).
+        path: Vec<PathSegment>,
+    },
+    /// `STEP.status`.
+    StepStatus(String),
+    /// `run.id`.
+    RunId,
+    /// `project.path`.
+    ProjectPath,
+    /// `env.NAME`.
+    Env(String),
+}
+
+impl Reference {
+    /// The step a step reference names.
+    pub fn step(&self) -> Option<&str> {
+        match self {
+            Reference::StepResult { step, .. } | Reference::StepStatus(step) => Some(step),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a reference to a step's result.
+    pub fn is_result(&self) -> bool {
+        matches!(self, Reference::StepResult { .. })
+    }
+}
+
+impl fmt::Display for Reference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reference::Param(n) => write!(f, "params.{n}"),
+            Reference::StepResult { step, path } => {
+                write!(f, "{step}.result")?;
+                for seg in path {
+                    match seg {
+                        PathSegment::Field(name) => write!(f, ".{name}")?,
+                        PathSegment::Index(i) => write!(f, "[{i}]")?,
+                    }
+                }
+                Ok(())
+            }
+            Reference::StepStatus(step) => write!(f, "{step}.status"),
+            Reference::RunId => f.write_str("run.id"),
+            Reference::ProjectPath => f.write_str("project.path"),
+            Reference::Env(n) => write!(f, "env.{n}"),
+        }
+    }
+}
+
+/// A part of a template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    /// Literal text (already unescaped).
+    Literal(String),
+    /// A reference, with the span of its whole `${...}`.
+    Ref {
+        /// The reference.
+        reference: Reference,
+        /// Where `${...}` stands in the input.
+        span: Span,
+    },
+}
+
+/// A parsed template. Canonical: no empty literal, no two adjacent literals.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Template {
+    /// The parts, in order.
+    pub segments: Vec<Segment>,
+}
+
+/// A malformed reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReferenceError {
+    /// What is wrong and how to fix it.
+    pub message: String,
+    /// Where, in bytes of the input.
+    pub span: Span,
+}
+
+impl fmt::Display for ReferenceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ReferenceError {}
+
+const EXPECTED: &str =
+    "expected params.NAME, STEP.result[.path], STEP.status, run.id, project.path or env.NAME";
+
+/// Whether the text contains `${` at all; strings without it need no parsing.
+pub fn contains_reference_syntax(input: &str) -> bool {
+    input.contains("${")
+}
+
+/// Parses a template, reporting every malformed reference.
+///
+/// # Errors
+/// One [`ReferenceError`] per malformed reference; scanning continues after
+/// each, except after an unterminated `${`, which ends the input.
+pub fn parse_template(input: &str) -> Result<Template, Vec<ReferenceError>> {
+    let bytes = input.as_bytes();
+    let mut segments: Vec<Segment> = Vec::new();
+    let mut literal = String::new();
+    let mut errors = Vec::new();
+    let mut i = 0;
+    let mut lit_start = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'$' {
+            i += 1;
+            continue;
+        }
+        let run_start = i;
+        while i < bytes.len() && bytes[i] == b'$' {
+            i += 1;
+        }
+        let k = i - run_start;
+        if i >= bytes.len() || bytes[i] != b'{' {
+            continue; // Dollars not before `{` are literal; they stay in the pending slice.
+        }
+        literal.push_str(&input[lit_start..run_start]);
+        literal.extend(std::iter::repeat_n('$', k / 2));
+        if k % 2 == 0 {
+            literal.push('{');
+            i += 1;
+            lit_start = i;
+            continue;
+        }
+        // A reference opens at the last `$`.
+        let open = i - 1;
+        let body_start = i + 1;
+        match input[body_start..].find('}') {
+            None => {
+                errors.push(ReferenceError {
+                    message: "`${` is never closed with `}`; write `$${` for a literal `${`".into(),
+                    span: Span {
+                        start: open,
+                        end: bytes.len(),
+                    },
+                });
+                lit_start = bytes.len();
+                i = bytes.len();
+            }
+            Some(rel) => {
+                let close = body_start + rel;
+                let span = Span {
+                    start: open,
+                    end: close + 1,
+                };
+                match parse_reference(&input[body_start..close]) {
+                    Ok(reference) => {
+                        if !literal.is_empty() {
+                            segments.push(Segment::Literal(std::mem::take(&mut literal)));
+                        }
+                        segments.push(Segment::Ref { reference, span });
+                    }
+                    Err(message) => errors.push(ReferenceError { message, span }),
+                }
+                i = close + 1;
+                lit_start = i;
+            }
+        }
+    }
+    literal.push_str(&input[lit_start.min(bytes.len())..]);
+    if !literal.is_empty() {
+        segments.push(Segment::Literal(literal));
+    }
+    if errors.is_empty() {
+        Ok(Template { segments })
+    } else {
+        Err(errors)
+    }
+}
+
+fn is_step_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '-'
+}
+
+fn check_ident(name: &str, what: &str, allow_dash: bool, full: &str) -> Result<(), String> {
+    let ok = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || (allow_dash && c == '-'));
+    if ok {
+        Ok(())
+    } else {
+        let allowed = if allow_dash {
+            "[A-Za-z_][A-Za-z0-9_-]*"
+        } else {
+            "[A-Za-z_][A-Za-z0-9_]*"
+        };
+        Err(format!(
+            "`{full}`: `{name}` is not a valid {what} name (it must match {allowed})"
+        ))
+    }
+}
+
+fn parse_reference(body: &str) -> Result<Reference, String> {
+    if body.is_empty() {
+        return Err(format!("empty reference `${{}}`; {EXPECTED}"));
+    }
+    if body.contains("${") || body.contains('{') {
+        return Err(format!(
+            "`{body}`: a reference cannot contain another `${{`; references do not nest"
+        ));
+    }
+    if body.chars().any(char::is_whitespace) {
+        return Err(format!("`{body}`: remove the whitespace inside `${{...}}`"));
+    }
+    if body
+        .chars()
+        .any(|c| !(is_step_char(c) || c == '.' || c == '[' || c == ']'))
+    {
+        return Err(format!(
+            "`{body}` is not a reference: orch has no expression language; {EXPECTED}"
+        ));
+    }
+    let root_end = body.find(['.', '[']).unwrap_or(body.len());
+    let root = &body[..root_end];
+    let rest = &body[root_end..];
+    if root.is_empty() {
+        return Err(format!(
+            "`{body}` is not a reference: it has no root; {EXPECTED}"
+        ));
+    }
+    let member = |rest: &str| -> Option<String> { rest.strip_prefix('.').map(str::to_owned) };
+    match root {
+        "params" => {
+            let name = member(rest)
+                .ok_or_else(|| format!("`{body}`: write `params.NAME` to use a parameter"))?;
+            check_ident(&name, "parameter", true, body)?;
+            Ok(Reference::Param(name))
+        }
+        "env" => {
+            let name = member(rest).ok_or_else(|| {
+                format!("`{body}`: write `env.NAME` to use an environment variable")
+            })?;
+            check_ident(&name, "environment variable", false, body)?;
+            Ok(Reference::Env(name))
+        }
+        "run" => match rest {
+            ".id" => Ok(Reference::RunId),
+            _ => Err(format!("`{body}`: the only member of `run` is `run.id`")),
+        },
+        "project" => match rest {
+            ".path" => Ok(Reference::ProjectPath),
+            _ => Err(format!(
+                "`{body}`: the only member of `project` is `project.path`"
+            )),
+        },
+        step => {
+            if rest.is_empty() {
+                return Err(format!(
+                    "`{body}` is not a reference: use `{step}.result` for a step's result or `{step}.status` for its status; {EXPECTED}"
+                ));
+            }
+            if let Some(after) = rest.strip_prefix(".result") {
+                if after.is_empty() || after.starts_with(['.', '[']) {
+                    let path = parse_path(after, body)?;
+                    return Ok(Reference::StepResult {
+                        step: step.to_owned(),
+                        path,
+                    });
+                }
+            }
+            if rest == ".status" {
+                return Ok(Reference::StepStatus(step.to_owned()));
+            }
+            let got = rest
+                .trim_start_matches('.')
+                .split(['.', '['])
+                .next()
+                .unwrap_or("");
+            Err(format!(
+                "`{body}`: a step has `result` and `status`, not `{got}`; write `{step}.result` or `{step}.status`"
+            ))
+        }
+    }
+}
+
+fn parse_path(mut s: &str, body: &str) -> Result<Vec<PathSegment>, String> {
+    let mut out = Vec::new();
+    while !s.is_empty() {
+        if let Some(after) = s.strip_prefix('.') {
+            let end = after.find(['.', '[']).unwrap_or(after.len());
+            let field = &after[..end];
+            if field.is_empty() || !field.chars().all(is_step_char) {
+                return Err(format!(
+                    "`{body}`: expected a field name after `.` (letters, digits, `_`, `-`)"
+                ));
+            }
+            out.push(PathSegment::Field(field.to_owned()));
+            s = &after[end..];
+        } else if let Some(after) = s.strip_prefix('[') {
+            let end = after
+                .find(']')
+                .ok_or_else(|| format!("`{body}`: `[` is never closed with `]`"))?;
+            let digits = &after[..end];
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!(
+                    "`{body}`: `[{digits}]` is not a list index; write a number such as `[0]`"
+                ));
+            }
+            let n = digits
+                .parse::<usize>()
+                .map_err(|_| format!("`{body}`: the index `{digits}` is too large"))?;
+            out.push(PathSegment::Index(n));
+            s = &after[end + 1..];
+        } else {
+            return Err(format!(
+                "`{body}`: expected `.field` or `[index]` in the result path"
+            ));
+        }
+    }
+    Ok(out)
+}
+
+impl Template {
+    /// The reference, when the template is exactly one reference (it then keeps
+    /// the JSON type of the value when substituted).
+    pub fn single_reference(&self) -> Option<&Reference> {
+        match self.segments.as_slice() {
+            [Segment::Ref { reference, .. }] => Some(reference),
+            _ => None,
+        }
+    }
+
+    /// Every reference, in order.
+    pub fn references(&self) -> impl Iterator<Item = &Reference> {
+        self.segments.iter().filter_map(|s| match s {
+            Segment::Ref { reference, .. } => Some(reference),
+            Segment::Literal(_) => None,
+        })
+    }
+
+    /// Whether the template holds no reference.
+    pub fn is_literal(&self) -> bool {
+        self.references().next().is_none()
+    }
+
+    /// Renders the template to text, replacing each reference by `f`'s text.
+    ///
+    /// # Errors
+    /// The first error `f` returns.
+    pub fn render_with<E>(
+        &self,
+        mut f: impl FnMut(&Reference) -> Result<String, E>,
+    ) -> Result<String, E> {
+        let mut out = String::new();
+        for seg in &self.segments {
+            match seg {
+                Segment::Literal(s) => out.push_str(s),
+                Segment::Ref { reference, .. } => out.push_str(&f(reference)?),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Writes literal text so that it parses back unchanged: every run of `$`
+/// directly before `{` (or, at the end, before a following reference) is doubled.
+fn write_literal(f: &mut fmt::Formatter<'_>, s: &str, before_ref: bool) -> fmt::Result {
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    let mut from = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'$' {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && bytes[i] == b'$' {
+            i += 1;
+        }
+        let doubled = if i < bytes.len() {
+            bytes[i] == b'{'
+        } else {
+            before_ref
+        };
+        if doubled {
+            f.write_str(&s[from..i])?;
+            f.write_str(&s[start..i])?;
+            from = i;
+        }
+    }
+    f.write_str(&s[from..])
+}
+
+impl fmt::Display for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (k, seg) in self.segments.iter().enumerate() {
+            match seg {
+                Segment::Literal(s) => {
+                    let before_ref = matches!(self.segments.get(k + 1), Some(Segment::Ref { .. }));
+                    write_literal(f, s, before_ref)?;
+                }
+                Segment::Ref { reference, .. } => write!(f, "${{{reference}}}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn one(s: &str) -> Reference {
+        let t = parse_template(s).unwrap_or_else(|e| panic!("{s}: {e:?}"));
+        t.single_reference()
+            .cloned()
+            .unwrap_or_else(|| panic!("{s}: not a single reference"))
+    }
+
+    fn err(s: &str) -> ReferenceError {
+        let e = parse_template(s).expect_err(s);
+        assert_eq!(e.len(), 1, "{s}: {e:?}");
+        e.into_iter().next().expect("one error")
+    }
+
+    #[test]
+    fn every_reference_form() {
+        assert_eq!(
+            one("${params.code_path}"),
+            Reference::Param("code_path".into())
+        );
+        assert_eq!(
+            one("${a.result}"),
+            Reference::StepResult {
+                step: "a".into(),
+                path: vec![]
+            }
+        );
+        assert_eq!(
+            one("${analyze.result.by_language.rust[0].lines}"),
+            Reference::StepResult {
+                step: "analyze".into(),
+                path: vec![
+                    PathSegment::Field("by_language".into()),
+                    PathSegment::Field("rust".into()),
+                    PathSegment::Index(0),
+                    PathSegment::Field("lines".into())
+                ]
+            }
+        );
+        assert_eq!(
+            one("${build-1.status}"),
+            Reference::StepStatus("build-1".into())
+        );
+        assert_eq!(one("${run.id}"), Reference::RunId);
+        assert_eq!(one("${project.path}"), Reference::ProjectPath);
+        assert_eq!(one("${env.HOME}"), Reference::Env("HOME".into()));
+        let t = parse_template("x=${a.result}, y=${params.y}!").expect("two refs");
+        assert_eq!(t.references().count(), 2);
+        assert_eq!(t.segments.len(), 5);
+        assert!(matches!(
+            &t.segments[1],
+            Segment::Ref {
+                span: Span { start: 2, end: 13 },
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn escapes() {
+        let t = parse_template("cost: $${price} and $$ PID $5").expect("ok");
+        assert_eq!(
+            t.segments,
+            vec![Segment::Literal("cost: ${price} and $$ PID $5".into())]
+        );
+        let t = parse_template("$$${a.result}").expect("ok");
+        assert_eq!(t.segments[0], Segment::Literal("$".into()));
+        assert!(matches!(t.segments[1], Segment::Ref { .. }));
+        assert_eq!(t.to_string(), "$$${a.result}");
+    }
+
+    #[test]
+    fn errors_say_what_and_how() {
+        let e = err("abc ${params.x");
+        assert!(e.message.contains("never closed"), "{}", e.message);
+        assert_eq!(e.span, Span { start: 4, end: 14 });
+        assert!(err("${1+1}").message.contains("no expression language"));
+        assert!(err("${a + b}").message.contains("whitespace"));
+        assert!(err("${}").message.contains("empty"));
+        assert!(err("${foo}").message.contains("`foo.result`"));
+        assert!(err("${step.output}").message.contains("not `output`"));
+        assert!(err("${run.name}").message.contains("only member of `run`"));
+        assert!(err("${a.result[x]}").message.contains("not a list index"));
+        assert!(err("${a.result.}").message.contains("field name"));
+        assert!(err("${a.result..b}").message.contains("field name"));
+        assert!(
+            err("${a.result[99999999999999999999999]}")
+                .message
+                .contains("too large")
+        );
+        assert!(err("${params.1x}").message.contains("parameter name"));
+        assert!(err("${a.${b}}").message.contains("nest"));
+        let all = parse_template("${1} and ${x.y} and ${params.ok}").expect_err("two bad");
+        assert_eq!(all.len(), 2);
+    }
+
+    fn reference() -> impl Strategy<Value = Reference> {
+        let ident = "[A-Za-z_][A-Za-z0-9_]{0,6}";
+        let step = "[A-Za-z0-9_-]{1,6}".prop_filter("not a root", |s| {
+            !["params", "env", "run", "project"].contains(&s.as_str())
+        });
+        let seg = prop_oneof![
+            "[A-Za-z0-9_-]{1,5}".prop_map(PathSegment::Field),
+            (0usize..1000).prop_map(PathSegment::Index),
+        ];
+        prop_oneof![
+            ident.prop_map(Reference::Param),
+            ident.prop_map(Reference::Env),
+            Just(Reference::RunId),
+            Just(Reference::ProjectPath),
+            step.clone().prop_map(Reference::StepStatus),
+            (step, proptest::collection::vec(seg, 0..4))
+                .prop_map(|(step, path)| Reference::StepResult { step, path }),
+        ]
+    }
+
+    fn template() -> impl Strategy<Value = Template> {
+        let lit = "[$${}a. é]{1,6}";
+        let seg = prop_oneof![
+            lit.prop_map(Segment::Literal),
+            reference().prop_map(|r| Segment::Ref {
+                reference: r,
+                span: Span { start: 0, end: 0 }
+            })
+        ];
+        proptest::collection::vec(seg, 0..6).prop_map(|segs| {
+            // Canonical: merge adjacent literals.
+            let mut out: Vec<Segment> = Vec::new();
+            for s in segs {
+                match (out.last_mut(), s) {
+                    (Some(Segment::Literal(prev)), Segment::Literal(next)) => prev.push_str(&next),
+                    (_, s) => out.push(s),
+                }
+            }
+            Template { segments: out }
+        })
+    }
+
+    fn without_spans(t: &Template) -> Vec<Segment> {
+        t.segments
+            .iter()
+            .map(|s| match s {
+                Segment::Ref { reference, .. } => Segment::Ref {
+                    reference: reference.clone(),
+                    span: Span { start: 0, end: 0 },
+                },
+                other => other.clone(),
+            })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn parse_render_round_trips(t in template()) {
+            let text = t.to_string();
+            let back = parse_template(&text).map_err(|e| TestCaseError::fail(format!("{text:?}: {e:?}")))?;
+            prop_assert_eq!(without_spans(&back), t.segments, "{:?}", text);
+        }
+
+        #[test]
+        fn never_panics(s in "\\PC{0,40}") {
+            let _ = parse_template(&s);
+        }
+
+        #[test]
+        fn text_without_syntax_is_one_literal(s in "[^$]{0,30}") {
+            let t = parse_template(&s).expect("plain text parses");
+            if s.is_empty() {
+                prop_assert!(t.segments.is_empty());
+            } else {
+                prop_assert_eq!(t.segments, vec![Segment::Literal(s.clone())]);
+            }
+        }
+    }
+}
