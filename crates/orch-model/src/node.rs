@@ -845,6 +845,7 @@ mod yaml {
     pub(super) fn parse(text: &str, limits: &Limits) -> Result<Node, ParseError> {
         let mut budget = Budget::default();
         budget.max_depth = limits.max_depth;
+        budget.flow_nesting_limit = limits.max_depth;
         let nodes = limits.max_steps.saturating_mul(16).max(250_000);
         budget.max_nodes = nodes;
         budget.max_events = nodes.saturating_mul(2);
@@ -882,8 +883,15 @@ mod yaml {
     /// serde-saphyr's messages, made specific where a limit of ours was hit.
     fn explain(raw: &str, limits: &Limits) -> String {
         let first = raw.lines().next().unwrap_or(raw).trim();
+        // serde-saphyr repeats the position in its message; ours is in front already.
+        let first = match first.rfind(" at line ") {
+            Some(i) => &first[..i],
+            None => first,
+        };
         let lower = first.to_ascii_lowercase();
-        if lower.contains("depth") && !lower.contains("replay") {
+        if (lower.contains("depth") || lower.contains("recursion") || lower.contains("nesting"))
+            && !lower.contains("replay")
+        {
             format!("{} ({first})", depth_error(limits))
         } else if lower.contains("alias") || lower.contains("replay") || lower.contains("anchor") {
             format!(

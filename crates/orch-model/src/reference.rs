@@ -151,6 +151,18 @@ pub fn contains_reference_syntax(input: &str) -> bool {
 /// One [`ReferenceError`] per malformed reference; scanning continues after
 /// each, except after an unterminated `${`, which ends the input.
 pub fn parse_template(input: &str) -> Result<Template, Vec<ReferenceError>> {
+    let (template, errors) = parse_template_partial(input);
+    if errors.is_empty() {
+        Ok(template)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Parses as much as possible: the template of every well-formed part (a
+/// malformed reference is left out) and every error, so that callers can
+/// check the good references and report the bad ones in one pass.
+pub fn parse_template_partial(input: &str) -> (Template, Vec<ReferenceError>) {
     let bytes = input.as_bytes();
     let mut segments: Vec<Segment> = Vec::new();
     let mut literal = String::new();
@@ -217,11 +229,7 @@ pub fn parse_template(input: &str) -> Result<Template, Vec<ReferenceError>> {
     if !literal.is_empty() {
         segments.push(Segment::Literal(literal));
     }
-    if errors.is_empty() {
-        Ok(Template { segments })
-    } else {
-        Err(errors)
-    }
+    (Template { segments }, errors)
 }
 
 fn is_step_char(c: char) -> bool {

@@ -7,7 +7,7 @@ use crate::diagnostic::{DiagnosticKind as K, Diagnostics};
 use crate::graph::{DepGraph, Levels, to_dot, to_mermaid};
 use crate::limits::Limits;
 use crate::node::Pos;
-use crate::reference::{Reference, parse_template};
+use crate::reference::{Reference, parse_template, parse_template_partial};
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -395,22 +395,16 @@ impl RefCheck<'_, '_> {
     }
 
     fn string(&mut self, s: &str, path: &str) {
-        match parse_template(s) {
-            Err(errors) => {
-                for e in errors {
-                    let at = s
-                        .get(e.span.start..e.span.end)
-                        .map(display_snippet)
-                        .unwrap_or_default();
-                    self.push(K::Reference, path, format!("{at}: {}", e.message));
-                }
-            }
-            Ok(t) => {
-                let refs: Vec<Reference> = t.references().cloned().collect();
-                for r in &refs {
-                    self.reference(r, path);
-                }
-            }
+        let (template, errors) = parse_template_partial(s);
+        for e in errors {
+            let at = s
+                .get(e.span.start..e.span.end)
+                .map(display_snippet)
+                .unwrap_or_default();
+            self.push(K::Reference, path, format!("{at}: {}", e.message));
+        }
+        for r in template.references() {
+            self.reference(r, path);
         }
     }
 
