@@ -1,1 +1,148 @@
-//! tmp
+//! Benchmark workloads of SPEC §10 as workflow definitions: W1 wide, W2 chain, W3 layered.
+//!
+//! The generators are deterministic (a fixed-seed xorshift), so every run
+//! measures the same graphs.
+
+use std::fmt::Write as _;
+
+/// The three workload shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// W1: N independent tasks.
+    Wide,
+    /// W2: N tasks in a line.
+    Chain,
+    /// W3: 100 layers of N/100 tasks, each depending on 2 random tasks of the previous layer.
+    Layered,
+}
+
+impl Workload {
+    /// The short name used in reports (`W1`, `W2`, `W3`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Workload::Wide => "W1",
+            Workload::Chain => "W2",
+            Workload::Layered => "W3",
+        }
+    }
+
+    /// The dependencies of every task, by index.
+    pub fn dependencies(&self, n: usize) -> Vec<Vec<u32>> {
+        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+        match self {
+            Workload::Wide => vec![Vec::new(); n],
+            Workload::Chain => (0..n)
+                .map(|i| if i == 0 { vec![] } else { vec![i as u32 - 1] })
+                .collect(),
+            Workload::Layered => {
+                let width = (n / 100).max(1);
+                (0..n)
+                    .map(|i| {
+                        let layer = i / width;
+                        if layer == 0 {
+                            return Vec::new();
+                        }
+                        let prev = ((layer - 1) * width) as u64;
+                        let a = prev + rng.next() % width as u64;
+                        let mut b = prev + rng.next() % width as u64;
+                        if b == a && width > 1 {
+                            b = prev + (b - prev + 1) % width as u64;
+                        }
+                        if a == b {
+                            vec![a as u32]
+                        } else {
+                            vec![a as u32, b as u32]
+                        }
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// The workload as a JSON definition of no-op tasks, as `orch validate` reads it.
+    pub fn definition_json(&self, n: usize) -> String {
+        let deps = self.dependencies(n);
+        let mut s = String::with_capacity(n * 90);
+        let _ = write!(
+            s,
+            "{{\"name\": \"{}-{n}\", \"steps\": [",
+            self.label().to_ascii_lowercase()
+        );
+        for (i, ds) in deps.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            let _ = write!(
+                s,
+                "\n{{\"name\": \"t{i}\", \"module\": \"core\", \"action\": \"noop\", \"dependencies\": ["
+            );
+            for (k, d) in ds.iter().enumerate() {
+                if k > 0 {
+                    s.push_str(", ");
+                }
+                let _ = write!(s, "\"t{d}\"");
+            }
+            s.push_str("]}");
+        }
+        s.push_str("\n]}\n");
+        s
+    }
+}
+
+/// A tiny deterministic generator (xorshift64*).
+#[derive(Debug, Clone)]
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    /// The next pseudo-random number.
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+/// The resident set's high-water mark and current size of this process, in
+/// KiB, from `/proc/self/status` (Linux).
+pub fn rss_kib() -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    Some((field("VmHWM:")?, field("VmRSS:")?))
+}
+
+/// Resets the resident set's high-water mark (Linux: `echo 5 > /proc/self/clear_refs`).
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orch_model::{Format, Limits, load_workflow};
+
+    #[test]
+    fn generated_definitions_validate_with_the_expected_shape() {
+        for (w, levels) in [
+            (Workload::Wide, 1),
+            (Workload::Chain, 1000),
+            (Workload::Layered, 100),
+        ] {
+            let text = w.definition_json(1000);
+            let wf = load_workflow(&text, Format::Json, &Limits::default(), None).expect("valid");
+            assert_eq!(wf.workflow().steps.len(), 1000);
+            assert_eq!(wf.levels().len(), levels, "{}", w.label());
+        }
+        let deps = Workload::Layered.dependencies(10_000);
+        assert!(deps[100..].iter().all(|d| !d.is_empty() && d.len() <= 2));
+        assert!(deps[150].iter().all(|&d| (100..200).contains(&d)));
+    }
+}

@@ -6,6 +6,7 @@
 //! of limits.
 
 use crate::limits::Limits;
+use std::borrow::Cow;
 
 /// A position in a source text: 1-based line and column (columns count
 /// characters). `Pos::UNKNOWN` (0, 0) when a format cannot tell.
@@ -34,17 +35,17 @@ impl Pos {
 
 /// One value of a parsed document and where it starts.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Node {
+pub struct Node<'a> {
     /// Where the value starts in the source.
     pub pos: Pos,
     /// The value.
-    pub value: NodeValue,
+    pub value: NodeValue<'a>,
 }
 
 /// The value of a [`Node`]. Maps keep their entries in source order, duplicates
 /// included, so that the decoder can report a duplicate key where it stands.
 #[derive(Debug, Clone, PartialEq)]
-pub enum NodeValue {
+pub enum NodeValue<'a> {
     /// `null`, YAML `~` or an empty YAML value.
     Null,
     /// A boolean.
@@ -55,19 +56,20 @@ pub enum NodeValue {
     UInt(u64),
     /// A floating-point number (YAML and TOML can spell NaN and infinities).
     Float(f64),
-    /// A string (TOML date-times arrive as their text).
-    Str(String),
+    /// A string (TOML date-times arrive as their text); borrowed from the
+    /// source text where no escape had to be decoded.
+    Str(Cow<'a, str>),
     /// A sequence.
-    Seq(Vec<Node>),
+    Seq(Vec<Node<'a>>),
     /// A mapping with string keys, in source order.
-    Map(Vec<(Key, Node)>),
+    Map(Vec<(Key<'a>, Node<'a>)>),
 }
 
 /// A mapping key and where it stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Key {
+pub struct Key<'a> {
     /// The key's text.
-    pub name: String,
+    pub name: Cow<'a, str>,
     /// Where the key starts.
     pub pos: Pos,
 }
@@ -130,7 +132,7 @@ impl std::fmt::Display for Format {
     }
 }
 
-impl Node {
+impl Node<'_> {
     /// A short name of the value's kind, for messages.
     pub fn kind_name(&self) -> &'static str {
         match self.value {
@@ -164,7 +166,7 @@ impl Node {
                     ));
                 }
             },
-            NodeValue::Str(s) => Value::String(s),
+            NodeValue::Str(s) => Value::String(s.into_owned()),
             NodeValue::Seq(items) => Value::Array(
                 items
                     .into_iter()
@@ -174,7 +176,7 @@ impl Node {
             NodeValue::Map(entries) => {
                 let mut m = serde_json::Map::with_capacity(entries.len());
                 for (k, v) in entries {
-                    m.insert(k.name, v.into_json()?);
+                    m.insert(k.name.into_owned(), v.into_json()?);
                 }
                 Value::Object(m)
             }
@@ -187,7 +189,7 @@ impl Node {
 ///
 /// # Errors
 /// The first syntax error or exceeded limit, with its position.
-pub fn parse(text: &str, format: Format, limits: &Limits) -> Result<Node, ParseError> {
+pub fn parse<'a>(text: &'a str, format: Format, limits: &Limits) -> Result<Node<'a>, ParseError> {
     match format {
         Format::Json => json::parse(text, limits),
         Format::Yaml => yaml::parse(text, limits),
@@ -246,6 +248,7 @@ impl LineIndex {
 mod json {
     use super::{Key, Node, NodeValue, ParseError, Pos, depth_error, string_error};
     use crate::limits::Limits;
+    use std::borrow::Cow;
 
     struct P<'a> {
         text: &'a str,
@@ -258,15 +261,15 @@ mod json {
         col: u32,
     }
 
-    enum Frame {
+    enum Frame<'a> {
         Arr {
             pos: Pos,
-            items: Vec<Node>,
+            items: Vec<Node<'a>>,
         },
         Obj {
             pos: Pos,
-            entries: Vec<(Key, Node)>,
-            key: Option<Key>,
+            entries: Vec<(Key<'a>, Node<'a>)>,
+            key: Option<Key<'a>>,
         },
     }
 
@@ -324,7 +327,11 @@ mod json {
             }
         }
 
-        fn literal(&mut self, word: &str, value: NodeValue) -> Result<NodeValue, ParseError> {
+        fn literal(
+            &mut self,
+            word: &str,
+            value: NodeValue<'a>,
+        ) -> Result<NodeValue<'a>, ParseError> {
             if self.b[self.i..].starts_with(word.as_bytes()) {
                 self.i += word.len();
                 Ok(value)
@@ -349,12 +356,19 @@ mod json {
             Ok(v)
         }
 
-        fn string(&mut self, limits: &Limits) -> Result<String, ParseError> {
+        fn string(&mut self, limits: &Limits) -> Result<Cow<'a, str>, ParseError> {
             let start = self.i;
             self.i += 1; // the opening quote
             let mut out: Option<String> = None;
             let mut run = self.i;
             loop {
+                // Skip plain bytes in one tight loop; stop at a quote, a
+                // backslash or a control character.
+                let plain = self.b[self.i..]
+                    .iter()
+                    .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+                    .unwrap_or(self.b.len() - self.i);
+                self.i += plain;
                 let len = out.as_ref().map_or(0, String::len) + (self.i - run);
                 if len > limits.max_string_bytes {
                     let pos = self.pos_at(start);
@@ -373,12 +387,13 @@ mod json {
                 };
                 match c {
                     b'"' => {
+                        let text: &'a str = self.text;
                         let s = match out {
                             Some(mut s) => {
-                                s.push_str(&self.text[run..self.i]);
-                                s
+                                s.push_str(&text[run..self.i]);
+                                Cow::Owned(s)
                             }
-                            None => self.text[run..self.i].to_owned(),
+                            None => Cow::Borrowed(&text[run..self.i]),
                         };
                         self.i += 1;
                         return Ok(s);
@@ -443,7 +458,7 @@ mod json {
             }
         }
 
-        fn number(&mut self) -> Result<NodeValue, ParseError> {
+        fn number(&mut self) -> Result<NodeValue<'a>, ParseError> {
             let start = self.i;
             let b = self.b;
             let mut i = self.i;
@@ -511,7 +526,7 @@ mod json {
         }
 
         /// Reads `"key" :` at the current position.
-        fn key(&mut self, limits: &Limits) -> Result<Key, ParseError> {
+        fn key(&mut self, limits: &Limits) -> Result<Key<'a>, ParseError> {
             self.ws();
             if self.peek() != Some(b'"') {
                 return Err(self.err(format!(
@@ -533,7 +548,7 @@ mod json {
         }
     }
 
-    pub(super) fn parse(text: &str, limits: &Limits) -> Result<Node, ParseError> {
+    pub(super) fn parse<'a>(text: &'a str, limits: &Limits) -> Result<Node<'a>, ParseError> {
         let mut p = P {
             text,
             b: text.as_bytes(),
@@ -547,7 +562,7 @@ mod json {
             p.i = 3;
             p.col_byte = 3;
         }
-        let mut stack: Vec<Frame> = Vec::new();
+        let mut stack: Vec<Frame<'a>> = Vec::new();
         'value: loop {
             p.ws();
             let pos = p.pos();
@@ -657,7 +672,7 @@ mod json {
                     }
                     Some(Frame::Obj { entries, key, .. }) => {
                         let k = key.take().unwrap_or(Key {
-                            name: String::new(),
+                            name: Cow::Borrowed(""),
                             pos: Pos::UNKNOWN,
                         });
                         entries.push((k, node));
@@ -714,6 +729,7 @@ mod yaml {
     use crate::limits::Limits;
     use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
     use serde_saphyr::{Budget, DuplicateKeyPolicy, Options, Spanned};
+    use std::borrow::Cow;
     use std::cell::Cell;
     use std::fmt;
 
@@ -722,7 +738,7 @@ mod yaml {
     }
 
     /// A node without its own position (the parent's `Spanned` carries it).
-    struct Raw(NodeValue);
+    struct Raw(NodeValue<'static>);
 
     fn pos_of<T>(s: &Spanned<T>) -> Pos {
         let l = s.referenced;
@@ -732,7 +748,7 @@ mod yaml {
         )
     }
 
-    fn node(s: Spanned<Raw>) -> Node {
+    fn node(s: Spanned<Raw>) -> Node<'static> {
         let pos = pos_of(&s);
         Node {
             pos,
@@ -801,12 +817,12 @@ mod yaml {
 
         fn visit_str<E: de::Error>(self, v: &str) -> Result<Raw, E> {
             check_len(v)?;
-            Ok(Raw(NodeValue::Str(v.to_owned())))
+            Ok(Raw(NodeValue::Str(Cow::Owned(v.to_owned()))))
         }
 
         fn visit_string<E: de::Error>(self, v: String) -> Result<Raw, E> {
             check_len(&v)?;
-            Ok(Raw(NodeValue::Str(v)))
+            Ok(Raw(NodeValue::Str(Cow::Owned(v))))
         }
 
         fn visit_unit<E: de::Error>(self) -> Result<Raw, E> {
@@ -836,13 +852,19 @@ mod yaml {
                 let name = k.value;
                 check_len(&name)?;
                 let v: Spanned<Raw> = map.next_value()?;
-                entries.push((Key { name, pos: kpos }, node(v)));
+                entries.push((
+                    Key {
+                        name: Cow::Owned(name),
+                        pos: kpos,
+                    },
+                    node(v),
+                ));
             }
             Ok(Raw(NodeValue::Map(entries)))
         }
     }
 
-    pub(super) fn parse(text: &str, limits: &Limits) -> Result<Node, ParseError> {
+    pub(super) fn parse(text: &str, limits: &Limits) -> Result<Node<'static>, ParseError> {
         let mut budget = Budget::default();
         budget.max_depth = limits.max_depth;
         budget.flow_nesting_limit = limits.max_depth;
@@ -915,6 +937,7 @@ mod yaml {
 mod toml_doc {
     use super::{Key, LineIndex, Node, NodeValue, ParseError, Pos, depth_error, string_error};
     use crate::limits::Limits;
+    use std::borrow::Cow;
     use toml::de::{DeTable, DeValue};
 
     struct Cx<'a> {
@@ -928,7 +951,12 @@ mod toml_doc {
             self.lines.pos(self.text, offset)
         }
 
-        fn value(&self, v: &DeValue<'_>, start: usize, depth: usize) -> Result<Node, ParseError> {
+        fn value(
+            &self,
+            v: &DeValue<'_>,
+            start: usize,
+            depth: usize,
+        ) -> Result<Node<'static>, ParseError> {
             let pos = self.pos(start);
             if depth > self.limits.max_depth {
                 return Err(ParseError {
@@ -944,7 +972,7 @@ mod toml_doc {
                             pos,
                         });
                     }
-                    NodeValue::Str(s.to_string())
+                    NodeValue::Str(Cow::Owned(s.to_string()))
                 }
                 DeValue::Integer(i) => {
                     let digits: String = i.as_str().chars().filter(|c| *c != '_').collect();
@@ -990,7 +1018,7 @@ mod toml_doc {
                     NodeValue::Float(v)
                 }
                 DeValue::Boolean(b) => NodeValue::Bool(*b),
-                DeValue::Datetime(d) => NodeValue::Str(d.to_string()),
+                DeValue::Datetime(d) => NodeValue::Str(Cow::Owned(d.to_string())),
                 DeValue::Array(items) => {
                     let mut out = Vec::with_capacity(items.len());
                     for item in items {
@@ -1003,7 +1031,7 @@ mod toml_doc {
             Ok(Node { pos, value })
         }
 
-        fn table(&self, t: &DeTable<'_>, depth: usize) -> Result<NodeValue, ParseError> {
+        fn table(&self, t: &DeTable<'_>, depth: usize) -> Result<NodeValue<'static>, ParseError> {
             let mut entries = Vec::with_capacity(t.len());
             for (k, v) in t {
                 let kpos = self.pos(k.span().start);
@@ -1016,7 +1044,7 @@ mod toml_doc {
                 let node = self.value(v.get_ref(), v.span().start, depth)?;
                 entries.push((
                     Key {
-                        name: k.get_ref().to_string(),
+                        name: Cow::Owned(k.get_ref().to_string()),
                         pos: kpos,
                     },
                     node,
@@ -1026,7 +1054,7 @@ mod toml_doc {
         }
     }
 
-    pub(super) fn parse(text: &str, limits: &Limits) -> Result<Node, ParseError> {
+    pub(super) fn parse(text: &str, limits: &Limits) -> Result<Node<'static>, ParseError> {
         let cx = Cx {
             text,
             lines: LineIndex::new(text),

@@ -1,4 +1,4 @@
-//! Decoding a [`Node`] tree into a [`Workflow`], reporting every problem with its path and position.
+//! Decoding a [`Node<'_>`] tree into a [`Workflow`], reporting every problem with its path and position.
 
 use super::names::display_snippet;
 use super::{Conditions, RetryPolicy, StepDefaults, When, Workflow, WorkflowStep};
@@ -165,14 +165,14 @@ fn value_to_node(v: &Value) -> Node {
                 NodeValue::Float(n.as_f64().unwrap_or(f64::NAN))
             }
         }
-        Value::String(s) => NodeValue::Str(s.clone()),
+        Value::String(s) => NodeValue::Str(std::borrow::Cow::Borrowed(s)),
         Value::Array(a) => NodeValue::Seq(a.iter().map(value_to_node).collect()),
         Value::Object(o) => NodeValue::Map(
             o.iter()
                 .map(|(k, v)| {
                     (
                         Key {
-                            name: k.clone(),
+                            name: std::borrow::Cow::Borrowed(k.as_str()),
                             pos: Pos::UNKNOWN,
                         },
                         value_to_node(v),
@@ -216,6 +216,9 @@ struct Decoder<'l> {
     diags: Diagnostics,
     map: SourceMap,
 }
+
+/// The most fields any map of the format has.
+const MAX_FIELDS: usize = 16;
 
 const WORKFLOW_FIELDS: &[&str] = &[
     "name",
@@ -263,7 +266,7 @@ const CONDITIONS_FIELDS: &[&str] = &["run_if", "when"];
 const WHEN_FIELDS: &[&str] = &["ref", "op", "value"];
 
 fn decode_root(
-    root: Node,
+    root: Node<'_>,
     limits: &Limits,
     diags: Diagnostics,
 ) -> Result<(Workflow, SourceMap), Diagnostics> {
@@ -287,20 +290,20 @@ impl Decoder<'_> {
         self.diags.push(kind, path.to_string(), pos, msg);
     }
 
-    fn wrong_type(&mut self, path: &Path<'_>, node: &Node, expected: &str) {
+    fn wrong_type(&mut self, path: &Path<'_>, node: &Node<'_>, expected: &str) {
         let msg = format!("expected {expected}, found {}", node.kind_name());
         self.err(K::WrongType, path, node.pos, msg);
     }
 
     /// Takes a map node apart: reports unknown and duplicate keys; returns the
     /// known entries in declaration order of `fields`.
-    fn fields(
+    fn fields<'n>(
         &mut self,
-        node: Node,
+        node: Node<'n>,
         path: &Path<'_>,
-        fields: &[&str],
+        fields: &'static [&'static str],
         what: &str,
-    ) -> Option<Fields> {
+    ) -> Option<Fields<'n>> {
         let pos = node.pos;
         let NodeValue::Map(entries) = node.value else {
             self.wrong_type(
@@ -313,16 +316,20 @@ impl Decoder<'_> {
             );
             return None;
         };
-        let mut slots: Vec<Option<(Key, Node)>> = (0..fields.len()).map(|_| None).collect();
-        for (key, value) in entries {
+        // Reuse the entries' allocation: known entries stay, unknown and
+        // duplicate ones are reported and emptied.
+        let mut slots: Vec<Option<(Key<'n>, Node<'n>)>> = entries.into_iter().map(Some).collect();
+        let mut by_field = [u32::MAX; MAX_FIELDS];
+        for (n, slot) in slots.iter_mut().enumerate() {
+            let Some((key, _)) = slot.as_ref() else {
+                continue;
+            };
             match fields.iter().position(|f| *f == key.name) {
-                Some(i) => {
-                    if slots[i].is_some() {
-                        let msg = format!("duplicate key `{}`; each key may appear once", key.name);
-                        self.err(K::Duplicate, &Path::Field(path, &key.name), key.pos, msg);
-                    } else {
-                        slots[i] = Some((key, value));
-                    }
+                Some(i) if by_field[i] == u32::MAX => by_field[i] = n as u32,
+                Some(_) => {
+                    let msg = format!("duplicate key `{}`; each key may appear once", key.name);
+                    self.err(K::Duplicate, &Path::Field(path, &key.name), key.pos, msg);
+                    *slot = None;
                 }
                 None => {
                     let hint = match closest(&key.name, fields) {
@@ -334,15 +341,20 @@ impl Decoder<'_> {
                         display_snippet(&key.name)
                     );
                     self.err(K::UnknownField, &Path::Field(path, &key.name), key.pos, msg);
+                    *slot = None;
                 }
             }
         }
-        Some(Fields { pos, slots })
+        Some(Fields {
+            fields,
+            by_field,
+            slots,
+        })
     }
 
-    fn string(&mut self, node: Node, path: &Path<'_>) -> Option<String> {
+    fn string(&mut self, node: Node<'_>, path: &Path<'_>) -> Option<String> {
         match node.value {
-            NodeValue::Str(s) => Some(s),
+            NodeValue::Str(s) => Some(s.into_owned()),
             _ => {
                 self.wrong_type(path, &node, "a string");
                 None
@@ -351,9 +363,9 @@ impl Decoder<'_> {
     }
 
     /// A string, or a number written where a version-like string was meant.
-    fn lenient_string(&mut self, node: Node, path: &Path<'_>) -> Option<String> {
+    fn lenient_string(&mut self, node: Node<'_>, path: &Path<'_>) -> Option<String> {
         match node.value {
-            NodeValue::Str(s) => Some(s),
+            NodeValue::Str(s) => Some(s.into_owned()),
             NodeValue::Int(i) => Some(i.to_string()),
             NodeValue::UInt(u) => Some(u.to_string()),
             NodeValue::Float(f) => Some(f.to_string()),
@@ -364,7 +376,7 @@ impl Decoder<'_> {
         }
     }
 
-    fn boolean(&mut self, node: Node, path: &Path<'_>) -> Option<bool> {
+    fn boolean(&mut self, node: Node<'_>, path: &Path<'_>) -> Option<bool> {
         match node.value {
             NodeValue::Bool(b) => Some(b),
             _ => {
@@ -374,7 +386,7 @@ impl Decoder<'_> {
         }
     }
 
-    fn count(&mut self, node: Node, path: &Path<'_>, max: u32, limit: &str) -> Option<u32> {
+    fn count(&mut self, node: Node<'_>, path: &Path<'_>, max: u32, limit: &str) -> Option<u32> {
         let v = match node.value {
             NodeValue::Int(i) => i128::from(i),
             NodeValue::UInt(u) => i128::from(u),
@@ -401,7 +413,7 @@ impl Decoder<'_> {
         u32::try_from(v).ok()
     }
 
-    fn duration(&mut self, node: Node, path: &Path<'_>) -> Option<Option<Duration>> {
+    fn duration(&mut self, node: Node<'_>, path: &Path<'_>) -> Option<Option<Duration>> {
         let parsed = match &node.value {
             NodeValue::Null => return Some(None),
             NodeValue::Int(i) => {
@@ -437,7 +449,7 @@ impl Decoder<'_> {
         }
     }
 
-    fn priority(&mut self, node: Node, path: &Path<'_>) -> Option<TaskPriority> {
+    fn priority(&mut self, node: Node<'_>, path: &Path<'_>) -> Option<TaskPriority> {
         let r = match &node.value {
             NodeValue::Str(s) => s.parse::<TaskPriority>(),
             NodeValue::Int(i) => TaskPriority::from_value(*i)
@@ -449,7 +461,7 @@ impl Decoder<'_> {
 
     fn text_enum<T: std::str::FromStr<Err = String>>(
         &mut self,
-        node: Node,
+        node: Node<'_>,
         path: &Path<'_>,
         kind: K,
     ) -> Option<T> {
@@ -464,7 +476,7 @@ impl Decoder<'_> {
     /// holding `${` when `step` is given.
     fn object(
         &mut self,
-        node: Node,
+        node: Node<'_>,
         path: &Path<'_>,
         step: Option<u32>,
     ) -> Option<Map<String, Value>> {
@@ -485,7 +497,7 @@ impl Decoder<'_> {
         }
     }
 
-    fn record_refs(&mut self, node: &Node, path: &Path<'_>, step: u32) {
+    fn record_refs(&mut self, node: &Node<'_>, path: &Path<'_>, step: u32) {
         match &node.value {
             NodeValue::Str(s) if s.contains("${") => {
                 let rel = relative_to_step(&path.to_string());
@@ -505,7 +517,7 @@ impl Decoder<'_> {
         }
     }
 
-    fn workflow(&mut self, root: Node) -> Option<Workflow> {
+    fn workflow(&mut self, root: Node<'_>) -> Option<Workflow> {
         let path = Path::Root;
         let root_pos = root.pos;
         let mut f = self.fields(root, &path, WORKFLOW_FIELDS, "a workflow")?;
@@ -572,7 +584,7 @@ impl Decoder<'_> {
 
     fn string_list(
         &mut self,
-        node: Node,
+        node: Node<'_>,
         path: &Path<'_>,
         max: Option<(usize, &str)>,
     ) -> Vec<String> {
@@ -607,7 +619,7 @@ impl Decoder<'_> {
         out
     }
 
-    fn defaults(&mut self, node: Node, path: &Path<'_>) -> Option<StepDefaults> {
+    fn defaults(&mut self, node: Node<'_>, path: &Path<'_>) -> Option<StepDefaults> {
         let mut f = self.fields(node, path, DEFAULTS_FIELDS, "step defaults")?;
         let mut d = StepDefaults::default();
         if let Some((_, n)) = f.take("timeout") {
@@ -636,7 +648,12 @@ impl Decoder<'_> {
         Some(d)
     }
 
-    fn retry(&mut self, node: Node, path: &Path<'_>, base: &RetryPolicy) -> Option<RetryPolicy> {
+    fn retry(
+        &mut self,
+        node: Node<'_>,
+        path: &Path<'_>,
+        base: &RetryPolicy,
+    ) -> Option<RetryPolicy> {
         let mut f = self.fields(node, path, RETRY_FIELDS, "a retry policy")?;
         let mut r = base.clone();
         if let Some((_, n)) = f.take("backoff") {
@@ -680,7 +697,7 @@ impl Decoder<'_> {
         Some(r)
     }
 
-    fn resources(&mut self, node: Node, path: &Path<'_>) -> Option<ResourceRequest> {
+    fn resources(&mut self, node: Node<'_>, path: &Path<'_>) -> Option<ResourceRequest> {
         let pos = node.pos;
         let NodeValue::Map(entries) = node.value else {
             self.wrong_type(
@@ -768,7 +785,7 @@ impl Decoder<'_> {
                     ok = false;
                     continue;
                 }
-                if amounts.insert(unit.name.clone(), v).is_some() {
+                if amounts.insert(unit.name.to_string(), v).is_some() {
                     self.err(
                         K::Duplicate,
                         &up,
@@ -783,7 +800,7 @@ impl Decoder<'_> {
         ok.then_some(ResourceRequest(req))
     }
 
-    fn conditions(&mut self, node: Node, path: &Path<'_>, step: u32) -> Option<Conditions> {
+    fn conditions(&mut self, node: Node<'_>, path: &Path<'_>, step: u32) -> Option<Conditions> {
         let mut f = self.fields(node, path, CONDITIONS_FIELDS, "conditions")?;
         let mut c = Conditions::default();
         if let Some((_, n)) = f.take("run_if") {
@@ -851,7 +868,12 @@ impl Decoder<'_> {
         Some(c)
     }
 
-    fn steps(&mut self, node: Node, path: &Path<'_>, defaults: &StepDefaults) -> Vec<WorkflowStep> {
+    fn steps(
+        &mut self,
+        node: Node<'_>,
+        path: &Path<'_>,
+        defaults: &StepDefaults,
+    ) -> Vec<WorkflowStep> {
         let pos = node.pos;
         let NodeValue::Seq(items) = node.value else {
             self.wrong_type(
@@ -898,7 +920,7 @@ impl Decoder<'_> {
 
     fn step(
         &mut self,
-        node: Node,
+        node: Node<'_>,
         path: &Path<'_>,
         index: u32,
         defaults: &StepDefaults,
@@ -1059,20 +1081,19 @@ fn relative_to_step(path: &str) -> String {
     }
 }
 
-struct Fields {
-    #[allow(dead_code)]
-    pos: Pos,
-    slots: Vec<Option<(Key, Node)>>,
+struct Fields<'a> {
+    fields: &'static [&'static str],
+    /// For each field of `fields`, the index of its slot (`u32::MAX`: absent).
+    by_field: [u32; MAX_FIELDS],
+    slots: Vec<Option<(Key<'a>, Node<'a>)>>,
 }
 
-impl Fields {
-    fn take(&mut self, name: &str) -> Option<(Key, Node)> {
-        // Field lists are short and fixed, so a linear search by name is cheapest.
-        let i = self
-            .slots
-            .iter()
-            .position(|s| s.as_ref().is_some_and(|(k, _)| k.name == name))?;
-        self.slots[i].take()
+impl<'a> Fields<'a> {
+    fn take(&mut self, name: &str) -> Option<(Key<'a>, Node<'a>)> {
+        // Field lists are short and fixed: find the field's index, then its slot.
+        let fi = self.fields.iter().position(|f| *f == name)?;
+        let slot = *self.by_field.get(fi)?;
+        self.slots.get_mut(slot as usize)?.take()
     }
 }
 

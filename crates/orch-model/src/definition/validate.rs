@@ -8,8 +8,8 @@ use crate::graph::{DepGraph, Levels, to_dot, to_mermaid};
 use crate::limits::Limits;
 use crate::node::Pos;
 use crate::reference::{Reference, parse_template, parse_template_partial};
+use rustc_hash::FxHashMap as HashMap;
 use serde_json::Value;
-use std::collections::HashMap;
 
 /// A workflow that passed validation, with its dependency graph (declared and
 /// implicit dependencies, by step index) and its execution levels.
@@ -176,7 +176,8 @@ pub(crate) fn validate_into(
     }
 
     // Names: charset and duplicates.
-    let mut index: HashMap<&str, u32> = HashMap::with_capacity(workflow.steps.len());
+    let mut index: HashMap<&str, u32> =
+        HashMap::with_capacity_and_hasher(workflow.steps.len(), Default::default());
     for (i, step) in workflow.steps.iter().enumerate() {
         if partial && step.name.is_empty() {
             continue;
@@ -231,11 +232,11 @@ pub(crate) fn validate_into(
     for (i, step) in workflow.steps.iter().enumerate() {
         deps.clear();
         for (k, dep) in step.dependencies.iter().enumerate() {
-            let path = format!("steps[{i}].dependencies[{k}]");
+            let path = || format!("steps[{i}].dependencies[{k}]");
             if *dep == step.name {
                 d.push(
                     K::SelfDependency,
-                    path,
+                    path(),
                     map.dep_pos(i, k),
                     format!(
                         "step `{}` depends on itself; remove this dependency",
@@ -254,7 +255,7 @@ pub(crate) fn validate_into(
                     };
                     d.push(
                         K::UnknownDependency,
-                        path,
+                        path(),
                         map.dep_pos(i, k),
                         format!(
                             "dependency {} is not a step of this workflow{hint}",
