@@ -43,8 +43,8 @@ impl Workload {
                             return Vec::new();
                         }
                         let prev = ((layer - 1) * width) as u64;
-                        let a = prev + rng.next() % width as u64;
-                        let mut b = prev + rng.next() % width as u64;
+                        let a = prev + rng.next_u64() % width as u64;
+                        let mut b = prev + rng.next_u64() % width as u64;
                         if b == a && width > 1 {
                             b = prev + (b - prev + 1) % width as u64;
                         }
@@ -95,7 +95,7 @@ pub struct XorShift(pub u64);
 
 impl XorShift {
     /// The next pseudo-random number.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -143,6 +143,9 @@ mod tests {
         }
         let deps = Workload::Layered.dependencies(10_000);
         assert!(deps[100..].iter().all(|d| !d.is_empty() && d.len() <= 2));
-        assert!(deps[150].iter().all(|&d| (100..200).contains(&d)));
+        assert!(
+            deps[250].iter().all(|&d| (100..200).contains(&d)),
+            "layer 2 depends on layer 1"
+        );
     }
 }

@@ -34,10 +34,8 @@ fn main() {
                 let wf = load_workflow(&text, Format::Json, &Limits::default(), None);
                 let levels = wf.as_ref().map(|w| w.levels().len()).unwrap_or(0);
                 let elapsed = start.elapsed();
-                if reset {
-                    if let Some((hwm, _)) = rss_kib() {
-                        peak_extra_kib = peak_extra_kib.max(hwm.saturating_sub(before));
-                    }
+                if reset && let Some((hwm, _)) = rss_kib() {
+                    peak_extra_kib = peak_extra_kib.max(hwm.saturating_sub(before));
                 }
                 assert!(levels > 0, "the generated workflow is valid");
                 drop(wf);

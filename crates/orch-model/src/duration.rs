@@ -98,7 +98,7 @@ pub fn format_duration(d: Duration) -> String {
             format!("{}s", d.as_secs_f64())
         };
     }
-    if d.subsec_nanos() % 1_000_000 != 0 {
+    if !d.subsec_nanos().is_multiple_of(1_000_000) {
         return format!("{}s", d.as_secs_f64());
     }
     let mut out = String::new();

@@ -9,9 +9,9 @@ use std::fmt;
 use std::str::FromStr;
 
 macro_rules! text_enum {
-    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+    ($(#[$doc:meta])* $name:ident $([$($extra:ident),*])? { $($(#[$vdoc:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize $($(, $extra)*)?)]
         #[serde(rename_all = "snake_case")]
         pub enum $name {
             $($(#[$vdoc])* $variant),+
@@ -57,8 +57,9 @@ macro_rules! text_enum {
 
 text_enum!(
     /// The life cycle of a workflow (seed: `WorkflowStatus`).
-    WorkflowStatus {
+    WorkflowStatus [Default] {
         /// Being designed.
+        #[default]
         Draft => "draft",
         /// Ready for execution.
         Ready => "ready",
@@ -75,17 +76,12 @@ text_enum!(
     }
 );
 
-impl Default for WorkflowStatus {
-    fn default() -> Self {
-        Self::Draft
-    }
-}
-
 text_enum!(
     /// The state of one task (seed: `TaskStatus`); transitions are governed by
     /// [`TaskStatus::can_transition_to`].
-    TaskStatus {
+    TaskStatus [Default] {
         /// Waiting for its dependencies.
+        #[default]
         Pending => "pending",
         /// Dependencies satisfied; waiting for a slot (or for a retry's backoff).
         Ready => "ready",
@@ -101,12 +97,6 @@ text_enum!(
         Skipped => "skipped",
     }
 );
-
-impl Default for TaskStatus {
-    fn default() -> Self {
-        Self::Pending
-    }
-}
 
 /// The transition table: `TRANSITIONS[from][to]`, in the order of `TaskStatus::ALL`.
 ///
@@ -268,8 +258,9 @@ impl<'de> Deserialize<'de> for TaskPriority {
 
 text_enum!(
     /// The life cycle of a project (seed: `ProjectStatus`).
-    ProjectStatus {
+    ProjectStatus [Default] {
         /// In planning.
+        #[default]
         Planning => "planning",
         /// Actively worked on.
         Active => "active",
@@ -284,15 +275,9 @@ text_enum!(
     }
 );
 
-impl Default for ProjectStatus {
-    fn default() -> Self {
-        Self::Planning
-    }
-}
-
 text_enum!(
     /// The kind of a project (seed: `ProjectType`).
-    ProjectType {
+    ProjectType [Default] {
         /// AI-powered code analysis.
         AiAnalysis => "ai_analysis",
         /// A web application.
@@ -306,15 +291,10 @@ text_enum!(
         /// Research.
         Research => "research",
         /// Anything else.
+        #[default]
         Custom => "custom",
     }
 );
-
-impl Default for ProjectType {
-    fn default() -> Self {
-        Self::Custom
-    }
-}
 
 text_enum!(
     /// The kind of a resource (seed: `ResourceType`, the exported one with 11 kinds).
@@ -346,8 +326,9 @@ text_enum!(
 
 text_enum!(
     /// The state of a resource (seed: `ResourceStatus`).
-    ResourceStatus {
+    ResourceStatus [Default] {
         /// Available for allocation.
+        #[default]
         Available => "available",
         /// Fully in use.
         InUse => "in_use",
@@ -360,34 +341,24 @@ text_enum!(
     }
 );
 
-impl Default for ResourceStatus {
-    fn default() -> Self {
-        Self::Available
-    }
-}
-
 text_enum!(
     /// How a session or run schedules its tasks (SPEC §5).
-    ExecutionMode {
+    ExecutionMode [Default] {
         /// One task at a time, in topological and priority order.
         Sequential => "sequential",
         /// Up to `max_parallel_tasks` at once.
+        #[default]
         Parallel => "parallel",
         /// Parallel, and a task starts only when its resource request fits.
         ResourceAware => "resource_aware",
     }
 );
 
-impl Default for ExecutionMode {
-    fn default() -> Self {
-        Self::Parallel
-    }
-}
-
 text_enum!(
     /// A step's trigger rule: which outcomes of its dependencies let it run.
-    RunIf {
+    RunIf [Default] {
         /// Run only when every dependency completed successfully (the default).
+        #[default]
         Success => "success",
         /// Run only when at least one dependency failed.
         Failure => "failure",
@@ -395,12 +366,6 @@ text_enum!(
         Always => "always",
     }
 );
-
-impl Default for RunIf {
-    fn default() -> Self {
-        Self::Success
-    }
-}
 
 text_enum!(
     /// The comparison of a `when` condition.
@@ -428,21 +393,16 @@ text_enum!(
 
 text_enum!(
     /// How the delay between retries grows.
-    BackoffKind {
+    BackoffKind [Default] {
         /// The same delay every time.
         Constant => "constant",
         /// `initial_delay × attempt`.
         Linear => "linear",
         /// `initial_delay × 2^(attempt-1)`.
+        #[default]
         Exponential => "exponential",
     }
 );
-
-impl Default for BackoffKind {
-    fn default() -> Self {
-        Self::Exponential
-    }
-}
 
 #[cfg(test)]
 mod tests {

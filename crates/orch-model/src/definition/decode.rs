@@ -152,7 +152,7 @@ pub fn from_value(value: &Value, limits: &Limits) -> Result<(Workflow, SourceMap
     decode_root(value_to_node(value), limits, Diagnostics::new(None))
 }
 
-fn value_to_node(v: &Value) -> Node {
+fn value_to_node(v: &Value) -> Node<'_> {
     let value = match v {
         Value::Null => NodeValue::Null,
         Value::Bool(b) => NodeValue::Bool(*b),

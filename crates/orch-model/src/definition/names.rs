@@ -126,7 +126,7 @@ pub fn display_snippet(s: &str) -> String {
     let mut out = String::from("`");
     for (n, c) in s.chars().enumerate() {
         if n == MAX {
-            out.push_str("…");
+            out.push('…');
             break;
         }
         if c.is_control() {
