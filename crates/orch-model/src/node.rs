@@ -190,6 +190,20 @@ impl Node<'_> {
 /// # Errors
 /// The first syntax error or exceeded limit, with its position.
 pub fn parse<'a>(text: &'a str, format: Format, limits: &Limits) -> Result<Node<'a>, ParseError> {
+    parse_with_step_sink(text, format, limits, None)
+}
+
+/// Like [`parse`]; for JSON, each element of the top-level `steps` list goes
+/// to `sink` as soon as it is parsed (see `json::parse_streaming`).
+pub(crate) fn parse_with_step_sink<'a>(
+    text: &'a str,
+    format: Format,
+    limits: &Limits,
+    sink: Option<&mut dyn FnMut(Node<'a>)>,
+) -> Result<Node<'a>, ParseError> {
+    if let (Format::Json, Some(sink)) = (format, sink) {
+        return json::parse_streaming(text, limits, Some(sink));
+    }
     match format {
         Format::Json => json::parse(text, limits),
         Format::Yaml => yaml::parse(text, limits),
@@ -549,6 +563,19 @@ mod json {
     }
 
     pub(super) fn parse<'a>(text: &'a str, limits: &Limits) -> Result<Node<'a>, ParseError> {
+        parse_streaming(text, limits, None)
+    }
+
+    /// Parses, handing each element of the top-level `steps` list to `sink`
+    /// as soon as it is complete; the list keeps a `Null` placeholder (with
+    /// the element's position) instead. Decoding a step while it is still in
+    /// the cache, and never holding the whole tree, is what makes a
+    /// million-step definition cheap.
+    pub(crate) fn parse_streaming<'a>(
+        text: &'a str,
+        limits: &Limits,
+        mut sink: Option<&mut dyn FnMut(Node<'a>)>,
+    ) -> Result<Node<'a>, ParseError> {
         let mut p = P {
             text,
             b: text.as_bytes(),
@@ -627,6 +654,8 @@ mod json {
             let mut node = Node { pos, value };
             // Attach the finished value to its parent, closing parents as they end.
             loop {
+                let in_steps = stack.len() == 2
+                    && matches!(&stack[0], Frame::Obj { key: Some(k), .. } if k.name == "steps");
                 match stack.last_mut() {
                     None => {
                         p.ws();
@@ -639,7 +668,18 @@ mod json {
                         return Ok(node);
                     }
                     Some(Frame::Arr { items, .. }) => {
-                        items.push(node);
+                        let streamed = match sink.as_mut() {
+                            Some(sink) if in_steps => {
+                                let placeholder = Node {
+                                    pos: node.pos,
+                                    value: NodeValue::Null,
+                                };
+                                sink(node);
+                                placeholder
+                            }
+                            _ => node,
+                        };
+                        items.push(streamed);
                         p.ws();
                         match p.peek() {
                             Some(b',') => {

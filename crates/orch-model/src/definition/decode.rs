@@ -6,7 +6,7 @@ use crate::diagnostic::{DiagnosticKind as K, Diagnostics};
 use crate::duration::{parse_duration, seconds};
 use crate::enums::{BackoffKind, ConditionOp, ResourceType, RunIf, TaskPriority, WorkflowStatus};
 use crate::limits::Limits;
-use crate::node::{Format, Key, Node, NodeValue, Pos, parse};
+use crate::node::{Format, Key, Node, NodeValue, Pos, parse_with_step_sink};
 use crate::resources::{ResourceRequest, check_amount};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -123,23 +123,41 @@ pub(crate) fn decode_partial(
         );
         return (None, diags);
     }
-    let root = match parse(text, format, limits) {
+    let mut d = Decoder {
+        limits,
+        diags,
+        map: SourceMap::default(),
+        streamed: None,
+        explicit: Vec::new(),
+    };
+    // JSON steps are decoded while they are parsed (see `parse_with_step_sink`).
+    let mut streamed: Vec<WorkflowStep> = Vec::new();
+    let parsed = {
+        let steps_path = Path::Field(&Path::Root, "steps");
+        let mut sink = |node: Node<'_>| {
+            if streamed.len() < limits.max_steps {
+                let i = streamed.len();
+                let step = d.step(node, &Path::Index(&steps_path, i), i as u32);
+                streamed.push(step);
+            }
+        };
+        parse_with_step_sink(text, format, limits, Some(&mut sink))
+    };
+    let root = match parsed {
         Ok(root) => root,
         Err(e) => {
-            diags.push(
+            d.diags.push(
                 K::Syntax,
                 "",
                 e.pos,
                 format!("invalid {format}: {}", e.message),
             );
-            return (None, diags);
+            return (None, d.diags);
         }
     };
-    let mut d = Decoder {
-        limits,
-        diags,
-        map: SourceMap::default(),
-    };
+    if format == Format::Json {
+        d.streamed = Some(streamed);
+    }
     let wf = d.workflow(root);
     (wf.map(|wf| (wf, d.map)), d.diags)
 }
@@ -215,7 +233,18 @@ struct Decoder<'l> {
     limits: &'l Limits,
     diags: Diagnostics,
     map: SourceMap,
+    /// Steps already decoded while parsing (JSON), in order.
+    streamed: Option<Vec<WorkflowStep>>,
+    /// Per step, which defaultable fields it sets itself (`SET_*` bits).
+    explicit: Vec<u8>,
 }
+
+const SET_TIMEOUT: u8 = 1;
+const SET_MAX_RETRIES: u8 = 2;
+const SET_RETRY: u8 = 4;
+const SET_PRIORITY: u8 = 8;
+const SET_CACHE: u8 = 16;
+const SET_RESOURCES: u8 = 32;
 
 /// The most fields any map of the format has.
 const MAX_FIELDS: usize = 16;
@@ -274,6 +303,8 @@ fn decode_root(
         limits,
         diags,
         map: SourceMap::default(),
+        streamed: None,
+        explicit: Vec::new(),
     };
     let wf = d.workflow(root);
     if d.diags.is_empty() {
@@ -571,7 +602,10 @@ impl Decoder<'_> {
                 .unwrap_or_default();
         }
         match f.take("steps") {
-            Some((_, n)) => wf.steps = self.steps(n, &Path::Field(&path, "steps"), &wf.defaults),
+            Some((_, n)) => {
+                wf.steps = self.steps(n, &Path::Field(&path, "steps"));
+                self.apply_defaults(&mut wf.steps, &wf.defaults);
+            }
             None => self.err(
                 K::MissingField,
                 &path,
@@ -868,12 +902,40 @@ impl Decoder<'_> {
         Some(c)
     }
 
-    fn steps(
-        &mut self,
-        node: Node<'_>,
-        path: &Path<'_>,
-        defaults: &StepDefaults,
-    ) -> Vec<WorkflowStep> {
+    fn mark(&mut self, bit: u8) {
+        if let Some(b) = self.explicit.last_mut() {
+            *b |= bit;
+        }
+    }
+
+    /// Gives every step the defaults for the fields it does not set itself.
+    fn apply_defaults(&self, steps: &mut [WorkflowStep], d: &StepDefaults) {
+        if d.is_empty() {
+            return;
+        }
+        for (s, &set) in steps.iter_mut().zip(&self.explicit) {
+            if set & SET_TIMEOUT == 0 && d.timeout.is_some() {
+                s.timeout = d.timeout;
+            }
+            if let (0, Some(m)) = (set & SET_MAX_RETRIES, d.max_retries) {
+                s.max_retries = m;
+            }
+            if let (0, Some(r)) = (set & SET_RETRY, &d.retry) {
+                s.retry = r.clone();
+            }
+            if let (0, Some(p)) = (set & SET_PRIORITY, d.priority) {
+                s.priority = p;
+            }
+            if let (0, Some(c)) = (set & SET_CACHE, d.cache) {
+                s.cache = c;
+            }
+            if let (0, Some(r)) = (set & SET_RESOURCES, &d.resources) {
+                s.resources = r.clone();
+            }
+        }
+    }
+
+    fn steps(&mut self, node: Node<'_>, path: &Path<'_>) -> Vec<WorkflowStep> {
         let pos = node.pos;
         let NodeValue::Seq(items) = node.value else {
             self.wrong_type(
@@ -904,6 +966,10 @@ impl Decoder<'_> {
             self.err(K::Limit, path, pos, msg);
             return Vec::new();
         }
+        if let Some(streamed) = self.streamed.take() {
+            // The steps were decoded while parsing; `items` holds placeholders.
+            return streamed;
+        }
         let n = items.len();
         self.map.step.reserve_exact(n);
         self.map.name.reserve_exact(n);
@@ -912,31 +978,20 @@ impl Decoder<'_> {
         let mut out = Vec::with_capacity(n);
         // Consuming the list drops each step's subtree once decoded, keeping peak memory low.
         for (i, item) in items.into_iter().enumerate() {
-            let step = self.step(item, &Path::Index(path, i), i as u32, defaults);
+            let step = self.step(item, &Path::Index(path, i), i as u32);
             out.push(step);
         }
         out
     }
 
-    fn step(
-        &mut self,
-        node: Node<'_>,
-        path: &Path<'_>,
-        index: u32,
-        defaults: &StepDefaults,
-    ) -> WorkflowStep {
+    fn step(&mut self, node: Node<'_>, path: &Path<'_>, index: u32) -> WorkflowStep {
         let pos = node.pos;
         self.map.step.push(pos);
         self.map
             .dep_start
             .push(u32::try_from(self.map.dep.len()).unwrap_or(u32::MAX));
         let mut s = WorkflowStep::new(String::new(), String::new(), String::new());
-        s.timeout = defaults.timeout;
-        s.max_retries = defaults.max_retries.unwrap_or(0);
-        s.retry = defaults.retry.clone().unwrap_or_default();
-        s.priority = defaults.priority.unwrap_or_default();
-        s.cache = defaults.cache.unwrap_or(false);
-        s.resources = defaults.resources.clone().unwrap_or_default();
+        self.explicit.push(0);
         let Some(mut f) = self.fields(node, path, STEP_FIELDS, "a step") else {
             self.map.name.push(pos);
             self.map.module.push(pos);
@@ -1026,6 +1081,7 @@ impl Decoder<'_> {
             }
         }
         if let Some((_, n)) = f.take("timeout") {
+            self.mark(SET_TIMEOUT);
             if let Some(t) = self.duration(n, &Path::Field(path, "timeout")) {
                 s.timeout = t;
             }
@@ -1039,6 +1095,7 @@ impl Decoder<'_> {
             );
         }
         if let Some((_, n)) = f.take("max_retries") {
+            self.mark(SET_MAX_RETRIES);
             if let Some(m) = self.count(
                 n,
                 &Path::Field(path, "max_retries"),
@@ -1049,22 +1106,25 @@ impl Decoder<'_> {
             }
         }
         if let Some((_, n)) = f.take("retry") {
-            let base = s.retry.clone();
-            if let Some(r) = self.retry(n, &Path::Field(path, "retry"), &base) {
+            self.mark(SET_RETRY);
+            if let Some(r) = self.retry(n, &Path::Field(path, "retry"), &RetryPolicy::default()) {
                 s.retry = r;
             }
         }
         if let Some((_, n)) = f.take("priority") {
+            self.mark(SET_PRIORITY);
             if let Some(p) = self.priority(n, &Path::Field(path, "priority")) {
                 s.priority = p;
             }
         }
         if let Some((_, n)) = f.take("resources") {
+            self.mark(SET_RESOURCES);
             if let Some(r) = self.resources(n, &Path::Field(path, "resources")) {
                 s.resources = r;
             }
         }
         if let Some((_, n)) = f.take("cache") {
+            self.mark(SET_CACHE);
             if let Some(c) = self.boolean(n, &Path::Field(path, "cache")) {
                 s.cache = c;
             }
