@@ -11,7 +11,8 @@ usage: cargo xtask <command>
 commands:
   ci      run exactly what CI runs: cargo fmt --check, cargo clippy -D warnings, cargo test --workspace
   tidy    run the architecture and convention checks (they are tests in xtask/src/tidy.rs)
-  bench   run the benchmarks: cargo bench -p orch-benches [-- ARGS]
+  bench   run the benchmarks: cargo bench -p orch-benches [-- ARGS], then the per-step
+          time and peak-memory table (orch-benches' definition-report)
   help    show this message";
 
 fn main() -> ExitCode {
@@ -30,7 +31,12 @@ fn main() -> ExitCode {
                 cmd.push("--".to_owned());
                 cmd.extend(args[1..].iter().cloned());
             }
-            vec![cmd]
+            // Criterion first, then the table of docs/benchmarks.md (time and
+            // peak memory per step, which criterion does not measure).
+            vec![
+                cmd,
+                words("run --release -q -p orch-benches --bin definition-report"),
+            ]
         }
         Some("help" | "-h" | "--help") | None => {
             println!("{USAGE}");

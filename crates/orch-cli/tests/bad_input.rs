@@ -196,7 +196,7 @@ fn names_with_separators_dots_nul_and_control_characters() {
     rejects(
         "wf-name.json",
         r#"{"name": "../../etc/x", "steps": [{"name": "a", "module": "core", "action": "noop"}]}"#,
-        &["name: workflow name `../../etc/x` contains a path separator"],
+        &["wf-name.json:1:10: name: workflow name `../../etc/x` contains a path separator"],
     );
 }
 

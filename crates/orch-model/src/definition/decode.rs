@@ -30,6 +30,8 @@ pub struct SourceMap {
     pub dep_start: Vec<u32>,
     /// Strings holding `${`, by `(step index, path relative to the step)`.
     pub refs: HashMap<(u32, String), Pos>,
+    /// Top-level places by path: `name`, `parameters.NAME` (the key), `env[i]`.
+    pub top: HashMap<String, Pos>,
 }
 
 impl SourceMap {
@@ -58,6 +60,11 @@ impl SourceMap {
             Some(start) => Self::get(&self.dep, *start as usize + d),
             None => Pos::UNKNOWN,
         }
+    }
+
+    /// Position of a top-level place (`name`, `parameters.NAME`, `env[i]`).
+    pub fn top_pos(&self, path: &str) -> Pos {
+        self.top.get(path).copied().unwrap_or(Pos::UNKNOWN)
     }
 
     /// Position of a string holding a reference, by step and path within the step.
@@ -555,6 +562,7 @@ impl Decoder<'_> {
         let mut wf = Workflow::new(String::new(), String::new());
         match f.take("name") {
             Some((_, n)) => {
+                self.map.top.insert("name".into(), n.pos);
                 if let Some(s) = self.string(n, &Path::Field(&path, "name")) {
                     wf.name = s;
                 }
@@ -577,11 +585,21 @@ impl Decoder<'_> {
                 .unwrap_or_default();
         }
         if let Some((_, n)) = f.take("parameters") {
+            if let NodeValue::Map(entries) = &n.value {
+                for (k, _) in entries {
+                    self.map.top.insert(format!("parameters.{}", k.name), k.pos);
+                }
+            }
             wf.parameters = self
                 .object(n, &Path::Field(&path, "parameters"), None)
                 .unwrap_or_default();
         }
         if let Some((_, n)) = f.take("env") {
+            if let NodeValue::Seq(items) = &n.value {
+                for (i, item) in items.iter().enumerate() {
+                    self.map.top.insert(format!("env[{i}]"), item.pos);
+                }
+            }
             wf.env = self.string_list(n, &Path::Field(&path, "env"), None);
         }
         if let Some((_, n)) = f.take("defaults") {

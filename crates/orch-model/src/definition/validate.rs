@@ -138,7 +138,7 @@ pub(crate) fn validate_into(
     if partial && workflow.name.is_empty() {
         // Already reported as missing or malformed.
     } else if let Err(m) = check_name(NameKind::Workflow, &workflow.name, limits) {
-        d.push(K::Name, "name", Pos::UNKNOWN, m);
+        d.push(K::Name, "name", map.top_pos("name"), m);
     }
     if workflow.steps.len() > limits.max_steps {
         d.push(
@@ -155,7 +155,9 @@ pub(crate) fn validate_into(
     }
     for name in workflow.parameters.keys() {
         if let Err(m) = check_name(NameKind::Parameter, name, limits) {
-            d.push(K::Name, format!("parameters.{name}"), Pos::UNKNOWN, m);
+            let path = format!("parameters.{name}");
+            let pos = map.top_pos(&path);
+            d.push(K::Name, path, pos, m);
         }
     }
     for (i, name) in workflow.env.iter().enumerate() {
@@ -163,10 +165,12 @@ pub(crate) fn validate_into(
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             && name.len() <= limits.max_name_len;
         if !ok {
+            let path = format!("env[{i}]");
+            let pos = map.top_pos(&path);
             d.push(
                 K::Name,
-                format!("env[{i}]"),
-                Pos::UNKNOWN,
+                path,
+                pos,
                 format!(
                     "environment variable name {} must match [A-Za-z_][A-Za-z0-9_]*",
                     display_snippet(name)
