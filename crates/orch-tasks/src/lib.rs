@@ -1,7 +1,42 @@
-//! `orch-tasks`: the `TaskOrchestrator` scheduler (layer L2 of the workspace).
+//! `orch-tasks`: running DAGs of tasks (layer L2): the scheduler, actions, retries, timeouts, cancellation.
 //!
-//! This crate will hold the dependency-counting scheduler, the `Action` trait,
-//! the `ActionRegistry` and built-in actions, the process executor, retries,
-//! timeouts, cancellation, the result cache and the in-memory store (SPEC §5,
-//! §6). It is delivered by the scheduler issue and has no API yet. The task
-//! state machine it will drive already lives in `orch_model::TaskStatus`.
+//! [`run_workflow`] runs a validated workflow with bounded, priority-ordered
+//! parallelism: `sequential` runs one step at a time, `parallel` up to
+//! `max_parallel`. Steps are retried with backoff when their failure is
+//! retryable, stopped (with their whole process group) when they time out,
+//! and skipped according to their trigger rule and `when` condition.
+//! `${...}` references are resolved when a step is released, keeping JSON
+//! types. Every state change is an [`Event`].
+//!
+//! ```
+//! use orch_model::{Format, Limits, load_workflow};
+//! use orch_tasks::{ActionRegistry, RunOptions, run_workflow};
+//!
+//! let yaml = r#"
+//! name: hello
+//! steps:
+//!   - { name: greet, module: core, action: set, parameters: { value: { who: world } } }
+//!   - { name: shout, module: core, action: set, parameters: { value: "hello ${greet.result.who}" } }
+//! "#;
+//! let wf = load_workflow(yaml, Format::Yaml, &Limits::default(), None).unwrap();
+//! let rt = tokio::runtime::Runtime::new().unwrap();
+//! let report = rt.block_on(run_workflow(&wf, &ActionRegistry::with_builtins(), RunOptions::default(), None)).unwrap();
+//! assert!(report.succeeded());
+//! assert_eq!(report.steps[1].result.as_ref().unwrap().data, "hello world");
+//! ```
+//!
+//! Not yet here (see the scheduler issue): the `TaskOrchestrator` facade of
+//! the seed API, `resource_aware` mode (it returns a clear "not supported"
+//! error), result caching (`cache: true` steps run normally), the `fs` and
+//! external actions, and the `Store` contract.
+
+pub mod action;
+mod builtin;
+pub mod event;
+pub mod resolve;
+pub mod run;
+
+pub use action::{Action, ActionContext, ActionError, ActionRegistry};
+pub use builtin::{Exec, Script};
+pub use event::Event;
+pub use run::{RunOptions, RunReport, StepReport, prepare, run_workflow};

@@ -1,0 +1,164 @@
+//! The `Action` trait, its context and error, and the `ActionRegistry` keyed by `module.action`.
+
+use async_trait::async_trait;
+use orch_model::RunId;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// What an action knows about the run it works for.
+#[derive(Debug, Clone)]
+pub struct ActionContext {
+    /// The run.
+    pub run_id: RunId,
+    /// The step's name.
+    pub step: String,
+    /// The attempt, starting at 1.
+    pub attempt: u32,
+    /// The directory actions work in and file actions are confined to.
+    pub work_dir: PathBuf,
+    /// Cancelled when the step times out or the run is cancelled. Actions that
+    /// wait or run processes must watch it and stop promptly.
+    pub cancel: CancellationToken,
+    /// How long a process gets between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+    /// The most bytes of stdout and of stderr an action keeps.
+    pub output_limit: usize,
+}
+
+impl ActionContext {
+    /// A context for running one action outside a run (tests, `execute_task`).
+    pub fn detached(step: &str, work_dir: PathBuf) -> Self {
+        Self {
+            run_id: RunId::new(),
+            step: step.to_owned(),
+            attempt: 1,
+            work_dir,
+            cancel: CancellationToken::new(),
+            kill_grace: Duration::from_secs(2),
+            output_limit: 1024 * 1024,
+        }
+    }
+}
+
+/// Why an action failed. A failed action is a task result, not an engine error.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionError {
+    /// The kind of failure, e.g. `ExitCode`, `TimeoutError`, `InvalidParameters`.
+    pub error_type: String,
+    /// What went wrong.
+    pub message: String,
+    /// Whether another attempt may succeed (a bad parameter will not).
+    pub retryable: bool,
+    /// Data to keep with the failure (for `shell.exec`: `{exit_code, stdout, stderr}`),
+    /// boxed to keep the error small.
+    pub data: Option<Box<Value>>,
+}
+
+impl ActionError {
+    /// A failure that another attempt may fix.
+    pub fn retryable(error_type: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            error_type: error_type.into(),
+            message: message.into(),
+            retryable: true,
+            data: None,
+        }
+    }
+
+    /// A failure that no retry will fix (bad parameters, a refused path).
+    pub fn permanent(error_type: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            error_type: error_type.into(),
+            message: message.into(),
+            retryable: false,
+            data: None,
+        }
+    }
+
+    /// Bad parameters: permanent.
+    pub fn invalid_parameters(message: impl Into<String>) -> Self {
+        Self::permanent("InvalidParameters", message)
+    }
+
+    /// Attaches data to the failure.
+    #[must_use]
+    pub fn with_data(mut self, data: Value) -> Self {
+        self.data = Some(Box::new(data));
+        self
+    }
+}
+
+impl fmt::Display for ActionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.error_type, self.message)
+    }
+}
+
+impl std::error::Error for ActionError {}
+
+/// One action, such as `shell.exec`.
+///
+/// # Contract
+/// `run` receives the step's parameters with every `${...}` already resolved
+/// and returns the step's result as JSON, or an [`ActionError`].
+///
+/// # Cancellation
+/// When `ctx.cancel` fires (timeout or cancellation), the action must stop
+/// promptly and release what it holds; a process-running action kills its
+/// whole process group (SIGTERM, `ctx.kill_grace`, SIGKILL) and reaps it
+/// before returning.
+///
+/// # Implementing
+/// Validate parameters first and fail with [`ActionError::invalid_parameters`]
+/// (not retried). Never splice parameter values into shell source text.
+#[async_trait]
+pub trait Action: Send + Sync + fmt::Debug {
+    /// Runs the action.
+    async fn run(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError>;
+}
+
+/// Actions by `module.action`; users register their own.
+#[derive(Debug, Clone, Default)]
+pub struct ActionRegistry {
+    actions: BTreeMap<String, Arc<dyn Action>>,
+}
+
+impl ActionRegistry {
+    /// An empty registry.
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// A registry with every built-in action (`core.*`, `shell.*`).
+    pub fn with_builtins() -> Self {
+        let mut r = Self::default();
+        crate::builtin::register(&mut r);
+        r
+    }
+
+    /// Registers (or replaces) `module.action`.
+    pub fn register(&mut self, module: &str, action: &str, implementation: Arc<dyn Action>) {
+        self.actions
+            .insert(format!("{module}.{action}"), implementation);
+    }
+
+    /// The action for `module.action`.
+    pub fn get(&self, module: &str, action: &str) -> Option<Arc<dyn Action>> {
+        self.actions.get(&format!("{module}.{action}")).cloned()
+    }
+
+    /// Whether `module.action` is registered.
+    pub fn contains(&self, module: &str, action: &str) -> bool {
+        self.actions.contains_key(&format!("{module}.{action}"))
+    }
+
+    /// Every registered `module.action`, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.actions.keys().map(String::as_str)
+    }
+}

@@ -1,0 +1,279 @@
+//! Resolving `${...}` references in parameters and evaluating `when` conditions.
+//!
+//! A string that is exactly one reference takes the referenced JSON value
+//! (keeping its type); references inside longer strings are rendered as text.
+//! Values are only ever placed into parameter values, never into source text.
+
+use orch_model::reference::{PathSegment, Reference, parse_template};
+use orch_model::{ConditionOp, TaskStatus, When};
+use serde_json::{Map, Value};
+
+/// What references can see while a step is released.
+pub trait Scope {
+    /// `params.NAME`.
+    fn param(&self, name: &str) -> Option<&Value>;
+    /// The result of a finished step.
+    fn result(&self, step: &str) -> Option<&Value>;
+    /// The status of a step.
+    fn status(&self, step: &str) -> Option<TaskStatus>;
+    /// `run.id`.
+    fn run_id(&self) -> String;
+    /// `project.path`, when the run belongs to a project.
+    fn project_path(&self) -> Option<String>;
+}
+
+/// Resolves one reference to a JSON value.
+///
+/// # Errors
+/// A message naming the reference when it cannot be resolved (a missing
+/// parameter, a result without that path, an unset environment variable).
+pub fn resolve(r: &Reference, scope: &dyn Scope) -> Result<Value, String> {
+    match r {
+        Reference::Param(n) => scope
+            .param(n)
+            .cloned()
+            .ok_or_else(|| format!("`${{{r}}}`: parameter `{n}` has no value")),
+        Reference::StepResult { step, path } => {
+            let mut v = scope.result(step).ok_or_else(|| {
+                format!("`${{{r}}}`: step `{step}` has no result (it did not succeed)")
+            })?;
+            for seg in path {
+                v = match (seg, v) {
+                    (PathSegment::Field(f), Value::Object(m)) => m.get(f),
+                    (PathSegment::Index(i), Value::Array(a)) => a.get(*i),
+                    _ => None,
+                }
+                .ok_or_else(|| {
+                    format!(
+                        "`${{{r}}}`: the result of `{step}` has no `{}`",
+                        describe(seg)
+                    )
+                })?;
+            }
+            Ok(v.clone())
+        }
+        Reference::StepStatus(step) => scope
+            .status(step)
+            .map(|s| Value::String(s.as_str().to_owned()))
+            .ok_or_else(|| format!("`${{{r}}}`: unknown step `{step}`")),
+        Reference::RunId => Ok(Value::String(scope.run_id())),
+        Reference::ProjectPath => scope
+            .project_path()
+            .map(Value::String)
+            .ok_or_else(|| format!("`${{{r}}}`: this run does not belong to a project")),
+        Reference::Env(n) => std::env::var(n)
+            .map(Value::String)
+            .map_err(|_| format!("`${{{r}}}`: environment variable `{n}` is not set")),
+    }
+}
+
+fn describe(seg: &PathSegment) -> String {
+    match seg {
+        PathSegment::Field(f) => format!(".{f}"),
+        PathSegment::Index(i) => format!("[{i}]"),
+    }
+}
+
+fn as_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Resolves every reference in a string.
+///
+/// # Errors
+/// The first reference that cannot be resolved.
+pub fn resolve_string(s: &str, scope: &dyn Scope) -> Result<Value, String> {
+    if !s.contains('$') {
+        return Ok(Value::String(s.to_owned()));
+    }
+    let t = parse_template(s).map_err(|e| {
+        e.iter()
+            .map(|e| e.message.clone())
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
+    if let Some(r) = t.single_reference() {
+        return resolve(r, scope);
+    }
+    t.render_with(|r| resolve(r, scope).map(|v| as_text(&v)))
+        .map(Value::String)
+}
+
+/// Resolves every reference in a JSON value, recursively.
+///
+/// # Errors
+/// The first reference that cannot be resolved.
+pub fn resolve_value(v: &Value, scope: &dyn Scope) -> Result<Value, String> {
+    Ok(match v {
+        Value::String(s) => resolve_string(s, scope)?,
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|i| resolve_value(i, scope))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(m) => {
+            let mut out = Map::with_capacity(m.len());
+            for (k, item) in m {
+                out.insert(k.clone(), resolve_value(item, scope)?);
+            }
+            Value::Object(out)
+        }
+        other => other.clone(),
+    })
+}
+
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
+fn compare(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64()?.partial_cmp(&y.as_f64()?),
+        (Value::String(x), Value::String(y)) => Some(x.cmp(y)),
+        _ => None,
+    }
+}
+
+/// Evaluates a `when` condition.
+///
+/// `exists` is true when the reference resolves to a non-null value; every
+/// other operator needs the reference to resolve.
+///
+/// # Errors
+/// A message when the reference cannot be resolved (except for `exists`).
+pub fn evaluate(when: &When, scope: &dyn Scope) -> Result<bool, String> {
+    let got = resolve_string(&when.reference, scope);
+    if when.op == ConditionOp::Exists {
+        return Ok(matches!(got, Ok(ref v) if !v.is_null()));
+    }
+    let got = got?;
+    let want = when.value.clone().unwrap_or(Value::Null);
+    use std::cmp::Ordering::{Equal, Greater, Less};
+    Ok(match when.op {
+        ConditionOp::Eq => got == want,
+        ConditionOp::Ne => got != want,
+        ConditionOp::Gt => compare(&got, &want) == Some(Greater),
+        ConditionOp::Ge => matches!(compare(&got, &want), Some(Greater | Equal)),
+        ConditionOp::Lt => compare(&got, &want) == Some(Less),
+        ConditionOp::Le => matches!(compare(&got, &want), Some(Less | Equal)),
+        ConditionOp::Contains => match (&got, &want) {
+            (Value::String(s), Value::String(sub)) => s.contains(sub.as_str()),
+            (Value::Array(items), w) => items.contains(w),
+            (Value::Object(m), Value::String(k)) => m.contains_key(k),
+            _ => false,
+        },
+        ConditionOp::Truthy => truthy(&got),
+        ConditionOp::Exists => true,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    struct S(Map<String, Value>, Map<String, Value>);
+
+    impl Scope for S {
+        fn param(&self, name: &str) -> Option<&Value> {
+            self.0.get(name)
+        }
+        fn result(&self, step: &str) -> Option<&Value> {
+            self.1.get(step)
+        }
+        fn status(&self, step: &str) -> Option<TaskStatus> {
+            self.1.contains_key(step).then_some(TaskStatus::Completed)
+        }
+        fn run_id(&self) -> String {
+            "run-1".into()
+        }
+        fn project_path(&self) -> Option<String> {
+            None
+        }
+    }
+
+    fn scope() -> S {
+        let params = json!({"n": 3, "path": "./src"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let results = json!({"a": {"by_language": {"rust": [10, 20]}, "files": 4}})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        S(params, results)
+    }
+
+    #[test]
+    fn single_references_keep_their_type_and_others_render_as_text() {
+        let s = scope();
+        assert_eq!(resolve_string("${params.n}", &s), Ok(json!(3)));
+        assert_eq!(
+            resolve_string("${a.result.by_language}", &s),
+            Ok(json!({"rust": [10, 20]}))
+        );
+        assert_eq!(
+            resolve_string("n=${params.n}, first=${a.result.by_language.rust[0]}", &s),
+            Ok(json!("n=3, first=10"))
+        );
+        assert_eq!(
+            resolve_string("${a.status} in ${run.id}", &s),
+            Ok(json!("completed in run-1"))
+        );
+        assert_eq!(resolve_string("cost $${x}", &s), Ok(json!("cost ${x}")));
+        let err = resolve_string("${a.result.missing}", &s).expect_err("no such path");
+        assert!(err.contains("has no `.missing`"), "{err}");
+        let v = resolve_value(&json!({"args": ["-l", "${params.path}"], "k": 1}), &s)
+            .expect("resolves");
+        assert_eq!(v, json!({"args": ["-l", "./src"], "k": 1}));
+    }
+
+    #[test]
+    fn conditions() {
+        let s = scope();
+        let w = |r: &str, op, value: Option<Value>| When {
+            reference: r.into(),
+            op,
+            value,
+        };
+        assert_eq!(
+            evaluate(&w("${a.result.files}", ConditionOp::Gt, Some(json!(3))), &s),
+            Ok(true)
+        );
+        assert_eq!(
+            evaluate(&w("${a.result.files}", ConditionOp::Lt, Some(json!(3))), &s),
+            Ok(false)
+        );
+        assert_eq!(
+            evaluate(
+                &w(
+                    "${a.result.by_language}",
+                    ConditionOp::Contains,
+                    Some(json!("rust"))
+                ),
+                &s
+            ),
+            Ok(true)
+        );
+        assert_eq!(
+            evaluate(&w("${a.result.nope}", ConditionOp::Exists, None), &s),
+            Ok(false)
+        );
+        assert_eq!(
+            evaluate(&w("${params.n}", ConditionOp::Truthy, None), &s),
+            Ok(true)
+        );
+        assert!(evaluate(&w("${a.result.nope}", ConditionOp::Eq, Some(json!(1))), &s).is_err());
+    }
+}

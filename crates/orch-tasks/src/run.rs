@@ -1,0 +1,684 @@
+//! Running a validated workflow: the dependency-counting scheduler with a priority ready queue.
+//!
+//! One coordinator owns all state (flat arrays indexed by step). Each step
+//! that starts runs as its own tokio task, which performs the attempts
+//! (timeouts, retries with backoff) and reports one outcome back. Finishing a
+//! step costs O(its dependents): their counters drop, and a step whose counter
+//! reaches zero is released (trigger rule, `when`, `${...}` resolution) into
+//! the ready queue, which starts steps by priority, FIFO within a priority.
+
+use crate::action::{Action, ActionContext, ActionError, ActionRegistry};
+use crate::event::Event;
+use crate::resolve::{Scope, evaluate, resolve_value};
+use chrono::{DateTime, Utc};
+use orch_model::{
+    DiagnosticKind, Diagnostics, ExecutionMode, OrchestrationError, Pos, RetryPolicy, RunId, RunIf,
+    TaskPriority, TaskResult, TaskStatus, ValidWorkflow, WorkflowStatus,
+};
+use serde_json::{Map, Value, json};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// How to run a workflow.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The run's id.
+    pub run_id: RunId,
+    /// Sequential, parallel or resource-aware.
+    pub mode: ExecutionMode,
+    /// Most steps running at once in `parallel` mode.
+    pub max_parallel: usize,
+    /// Parameter values; they override the workflow's declared defaults.
+    pub params: Map<String, Value>,
+    /// Where actions run.
+    pub work_dir: PathBuf,
+    /// Limit on the whole run; when it passes, everything running is stopped.
+    pub run_timeout: Option<Duration>,
+    /// Time between SIGTERM and SIGKILL when a process is stopped.
+    pub kill_grace: Duration,
+    /// Most bytes of stdout and of stderr kept per process.
+    pub output_limit: usize,
+    /// Cancels the run: running steps are stopped, nothing new starts.
+    pub cancel: CancellationToken,
+    /// `${project.path}`, when the run belongs to a project.
+    pub project_path: Option<String>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            run_id: RunId::new(),
+            mode: ExecutionMode::Parallel,
+            max_parallel: 4,
+            params: Map::new(),
+            work_dir: PathBuf::from("."),
+            run_timeout: None,
+            kill_grace: Duration::from_secs(2),
+            output_limit: 1024 * 1024,
+            cancel: CancellationToken::new(),
+            project_path: None,
+        }
+    }
+}
+
+/// What happened to one step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepReport {
+    /// The step's name.
+    pub name: String,
+    /// Its final state.
+    pub status: TaskStatus,
+    /// Attempts started.
+    pub attempts: u32,
+    /// When the run created it.
+    pub created_at: DateTime<Utc>,
+    /// When it became ready.
+    pub ready_at: Option<DateTime<Utc>>,
+    /// When its last attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it reached its final state.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Its outcome (absent for skipped and never-started steps).
+    pub result: Option<TaskResult>,
+    /// Why it was skipped or cancelled, if it was.
+    pub note: Option<String>,
+}
+
+/// What happened in a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunReport {
+    /// The run.
+    pub run_id: RunId,
+    /// The workflow's name.
+    pub workflow: String,
+    /// Completed, failed or cancelled.
+    pub status: WorkflowStatus,
+    /// Wall time.
+    pub duration: Duration,
+    /// Every step, in definition order.
+    pub steps: Vec<StepReport>,
+    /// Why the run failed as a whole (a run timeout), if it did.
+    pub error: Option<String>,
+}
+
+impl RunReport {
+    /// Whether every step completed or was skipped and none failed.
+    pub fn succeeded(&self) -> bool {
+        self.status == WorkflowStatus::Completed
+    }
+}
+
+/// Checks what the registry and the parameters must provide before anything
+/// runs, and merges parameter values over the declared defaults.
+///
+/// # Errors
+/// `Validation` with `UnknownModule` problems, or `InvalidParameters` for an
+/// undeclared or missing parameter.
+pub fn prepare(
+    wf: &ValidWorkflow,
+    registry: &ActionRegistry,
+    overrides: &Map<String, Value>,
+) -> Result<Map<String, Value>, OrchestrationError> {
+    let w = wf.workflow();
+    let mut d = Diagnostics::new(None);
+    for (i, s) in w.steps.iter().enumerate() {
+        if !registry.contains(&s.module, &s.action) {
+            let known: Vec<&str> = registry.names().collect();
+            d.push(
+                DiagnosticKind::UnknownModule,
+                format!("steps[{i}]"),
+                Pos::UNKNOWN,
+                format!(
+                    "step `{}` uses `{}.{}`, which no module provides; registered actions: {}",
+                    s.name,
+                    s.module,
+                    s.action,
+                    known.join(", ")
+                ),
+            );
+        }
+    }
+    if !d.is_empty() {
+        return Err(OrchestrationError::Validation(d));
+    }
+    let mut params = w.parameters.clone();
+    for (k, v) in overrides {
+        if !params.contains_key(k) {
+            let declared: Vec<&str> = w.parameters.keys().map(String::as_str).collect();
+            return Err(OrchestrationError::invalid_parameters(format!(
+                "workflow `{}` has no parameter `{k}`; declared: {}",
+                w.name,
+                if declared.is_empty() {
+                    "none".to_owned()
+                } else {
+                    declared.join(", ")
+                }
+            )));
+        }
+        params.insert(k.clone(), v.clone());
+    }
+    if let Some((k, _)) = params.iter().find(|(_, v)| v.is_null()) {
+        return Err(OrchestrationError::invalid_parameters(format!(
+            "parameter `{k}` of workflow `{}` has no default and needs a value (-p {k}=VALUE)",
+            w.name
+        )));
+    }
+    Ok(params)
+}
+
+struct Outcome {
+    task: u32,
+    status: TaskStatus,
+    attempts: u32,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: DateTime<Utc>,
+    result: TaskResult,
+}
+
+struct State<'w> {
+    wf: &'w ValidWorkflow,
+    run_id: RunId,
+    project_path: Option<String>,
+    params: Map<String, Value>,
+    index: HashMap<&'w str, u32>,
+    names: Vec<Arc<str>>,
+    status: Vec<TaskStatus>,
+    data: Vec<Option<Value>>,
+    reports: Vec<StepReport>,
+    remaining: Vec<u32>,
+    ready: BinaryHeap<(TaskPriority, Reverse<u64>, u32)>,
+    resolved: Vec<Option<Value>>,
+    seq: u64,
+    events: Option<UnboundedSender<Event>>,
+}
+
+impl Scope for State<'_> {
+    fn param(&self, name: &str) -> Option<&Value> {
+        self.params.get(name)
+    }
+    fn result(&self, step: &str) -> Option<&Value> {
+        self.index
+            .get(step)
+            .and_then(|&i| self.data[i as usize].as_ref())
+    }
+    fn status(&self, step: &str) -> Option<TaskStatus> {
+        self.index.get(step).map(|&i| self.status[i as usize])
+    }
+    fn run_id(&self) -> String {
+        self.run_id.to_string()
+    }
+    fn project_path(&self) -> Option<String> {
+        self.project_path.clone()
+    }
+}
+
+impl State<'_> {
+    fn emit(&self, e: Event) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(e);
+        }
+    }
+
+    fn set_status(&mut self, i: u32, next: TaskStatus) {
+        let cur = &mut self.status[i as usize];
+        // The table decides; a forbidden move would be a scheduler bug, and
+        // keeping the old state is the safe reaction.
+        if cur.transition(next).is_ok() {
+            self.reports[i as usize].status = next;
+        }
+    }
+
+    /// A step reached a final state: release what waited for it.
+    fn finish(&mut self, first: u32, dependents: &orch_model::graph::DepGraph, cancelled: bool) {
+        let mut work = vec![first];
+        while let Some(i) = work.pop() {
+            for &j in dependents.deps(i) {
+                let r = &mut self.remaining[j as usize];
+                *r -= 1;
+                if *r == 0 && !cancelled && self.release(j) {
+                    work.push(j);
+                }
+            }
+        }
+    }
+
+    /// Decides whether step `j` runs; returns true when it ended at once
+    /// (skipped, or failed to resolve) so its dependents must be released too.
+    fn release(&mut self, j: u32) -> bool {
+        let step = &self.wf.workflow().steps[j as usize];
+        let deps = self.wf.graph().deps(j);
+        let all_ok = deps
+            .iter()
+            .all(|&d| self.status[d as usize] == TaskStatus::Completed);
+        let failed: Vec<&str> = deps
+            .iter()
+            .filter(|&&d| self.status[d as usize] == TaskStatus::Failed)
+            .map(|&d| self.wf.workflow().steps[d as usize].name.as_str())
+            .collect();
+        let skip = match step.conditions.run_if {
+            RunIf::Success if !all_ok => {
+                let not_ok: Vec<&str> = deps
+                    .iter()
+                    .filter(|&&d| self.status[d as usize] != TaskStatus::Completed)
+                    .map(|&d| self.wf.workflow().steps[d as usize].name.as_str())
+                    .collect();
+                Some(format!(
+                    "upstream step(s) {} did not succeed",
+                    not_ok.join(", ")
+                ))
+            }
+            RunIf::Failure if failed.is_empty() => {
+                Some("no upstream step failed (run_if: failure)".to_owned())
+            }
+            _ => None,
+        };
+        let now = Utc::now();
+        if let Some(reason) = skip {
+            return self.skip(j, reason, now);
+        }
+        if let Some(when) = &step.conditions.when {
+            match evaluate(when, self) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let reason = format!("condition `{} {}` is false", when.reference, when.op);
+                    return self.skip(j, reason, now);
+                }
+                Err(e) => return self.fail_at_release(j, e, now),
+            }
+        }
+        match resolve_value(&Value::Object(step.parameters.clone()), self) {
+            Ok(params) => {
+                self.resolved[j as usize] = Some(params);
+                self.set_status(j, TaskStatus::Ready);
+                self.reports[j as usize].ready_at = Some(now);
+                self.seq += 1;
+                self.ready.push((step.priority, Reverse(self.seq), j));
+                self.emit(Event::TaskReady {
+                    task: j,
+                    name: self.names[j as usize].clone(),
+                });
+                false
+            }
+            Err(e) => self.fail_at_release(j, e, now),
+        }
+    }
+
+    fn skip(&mut self, j: u32, reason: String, now: DateTime<Utc>) -> bool {
+        self.set_status(j, TaskStatus::Skipped);
+        let r = &mut self.reports[j as usize];
+        r.finished_at = Some(now);
+        r.note = Some(reason.clone());
+        self.emit(Event::TaskSkipped {
+            task: j,
+            name: self.names[j as usize].clone(),
+            reason,
+        });
+        true
+    }
+
+    fn fail_at_release(&mut self, j: u32, message: String, now: DateTime<Utc>) -> bool {
+        self.set_status(j, TaskStatus::Ready);
+        self.set_status(j, TaskStatus::Failed);
+        let r = &mut self.reports[j as usize];
+        r.ready_at = Some(now);
+        r.finished_at = Some(now);
+        r.result = Some(TaskResult::failed("ReferenceError", message.clone()));
+        self.emit(Event::TaskFailed {
+            task: j,
+            name: self.names[j as usize].clone(),
+            attempts: 0,
+            error_type: "ReferenceError".into(),
+            message,
+        });
+        true
+    }
+}
+
+/// Runs a validated workflow to the end and reports every step.
+///
+/// # Errors
+/// Only for problems found before anything runs: unknown modules, bad
+/// parameters, or a mode that is not supported yet. A step that runs and
+/// fails is part of the report, not an error.
+pub async fn run_workflow(
+    wf: &ValidWorkflow,
+    registry: &ActionRegistry,
+    opts: RunOptions,
+    events: Option<UnboundedSender<Event>>,
+) -> Result<RunReport, OrchestrationError> {
+    if opts.mode == ExecutionMode::ResourceAware {
+        return Err(OrchestrationError::Unsupported {
+            message: "mode `resource_aware` needs the ResourceManager, which is not implemented yet; use `parallel` or `sequential`".into(),
+        });
+    }
+    let params = prepare(wf, registry, &opts.params)?;
+    let w = wf.workflow();
+    let n = w.steps.len();
+    let start = Instant::now();
+    let created = Utc::now();
+    let dependents = wf.graph().dependents();
+    let mut st = State {
+        wf,
+        run_id: opts.run_id,
+        project_path: opts.project_path.clone(),
+        params,
+        index: w
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.as_str(), i as u32))
+            .collect(),
+        names: w.steps.iter().map(|s| Arc::from(s.name.as_str())).collect(),
+        status: vec![TaskStatus::Pending; n],
+        data: vec![None; n],
+        reports: w
+            .steps
+            .iter()
+            .map(|s| StepReport {
+                name: s.name.clone(),
+                status: TaskStatus::Pending,
+                attempts: 0,
+                created_at: created,
+                ready_at: None,
+                started_at: None,
+                finished_at: None,
+                result: None,
+                note: None,
+            })
+            .collect(),
+        remaining: (0..n as u32)
+            .map(|i| wf.graph().deps(i).len() as u32)
+            .collect(),
+        ready: BinaryHeap::new(),
+        resolved: vec![None; n],
+        seq: 0,
+        events,
+    };
+    st.emit(Event::RunStarted {
+        run_id: opts.run_id,
+        total: n,
+    });
+    let limit = match opts.mode {
+        ExecutionMode::Sequential => 1,
+        _ => opts.max_parallel.max(1),
+    };
+    let cancel = opts.cancel.clone();
+    for i in 0..n as u32 {
+        if st.remaining[i as usize] == 0 && st.release(i) {
+            st.finish(i, &dependents, false);
+        }
+    }
+    let deadline = opts.run_timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut timed_out = false;
+    let mut set: JoinSet<Outcome> = JoinSet::new();
+    loop {
+        let stopping = cancel.is_cancelled();
+        while !stopping && set.len() < limit {
+            let Some((_, _, i)) = st.ready.pop() else {
+                break;
+            };
+            start_step(&mut st, i, registry, &opts, &mut set);
+        }
+        if set.is_empty() && (stopping || st.ready.is_empty()) {
+            break;
+        }
+        tokio::select! {
+            joined = set.join_next() => {
+                let Some(joined) = joined else { continue };
+                let out = match joined {
+                    Ok(out) => out,
+                    Err(e) => {
+                        // A panicking action is a bug in that action; the run goes on.
+                        return Err(OrchestrationError::TaskExecution { message: format!("an action panicked: {e}") });
+                    }
+                };
+                let i = out.task;
+                st.set_status(i, out.status);
+                let name = st.names[i as usize].clone();
+                match out.status {
+                    TaskStatus::Completed => {
+                        st.data[i as usize] = Some(out.result.data.clone());
+                        st.emit(Event::TaskSucceeded {
+                            task: i,
+                            name,
+                            attempts: out.attempts,
+                            duration: Duration::from_secs_f64(out.result.execution_time),
+                        });
+                    }
+                    TaskStatus::Cancelled => st.emit(Event::TaskCancelled { task: i, name }),
+                    _ => st.emit(Event::TaskFailed {
+                        task: i,
+                        name,
+                        attempts: out.attempts,
+                        error_type: out.result.error_type.clone().unwrap_or_default(),
+                        message: out.result.error_message.clone().unwrap_or_default(),
+                    }),
+                }
+                let r = &mut st.reports[i as usize];
+                r.attempts = out.attempts;
+                r.started_at = out.started_at;
+                r.finished_at = Some(out.finished_at);
+                r.result = Some(out.result);
+                st.finish(i, &dependents, cancel.is_cancelled());
+            }
+            () = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            }, if !timed_out && deadline.is_some() => {
+                timed_out = true;
+                cancel.cancel();
+            }
+            () = cancel.cancelled(), if !stopping => {}
+        }
+    }
+    // Whatever never started was cancelled (or could not run).
+    let now = Utc::now();
+    for i in 0..n as u32 {
+        if !st.status[i as usize].is_terminal() {
+            st.set_status(i, TaskStatus::Cancelled);
+            st.reports[i as usize].finished_at = Some(now);
+            let name = st.names[i as usize].clone();
+            st.emit(Event::TaskCancelled { task: i, name });
+        }
+    }
+    let any_failed = st.status.contains(&TaskStatus::Failed);
+    let any_cancelled = st.status.contains(&TaskStatus::Cancelled);
+    let status = if timed_out || any_failed {
+        WorkflowStatus::Failed
+    } else if any_cancelled {
+        WorkflowStatus::Cancelled
+    } else {
+        WorkflowStatus::Completed
+    };
+    let duration = start.elapsed();
+    st.emit(Event::RunFinished {
+        run_id: opts.run_id,
+        status,
+        duration,
+    });
+    let error = timed_out.then(|| {
+        format!(
+            "the run exceeded its timeout of {:?}",
+            opts.run_timeout.unwrap_or_default()
+        )
+    });
+    Ok(RunReport {
+        run_id: opts.run_id,
+        workflow: w.name.clone(),
+        status,
+        duration,
+        steps: st.reports,
+        error,
+    })
+}
+
+fn start_step(
+    st: &mut State<'_>,
+    i: u32,
+    registry: &ActionRegistry,
+    opts: &RunOptions,
+    set: &mut JoinSet<Outcome>,
+) {
+    let step = &st.wf.workflow().steps[i as usize];
+    let params = st.resolved[i as usize].take().unwrap_or(Value::Null);
+    st.set_status(i, TaskStatus::Running);
+    let Some(action) = registry.get(&step.module, &step.action) else {
+        // `prepare` checked every action; this cannot happen for a prepared run.
+        return;
+    };
+    let job = Job {
+        task: i,
+        name: st.names[i as usize].clone(),
+        action,
+        params,
+        timeout: step.timeout,
+        max_retries: step.max_retries,
+        retry: step.retry.clone(),
+        ctx: ActionContext {
+            run_id: opts.run_id,
+            step: step.name.clone(),
+            attempt: 1,
+            work_dir: opts.work_dir.clone(),
+            cancel: opts.cancel.child_token(),
+            kill_grace: opts.kill_grace,
+            output_limit: opts.output_limit,
+        },
+        run_cancel: opts.cancel.clone(),
+        events: st.events.clone(),
+    };
+    set.spawn(job.run());
+}
+
+struct Job {
+    task: u32,
+    name: Arc<str>,
+    action: Arc<dyn Action>,
+    params: Value,
+    timeout: Option<Duration>,
+    max_retries: u32,
+    retry: RetryPolicy,
+    ctx: ActionContext,
+    run_cancel: CancellationToken,
+    events: Option<UnboundedSender<Event>>,
+}
+
+impl Job {
+    fn emit(&self, e: Event) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(e);
+        }
+    }
+
+    async fn attempt(&self, ctx: &ActionContext) -> Result<Value, ActionError> {
+        let fut = self.action.run(self.params.clone(), ctx);
+        let Some(limit) = self.timeout else {
+            return fut.await;
+        };
+        tokio::pin!(fut);
+        tokio::select! {
+            r = &mut fut => r,
+            () = tokio::time::sleep(limit) => {
+                // Ask the action to stop (it kills its processes), and wait for it to do so.
+                ctx.cancel.cancel();
+                let _ = fut.await;
+                Err(ActionError::retryable("TimeoutError", format!("the step took longer than its timeout of {}", orch_model::duration::format_duration(limit))))
+            }
+        }
+    }
+
+    async fn run(self) -> Outcome {
+        let mut rng = self.ctx.run_id.0.as_u128() as u64
+            ^ (u64::from(self.task) << 32)
+            ^ 0x9E37_79B9_7F4A_7C15;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let mut ctx = self.ctx.clone();
+            ctx.attempt = attempt;
+            ctx.cancel = self.run_cancel.child_token();
+            let started_at = Utc::now();
+            let t0 = Instant::now();
+            self.emit(Event::TaskStarted {
+                task: self.task,
+                name: self.name.clone(),
+                attempt,
+            });
+            let r = self.attempt(&ctx).await;
+            let elapsed = t0.elapsed().as_secs_f64();
+            let mut meta = Map::new();
+            meta.insert("attempts".into(), json!(attempt));
+            match r {
+                Ok(data) => {
+                    return Outcome {
+                        task: self.task,
+                        status: TaskStatus::Completed,
+                        attempts: attempt,
+                        started_at: Some(started_at),
+                        finished_at: Utc::now(),
+                        result: TaskResult {
+                            success: true,
+                            data,
+                            execution_time: elapsed,
+                            metadata: meta,
+                            ..TaskResult::default()
+                        },
+                    };
+                }
+                Err(e) => {
+                    let cancelled = self.run_cancel.is_cancelled();
+                    let result = TaskResult {
+                        success: false,
+                        data: e.data.as_deref().cloned().unwrap_or(Value::Null),
+                        error_message: Some(e.message.clone()),
+                        error_type: Some(e.error_type.clone()),
+                        execution_time: elapsed,
+                        metadata: meta,
+                        ..TaskResult::default()
+                    };
+                    let outcome = |status| Outcome {
+                        task: self.task,
+                        status,
+                        attempts: attempt,
+                        started_at: Some(started_at),
+                        finished_at: Utc::now(),
+                        result: result.clone(),
+                    };
+                    if cancelled {
+                        return outcome(TaskStatus::Cancelled);
+                    }
+                    if !e.retryable || attempt > self.max_retries {
+                        return outcome(TaskStatus::Failed);
+                    }
+                    let mut delay = self.retry.delay(attempt);
+                    if self.retry.jitter {
+                        // "Equal jitter": between half and all of the delay.
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        let frac = 0.5 + (rng % 1000) as f64 / 2000.0;
+                        delay = delay.mul_f64(frac);
+                    }
+                    self.emit(Event::TaskRetrying {
+                        task: self.task,
+                        name: self.name.clone(),
+                        attempt,
+                        delay,
+                        message: e.to_string(),
+                    });
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = self.run_cancel.cancelled() => return outcome(TaskStatus::Cancelled),
+                    }
+                }
+            }
+        }
+    }
+}
