@@ -1,0 +1,575 @@
+//! Behaviour tests of the scheduler: ordering, modes, retries, timeouts, cancellation, conditions, injection.
+
+use async_trait::async_trait;
+use orch_model::{
+    Format, Limits, TaskStatus, ValidWorkflow, Workflow, WorkflowStatus, WorkflowStep,
+    load_workflow,
+};
+use orch_tasks::{
+    Action, ActionContext, ActionError, ActionRegistry, Event, RunOptions, RunReport, run_workflow,
+};
+use proptest::prelude::*;
+use serde_json::{Value, json};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Records when each step starts and ends (on a global logical clock) and how
+/// many steps run at once.
+#[derive(Debug, Default)]
+struct Recorder {
+    clock: AtomicU64,
+    running: AtomicUsize,
+    max_running: AtomicUsize,
+    log: Mutex<Vec<(String, u64, u64)>>,
+}
+
+#[derive(Debug)]
+struct Record(Arc<Recorder>);
+
+#[async_trait]
+impl Action for Record {
+    async fn run(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError> {
+        let r = &self.0;
+        let now = r.running.fetch_add(1, Ordering::SeqCst) + 1;
+        r.max_running.fetch_max(now, Ordering::SeqCst);
+        let start = r.clock.fetch_add(1, Ordering::SeqCst);
+        let ms = params.get("ms").and_then(Value::as_u64).unwrap_or(0);
+        if ms > 0 {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        } else {
+            tokio::task::yield_now().await;
+        }
+        let end = r.clock.fetch_add(1, Ordering::SeqCst);
+        r.running.fetch_sub(1, Ordering::SeqCst);
+        r.log
+            .lock()
+            .expect("log")
+            .push((ctx.step.clone(), start, end));
+        Ok(json!({"step": ctx.step}))
+    }
+}
+
+fn registry_with(rec: &Arc<Recorder>) -> ActionRegistry {
+    let mut r = ActionRegistry::with_builtins();
+    r.register("test", "record", Arc::new(Record(rec.clone())));
+    r
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn valid(wf: Workflow) -> ValidWorkflow {
+    orch_model::definition::validate(wf, &Limits::default()).expect("valid workflow")
+}
+
+fn yaml(text: &str) -> ValidWorkflow {
+    load_workflow(text, Format::Yaml, &Limits::default(), None).unwrap_or_else(|d| panic!("{d}"))
+}
+
+fn run(wf: &ValidWorkflow, reg: &ActionRegistry, opts: RunOptions) -> (RunReport, Vec<Event>) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let report = rt()
+        .block_on(run_workflow(wf, reg, opts, Some(tx)))
+        .expect("run starts");
+    let mut events = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        events.push(e);
+    }
+    (report, events)
+}
+
+fn status_of(r: &RunReport, name: &str) -> TaskStatus {
+    r.steps
+        .iter()
+        .find(|s| s.name == name)
+        .map(|s| s.status)
+        .unwrap_or_else(|| panic!("no step {name}"))
+}
+
+fn random_dag() -> impl Strategy<Value = Vec<(u8, Vec<usize>)>> {
+    (1usize..40).prop_flat_map(|n| {
+        proptest::collection::vec(
+            (
+                0u8..4,
+                proptest::collection::vec(any::<prop::sample::Index>(), 0..3),
+            ),
+            n,
+        )
+        .prop_map(|nodes| {
+            nodes
+                .into_iter()
+                .enumerate()
+                .map(|(i, (prio, deps))| {
+                    let mut ds: Vec<usize> = if i == 0 {
+                        vec![]
+                    } else {
+                        deps.iter().map(|d| d.index(i)).collect()
+                    };
+                    ds.sort_unstable();
+                    ds.dedup();
+                    (prio, ds)
+                })
+                .collect()
+        })
+    })
+}
+
+fn dag_workflow(nodes: &[(u8, Vec<usize>)]) -> Workflow {
+    let prios = [
+        orch_model::TaskPriority::Low,
+        orch_model::TaskPriority::Normal,
+        orch_model::TaskPriority::High,
+        orch_model::TaskPriority::Critical,
+    ];
+    let mut wf = Workflow::new("dag", "");
+    for (i, (p, deps)) in nodes.iter().enumerate() {
+        let mut s =
+            WorkflowStep::new(format!("s{i}"), "test", "record").priority(prios[*p as usize]);
+        for d in deps {
+            s = s.after(format!("s{d}"));
+        }
+        wf.add_step(s);
+    }
+    wf
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_task_runs_once_after_its_dependencies(nodes in random_dag(), parallel in 1usize..5) {
+        let rec = Arc::new(Recorder::default());
+        let wf = valid(dag_workflow(&nodes));
+        let opts = RunOptions { max_parallel: parallel, ..RunOptions::default() };
+        let (report, events) = run(&wf, &registry_with(&rec), opts);
+        prop_assert_eq!(report.status, WorkflowStatus::Completed);
+        let log = rec.log.lock().expect("log").clone();
+        prop_assert_eq!(log.len(), nodes.len(), "each task exactly once");
+        let by_name: std::collections::HashMap<&str, (u64, u64)> = log.iter().map(|(n, s, e)| (n.as_str(), (*s, *e))).collect();
+        prop_assert_eq!(by_name.len(), nodes.len());
+        for (i, (_, deps)) in nodes.iter().enumerate() {
+            let (start, _) = by_name[format!("s{i}").as_str()];
+            for d in deps {
+                let (_, dep_end) = by_name[format!("s{d}").as_str()];
+                prop_assert!(dep_end < start, "s{} started before its dependency s{} ended", i, d);
+            }
+        }
+        prop_assert!(rec.max_running.load(Ordering::SeqCst) <= parallel);
+        // The run finishes exactly when nothing is left: the last event is RunFinished.
+        let finished_last = matches!(events.last(), Some(Event::RunFinished { status: WorkflowStatus::Completed, .. }));
+        prop_assert!(finished_last, "the last event is RunFinished");
+    }
+}
+
+#[test]
+fn one_slot_starts_ready_tasks_in_priority_order_fifo_within_a_priority() {
+    let rec = Arc::new(Recorder::default());
+    let wf = yaml(
+        "name: p\nsteps:\n  - {name: first, module: test, action: record}\n  - {name: low, module: test, action: record, priority: low, dependencies: [first]}\n  - {name: crit, module: test, action: record, priority: critical, dependencies: [first]}\n  - {name: norm1, module: test, action: record, dependencies: [first]}\n  - {name: high, module: test, action: record, priority: high, dependencies: [first]}\n  - {name: norm2, module: test, action: record, dependencies: [first]}\n",
+    );
+    let opts = RunOptions {
+        mode: orch_model::ExecutionMode::Sequential,
+        ..RunOptions::default()
+    };
+    let (report, _) = run(&wf, &registry_with(&rec), opts);
+    assert!(report.succeeded());
+    let mut log = rec.log.lock().expect("log").clone();
+    log.sort_by_key(|(_, s, _)| *s);
+    let order: Vec<&str> = log.iter().map(|(n, _, _)| n.as_str()).collect();
+    assert_eq!(order, ["first", "crit", "high", "norm1", "norm2", "low"]);
+}
+
+#[test]
+fn sequential_never_overlaps_and_parallel_does() {
+    let text = "name: m\nsteps:\n  - {name: a, module: test, action: record, parameters: {ms: 30}}\n  - {name: b, module: test, action: record, parameters: {ms: 30}}\n  - {name: c, module: test, action: record, parameters: {ms: 30}}\n  - {name: d, module: test, action: record, parameters: {ms: 30}}\n";
+    let wf = yaml(text);
+    let rec = Arc::new(Recorder::default());
+    let opts = RunOptions {
+        mode: orch_model::ExecutionMode::Sequential,
+        ..RunOptions::default()
+    };
+    assert!(run(&wf, &registry_with(&rec), opts).0.succeeded());
+    assert_eq!(rec.max_running.load(Ordering::SeqCst), 1);
+    let mut log = rec.log.lock().expect("log").clone();
+    log.sort_by_key(|(_, s, _)| *s);
+    for w in log.windows(2) {
+        assert!(w[0].2 < w[1].1, "{:?} overlaps {:?}", w[0], w[1]);
+    }
+    let rec = Arc::new(Recorder::default());
+    let opts = RunOptions {
+        max_parallel: 3,
+        ..RunOptions::default()
+    };
+    assert!(run(&wf, &registry_with(&rec), opts).0.succeeded());
+    let max = rec.max_running.load(Ordering::SeqCst);
+    assert!(max > 1 && max <= 3, "parallel mode ran {max} at once");
+}
+
+#[derive(Debug)]
+struct Flaky {
+    fails: u32,
+    retryable: bool,
+    calls: Mutex<Vec<Instant>>,
+}
+
+#[async_trait]
+impl Action for Flaky {
+    async fn run(&self, _params: Value, _ctx: &ActionContext) -> Result<Value, ActionError> {
+        let mut calls = self.calls.lock().expect("calls");
+        calls.push(Instant::now());
+        if calls.len() as u32 <= self.fails {
+            if self.retryable {
+                Err(ActionError::retryable(
+                    "Flaky",
+                    format!("failure {}", calls.len()),
+                ))
+            } else {
+                Err(ActionError::permanent("Invalid", "this will never work"))
+            }
+        } else {
+            Ok(json!(calls.len()))
+        }
+    }
+}
+
+#[test]
+fn a_task_failing_twice_then_succeeding_runs_three_times_with_backoff_gaps() {
+    let flaky = Arc::new(Flaky {
+        fails: 2,
+        retryable: true,
+        calls: Mutex::new(Vec::new()),
+    });
+    let mut reg = ActionRegistry::with_builtins();
+    reg.register("test", "flaky", flaky.clone());
+    let wf = yaml(
+        "name: r\nsteps:\n  - name: f\n    module: test\n    action: flaky\n    max_retries: 3\n    retry: {backoff: exponential, initial_delay: 100ms, max_delay: 1s}\n",
+    );
+    let (report, events) = run(&wf, &reg, RunOptions::default());
+    assert!(report.succeeded(), "{report:?}");
+    assert_eq!(report.steps[0].attempts, 3);
+    let calls = flaky.calls.lock().expect("calls").clone();
+    assert_eq!(calls.len(), 3);
+    // Exponential: 100 ms, then 200 ms. Sleeps never end early.
+    assert!(
+        calls[1] - calls[0] >= Duration::from_millis(100),
+        "{:?}",
+        calls[1] - calls[0]
+    );
+    assert!(
+        calls[2] - calls[1] >= Duration::from_millis(200),
+        "{:?}",
+        calls[2] - calls[1]
+    );
+    let delays: Vec<Duration> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::TaskRetrying { delay, .. } => Some(*delay),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        delays,
+        [Duration::from_millis(100), Duration::from_millis(200)]
+    );
+}
+
+#[test]
+fn a_non_retryable_failure_runs_once_and_retries_stop_at_the_limit() {
+    let flaky = Arc::new(Flaky {
+        fails: 10,
+        retryable: false,
+        calls: Mutex::new(Vec::new()),
+    });
+    let mut reg = ActionRegistry::with_builtins();
+    reg.register("test", "flaky", flaky.clone());
+    let wf = yaml(
+        "name: r\nsteps:\n  - {name: f, module: test, action: flaky, max_retries: 5}\n  - {name: after, module: core, action: noop, dependencies: [f]}\n",
+    );
+    let (report, _) = run(&wf, &reg, RunOptions::default());
+    assert_eq!(report.status, WorkflowStatus::Failed);
+    assert_eq!(flaky.calls.lock().expect("calls").len(), 1);
+    assert_eq!(status_of(&report, "f"), TaskStatus::Failed);
+    assert_eq!(status_of(&report, "after"), TaskStatus::Skipped);
+
+    let wf = yaml(
+        "name: r\nsteps:\n  - name: f\n    module: core\n    action: fail\n    max_retries: 2\n    retry: {backoff: constant, initial_delay: 10ms}\n",
+    );
+    let (report, _) = run(&wf, &ActionRegistry::with_builtins(), RunOptions::default());
+    assert_eq!(report.steps[0].attempts, 3);
+    assert_eq!(report.steps[0].status, TaskStatus::Failed);
+}
+
+fn process_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // A zombie awaiting its reaper is dead too.
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+fn wait_gone(pid: i32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if process_gone(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn a_timeout_kills_the_whole_process_group_including_grandchildren() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wf = yaml(
+        "name: t\nsteps:\n  - name: slow\n    module: shell\n    action: script\n    timeout: 300ms\n    parameters:\n      script: 'sleep 1000 & echo $! > grandchild.pid; wait'\n",
+    );
+    let opts = RunOptions {
+        work_dir: dir.path().to_path_buf(),
+        kill_grace: Duration::from_millis(200),
+        ..RunOptions::default()
+    };
+    let (report, _) = run(&wf, &ActionRegistry::with_builtins(), opts);
+    assert_eq!(report.status, WorkflowStatus::Failed);
+    let r = report.steps[0].result.clone().expect("result");
+    assert_eq!(r.error_type.as_deref(), Some("TimeoutError"));
+    let pid: i32 = std::fs::read_to_string(dir.path().join("grandchild.pid"))
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("pid");
+    assert!(
+        wait_gone(pid),
+        "the grandchild `sleep 1000` (pid {pid}) survived the timeout"
+    );
+}
+
+#[test]
+fn cancellation_stops_running_processes_and_starts_nothing_new() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wf = yaml(
+        "name: c\nsteps:\n  - {name: long, module: shell, action: script, parameters: {script: 'echo $$ > leader.pid; sleep 1000'}}\n  - {name: next, module: core, action: noop, dependencies: [long]}\n",
+    );
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let opts = RunOptions {
+        work_dir: dir.path().to_path_buf(),
+        cancel: cancel.clone(),
+        kill_grace: Duration::from_millis(200),
+        ..RunOptions::default()
+    };
+    let reg = ActionRegistry::with_builtins();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let report = rt().block_on(async {
+        let run = tokio::spawn({
+            let wf = wf.clone();
+            async move { run_workflow(&wf, &reg, opts, Some(tx)).await }
+        });
+        // Cancel once the long step has started and written its pid.
+        while let Some(e) = rx.recv().await {
+            if matches!(e, Event::TaskStarted { .. }) {
+                break;
+            }
+        }
+        let pidfile = dir.path().join("leader.pid");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !pidfile.exists() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        cancel.cancel();
+        run.await.expect("join").expect("run")
+    });
+    assert_eq!(report.status, WorkflowStatus::Cancelled);
+    assert_eq!(status_of(&report, "long"), TaskStatus::Cancelled);
+    assert_eq!(status_of(&report, "next"), TaskStatus::Cancelled);
+    assert!(
+        report.steps[1].started_at.is_none(),
+        "nothing new starts after cancellation"
+    );
+    let pid: i32 = std::fs::read_to_string(dir.path().join("leader.pid"))
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    assert!(
+        wait_gone(pid),
+        "the cancelled process {pid} is still running"
+    );
+}
+
+#[test]
+fn trigger_rules_and_conditions_skip_and_propagate() {
+    let wf = yaml(
+        "name: c
+steps:
+  - {name: ok, module: core, action: set, parameters: {value: {n: 3}}}
+  - {name: bad, module: core, action: fail, parameters: {retryable: false}}
+  - {name: after_bad, module: core, action: noop, dependencies: [bad]}
+  - {name: after_after, module: core, action: noop, dependencies: [after_bad]}
+  - {name: on_failure, module: core, action: noop, dependencies: [bad], conditions: {run_if: failure}}
+  - {name: no_failure, module: core, action: noop, dependencies: [ok], conditions: {run_if: failure}}
+  - {name: always, module: core, action: noop, dependencies: [bad, ok], conditions: {run_if: always}}
+  - {name: big, module: core, action: noop, conditions: {when: {ref: '${ok.result.n}', op: gt, value: 2}}}
+  - {name: small, module: core, action: noop, conditions: {when: {ref: '${ok.result.n}', op: lt, value: 2}}}
+  - {name: after_small, module: core, action: noop, dependencies: [small]}
+",
+    );
+    let (report, events) = run(&wf, &ActionRegistry::with_builtins(), RunOptions::default());
+    assert_eq!(report.status, WorkflowStatus::Failed);
+    for (name, want) in [
+        ("ok", TaskStatus::Completed),
+        ("bad", TaskStatus::Failed),
+        ("after_bad", TaskStatus::Skipped),
+        ("after_after", TaskStatus::Skipped),
+        ("on_failure", TaskStatus::Completed),
+        ("no_failure", TaskStatus::Skipped),
+        ("always", TaskStatus::Completed),
+        ("big", TaskStatus::Completed),
+        ("small", TaskStatus::Skipped),
+        ("after_small", TaskStatus::Skipped),
+    ] {
+        assert_eq!(status_of(&report, name), want, "{name}");
+    }
+    assert!(events.iter().any(|e| matches!(e, Event::TaskSkipped { reason, .. } if reason.contains("condition `${ok.result.n} lt` is false") || reason.contains("is false"))));
+}
+
+#[test]
+fn results_pass_between_steps_keeping_json_types() {
+    let wf = yaml(
+        "name: pass
+parameters: {who: world, n: 2}
+steps:
+  - {name: a, module: core, action: set, parameters: {value: {list: [1, 2, 3], who: '${params.who}'}}}
+  - {name: b, module: core, action: noop, parameters: {whole: '${a.result}', n: '${params.n}', text: 'hi ${a.result.who} #${a.result.list[2]}', st: '${a.status}'}}
+",
+    );
+    let opts = RunOptions {
+        params: json!({"who": "orch"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        ..RunOptions::default()
+    };
+    let (report, _) = run(&wf, &ActionRegistry::with_builtins(), opts);
+    assert!(report.succeeded(), "{report:?}");
+    let b = report.steps[1].result.clone().expect("result").data;
+    assert_eq!(
+        b,
+        json!({"whole": {"list": [1, 2, 3], "who": "orch"}, "n": 2, "text": "hi orch #3", "st": "completed"})
+    );
+}
+
+#[test]
+fn bad_parameters_and_unknown_actions_fail_before_anything_runs() {
+    let wf =
+        yaml("name: u\nparameters: {need: null}\nsteps:\n  - {name: a, module: nope, action: x}\n");
+    let reg = ActionRegistry::with_builtins();
+    let err = rt()
+        .block_on(run_workflow(&wf, &reg, RunOptions::default(), None))
+        .expect_err("unknown module");
+    assert_eq!(err.error_code(), orch_model::ErrorCode::ModuleNotFound);
+    let wf = yaml(
+        "name: u\nparameters: {need: null}\nsteps:\n  - {name: a, module: core, action: noop}\n",
+    );
+    let err = rt()
+        .block_on(run_workflow(&wf, &reg, RunOptions::default(), None))
+        .expect_err("missing parameter");
+    assert!(err.to_string().contains("`need`"), "{err}");
+    let opts = RunOptions {
+        params: json!({"typo": 1}).as_object().cloned().unwrap_or_default(),
+        ..RunOptions::default()
+    };
+    let err = rt()
+        .block_on(run_workflow(&wf, &reg, opts, None))
+        .expect_err("unknown parameter");
+    assert!(err.to_string().contains("has no parameter `typo`"), "{err}");
+}
+
+const HOSTILE: &[&str] = &[
+    "\"; touch PWNED; echo \"",
+    "$(touch PWNED)",
+    "`touch PWNED`",
+    "a\nb",
+    "*",
+    "-rf /",
+    "' ; touch PWNED #",
+];
+
+#[test]
+fn values_reach_processes_byte_for_byte_and_never_as_code() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (i, value) in HOSTILE.iter().enumerate() {
+        let mut wf = Workflow::new("inject", "");
+        wf.add_step(WorkflowStep::new("src", "core", "set").param("value", json!(value)));
+        // shell.exec: the value is one argv entry of a script that dumps its arguments, NUL-separated.
+        wf.add_step(
+            WorkflowStep::new("exec", "shell", "exec")
+                .param(
+                    "args",
+                    json!([
+                        "-c",
+                        "printf '%s\\0' \"$@\" > exec.out",
+                        "x",
+                        "${src.result}",
+                        "tail"
+                    ]),
+                )
+                .param("program", json!("sh")),
+        );
+        // shell.script: the value arrives only as an environment variable and a positional parameter.
+        wf.add_step(
+            WorkflowStep::new("script", "shell", "script")
+                .param("script", json!("printf '%s\\0' \"$V\" \"$1\" > script.out"))
+                .param("env", json!({"V": "${src.result}"}))
+                .param("args", json!(["${src.result}"])),
+        );
+        let wf = valid(wf);
+        let opts = RunOptions {
+            work_dir: dir.path().to_path_buf(),
+            ..RunOptions::default()
+        };
+        let (report, _) = run(&wf, &ActionRegistry::with_builtins(), opts);
+        assert!(report.succeeded(), "case {i}: {report:?}");
+        let exec = std::fs::read(dir.path().join("exec.out")).expect("exec.out");
+        let want_exec = [value.as_bytes(), b"\0tail\0"].concat();
+        assert_eq!(exec, want_exec, "case {i}: argv");
+        let script = std::fs::read(dir.path().join("script.out")).expect("script.out");
+        let want_script = [value.as_bytes(), b"\0", value.as_bytes(), b"\0"].concat();
+        assert_eq!(
+            script, want_script,
+            "case {i}: env and positional parameter"
+        );
+        assert!(
+            !dir.path().join("PWNED").exists(),
+            "case {i}: a value ran as code"
+        );
+    }
+}
+
+#[test]
+fn run_timeout_stops_the_run() {
+    let wf = yaml(
+        "name: rt\nsteps:\n  - {name: s, module: core, action: sleep, parameters: {ms: 60000}}\n  - {name: t, module: core, action: noop, dependencies: [s]}\n",
+    );
+    let opts = RunOptions {
+        run_timeout: Some(Duration::from_millis(200)),
+        ..RunOptions::default()
+    };
+    let (report, _) = run(&wf, &ActionRegistry::with_builtins(), opts);
+    assert_eq!(report.status, WorkflowStatus::Failed);
+    assert!(
+        report
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("timeout"))
+    );
+    assert_eq!(status_of(&report, "t"), TaskStatus::Cancelled);
+}
