@@ -6,7 +6,7 @@ use serde_json::json;
 use std::io::Read;
 use std::path::Path;
 
-fn limits(read: &ReadOptions) -> Result<Limits, String> {
+pub(crate) fn limits(read: &ReadOptions) -> Result<Limits, String> {
     let mut limits = Limits::default();
     for kv in &read.limits {
         let (k, v) = kv.split_once('=').ok_or_else(|| {
@@ -20,14 +20,18 @@ fn limits(read: &ReadOptions) -> Result<Limits, String> {
 }
 
 /// Why a file could not be checked: not readable, or not a valid definition.
-enum LoadError {
+pub(crate) enum LoadError {
     /// One line: the file could not be read or its format guessed.
     File(String),
     /// Every problem of the definition.
     Invalid(Diagnostics),
 }
 
-fn load(path: &Path, read: &ReadOptions, limits: &Limits) -> Result<ValidWorkflow, LoadError> {
+pub(crate) fn load(
+    path: &Path,
+    read: &ReadOptions,
+    limits: &Limits,
+) -> Result<ValidWorkflow, LoadError> {
     let shown = path.display().to_string();
     let format = match read.input_format {
         Some(InputFormat::Json) => Format::Json,

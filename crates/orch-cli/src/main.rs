@@ -1,6 +1,7 @@
 //! The `orch` command-line tool: validate and draw workflow definitions (more commands arrive with later issues).
 
 mod commands;
+mod run;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -48,6 +49,22 @@ pub enum InputFormat {
     Toml,
 }
 
+/// Execution modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// One step at a time.
+    Sequential,
+    /// Up to --max-parallel steps at once.
+    Parallel,
+    /// Parallel within resource limits (not implemented yet).
+    #[value(name = "resource_aware")]
+    ResourceAware,
+}
+
+fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    orch_model::duration::parse_duration(s)
+}
+
 /// Graph output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum GraphFormat {
@@ -70,6 +87,29 @@ enum Command {
         #[command(flatten)]
         read: ReadOptions,
         /// Print machine-readable JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a workflow: live progress, then a table of its steps (exit 0 success, 1 failed, 2 invalid input).
+    Run {
+        /// The definition file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// A parameter value, KEY=VALUE (repeatable); VALUE is JSON when it parses as JSON, else text.
+        #[arg(short = 'p', long = "param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        /// Execution mode.
+        #[arg(long, value_enum, default_value = "parallel")]
+        mode: Mode,
+        /// Most steps running at once in parallel mode.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+        max_parallel: u16,
+        /// Limit on the whole run, e.g. 30s, 5m, 1h30m.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+        timeout: Option<std::time::Duration>,
+        #[command(flatten)]
+        read: ReadOptions,
+        /// Print the run's report as JSON instead of progress and a table.
         #[arg(long)]
         json: bool,
     },
@@ -123,6 +163,29 @@ fn main() -> ExitCode {
             read,
             json,
         } => commands::graph(&file, format, &read, json),
+        Command::Run {
+            file,
+            params,
+            mode,
+            max_parallel,
+            timeout,
+            read,
+            json,
+        } => {
+            let mode = match mode {
+                Mode::Sequential => orch_model::ExecutionMode::Sequential,
+                Mode::Parallel => orch_model::ExecutionMode::Parallel,
+                Mode::ResourceAware => orch_model::ExecutionMode::ResourceAware,
+            };
+            let args = run::RunArgs {
+                params,
+                mode,
+                max_parallel: usize::from(max_parallel),
+                timeout,
+                json,
+            };
+            run::run(&file, &read, &args)
+        }
     };
     ExitCode::from(code)
 }

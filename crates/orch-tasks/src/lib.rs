@@ -27,8 +27,7 @@
 //!
 //! Not yet here (see the scheduler issue): the `TaskOrchestrator` facade of
 //! the seed API, `resource_aware` mode (it returns a clear "not supported"
-//! error), result caching (`cache: true` steps run normally), the `fs` and
-//! external actions, and the `Store` contract.
+//! error), result caching (`cache: true` steps run normally), external-module actions, and the `Store` contract.
 
 pub mod action;
 mod builtin;
@@ -37,6 +36,6 @@ pub mod resolve;
 pub mod run;
 
 pub use action::{Action, ActionContext, ActionError, ActionRegistry};
-pub use builtin::{Exec, Script};
+pub use builtin::{Exec, Script, fs};
 pub use event::Event;
 pub use run::{RunOptions, RunReport, StepReport, prepare, run_workflow};

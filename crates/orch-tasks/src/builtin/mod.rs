@@ -1,6 +1,7 @@
-//! The built-in actions: `core` (noop, sleep, fail, set) and `shell` (exec, script).
+//! The built-in actions: `core` (noop, sleep, fail, set), `shell` (exec, script) and `fs` (read, write, copy, mkdir, list).
 
 mod core;
+pub mod fs;
 mod shell;
 
 use crate::action::ActionRegistry;
@@ -16,4 +17,9 @@ pub fn register(r: &mut ActionRegistry) {
     r.register("core", "set", Arc::new(core::Set));
     r.register("shell", "exec", Arc::new(shell::Exec));
     r.register("shell", "script", Arc::new(shell::Script));
+    r.register("fs", "read", Arc::new(fs::Read));
+    r.register("fs", "write", Arc::new(fs::Write));
+    r.register("fs", "copy", Arc::new(fs::Copy));
+    r.register("fs", "mkdir", Arc::new(fs::Mkdir));
+    r.register("fs", "list", Arc::new(fs::List));
 }

@@ -1,0 +1,385 @@
+//! `orch run FILE`: run a workflow with live progress, then print a table of its steps.
+
+use crate::commands::{LoadError, limits, load};
+use crate::{ReadOptions, exit};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use orch_model::{ExecutionMode, OrchestrationError, TaskStatus};
+use orch_tasks::{ActionRegistry, Event, RunOptions, RunReport, run_workflow};
+use serde_json::{Map, Value, json};
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Options of `orch run`.
+#[derive(Debug, Clone)]
+pub struct RunArgs {
+    /// `-p key=value` pairs.
+    pub params: Vec<String>,
+    /// The execution mode.
+    pub mode: ExecutionMode,
+    /// Most steps at once in parallel mode.
+    pub max_parallel: usize,
+    /// Limit on the whole run.
+    pub timeout: Option<Duration>,
+    /// Machine-readable output.
+    pub json: bool,
+}
+
+/// `key=value`: the value is JSON when it parses as JSON (numbers, booleans,
+/// lists, quoted strings), otherwise the text itself.
+fn parse_params(pairs: &[String]) -> Result<Map<String, Value>, String> {
+    let mut out = Map::new();
+    for kv in pairs {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("-p `{kv}`: expected KEY=VALUE, e.g. -p code_path=./src"))?;
+        let k = k.trim();
+        if k.is_empty() {
+            return Err(format!("-p `{kv}`: the parameter name is empty"));
+        }
+        let value =
+            serde_json::from_str::<Value>(v).unwrap_or_else(|_| Value::String(v.to_owned()));
+        out.insert(k.to_owned(), value);
+    }
+    Ok(out)
+}
+
+fn status_word(s: TaskStatus) -> &'static str {
+    s.as_str()
+}
+
+fn fmt_duration(d: Duration) -> String {
+    if d.as_secs() >= 60 {
+        format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
+    } else if d.as_millis() >= 1000 {
+        format!("{:.2}s", d.as_secs_f64())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+fn short(s: &str, max: usize) -> String {
+    let one_line = s.replace('\n', " ");
+    if one_line.chars().count() <= max {
+        one_line
+    } else {
+        let mut t: String = one_line.chars().take(max.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+fn event_line(e: &Event) -> Option<String> {
+    Some(match e {
+        Event::RunStarted { run_id, total } => format!("run {run_id} started: {total} steps"),
+        Event::TaskReady { .. } => return None,
+        Event::TaskStarted { name, attempt, .. } if *attempt > 1 => {
+            format!("{name}: started (attempt {attempt})")
+        }
+        Event::TaskStarted { name, .. } => format!("{name}: started"),
+        Event::TaskSucceeded { name, duration, .. } => {
+            format!("{name}: completed in {}", fmt_duration(*duration))
+        }
+        Event::TaskFailed {
+            name,
+            error_type,
+            message,
+            ..
+        } => format!("{name}: failed: {error_type}: {}", short(message, 200)),
+        Event::TaskRetrying {
+            name,
+            attempt,
+            delay,
+            message,
+            ..
+        } => {
+            format!(
+                "{name}: attempt {attempt} failed ({}); retrying in {}",
+                short(message, 120),
+                fmt_duration(*delay)
+            )
+        }
+        Event::TaskSkipped { name, reason, .. } => format!("{name}: skipped: {reason}"),
+        Event::TaskCancelled { name, .. } => format!("{name}: cancelled"),
+        Event::TaskCached { name, .. } => format!("{name}: result from cache"),
+        Event::RunFinished {
+            status, duration, ..
+        } => format!("run {status} in {}", fmt_duration(*duration)),
+        _ => return None,
+    })
+}
+
+fn print_table(report: &RunReport) {
+    let width = report
+        .steps
+        .iter()
+        .map(|s| s.name.chars().count())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!(
+        "{:<width$}  {:<9}  {:>8}  {:>9}  {:<6}  NOTE",
+        "STEP", "STATUS", "ATTEMPTS", "DURATION", "CACHED"
+    );
+    for s in &report.steps {
+        let duration = match (s.started_at, s.finished_at) {
+            (Some(a), Some(b)) => (b - a).to_std().map(fmt_duration).unwrap_or_default(),
+            _ => "-".into(),
+        };
+        let cached = s.result.as_ref().is_some_and(|r| r.cached);
+        let note = match (&s.result, &s.note) {
+            (Some(r), _) if !r.success => {
+                format!(
+                    "{}: {}",
+                    r.error_type.as_deref().unwrap_or("Error"),
+                    short(r.error_message.as_deref().unwrap_or(""), 80)
+                )
+            }
+            (_, Some(n)) => short(n, 80),
+            _ => String::new(),
+        };
+        println!(
+            "{:<width$}  {:<9}  {:>8}  {:>9}  {:<6}  {note}",
+            s.name,
+            status_word(s.status),
+            s.attempts,
+            duration,
+            if cached { "yes" } else { "-" }
+        );
+    }
+    let done = report
+        .steps
+        .iter()
+        .filter(|s| s.status == TaskStatus::Completed)
+        .count();
+    let failed = report
+        .steps
+        .iter()
+        .filter(|s| s.status == TaskStatus::Failed)
+        .count();
+    let skipped = report
+        .steps
+        .iter()
+        .filter(|s| s.status == TaskStatus::Skipped)
+        .count();
+    println!(
+        "workflow `{}` {}: {done} completed, {failed} failed, {skipped} skipped of {} steps in {} (run {})",
+        report.workflow,
+        report.status,
+        report.steps.len(),
+        fmt_duration(report.duration),
+        report.run_id
+    );
+    if let Some(e) = &report.error {
+        println!("{e}");
+    }
+}
+
+fn report_json(report: &RunReport) -> Value {
+    json!({
+        "run_id": report.run_id,
+        "workflow": report.workflow,
+        "status": report.status,
+        "success": report.succeeded(),
+        "execution_time": report.duration.as_secs_f64(),
+        "error": report.error,
+        "steps": report.steps.iter().map(|s| json!({
+            "name": s.name,
+            "status": s.status,
+            "attempts": s.attempts,
+            "created_at": s.created_at,
+            "ready_at": s.ready_at,
+            "started_at": s.started_at,
+            "finished_at": s.finished_at,
+            "result": s.result,
+            "note": s.note,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Runs `orch run`.
+pub fn run(file: &Path, read: &ReadOptions, args: &RunArgs) -> u8 {
+    let limits = match limits(read) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("orch: {e}");
+            return exit::INVALID;
+        }
+    };
+    let params = match parse_params(&args.params) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("orch: {e}");
+            return exit::INVALID;
+        }
+    };
+    let wf = match load(file, read, &limits) {
+        Ok(wf) => wf,
+        Err(LoadError::File(msg)) => {
+            eprintln!("{msg}");
+            return exit::INVALID;
+        }
+        Err(LoadError::Invalid(d)) => {
+            for line in d.lines() {
+                eprintln!("{line}");
+            }
+            return exit::INVALID;
+        }
+    };
+    let work_dir = match std::env::current_dir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("orch: cannot read the current directory: {e}");
+            return exit::INVALID;
+        }
+    };
+    if !args.json && wf.workflow().steps.iter().any(|s| s.cache) {
+        eprintln!(
+            "orch: note: result caching is not implemented yet; `cache: true` steps run normally"
+        );
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("orch: cannot start the runtime: {e}");
+            return exit::INTERNAL;
+        }
+    };
+    let registry = ActionRegistry::with_builtins();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let opts = RunOptions {
+        mode: args.mode,
+        max_parallel: args.max_parallel,
+        params,
+        work_dir,
+        run_timeout: args.timeout,
+        cancel: cancel.clone(),
+        ..RunOptions::default()
+    };
+    let total = wf.workflow().steps.len();
+    let terminal = std::io::stderr().is_terminal();
+    let quiet = args.json;
+    let result = runtime.block_on(async {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+        // Ctrl-C cancels the run: running processes are stopped, nothing new starts.
+        let on_signal = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                on_signal.cancel();
+            }
+        });
+        let printer = tokio::spawn(async move {
+            let bar = (terminal && !quiet).then(|| {
+                let bar =
+                    ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} done {msg}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+                bar.enable_steady_tick(Duration::from_millis(120));
+                bar
+            });
+            let (mut running, mut failed) = (0usize, 0usize);
+            let start = Instant::now();
+            while let Some(e) = rx.recv().await {
+                match &e {
+                    Event::TaskStarted { attempt: 1, .. } => running += 1,
+                    Event::TaskSucceeded { .. } | Event::TaskCancelled { .. } => {
+                        running = running.saturating_sub(1)
+                    }
+                    Event::TaskFailed { attempts, .. } => {
+                        if *attempts > 0 {
+                            running = running.saturating_sub(1);
+                        }
+                        failed += 1;
+                    }
+                    _ => {}
+                }
+                let finished = matches!(e.task_status(), Some(s) if s.is_terminal());
+                match &bar {
+                    Some(bar) => {
+                        if finished {
+                            bar.inc(1);
+                        }
+                        bar.set_message(format!("| {running} running | {failed} failed"));
+                        if matches!(e, Event::TaskFailed { .. } | Event::TaskRetrying { .. }) {
+                            if let Some(line) = event_line(&e) {
+                                bar.println(line);
+                            }
+                        }
+                    }
+                    None if !quiet => {
+                        if let Some(line) = event_line(&e) {
+                            eprintln!("[{:>8}] {line}", fmt_duration(start.elapsed()));
+                        }
+                    }
+                    None => {}
+                }
+            }
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+        });
+        let report = run_workflow(&wf, &registry, opts, Some(tx)).await;
+        let _ = printer.await;
+        report
+    });
+    match result {
+        Ok(report) => {
+            if args.json {
+                println!("{}", report_json(&report));
+            } else {
+                print_table(&report);
+            }
+            if report.succeeded() {
+                exit::OK
+            } else {
+                exit::FAILED
+            }
+        }
+        Err(e) => {
+            eprintln!("orch: {}", first_line(&e));
+            if let OrchestrationError::Validation(d) = &e {
+                for line in d.lines().skip(1) {
+                    eprintln!("{line}");
+                }
+            }
+            exit::INVALID
+        }
+    }
+}
+
+fn first_line(e: &OrchestrationError) -> String {
+    match e {
+        OrchestrationError::Validation(d) => d.lines().next().unwrap_or_default(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_are_json_when_they_parse_and_text_otherwise() {
+        let p = parse_params(&[
+            "n=3".into(),
+            "path=./src".into(),
+            "flag=true".into(),
+            "s=\"5\"".into(),
+            "e=".into(),
+        ])
+        .expect("parse");
+        assert_eq!(
+            Value::Object(p),
+            json!({"n": 3, "path": "./src", "flag": true, "s": "5", "e": ""})
+        );
+        assert!(parse_params(&["novalue".into()]).is_err());
+        assert!(parse_params(&["=x".into()]).is_err());
+    }
+}

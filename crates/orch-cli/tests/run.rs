@@ -1,0 +1,172 @@
+//! End-to-end tests of `orch run`: the real binary on real workflows, success, failure and invalid input.
+
+use assert_cmd::Command;
+use std::path::Path;
+
+fn orch(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_orch"));
+    c.current_dir(dir)
+        .timeout(std::time::Duration::from_secs(120));
+    c
+}
+
+fn examples() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+#[test]
+fn the_code_report_example_runs_and_writes_its_summary() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The example counts the sources under `crates`; give it a small tree of its own.
+    std::fs::create_dir_all(dir.path().join("crates/orch-model/src")).expect("mkdir");
+    std::fs::create_dir_all(dir.path().join("crates/orch-cli/src")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("crates/orch-model/src/lib.rs"),
+        "//! m\nfn a() {}\nfn b() {}\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("crates/orch-cli/src/main.rs"),
+        "//! c\nfn main() {}\n",
+    )
+    .expect("write");
+    let out = orch(dir.path())
+        .arg("run")
+        .arg(examples().join("code-report.yaml"))
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(
+            "workflow `code-report` completed: 5 completed, 0 failed, 1 skipped of 6 steps"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("report_failure  skipped"), "{stdout}");
+    assert!(
+        stderr.contains("summary: completed"),
+        "plain event lines when not on a terminal: {stderr}"
+    );
+    let summary =
+        std::fs::read_to_string(dir.path().join(".orch/code-report.txt")).expect("summary written");
+    assert!(summary.contains("orch-model: 3\n"), "{summary}");
+    assert!(summary.contains("orch-cli: 2\n"), "{summary}");
+    assert!(summary.contains("all crates: 5\n"), "{summary}");
+}
+
+#[test]
+fn a_failing_workflow_exits_1_with_a_table() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("f.yaml"),
+        "name: f\nsteps:\n  - {name: ok, module: shell, action: exec, parameters: {program: 'true'}}\n  - {name: boom, module: shell, action: exec, parameters: {program: sh, args: ['-c', 'echo oops >&2; exit 3']}, dependencies: [ok]}\n  - {name: never, module: core, action: noop, dependencies: [boom]}\n",
+    )
+    .expect("write");
+    let out = orch(dir.path())
+        .args(["run", "f.yaml"])
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("boom            failed") || stdout.contains("boom   failed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ExitCode: `sh` exited with code 3"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("never  "), "{stdout}");
+    let out = orch(dir.path())
+        .args(["run", "f.yaml", "--json"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["status"], "failed");
+    assert_eq!(v["steps"][1]["result"]["data"]["exit_code"], 3);
+    assert_eq!(v["steps"][1]["result"]["data"]["stderr"], "oops\n");
+    assert_eq!(v["steps"][2]["status"], "skipped");
+}
+
+#[test]
+fn invalid_input_exits_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "name: b\nsteps:\n  - {name: a, module: core, action: noop, dependencies: [a]}\n",
+    )
+    .expect("write");
+    let out = orch(dir.path())
+        .args(["run", "bad.yaml"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bad.yaml:3:"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = orch(dir.path())
+        .arg("run")
+        .arg(examples().join("seed-analysis.json"))
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("which no module provides"));
+    let out = orch(dir.path())
+        .arg("run")
+        .arg(examples().join("code-report.yaml"))
+        .args(["-p", "nope=1"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no parameter `nope`"));
+    let out = orch(dir.path())
+        .arg("run")
+        .arg(examples().join("code-report.yaml"))
+        .args(["--mode", "resource_aware"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not supported"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn parameters_and_modes_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "name: p\nparameters: {n: 1, word: x}\nsteps:\n  - {name: a, module: fs, action: write, parameters: {path: out.json, content: {n: '${params.n}', w: '${params.word}'}}}\n",
+    )
+    .expect("write");
+    let out = orch(dir.path())
+        .args([
+            "run",
+            "p.yaml",
+            "-p",
+            "n=42",
+            "-p",
+            "word=hello world",
+            "--mode",
+            "sequential",
+        ])
+        .output()
+        .expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("out.json")).expect("out"))
+            .expect("json");
+    assert_eq!(written, serde_json::json!({"n": 42, "w": "hello world"}));
+}
