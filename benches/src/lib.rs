@@ -1,7 +1,10 @@
 //! Benchmark workloads of SPEC §10 as workflow definitions: W1 wide, W2 chain, W3 layered.
 //!
+//! It also holds the baselines of the scheduler benchmarks ([`baseline`]).
 //! The generators are deterministic (a fixed-seed xorshift), so every run
 //! measures the same graphs.
+
+pub mod baseline;
 
 use std::fmt::Write as _;
 

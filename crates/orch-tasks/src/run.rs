@@ -18,6 +18,7 @@ use orch_model::{
 use serde_json::{Map, Value, json};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -234,6 +235,44 @@ impl State<'_> {
         }
     }
 
+    /// Records a step's outcome and releases what waited for it.
+    fn complete(
+        &mut self,
+        out: Outcome,
+        dependents: &orch_model::graph::DepGraph,
+        cancelled: bool,
+    ) {
+        let st = self;
+        let i = out.task;
+        st.set_status(i, out.status);
+        let name = st.names[i as usize].clone();
+        match out.status {
+            TaskStatus::Completed => {
+                st.data[i as usize] = Some(out.result.data.clone());
+                st.emit(Event::TaskSucceeded {
+                    task: i,
+                    name,
+                    attempts: out.attempts,
+                    duration: Duration::from_secs_f64(out.result.execution_time),
+                });
+            }
+            TaskStatus::Cancelled => st.emit(Event::TaskCancelled { task: i, name }),
+            _ => st.emit(Event::TaskFailed {
+                task: i,
+                name,
+                attempts: out.attempts,
+                error_type: out.result.error_type.clone().unwrap_or_default(),
+                message: out.result.error_message.clone().unwrap_or_default(),
+            }),
+        }
+        let r = &mut st.reports[i as usize];
+        r.attempts = out.attempts;
+        r.started_at = out.started_at;
+        r.finished_at = Some(out.finished_at);
+        r.result = Some(out.result);
+        st.finish(i, dependents, cancelled);
+    }
+
     /// A step reached a final state: release what waited for it.
     fn finish(&mut self, first: u32, dependents: &orch_model::graph::DepGraph, cancelled: bool) {
         let mut work = vec![first];
@@ -423,7 +462,9 @@ pub async fn run_workflow(
             let Some((_, _, i)) = st.ready.pop() else {
                 break;
             };
-            start_step(&mut st, i, registry, &opts, &mut set);
+            if let Some(out) = start_step(&mut st, i, registry, &opts, &mut set) {
+                st.complete(out, &dependents, cancel.is_cancelled());
+            }
         }
         if set.is_empty() && (stopping || st.ready.is_empty()) {
             break;
@@ -438,34 +479,7 @@ pub async fn run_workflow(
                         return Err(OrchestrationError::TaskExecution { message: format!("an action panicked: {e}") });
                     }
                 };
-                let i = out.task;
-                st.set_status(i, out.status);
-                let name = st.names[i as usize].clone();
-                match out.status {
-                    TaskStatus::Completed => {
-                        st.data[i as usize] = Some(out.result.data.clone());
-                        st.emit(Event::TaskSucceeded {
-                            task: i,
-                            name,
-                            attempts: out.attempts,
-                            duration: Duration::from_secs_f64(out.result.execution_time),
-                        });
-                    }
-                    TaskStatus::Cancelled => st.emit(Event::TaskCancelled { task: i, name }),
-                    _ => st.emit(Event::TaskFailed {
-                        task: i,
-                        name,
-                        attempts: out.attempts,
-                        error_type: out.result.error_type.clone().unwrap_or_default(),
-                        message: out.result.error_message.clone().unwrap_or_default(),
-                    }),
-                }
-                let r = &mut st.reports[i as usize];
-                r.attempts = out.attempts;
-                r.started_at = out.started_at;
-                r.finished_at = Some(out.finished_at);
-                r.result = Some(out.result);
-                st.finish(i, &dependents, cancel.is_cancelled());
+                st.complete(out, &dependents, cancel.is_cancelled());
             }
             () = async {
                 match deadline {
@@ -520,19 +534,22 @@ pub async fn run_workflow(
     })
 }
 
+/// Starts step `i`. An action that finishes without waiting (an in-process
+/// action such as `core.set`) completes right here and its outcome is
+/// returned; one that waits is spawned onto the runtime.
 fn start_step(
     st: &mut State<'_>,
     i: u32,
     registry: &ActionRegistry,
     opts: &RunOptions,
     set: &mut JoinSet<Outcome>,
-) {
+) -> Option<Outcome> {
     let step = &st.wf.workflow().steps[i as usize];
     let params = st.resolved[i as usize].take().unwrap_or(Value::Null);
     st.set_status(i, TaskStatus::Running);
     let Some(action) = registry.get(&step.module, &step.action) else {
         // `prepare` checked every action; this cannot happen for a prepared run.
-        return;
+        return None;
     };
     let job = Job {
         task: i,
@@ -547,14 +564,23 @@ fn start_step(
             step: step.name.clone(),
             attempt: 1,
             work_dir: opts.work_dir.clone(),
-            cancel: opts.cancel.child_token(),
+            cancel: opts.cancel.clone(),
             kill_grace: opts.kill_grace,
             output_limit: opts.output_limit,
         },
         run_cancel: opts.cancel.clone(),
         events: st.events.clone(),
     };
-    set.spawn(job.run());
+    let mut fut = Box::pin(job.run());
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(out) => Some(out),
+        std::task::Poll::Pending => {
+            // Polled again on the runtime with a real waker; futures re-register on every poll.
+            set.spawn(fut);
+            None
+        }
+    }
 }
 
 struct Job {
@@ -603,7 +629,13 @@ impl Job {
             attempt += 1;
             let mut ctx = self.ctx.clone();
             ctx.attempt = attempt;
-            ctx.cancel = self.run_cancel.child_token();
+            // A step with a timeout gets a token of its own, so that stopping one
+            // attempt does not cancel the run; others share the run's token.
+            ctx.cancel = if self.timeout.is_some() {
+                self.run_cancel.child_token()
+            } else {
+                self.run_cancel.clone()
+            };
             let started_at = Utc::now();
             let t0 = Instant::now();
             self.emit(Event::TaskStarted {

@@ -1,0 +1,75 @@
+//! Prints µs per task of running W1/W2/W3 (no-op tasks) through orch's
+//! scheduler and through the two baselines in the same process, and the ratio
+//! to the tokio baseline (the table of docs/benchmarks.md).
+
+use orch_benches::{Workload, baseline};
+use orch_model::{Format, Limits, load_workflow};
+use orch_tasks::{ActionRegistry, RunOptions, run_workflow};
+use std::time::Instant;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![10_000, 100_000]
+    } else {
+        sizes
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let registry = ActionRegistry::with_builtins();
+    println!(
+        "| workload | tasks | plain loop µs/task | tokio baseline µs/task | orch µs/task | orch / tokio |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for w in [Workload::Wide, Workload::Chain, Workload::Layered] {
+        for &n in &sizes {
+            let deps = w.dependencies(n);
+            let wf = load_workflow(
+                &w.definition_json(n),
+                Format::Json,
+                &Limits::default(),
+                None,
+            )
+            .expect("valid");
+            let (mut plain, mut tok, mut orch) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..3 {
+                let t = Instant::now();
+                assert_eq!(baseline::plain_loop(&deps), n);
+                plain.push(t.elapsed().as_secs_f64() * 1e6 / n as f64);
+                let t = Instant::now();
+                assert_eq!(rt.block_on(baseline::tokio_counters(&deps, usize::MAX)), n);
+                tok.push(t.elapsed().as_secs_f64() * 1e6 / n as f64);
+                let t = Instant::now();
+                let report = rt
+                    .block_on(run_workflow(
+                        &wf,
+                        &registry,
+                        RunOptions {
+                            max_parallel: 4096,
+                            ..RunOptions::default()
+                        },
+                        None,
+                    ))
+                    .expect("runs");
+                assert!(report.succeeded());
+                orch.push(t.elapsed().as_secs_f64() * 1e6 / n as f64);
+            }
+            let (p, t, o) = (median(plain), median(tok), median(orch));
+            println!(
+                "| {} | {n} | {p:.3} | {t:.3} | {o:.3} | {:.1}x |",
+                w.label(),
+                o / t
+            );
+        }
+    }
+}
