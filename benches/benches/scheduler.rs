@@ -1,0 +1,67 @@
+//! Criterion bench: running W1/W2/W3 no-op workflows through orch's scheduler, next to the tokio baseline.
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use orch_benches::{Workload, baseline};
+use orch_model::{Format, Limits, load_workflow};
+use orch_tasks::{ActionRegistry, RunOptions, run_workflow};
+use std::hint::black_box;
+use std::time::Duration;
+
+fn scheduler(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let registry = ActionRegistry::with_builtins();
+    let mut group = c.benchmark_group("scheduler");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    for w in [Workload::Wide, Workload::Chain, Workload::Layered] {
+        let n = 100_000;
+        let deps = w.dependencies(n);
+        let wf = load_workflow(
+            &w.definition_json(n),
+            Format::Json,
+            &Limits::default(),
+            None,
+        )
+        .expect("valid");
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_with_input(
+            BenchmarkId::new(format!("{}/orch", w.label()), n),
+            &wf,
+            |b, wf| {
+                b.iter(|| {
+                    let opts = RunOptions {
+                        max_parallel: 4096,
+                        ..RunOptions::default()
+                    };
+                    black_box(
+                        rt.block_on(run_workflow(wf, &registry, opts, None))
+                            .map(|r| r.succeeded()),
+                    )
+                });
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new(format!("{}/tokio-baseline", w.label()), n),
+            &deps,
+            |b, deps| {
+                b.iter(|| black_box(rt.block_on(baseline::tokio_counters(deps, usize::MAX))));
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new(format!("{}/plain-loop", w.label()), n),
+            &deps,
+            |b, deps| {
+                b.iter(|| black_box(baseline::plain_loop(deps)));
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, scheduler);
+criterion_main!(benches);
