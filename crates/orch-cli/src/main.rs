@@ -56,7 +56,7 @@ pub enum Mode {
     Sequential,
     /// Up to --max-parallel steps at once.
     Parallel,
-    /// Parallel within resource limits (not implemented yet).
+    /// Parallel, and a step starts only when its resource request fits.
     #[value(name = "resource_aware")]
     ResourceAware,
 }
@@ -104,12 +104,24 @@ enum Command {
         /// Most steps running at once in parallel mode.
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
         max_parallel: u16,
+        /// A resources file (seed JSON format) for `resource_aware` mode; default: the machine's capacities.
+        #[arg(long = "resources", value_name = "PATH")]
+        resources: Option<PathBuf>,
         /// Limit on the whole run, e.g. 30s, 5m, 1h30m.
         #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
         timeout: Option<std::time::Duration>,
         #[command(flatten)]
         read: ReadOptions,
         /// Print the run's report as JSON instead of progress and a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the resources `resource_aware` runs allocate from: the machine's, or a resources file's.
+    Resources {
+        /// A resources file in the seed's JSON format instead of the machine's capacities.
+        #[arg(long = "file", value_name = "PATH")]
+        file: Option<PathBuf>,
+        /// Print JSON (the resources and the seed's usage summary).
         #[arg(long)]
         json: bool,
     },
@@ -163,11 +175,13 @@ fn main() -> ExitCode {
             read,
             json,
         } => commands::graph(&file, format, &read, json),
+        Command::Resources { file, json } => run::resources(file.as_deref(), json),
         Command::Run {
             file,
             params,
             mode,
             max_parallel,
+            resources,
             timeout,
             read,
             json,
@@ -181,6 +195,7 @@ fn main() -> ExitCode {
                 params,
                 mode,
                 max_parallel: usize::from(max_parallel),
+                resources,
                 timeout,
                 json,
             };

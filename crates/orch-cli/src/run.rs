@@ -4,6 +4,7 @@ use crate::commands::{LoadError, limits, load};
 use crate::{ReadOptions, exit};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use orch_model::{ExecutionMode, OrchestrationError, TaskStatus};
+use orch_resources::ResourceManager;
 use orch_tasks::{ActionRegistry, Event, RunOptions, RunReport, run_workflow};
 use serde_json::{Map, Value, json};
 use std::io::IsTerminal;
@@ -19,6 +20,8 @@ pub struct RunArgs {
     pub mode: ExecutionMode,
     /// Most steps at once in parallel mode.
     pub max_parallel: usize,
+    /// A resources file for `resource_aware` mode.
+    pub resources: Option<std::path::PathBuf>,
     /// Limit on the whole run.
     pub timeout: Option<Duration>,
     /// Machine-readable output.
@@ -249,6 +252,16 @@ pub fn run(file: &Path, read: &ReadOptions, args: &RunArgs) -> u8 {
         }
     };
     let registry = ActionRegistry::with_builtins();
+    let resources = match &args.resources {
+        Some(path) => match ResourceManager::load(path) {
+            Ok(rm) => Some(std::sync::Arc::new(rm)),
+            Err(e) => {
+                eprintln!("orch: {e}");
+                return exit::INVALID;
+            }
+        },
+        None => None,
+    };
     let cancel = tokio_util::sync::CancellationToken::new();
     let opts = RunOptions {
         mode: args.mode,
@@ -257,6 +270,7 @@ pub fn run(file: &Path, read: &ReadOptions, args: &RunArgs) -> u8 {
         work_dir,
         run_timeout: args.timeout,
         cancel: cancel.clone(),
+        resources,
         ..RunOptions::default()
     };
     let total = wf.workflow().steps.len();
@@ -352,6 +366,53 @@ pub fn run(file: &Path, read: &ReadOptions, args: &RunArgs) -> u8 {
             exit::INVALID
         }
     }
+}
+
+/// Runs `orch resources`.
+pub fn resources(file: Option<&Path>, json_out: bool) -> u8 {
+    let rm = match file {
+        Some(p) => match ResourceManager::load(p) {
+            Ok(rm) => rm,
+            Err(e) => {
+                eprintln!("orch: {e}");
+                return exit::INVALID;
+            }
+        },
+        None => ResourceManager::detect(),
+    };
+    let list = rm.list_resources();
+    if json_out {
+        println!(
+            "{}",
+            json!({"resources": list, "usage": rm.get_resource_usage(None)})
+        );
+        return exit::OK;
+    }
+    let fmt_map = |m: &std::collections::BTreeMap<String, f64>| {
+        m.iter()
+            .map(|(k, v)| format!("{k}={}", (v * 100.0).round() / 100.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "{:<16}  {:<13}  {:<10}  {:<40}  ALLOCATED",
+        "ID", "TYPE", "STATUS", "CAPACITY"
+    );
+    for r in &list {
+        println!(
+            "{:<16}  {:<13}  {:<10}  {:<40}  {}",
+            r.id,
+            r.resource_type.as_str(),
+            r.status.as_str(),
+            fmt_map(&r.capacity),
+            if r.allocated.is_empty() {
+                "-".to_owned()
+            } else {
+                fmt_map(&r.allocated)
+            }
+        );
+    }
+    exit::OK
 }
 
 fn first_line(e: &OrchestrationError) -> String {

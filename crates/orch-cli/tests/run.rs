@@ -124,17 +124,26 @@ fn invalid_input_exits_2() {
         .expect("runs");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("has no parameter `nope`"));
+    std::fs::write(
+        dir.path().join("huge.yaml"),
+        "name: h\nsteps:\n  - {name: a, module: core, action: noop, resources: {memory: {gb: 1000000}}}\n",
+    )
+    .expect("write");
     let out = orch(dir.path())
-        .arg("run")
-        .arg(examples().join("code-report.yaml"))
-        .args(["--mode", "resource_aware"])
+        .args(["run", "huge.yaml", "--mode", "resource_aware"])
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("not supported"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("exceeds the total capacity"), "{stderr}");
+    let out = orch(dir.path())
+        .args(["run", "huge.yaml"])
+        .output()
+        .expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "parallel mode does not allocate"
     );
 }
 
@@ -169,4 +178,68 @@ fn parameters_and_modes_from_the_command_line() {
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("out.json")).expect("out"))
             .expect("json");
     assert_eq!(written, serde_json::json!({"n": 42, "w": "hello world"}));
+}
+
+#[test]
+fn resources_lists_the_machine_or_a_file_and_resource_aware_runs_use_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = orch(dir.path()).args(["resources"]).output().expect("runs");
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("system_cpu") && stdout.contains("cores="),
+        "{stdout}"
+    );
+    let out = orch(dir.path())
+        .args(["resources", "--json"])
+        .output()
+        .expect("runs");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(
+        v["usage"]["total_resources"]
+            .as_u64()
+            .is_some_and(|n| n >= 4)
+    );
+    std::fs::write(
+        dir.path().join("res.json"),
+        r#"{"resources": {"tiny": {"id": "tiny", "name": "tiny", "type": "cpu", "capacity": {"cores": 1}}}}"#,
+    )
+    .expect("write");
+    let out = orch(dir.path())
+        .args(["resources", "--file", "res.json"])
+        .output()
+        .expect("runs");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("tiny"));
+    std::fs::write(
+        dir.path().join("two.yaml"),
+        "name: t\nsteps:\n  - {name: a, module: core, action: sleep, parameters: {ms: 10}, resources: {cpu: {cores: 1}}}\n  - {name: b, module: core, action: sleep, parameters: {ms: 10}, resources: {cpu: {cores: 2}}}\n",
+    )
+    .expect("write");
+    let out = orch(dir.path())
+        .args([
+            "run",
+            "two.yaml",
+            "--mode",
+            "resource_aware",
+            "--resources",
+            "res.json",
+        ])
+        .output()
+        .expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "step b asks for more than the file's capacity"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("steps[1].resources"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = orch(dir.path())
+        .args(["resources", "--file", "missing.json"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read resources file"));
 }

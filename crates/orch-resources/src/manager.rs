@@ -608,6 +608,23 @@ impl ResourceManager {
         result
     }
 
+    /// Allocates now or not at all, without waiting and without passing
+    /// requests already waiting in the queue (a scheduler calls this for each
+    /// ready task; `Ok(None)` means "does not fit now").
+    ///
+    /// # Errors
+    /// As [`ResourceManager::allocate_resources`] for impossible or malformed requests.
+    pub fn try_allocate(&self, user_id: &str, req: &ResourceRequest) -> Result<Option<Allocation>> {
+        let mut st = self.lock();
+        if !st.queue.is_empty() {
+            return Self::plan(&mut st, req).map(|_| None);
+        }
+        match Self::plan(&mut st, req)? {
+            Some(parts) => Self::grant(&mut st, user_id, parts).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Releases allocations of `user_id`: the given ones, or all of the
     /// user's (seed: `deallocate_resources`). Returns whether anything was released.
     pub fn deallocate_resources(

@@ -2,7 +2,8 @@
 //!
 //! [`run_workflow`] runs a validated workflow with bounded, priority-ordered
 //! parallelism: `sequential` runs one step at a time, `parallel` up to
-//! `max_parallel`. Steps are retried with backoff when their failure is
+//! `max_parallel`, and `resource_aware` also starts a step only when its
+//! resource request fits (through `orch_resources::ResourceManager`). Steps are retried with backoff when their failure is
 //! retryable, stopped (with their whole process group) when they time out,
 //! and skipped according to their trigger rule and `when` condition.
 //! `${...}` references are resolved when a step is released, keeping JSON
@@ -26,8 +27,7 @@
 //! ```
 //!
 //! Not yet here (see the scheduler issue): the `TaskOrchestrator` facade of
-//! the seed API, `resource_aware` mode (it returns a clear "not supported"
-//! error), result caching (`cache: true` steps run normally), external-module actions, and the `Store` contract.
+//! the seed API, result caching (`cache: true` steps run normally), external-module actions, and the `Store` contract.
 
 pub mod action;
 mod builtin;

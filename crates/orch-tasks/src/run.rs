@@ -12,9 +12,10 @@ use crate::event::Event;
 use crate::resolve::{Scope, evaluate, resolve_value};
 use chrono::{DateTime, Utc};
 use orch_model::{
-    DiagnosticKind, Diagnostics, ExecutionMode, OrchestrationError, Pos, RetryPolicy, RunId, RunIf,
-    TaskPriority, TaskResult, TaskStatus, ValidWorkflow, WorkflowStatus,
+    AllocationId, DiagnosticKind, Diagnostics, ExecutionMode, OrchestrationError, Pos, RetryPolicy,
+    RunId, RunIf, TaskPriority, TaskResult, TaskStatus, ValidWorkflow, WorkflowStatus,
 };
+use orch_resources::ResourceManager;
 use serde_json::{Map, Value, json};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -49,6 +50,9 @@ pub struct RunOptions {
     pub cancel: CancellationToken,
     /// `${project.path}`, when the run belongs to a project.
     pub project_path: Option<String>,
+    /// The resources `resource_aware` mode allocates from (the machine's,
+    /// detected, when absent).
+    pub resources: Option<Arc<ResourceManager>>,
 }
 
 impl Default for RunOptions {
@@ -64,6 +68,7 @@ impl Default for RunOptions {
             output_limit: 1024 * 1024,
             cancel: CancellationToken::new(),
             project_path: None,
+            resources: None,
         }
     }
 }
@@ -195,6 +200,7 @@ struct State<'w> {
     remaining: Vec<u32>,
     ready: BinaryHeap<(TaskPriority, Reverse<u64>, u32)>,
     resolved: Vec<Option<Value>>,
+    allocations: Vec<Option<AllocationId>>,
     seq: u64,
     events: Option<UnboundedSender<Event>>,
 }
@@ -232,6 +238,13 @@ impl State<'_> {
         // keeping the old state is the safe reaction.
         if cur.transition(next).is_ok() {
             self.reports[i as usize].status = next;
+        }
+    }
+
+    /// Gives back what step `i` was allocated, if anything.
+    fn release_resources(&mut self, i: u32, rm: Option<&ResourceManager>, run_id: RunId) {
+        if let (Some(rm), Some(id)) = (rm, self.allocations[i as usize].take()) {
+            rm.deallocate_resources(&format!("{run_id}:{}", self.names[i as usize]), Some(&[id]));
         }
     }
 
@@ -391,10 +404,25 @@ pub async fn run_workflow(
     opts: RunOptions,
     events: Option<UnboundedSender<Event>>,
 ) -> Result<RunReport, OrchestrationError> {
-    if opts.mode == ExecutionMode::ResourceAware {
-        return Err(OrchestrationError::Unsupported {
-            message: "mode `resource_aware` needs the ResourceManager, which is not implemented yet; use `parallel` or `sequential`".into(),
-        });
+    let resources = match (opts.mode, &opts.resources) {
+        (ExecutionMode::ResourceAware, Some(rm)) => Some(rm.clone()),
+        (ExecutionMode::ResourceAware, None) => Some(Arc::new(ResourceManager::detect())),
+        _ => None,
+    };
+    if let Some(rm) = &resources {
+        // A request that can never fit is an error now, not a hang later.
+        for (i, s) in wf.workflow().steps.iter().enumerate() {
+            if let Err(e) = rm.check_request(&s.resources) {
+                let mut d = Diagnostics::new(None);
+                d.push(
+                    DiagnosticKind::Resource,
+                    format!("steps[{i}].resources"),
+                    Pos::UNKNOWN,
+                    format!("step `{}`: {e}", s.name),
+                );
+                return Err(OrchestrationError::Validation(d));
+            }
+        }
     }
     let params = prepare(wf, registry, &opts.params)?;
     let w = wf.workflow();
@@ -436,6 +464,7 @@ pub async fn run_workflow(
             .collect(),
         ready: BinaryHeap::new(),
         resolved: vec![None; n],
+        allocations: vec![None; n],
         seq: 0,
         events,
     };
@@ -458,16 +487,43 @@ pub async fn run_workflow(
     let mut set: JoinSet<Outcome> = JoinSet::new();
     loop {
         let stopping = cancel.is_cancelled();
+        let mut blocked = Vec::new();
         while !stopping && set.len() < limit {
-            let Some((_, _, i)) = st.ready.pop() else {
+            let Some(entry) = st.ready.pop() else {
                 break;
             };
+            let i = entry.2;
+            if let Some(rm) = &resources {
+                let req = &wf.workflow().steps[i as usize].resources;
+                if !req.is_empty() {
+                    match rm.try_allocate(&format!("{}:{}", opts.run_id, st.names[i as usize]), req)
+                    {
+                        Ok(Some(a)) => st.allocations[i as usize] = Some(a.id),
+                        // Does not fit now: let smaller ready steps go first, retry after a release.
+                        Ok(None) | Err(_) => {
+                            blocked.push(entry);
+                            continue;
+                        }
+                    }
+                }
+            }
             if let Some(out) = start_step(&mut st, i, registry, &opts, &mut set) {
+                st.release_resources(i, resources.as_deref(), opts.run_id);
                 st.complete(out, &dependents, cancel.is_cancelled());
             }
         }
+        let all_blocked = !blocked.is_empty();
+        st.ready.extend(blocked);
         if set.is_empty() && (stopping || st.ready.is_empty()) {
             break;
+        }
+        if set.is_empty() && all_blocked {
+            // Everything ready waits for capacity held outside this run: look again shortly.
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                () = cancel.cancelled(), if !stopping => {}
+            }
+            continue;
         }
         tokio::select! {
             joined = set.join_next() => {
@@ -479,6 +535,7 @@ pub async fn run_workflow(
                         return Err(OrchestrationError::TaskExecution { message: format!("an action panicked: {e}") });
                     }
                 };
+                st.release_resources(out.task, resources.as_deref(), opts.run_id);
                 st.complete(out, &dependents, cancel.is_cancelled());
             }
             () = async {

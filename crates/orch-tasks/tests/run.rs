@@ -573,3 +573,70 @@ fn run_timeout_stops_the_run() {
     );
     assert_eq!(status_of(&report, "t"), TaskStatus::Cancelled);
 }
+
+#[test]
+fn resource_aware_mode_never_exceeds_capacity_and_changes_behaviour() {
+    let rm = Arc::new(
+        orch_resources::ResourceManager::with_resources(vec![
+            orch_resources::ResourceManager::resource(
+                "cpu",
+                orch_model::ResourceType::Cpu,
+                &[("cores", 4.0)],
+            ),
+        ])
+        .expect("resources"),
+    );
+    let mut text = String::from("name: r\nsteps:\n");
+    for i in 0..8 {
+        text.push_str(&format!("  - {{name: s{i}, module: test, action: record, parameters: {{ms: 20}}, resources: {{cpu: {{cores: 2}}}}}}\n"));
+    }
+    let wf = yaml(&text);
+    let rec = Arc::new(Recorder::default());
+    let opts = RunOptions {
+        mode: orch_model::ExecutionMode::ResourceAware,
+        max_parallel: 8,
+        resources: Some(rm.clone()),
+        ..RunOptions::default()
+    };
+    let (report, _) = run(&wf, &registry_with(&rec), opts);
+    assert!(report.succeeded(), "{report:?}");
+    assert_eq!(
+        rec.max_running.load(Ordering::SeqCst),
+        2,
+        "two 2-core steps fit 4 cores at a time"
+    );
+    assert_eq!(
+        rm.get_resource_usage(Some("cpu"))["allocated"]["cores"],
+        0.0,
+        "everything was released"
+    );
+    // The same workflow in parallel mode ignores the requests.
+    let rec = Arc::new(Recorder::default());
+    let opts = RunOptions {
+        max_parallel: 8,
+        ..RunOptions::default()
+    };
+    assert!(run(&wf, &registry_with(&rec), opts).0.succeeded());
+    assert!(rec.max_running.load(Ordering::SeqCst) > 2);
+    // A request that can never fit is refused before anything runs.
+    let big = yaml(
+        "name: b\nsteps:\n  - {name: s, module: core, action: noop, resources: {cpu: {cores: 64}}}\n",
+    );
+    let opts = RunOptions {
+        mode: orch_model::ExecutionMode::ResourceAware,
+        resources: Some(rm),
+        ..RunOptions::default()
+    };
+    let err = rt()
+        .block_on(run_workflow(
+            &big,
+            &ActionRegistry::with_builtins(),
+            opts,
+            None,
+        ))
+        .expect_err("too big");
+    assert!(
+        err.to_string().contains("exceeds the total capacity"),
+        "{err}"
+    );
+}
