@@ -26,16 +26,21 @@
 //! assert_eq!(report.steps[1].result.as_ref().unwrap().data, "hello world");
 //! ```
 //!
-//! Not yet here (see the scheduler issue): the `TaskOrchestrator` facade of
-//! the seed API, result caching (`cache: true` steps run normally), external-module actions, and the `Store` contract.
+//! [`TaskOrchestrator`] offers the seed's task API (`create_task`,
+//! `start_execution`, `wait_for_completion`, `cancel_task`, ...) on the same
+//! attempt logic.
+//!
+//! Not yet here (see the scheduler issue): result caching (`cache: true` steps run normally), external-module actions, and the `Store` contract.
 
 pub mod action;
 mod builtin;
 pub mod event;
+pub mod orchestrator;
 pub mod resolve;
 pub mod run;
 
 pub use action::{Action, ActionContext, ActionError, ActionRegistry};
 pub use builtin::{Exec, Script, fs};
 pub use event::Event;
+pub use orchestrator::{ExecutionStats, OrchestratorConfig, TaskOptions, TaskOrchestrator};
 pub use run::{RunOptions, RunReport, StepReport, prepare, run_workflow};

@@ -178,13 +178,14 @@ pub fn prepare(
     Ok(params)
 }
 
-struct Outcome {
-    task: u32,
-    status: TaskStatus,
-    attempts: u32,
-    started_at: Option<DateTime<Utc>>,
-    finished_at: DateTime<Utc>,
-    result: TaskResult,
+/// What one step's attempts came to.
+pub(crate) struct Outcome {
+    pub(crate) task: u32,
+    pub(crate) status: TaskStatus,
+    pub(crate) attempts: u32,
+    pub(crate) started_at: Option<DateTime<Utc>>,
+    pub(crate) finished_at: DateTime<Utc>,
+    pub(crate) result: TaskResult,
 }
 
 struct State<'w> {
@@ -640,17 +641,19 @@ fn start_step(
     }
 }
 
-struct Job {
-    task: u32,
-    name: Arc<str>,
-    action: Arc<dyn Action>,
-    params: Value,
-    timeout: Option<Duration>,
-    max_retries: u32,
-    retry: RetryPolicy,
-    ctx: ActionContext,
-    run_cancel: CancellationToken,
-    events: Option<UnboundedSender<Event>>,
+/// One step's attempts: timeouts, retries with backoff, cancellation. Shared
+/// by the workflow scheduler and the `TaskOrchestrator`.
+pub(crate) struct Job {
+    pub(crate) task: u32,
+    pub(crate) name: Arc<str>,
+    pub(crate) action: Arc<dyn Action>,
+    pub(crate) params: Value,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) max_retries: u32,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) ctx: ActionContext,
+    pub(crate) run_cancel: CancellationToken,
+    pub(crate) events: Option<UnboundedSender<Event>>,
 }
 
 impl Job {
@@ -677,7 +680,7 @@ impl Job {
         }
     }
 
-    async fn run(self) -> Outcome {
+    pub(crate) async fn run(self) -> Outcome {
         let mut rng = self.ctx.run_id.0.as_u128() as u64
             ^ (u64::from(self.task) << 32)
             ^ 0x9E37_79B9_7F4A_7C15;

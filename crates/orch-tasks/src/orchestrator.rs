@@ -1,0 +1,609 @@
+//! `TaskOrchestrator`: the seed's task API over the same attempt logic as the workflow scheduler.
+//!
+//! Tasks are added one by one (before or after `start_execution`), each with
+//! dependencies on tasks added earlier, so the graph can never have a cycle.
+//! A background driver starts ready tasks by priority within the mode's
+//! limits; `${NAME.result}` references in parameters are resolved from
+//! finished tasks when a task is released.
+
+use crate::action::{ActionContext, ActionRegistry};
+use crate::resolve::{Scope, resolve_value};
+use crate::run::{Job, Outcome};
+use chrono::Utc;
+use orch_model::definition::{NameKind, check_name};
+use orch_model::{
+    AllocationId, EntityKind, ExecutionMode, Limits, OrchestrationError, ResourceRequest, Result,
+    RetryPolicy, RunId, Task, TaskId, TaskPriority, TaskResult, TaskStatus,
+};
+use orch_resources::ResourceManager;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Options of `create_task` (the seed's keyword arguments).
+#[derive(Debug, Clone, Default)]
+pub struct TaskOptions {
+    /// Action parameters; strings may hold `${NAME.result}` references.
+    pub parameters: Map<String, Value>,
+    /// Tasks that must complete first (created before this one).
+    pub dependencies: Vec<TaskId>,
+    /// Scheduling priority.
+    pub priority: TaskPriority,
+    /// Limit per attempt.
+    pub timeout: Option<Duration>,
+    /// Retries after retryable failures.
+    pub max_retries: u32,
+    /// Backoff between attempts.
+    pub retry: RetryPolicy,
+    /// What the task needs while it runs (in `resource_aware` mode).
+    pub resources: ResourceRequest,
+    /// Free-form tags.
+    pub tags: Vec<String>,
+    /// Free-form metadata.
+    pub metadata: Map<String, Value>,
+}
+
+/// How a `TaskOrchestrator` runs tasks.
+#[derive(Debug, Clone)]
+pub struct OrchestratorConfig {
+    /// Sequential, parallel or resource-aware.
+    pub mode: ExecutionMode,
+    /// Most tasks at once (the seed's `max_workers`, default 4).
+    pub max_parallel_tasks: usize,
+    /// The actions tasks may use.
+    pub registry: Arc<ActionRegistry>,
+    /// The resources of `resource_aware` mode (the machine's when absent).
+    pub resources: Option<Arc<ResourceManager>>,
+    /// Where actions run.
+    pub work_dir: PathBuf,
+}
+
+impl Default for OrchestratorConfig {
+    fn default() -> Self {
+        Self {
+            mode: ExecutionMode::Parallel,
+            max_parallel_tasks: 4,
+            registry: Arc::new(ActionRegistry::with_builtins()),
+            resources: None,
+            work_dir: PathBuf::from("."),
+        }
+    }
+}
+
+/// The seed's `get_execution_stats()`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExecutionStats {
+    /// Tasks created.
+    pub total_tasks: usize,
+    /// Waiting for dependencies.
+    pub pending: usize,
+    /// Waiting for a slot.
+    pub ready: usize,
+    /// Running now.
+    pub running: usize,
+    /// Completed.
+    pub completed: usize,
+    /// Failed.
+    pub failed: usize,
+    /// Cancelled.
+    pub cancelled: usize,
+    /// Skipped (a dependency did not complete).
+    pub skipped: usize,
+    /// Seconds spent in finished tasks.
+    pub total_execution_time: f64,
+    /// Average seconds per finished task.
+    pub average_execution_time: f64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    tasks: Vec<Task>,
+    by_id: HashMap<TaskId, usize>,
+    by_name: HashMap<String, usize>,
+    tokens: Vec<CancellationToken>,
+    allocations: Vec<Option<AllocationId>>,
+    running: usize,
+    started: bool,
+    stopped: bool,
+}
+
+impl Scope for State {
+    fn param(&self, _name: &str) -> Option<&Value> {
+        None
+    }
+    fn result(&self, step: &str) -> Option<&Value> {
+        let t = &self.tasks[*self.by_name.get(step)?];
+        t.result.as_ref().filter(|r| r.success).map(|r| &r.data)
+    }
+    fn status(&self, step: &str) -> Option<TaskStatus> {
+        self.by_name.get(step).map(|&i| self.tasks[i].status)
+    }
+    fn run_id(&self) -> String {
+        String::new()
+    }
+    fn project_path(&self) -> Option<String> {
+        None
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    cfg: OrchestratorConfig,
+    run_id: RunId,
+    state: Mutex<State>,
+    /// Wakes the driver: a task was added, finished or cancelled.
+    wake: Notify,
+    /// Wakes `wait_for_completion`: some task changed state.
+    progress: Notify,
+    cancel: CancellationToken,
+    resources: Option<Arc<ResourceManager>>,
+}
+
+/// Creates tasks, runs them by priority within limits, and reports on them
+/// (seed: `TaskOrchestrator`).
+///
+/// ```
+/// use orch_tasks::orchestrator::{TaskOptions, TaskOrchestrator};
+/// use serde_json::json;
+///
+/// let rt = tokio::runtime::Runtime::new().unwrap();
+/// rt.block_on(async {
+///     let o = TaskOrchestrator::default();
+///     o.start_execution().unwrap();
+///     let a = o.create_task("analyze_code", "core", "set", TaskOptions {
+///         parameters: json!({"value": {"score": 8}}).as_object().cloned().unwrap(),
+///         ..TaskOptions::default()
+///     }).unwrap();
+///     let b = o.create_task("create_chart", "core", "noop", TaskOptions {
+///         parameters: json!({"data": "${analyze_code.result}"}).as_object().cloned().unwrap(),
+///         dependencies: vec![a.id],
+///         ..TaskOptions::default()
+///     }).unwrap();
+///     assert!(o.wait_for_completion(Some(std::time::Duration::from_secs(10))).await);
+///     assert_eq!(o.get_task_result(b.id).unwrap().data, json!({"data": {"score": 8}}));
+///     assert_eq!(o.get_execution_stats().completed, 2);
+/// });
+/// ```
+#[derive(Debug, Clone)]
+pub struct TaskOrchestrator {
+    shared: Arc<Shared>,
+}
+
+impl Default for TaskOrchestrator {
+    fn default() -> Self {
+        Self::new(OrchestratorConfig::default())
+    }
+}
+
+impl TaskOrchestrator {
+    /// An orchestrator with this configuration; nothing runs before `start_execution`.
+    pub fn new(cfg: OrchestratorConfig) -> Self {
+        let resources = match (cfg.mode, &cfg.resources) {
+            (ExecutionMode::ResourceAware, Some(r)) => Some(r.clone()),
+            (ExecutionMode::ResourceAware, None) => Some(Arc::new(ResourceManager::detect())),
+            _ => None,
+        };
+        Self {
+            shared: Arc::new(Shared {
+                cfg,
+                run_id: RunId::new(),
+                state: Mutex::new(State::default()),
+                wake: Notify::new(),
+                progress: Notify::new(),
+                cancel: CancellationToken::new(),
+                resources,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Creates a task and queues it (seed: `create_task`).
+    ///
+    /// # Errors
+    /// `Validation`-class errors before anything is added: an unknown action
+    /// (`MODULE_NOT_FOUND`), an invalid or duplicate name, an unknown
+    /// dependency, or a resource request that can never fit.
+    pub fn create_task(
+        &self,
+        name: &str,
+        module: &str,
+        action: &str,
+        opts: TaskOptions,
+    ) -> Result<Task> {
+        let mut task = Task::new(name, module, action);
+        task.parameters = opts.parameters;
+        task.dependencies = opts.dependencies;
+        task.priority = opts.priority;
+        task.timeout = opts.timeout;
+        task.max_retries = opts.max_retries;
+        task.retry = opts.retry;
+        task.resources = opts.resources;
+        task.tags = opts.tags;
+        task.metadata = opts.metadata;
+        self.add_task(task.clone())?;
+        Ok(task)
+    }
+
+    /// Adds a prepared task (seed: `add_task`).
+    ///
+    /// # Errors
+    /// As [`TaskOrchestrator::create_task`].
+    pub fn add_task(&self, mut task: Task) -> Result<TaskId> {
+        if !self
+            .shared
+            .cfg
+            .registry
+            .contains(&task.module, &task.action)
+        {
+            return Err(OrchestrationError::NotFound {
+                kind: EntityKind::Module,
+                name: format!("{}.{}", task.module, task.action),
+                hint: Some(format!(
+                    "registered actions: {}",
+                    self.shared
+                        .cfg
+                        .registry
+                        .names()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            });
+        }
+        let name_ok = check_name(NameKind::Step, &task.name, &Limits::default());
+        if let Err(m) = name_ok {
+            return Err(OrchestrationError::invalid_parameters(m));
+        }
+        if let Some(rm) = &self.shared.resources {
+            rm.check_request(&task.resources)?;
+        }
+        let id = task.id;
+        {
+            let mut st = self.lock();
+            if st.by_name.contains_key(&task.name) {
+                return Err(OrchestrationError::AlreadyExists {
+                    kind: EntityKind::Task,
+                    name: task.name,
+                    hint: None,
+                });
+            }
+            if let Some(d) = task.dependencies.iter().find(|d| !st.by_id.contains_key(d)) {
+                return Err(OrchestrationError::NotFound {
+                    kind: EntityKind::Task,
+                    name: d.to_string(),
+                    hint: Some(
+                        "a dependency must be created before the tasks that depend on it".into(),
+                    ),
+                });
+            }
+            task.status = TaskStatus::Pending;
+            task.created_at = Utc::now();
+            let i = st.tasks.len();
+            st.by_id.insert(id, i);
+            st.by_name.insert(task.name.clone(), i);
+            st.tokens.push(self.shared.cancel.child_token());
+            st.allocations.push(None);
+            st.tasks.push(task);
+        }
+        self.shared.wake.notify_one();
+        Ok(id)
+    }
+
+    /// Starts the background driver on the current tokio runtime (seed: `start_execution`).
+    ///
+    /// # Errors
+    /// `InvalidState` outside a tokio runtime. Starting twice is harmless.
+    pub fn start_execution(&self) -> Result<()> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| {
+            OrchestrationError::InvalidState {
+                message: "start_execution needs a tokio runtime; call it from async code".into(),
+            }
+        })?;
+        {
+            let mut st = self.lock();
+            if st.started {
+                return Ok(());
+            }
+            st.started = true;
+        }
+        let me = self.clone();
+        handle.spawn(async move { me.drive().await });
+        Ok(())
+    }
+
+    /// Stops starting tasks and cancels the running ones (seed: `stop_execution`).
+    pub fn stop_execution(&self) {
+        self.lock().stopped = true;
+        self.shared.cancel.cancel();
+        self.shared.wake.notify_one();
+    }
+
+    /// Cancels one task: a pending one never runs, a running one is stopped
+    /// (its processes killed). Returns false when it had already finished or is unknown.
+    pub fn cancel_task(&self, id: TaskId) -> bool {
+        let mut st = self.lock();
+        let Some(&i) = st.by_id.get(&id) else {
+            return false;
+        };
+        let status = st.tasks[i].status;
+        if status.is_terminal() {
+            return false;
+        }
+        st.tokens[i].cancel();
+        if status != TaskStatus::Running
+            && st.tasks[i].status.transition(TaskStatus::Cancelled).is_ok()
+        {
+            st.tasks[i].completed_at = Some(Utc::now());
+        }
+        drop(st);
+        self.shared.wake.notify_one();
+        self.shared.progress.notify_waiters();
+        true
+    }
+
+    /// A copy of a task.
+    pub fn get_task(&self, id: TaskId) -> Option<Task> {
+        let st = self.lock();
+        st.by_id.get(&id).map(|&i| st.tasks[i].clone())
+    }
+
+    /// Copies of every task, optionally only those in `status`.
+    pub fn list_tasks(&self, status: Option<TaskStatus>) -> Vec<Task> {
+        self.lock()
+            .tasks
+            .iter()
+            .filter(|t| status.is_none_or(|s| t.status == s))
+            .cloned()
+            .collect()
+    }
+
+    /// A finished task's result (seed: `get_task_result`).
+    pub fn get_task_result(&self, id: TaskId) -> Option<TaskResult> {
+        self.get_task(id).and_then(|t| t.result)
+    }
+
+    /// Counts by state and time spent (seed: `get_execution_stats`).
+    pub fn get_execution_stats(&self) -> ExecutionStats {
+        let st = self.lock();
+        let count = |s: TaskStatus| st.tasks.iter().filter(|t| t.status == s).count();
+        let times: Vec<f64> = st
+            .tasks
+            .iter()
+            .filter_map(|t| t.result.as_ref().map(|r| r.execution_time))
+            .collect();
+        let total: f64 = times.iter().sum();
+        ExecutionStats {
+            total_tasks: st.tasks.len(),
+            pending: count(TaskStatus::Pending),
+            ready: count(TaskStatus::Ready),
+            running: count(TaskStatus::Running),
+            completed: count(TaskStatus::Completed),
+            failed: count(TaskStatus::Failed),
+            cancelled: count(TaskStatus::Cancelled),
+            skipped: count(TaskStatus::Skipped),
+            total_execution_time: total,
+            average_execution_time: if times.is_empty() {
+                0.0
+            } else {
+                total / times.len() as f64
+            },
+        }
+    }
+
+    /// Waits until every task has finished; false when the timeout passes
+    /// first (seed: `wait_for_completion`).
+    pub async fn wait_for_completion(&self, timeout: Option<Duration>) -> bool {
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        loop {
+            let notified = self.shared.progress.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.lock().tasks.iter().all(|t| t.status.is_terminal()) {
+                return true;
+            }
+            match deadline {
+                Some(d) => {
+                    if tokio::time::timeout_at(d, &mut notified).await.is_err() {
+                        return self.lock().tasks.iter().all(|t| t.status.is_terminal());
+                    }
+                }
+                None => notified.await,
+            }
+        }
+    }
+
+    /// Runs one task now, on its own, and returns its result (seed:
+    /// `execute_task`). References resolve against tasks already finished here.
+    pub async fn execute_task(&self, task: &Task) -> TaskResult {
+        let Some(action) = self.shared.cfg.registry.get(&task.module, &task.action) else {
+            return TaskResult::failed(
+                "ModuleNotFound",
+                format!("no action `{}.{}` is registered", task.module, task.action),
+            );
+        };
+        let params = {
+            let st = self.lock();
+            resolve_value(&Value::Object(task.parameters.clone()), &*st)
+        };
+        let params = match params {
+            Ok(p) => p,
+            Err(e) => return TaskResult::failed("ReferenceError", e),
+        };
+        self.job(
+            u32::MAX,
+            task,
+            action,
+            params,
+            self.shared.cancel.child_token(),
+        )
+        .run()
+        .await
+        .result
+    }
+
+    fn job(
+        &self,
+        index: u32,
+        task: &Task,
+        action: Arc<dyn crate::action::Action>,
+        params: Value,
+        cancel: CancellationToken,
+    ) -> Job {
+        Job {
+            task: index,
+            name: Arc::from(task.name.as_str()),
+            action,
+            params,
+            timeout: task.timeout,
+            max_retries: task.max_retries,
+            retry: task.retry.clone(),
+            ctx: ActionContext {
+                run_id: self.shared.run_id,
+                step: task.name.clone(),
+                attempt: 1,
+                work_dir: self.shared.cfg.work_dir.clone(),
+                cancel: cancel.clone(),
+                kill_grace: Duration::from_secs(2),
+                output_limit: 1024 * 1024,
+            },
+            run_cancel: cancel,
+            events: None,
+        }
+    }
+
+    /// Releases pending tasks whose dependencies finished; returns the ready ones to start.
+    fn release(&self, st: &mut State) -> Vec<(usize, Job)> {
+        let now = Utc::now();
+        for i in 0..st.tasks.len() {
+            if st.tasks[i].status != TaskStatus::Pending {
+                continue;
+            }
+            let deps: Vec<TaskStatus> = st.tasks[i]
+                .dependencies
+                .iter()
+                .filter_map(|d| st.by_id.get(d).map(|&j| st.tasks[j].status))
+                .collect();
+            if !deps.iter().all(|s| s.is_terminal()) {
+                continue;
+            }
+            let t = &mut st.tasks[i];
+            if deps.iter().all(|s| *s == TaskStatus::Completed) {
+                let _ = t.status.transition(TaskStatus::Ready);
+                t.ready_at = Some(now);
+            } else {
+                let _ = t.status.transition(TaskStatus::Skipped);
+                t.completed_at = Some(now);
+            }
+        }
+        let limit = match self.shared.cfg.mode {
+            ExecutionMode::Sequential => 1,
+            _ => self.shared.cfg.max_parallel_tasks.max(1),
+        };
+        let mut ready: Vec<usize> = (0..st.tasks.len())
+            .filter(|&i| st.tasks[i].status == TaskStatus::Ready)
+            .collect();
+        // Highest priority first, then creation order.
+        ready.sort_by_key(|&i| (std::cmp::Reverse(st.tasks[i].priority), i));
+        let mut jobs = Vec::new();
+        for i in ready {
+            if st.running >= limit || st.stopped {
+                break;
+            }
+            if let Some(rm) = &self.shared.resources {
+                let req = &st.tasks[i].resources;
+                if !req.is_empty() {
+                    match rm.try_allocate(&st.tasks[i].id.to_string(), req) {
+                        Ok(Some(a)) => st.allocations[i] = Some(a.id),
+                        _ => continue,
+                    }
+                }
+            }
+            let params = resolve_value(&Value::Object(st.tasks[i].parameters.clone()), &*st);
+            let t = &mut st.tasks[i];
+            let Some(action) = self.shared.cfg.registry.get(&t.module, &t.action) else {
+                continue;
+            };
+            match params {
+                Ok(params) => {
+                    let _ = t.status.transition(TaskStatus::Running);
+                    t.started_at = Some(now);
+                    t.attempts = 0;
+                    st.running += 1;
+                    let task = st.tasks[i].clone();
+                    let token = st.tokens[i].clone();
+                    jobs.push((i, self.job(i as u32, &task, action, params, token)));
+                }
+                Err(e) => {
+                    let _ = t.status.transition(TaskStatus::Failed);
+                    t.completed_at = Some(now);
+                    t.result = Some(TaskResult::failed("ReferenceError", e));
+                }
+            }
+        }
+        jobs
+    }
+
+    fn finish(&self, i: usize, out: Outcome) {
+        let mut st = self.lock();
+        st.running = st.running.saturating_sub(1);
+        let alloc = st.allocations[i].take();
+        let t = &mut st.tasks[i];
+        let _ = t.status.transition(out.status);
+        t.attempts = out.attempts;
+        t.started_at = out.started_at.or(t.started_at);
+        t.completed_at = Some(out.finished_at);
+        t.result = Some(out.result);
+        let user = t.id.to_string();
+        drop(st);
+        if let (Some(rm), Some(a)) = (&self.shared.resources, alloc) {
+            rm.deallocate_resources(&user, Some(&[a]));
+        }
+        self.shared.progress.notify_waiters();
+        self.shared.wake.notify_one();
+    }
+
+    async fn drive(self) {
+        loop {
+            let jobs = {
+                let mut st = self.lock();
+                if st.stopped && st.running == 0 {
+                    // Whatever never started is cancelled.
+                    let now = Utc::now();
+                    for t in st.tasks.iter_mut().filter(|t| !t.status.is_terminal()) {
+                        if t.status.transition(TaskStatus::Cancelled).is_ok() {
+                            t.completed_at = Some(now);
+                        }
+                    }
+                    drop(st);
+                    self.shared.progress.notify_waiters();
+                    return;
+                }
+                self.release(&mut st)
+            };
+            let released_any = !jobs.is_empty();
+            for (i, job) in jobs {
+                let me = self.clone();
+                tokio::spawn(async move {
+                    let out = job.run().await;
+                    me.finish(i, out);
+                });
+            }
+            // Skips and failures at release change state too: tell the waiters.
+            self.shared.progress.notify_waiters();
+            if !released_any {
+                // `notify_one` keeps a permit when nobody waits, so no wake-up is lost.
+                self.shared.wake.notified().await;
+            }
+        }
+    }
+}

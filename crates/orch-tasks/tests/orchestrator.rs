@@ -1,0 +1,266 @@
+//! The seed's TaskOrchestrator API: the "Custom Task Orchestration" example and the task life cycle.
+
+use orch_model::{ErrorCode, ExecutionMode, TaskPriority, TaskStatus};
+use orch_tasks::{OrchestratorConfig, TaskOptions, TaskOrchestrator};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+fn params(v: Value) -> serde_json::Map<String, Value> {
+    v.as_object().cloned().unwrap_or_default()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+#[test]
+fn the_seed_custom_task_orchestration_example_runs_for_real() {
+    rt().block_on(async {
+        let o = TaskOrchestrator::default();
+        o.start_execution().expect("inside a runtime");
+        let analysis = o
+            .create_task(
+                "analyze_code",
+                "core",
+                "set",
+                TaskOptions {
+                    parameters: params(json!({"value": {"issues": 3, "score": 8.5}})),
+                    priority: TaskPriority::High,
+                    ..TaskOptions::default()
+                },
+            )
+            .expect("created");
+        let chart = o
+            .create_task(
+                "create_chart",
+                "core",
+                "noop",
+                TaskOptions {
+                    parameters: params(
+                        json!({"data": "${analyze_code.result}", "title": "Code Quality Metrics"}),
+                    ),
+                    dependencies: vec![analysis.id],
+                    ..TaskOptions::default()
+                },
+            )
+            .expect("created");
+        assert!(o.wait_for_completion(Some(Duration::from_secs(30))).await);
+        let stats = o.get_execution_stats();
+        assert_eq!(
+            (
+                stats.total_tasks,
+                stats.completed,
+                stats.failed,
+                stats.pending
+            ),
+            (2, 2, 0, 0)
+        );
+        let result = o.get_task_result(chart.id).expect("finished");
+        assert!(result.success);
+        assert_eq!(
+            result.data,
+            json!({"data": {"issues": 3, "score": 8.5}, "title": "Code Quality Metrics"})
+        );
+        let t = o.get_task(chart.id).expect("task");
+        assert!(t.started_at.is_some() && t.completed_at.is_some() && t.ready_at.is_some());
+        assert_eq!(t.attempts, 1);
+    });
+}
+
+#[test]
+fn tasks_added_before_start_wait_and_failures_skip_dependents() {
+    rt().block_on(async {
+        let o = TaskOrchestrator::default();
+        let bad = o
+            .create_task(
+                "bad",
+                "core",
+                "fail",
+                TaskOptions {
+                    parameters: params(json!({"retryable": false})),
+                    ..TaskOptions::default()
+                },
+            )
+            .expect("created");
+        let after = o
+            .create_task(
+                "after",
+                "core",
+                "noop",
+                TaskOptions {
+                    dependencies: vec![bad.id],
+                    ..TaskOptions::default()
+                },
+            )
+            .expect("created");
+        assert!(
+            !o.wait_for_completion(Some(Duration::from_millis(100)))
+                .await,
+            "nothing runs before start_execution"
+        );
+        o.start_execution().expect("start");
+        assert!(o.wait_for_completion(Some(Duration::from_secs(30))).await);
+        assert_eq!(
+            o.get_task(bad.id).map(|t| t.status),
+            Some(TaskStatus::Failed)
+        );
+        assert_eq!(
+            o.get_task(after.id).map(|t| t.status),
+            Some(TaskStatus::Skipped)
+        );
+        let s = o.get_execution_stats();
+        assert_eq!((s.failed, s.skipped), (1, 1));
+    });
+}
+
+#[test]
+fn one_slot_runs_ready_tasks_by_priority() {
+    rt().block_on(async {
+        let o = TaskOrchestrator::new(OrchestratorConfig {
+            mode: ExecutionMode::Sequential,
+            ..OrchestratorConfig::default()
+        });
+        let mut ids = Vec::new();
+        for (name, p) in [
+            ("low", TaskPriority::Low),
+            ("crit", TaskPriority::Critical),
+            ("norm", TaskPriority::Normal),
+            ("high", TaskPriority::High),
+        ] {
+            ids.push(
+                o.create_task(
+                    name,
+                    "core",
+                    "sleep",
+                    TaskOptions {
+                        parameters: params(json!({"ms": 5})),
+                        priority: p,
+                        ..TaskOptions::default()
+                    },
+                )
+                .expect("created"),
+            );
+        }
+        o.start_execution().expect("start");
+        assert!(o.wait_for_completion(Some(Duration::from_secs(30))).await);
+        let mut tasks = o.list_tasks(Some(TaskStatus::Completed));
+        tasks.sort_by_key(|t| t.started_at);
+        let order: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(order, ["crit", "high", "norm", "low"]);
+    });
+}
+
+#[test]
+fn cancel_task_stops_a_running_process_and_a_pending_task_never_runs() {
+    rt().block_on(async {
+        let o = TaskOrchestrator::default();
+        o.start_execution().expect("start");
+        let long = o
+            .create_task(
+                "long",
+                "shell",
+                "exec",
+                TaskOptions {
+                    parameters: params(json!({"program": "sleep", "args": ["1000"]})),
+                    ..TaskOptions::default()
+                },
+            )
+            .expect("created");
+        let next = o
+            .create_task(
+                "next",
+                "core",
+                "noop",
+                TaskOptions {
+                    dependencies: vec![long.id],
+                    ..TaskOptions::default()
+                },
+            )
+            .expect("created");
+        // Wait (with a deadline) until the process runs.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while o.get_task(long.id).map(|t| t.status) != Some(TaskStatus::Running)
+            && std::time::Instant::now() < deadline
+        {
+            tokio::task::yield_now().await;
+        }
+        assert!(o.cancel_task(long.id));
+        assert!(o.wait_for_completion(Some(Duration::from_secs(30))).await);
+        assert_eq!(
+            o.get_task(long.id).map(|t| t.status),
+            Some(TaskStatus::Cancelled)
+        );
+        assert_eq!(
+            o.get_task(next.id).map(|t| t.status),
+            Some(TaskStatus::Skipped)
+        );
+        assert!(
+            !o.cancel_task(long.id),
+            "a finished task cannot be cancelled again"
+        );
+    });
+}
+
+#[test]
+fn bad_tasks_are_refused_when_created() {
+    let o = TaskOrchestrator::default();
+    let err = o
+        .create_task(
+            "x",
+            "static_analysis",
+            "analyze_code_quality",
+            TaskOptions::default(),
+        )
+        .expect_err("unknown");
+    assert_eq!(err.error_code(), ErrorCode::ModuleNotFound);
+    let err = o
+        .create_task("a/b", "core", "noop", TaskOptions::default())
+        .expect_err("bad name");
+    assert!(err.to_string().contains("path separator"), "{err}");
+    let a = o
+        .create_task("a", "core", "noop", TaskOptions::default())
+        .expect("ok");
+    let err = o
+        .create_task("a", "core", "noop", TaskOptions::default())
+        .expect_err("duplicate");
+    assert!(err.to_string().contains("already exists"));
+    let other = TaskOrchestrator::default()
+        .create_task("z", "core", "noop", TaskOptions::default())
+        .expect("ok");
+    let err = o
+        .create_task(
+            "b",
+            "core",
+            "noop",
+            TaskOptions {
+                dependencies: vec![other.id],
+                ..TaskOptions::default()
+            },
+        )
+        .expect_err("foreign dependency");
+    assert!(err.to_string().contains("must be created before"), "{err}");
+    assert!(o.start_execution().is_err(), "no runtime here");
+    let _ = a;
+}
+
+#[test]
+fn execute_task_runs_one_task_directly() {
+    rt().block_on(async {
+        let o = TaskOrchestrator::default();
+        let t = orch_model::Task::new("direct", "shell", "exec");
+        let mut t = t;
+        t.parameters = params(json!({"program": "echo", "args": ["hi"]}));
+        let r = o.execute_task(&t).await;
+        assert!(r.success, "{r:?}");
+        assert_eq!(r.data["stdout"], "hi\n");
+        let mut bad = orch_model::Task::new("bad", "shell", "exec");
+        bad.parameters = params(json!({"program": "false"}));
+        let r = o.execute_task(&bad).await;
+        assert!(!r.success);
+        assert_eq!(r.error_type.as_deref(), Some("ExitCode"));
+    });
+}
