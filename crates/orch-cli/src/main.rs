@@ -104,6 +104,10 @@ enum Command {
         /// Most steps running at once in parallel mode.
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
         max_parallel: u16,
+        /// Serve a module by an external program, NAME=PROGRAM (repeatable): it gets
+        /// {"action","parameters"} as JSON on stdin and answers JSON on stdout.
+        #[arg(long = "module", value_name = "NAME=PROGRAM")]
+        modules: Vec<String>,
         /// A resources file (seed JSON format) for `resource_aware` mode; default: the machine's capacities.
         #[arg(long = "resources", value_name = "PATH")]
         resources: Option<PathBuf>,
@@ -181,6 +185,7 @@ fn main() -> ExitCode {
             params,
             mode,
             max_parallel,
+            modules,
             resources,
             timeout,
             read,
@@ -195,6 +200,7 @@ fn main() -> ExitCode {
                 params,
                 mode,
                 max_parallel: usize::from(max_parallel),
+                modules,
                 resources,
                 timeout,
                 json,

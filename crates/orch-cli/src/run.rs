@@ -20,6 +20,8 @@ pub struct RunArgs {
     pub mode: ExecutionMode,
     /// Most steps at once in parallel mode.
     pub max_parallel: usize,
+    /// External modules, `NAME=PROGRAM`.
+    pub modules: Vec<String>,
     /// A resources file for `resource_aware` mode.
     pub resources: Option<std::path::PathBuf>,
     /// Limit on the whole run.
@@ -251,7 +253,32 @@ pub fn run(file: &Path, read: &ReadOptions, args: &RunArgs) -> u8 {
             return exit::INTERNAL;
         }
     };
-    let registry = ActionRegistry::with_builtins();
+    let mut registry = ActionRegistry::with_builtins();
+    for m in &args.modules {
+        let Some((name, program)) = m.split_once('=') else {
+            eprintln!(
+                "orch: --module `{m}`: expected NAME=PROGRAM, e.g. --module analysis=./analysis.py"
+            );
+            return exit::INVALID;
+        };
+        let ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !ok || program.is_empty() {
+            eprintln!(
+                "orch: --module `{m}`: NAME must be letters, digits, `_` or `-`, and PROGRAM must not be empty"
+            );
+            return exit::INVALID;
+        }
+        registry.register_module(
+            name,
+            std::sync::Arc::new(orch_tasks::External {
+                program: program.into(),
+                args: Vec::new(),
+            }),
+        );
+    }
     let resources = match &args.resources {
         Some(path) => match ResourceManager::load(path) {
             Ok(rm) => Some(std::sync::Arc::new(rm)),

@@ -243,3 +243,49 @@ fn resources_lists_the_machine_or_a_file_and_resource_aware_runs_use_it() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read resources file"));
 }
+
+#[test]
+fn a_python_module_plugs_in_with_module() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("stats.py"),
+        "import json, sys\nreq = json.load(sys.stdin)\nnums = req['parameters']['numbers']\nprint(json.dumps({'action': req['action'], 'sum': sum(nums), 'count': len(nums)}))\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("py.yaml"),
+        "name: py\nsteps:\n  - {name: s, module: stats, action: summarize, parameters: {numbers: [1, 2, 3.5]}}\n  - {name: out, module: fs, action: write, parameters: {path: sum.txt, content: 'sum=${s.result.sum} of ${s.result.count} (${s.result.action})'}}\n",
+    )
+    .expect("write");
+    // PROGRAM is one executable: a two-line wrapper runs the Python module.
+    std::fs::write(
+        dir.path().join("stats.sh"),
+        "#!/bin/sh\nexec python3 \"$(dirname \"$0\")/stats.py\"\n",
+    )
+    .expect("write");
+    let mut perms = std::fs::metadata(dir.path().join("stats.sh"))
+        .expect("meta")
+        .permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(dir.path().join("stats.sh"), perms).expect("chmod");
+    let out = orch(dir.path())
+        .args(["run", "py.yaml", "--module", "stats=./stats.sh"])
+        .output()
+        .expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("sum.txt")).expect("written"),
+        "sum=6.5 of 3 (summarize)"
+    );
+    let out = orch(dir.path())
+        .args(["run", "py.yaml", "--module", "=x"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -17,6 +17,8 @@ pub struct ActionContext {
     pub run_id: RunId,
     /// The step's name.
     pub step: String,
+    /// The action's `module.action`, as the step names it.
+    pub action: String,
     /// The attempt, starting at 1.
     pub attempt: u32,
     /// The directory actions work in and file actions are confined to.
@@ -36,6 +38,7 @@ impl ActionContext {
         Self {
             run_id: RunId::new(),
             step: step.to_owned(),
+            action: String::new(),
             attempt: 1,
             work_dir,
             cancel: CancellationToken::new(),
@@ -126,6 +129,8 @@ pub trait Action: Send + Sync + fmt::Debug {
 #[derive(Debug, Clone, Default)]
 pub struct ActionRegistry {
     actions: BTreeMap<String, Arc<dyn Action>>,
+    /// Whole modules served by one implementation (external programs).
+    modules: BTreeMap<String, Arc<dyn Action>>,
 }
 
 impl ActionRegistry {
@@ -147,18 +152,32 @@ impl ActionRegistry {
             .insert(format!("{module}.{action}"), implementation);
     }
 
+    /// Registers one implementation for every action of `module` (an
+    /// external program receives the action's name with its parameters).
+    /// A `module.action` registered with [`ActionRegistry::register`] wins.
+    pub fn register_module(&mut self, module: &str, implementation: Arc<dyn Action>) {
+        self.modules.insert(module.to_owned(), implementation);
+    }
+
     /// The action for `module.action`.
     pub fn get(&self, module: &str, action: &str) -> Option<Arc<dyn Action>> {
-        self.actions.get(&format!("{module}.{action}")).cloned()
+        self.actions
+            .get(&format!("{module}.{action}"))
+            .or_else(|| self.modules.get(module))
+            .cloned()
     }
 
     /// Whether `module.action` is registered.
     pub fn contains(&self, module: &str, action: &str) -> bool {
         self.actions.contains_key(&format!("{module}.{action}"))
+            || self.modules.contains_key(module)
     }
 
-    /// Every registered `module.action`, sorted.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.actions.keys().map(String::as_str)
+    /// Every registered `module.action` (and `module.*` for whole modules), sorted.
+    pub fn names(&self) -> impl Iterator<Item = String> + '_ {
+        let mut all: Vec<String> = self.actions.keys().cloned().collect();
+        all.extend(self.modules.keys().map(|m| format!("{m}.*")));
+        all.sort();
+        all.into_iter()
     }
 }

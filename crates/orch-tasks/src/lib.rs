@@ -30,7 +30,7 @@
 //! `start_execution`, `wait_for_completion`, `cancel_task`, ...) on the same
 //! attempt logic.
 //!
-//! Not yet here (see the scheduler issue): result caching (`cache: true` steps run normally), external-module actions, and the `Store` contract.
+//! Not yet here (see the scheduler issue): result caching (`cache: true` steps run normally) and the `Store` contract.
 
 pub mod action;
 mod builtin;
@@ -40,7 +40,7 @@ pub mod resolve;
 pub mod run;
 
 pub use action::{Action, ActionContext, ActionError, ActionRegistry};
-pub use builtin::{Exec, Script, fs};
+pub use builtin::{Exec, External, Script, fs};
 pub use event::Event;
 pub use orchestrator::{ExecutionStats, OrchestratorConfig, TaskOptions, TaskOrchestrator};
 pub use run::{RunOptions, RunReport, StepReport, prepare, run_workflow};

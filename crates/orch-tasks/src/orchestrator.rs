@@ -470,6 +470,7 @@ impl TaskOrchestrator {
             ctx: ActionContext {
                 run_id: self.shared.run_id,
                 step: task.name.clone(),
+                action: format!("{}.{}", task.module, task.action),
                 attempt: 1,
                 work_dir: self.shared.cfg.work_dir.clone(),
                 cancel: cancel.clone(),

@@ -135,7 +135,7 @@ pub fn prepare(
     let mut d = Diagnostics::new(None);
     for (i, s) in w.steps.iter().enumerate() {
         if !registry.contains(&s.module, &s.action) {
-            let known: Vec<&str> = registry.names().collect();
+            let known: Vec<String> = registry.names().collect();
             d.push(
                 DiagnosticKind::UnknownModule,
                 format!("steps[{i}]"),
@@ -620,6 +620,7 @@ fn start_step(
         ctx: ActionContext {
             run_id: opts.run_id,
             step: step.name.clone(),
+            action: format!("{}.{}", step.module, step.action),
             attempt: 1,
             work_dir: opts.work_dir.clone(),
             cancel: opts.cancel.clone(),

@@ -640,3 +640,35 @@ fn resource_aware_mode_never_exceeds_capacity_and_changes_behaviour() {
         "{err}"
     );
 }
+
+#[test]
+fn an_external_module_gets_the_request_on_stdin_and_answers_on_stdout() {
+    let mut reg = ActionRegistry::with_builtins();
+    // `cat` answers with the request itself: exactly what the program received.
+    reg.register_module(
+        "echo",
+        Arc::new(orch_tasks::External {
+            program: "cat".into(),
+            args: vec![],
+        }),
+    );
+    reg.register_module(
+        "broken",
+        Arc::new(orch_tasks::External {
+            program: "echo".into(),
+            args: vec!["not json".into()],
+        }),
+    );
+    let wf = yaml(
+        "name: ext\nsteps:\n  - {name: a, module: echo, action: analyze, parameters: {path: ./src, n: 2}}\n  - {name: b, module: broken, action: x}\n",
+    );
+    let (report, _) = run(&wf, &reg, RunOptions::default());
+    let a = report.steps[0].result.clone().expect("result");
+    assert!(a.success, "{a:?}");
+    assert_eq!(
+        a.data,
+        json!({"action": "analyze", "parameters": {"path": "./src", "n": 2}})
+    );
+    let b = report.steps[1].result.clone().expect("result");
+    assert_eq!(b.error_type.as_deref(), Some("ProtocolError"));
+}

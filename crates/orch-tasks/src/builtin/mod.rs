@@ -7,7 +7,7 @@ mod shell;
 use crate::action::ActionRegistry;
 use std::sync::Arc;
 
-pub use shell::{Exec, Script};
+pub use shell::{Exec, External, Script};
 
 /// Registers every built-in action.
 pub fn register(r: &mut ActionRegistry) {

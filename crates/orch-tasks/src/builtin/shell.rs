@@ -27,6 +27,43 @@ use tokio::process::{Child, Command};
 #[derive(Debug)]
 pub struct Exec;
 
+/// A module served by an external program (how a Python module plugs in):
+/// the program gets `{"action", "parameters"}` as JSON on stdin and answers
+/// with JSON on stdout, which becomes the step's result. A non-zero exit is a
+/// failure (type `ExitCode`, with stderr); output that is not JSON is a
+/// failure of type `ProtocolError`. The program runs in its own process
+/// group, like every shell action.
+#[derive(Debug, Clone)]
+pub struct External {
+    /// The program.
+    pub program: PathBuf,
+    /// Arguments before nothing else: the request travels on stdin only.
+    pub args: Vec<String>,
+}
+
+#[async_trait]
+impl Action for External {
+    async fn run(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError> {
+        let action = ctx.action.rsplit('.').next().unwrap_or_default().to_owned();
+        let request = json!({"action": action, "parameters": params}).to_string();
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args).current_dir(&ctx.work_dir);
+        let shown = self.program.display().to_string();
+        let out = run_process(cmd, &shown, Some(request), ctx).await?;
+        let stdout = out
+            .get("stdout")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        serde_json::from_str::<Value>(stdout.trim()).map_err(|e| {
+            ActionError::permanent(
+                "ProtocolError",
+                format!("`{shown}` did not answer with JSON on stdout: {e}"),
+            )
+            .with_data(out.clone())
+        })
+    }
+}
+
 /// Runs `script` with `sh -c`. Values reach the script only as environment
 /// variables (`env`) or positional parameters (`args`, as `$1`, `$2`, ...),
 /// never as part of its source text.
@@ -185,7 +222,7 @@ async fn terminate(child: &mut Child, pgid: Option<i32>, grace: Duration) {
     let _ = child.wait().await;
 }
 
-async fn run_process(
+pub(crate) async fn run_process(
     mut cmd: Command,
     program: &str,
     stdin: Option<String>,
