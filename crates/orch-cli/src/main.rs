@@ -49,6 +49,19 @@ pub enum InputFormat {
     Toml,
 }
 
+/// `orch cache` subcommands.
+#[derive(Debug, Subcommand)]
+enum CacheAction {
+    /// List the cached results: key and size.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove every cached result.
+    Clear,
+}
+
 /// Execution modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
@@ -104,6 +117,9 @@ enum Command {
         /// Most steps running at once in parallel mode.
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
         max_parallel: u16,
+        /// Run `cache: true` steps even when a cached result exists (results are still stored).
+        #[arg(long)]
+        no_cache: bool,
         /// Serve a module by an external program, NAME=PROGRAM (repeatable): it gets
         /// {"action","parameters"} as JSON on stdin and answers JSON on stdout.
         #[arg(long = "module", value_name = "NAME=PROGRAM")]
@@ -119,6 +135,11 @@ enum Command {
         /// Print the run's report as JSON instead of progress and a table.
         #[arg(long)]
         json: bool,
+    },
+    /// List or clear cached step results ($ORCH_HOME/cache, ORCH_HOME defaults to ./.orch).
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
     },
     /// Show the resources `resource_aware` runs allocate from: the machine's, or a resources file's.
     Resources {
@@ -180,11 +201,16 @@ fn main() -> ExitCode {
             json,
         } => commands::graph(&file, format, &read, json),
         Command::Resources { file, json } => run::resources(file.as_deref(), json),
+        Command::Cache { action } => match action {
+            CacheAction::List { json } => run::cache_list(json),
+            CacheAction::Clear => run::cache_clear(),
+        },
         Command::Run {
             file,
             params,
             mode,
             max_parallel,
+            no_cache,
             modules,
             resources,
             timeout,
@@ -200,6 +226,7 @@ fn main() -> ExitCode {
                 params,
                 mode,
                 max_parallel: usize::from(max_parallel),
+                no_cache,
                 modules,
                 resources,
                 timeout,

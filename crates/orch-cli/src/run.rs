@@ -5,7 +5,9 @@ use crate::{ReadOptions, exit};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use orch_model::{ExecutionMode, OrchestrationError, TaskStatus};
 use orch_resources::ResourceManager;
-use orch_tasks::{ActionRegistry, Event, RunOptions, RunReport, run_workflow};
+use orch_tasks::{
+    ActionRegistry, CacheKey, DirCache, Event, ResultCache, RunOptions, RunReport, run_workflow,
+};
 use serde_json::{Map, Value, json};
 use std::io::IsTerminal;
 use std::path::Path;
@@ -20,6 +22,8 @@ pub struct RunArgs {
     pub mode: ExecutionMode,
     /// Most steps at once in parallel mode.
     pub max_parallel: usize,
+    /// Ignore cached results (still store new ones).
+    pub no_cache: bool,
     /// External modules, `NAME=PROGRAM`.
     pub modules: Vec<String>,
     /// A resources file for `resource_aware` mode.
@@ -298,6 +302,10 @@ pub fn run(file: &Path, read: &ReadOptions, args: &RunArgs) -> u8 {
         run_timeout: args.timeout,
         cancel: cancel.clone(),
         resources,
+        cache: Some(std::sync::Arc::new(RunCache {
+            dir: DirCache::new(orch_home().join("cache")),
+            read: !args.no_cache,
+        })),
         ..RunOptions::default()
     };
     let total = wf.workflow().steps.len();
@@ -393,6 +401,67 @@ pub fn run(file: &Path, read: &ReadOptions, args: &RunArgs) -> u8 {
             exit::INVALID
         }
     }
+}
+
+/// `$ORCH_HOME`, by default `./.orch`.
+fn orch_home() -> std::path::PathBuf {
+    std::env::var_os("ORCH_HOME")
+        .map(Into::into)
+        .unwrap_or_else(|| std::path::PathBuf::from(".orch"))
+}
+
+/// The CLI's cache: a directory under `$ORCH_HOME`, optionally write-only.
+#[derive(Debug)]
+struct RunCache {
+    dir: DirCache,
+    read: bool,
+}
+
+impl ResultCache for RunCache {
+    fn get(&self, key: &CacheKey) -> Option<Value> {
+        if self.read { self.dir.get(key) } else { None }
+    }
+    fn put(&self, key: &CacheKey, value: &Value) {
+        self.dir.put(key, value);
+    }
+    fn list(&self) -> Vec<(CacheKey, u64)> {
+        self.dir.list()
+    }
+    fn clear(&self) -> usize {
+        self.dir.clear()
+    }
+}
+
+/// Runs `orch cache list`.
+pub fn cache_list(json_out: bool) -> u8 {
+    let cache = DirCache::new(orch_home().join("cache"));
+    let entries = cache.list();
+    if json_out {
+        let v: Vec<Value> = entries
+            .iter()
+            .map(|(k, n)| json!({"key": k.to_string(), "bytes": n}))
+            .collect();
+        println!("{}", Value::Array(v));
+    } else {
+        for (k, n) in &entries {
+            println!("{k}  {n} bytes");
+        }
+        println!(
+            "{} cached result{} in {}",
+            entries.len(),
+            if entries.len() == 1 { "" } else { "s" },
+            cache.dir().display()
+        );
+    }
+    exit::OK
+}
+
+/// Runs `orch cache clear`.
+pub fn cache_clear() -> u8 {
+    let cache = DirCache::new(orch_home().join("cache"));
+    let n = cache.clear();
+    println!("removed {n} cached result{}", if n == 1 { "" } else { "s" });
+    exit::OK
 }
 
 /// Runs `orch resources`.

@@ -289,3 +289,50 @@ fn a_python_module_plugs_in_with_module() {
         .expect("runs");
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn cached_results_survive_between_runs_and_can_be_cleared() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("c.yaml"),
+        "name: c\nsteps:\n  - {name: stamp, module: shell, action: exec, parameters: {program: date, args: ['+%N']}, cache: true}\n",
+    )
+    .expect("write");
+    let first = orch(dir.path())
+        .args(["run", "c.yaml", "--json"])
+        .output()
+        .expect("runs");
+    let second = orch(dir.path())
+        .args(["run", "c.yaml", "--json"])
+        .output()
+        .expect("runs");
+    let a: serde_json::Value = serde_json::from_slice(&first.stdout).expect("json");
+    let b: serde_json::Value = serde_json::from_slice(&second.stdout).expect("json");
+    assert_eq!(b["steps"][0]["result"]["cached"], true, "{b}");
+    assert_eq!(
+        a["steps"][0]["result"]["data"],
+        b["steps"][0]["result"]["data"]
+    );
+    let list = orch(dir.path())
+        .args(["cache", "list"])
+        .output()
+        .expect("runs");
+    assert!(String::from_utf8_lossy(&list.stdout).contains("1 cached result in .orch/cache"));
+    let third = orch(dir.path())
+        .args(["run", "c.yaml", "--json", "--no-cache"])
+        .output()
+        .expect("runs");
+    let c: serde_json::Value = serde_json::from_slice(&third.stdout).expect("json");
+    assert!(
+        c["steps"][0]["result"].get("cached").is_none(),
+        "--no-cache runs the step"
+    );
+    let cleared = orch(dir.path())
+        .args(["cache", "clear"])
+        .output()
+        .expect("runs");
+    assert_eq!(
+        String::from_utf8_lossy(&cleared.stdout).trim(),
+        "removed 1 cached result"
+    );
+}

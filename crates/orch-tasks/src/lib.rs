@@ -30,10 +30,15 @@
 //! `start_execution`, `wait_for_completion`, `cancel_task`, ...) on the same
 //! attempt logic.
 //!
-//! Not yet here (see the scheduler issue): result caching (`cache: true` steps run normally) and the `Store` contract.
+//! Steps with `cache: true` are served from a [`ResultCache`] when their
+//! inputs (module, action, resolved parameters, upstream results) hash to a
+//! stored key.
+//!
+//! Not yet here (see the scheduler issue): the `Store` contract.
 
 pub mod action;
 mod builtin;
+pub mod cache;
 pub mod event;
 pub mod orchestrator;
 pub mod resolve;
@@ -41,6 +46,7 @@ pub mod run;
 
 pub use action::{Action, ActionContext, ActionError, ActionRegistry};
 pub use builtin::{Exec, External, Script, fs};
+pub use cache::{CacheKey, DirCache, MemoryCache, ResultCache};
 pub use event::Event;
 pub use orchestrator::{ExecutionStats, OrchestratorConfig, TaskOptions, TaskOrchestrator};
 pub use run::{RunOptions, RunReport, StepReport, prepare, run_workflow};

@@ -8,6 +8,7 @@
 //! the ready queue, which starts steps by priority, FIFO within a priority.
 
 use crate::action::{Action, ActionContext, ActionError, ActionRegistry};
+use crate::cache::{CacheKey, ResultCache, cache_key};
 use crate::event::Event;
 use crate::resolve::{Scope, evaluate, resolve_value};
 use chrono::{DateTime, Utc};
@@ -53,6 +54,8 @@ pub struct RunOptions {
     /// The resources `resource_aware` mode allocates from (the machine's,
     /// detected, when absent).
     pub resources: Option<Arc<ResourceManager>>,
+    /// Where `cache: true` steps look up and store results (no caching when absent).
+    pub cache: Option<Arc<dyn ResultCache>>,
 }
 
 impl Default for RunOptions {
@@ -69,6 +72,7 @@ impl Default for RunOptions {
             cancel: CancellationToken::new(),
             project_path: None,
             resources: None,
+            cache: None,
         }
     }
 }
@@ -202,6 +206,7 @@ struct State<'w> {
     ready: BinaryHeap<(TaskPriority, Reverse<u64>, u32)>,
     resolved: Vec<Option<Value>>,
     allocations: Vec<Option<AllocationId>>,
+    cache_keys: Vec<Option<CacheKey>>,
     seq: u64,
     events: Option<UnboundedSender<Event>>,
 }
@@ -242,6 +247,50 @@ impl State<'_> {
         }
     }
 
+    /// Looks step `i` up in the cache; on a hit, completes it with the cached
+    /// result (marked `cached`) and returns true. On a miss, remembers the key
+    /// so that a success is stored.
+    fn serve_from_cache(&mut self, i: u32, cache: &dyn ResultCache) -> bool {
+        let step = &self.wf.workflow().steps[i as usize];
+        let params = self.resolved[i as usize].as_ref().unwrap_or(&Value::Null);
+        let upstream: Vec<&Value> = self
+            .wf
+            .graph()
+            .deps(i)
+            .iter()
+            .map(|&d| self.data[d as usize].as_ref().unwrap_or(&Value::Null))
+            .collect();
+        let key = cache_key(&step.module, &step.action, params, &upstream);
+        match cache.get(&key) {
+            Some(data) => {
+                let now = Utc::now();
+                self.set_status(i, TaskStatus::Completed);
+                self.data[i as usize] = Some(data.clone());
+                let r = &mut self.reports[i as usize];
+                r.finished_at = Some(now);
+                r.note = Some(format!(
+                    "cached result {}",
+                    key.to_string().get(..12).unwrap_or_default()
+                ));
+                r.result = Some(TaskResult {
+                    success: true,
+                    data,
+                    cached: true,
+                    ..TaskResult::default()
+                });
+                self.emit(Event::TaskCached {
+                    task: i,
+                    name: self.names[i as usize].clone(),
+                });
+                true
+            }
+            None => {
+                self.cache_keys[i as usize] = Some(key);
+                false
+            }
+        }
+    }
+
     /// Gives back what step `i` was allocated, if anything.
     fn release_resources(&mut self, i: u32, rm: Option<&ResourceManager>, run_id: RunId) {
         if let (Some(rm), Some(id)) = (rm, self.allocations[i as usize].take()) {
@@ -255,8 +304,14 @@ impl State<'_> {
         out: Outcome,
         dependents: &orch_model::graph::DepGraph,
         cancelled: bool,
+        cache: Option<&dyn ResultCache>,
     ) {
         let st = self;
+        if let (Some(cache), Some(key), TaskStatus::Completed) =
+            (cache, st.cache_keys[out.task as usize].take(), out.status)
+        {
+            cache.put(&key, &out.result.data);
+        }
         let i = out.task;
         st.set_status(i, out.status);
         let name = st.names[i as usize].clone();
@@ -466,6 +521,7 @@ pub async fn run_workflow(
         ready: BinaryHeap::new(),
         resolved: vec![None; n],
         allocations: vec![None; n],
+        cache_keys: vec![None; n],
         seq: 0,
         events,
     };
@@ -494,6 +550,16 @@ pub async fn run_workflow(
                 break;
             };
             let i = entry.2;
+            if let Some(cache) = opts
+                .cache
+                .as_deref()
+                .filter(|_| wf.workflow().steps[i as usize].cache)
+            {
+                if st.serve_from_cache(i, cache) {
+                    st.finish(i, &dependents, cancel.is_cancelled());
+                    continue;
+                }
+            }
             if let Some(rm) = &resources {
                 let req = &wf.workflow().steps[i as usize].resources;
                 if !req.is_empty() {
@@ -510,7 +576,12 @@ pub async fn run_workflow(
             }
             if let Some(out) = start_step(&mut st, i, registry, &opts, &mut set) {
                 st.release_resources(i, resources.as_deref(), opts.run_id);
-                st.complete(out, &dependents, cancel.is_cancelled());
+                st.complete(
+                    out,
+                    &dependents,
+                    cancel.is_cancelled(),
+                    opts.cache.as_deref(),
+                );
             }
         }
         let all_blocked = !blocked.is_empty();
@@ -537,7 +608,7 @@ pub async fn run_workflow(
                     }
                 };
                 st.release_resources(out.task, resources.as_deref(), opts.run_id);
-                st.complete(out, &dependents, cancel.is_cancelled());
+                st.complete(out, &dependents, cancel.is_cancelled(), opts.cache.as_deref());
             }
             () = async {
                 match deadline {

@@ -672,3 +672,68 @@ fn an_external_module_gets_the_request_on_stdin_and_answers_on_stdout() {
     let b = report.steps[1].result.clone().expect("result");
     assert_eq!(b.error_type.as_deref(), Some("ProtocolError"));
 }
+
+#[derive(Debug, Default)]
+struct Counter(AtomicUsize);
+
+#[async_trait]
+impl Action for Counter {
+    async fn run(&self, params: Value, _ctx: &ActionContext) -> Result<Value, ActionError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(json!({"echo": params}))
+    }
+}
+
+#[test]
+fn cached_steps_run_once_for_the_same_inputs() {
+    let counter = Arc::new(Counter::default());
+    let mut reg = ActionRegistry::with_builtins();
+    reg.register("test", "count", counter.clone());
+    let cache: Arc<dyn orch_tasks::ResultCache> = Arc::new(orch_tasks::MemoryCache::default());
+    let text = |p: &str, up: &str| {
+        format!(
+            "name: c\nsteps:\n  - {{name: up, module: core, action: set, parameters: {{value: {up}}}}}\n  - {{name: s, module: test, action: count, parameters: {{p: {p}, u: '${{up.result}}'}}, cache: true}}\n  - {{name: after, module: core, action: noop, parameters: {{v: '${{s.result.echo.p}}'}}}}\n"
+        )
+    };
+    let opts = || RunOptions {
+        cache: Some(cache.clone()),
+        ..RunOptions::default()
+    };
+    let (r1, _) = run(&yaml(&text("1", "a")), &reg, opts());
+    assert!(r1.succeeded());
+    let (r2, events) = run(&yaml(&text("1", "a")), &reg, opts());
+    assert!(r2.succeeded());
+    assert_eq!(
+        counter.0.load(Ordering::SeqCst),
+        1,
+        "the second run used the cache"
+    );
+    let s = &r2.steps[1];
+    assert!(s.result.as_ref().is_some_and(|r| r.cached), "{s:?}");
+    assert_eq!(s.attempts, 0);
+    assert!(events.iter().any(|e| matches!(e, Event::TaskCached { .. })));
+    assert_eq!(
+        r2.steps[2].result.as_ref().map(|r| r.data.clone()),
+        Some(json!({"v": 1})),
+        "dependents see the cached result"
+    );
+    run(&yaml(&text("2", "a")), &reg, opts());
+    assert_eq!(
+        counter.0.load(Ordering::SeqCst),
+        2,
+        "other parameters, another key"
+    );
+    run(&yaml(&text("2", "b")), &reg, opts());
+    assert_eq!(
+        counter.0.load(Ordering::SeqCst),
+        3,
+        "another upstream result, another key"
+    );
+    run(&yaml(&text("2", "b")), &reg, RunOptions::default());
+    assert_eq!(
+        counter.0.load(Ordering::SeqCst),
+        4,
+        "without a cache, it runs"
+    );
+    assert_eq!(cache.list().len(), 3);
+}
