@@ -6,7 +6,9 @@
 //! [`Task`], [`TaskResult`], [`Project`], [`Resource`]), errors
 //! ([`OrchestrationError`] and the seed's [`ErrorResponse`]), the workflow
 //! definition format with its validation, the `${...}` reference grammar
-//! ([`reference`]), the dependency graph ([`graph`]) and the input [`Limits`].
+//! ([`reference`]), the dependency graph ([`graph`]), the input [`Limits`],
+//! and the [`Store`] contract that every backend implements (its conformance
+//! suite is `testkit`, behind the feature of that name).
 //!
 //! Reading a definition returns every problem at once, each with a path and,
 //! for text, a line and column:
@@ -49,7 +51,10 @@ pub mod node;
 pub mod project;
 pub mod reference;
 pub mod resources;
+pub mod store;
 pub mod task;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use definition::{
     Conditions, RetryPolicy, SourceMap, StepDefaults, ValidWorkflow, When, Workflow, WorkflowStep,
@@ -65,6 +70,7 @@ pub use limits::Limits;
 pub use node::{Format, Pos};
 pub use project::{Project, Resource};
 pub use resources::ResourceRequest;
+pub use store::{Claim, NewRun, NewTask, Store, StoreCapabilities, TaskOutcome};
 pub use task::{Task, TaskResult};
 
 /// Parses, decodes and validates a definition in one call.

@@ -34,12 +34,15 @@
 //! inputs (module, action, resolved parameters, upstream results) hash to a
 //! stored key.
 //!
-//! Not yet here (see the scheduler issue): the `Store` contract.
+//! [`MemoryStore`] implements orch-model's `Store` contract in memory and
+//! passes its conformance suite; the scheduler does not persist through a
+//! store yet (that arrives with the durable-runs issue).
 
 pub mod action;
 mod builtin;
 pub mod cache;
 pub mod event;
+mod memory_store;
 pub mod orchestrator;
 pub mod resolve;
 pub mod run;
@@ -48,5 +51,6 @@ pub use action::{Action, ActionContext, ActionError, ActionRegistry};
 pub use builtin::{Exec, External, Script, fs};
 pub use cache::{CacheKey, DirCache, MemoryCache, ResultCache};
 pub use event::Event;
+pub use memory_store::MemoryStore;
 pub use orchestrator::{ExecutionStats, OrchestratorConfig, TaskOptions, TaskOrchestrator};
 pub use run::{RunOptions, RunReport, StepReport, prepare, run_workflow};

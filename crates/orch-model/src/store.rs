@@ -1,0 +1,254 @@
+//! The `Store` contract: durable runs, tasks, claims with leases and fencing, events and cache entries.
+//!
+//! orch-model defines the contract; backends implement it beside it
+//! (in-memory in orch-tasks, SQLite and PostgreSQL in their own crates), and
+//! only the engine and the CLI pick one. The conformance suite
+//! ([`testkit`](crate::testkit), feature `testkit`) runs against every backend.
+
+use crate::enums::{TaskPriority, TaskStatus, WorkflowStatus};
+use crate::error::Result;
+use crate::ids::RunId;
+use crate::task::TaskResult;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::fmt;
+use std::time::Duration;
+
+/// What a backend can do, so callers need not guess.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreCapabilities {
+    /// Data survives the process.
+    pub durable: bool,
+    /// Several processes (machines) may claim work from it at once.
+    pub distributed_claim: bool,
+    /// Waiting workers are woken on new work (otherwise they poll).
+    pub notify: bool,
+}
+
+/// A run to create, with its tasks in definition order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewRun {
+    /// The run's id.
+    pub id: RunId,
+    /// The workflow's name.
+    pub workflow: String,
+    /// The definition, as saved JSON (so a run can be resumed from the store alone).
+    pub definition: Value,
+    /// Parameter values.
+    pub params: Map<String, Value>,
+    /// The tasks; dependencies are indices into this list.
+    pub tasks: Vec<NewTask>,
+}
+
+/// A task of a new run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewTask {
+    /// The step's name.
+    pub name: String,
+    /// Indices of the tasks it waits for.
+    pub deps: Vec<u32>,
+    /// Claim order among ready tasks.
+    pub priority: TaskPriority,
+}
+
+/// A stored run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The run's id.
+    pub id: RunId,
+    /// The workflow's name.
+    pub workflow: String,
+    /// Running until every task is terminal; then completed, failed or cancelled.
+    pub status: WorkflowStatus,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When its last task finished.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Parameter values.
+    pub params: Map<String, Value>,
+    /// The definition.
+    pub definition: Value,
+}
+
+/// A stored task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// Its run.
+    pub run: RunId,
+    /// Its index in the run.
+    pub index: u32,
+    /// The step's name.
+    pub name: String,
+    /// Its state.
+    pub status: TaskStatus,
+    /// Attempts claimed so far (the fencing token of the current one).
+    pub attempt: u32,
+    /// Dependencies not yet finished.
+    pub remaining: u32,
+    /// Claim order among ready tasks.
+    pub priority: TaskPriority,
+    /// Who holds it and until when, while running.
+    pub lease: Option<Lease>,
+    /// Its outcome, once finished.
+    pub result: Option<TaskResult>,
+    /// Why it was skipped, if it was.
+    pub note: Option<String>,
+}
+
+/// A worker's hold on a running task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The worker.
+    pub worker: String,
+    /// When the hold lapses unless renewed.
+    pub until: DateTime<Utc>,
+}
+
+/// A claimed task: run it, renew the lease, then complete it with this claim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    /// Its run.
+    pub run: RunId,
+    /// Its index.
+    pub index: u32,
+    /// The step's name.
+    pub name: String,
+    /// The attempt number: the fencing token. A write with an older attempt is rejected.
+    pub attempt: u32,
+    /// The worker holding it.
+    pub worker: String,
+}
+
+/// How a claimed task ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum TaskOutcome {
+    /// It succeeded.
+    Succeeded {
+        /// The result.
+        result: TaskResult,
+    },
+    /// It failed for good.
+    Failed {
+        /// The failure.
+        result: TaskResult,
+    },
+    /// Its trigger rule or condition said no.
+    Skipped {
+        /// Why.
+        reason: String,
+    },
+    /// It was cancelled.
+    Cancelled,
+}
+
+impl TaskOutcome {
+    /// The terminal state it leads to.
+    pub fn status(&self) -> TaskStatus {
+        match self {
+            TaskOutcome::Succeeded { .. } => TaskStatus::Completed,
+            TaskOutcome::Failed { .. } => TaskStatus::Failed,
+            TaskOutcome::Skipped { .. } => TaskStatus::Skipped,
+            TaskOutcome::Cancelled => TaskStatus::Cancelled,
+        }
+    }
+}
+
+/// A recorded event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    /// Its position in the run's event log, from 1 (assigned by the store).
+    pub seq: u64,
+    /// When it happened.
+    pub at: DateTime<Utc>,
+    /// Its kind, e.g. `task_started`.
+    pub kind: String,
+    /// The task it is about, if any.
+    pub task: Option<u32>,
+    /// Details.
+    pub data: Value,
+}
+
+/// A cached result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheEntry {
+    /// The key (64 hex digits of blake3).
+    pub key: String,
+    /// The result.
+    pub value: Value,
+    /// When it was stored.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Durable state of runs and the hand-out of work.
+///
+/// # Contract
+/// - `create_run` stores a run and its tasks at once; tasks without
+///   dependencies are `ready`, the others `pending` with `remaining` set.
+/// - `claim` hands out up to `max` ready tasks, highest priority first, then
+///   lowest index, across runs; each becomes `running` with `attempt`
+///   incremented (the fencing token) and a lease until `now + lease`.
+/// - `heartbeat` renews a lease; it returns false (and changes nothing) when
+///   the claim is stale (another attempt took over, or the task finished).
+/// - `complete` is one transaction: the task becomes terminal with its
+///   outcome, each dependent's `remaining` drops by one, and dependents
+///   reaching zero become `ready`; when every task of the run is terminal, the
+///   run is `completed` (no failure), `failed` or `cancelled`. A stale claim
+///   is rejected with `InvalidState` and changes nothing.
+/// - `reclaim_expired` makes every running task whose lease ended before
+///   `now` ready again (its next claim gets the next attempt number).
+/// - `cancel_run` cancels every task that is not terminal.
+/// - Events get consecutive `seq` numbers per run, from 1, in append order.
+///
+/// # Cancellation
+/// Every method is one transaction: a future dropped before it completes
+/// either applied all of its changes or none.
+///
+/// # Implementing
+/// Map backend errors to `OrchestrationError::Store` (retryable when trying
+/// again may help); never expose a driver's error type. Run
+/// `orch_model::testkit::conformance` (feature `testkit`) in the backend's tests.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug {
+    /// What the backend can do.
+    fn capabilities(&self) -> StoreCapabilities;
+    /// Stores a new run.
+    async fn create_run(&self, run: NewRun, now: DateTime<Utc>) -> Result<()>;
+    /// One run.
+    async fn get_run(&self, id: RunId) -> Result<Option<RunRecord>>;
+    /// Every run, newest first.
+    async fn list_runs(&self) -> Result<Vec<RunRecord>>;
+    /// The tasks of a run, by index.
+    async fn tasks(&self, run: RunId) -> Result<Vec<TaskRecord>>;
+    /// Claims ready tasks.
+    async fn claim(
+        &self,
+        worker: &str,
+        max: usize,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Claim>>;
+    /// Renews a lease; false when the claim is stale.
+    async fn heartbeat(&self, claim: &Claim, lease: Duration, now: DateTime<Utc>) -> Result<bool>;
+    /// Finishes a claimed task and releases its dependents, atomically.
+    async fn complete(&self, claim: &Claim, outcome: TaskOutcome, now: DateTime<Utc>)
+    -> Result<()>;
+    /// Makes tasks with lapsed leases ready again; returns how many.
+    async fn reclaim_expired(&self, now: DateTime<Utc>) -> Result<usize>;
+    /// Cancels what is left of a run.
+    async fn cancel_run(&self, run: RunId, now: DateTime<Utc>) -> Result<()>;
+    /// Appends events to a run's log (their `seq` is assigned by the store).
+    async fn append_events(&self, run: RunId, events: Vec<StoredEvent>) -> Result<()>;
+    /// A run's events with `seq > after`, in order.
+    async fn events(&self, run: RunId, after: u64) -> Result<Vec<StoredEvent>>;
+    /// A cached result.
+    async fn cache_get(&self, key: &str) -> Result<Option<CacheEntry>>;
+    /// Stores a cached result (replacing one with the same key).
+    async fn cache_put(&self, entry: CacheEntry) -> Result<()>;
+    /// Every cached result.
+    async fn cache_list(&self) -> Result<Vec<CacheEntry>>;
+    /// Removes every cached result; returns how many.
+    async fn cache_clear(&self) -> Result<usize>;
+}

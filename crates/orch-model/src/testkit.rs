@@ -1,0 +1,404 @@
+//! The `Store` conformance suite (feature `testkit`): every backend runs it unchanged.
+//!
+//! Each check takes a fresh, empty store and panics with a message naming
+//! the broken rule. Times are passed explicitly, so lease expiry is tested
+//! without sleeping.
+
+use crate::enums::{TaskPriority, TaskStatus, WorkflowStatus};
+use crate::ids::RunId;
+use crate::store::{CacheEntry, NewRun, NewTask, Store, StoredEvent, TaskOutcome};
+use crate::task::TaskResult;
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::{Map, Value, json};
+use std::time::Duration;
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()
+        .unwrap_or_default()
+}
+
+fn at(secs: i64) -> DateTime<Utc> {
+    t0() + chrono::Duration::seconds(secs)
+}
+
+const LEASE: Duration = Duration::from_secs(30);
+
+/// A diamond `a → {b, c} → d` plus an independent high-priority `e`.
+fn diamond(id: RunId) -> NewRun {
+    let task = |name: &str, deps: &[u32], priority| NewTask {
+        name: name.into(),
+        deps: deps.to_vec(),
+        priority,
+    };
+    NewRun {
+        id,
+        workflow: "diamond".into(),
+        definition: json!({"name": "diamond"}),
+        params: Map::new(),
+        tasks: vec![
+            task("a", &[], TaskPriority::Normal),
+            task("b", &[0], TaskPriority::Normal),
+            task("c", &[0], TaskPriority::Normal),
+            task("d", &[1, 2], TaskPriority::Normal),
+            task("e", &[], TaskPriority::High),
+        ],
+    }
+}
+
+fn ok(v: Value) -> TaskOutcome {
+    TaskOutcome::Succeeded {
+        result: TaskResult::ok(v),
+    }
+}
+
+async fn statuses(store: &dyn Store, run: RunId) -> Vec<TaskStatus> {
+    store
+        .tasks(run)
+        .await
+        .expect("tasks")
+        .iter()
+        .map(|t| t.status)
+        .collect()
+}
+
+/// Runs every check against stores made by `make` (one fresh store per check).
+pub async fn conformance<S: Store, F: Fn() -> S>(make: F) {
+    create_and_read(&make()).await;
+    claims_follow_priority_and_release_dependents(&make()).await;
+    stale_attempts_are_fenced_off(&make()).await;
+    run_status_follows_its_tasks(&make()).await;
+    events_are_numbered_in_order(&make()).await;
+    cache_entries(&make()).await;
+}
+
+/// A new run's tasks start ready or pending with the right counters.
+pub async fn create_and_read(store: &dyn Store) {
+    let id = RunId::new();
+    store
+        .create_run(diamond(id), t0())
+        .await
+        .expect("create_run");
+    let run = store
+        .get_run(id)
+        .await
+        .expect("get_run")
+        .expect("the run exists");
+    assert_eq!(run.workflow, "diamond");
+    assert_eq!(run.status, WorkflowStatus::Running);
+    assert_eq!(run.definition, json!({"name": "diamond"}));
+    let tasks = store.tasks(id).await.expect("tasks");
+    assert_eq!(tasks.len(), 5);
+    assert_eq!(
+        tasks.iter().map(|t| t.index).collect::<Vec<_>>(),
+        [0, 1, 2, 3, 4],
+        "tasks come by index"
+    );
+    assert_eq!(
+        statuses(store, id).await,
+        [
+            TaskStatus::Ready,
+            TaskStatus::Pending,
+            TaskStatus::Pending,
+            TaskStatus::Pending,
+            TaskStatus::Ready
+        ]
+    );
+    assert_eq!(tasks[3].remaining, 2);
+    assert!(
+        store
+            .get_run(RunId::new())
+            .await
+            .expect("get_run")
+            .is_none()
+    );
+    assert_eq!(store.list_runs().await.expect("list_runs").len(), 1);
+}
+
+/// Claims go by priority, then index; completing releases exactly the dependents whose counters reach zero.
+pub async fn claims_follow_priority_and_release_dependents(store: &dyn Store) {
+    let id = RunId::new();
+    store
+        .create_run(diamond(id), t0())
+        .await
+        .expect("create_run");
+    let first = store.claim("w1", 1, LEASE, at(1)).await.expect("claim");
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].name, "e", "the high-priority task first");
+    assert_eq!(first[0].attempt, 1);
+    let second = store.claim("w1", 10, LEASE, at(1)).await.expect("claim");
+    assert_eq!(
+        second.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        ["a"],
+        "only ready tasks, never twice"
+    );
+    assert!(
+        store
+            .claim("w2", 10, LEASE, at(1))
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    let a = &second[0];
+    let rec = &store.tasks(id).await.expect("tasks")[0];
+    assert_eq!(rec.status, TaskStatus::Running);
+    assert_eq!(rec.lease.as_ref().map(|l| l.worker.as_str()), Some("w1"));
+    store
+        .complete(a, ok(json!(1)), at(2))
+        .await
+        .expect("complete a");
+    assert_eq!(
+        statuses(store, id).await[1..4],
+        [TaskStatus::Ready, TaskStatus::Ready, TaskStatus::Pending]
+    );
+    let bc = store.claim("w2", 10, LEASE, at(3)).await.expect("claim");
+    assert_eq!(
+        bc.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        ["b", "c"]
+    );
+    store
+        .complete(&bc[0], ok(json!(2)), at(4))
+        .await
+        .expect("complete b");
+    assert_eq!(store.tasks(id).await.expect("tasks")[3].remaining, 1);
+    assert_eq!(
+        statuses(store, id).await[3],
+        TaskStatus::Pending,
+        "d still waits for c"
+    );
+    store
+        .complete(
+            &bc[1],
+            TaskOutcome::Failed {
+                result: TaskResult::failed("X", "boom"),
+            },
+            at(5),
+        )
+        .await
+        .expect("complete c");
+    assert_eq!(
+        statuses(store, id).await[3],
+        TaskStatus::Ready,
+        "d is released; the scheduler applies its trigger rule"
+    );
+    let rec = &store.tasks(id).await.expect("tasks")[2];
+    assert_eq!(
+        rec.result.as_ref().and_then(|r| r.error_message.as_deref()),
+        Some("boom")
+    );
+}
+
+/// A stale attempt can neither renew nor complete; a lapsed lease makes the task claimable again.
+pub async fn stale_attempts_are_fenced_off(store: &dyn Store) {
+    let id = RunId::new();
+    store
+        .create_run(diamond(id), t0())
+        .await
+        .expect("create_run");
+    let _e = store.claim("w1", 1, LEASE, at(0)).await.expect("claim");
+    let old = store
+        .claim("w1", 1, LEASE, at(0))
+        .await
+        .expect("claim")
+        .pop()
+        .expect("a");
+    assert!(
+        store
+            .heartbeat(&old, LEASE, at(10))
+            .await
+            .expect("heartbeat"),
+        "a live claim renews"
+    );
+    assert_eq!(
+        store.reclaim_expired(at(20)).await.expect("reclaim"),
+        0,
+        "the renewed lease has not lapsed"
+    );
+    assert_eq!(
+        store.reclaim_expired(at(41)).await.expect("reclaim"),
+        2,
+        "both leases lapsed"
+    );
+    assert_eq!(statuses(store, id).await[0], TaskStatus::Ready);
+    let new = store.claim("w2", 2, LEASE, at(42)).await.expect("claim");
+    let new_a = new.iter().find(|c| c.name == "a").expect("a again");
+    assert_eq!(new_a.attempt, 2, "the next claim gets the next attempt");
+    assert!(
+        !store
+            .heartbeat(&old, LEASE, at(43))
+            .await
+            .expect("heartbeat"),
+        "a stale claim does not renew"
+    );
+    assert!(
+        store
+            .complete(&old, ok(json!("late")), at(44))
+            .await
+            .is_err(),
+        "a stale claim cannot complete"
+    );
+    assert_eq!(statuses(store, id).await[0], TaskStatus::Running);
+    store
+        .complete(new_a, ok(json!("fresh")), at(45))
+        .await
+        .expect("the live claim completes");
+    assert!(
+        store
+            .complete(new_a, ok(json!("twice")), at(46))
+            .await
+            .is_err(),
+        "a finished task cannot complete again"
+    );
+    let rec = &store.tasks(id).await.expect("tasks")[0];
+    assert_eq!(
+        rec.result.as_ref().map(|r| r.data.clone()),
+        Some(json!("fresh"))
+    );
+}
+
+/// The run ends completed, failed or cancelled when its last task does.
+pub async fn run_status_follows_its_tasks(store: &dyn Store) {
+    let single = |id| NewRun {
+        id,
+        workflow: "one".into(),
+        definition: json!({}),
+        params: Map::new(),
+        tasks: vec![NewTask {
+            name: "x".into(),
+            deps: vec![],
+            priority: TaskPriority::Normal,
+        }],
+    };
+    let good = RunId::new();
+    store.create_run(single(good), t0()).await.expect("create");
+    let c = store
+        .claim("w", 1, LEASE, at(1))
+        .await
+        .expect("claim")
+        .pop()
+        .expect("x");
+    store
+        .complete(&c, ok(json!(null)), at(2))
+        .await
+        .expect("complete");
+    let run = store.get_run(good).await.expect("get").expect("run");
+    assert_eq!(run.status, WorkflowStatus::Completed);
+    assert_eq!(run.finished_at, Some(at(2)));
+    let bad = RunId::new();
+    store.create_run(single(bad), t0()).await.expect("create");
+    let c = store
+        .claim("w", 1, LEASE, at(3))
+        .await
+        .expect("claim")
+        .pop()
+        .expect("x");
+    store
+        .complete(
+            &c,
+            TaskOutcome::Failed {
+                result: TaskResult::failed("E", "no"),
+            },
+            at(4),
+        )
+        .await
+        .expect("complete");
+    assert_eq!(
+        store.get_run(bad).await.expect("get").expect("run").status,
+        WorkflowStatus::Failed
+    );
+    let stopped = RunId::new();
+    store
+        .create_run(diamond(stopped), t0())
+        .await
+        .expect("create");
+    let running = store
+        .claim("w", 1, LEASE, at(5))
+        .await
+        .expect("claim")
+        .pop()
+        .expect("e");
+    store.cancel_run(stopped, at(6)).await.expect("cancel");
+    assert!(
+        statuses(store, stopped)
+            .await
+            .iter()
+            .all(|s| *s == TaskStatus::Cancelled)
+    );
+    assert_eq!(
+        store
+            .get_run(stopped)
+            .await
+            .expect("get")
+            .expect("run")
+            .status,
+        WorkflowStatus::Cancelled
+    );
+    assert!(
+        store
+            .claim("w", 10, LEASE, at(7))
+            .await
+            .expect("claim")
+            .is_empty(),
+        "nothing of a cancelled run is handed out"
+    );
+    assert!(
+        store.complete(&running, ok(json!(1)), at(8)).await.is_err(),
+        "a cancelled task cannot complete"
+    );
+}
+
+/// Events get consecutive numbers per run and can be read from a position.
+pub async fn events_are_numbered_in_order(store: &dyn Store) {
+    let id = RunId::new();
+    store.create_run(diamond(id), t0()).await.expect("create");
+    let ev = |kind: &str, task| StoredEvent {
+        seq: 0,
+        at: at(1),
+        kind: kind.into(),
+        task,
+        data: json!({}),
+    };
+    store
+        .append_events(
+            id,
+            vec![ev("run_started", None), ev("task_started", Some(0))],
+        )
+        .await
+        .expect("append");
+    store
+        .append_events(id, vec![ev("task_succeeded", Some(0))])
+        .await
+        .expect("append");
+    let all = store.events(id, 0).await.expect("events");
+    assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(all[2].kind, "task_succeeded");
+    let later = store.events(id, 2).await.expect("events");
+    assert_eq!(later.len(), 1);
+    assert!(
+        store
+            .events(RunId::new(), 0)
+            .await
+            .expect("events")
+            .is_empty()
+    );
+}
+
+/// Cache entries are stored, replaced, listed and cleared.
+pub async fn cache_entries(store: &dyn Store) {
+    let entry = |key: &str, v| CacheEntry {
+        key: key.into(),
+        value: v,
+        created_at: at(1),
+    };
+    assert!(store.cache_get("k1").await.expect("get").is_none());
+    store.cache_put(entry("k1", json!(1))).await.expect("put");
+    store.cache_put(entry("k1", json!(2))).await.expect("put");
+    store.cache_put(entry("k2", json!(3))).await.expect("put");
+    assert_eq!(
+        store.cache_get("k1").await.expect("get").map(|e| e.value),
+        Some(json!(2))
+    );
+    assert_eq!(store.cache_list().await.expect("list").len(), 2);
+    assert_eq!(store.cache_clear().await.expect("clear"), 2);
+    assert!(store.cache_list().await.expect("list").is_empty());
+}

@@ -1,0 +1,364 @@
+//! `MemoryStore`: the in-process implementation of the `Store` contract (`memory://`).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use orch_model::store::{CacheEntry, Lease, RunRecord, StoredEvent, TaskRecord};
+use orch_model::{
+    Claim, EntityKind, NewRun, OrchestrationError, Result, RunId, Store, StoreCapabilities,
+    TaskOutcome, TaskStatus, WorkflowStatus,
+};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+#[derive(Debug)]
+struct RunState {
+    record: RunRecord,
+    tasks: Vec<TaskRecord>,
+    dependents: Vec<Vec<u32>>,
+    events: Vec<StoredEvent>,
+    order: u64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    runs: BTreeMap<RunId, RunState>,
+    cache: BTreeMap<String, CacheEntry>,
+    created: u64,
+}
+
+/// Everything in memory, behind one lock: each method is one transaction.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn lease_until(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX)
+}
+
+fn stale(what: &str, claim: &Claim) -> OrchestrationError {
+    OrchestrationError::InvalidState {
+        message: format!(
+            "{what}: attempt {} of task `{}` is no longer current",
+            claim.attempt, claim.name
+        ),
+    }
+}
+
+fn finish_run_if_done(run: &mut RunState, now: DateTime<Utc>) {
+    if run.record.status != WorkflowStatus::Running
+        || !run.tasks.iter().all(|t| t.status.is_terminal())
+    {
+        return;
+    }
+    let has = |s| run.tasks.iter().any(|t| t.status == s);
+    run.record.status = if has(TaskStatus::Failed) {
+        WorkflowStatus::Failed
+    } else if has(TaskStatus::Cancelled) {
+        WorkflowStatus::Cancelled
+    } else {
+        WorkflowStatus::Completed
+    };
+    run.record.finished_at = Some(now);
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    fn capabilities(&self) -> StoreCapabilities {
+        StoreCapabilities {
+            durable: false,
+            distributed_claim: false,
+            notify: false,
+        }
+    }
+
+    async fn create_run(&self, run: NewRun, now: DateTime<Utc>) -> Result<()> {
+        let mut inner = self.lock();
+        if inner.runs.contains_key(&run.id) {
+            return Err(OrchestrationError::AlreadyExists {
+                kind: EntityKind::Run,
+                name: run.id.to_string(),
+                hint: None,
+            });
+        }
+        let n = run.tasks.len();
+        if let Some(t) = run
+            .tasks
+            .iter()
+            .find(|t| t.deps.iter().any(|&d| d as usize >= n))
+        {
+            return Err(OrchestrationError::invalid_parameters(format!(
+                "task `{}` depends on a task index out of range",
+                t.name
+            )));
+        }
+        let mut dependents = vec![Vec::new(); n];
+        for (i, t) in run.tasks.iter().enumerate() {
+            for &d in &t.deps {
+                dependents[d as usize].push(i as u32);
+            }
+        }
+        let tasks = run
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| TaskRecord {
+                run: run.id,
+                index: i as u32,
+                name: t.name.clone(),
+                status: if t.deps.is_empty() {
+                    TaskStatus::Ready
+                } else {
+                    TaskStatus::Pending
+                },
+                attempt: 0,
+                remaining: t.deps.len() as u32,
+                priority: t.priority,
+                lease: None,
+                result: None,
+                note: None,
+            })
+            .collect();
+        inner.created += 1;
+        let order = inner.created;
+        let record = RunRecord {
+            id: run.id,
+            workflow: run.workflow,
+            status: WorkflowStatus::Running,
+            created_at: now,
+            finished_at: None,
+            params: run.params,
+            definition: run.definition,
+        };
+        inner.runs.insert(
+            run.id,
+            RunState {
+                record,
+                tasks,
+                dependents,
+                events: Vec::new(),
+                order,
+            },
+        );
+        Ok(())
+    }
+
+    async fn get_run(&self, id: RunId) -> Result<Option<RunRecord>> {
+        Ok(self.lock().runs.get(&id).map(|r| r.record.clone()))
+    }
+
+    async fn list_runs(&self) -> Result<Vec<RunRecord>> {
+        let inner = self.lock();
+        let mut runs: Vec<&RunState> = inner.runs.values().collect();
+        runs.sort_by_key(|r| std::cmp::Reverse(r.order));
+        Ok(runs.into_iter().map(|r| r.record.clone()).collect())
+    }
+
+    async fn tasks(&self, run: RunId) -> Result<Vec<TaskRecord>> {
+        Ok(self
+            .lock()
+            .runs
+            .get(&run)
+            .map(|r| r.tasks.clone())
+            .unwrap_or_default())
+    }
+
+    async fn claim(
+        &self,
+        worker: &str,
+        max: usize,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Claim>> {
+        let mut inner = self.lock();
+        let mut candidates: Vec<(std::cmp::Reverse<orch_model::TaskPriority>, u64, u32, RunId)> =
+            inner
+                .runs
+                .values()
+                .filter(|r| r.record.status == WorkflowStatus::Running)
+                .flat_map(|r| {
+                    r.tasks
+                        .iter()
+                        .filter(|t| t.status == TaskStatus::Ready)
+                        .map(move |t| {
+                            (std::cmp::Reverse(t.priority), r.order, t.index, r.record.id)
+                        })
+                })
+                .collect();
+        candidates.sort();
+        let mut out = Vec::new();
+        for (_, _, index, run) in candidates.into_iter().take(max) {
+            let Some(t) = inner
+                .runs
+                .get_mut(&run)
+                .and_then(|r| r.tasks.get_mut(index as usize))
+            else {
+                continue;
+            };
+            if t.status.transition(TaskStatus::Running).is_err() {
+                continue;
+            }
+            t.attempt += 1;
+            t.lease = Some(Lease {
+                worker: worker.to_owned(),
+                until: lease_until(now, lease),
+            });
+            out.push(Claim {
+                run,
+                index,
+                name: t.name.clone(),
+                attempt: t.attempt,
+                worker: worker.to_owned(),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn heartbeat(&self, claim: &Claim, lease: Duration, now: DateTime<Utc>) -> Result<bool> {
+        let mut inner = self.lock();
+        let Some(t) = inner
+            .runs
+            .get_mut(&claim.run)
+            .and_then(|r| r.tasks.get_mut(claim.index as usize))
+        else {
+            return Ok(false);
+        };
+        if t.status != TaskStatus::Running || t.attempt != claim.attempt {
+            return Ok(false);
+        }
+        t.lease = Some(Lease {
+            worker: claim.worker.clone(),
+            until: lease_until(now, lease),
+        });
+        Ok(true)
+    }
+
+    async fn complete(
+        &self,
+        claim: &Claim,
+        outcome: TaskOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut inner = self.lock();
+        let run = inner
+            .runs
+            .get_mut(&claim.run)
+            .ok_or_else(|| OrchestrationError::not_found(EntityKind::Run, claim.run.to_string()))?;
+        let i = claim.index as usize;
+        let t = run
+            .tasks
+            .get_mut(i)
+            .ok_or_else(|| stale("complete", claim))?;
+        if t.status != TaskStatus::Running || t.attempt != claim.attempt {
+            return Err(stale("complete", claim));
+        }
+        let next = outcome.status();
+        t.status.transition(next)?;
+        t.lease = None;
+        match outcome {
+            TaskOutcome::Succeeded { result } | TaskOutcome::Failed { result } => {
+                t.result = Some(result)
+            }
+            TaskOutcome::Skipped { reason } => t.note = Some(reason),
+            TaskOutcome::Cancelled => {}
+        }
+        for j in run.dependents[i].clone() {
+            let d = &mut run.tasks[j as usize];
+            d.remaining = d.remaining.saturating_sub(1);
+            if d.remaining == 0 && d.status == TaskStatus::Pending {
+                let _ = d.status.transition(TaskStatus::Ready);
+            }
+        }
+        finish_run_if_done(run, now);
+        Ok(())
+    }
+
+    async fn reclaim_expired(&self, now: DateTime<Utc>) -> Result<usize> {
+        let mut inner = self.lock();
+        let mut n = 0;
+        for run in inner.runs.values_mut() {
+            for t in &mut run.tasks {
+                if t.status == TaskStatus::Running
+                    && t.lease.as_ref().is_some_and(|l| l.until < now)
+                {
+                    if t.status.transition(TaskStatus::Ready).is_ok() {
+                        t.lease = None;
+                        n += 1;
+                    }
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    async fn cancel_run(&self, run: RunId, now: DateTime<Utc>) -> Result<()> {
+        let mut inner = self.lock();
+        let r = inner
+            .runs
+            .get_mut(&run)
+            .ok_or_else(|| OrchestrationError::not_found(EntityKind::Run, run.to_string()))?;
+        for t in &mut r.tasks {
+            if !t.status.is_terminal() && t.status.transition(TaskStatus::Cancelled).is_ok() {
+                t.lease = None;
+            }
+        }
+        finish_run_if_done(r, now);
+        Ok(())
+    }
+
+    async fn append_events(&self, run: RunId, events: Vec<StoredEvent>) -> Result<()> {
+        let mut inner = self.lock();
+        let r = inner
+            .runs
+            .get_mut(&run)
+            .ok_or_else(|| OrchestrationError::not_found(EntityKind::Run, run.to_string()))?;
+        for mut e in events {
+            e.seq = r.events.len() as u64 + 1;
+            r.events.push(e);
+        }
+        Ok(())
+    }
+
+    async fn events(&self, run: RunId, after: u64) -> Result<Vec<StoredEvent>> {
+        Ok(self
+            .lock()
+            .runs
+            .get(&run)
+            .map(|r| r.events.iter().filter(|e| e.seq > after).cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn cache_get(&self, key: &str) -> Result<Option<CacheEntry>> {
+        Ok(self.lock().cache.get(key).cloned())
+    }
+
+    async fn cache_put(&self, entry: CacheEntry) -> Result<()> {
+        self.lock().cache.insert(entry.key.clone(), entry);
+        Ok(())
+    }
+
+    async fn cache_list(&self) -> Result<Vec<CacheEntry>> {
+        Ok(self.lock().cache.values().cloned().collect())
+    }
+
+    async fn cache_clear(&self) -> Result<usize> {
+        let mut inner = self.lock();
+        let n = inner.cache.len();
+        inner.cache.clear();
+        Ok(n)
+    }
+}
