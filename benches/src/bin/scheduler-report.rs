@@ -13,6 +13,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
+    // `--orch-only` skips the baselines (for profiling orch alone).
+    let orch_only = std::env::args().any(|a| a == "--orch-only");
     let sizes: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
@@ -43,12 +45,17 @@ fn main() {
             .expect("valid");
             let (mut plain, mut tok, mut orch) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..3 {
-                let t = Instant::now();
-                assert_eq!(baseline::plain_loop(&deps), n);
-                plain.push(t.elapsed().as_secs_f64() * 1e6 / n as f64);
-                let t = Instant::now();
-                assert_eq!(rt.block_on(baseline::tokio_counters(&deps, usize::MAX)), n);
-                tok.push(t.elapsed().as_secs_f64() * 1e6 / n as f64);
+                if !orch_only {
+                    let t = Instant::now();
+                    assert_eq!(baseline::plain_loop(&deps), n);
+                    plain.push(t.elapsed().as_secs_f64() * 1e6 / n as f64);
+                    let t = Instant::now();
+                    assert_eq!(rt.block_on(baseline::tokio_counters(&deps, usize::MAX)), n);
+                    tok.push(t.elapsed().as_secs_f64() * 1e6 / n as f64);
+                } else {
+                    plain.push(f64::NAN);
+                    tok.push(f64::NAN);
+                }
                 let t = Instant::now();
                 let report = rt
                     .block_on(run_workflow(

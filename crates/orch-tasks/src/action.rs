@@ -5,7 +5,7 @@ use orch_model::RunId;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -16,13 +16,13 @@ pub struct ActionContext {
     /// The run.
     pub run_id: RunId,
     /// The step's name.
-    pub step: String,
-    /// The action's `module.action`, as the step names it.
-    pub action: String,
+    pub step: Arc<str>,
+    /// The action's name within its module (what an external module is asked to do).
+    pub action: Arc<str>,
     /// The attempt, starting at 1.
     pub attempt: u32,
     /// The directory actions work in and file actions are confined to.
-    pub work_dir: PathBuf,
+    pub work_dir: Arc<Path>,
     /// Cancelled when the step times out or the run is cancelled. Actions that
     /// wait or run processes must watch it and stop promptly.
     pub cancel: CancellationToken,
@@ -34,13 +34,13 @@ pub struct ActionContext {
 
 impl ActionContext {
     /// A context for running one action outside a run (tests, `execute_task`).
-    pub fn detached(step: &str, work_dir: PathBuf) -> Self {
+    pub fn detached(step: &str, work_dir: &Path) -> Self {
         Self {
             run_id: RunId::new(),
-            step: step.to_owned(),
-            action: String::new(),
+            step: Arc::from(step),
+            action: Arc::from(""),
             attempt: 1,
-            work_dir,
+            work_dir: Arc::from(work_dir),
             cancel: CancellationToken::new(),
             kill_grace: Duration::from_secs(2),
             output_limit: 1024 * 1024,
@@ -128,7 +128,8 @@ pub trait Action: Send + Sync + fmt::Debug {
 /// Actions by `module.action`; users register their own.
 #[derive(Debug, Clone, Default)]
 pub struct ActionRegistry {
-    actions: BTreeMap<String, Arc<dyn Action>>,
+    /// module → action → implementation (looked up without allocating).
+    actions: BTreeMap<String, BTreeMap<String, Arc<dyn Action>>>,
     /// Whole modules served by one implementation (external programs).
     modules: BTreeMap<String, Arc<dyn Action>>,
 }
@@ -149,7 +150,9 @@ impl ActionRegistry {
     /// Registers (or replaces) `module.action`.
     pub fn register(&mut self, module: &str, action: &str, implementation: Arc<dyn Action>) {
         self.actions
-            .insert(format!("{module}.{action}"), implementation);
+            .entry(module.to_owned())
+            .or_default()
+            .insert(action.to_owned(), implementation);
     }
 
     /// Registers one implementation for every action of `module` (an
@@ -162,20 +165,27 @@ impl ActionRegistry {
     /// The action for `module.action`.
     pub fn get(&self, module: &str, action: &str) -> Option<Arc<dyn Action>> {
         self.actions
-            .get(&format!("{module}.{action}"))
+            .get(module)
+            .and_then(|m| m.get(action))
             .or_else(|| self.modules.get(module))
             .cloned()
     }
 
     /// Whether `module.action` is registered.
     pub fn contains(&self, module: &str, action: &str) -> bool {
-        self.actions.contains_key(&format!("{module}.{action}"))
+        self.actions
+            .get(module)
+            .is_some_and(|m| m.contains_key(action))
             || self.modules.contains_key(module)
     }
 
     /// Every registered `module.action` (and `module.*` for whole modules), sorted.
     pub fn names(&self) -> impl Iterator<Item = String> + '_ {
-        let mut all: Vec<String> = self.actions.keys().cloned().collect();
+        let mut all: Vec<String> = self
+            .actions
+            .iter()
+            .flat_map(|(m, acts)| acts.keys().map(move |a| format!("{m}.{a}")))
+            .collect();
         all.extend(self.modules.keys().map(|m| format!("{m}.*")));
         all.sort();
         all.into_iter()

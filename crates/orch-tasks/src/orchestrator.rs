@@ -469,10 +469,10 @@ impl TaskOrchestrator {
             retry: task.retry.clone(),
             ctx: ActionContext {
                 run_id: self.shared.run_id,
-                step: task.name.clone(),
-                action: format!("{}.{}", task.module, task.action),
+                step: Arc::from(task.name.as_str()),
+                action: Arc::from(task.action.as_str()),
                 attempt: 1,
-                work_dir: self.shared.cfg.work_dir.clone(),
+                work_dir: Arc::from(self.shared.cfg.work_dir.as_path()),
                 cancel: cancel.clone(),
                 kill_grace: Duration::from_secs(2),
                 output_limit: 1024 * 1024,

@@ -17,7 +17,7 @@ use orch_model::{
     RunId, RunIf, TaskPriority, TaskResult, TaskStatus, ValidWorkflow, WorkflowStatus,
 };
 use orch_resources::ResourceManager;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::future::Future;
@@ -199,6 +199,8 @@ struct State<'w> {
     params: Map<String, Value>,
     index: HashMap<&'w str, u32>,
     names: Vec<Arc<str>>,
+    actions: Vec<Arc<str>>,
+    work_dir: Arc<std::path::Path>,
     status: Vec<TaskStatus>,
     data: Vec<Option<Value>>,
     reports: Vec<StepReport>,
@@ -498,6 +500,19 @@ pub async fn run_workflow(
             .map(|(i, s)| (s.name.as_str(), i as u32))
             .collect(),
         names: w.steps.iter().map(|s| Arc::from(s.name.as_str())).collect(),
+        actions: {
+            // One shared string per distinct action name, not one per step.
+            let mut seen: HashMap<&str, Arc<str>> = HashMap::new();
+            w.steps
+                .iter()
+                .map(|s| {
+                    seen.entry(s.action.as_str())
+                        .or_insert_with(|| Arc::from(s.action.as_str()))
+                        .clone()
+                })
+                .collect()
+        },
+        work_dir: Arc::from(opts.work_dir.as_path()),
         status: vec![TaskStatus::Pending; n],
         data: vec![None; n],
         reports: w
@@ -690,10 +705,10 @@ fn start_step(
         retry: step.retry.clone(),
         ctx: ActionContext {
             run_id: opts.run_id,
-            step: step.name.clone(),
-            action: format!("{}.{}", step.module, step.action),
+            step: st.names[i as usize].clone(),
+            action: st.actions[i as usize].clone(),
             attempt: 1,
-            work_dir: opts.work_dir.clone(),
+            work_dir: st.work_dir.clone(),
             cancel: opts.cancel.clone(),
             kill_grace: opts.kill_grace,
             output_limit: opts.output_limit,
@@ -777,8 +792,7 @@ impl Job {
             });
             let r = self.attempt(&ctx).await;
             let elapsed = t0.elapsed().as_secs_f64();
-            let mut meta = Map::new();
-            meta.insert("attempts".into(), json!(attempt));
+            let meta = Map::new();
             match r {
                 Ok(data) => {
                     return Outcome {

@@ -45,8 +45,8 @@ impl Action for Record {
         r.log
             .lock()
             .expect("log")
-            .push((ctx.step.clone(), start, end));
-        Ok(json!({"step": ctx.step}))
+            .push((ctx.step.to_string(), start, end));
+        Ok(json!({"step": &*ctx.step}))
     }
 }
 

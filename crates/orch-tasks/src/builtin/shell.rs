@@ -44,10 +44,10 @@ pub struct External {
 #[async_trait]
 impl Action for External {
     async fn run(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError> {
-        let action = ctx.action.rsplit('.').next().unwrap_or_default().to_owned();
+        let action = ctx.action.to_string();
         let request = json!({"action": action, "parameters": params}).to_string();
         let mut cmd = Command::new(&self.program);
-        cmd.args(&self.args).current_dir(&ctx.work_dir);
+        cmd.args(&self.args).current_dir(&*ctx.work_dir);
         let shown = self.program.display().to_string();
         let out = run_process(cmd, &shown, Some(request), ctx).await?;
         let stdout = out
@@ -125,7 +125,7 @@ fn configure(
         cmd.env(k, v);
     }
     let cwd = match p.get("cwd") {
-        None | Some(Value::Null) => ctx.work_dir.clone(),
+        None | Some(Value::Null) => ctx.work_dir.to_path_buf(),
         Some(Value::String(c)) => {
             let c = PathBuf::from(c);
             if c.is_absolute() {
