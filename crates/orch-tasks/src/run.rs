@@ -202,7 +202,6 @@ struct State<'w> {
     actions: Vec<Arc<str>>,
     work_dir: Arc<std::path::Path>,
     status: Vec<TaskStatus>,
-    data: Vec<Option<Value>>,
     reports: Vec<StepReport>,
     remaining: Vec<u32>,
     ready: BinaryHeap<(TaskPriority, Reverse<u64>, u32)>,
@@ -218,9 +217,7 @@ impl Scope for State<'_> {
         self.params.get(name)
     }
     fn result(&self, step: &str) -> Option<&Value> {
-        self.index
-            .get(step)
-            .and_then(|&i| self.data[i as usize].as_ref())
+        self.index.get(step).and_then(|&i| self.data(i))
     }
     fn status(&self, step: &str) -> Option<TaskStatus> {
         self.index.get(step).map(|&i| self.status[i as usize])
@@ -234,6 +231,15 @@ impl Scope for State<'_> {
 }
 
 impl State<'_> {
+    /// The result of a step that succeeded (kept once, in its report).
+    fn data(&self, i: u32) -> Option<&Value> {
+        let r = &self.reports[i as usize];
+        if r.status != TaskStatus::Completed {
+            return None;
+        }
+        r.result.as_ref().filter(|r| r.success).map(|r| &r.data)
+    }
+
     fn emit(&self, e: Event) {
         if let Some(tx) = &self.events {
             let _ = tx.send(e);
@@ -260,14 +266,13 @@ impl State<'_> {
             .graph()
             .deps(i)
             .iter()
-            .map(|&d| self.data[d as usize].as_ref().unwrap_or(&Value::Null))
+            .map(|&d| self.data(d).unwrap_or(&Value::Null))
             .collect();
         let key = cache_key(&step.module, &step.action, params, &upstream);
         match cache.get(&key) {
             Some(data) => {
                 let now = Utc::now();
                 self.set_status(i, TaskStatus::Completed);
-                self.data[i as usize] = Some(data.clone());
                 let r = &mut self.reports[i as usize];
                 r.finished_at = Some(now);
                 r.note = Some(format!(
@@ -319,7 +324,6 @@ impl State<'_> {
         let name = st.names[i as usize].clone();
         match out.status {
             TaskStatus::Completed => {
-                st.data[i as usize] = Some(out.result.data.clone());
                 st.emit(Event::TaskSucceeded {
                     task: i,
                     name,
@@ -514,7 +518,6 @@ pub async fn run_workflow(
         },
         work_dir: Arc::from(opts.work_dir.as_path()),
         status: vec![TaskStatus::Pending; n],
-        data: vec![None; n],
         reports: w
             .steps
             .iter()
