@@ -7,6 +7,20 @@ use orch_model::{Format, Limits, load_workflow};
 use orch_tasks::{ActionRegistry, RunOptions, run_workflow};
 use std::time::Instant;
 
+/// One run of a no-op workflow through orch, with room for every ready task.
+fn run_orch(
+    rt: &tokio::runtime::Runtime,
+    wf: &orch_model::ValidWorkflow,
+    registry: &ActionRegistry,
+) -> orch_tasks::RunReport {
+    let opts = RunOptions {
+        max_parallel: 4096,
+        ..RunOptions::default()
+    };
+    rt.block_on(run_workflow(wf, registry, opts, None))
+        .expect("runs")
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -57,17 +71,7 @@ fn main() {
                     tok.push(f64::NAN);
                 }
                 let t = Instant::now();
-                let report = rt
-                    .block_on(run_workflow(
-                        &wf,
-                        &registry,
-                        RunOptions {
-                            max_parallel: 4096,
-                            ..RunOptions::default()
-                        },
-                        None,
-                    ))
-                    .expect("runs");
+                let report = run_orch(&rt, &wf, &registry);
                 assert!(report.succeeded());
                 orch.push(t.elapsed().as_secs_f64() * 1e6 / n as f64);
             }
@@ -90,17 +94,7 @@ fn main() {
         let t = Instant::now();
         let wf = load_workflow(&text, Format::Json, &Limits::default(), None).expect("valid");
         let loaded = t.elapsed();
-        let report = rt
-            .block_on(run_workflow(
-                &wf,
-                &registry,
-                RunOptions {
-                    max_parallel: 4096,
-                    ..RunOptions::default()
-                },
-                None,
-            ))
-            .expect("runs");
+        let report = run_orch(&rt, &wf, &registry);
         assert!(report.succeeded());
         let total = t.elapsed();
         let peak = if reset {

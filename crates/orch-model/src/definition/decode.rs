@@ -130,13 +130,7 @@ pub(crate) fn decode_partial(
         );
         return (None, diags);
     }
-    let mut d = Decoder {
-        limits,
-        diags,
-        map: SourceMap::default(),
-        streamed: None,
-        explicit: Vec::new(),
-    };
+    let mut d = Decoder::new(limits, diags);
     // JSON steps are decoded while they are parsed (see `parse_with_step_sink`).
     let mut streamed: Vec<WorkflowStep> = Vec::new();
     let parsed = {
@@ -306,13 +300,7 @@ fn decode_root(
     limits: &Limits,
     diags: Diagnostics,
 ) -> Result<(Workflow, SourceMap), Diagnostics> {
-    let mut d = Decoder {
-        limits,
-        diags,
-        map: SourceMap::default(),
-        streamed: None,
-        explicit: Vec::new(),
-    };
+    let mut d = Decoder::new(limits, diags);
     let wf = d.workflow(root);
     if d.diags.is_empty() {
         if let Some(wf) = wf {
@@ -323,7 +311,17 @@ fn decode_root(
     Err(d.diags)
 }
 
-impl Decoder<'_> {
+impl<'l> Decoder<'l> {
+    fn new(limits: &'l Limits, diags: Diagnostics) -> Self {
+        Decoder {
+            limits,
+            diags,
+            map: SourceMap::default(),
+            streamed: None,
+            explicit: Vec::new(),
+        }
+    }
+
     fn err(&mut self, kind: K, path: &Path<'_>, pos: Pos, msg: impl Into<String>) {
         self.diags.push(kind, path.to_string(), pos, msg);
     }
