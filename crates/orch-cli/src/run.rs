@@ -333,41 +333,47 @@ pub fn run(file: &Path, read: &ReadOptions, args: &RunArgs) -> u8 {
                 bar.enable_steady_tick(Duration::from_millis(120));
                 bar
             });
-            let (mut running, mut failed) = (0usize, 0usize);
+            let mut started = std::collections::HashSet::new();
+            let mut failed = 0usize;
             let start = Instant::now();
-            while let Some(e) = rx.recv().await {
-                match &e {
-                    Event::TaskStarted { attempt: 1, .. } => running += 1,
-                    Event::TaskSucceeded { .. } | Event::TaskCancelled { .. } => {
-                        running = running.saturating_sub(1)
-                    }
-                    Event::TaskFailed { attempts, .. } => {
-                        if *attempts > 0 {
-                            running = running.saturating_sub(1);
+            // Events arrive in batches when the printer falls behind; the
+            // scheduler never waits for it (the channel is unbounded).
+            let mut batch = Vec::with_capacity(256);
+            while rx.recv_many(&mut batch, 256).await > 0 {
+                let mut done = 0u64;
+                for e in batch.drain(..) {
+                    match &e {
+                        Event::TaskStarted { task, .. } => {
+                            started.insert(*task);
                         }
-                        failed += 1;
+                        Event::TaskFailed { .. } => failed += 1,
+                        _ => {}
                     }
-                    _ => {}
-                }
-                let finished = matches!(e.task_status(), Some(s) if s.is_terminal());
-                match &bar {
-                    Some(bar) => {
-                        if finished {
-                            bar.inc(1);
+                    if matches!(e.task_status(), Some(s) if s.is_terminal()) {
+                        done += 1;
+                        if let Some(t) = e.task() {
+                            started.remove(&t);
                         }
-                        bar.set_message(format!("| {running} running | {failed} failed"));
-                        if matches!(e, Event::TaskFailed { .. } | Event::TaskRetrying { .. }) {
-                            if let Some(line) = event_line(&e) {
-                                bar.println(line);
+                    }
+                    match &bar {
+                        Some(bar) => {
+                            if matches!(e, Event::TaskFailed { .. } | Event::TaskRetrying { .. }) {
+                                if let Some(line) = event_line(&e) {
+                                    bar.println(line);
+                                }
                             }
                         }
-                    }
-                    None if !quiet => {
-                        if let Some(line) = event_line(&e) {
-                            eprintln!("[{:>8}] {line}", fmt_duration(start.elapsed()));
+                        None if !quiet => {
+                            if let Some(line) = event_line(&e) {
+                                eprintln!("[{:>8}] {line}", fmt_duration(start.elapsed()));
+                            }
                         }
+                        None => {}
                     }
-                    None => {}
+                }
+                if let Some(bar) = &bar {
+                    bar.inc(done);
+                    bar.set_message(format!("| {} running | {failed} failed", started.len()));
                 }
             }
             if let Some(bar) = bar {

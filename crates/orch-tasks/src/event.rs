@@ -105,6 +105,21 @@ pub enum Event {
 }
 
 impl Event {
+    /// The step the event is about, if any.
+    pub fn task(&self) -> Option<u32> {
+        match self {
+            Event::TaskReady { task, .. }
+            | Event::TaskStarted { task, .. }
+            | Event::TaskSucceeded { task, .. }
+            | Event::TaskFailed { task, .. }
+            | Event::TaskRetrying { task, .. }
+            | Event::TaskSkipped { task, .. }
+            | Event::TaskCancelled { task, .. }
+            | Event::TaskCached { task, .. } => Some(*task),
+            Event::RunStarted { .. } | Event::RunFinished { .. } => None,
+        }
+    }
+
     /// The state a step is in after this event, if it is about a step.
     pub fn task_status(&self) -> Option<TaskStatus> {
         match self {

@@ -621,8 +621,9 @@ pub async fn run_workflow(
                 let out = match joined {
                     Ok(out) => out,
                     Err(e) => {
-                        // A panicking action is a bug in that action; the run goes on.
-                        return Err(OrchestrationError::TaskExecution { message: format!("an action panicked: {e}") });
+                        // Panics inside actions are caught per attempt (`CatchPanic`); a
+                        // failure here is the runtime's own, and the run cannot go on.
+                        return Err(OrchestrationError::TaskExecution { message: format!("a step's task failed: {e}") });
                     }
                 };
                 st.release_resources(out.task, resources.as_deref(), opts.run_id);
@@ -731,6 +732,37 @@ fn start_step(
     }
 }
 
+/// Turns a panic inside an action into a failed attempt (`ActionPanic`, not
+/// retried), so that one broken action cannot take the run down with it.
+struct CatchPanic<F>(F);
+
+impl<F: Future<Output = Result<Value, ActionError>> + Unpin> Future for CatchPanic<F> {
+    type Output = Result<Value, ActionError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let inner = &mut self.0;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            std::pin::Pin::new(inner).poll(cx)
+        })) {
+            Ok(p) => p,
+            Err(payload) => {
+                let msg = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".to_owned());
+                std::task::Poll::Ready(Err(ActionError::permanent(
+                    "ActionPanic",
+                    format!("the action panicked: {msg}"),
+                )))
+            }
+        }
+    }
+}
+
 /// One step's attempts: timeouts, retries with backoff, cancellation. Shared
 /// by the workflow scheduler and the `TaskOrchestrator`.
 pub(crate) struct Job {
@@ -754,7 +786,7 @@ impl Job {
     }
 
     async fn attempt(&self, ctx: &ActionContext) -> Result<Value, ActionError> {
-        let fut = self.action.run(self.params.clone(), ctx);
+        let fut = CatchPanic(self.action.run(self.params.clone(), ctx));
         let Some(limit) = self.timeout else {
             return fut.await;
         };

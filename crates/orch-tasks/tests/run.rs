@@ -737,3 +737,34 @@ fn cached_steps_run_once_for_the_same_inputs() {
     );
     assert_eq!(cache.list().len(), 3);
 }
+
+#[derive(Debug)]
+struct Panics;
+
+#[async_trait]
+impl Action for Panics {
+    async fn run(&self, _params: Value, _ctx: &ActionContext) -> Result<Value, ActionError> {
+        panic!("broken action");
+    }
+}
+
+#[test]
+fn a_panicking_action_fails_its_step_and_the_run_goes_on() {
+    let mut reg = ActionRegistry::with_builtins();
+    reg.register("test", "panics", Arc::new(Panics));
+    let wf = yaml(
+        "name: p\nsteps:\n  - {name: bad, module: test, action: panics, max_retries: 3}\n  - {name: other, module: core, action: noop}\n  - {name: after, module: core, action: noop, dependencies: [bad]}\n",
+    );
+    let (report, _) = run(&wf, &reg, RunOptions::default());
+    assert_eq!(report.status, WorkflowStatus::Failed);
+    let bad = report.steps[0].result.clone().expect("result");
+    assert_eq!(bad.error_type.as_deref(), Some("ActionPanic"));
+    assert!(
+        bad.error_message
+            .as_deref()
+            .is_some_and(|m| m.contains("broken action"))
+    );
+    assert_eq!(report.steps[0].attempts, 1, "a panic is not retried");
+    assert_eq!(status_of(&report, "other"), TaskStatus::Completed);
+    assert_eq!(status_of(&report, "after"), TaskStatus::Skipped);
+}
