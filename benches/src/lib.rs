@@ -5,6 +5,7 @@
 //! measures the same graphs.
 
 pub mod baseline;
+pub mod latency;
 
 use std::fmt::Write as _;
 
