@@ -768,3 +768,80 @@ fn a_panicking_action_fails_its_step_and_the_run_goes_on() {
     assert_eq!(status_of(&report, "other"), TaskStatus::Completed);
     assert_eq!(status_of(&report, "after"), TaskStatus::Skipped);
 }
+
+/// Tracks the cores held by running `test.hold` steps.
+#[derive(Debug, Default)]
+struct Cores {
+    held: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct Hold(Arc<Cores>);
+
+#[async_trait]
+impl Action for Hold {
+    async fn run(&self, params: Value, _ctx: &ActionContext) -> Result<Value, ActionError> {
+        let cores = params.get("cores").and_then(Value::as_u64).unwrap_or(0) as usize;
+        let now = self.0.held.fetch_add(cores, Ordering::SeqCst) + cores;
+        self.0.peak.fetch_max(now, Ordering::SeqCst);
+        tokio::task::yield_now().await;
+        self.0.held.fetch_sub(cores, Ordering::SeqCst);
+        Ok(Value::Null)
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn resource_aware_runs_never_exceed_capacity(nodes in random_dag(), cores in proptest::collection::vec(0u64..5, 40)) {
+        let mut wf = Workflow::new("res", "");
+        for (i, (_, deps)) in nodes.iter().enumerate() {
+            let c = cores[i % cores.len()];
+            let mut s = WorkflowStep::new(format!("s{i}"), "test", "hold").param("cores", json!(c));
+            if c > 0 {
+                s = s.resources(orch_model::ResourceRequest::default().with(orch_model::ResourceType::Cpu, "cores", c as f64));
+            }
+            for d in deps {
+                s = s.after(format!("s{d}"));
+            }
+            wf.add_step(s);
+        }
+        let wf = valid(wf);
+        let tracker = Arc::new(Cores::default());
+        let mut reg = ActionRegistry::with_builtins();
+        reg.register("test", "hold", Arc::new(Hold(tracker.clone())));
+        let rm = Arc::new(
+            orch_resources::ResourceManager::with_resources(vec![orch_resources::ResourceManager::resource("cpu", orch_model::ResourceType::Cpu, &[("cores", 4.0)])])
+                .expect("resources"),
+        );
+        let opts = RunOptions { mode: orch_model::ExecutionMode::ResourceAware, max_parallel: 16, resources: Some(rm.clone()), ..RunOptions::default() };
+        let (report, _) = run(&wf, &reg, opts);
+        prop_assert_eq!(report.status, WorkflowStatus::Completed);
+        prop_assert!(tracker.peak.load(Ordering::SeqCst) <= 4, "peak {} cores", tracker.peak.load(Ordering::SeqCst));
+        prop_assert_eq!(rm.get_resource_usage(Some("cpu"))["allocated"]["cores"].as_f64().unwrap_or(0.0), 0.0);
+    }
+
+    #[test]
+    fn with_one_slot_no_ready_task_waits_behind_a_lower_priority_one(nodes in random_dag()) {
+        let rec = Arc::new(Recorder::default());
+        let wf = valid(dag_workflow(&nodes));
+        let opts = RunOptions { mode: orch_model::ExecutionMode::Sequential, ..RunOptions::default() };
+        let (report, _) = run(&wf, &registry_with(&rec), opts);
+        prop_assert!(report.succeeded());
+        let log = rec.log.lock().expect("log").clone();
+        let at: std::collections::HashMap<String, (u64, u64)> = log.iter().map(|(n, s, e)| (n.clone(), (*s, *e))).collect();
+        let prio = |i: usize| nodes[i].0;
+        for (i, _) in nodes.iter().enumerate() {
+            let (start, _) = at[&format!("s{i}")];
+            // Every other task that was ready when s{i} started (its dependencies had
+            // ended, it had not started) must not have a higher priority.
+            for (j, (_, deps)) in nodes.iter().enumerate() {
+                let (other_start, _) = at[&format!("s{j}")];
+                let ready = other_start > start && deps.iter().all(|d| at[&format!("s{d}")].1 < start);
+                prop_assert!(!(ready && prio(j) > prio(i)), "s{} (priority {}) started while s{} (priority {}) was ready", i, prio(i), j, prio(j));
+            }
+        }
+    }
+}
