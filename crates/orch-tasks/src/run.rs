@@ -135,28 +135,62 @@ pub fn prepare(
     registry: &ActionRegistry,
     overrides: &Map<String, Value>,
 ) -> Result<Map<String, Value>, OrchestrationError> {
+    lookup_actions(wf, registry)?;
+    merge_params(wf, overrides)
+}
+
+/// The implementation of every step's action, looked up once per distinct
+/// `module.action` run of steps.
+fn lookup_actions(
+    wf: &ValidWorkflow,
+    registry: &ActionRegistry,
+) -> Result<Vec<Arc<dyn Action>>, OrchestrationError> {
     let w = wf.workflow();
     let mut d = Diagnostics::new(None);
+    let mut out: Vec<Arc<dyn Action>> = Vec::with_capacity(w.steps.len());
+    let mut last: Option<(&str, &str, Arc<dyn Action>)> = None;
     for (i, s) in w.steps.iter().enumerate() {
-        if !registry.contains(&s.module, &s.action) {
-            let known: Vec<String> = registry.names().collect();
-            d.push(
-                DiagnosticKind::UnknownModule,
-                format!("steps[{i}]"),
-                Pos::UNKNOWN,
-                format!(
-                    "step `{}` uses `{}.{}`, which no module provides; registered actions: {}",
-                    s.name,
-                    s.module,
-                    s.action,
-                    known.join(", ")
-                ),
-            );
+        if let Some((m, a, imp)) = &last {
+            if *m == s.module && *a == s.action {
+                out.push(imp.clone());
+                continue;
+            }
+        }
+        match registry.get(&s.module, &s.action) {
+            Some(imp) => {
+                out.push(imp.clone());
+                last = Some((&s.module, &s.action, imp));
+            }
+            None => {
+                let known: Vec<String> = registry.names().collect();
+                d.push(
+                    DiagnosticKind::UnknownModule,
+                    format!("steps[{i}]"),
+                    Pos::UNKNOWN,
+                    format!(
+                        "step `{}` uses `{}.{}`, which no module provides; registered actions: {}",
+                        s.name,
+                        s.module,
+                        s.action,
+                        known.join(", ")
+                    ),
+                );
+            }
         }
     }
-    if !d.is_empty() {
-        return Err(OrchestrationError::Validation(d));
+    if d.is_empty() {
+        Ok(out)
+    } else {
+        Err(OrchestrationError::Validation(d))
     }
+}
+
+/// Parameter values over the declared defaults; every parameter needs a value.
+fn merge_params(
+    wf: &ValidWorkflow,
+    overrides: &Map<String, Value>,
+) -> Result<Map<String, Value>, OrchestrationError> {
+    let w = wf.workflow();
     let mut params = w.parameters.clone();
     for (k, v) in overrides {
         if !params.contains_key(k) {
@@ -197,9 +231,11 @@ struct State<'w> {
     run_id: RunId,
     project_path: Option<String>,
     params: Map<String, Value>,
-    index: HashMap<&'w str, u32>,
+    /// Step names to indices, built on the first reference that needs it.
+    index: std::cell::OnceCell<rustc_hash::FxHashMap<&'w str, u32>>,
     names: Vec<Arc<str>>,
     actions: Vec<Arc<str>>,
+    impls: Vec<Arc<dyn Action>>,
     work_dir: Arc<std::path::Path>,
     status: Vec<TaskStatus>,
     reports: Vec<StepReport>,
@@ -217,10 +253,10 @@ impl Scope for State<'_> {
         self.params.get(name)
     }
     fn result(&self, step: &str) -> Option<&Value> {
-        self.index.get(step).and_then(|&i| self.data(i))
+        self.index().get(step).and_then(|&i| self.data(i))
     }
     fn status(&self, step: &str) -> Option<TaskStatus> {
-        self.index.get(step).map(|&i| self.status[i as usize])
+        self.index().get(step).map(|&i| self.status[i as usize])
     }
     fn run_id(&self) -> String {
         self.run_id.to_string()
@@ -231,6 +267,18 @@ impl Scope for State<'_> {
 }
 
 impl State<'_> {
+    fn index(&self) -> &rustc_hash::FxHashMap<&str, u32> {
+        self.index.get_or_init(|| {
+            self.wf
+                .workflow()
+                .steps
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.name.as_str(), i as u32))
+                .collect()
+        })
+    }
+
     /// The result of a step that succeeded (kept once, in its report).
     fn data(&self, i: u32) -> Option<&Value> {
         let r = &self.reports[i as usize];
@@ -240,9 +288,10 @@ impl State<'_> {
         r.result.as_ref().filter(|r| r.success).map(|r| &r.data)
     }
 
-    fn emit(&self, e: Event) {
+    /// Sends an event, building it only when someone listens.
+    fn emit(&self, e: impl FnOnce() -> Event) {
         if let Some(tx) = &self.events {
-            let _ = tx.send(e);
+            let _ = tx.send(e());
         }
     }
 
@@ -285,7 +334,7 @@ impl State<'_> {
                     cached: true,
                     ..TaskResult::default()
                 });
-                self.emit(Event::TaskCached {
+                self.emit(|| Event::TaskCached {
                     task: i,
                     name: self.names[i as usize].clone(),
                 });
@@ -324,15 +373,15 @@ impl State<'_> {
         let name = st.names[i as usize].clone();
         match out.status {
             TaskStatus::Completed => {
-                st.emit(Event::TaskSucceeded {
+                st.emit(|| Event::TaskSucceeded {
                     task: i,
                     name,
                     attempts: out.attempts,
                     duration: Duration::from_secs_f64(out.result.execution_time),
                 });
             }
-            TaskStatus::Cancelled => st.emit(Event::TaskCancelled { task: i, name }),
-            _ => st.emit(Event::TaskFailed {
+            TaskStatus::Cancelled => st.emit(|| Event::TaskCancelled { task: i, name }),
+            _ => st.emit(|| Event::TaskFailed {
                 task: i,
                 name,
                 attempts: out.attempts,
@@ -413,7 +462,7 @@ impl State<'_> {
                 self.reports[j as usize].ready_at = Some(now);
                 self.seq += 1;
                 self.ready.push((step.priority, Reverse(self.seq), j));
-                self.emit(Event::TaskReady {
+                self.emit(|| Event::TaskReady {
                     task: j,
                     name: self.names[j as usize].clone(),
                 });
@@ -428,7 +477,7 @@ impl State<'_> {
         let r = &mut self.reports[j as usize];
         r.finished_at = Some(now);
         r.note = Some(reason.clone());
-        self.emit(Event::TaskSkipped {
+        self.emit(|| Event::TaskSkipped {
             task: j,
             name: self.names[j as usize].clone(),
             reason,
@@ -443,7 +492,7 @@ impl State<'_> {
         r.ready_at = Some(now);
         r.finished_at = Some(now);
         r.result = Some(TaskResult::failed("ReferenceError", message.clone()));
-        self.emit(Event::TaskFailed {
+        self.emit(|| Event::TaskFailed {
             task: j,
             name: self.names[j as usize].clone(),
             attempts: 0,
@@ -486,7 +535,8 @@ pub async fn run_workflow(
             }
         }
     }
-    let params = prepare(wf, registry, &opts.params)?;
+    let impls = lookup_actions(wf, registry)?;
+    let params = merge_params(wf, &opts.params)?;
     let w = wf.workflow();
     let n = w.steps.len();
     let start = Instant::now();
@@ -497,13 +547,9 @@ pub async fn run_workflow(
         run_id: opts.run_id,
         project_path: opts.project_path.clone(),
         params,
-        index: w
-            .steps
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.name.as_str(), i as u32))
-            .collect(),
+        index: std::cell::OnceCell::new(),
         names: w.steps.iter().map(|s| Arc::from(s.name.as_str())).collect(),
+        impls,
         actions: {
             // One shared string per distinct action name, not one per step.
             let mut seen: HashMap<&str, Arc<str>> = HashMap::new();
@@ -543,7 +589,7 @@ pub async fn run_workflow(
         seq: 0,
         events,
     };
-    st.emit(Event::RunStarted {
+    st.emit(|| Event::RunStarted {
         run_id: opts.run_id,
         total: n,
     });
@@ -592,7 +638,7 @@ pub async fn run_workflow(
                     }
                 }
             }
-            if let Some(out) = start_step(&mut st, i, registry, &opts, &mut set) {
+            if let Some(out) = start_step(&mut st, i, &opts, &mut set) {
                 st.release_resources(i, resources.as_deref(), opts.run_id);
                 st.complete(
                     out,
@@ -648,7 +694,7 @@ pub async fn run_workflow(
             st.set_status(i, TaskStatus::Cancelled);
             st.reports[i as usize].finished_at = Some(now);
             let name = st.names[i as usize].clone();
-            st.emit(Event::TaskCancelled { task: i, name });
+            st.emit(|| Event::TaskCancelled { task: i, name });
         }
     }
     let any_failed = st.status.contains(&TaskStatus::Failed);
@@ -661,7 +707,7 @@ pub async fn run_workflow(
         WorkflowStatus::Completed
     };
     let duration = start.elapsed();
-    st.emit(Event::RunFinished {
+    st.emit(|| Event::RunFinished {
         run_id: opts.run_id,
         status,
         duration,
@@ -688,17 +734,13 @@ pub async fn run_workflow(
 fn start_step(
     st: &mut State<'_>,
     i: u32,
-    registry: &ActionRegistry,
     opts: &RunOptions,
     set: &mut JoinSet<Outcome>,
 ) -> Option<Outcome> {
     let step = &st.wf.workflow().steps[i as usize];
     let params = st.resolved[i as usize].take().unwrap_or(Value::Null);
     st.set_status(i, TaskStatus::Running);
-    let Some(action) = registry.get(&step.module, &step.action) else {
-        // `prepare` checked every action; this cannot happen for a prepared run.
-        return None;
-    };
+    let action = st.impls[i as usize].clone();
     let job = Job {
         task: i,
         name: st.names[i as usize].clone(),
@@ -779,9 +821,10 @@ pub(crate) struct Job {
 }
 
 impl Job {
-    fn emit(&self, e: Event) {
+    /// Sends an event, building it only when someone listens.
+    fn emit(&self, e: impl FnOnce() -> Event) {
         if let Some(tx) = &self.events {
-            let _ = tx.send(e);
+            let _ = tx.send(e());
         }
     }
 
@@ -820,13 +863,16 @@ impl Job {
             };
             let started_at = Utc::now();
             let t0 = Instant::now();
-            self.emit(Event::TaskStarted {
+            self.emit(|| Event::TaskStarted {
                 task: self.task,
                 name: self.name.clone(),
                 attempt,
             });
             let r = self.attempt(&ctx).await;
-            let elapsed = t0.elapsed().as_secs_f64();
+            let took = t0.elapsed();
+            let elapsed = took.as_secs_f64();
+            // One wall-clock read per attempt: the end is the start plus the monotonic time taken.
+            let finished_at = started_at + chrono::Duration::from_std(took).unwrap_or_default();
             let meta = Map::new();
             match r {
                 Ok(data) => {
@@ -835,7 +881,7 @@ impl Job {
                         status: TaskStatus::Completed,
                         attempts: attempt,
                         started_at: Some(started_at),
-                        finished_at: Utc::now(),
+                        finished_at,
                         result: TaskResult {
                             success: true,
                             data,
@@ -861,7 +907,7 @@ impl Job {
                         status,
                         attempts: attempt,
                         started_at: Some(started_at),
-                        finished_at: Utc::now(),
+                        finished_at,
                         result: result.clone(),
                     };
                     if cancelled {
@@ -879,7 +925,7 @@ impl Job {
                         let frac = 0.5 + (rng % 1000) as f64 / 2000.0;
                         delay = delay.mul_f64(frac);
                     }
-                    self.emit(Event::TaskRetrying {
+                    self.emit(|| Event::TaskRetrying {
                         task: self.task,
                         name: self.name.clone(),
                         attempt,
