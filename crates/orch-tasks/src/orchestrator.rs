@@ -7,7 +7,7 @@
 //! finished tasks when a task is released.
 
 use crate::action::{ActionContext, ActionRegistry};
-use crate::resolve::{Scope, resolve_value};
+use crate::resolve::{Scope, resolve_map};
 use crate::run::{Job, Outcome};
 use chrono::Utc;
 use orch_model::definition::{NameKind, check_name};
@@ -433,7 +433,7 @@ impl TaskOrchestrator {
         };
         let params = {
             let st = self.lock();
-            resolve_value(&Value::Object(task.parameters.clone()), &*st)
+            resolve_map(&task.parameters, &*st).map(Value::Object)
         };
         let params = match params {
             Ok(p) => p,
@@ -529,7 +529,7 @@ impl TaskOrchestrator {
                     }
                 }
             }
-            let params = resolve_value(&Value::Object(st.tasks[i].parameters.clone()), &*st);
+            let params = resolve_map(&st.tasks[i].parameters, &*st).map(Value::Object);
             let t = &mut st.tasks[i];
             let Some(action) = self.shared.cfg.registry.get(&t.module, &t.action) else {
                 continue;

@@ -115,13 +115,7 @@ pub fn resolve_value(v: &Value, scope: &dyn Scope) -> Result<Value, String> {
                 .map(|i| resolve_value(i, scope))
                 .collect::<Result<_, _>>()?,
         ),
-        Value::Object(m) => {
-            let mut out = Map::with_capacity(m.len());
-            for (k, item) in m {
-                out.insert(k.clone(), resolve_value(item, scope)?);
-            }
-            Value::Object(out)
-        }
+        Value::Object(m) => Value::Object(resolve_map(m, scope)?),
         other => other.clone(),
     })
 }
@@ -143,6 +137,21 @@ fn compare(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
         (Value::String(x), Value::String(y)) => Some(x.cmp(y)),
         _ => None,
     }
+}
+
+/// Resolves every reference in the values of a map (a step's parameters).
+///
+/// # Errors
+/// The first reference that cannot be resolved.
+pub fn resolve_map(
+    m: &Map<String, Value>,
+    scope: &dyn Scope,
+) -> Result<Map<String, Value>, String> {
+    let mut out = Map::with_capacity(m.len());
+    for (k, item) in m {
+        out.insert(k.clone(), resolve_value(item, scope)?);
+    }
+    Ok(out)
 }
 
 /// Evaluates a `when` condition.

@@ -10,7 +10,7 @@
 use crate::action::{Action, ActionContext, ActionError, ActionRegistry};
 use crate::cache::{CacheKey, ResultCache, cache_key};
 use crate::event::Event;
-use crate::resolve::{Scope, evaluate, resolve_value};
+use crate::resolve::{Scope, evaluate, resolve_map};
 use chrono::{DateTime, Utc};
 use orch_model::{
     AllocationId, DiagnosticKind, Diagnostics, ExecutionMode, OrchestrationError, Pos, RetryPolicy,
@@ -244,6 +244,7 @@ struct State<'w> {
     resolved: Vec<Option<Value>>,
     allocations: Vec<Option<AllocationId>>,
     cache_keys: Vec<Option<CacheKey>>,
+    work: Vec<u32>,
     seq: u64,
     events: Option<UnboundedSender<Event>>,
 }
@@ -399,7 +400,9 @@ impl State<'_> {
 
     /// A step reached a final state: release what waited for it.
     fn finish(&mut self, first: u32, dependents: &orch_model::graph::DepGraph, cancelled: bool) {
-        let mut work = vec![first];
+        // The work list is kept between calls: no allocation per finished step.
+        let mut work = std::mem::take(&mut self.work);
+        work.push(first);
         while let Some(i) = work.pop() {
             for &j in dependents.deps(i) {
                 let r = &mut self.remaining[j as usize];
@@ -409,6 +412,7 @@ impl State<'_> {
                 }
             }
         }
+        self.work = work;
     }
 
     /// Decides whether step `j` runs; returns true when it ended at once
@@ -455,9 +459,9 @@ impl State<'_> {
                 Err(e) => return self.fail_at_release(j, e, now),
             }
         }
-        match resolve_value(&Value::Object(step.parameters.clone()), self) {
+        match resolve_map(&step.parameters, self) {
             Ok(params) => {
-                self.resolved[j as usize] = Some(params);
+                self.resolved[j as usize] = Some(Value::Object(params));
                 self.set_status(j, TaskStatus::Ready);
                 self.reports[j as usize].ready_at = Some(now);
                 self.seq += 1;
@@ -586,6 +590,7 @@ pub async fn run_workflow(
         resolved: vec![None; n],
         allocations: vec![None; n],
         cache_keys: vec![None; n],
+        work: Vec::new(),
         seq: 0,
         events,
     };
