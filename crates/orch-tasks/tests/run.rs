@@ -845,3 +845,59 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn fs_actions_stay_inside_the_work_directory() {
+    let outer = tempfile::tempdir().expect("tempdir");
+    let work = outer.path().join("work");
+    std::fs::create_dir(&work).expect("mkdir");
+    std::os::unix::fs::symlink(outer.path(), work.join("escape")).expect("symlink");
+    std::fs::write(outer.path().join("secret.txt"), "outside").expect("write");
+    let wf = yaml(
+        "name: fs
+steps:
+  - {name: up, module: fs, action: write, parameters: {path: ../pwned.txt, content: x}}
+  - {name: abs, module: fs, action: write, parameters: {path: /tmp/orch-pwned.txt, content: x}}
+  - {name: link, module: fs, action: write, parameters: {path: escape/pwned.txt, content: x}}
+  - {name: read_link, module: fs, action: read, parameters: {path: escape/secret.txt}}
+  - {name: copy_out, module: fs, action: copy, parameters: {from: ok.txt, to: ../copied.txt}, dependencies: [ok]}
+  - {name: ok, module: fs, action: write, parameters: {path: sub/ok.txt, content: fine}}
+  - {name: list, module: fs, action: list, parameters: {path: sub}, dependencies: [ok]}
+",
+    );
+    let opts = RunOptions {
+        work_dir: work.clone(),
+        ..RunOptions::default()
+    };
+    let (report, _) = run(&wf, &ActionRegistry::with_builtins(), opts);
+    for name in ["up", "abs", "link", "read_link"] {
+        let s = report.steps.iter().find(|s| s.name == name).expect("step");
+        assert_eq!(s.status, TaskStatus::Failed, "{name}");
+        let r = s.result.as_ref().expect("result");
+        assert_eq!(
+            r.error_type.as_deref(),
+            Some("PermissionDenied"),
+            "{name}: {r:?}"
+        );
+        assert_eq!(s.attempts, 1, "{name}: a refused path is not retried");
+    }
+    assert!(!outer.path().join("pwned.txt").exists());
+    assert!(!std::path::Path::new("/tmp/orch-pwned.txt").exists());
+    assert_eq!(
+        std::fs::read_to_string(outer.path().join("secret.txt")).expect("read"),
+        "outside"
+    );
+    assert_eq!(
+        std::fs::read_to_string(work.join("sub/ok.txt")).expect("written inside"),
+        "fine"
+    );
+    let list = report
+        .steps
+        .iter()
+        .find(|s| s.name == "list")
+        .and_then(|s| s.result.clone())
+        .expect("list");
+    assert_eq!(list.data["entries"][0]["name"], "ok.txt");
+    assert_eq!(status_of(&report, "copy_out"), TaskStatus::Failed);
+    assert!(!outer.path().join("copied.txt").exists());
+}
