@@ -233,7 +233,6 @@ struct State<'w> {
     params: Map<String, Value>,
     /// Step names to indices, built on the first reference that needs it.
     index: std::cell::OnceCell<rustc_hash::FxHashMap<&'w str, u32>>,
-    names: Vec<Arc<str>>,
     actions: Vec<Arc<str>>,
     impls: Vec<Arc<dyn Action>>,
     work_dir: Arc<std::path::Path>,
@@ -268,6 +267,16 @@ impl Scope for State<'_> {
 }
 
 impl State<'_> {
+    /// A step's name as a shared string (made when an event or a job needs it).
+    fn name(&self, i: u32) -> Arc<str> {
+        Arc::from(self.wf.workflow().steps[i as usize].name.as_str())
+    }
+
+    /// A step's name.
+    fn name_str(&self, i: u32) -> &str {
+        &self.wf.workflow().steps[i as usize].name
+    }
+
     fn index(&self) -> &rustc_hash::FxHashMap<&str, u32> {
         self.index.get_or_init(|| {
             self.wf
@@ -337,7 +346,7 @@ impl State<'_> {
                 });
                 self.emit(|| Event::TaskCached {
                     task: i,
-                    name: self.names[i as usize].clone(),
+                    name: self.name(i),
                 });
                 true
             }
@@ -350,8 +359,11 @@ impl State<'_> {
 
     /// Gives back what step `i` was allocated, if anything.
     fn release_resources(&mut self, i: u32, rm: Option<&ResourceManager>, run_id: RunId) {
-        if let (Some(rm), Some(id)) = (rm, self.allocations[i as usize].take()) {
-            rm.deallocate_resources(&format!("{run_id}:{}", self.names[i as usize]), Some(&[id]));
+        if let (Some(rm), Some(id)) = (
+            rm,
+            self.allocations.get_mut(i as usize).and_then(Option::take),
+        ) {
+            rm.deallocate_resources(&format!("{run_id}:{}", self.name_str(i)), Some(&[id]));
         }
     }
 
@@ -364,14 +376,18 @@ impl State<'_> {
         cache: Option<&dyn ResultCache>,
     ) {
         let st = self;
-        if let (Some(cache), Some(key), TaskStatus::Completed) =
-            (cache, st.cache_keys[out.task as usize].take(), out.status)
-        {
+        if let (Some(cache), Some(key), TaskStatus::Completed) = (
+            cache,
+            st.cache_keys
+                .get_mut(out.task as usize)
+                .and_then(Option::take),
+            out.status,
+        ) {
             cache.put(&key, &out.result.data);
         }
         let i = out.task;
         st.set_status(i, out.status);
-        let name = st.names[i as usize].clone();
+        let name = st.name(i);
         match out.status {
             TaskStatus::Completed => {
                 st.emit(|| Event::TaskSucceeded {
@@ -468,7 +484,7 @@ impl State<'_> {
                 self.ready.push((step.priority, Reverse(self.seq), j));
                 self.emit(|| Event::TaskReady {
                     task: j,
-                    name: self.names[j as usize].clone(),
+                    name: self.name(j),
                 });
                 false
             }
@@ -483,7 +499,7 @@ impl State<'_> {
         r.note = Some(reason.clone());
         self.emit(|| Event::TaskSkipped {
             task: j,
-            name: self.names[j as usize].clone(),
+            name: self.name(j),
             reason,
         });
         true
@@ -498,7 +514,7 @@ impl State<'_> {
         r.result = Some(TaskResult::failed("ReferenceError", message.clone()));
         self.emit(|| Event::TaskFailed {
             task: j,
-            name: self.names[j as usize].clone(),
+            name: self.name(j),
             attempts: 0,
             error_type: "ReferenceError".into(),
             message,
@@ -552,7 +568,6 @@ pub async fn run_workflow(
         project_path: opts.project_path.clone(),
         params,
         index: std::cell::OnceCell::new(),
-        names: w.steps.iter().map(|s| Arc::from(s.name.as_str())).collect(),
         impls,
         actions: {
             // One shared string per distinct action name, not one per step.
@@ -588,8 +603,16 @@ pub async fn run_workflow(
             .collect(),
         ready: BinaryHeap::new(),
         resolved: vec![None; n],
-        allocations: vec![None; n],
-        cache_keys: vec![None; n],
+        allocations: if resources.is_some() {
+            vec![None; n]
+        } else {
+            Vec::new()
+        },
+        cache_keys: if opts.cache.is_some() {
+            vec![None; n]
+        } else {
+            Vec::new()
+        },
         work: Vec::new(),
         seq: 0,
         events,
@@ -632,8 +655,7 @@ pub async fn run_workflow(
             if let Some(rm) = &resources {
                 let req = &wf.workflow().steps[i as usize].resources;
                 if !req.is_empty() {
-                    match rm.try_allocate(&format!("{}:{}", opts.run_id, st.names[i as usize]), req)
-                    {
+                    match rm.try_allocate(&format!("{}:{}", opts.run_id, st.name_str(i)), req) {
                         Ok(Some(a)) => st.allocations[i as usize] = Some(a.id),
                         // Does not fit now: let smaller ready steps go first, retry after a release.
                         Ok(None) | Err(_) => {
@@ -698,7 +720,7 @@ pub async fn run_workflow(
         if !st.status[i as usize].is_terminal() {
             st.set_status(i, TaskStatus::Cancelled);
             st.reports[i as usize].finished_at = Some(now);
-            let name = st.names[i as usize].clone();
+            let name = st.name(i);
             st.emit(|| Event::TaskCancelled { task: i, name });
         }
     }
@@ -748,7 +770,7 @@ fn start_step(
     let action = st.impls[i as usize].clone();
     let job = Job {
         task: i,
-        name: st.names[i as usize].clone(),
+        name: st.name(i),
         action,
         params,
         timeout: step.timeout,
@@ -756,7 +778,7 @@ fn start_step(
         retry: step.retry.clone(),
         ctx: ActionContext {
             run_id: opts.run_id,
-            step: st.names[i as usize].clone(),
+            step: st.name(i),
             action: st.actions[i as usize].clone(),
             attempt: 1,
             work_dir: st.work_dir.clone(),
