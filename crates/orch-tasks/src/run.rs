@@ -240,7 +240,9 @@ struct State<'w> {
     reports: Vec<StepReport>,
     remaining: Vec<u32>,
     ready: BinaryHeap<(TaskPriority, Reverse<u64>, u32)>,
-    resolved: Vec<Option<Value>>,
+    /// Resolved parameters of released steps; `None` stands for `{}` (most
+    /// steps of large workflows), so a pending step costs 8 bytes here.
+    resolved: Vec<Option<Box<Value>>>,
     allocations: Vec<Option<AllocationId>>,
     cache_keys: Vec<Option<CacheKey>>,
     work: Vec<u32>,
@@ -319,7 +321,8 @@ impl State<'_> {
     /// so that a success is stored.
     fn serve_from_cache(&mut self, i: u32, cache: &dyn ResultCache) -> bool {
         let step = &self.wf.workflow().steps[i as usize];
-        let params = self.resolved[i as usize].as_ref().unwrap_or(&Value::Null);
+        let empty = Value::Object(Map::new());
+        let params = self.resolved[i as usize].as_deref().unwrap_or(&empty);
         let upstream: Vec<&Value> = self
             .wf
             .graph()
@@ -477,7 +480,8 @@ impl State<'_> {
         }
         match resolve_map(&step.parameters, self) {
             Ok(params) => {
-                self.resolved[j as usize] = Some(Value::Object(params));
+                self.resolved[j as usize] =
+                    (!params.is_empty()).then(|| Box::new(Value::Object(params)));
                 self.set_status(j, TaskStatus::Ready);
                 self.reports[j as usize].ready_at = Some(now);
                 self.seq += 1;
@@ -765,7 +769,9 @@ fn start_step(
     set: &mut JoinSet<Outcome>,
 ) -> Option<Outcome> {
     let step = &st.wf.workflow().steps[i as usize];
-    let params = st.resolved[i as usize].take().unwrap_or(Value::Null);
+    let params = st.resolved[i as usize]
+        .take()
+        .map_or_else(|| Value::Object(Map::new()), |b| *b);
     st.set_status(i, TaskStatus::Running);
     let action = st.impls[i as usize].clone();
     let job = Job {
