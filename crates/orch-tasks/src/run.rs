@@ -641,7 +641,13 @@ pub async fn run_workflow(
     loop {
         let stopping = cancel.is_cancelled();
         let mut blocked = Vec::new();
-        while !stopping && set.len() < limit {
+        // Checked per step: a long run of inline completions still notices cancellation.
+        while !cancel.is_cancelled() && set.len() < limit {
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                timed_out = true;
+                cancel.cancel();
+                break;
+            }
             let Some(entry) = st.ready.pop() else {
                 break;
             };

@@ -901,3 +901,31 @@ steps:
     assert_eq!(status_of(&report, "copy_out"), TaskStatus::Failed);
     assert!(!outer.path().join("copied.txt").exists());
 }
+
+#[test]
+fn a_run_timeout_stops_even_a_long_stretch_of_instant_steps() {
+    let mut wf = Workflow::new("many", "");
+    for i in 0..200_000 {
+        wf.add_step(WorkflowStep::new(format!("s{i}"), "core", "noop"));
+    }
+    let wf = valid(wf);
+    let opts = RunOptions {
+        run_timeout: Some(Duration::from_millis(1)),
+        max_parallel: 64,
+        ..RunOptions::default()
+    };
+    let (report, _) = run(&wf, &ActionRegistry::with_builtins(), opts);
+    assert_eq!(report.status, WorkflowStatus::Failed);
+    assert!(
+        report
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("timeout"))
+    );
+    let cancelled = report
+        .steps
+        .iter()
+        .filter(|s| s.status == TaskStatus::Cancelled)
+        .count();
+    assert!(cancelled > 0, "steps after the deadline never started");
+}
