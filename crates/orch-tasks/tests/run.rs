@@ -238,15 +238,21 @@ impl Action for Flaky {
     }
 }
 
-#[test]
-fn a_task_failing_twice_then_succeeding_runs_three_times_with_backoff_gaps() {
+/// A registry whose `test.flaky` fails `fails` times (retryably or not), then succeeds.
+fn flaky_registry(fails: u32, retryable: bool) -> (Arc<Flaky>, ActionRegistry) {
     let flaky = Arc::new(Flaky {
-        fails: 2,
-        retryable: true,
+        fails,
+        retryable,
         calls: Mutex::new(Vec::new()),
     });
     let mut reg = ActionRegistry::with_builtins();
     reg.register("test", "flaky", flaky.clone());
+    (flaky, reg)
+}
+
+#[test]
+fn a_task_failing_twice_then_succeeding_runs_three_times_with_backoff_gaps() {
+    let (flaky, reg) = flaky_registry(2, true);
     let wf = yaml(
         "name: r\nsteps:\n  - name: f\n    module: test\n    action: flaky\n    max_retries: 3\n    retry: {backoff: exponential, initial_delay: 100ms, max_delay: 1s}\n",
     );
@@ -281,13 +287,7 @@ fn a_task_failing_twice_then_succeeding_runs_three_times_with_backoff_gaps() {
 
 #[test]
 fn a_non_retryable_failure_runs_once_and_retries_stop_at_the_limit() {
-    let flaky = Arc::new(Flaky {
-        fails: 10,
-        retryable: false,
-        calls: Mutex::new(Vec::new()),
-    });
-    let mut reg = ActionRegistry::with_builtins();
-    reg.register("test", "flaky", flaky.clone());
+    let (flaky, reg) = flaky_registry(10, false);
     let wf = yaml(
         "name: r\nsteps:\n  - {name: f, module: test, action: flaky, max_retries: 5}\n  - {name: after, module: core, action: noop, dependencies: [f]}\n",
     );
