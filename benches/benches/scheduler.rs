@@ -1,9 +1,8 @@
 //! Criterion bench: running W1/W2/W3 no-op workflows through orch's scheduler, next to the tokio baseline.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use orch_benches::{Workload, baseline};
-use orch_model::{Format, Limits, load_workflow};
-use orch_tasks::{ActionRegistry, RunOptions, run_workflow};
+use orch_benches::{Workload, baseline, run_orch, valid_workflow};
+use orch_tasks::ActionRegistry;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -21,28 +20,13 @@ fn scheduler(c: &mut Criterion) {
     for w in [Workload::Wide, Workload::Chain, Workload::Layered] {
         let n = 100_000;
         let deps = w.dependencies(n);
-        let wf = load_workflow(
-            &w.definition_json(n),
-            Format::Json,
-            &Limits::default(),
-            None,
-        )
-        .expect("valid");
+        let wf = valid_workflow(w, n);
         group.throughput(Throughput::Elements(n as u64));
         group.bench_with_input(
             BenchmarkId::new(format!("{}/orch", w.label()), n),
             &wf,
             |b, wf| {
-                b.iter(|| {
-                    let opts = RunOptions {
-                        max_parallel: 4096,
-                        ..RunOptions::default()
-                    };
-                    black_box(
-                        rt.block_on(run_workflow(wf, &registry, opts, None))
-                            .map(|r| r.succeeded()),
-                    )
-                });
+                b.iter(|| black_box(run_orch(&rt, wf, &registry).succeeded()));
             },
         );
         group.bench_with_input(

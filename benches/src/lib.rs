@@ -93,6 +93,32 @@ impl Workload {
     }
 }
 
+/// One run of a (no-op) workflow through orch's scheduler with room for
+/// every ready task, as the scheduler benchmarks measure it.
+pub fn run_orch(
+    rt: &tokio::runtime::Runtime,
+    wf: &orch_model::ValidWorkflow,
+    registry: &orch_tasks::ActionRegistry,
+) -> orch_tasks::RunReport {
+    let opts = orch_tasks::RunOptions {
+        max_parallel: 4096,
+        ..orch_tasks::RunOptions::default()
+    };
+    rt.block_on(orch_tasks::run_workflow(wf, registry, opts, None))
+        .expect("the workflow runs")
+}
+
+/// The workload as a validated workflow.
+pub fn valid_workflow(w: Workload, n: usize) -> orch_model::ValidWorkflow {
+    orch_model::load_workflow(
+        &w.definition_json(n),
+        orch_model::Format::Json,
+        &orch_model::Limits::default(),
+        None,
+    )
+    .expect("the generated workflow is valid")
+}
+
 /// A tiny deterministic generator (xorshift64*).
 #[derive(Debug, Clone)]
 pub struct XorShift(pub u64);

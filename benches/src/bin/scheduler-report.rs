@@ -4,22 +4,8 @@
 
 use orch_benches::{Workload, baseline};
 use orch_model::{Format, Limits, load_workflow};
-use orch_tasks::{ActionRegistry, RunOptions, run_workflow};
+use orch_tasks::ActionRegistry;
 use std::time::Instant;
-
-/// One run of a no-op workflow through orch, with room for every ready task.
-fn run_orch(
-    rt: &tokio::runtime::Runtime,
-    wf: &orch_model::ValidWorkflow,
-    registry: &ActionRegistry,
-) -> orch_tasks::RunReport {
-    let opts = RunOptions {
-        max_parallel: 4096,
-        ..RunOptions::default()
-    };
-    rt.block_on(run_workflow(wf, registry, opts, None))
-        .expect("runs")
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -50,13 +36,7 @@ fn main() {
     for w in [Workload::Wide, Workload::Chain, Workload::Layered] {
         for &n in &sizes {
             let deps = w.dependencies(n);
-            let wf = load_workflow(
-                &w.definition_json(n),
-                Format::Json,
-                &Limits::default(),
-                None,
-            )
-            .expect("valid");
+            let wf = orch_benches::valid_workflow(w, n);
             let (mut plain, mut tok, mut orch) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..3 {
                 if !orch_only {
@@ -71,7 +51,7 @@ fn main() {
                     tok.push(f64::NAN);
                 }
                 let t = Instant::now();
-                let report = run_orch(&rt, &wf, &registry);
+                let report = orch_benches::run_orch(&rt, &wf, &registry);
                 assert!(report.succeeded());
                 orch.push(t.elapsed().as_secs_f64() * 1e6 / n as f64);
             }
@@ -94,7 +74,7 @@ fn main() {
         let t = Instant::now();
         let wf = load_workflow(&text, Format::Json, &Limits::default(), None).expect("valid");
         let loaded = t.elapsed();
-        let report = run_orch(&rt, &wf, &registry);
+        let report = orch_benches::run_orch(&rt, &wf, &registry);
         assert!(report.succeeded());
         let total = t.elapsed();
         let peak = if reset {
