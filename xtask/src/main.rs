@@ -1,78 +1,238 @@
 //! `cargo xtask`: project automation (`ci`, `tidy`, `bench`), matklad's convention.
+//!
+//! The alias lives in `.cargo/config.toml`. Arguments are parsed by hand so
+//! that xtask stays quick to build (its only dependency is serde_json, for the
+//! tidy tests).
 
 #[cfg(test)]
 mod tidy;
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 const USAGE: &str = "\
-usage: cargo xtask <command>
+usage: cargo xtask <command> [args]
 
 commands:
-  ci      run exactly what CI runs: cargo fmt --check, cargo clippy -D warnings, cargo test --workspace
-  tidy    run the architecture and convention checks (they are tests in xtask/src/tidy.rs)
-  bench   run the benchmarks: cargo bench -p orch-benches [-- ARGS], then the per-step
-          time and peak-memory table (orch-benches' definition-report)
-  help    show this message";
+  ci            run exactly what CI runs (.ci/run), in order, stopping at the first failure:
+                  cargo fmt --all -- --check
+                  cargo clippy --workspace --all-targets -- -D warnings
+                  cargo test --workspace        (includes the tidy tests of xtask)
+                it takes no arguments and has no switch to skip a step: it always runs all three
+  tidy          run the architecture and convention checks: cargo test -p xtask
+                (they are ordinary tests in xtask/src/tidy.rs, so `cargo test --workspace` runs them too)
+  bench [ARGS]  run the benchmarks: cargo bench -p orch-benches [-- ARGS] (criterion; ARGS are
+                passed to it, e.g. a name filter), then the tables of docs/benchmarks.md:
+                  cargo run --release -p orch-benches --bin definition-report
+                  cargo run --release -p orch-benches --bin scheduler-report
+  help          show this message (also: no command, -h, --help)
+
+exit status: 0 when every step succeeded, 1 when a step failed, 2 on a usage error";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let steps: Vec<Vec<String>> = match args.first().map(String::as_str) {
-        Some("ci") => vec![
-            words("fmt --all -- --check"),
-            words("clippy --workspace --all-targets -- -D warnings"),
-            words("test --workspace"),
-        ],
-        Some("tidy") => vec![words("test -p xtask")],
-        Some("bench") => {
-            let mut cmd = words("bench -p orch-benches");
-            if args.len() > 1 {
-                cmd.push("--".to_owned());
-                cmd.extend(args[1..].iter().cloned());
-            }
-            // Criterion first, then the table of docs/benchmarks.md (time and
-            // peak memory per step, which criterion does not measure).
-            vec![
-                cmd,
-                words("run --release -q -p orch-benches --bin definition-report"),
-            ]
-        }
-        Some("help" | "-h" | "--help") | None => {
+    let (task, steps) = match plan(&args) {
+        Ok(Plan::Help) => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
         }
-        Some(other) => {
-            eprintln!("xtask: unknown command `{other}`\n\n{USAGE}");
+        Ok(Plan::Run { task, steps }) => (task, steps),
+        Err(message) => {
+            eprintln!("xtask: {message}\n\n{USAGE}");
             return ExitCode::from(2);
         }
     };
-    for step in steps {
-        eprintln!("$ cargo {}", step.join(" "));
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let root = workspace_root();
+    let total = steps.len();
+    for (i, step) in steps.iter().enumerate() {
+        let shown = format!("cargo {}", step.args.join(" "));
+        eprintln!("xtask {task}: step {}/{total}: $ {shown}", i + 1);
         let status = Command::new(&cargo)
-            .args(&step)
-            .current_dir(workspace_root())
+            .args(&step.args)
+            .current_dir(&root)
             .status();
         match status {
             Ok(s) if s.success() => {}
             Ok(s) => {
-                eprintln!("xtask: `cargo {}` failed ({s})", step.join(" "));
+                eprintln!(
+                    "xtask {task}: FAILED at step {}/{total}: `{shown}` exited with {s}; {}",
+                    i + 1,
+                    step.on_failure
+                );
                 return ExitCode::FAILURE;
             }
             Err(e) => {
-                eprintln!("xtask: cannot run `{cargo}`: {e}");
+                eprintln!(
+                    "xtask {task}: cannot start `{}`: {e}; is cargo on PATH (or CARGO set)?",
+                    Path::new(&cargo).display()
+                );
                 return ExitCode::FAILURE;
             }
         }
     }
+    eprintln!("xtask {task}: OK ({total} of {total} step(s) succeeded)");
     ExitCode::SUCCESS
 }
 
-fn words(s: &str) -> Vec<String> {
-    s.split_whitespace().map(str::to_owned).collect()
+/// What a command line asks for.
+#[derive(Debug, PartialEq)]
+enum Plan {
+    Help,
+    /// Run these cargo invocations in order, stopping at the first failure.
+    Run {
+        task: &'static str,
+        steps: Vec<Step>,
+    },
 }
 
-fn workspace_root() -> std::path::PathBuf {
-    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+/// One cargo invocation and what to tell the user when it fails.
+#[derive(Debug, PartialEq)]
+struct Step {
+    args: Vec<String>,
+    on_failure: &'static str,
+}
+
+fn plan(args: &[String]) -> Result<Plan, String> {
+    let (command, rest) = match args.split_first() {
+        None => return Ok(Plan::Help),
+        Some((c, rest)) => (c.as_str(), rest),
+    };
+    let no_args = |task: &str| -> Result<(), String> {
+        match rest.first() {
+            None => Ok(()),
+            Some(arg) => Err(format!(
+                "`{task}` takes no arguments (got `{arg}`); it always runs every step"
+            )),
+        }
+    };
+    match command {
+        "help" | "-h" | "--help" => Ok(Plan::Help),
+        "ci" => {
+            no_args("ci")?;
+            Ok(Plan::Run {
+                task: "ci",
+                steps: vec![
+                    step(
+                        "fmt --all -- --check",
+                        "run `cargo fmt --all` to format the code",
+                    ),
+                    step(
+                        "clippy --workspace --all-targets -- -D warnings",
+                        "fix the warnings reported above",
+                    ),
+                    step(
+                        "test --workspace",
+                        "see the failing tests above (tidy failures name the file and the fix)",
+                    ),
+                ],
+            })
+        }
+        "tidy" => {
+            no_args("tidy")?;
+            Ok(Plan::Run {
+                task: "tidy",
+                steps: vec![step(
+                    "test -p xtask",
+                    "each failing check above lists every offending item and how to fix it",
+                )],
+            })
+        }
+        "bench" => {
+            let mut criterion = step("bench -p orch-benches", "see the errors above");
+            if !rest.is_empty() {
+                criterion.args.push("--".to_owned());
+                criterion.args.extend(rest.iter().cloned());
+            }
+            Ok(Plan::Run {
+                task: "bench",
+                steps: vec![
+                    criterion,
+                    step(
+                        "run --release --quiet -p orch-benches --bin definition-report",
+                        "see the errors above",
+                    ),
+                    step(
+                        "run --release --quiet -p orch-benches --bin scheduler-report",
+                        "see the errors above",
+                    ),
+                ],
+            })
+        }
+        other => Err(format!("unknown command `{other}`")),
+    }
+}
+
+fn step(args: &str, on_failure: &'static str) -> Step {
+    Step {
+        args: args.split_whitespace().map(str::to_owned).collect(),
+        on_failure,
+    }
+}
+
+/// The workspace root: xtask lives directly below it.
+fn workspace_root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
     here.parent().unwrap_or(here).to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    fn commands(plan: Plan) -> Vec<String> {
+        match plan {
+            Plan::Run { steps, .. } => steps.into_iter().map(|s| s.args.join(" ")).collect(),
+            Plan::Help => panic!("expected steps, got help"),
+        }
+    }
+
+    #[test]
+    fn ci_runs_fmt_clippy_and_every_test_in_order() {
+        let plan = plan(&args("ci")).expect("ci is a command");
+        assert_eq!(
+            commands(plan),
+            [
+                "fmt --all -- --check",
+                "clippy --workspace --all-targets -- -D warnings",
+                "test --workspace",
+            ]
+        );
+    }
+
+    #[test]
+    fn ci_and_tidy_refuse_arguments_instead_of_skipping_anything() {
+        for line in ["ci --skip-fmt", "ci fast", "tidy layers"] {
+            let err = plan(&args(line)).expect_err("arguments are refused");
+            assert!(err.contains("takes no arguments"), "{line}: {err}");
+        }
+    }
+
+    #[test]
+    fn tidy_runs_the_xtask_tests() {
+        let plan = plan(&args("tidy")).expect("tidy is a command");
+        assert_eq!(commands(plan), ["test -p xtask"]);
+    }
+
+    #[test]
+    fn bench_passes_its_arguments_to_criterion() {
+        let plain = commands(plan(&args("bench")).expect("bench is a command"));
+        assert_eq!(plain[0], "bench -p orch-benches");
+        let filtered = commands(plan(&args("bench W1 --quick")).expect("bench is a command"));
+        assert_eq!(filtered[0], "bench -p orch-benches -- W1 --quick");
+        assert!(filtered[1..].iter().all(|c| c.starts_with("run --release")));
+    }
+
+    #[test]
+    fn help_and_unknown_commands() {
+        for line in ["", "help", "-h", "--help"] {
+            assert_eq!(plan(&args(line)), Ok(Plan::Help), "{line:?}");
+        }
+        let err = plan(&args("deploy")).expect_err("deploy is not a command");
+        assert!(err.contains("unknown command `deploy`"), "{err}");
+    }
 }
