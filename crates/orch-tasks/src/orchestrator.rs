@@ -461,7 +461,6 @@ impl TaskOrchestrator {
     ) -> Job {
         Job {
             task: index,
-            name: Arc::from(task.name.as_str()),
             action,
             params,
             timeout: task.timeout,
@@ -473,11 +472,10 @@ impl TaskOrchestrator {
                 action: Arc::from(task.action.as_str()),
                 attempt: 1,
                 work_dir: Arc::from(self.shared.cfg.work_dir.as_path()),
-                cancel: cancel.clone(),
+                cancel,
                 kill_grace: Duration::from_secs(2),
                 output_limit: 1024 * 1024,
             },
-            run_cancel: cancel,
             events: None,
         }
     }

@@ -18,8 +18,7 @@ use orch_model::{
 };
 use orch_resources::ResourceManager;
 use serde_json::{Map, Value};
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -226,6 +225,38 @@ pub(crate) struct Outcome {
     pub(crate) result: TaskResult,
 }
 
+/// Ready steps: one FIFO per priority, highest priority first. Push and pop
+/// are O(1), and the order is exactly "by priority, then by release order".
+#[derive(Default)]
+struct ReadyQueue {
+    queues: [std::collections::VecDeque<u32>; TaskPriority::ALL.len()],
+}
+
+impl ReadyQueue {
+    fn slot(p: TaskPriority) -> usize {
+        p as usize - TaskPriority::Low as usize
+    }
+
+    fn push(&mut self, p: TaskPriority, i: u32) {
+        self.queues[Self::slot(p)].push_back(i);
+    }
+
+    fn pop(&mut self) -> Option<u32> {
+        self.queues.iter_mut().rev().find_map(|q| q.pop_front())
+    }
+
+    /// Returns steps taken by `pop` (in the order popped) to the front of their queues.
+    fn put_back(&mut self, popped: &[u32], steps: &[orch_model::WorkflowStep]) {
+        for &i in popped.iter().rev() {
+            self.queues[Self::slot(steps[i as usize].priority)].push_front(i);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queues.iter().all(std::collections::VecDeque::is_empty)
+    }
+}
+
 struct State<'w> {
     wf: &'w ValidWorkflow,
     run_id: RunId,
@@ -239,14 +270,13 @@ struct State<'w> {
     status: Vec<TaskStatus>,
     reports: Vec<StepReport>,
     remaining: Vec<u32>,
-    ready: BinaryHeap<(TaskPriority, Reverse<u64>, u32)>,
+    ready: ReadyQueue,
     /// Resolved parameters of released steps; `None` stands for `{}` (most
     /// steps of large workflows), so a pending step costs 8 bytes here.
     resolved: Vec<Option<Box<Value>>>,
     allocations: Vec<Option<AllocationId>>,
     cache_keys: Vec<Option<CacheKey>>,
     work: Vec<u32>,
-    seq: u64,
     events: Option<UnboundedSender<Event>>,
 }
 
@@ -484,8 +514,7 @@ impl State<'_> {
                     (!params.is_empty()).then(|| Box::new(Value::Object(params)));
                 self.set_status(j, TaskStatus::Ready);
                 self.reports[j as usize].ready_at = Some(now);
-                self.seq += 1;
-                self.ready.push((step.priority, Reverse(self.seq), j));
+                self.ready.push(step.priority, j);
                 self.emit(|| Event::TaskReady {
                     task: j,
                     name: self.name(j),
@@ -605,7 +634,7 @@ pub async fn run_workflow(
         remaining: (0..n as u32)
             .map(|i| wf.graph().deps(i).len() as u32)
             .collect(),
-        ready: BinaryHeap::new(),
+        ready: ReadyQueue::default(),
         resolved: vec![None; n],
         allocations: if resources.is_some() {
             vec![None; n]
@@ -618,7 +647,6 @@ pub async fn run_workflow(
             Vec::new()
         },
         work: Vec::new(),
-        seq: 0,
         events,
     };
     st.emit(|| Event::RunStarted {
@@ -641,17 +669,25 @@ pub async fn run_workflow(
     loop {
         let stopping = cancel.is_cancelled();
         let mut blocked = Vec::new();
-        // Checked per step: a long run of inline completions still notices cancellation.
-        while !cancel.is_cancelled() && set.len() < limit {
-            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-                timed_out = true;
-                cancel.cancel();
-                break;
+        // Checked before every step that follows a spawned one, and every 64
+        // steps during a run of inline completions (reading the token takes a
+        // lock): nothing is spawned after a cancellation has been seen.
+        let mut since_check = 0u32;
+        while set.len() < limit {
+            if since_check == 0 {
+                if cancel.is_cancelled() {
+                    break;
+                }
+                if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                    timed_out = true;
+                    cancel.cancel();
+                    break;
+                }
             }
-            let Some(entry) = st.ready.pop() else {
+            since_check = (since_check + 1) % 64;
+            let Some(i) = st.ready.pop() else {
                 break;
             };
-            let i = entry.2;
             if let Some(cache) = opts
                 .cache
                 .as_deref()
@@ -669,7 +705,7 @@ pub async fn run_workflow(
                         Ok(Some(a)) => st.allocations[i as usize] = Some(a.id),
                         // Does not fit now: let smaller ready steps go first, retry after a release.
                         Ok(None) | Err(_) => {
-                            blocked.push(entry);
+                            blocked.push(i);
                             continue;
                         }
                     }
@@ -677,16 +713,16 @@ pub async fn run_workflow(
             }
             if let Some(out) = start_step(&mut st, i, &opts, &mut set) {
                 st.release_resources(i, resources.as_deref(), opts.run_id);
-                st.complete(
-                    out,
-                    &dependents,
-                    cancel.is_cancelled(),
-                    opts.cache.as_deref(),
-                );
+                // Not cancelled as of the last check: cancellation cannot be
+                // observed between starting and completing an inline step.
+                let cancelled = out.status == TaskStatus::Cancelled;
+                st.complete(out, &dependents, cancelled, opts.cache.as_deref());
+            } else {
+                since_check = 0;
             }
         }
         let all_blocked = !blocked.is_empty();
-        st.ready.extend(blocked);
+        st.ready.put_back(&blocked, &wf.workflow().steps);
         if set.is_empty() && (stopping || st.ready.is_empty()) {
             break;
         }
@@ -780,9 +816,9 @@ fn start_step(
         .map_or_else(|| Value::Object(Map::new()), |b| *b);
     st.set_status(i, TaskStatus::Running);
     let action = st.impls[i as usize].clone();
+    let name = st.name(i);
     let job = Job {
         task: i,
-        name: st.name(i),
         action,
         params,
         timeout: step.timeout,
@@ -790,7 +826,7 @@ fn start_step(
         retry: step.retry.clone(),
         ctx: ActionContext {
             run_id: opts.run_id,
-            step: st.name(i),
+            step: name,
             action: st.actions[i as usize].clone(),
             attempt: 1,
             work_dir: st.work_dir.clone(),
@@ -798,7 +834,6 @@ fn start_step(
             kill_grace: opts.kill_grace,
             output_limit: opts.output_limit,
         },
-        run_cancel: opts.cancel.clone(),
         events: st.events.clone(),
     };
     let mut fut = Box::pin(job.run());
@@ -848,14 +883,13 @@ impl<F: Future<Output = Result<Value, ActionError>> + Unpin> Future for CatchPan
 /// by the workflow scheduler and the `TaskOrchestrator`.
 pub(crate) struct Job {
     pub(crate) task: u32,
-    pub(crate) name: Arc<str>,
     pub(crate) action: Arc<dyn Action>,
     pub(crate) params: Value,
     pub(crate) timeout: Option<Duration>,
     pub(crate) max_retries: u32,
     pub(crate) retry: RetryPolicy,
+    /// The step's name is `ctx.step`; `ctx.cancel` is the run's token.
     pub(crate) ctx: ActionContext,
-    pub(crate) run_cancel: CancellationToken,
     pub(crate) events: Option<UnboundedSender<Event>>,
 }
 
@@ -867,52 +901,53 @@ impl Job {
         }
     }
 
-    async fn attempt(&self, ctx: &ActionContext) -> Result<Value, ActionError> {
-        let fut = CatchPanic(self.action.run(self.params.clone(), ctx));
+    async fn attempt(&self) -> Result<Value, ActionError> {
+        let fut = CatchPanic(self.action.run(self.params.clone(), &self.ctx));
         let Some(limit) = self.timeout else {
             return fut.await;
         };
-        tokio::pin!(fut);
-        tokio::select! {
-            r = &mut fut => r,
-            () = tokio::time::sleep(limit) => {
-                // Ask the action to stop (it kills its processes), and wait for it to do so.
-                ctx.cancel.cancel();
-                let _ = fut.await;
-                Err(ActionError::retryable("TimeoutError", format!("the step took longer than its timeout of {}", orch_model::duration::format_duration(limit))))
+        // Boxed so that steps without a timeout (most) carry a small future.
+        Box::pin(async move {
+            tokio::pin!(fut);
+            tokio::select! {
+                r = &mut fut => r,
+                () = tokio::time::sleep(limit) => {
+                    // Ask the action to stop (it kills its processes), and wait for it to do so.
+                    self.ctx.cancel.cancel();
+                    let _ = fut.await;
+                    Err(ActionError::retryable("TimeoutError", format!("the step took longer than its timeout of {}", orch_model::duration::format_duration(limit))))
+                }
             }
-        }
+        })
+        .await
     }
 
-    pub(crate) async fn run(self) -> Outcome {
+    pub(crate) async fn run(mut self) -> Outcome {
+        // A step with a timeout gets a token of its own per attempt, so that
+        // stopping one attempt does not cancel the run; others use the run's.
+        let run_cancel = self.ctx.cancel.clone();
         let mut rng = self.ctx.run_id.0.as_u128() as u64
             ^ (u64::from(self.task) << 32)
             ^ 0x9E37_79B9_7F4A_7C15;
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let mut ctx = self.ctx.clone();
-            ctx.attempt = attempt;
-            // A step with a timeout gets a token of its own, so that stopping one
-            // attempt does not cancel the run; others share the run's token.
-            ctx.cancel = if self.timeout.is_some() {
-                self.run_cancel.child_token()
-            } else {
-                self.run_cancel.clone()
-            };
+            self.ctx.attempt = attempt;
+            if self.timeout.is_some() {
+                self.ctx.cancel = run_cancel.child_token();
+            }
             let started_at = Utc::now();
             let t0 = Instant::now();
             self.emit(|| Event::TaskStarted {
                 task: self.task,
-                name: self.name.clone(),
+                name: self.ctx.step.clone(),
                 attempt,
             });
-            let r = self.attempt(&ctx).await;
+            let r = self.attempt().await;
             let took = t0.elapsed();
             let elapsed = took.as_secs_f64();
             // One wall-clock read per attempt: the end is the start plus the monotonic time taken.
             let finished_at = started_at + chrono::Duration::from_std(took).unwrap_or_default();
-            let meta = Map::new();
             match r {
                 Ok(data) => {
                     return Outcome {
@@ -925,55 +960,58 @@ impl Job {
                             success: true,
                             data,
                             execution_time: elapsed,
-                            metadata: meta,
                             ..TaskResult::default()
                         },
                     };
                 }
                 Err(e) => {
-                    let cancelled = self.run_cancel.is_cancelled();
-                    let result = TaskResult {
-                        success: false,
-                        data: e.data.as_deref().cloned().unwrap_or(Value::Null),
-                        error_message: Some(e.message.clone()),
-                        error_type: Some(e.error_type.clone()),
-                        execution_time: elapsed,
-                        metadata: meta,
-                        ..TaskResult::default()
+                    let status = if run_cancel.is_cancelled() {
+                        Some(TaskStatus::Cancelled)
+                    } else if !e.retryable || attempt > self.max_retries {
+                        Some(TaskStatus::Failed)
+                    } else {
+                        let mut delay = self.retry.delay(attempt);
+                        if self.retry.jitter {
+                            // "Equal jitter": between half and all of the delay.
+                            rng ^= rng << 13;
+                            rng ^= rng >> 7;
+                            rng ^= rng << 17;
+                            let frac = 0.5 + (rng % 1000) as f64 / 2000.0;
+                            delay = delay.mul_f64(frac);
+                        }
+                        self.emit(|| Event::TaskRetrying {
+                            task: self.task,
+                            name: self.ctx.step.clone(),
+                            attempt,
+                            delay,
+                            message: e.to_string(),
+                        });
+                        // Boxed: only retried steps carry the timer in their future.
+                        let cancelled = Box::pin(async {
+                            tokio::select! {
+                                () = tokio::time::sleep(delay) => false,
+                                () = run_cancel.cancelled() => true,
+                            }
+                        })
+                        .await;
+                        cancelled.then_some(TaskStatus::Cancelled)
                     };
-                    let outcome = |status| Outcome {
-                        task: self.task,
-                        status,
-                        attempts: attempt,
-                        started_at: Some(started_at),
-                        finished_at,
-                        result: result.clone(),
-                    };
-                    if cancelled {
-                        return outcome(TaskStatus::Cancelled);
-                    }
-                    if !e.retryable || attempt > self.max_retries {
-                        return outcome(TaskStatus::Failed);
-                    }
-                    let mut delay = self.retry.delay(attempt);
-                    if self.retry.jitter {
-                        // "Equal jitter": between half and all of the delay.
-                        rng ^= rng << 13;
-                        rng ^= rng >> 7;
-                        rng ^= rng << 17;
-                        let frac = 0.5 + (rng % 1000) as f64 / 2000.0;
-                        delay = delay.mul_f64(frac);
-                    }
-                    self.emit(|| Event::TaskRetrying {
-                        task: self.task,
-                        name: self.name.clone(),
-                        attempt,
-                        delay,
-                        message: e.to_string(),
-                    });
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = self.run_cancel.cancelled() => return outcome(TaskStatus::Cancelled),
+                    if let Some(status) = status {
+                        return Outcome {
+                            task: self.task,
+                            status,
+                            attempts: attempt,
+                            started_at: Some(started_at),
+                            finished_at,
+                            result: TaskResult {
+                                success: false,
+                                data: e.data.map_or(Value::Null, |d| *d),
+                                error_message: Some(e.message),
+                                error_type: Some(e.error_type),
+                                execution_time: elapsed,
+                                ..TaskResult::default()
+                            },
+                        };
                     }
                 }
             }
