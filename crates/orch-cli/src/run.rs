@@ -193,7 +193,7 @@ fn report_json(report: &RunReport) -> Value {
         "execution_time": report.duration.as_secs_f64(),
         "error": report.error,
         "steps": report.steps.iter().map(|s| json!({
-            "name": s.name,
+            "name": &*s.name,
             "status": s.status,
             "attempts": s.attempts,
             "created_at": s.created_at,

@@ -477,6 +477,7 @@ impl TaskOrchestrator {
                 output_limit: 1024 * 1024,
             },
             events: None,
+            epoch: (Utc::now(), std::time::Instant::now()),
         }
     }
 

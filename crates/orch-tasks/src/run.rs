@@ -79,8 +79,8 @@ impl Default for RunOptions {
 /// What happened to one step.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepReport {
-    /// The step's name.
-    pub name: String,
+    /// The step's name (shared with events and action contexts).
+    pub name: Arc<str>,
     /// Its final state.
     pub status: TaskStatus,
     /// Attempts started.
@@ -277,6 +277,7 @@ struct State<'w> {
     allocations: Vec<Option<AllocationId>>,
     cache_keys: Vec<Option<CacheKey>>,
     work: Vec<u32>,
+    epoch: (DateTime<Utc>, Instant),
     events: Option<UnboundedSender<Event>>,
 }
 
@@ -299,9 +300,9 @@ impl Scope for State<'_> {
 }
 
 impl State<'_> {
-    /// A step's name as a shared string (made when an event or a job needs it).
+    /// A step's name as a shared string (made once, with its report).
     fn name(&self, i: u32) -> Arc<str> {
-        Arc::from(self.wf.workflow().steps[i as usize].name.as_str())
+        self.reports[i as usize].name.clone()
     }
 
     /// A step's name.
@@ -420,35 +421,45 @@ impl State<'_> {
         }
         let i = out.task;
         st.set_status(i, out.status);
-        let name = st.name(i);
         match out.status {
             TaskStatus::Completed => {
                 st.emit(|| Event::TaskSucceeded {
                     task: i,
-                    name,
+                    name: st.name(i),
                     attempts: out.attempts,
                     duration: Duration::from_secs_f64(out.result.execution_time),
                 });
             }
-            TaskStatus::Cancelled => st.emit(|| Event::TaskCancelled { task: i, name }),
+            TaskStatus::Cancelled => st.emit(|| Event::TaskCancelled {
+                task: i,
+                name: st.name(i),
+            }),
             _ => st.emit(|| Event::TaskFailed {
                 task: i,
-                name,
+                name: st.name(i),
                 attempts: out.attempts,
                 error_type: out.result.error_type.clone().unwrap_or_default(),
                 message: out.result.error_message.clone().unwrap_or_default(),
             }),
         }
+        let out_finished = out.finished_at;
         let r = &mut st.reports[i as usize];
         r.attempts = out.attempts;
         r.started_at = out.started_at;
         r.finished_at = Some(out.finished_at);
         r.result = Some(out.result);
-        st.finish(i, dependents, cancelled);
+        st.finish(i, dependents, cancelled, out_finished);
     }
 
-    /// A step reached a final state: release what waited for it.
-    fn finish(&mut self, first: u32, dependents: &orch_model::graph::DepGraph, cancelled: bool) {
+    /// A step reached a final state at `now`: release what waited for it
+    /// (they became ready at that moment).
+    fn finish(
+        &mut self,
+        first: u32,
+        dependents: &orch_model::graph::DepGraph,
+        cancelled: bool,
+        now: DateTime<Utc>,
+    ) {
         // The work list is kept between calls: no allocation per finished step.
         let mut work = std::mem::take(&mut self.work);
         work.push(first);
@@ -456,7 +467,7 @@ impl State<'_> {
             for &j in dependents.deps(i) {
                 let r = &mut self.remaining[j as usize];
                 *r -= 1;
-                if *r == 0 && !cancelled && self.release(j) {
+                if *r == 0 && !cancelled && self.release(j, now) {
                     work.push(j);
                 }
             }
@@ -466,7 +477,7 @@ impl State<'_> {
 
     /// Decides whether step `j` runs; returns true when it ended at once
     /// (skipped, or failed to resolve) so its dependents must be released too.
-    fn release(&mut self, j: u32) -> bool {
+    fn release(&mut self, j: u32, now: DateTime<Utc>) -> bool {
         let step = &self.wf.workflow().steps[j as usize];
         let deps = self.wf.graph().deps(j);
         let all_ok = deps
@@ -494,7 +505,6 @@ impl State<'_> {
             }
             _ => None,
         };
-        let now = Utc::now();
         if let Some(reason) = skip {
             return self.skip(j, reason, now);
         }
@@ -592,8 +602,8 @@ pub async fn run_workflow(
     let params = merge_params(wf, &opts.params)?;
     let w = wf.workflow();
     let n = w.steps.len();
-    let start = Instant::now();
     let created = Utc::now();
+    let start = Instant::now();
     let dependents = wf.graph().dependents();
     let mut st = State {
         wf,
@@ -620,7 +630,7 @@ pub async fn run_workflow(
             .steps
             .iter()
             .map(|s| StepReport {
-                name: s.name.clone(),
+                name: Arc::from(s.name.as_str()),
                 status: TaskStatus::Pending,
                 attempts: 0,
                 created_at: created,
@@ -647,6 +657,7 @@ pub async fn run_workflow(
             Vec::new()
         },
         work: Vec::new(),
+        epoch: (created, start),
         events,
     };
     st.emit(|| Event::RunStarted {
@@ -659,8 +670,8 @@ pub async fn run_workflow(
     };
     let cancel = opts.cancel.clone();
     for i in 0..n as u32 {
-        if st.remaining[i as usize] == 0 && st.release(i) {
-            st.finish(i, &dependents, false);
+        if st.remaining[i as usize] == 0 && st.release(i, created) {
+            st.finish(i, &dependents, false, created);
         }
     }
     let deadline = opts.run_timeout.map(|t| tokio::time::Instant::now() + t);
@@ -694,7 +705,8 @@ pub async fn run_workflow(
                 .filter(|_| wf.workflow().steps[i as usize].cache)
             {
                 if st.serve_from_cache(i, cache) {
-                    st.finish(i, &dependents, cancel.is_cancelled());
+                    let now = st.reports[i as usize].finished_at.unwrap_or(created);
+                    st.finish(i, &dependents, cancel.is_cancelled(), now);
                     continue;
                 }
             }
@@ -835,6 +847,7 @@ fn start_step(
             output_limit: opts.output_limit,
         },
         events: st.events.clone(),
+        epoch: st.epoch,
     };
     let mut fut = Box::pin(job.run());
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
@@ -891,6 +904,9 @@ pub(crate) struct Job {
     /// The step's name is `ctx.step`; `ctx.cancel` is the run's token.
     pub(crate) ctx: ActionContext,
     pub(crate) events: Option<UnboundedSender<Event>>,
+    /// The same moment on the wall clock and the monotonic clock: attempt
+    /// times are read once, monotonically, and placed on the wall clock from it.
+    pub(crate) epoch: (DateTime<Utc>, Instant),
 }
 
 impl Job {
@@ -936,8 +952,9 @@ impl Job {
             if self.timeout.is_some() {
                 self.ctx.cancel = run_cancel.child_token();
             }
-            let started_at = Utc::now();
             let t0 = Instant::now();
+            let started_at = self.epoch.0
+                + chrono::Duration::from_std(t0.duration_since(self.epoch.1)).unwrap_or_default();
             self.emit(|| Event::TaskStarted {
                 task: self.task,
                 name: self.ctx.step.clone(),

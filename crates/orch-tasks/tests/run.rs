@@ -87,7 +87,7 @@ fn run(wf: &ValidWorkflow, reg: &ActionRegistry, opts: RunOptions) -> (RunReport
 fn status_of(r: &RunReport, name: &str) -> TaskStatus {
     r.steps
         .iter()
-        .find(|s| s.name == name)
+        .find(|s| &*s.name == name)
         .map(|s| s.status)
         .unwrap_or_else(|| panic!("no step {name}"))
 }
@@ -871,7 +871,11 @@ steps:
     };
     let (report, _) = run(&wf, &ActionRegistry::with_builtins(), opts);
     for name in ["up", "abs", "link", "read_link"] {
-        let s = report.steps.iter().find(|s| s.name == name).expect("step");
+        let s = report
+            .steps
+            .iter()
+            .find(|s| &*s.name == name)
+            .expect("step");
         assert_eq!(s.status, TaskStatus::Failed, "{name}");
         let r = s.result.as_ref().expect("result");
         assert_eq!(
@@ -894,7 +898,7 @@ steps:
     let list = report
         .steps
         .iter()
-        .find(|s| s.name == "list")
+        .find(|s| &*s.name == "list")
         .and_then(|s| s.result.clone())
         .expect("list");
     assert_eq!(list.data["entries"][0]["name"], "ok.txt");
