@@ -52,13 +52,13 @@ pub fn confine(root: &Path, rel: &str) -> Result<PathBuf, ActionError> {
     Ok(out)
 }
 
-fn path_param<'a>(params: &'a Value, key: &str) -> Result<&'a str, ActionError> {
+pub(crate) fn path_param<'a>(params: &'a Value, key: &str) -> Result<&'a str, ActionError> {
     params.get(key).and_then(Value::as_str).ok_or_else(|| {
         ActionError::invalid_parameters(format!("`{key}` (a relative path) is required"))
     })
 }
 
-fn io_error(what: &str, path: &str, e: &std::io::Error) -> ActionError {
+pub(crate) fn io_error(what: &str, path: &str, e: &std::io::Error) -> ActionError {
     let kind = e.kind();
     let msg = format!("{what} `{path}`: {e}");
     match kind {
@@ -70,7 +70,11 @@ fn io_error(what: &str, path: &str, e: &std::io::Error) -> ActionError {
 }
 
 /// Writes `bytes` to `target` through a temporary sibling and a rename.
-fn write_atomically(target: &Path, bytes: &[u8], create_dirs: bool) -> std::io::Result<()> {
+pub(crate) fn write_atomically(
+    target: &Path,
+    bytes: &[u8],
+    create_dirs: bool,
+) -> std::io::Result<()> {
     use std::io::Write;
     let dir = target.parent().unwrap_or_else(|| Path::new("."));
     if create_dirs {
@@ -80,7 +84,10 @@ fn write_atomically(target: &Path, bytes: &[u8], create_dirs: bool) -> std::io::
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.orch-tmp-{}", std::process::id()));
+    // Unique per process and per write, so concurrent writers never share a temporary file.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.orch-tmp-{}-{n}", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -93,7 +100,7 @@ fn write_atomically(target: &Path, bytes: &[u8], create_dirs: bool) -> std::io::
     result
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ActionError> + Send + 'static,
 ) -> Result<T, ActionError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| {
@@ -101,7 +108,9 @@ async fn blocking<T: Send + 'static>(
     })?
 }
 
-/// `fs.read {path}` → `{path, content, bytes, truncated}` (content as UTF-8 text, capped).
+/// `fs.read {path, parse}` → `{path, content, bytes, truncated}` (content as
+/// UTF-8 text, capped); with `parse: "json"` the result also has `data`, the
+/// parsed document (a file that is not JSON is a permanent failure).
 #[derive(Debug)]
 pub struct Read;
 
@@ -111,6 +120,15 @@ impl Action for Read {
         let rel = path_param(&params, "path")?.to_owned();
         let full = confine(&ctx.work_dir, &rel)?;
         let limit = ctx.output_limit;
+        let parse = match params.get("parse") {
+            None | Some(Value::Null) => false,
+            Some(Value::String(s)) if s == "json" => true,
+            Some(other) => {
+                return Err(ActionError::invalid_parameters(format!(
+                    "`parse` may only be \"json\", not {other}"
+                )));
+            }
+        };
         blocking(move || {
             use std::io::Read as _;
             let f = std::fs::File::open(&full).map_err(|e| io_error("cannot read", &rel, &e))?;
@@ -118,7 +136,14 @@ impl Action for Read {
             f.take(limit as u64 + 1).read_to_end(&mut buf).map_err(|e| io_error("cannot read", &rel, &e))?;
             let truncated = buf.len() > limit;
             buf.truncate(limit);
-            Ok(json!({"path": rel, "content": String::from_utf8_lossy(&buf), "bytes": buf.len(), "truncated": truncated}))
+            let mut out = json!({"path": rel, "content": String::from_utf8_lossy(&buf), "bytes": buf.len(), "truncated": truncated});
+            if parse {
+                let data: Value = serde_json::from_slice(&buf).map_err(|e| {
+                    ActionError::permanent("ParseError", format!("`{rel}` is not valid JSON: {e}"))
+                })?;
+                out["data"] = data;
+            }
+            Ok(out)
         })
         .await
     }

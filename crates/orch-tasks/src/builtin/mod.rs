@@ -1,7 +1,14 @@
-//! The built-in actions: `core` (noop, sleep, fail, set), `shell` (exec, script) and `fs` (read, write, copy, mkdir, list).
+//! The built-in actions: `core` (noop, sleep, fail, set), `shell` (exec,
+//! script), `fs` (read, write, copy, mkdir, list), `code` (stats), `chart`
+//! (bar, line), `report` (markdown) and `data` (aggregate). `workflow.run`
+//! belongs to the `WorkflowManager` of orch-workflows, which registers it.
 
+mod chart;
+mod code;
 mod core;
+mod data;
 pub mod fs;
+mod report;
 mod shell;
 
 use crate::action::ActionRegistry;
@@ -22,4 +29,9 @@ pub fn register(r: &mut ActionRegistry) {
     r.register("fs", "copy", Arc::new(fs::Copy));
     r.register("fs", "mkdir", Arc::new(fs::Mkdir));
     r.register("fs", "list", Arc::new(fs::List));
+    r.register("code", "stats", Arc::new(code::Stats));
+    r.register("chart", "bar", Arc::new(chart::Bar));
+    r.register("chart", "line", Arc::new(chart::Line));
+    r.register("report", "markdown", Arc::new(report::Markdown));
+    r.register("data", "aggregate", Arc::new(data::Aggregate));
 }
