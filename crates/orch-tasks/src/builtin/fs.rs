@@ -70,11 +70,7 @@ pub(crate) fn io_error(what: &str, path: &str, e: &std::io::Error) -> ActionErro
 }
 
 /// Writes `bytes` to `target` through a temporary sibling and a rename.
-pub(crate) fn write_atomically(
-    target: &Path,
-    bytes: &[u8],
-    create_dirs: bool,
-) -> std::io::Result<()> {
+pub fn write_atomically(target: &Path, bytes: &[u8], create_dirs: bool) -> std::io::Result<()> {
     use std::io::Write;
     let dir = target.parent().unwrap_or_else(|| Path::new("."));
     if create_dirs {
