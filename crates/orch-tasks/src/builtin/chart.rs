@@ -93,11 +93,6 @@ fn points(data: Option<&Value>) -> Result<Vec<Point>, ActionError> {
             )));
         }
     };
-    if pts.is_empty() {
-        return Err(ActionError::invalid_parameters(
-            "`data` is empty: there is nothing to draw",
-        ));
-    }
     if pts.len() > MAX_POINTS {
         return Err(ActionError::invalid_parameters(format!(
             "`data` has {} points; a chart draws at most {MAX_POINTS}",
@@ -224,9 +219,23 @@ fn options(params: &Value, kind: Kind) -> Result<Options, ActionError> {
     })
 }
 
-/// Draws the chart as an SVG document.
+/// Draws the chart as an SVG document (empty data draws the frame and "No data").
 fn render(kind: Kind, pts: &[Point], o: &Options) -> String {
     let (w, h) = (o.width, o.height);
+    if pts.is_empty() {
+        return format!(
+            r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="Helvetica, Arial, sans-serif" font-size="12">
+<rect width="{w}" height="{h}" fill="#ffffff"/>
+<text x="{}" y="30" text-anchor="middle" font-size="18" font-weight="bold" fill="#222">{}</text>
+<text x="{}" y="{}" text-anchor="middle" font-size="16" fill="#888">No data</text>
+</svg>
+"##,
+            w / 2.0,
+            esc(&shorten(&o.title, 80)),
+            w / 2.0,
+            h / 2.0
+        );
+    }
     let many = pts.len() > 8;
     let (left, right, top) = (72.0, 24.0, if o.title.is_empty() { 24.0 } else { 52.0 });
     let bottom = if many { 110.0 } else { 64.0 };
@@ -459,7 +468,8 @@ mod tests {
     fn bad_data_is_refused_with_the_place() {
         let e = points(Some(&json!({"a": "many"}))).expect_err("not a number");
         assert!(e.message.contains("data.a"), "{}", e.message);
-        assert!(points(Some(&json!([]))).is_err());
+        let empty = points(Some(&json!({}))).expect("empty is drawn");
+        assert!(render(Kind::Bar, &empty, &opts()).contains(">No data</text>"));
         assert!(points(None).is_err());
         assert!(points(Some(&json!({"a": "NaN"}))).is_err(), "not finite");
     }

@@ -160,7 +160,7 @@ fn rel_param(params: &Value, key: &str, default: &str) -> Result<String, ActionE
     }
 }
 
-/// `data.aggregate {input = "data/raw", output = "data/processed", group_by}` →
+/// `data.aggregate {input = "data/raw", output = "data/processed", group_by = ""}` →
 /// `{files, rows, outputs: [paths], rows_by_file: {stem: rows}, summary}`.
 #[derive(Debug)]
 pub struct Aggregate;
@@ -172,6 +172,8 @@ impl Action for Aggregate {
         let output = rel_param(&params, "output", "data/processed")?;
         let group_by = match params.get("group_by") {
             None | Some(Value::Null) => None,
+            // An empty name means no grouping (workflow parameters cannot be null).
+            Some(Value::String(s)) if s.is_empty() => None,
             Some(Value::String(s)) => Some(s.clone()),
             Some(other) => {
                 return Err(ActionError::invalid_parameters(format!(
@@ -239,7 +241,7 @@ impl Action for Aggregate {
                 rows_by_file.insert(stem.clone(), json!(t.rows));
                 summary.insert(stem, json!({"rows": t.rows, "columns": t.headers}));
             }
-            let summary_doc = json!({"files": summary, "rows": total});
+            let summary_doc = json!({"files": summary, "rows": total, "rows_by_file": rows_by_file});
             let text = serde_json::to_string_pretty(&summary_doc).unwrap_or_default() + "\n";
             write_atomically(&out_dir.join("summary.json"), text.as_bytes(), true).map_err(|e| {
                 ActionError::retryable("IoError", format!("cannot write `{output}/summary.json`: {e}"))
