@@ -1,6 +1,7 @@
-//! The `orch` command-line tool: validate and draw workflow definitions (more commands arrive with later issues).
+//! The `orch` command-line tool: run, validate and draw workflows; projects from templates; status and health.
 
 mod commands;
+mod manage;
 mod run;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -23,8 +24,90 @@ pub mod exit {
 #[derive(Debug, Parser)]
 #[command(name = "orch", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
+    /// The engine's configuration file (the seed's JSON keys); default `$ORCH_CONFIG`, else none.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `orch project` subcommands.
+#[derive(Debug, Subcommand)]
+enum ProjectAction {
+    /// Create a project from a template (built in: ai_analysis, data_pipeline, web_application; `custom` for none).
+    New {
+        /// The project's name (letters, digits, `_`, `-`, `.`).
+        name: String,
+        /// The template.
+        #[arg(long, short = 't')]
+        template: String,
+        /// Where to create it (default `$ORCH_HOME/projects/NAME`); its parent must exist.
+        #[arg(long, value_name = "DIR")]
+        path: Option<PathBuf>,
+        /// What the project is.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Who makes it.
+        #[arg(long, default_value = "")]
+        author: String,
+        /// A tag (repeatable).
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
+    },
+    /// List projects.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a project's status, milestones and metrics.
+    Status {
+        /// The project.
+        name: String,
+        /// Print JSON (the seed's shape).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record a milestone with its data.
+    Milestone {
+        /// The project.
+        name: String,
+        /// The milestone's key.
+        key: String,
+        /// Its data, as JSON.
+        #[arg(long, value_name = "JSON")]
+        data: String,
+    },
+    /// Write a tar.gz of the project and mark it archived.
+    Archive {
+        /// The project.
+        name: String,
+        /// Where to write it (default `$ORCH_HOME/projects/archives/NAME.tar.gz`).
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Run one of a project's workflows in the project's directory (same options as `orch run`).
+    Run {
+        /// The project.
+        name: String,
+        /// The workflow.
+        workflow: String,
+        /// A parameter value, KEY=VALUE (repeatable); the project's config gives the rest.
+        #[arg(short = 'p', long = "param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        /// Execution mode.
+        #[arg(long, value_enum, default_value = "parallel")]
+        mode: Mode,
+        /// Most steps running at once in parallel mode.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+        max_parallel: u16,
+        /// Limit on the whole run, e.g. 30s, 5m, 1h30m.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+        timeout: Option<std::time::Duration>,
+        /// Print the run's report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Options shared by commands that read definitions.
@@ -74,6 +157,16 @@ pub enum Mode {
     ResourceAware,
 }
 
+impl From<Mode> for orch_model::ExecutionMode {
+    fn from(m: Mode) -> Self {
+        match m {
+            Mode::Sequential => Self::Sequential,
+            Mode::Parallel => Self::Parallel,
+            Mode::ResourceAware => Self::ResourceAware,
+        }
+    }
+}
+
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
     orch_model::duration::parse_duration(s)
 }
@@ -104,10 +197,14 @@ enum Command {
         json: bool,
     },
     /// Run a workflow: live progress, then a table of its steps (exit 0 success, 1 failed, 2 invalid input).
+    ///
+    /// The argument is a definition file, or a workflow's name: one of the
+    /// project the current directory is in, or of the workflows directory
+    /// (which also offers the template workflows, e.g. ai-analysis).
     Run {
-        /// The definition file.
-        #[arg(value_name = "FILE")]
-        file: PathBuf,
+        /// A definition file, or a workflow name.
+        #[arg(value_name = "FILE|NAME")]
+        file: String,
         /// A parameter value, KEY=VALUE (repeatable); VALUE is JSON when it parses as JSON, else text.
         #[arg(short = 'p', long = "param", value_name = "KEY=VALUE")]
         params: Vec<String>,
@@ -150,6 +247,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the project templates.
+    Templates {
+        /// Print JSON (the templates in the seed's format).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create and manage projects.
+    Project {
+        #[command(subcommand)]
+        action: ProjectAction,
+    },
+    /// Show the system's status: workflows, projects, tasks, resources.
+    Status {
+        /// Print JSON (the seed's `get_system_status` shape).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every component; exit 0 when healthy, 1 when degraded or unhealthy.
+    Health {
+        /// Print JSON (the seed's `health_check` shape).
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a workflow's dependency graph as Mermaid or Graphviz DOT.
     Graph {
         /// The definition file.
@@ -182,7 +302,65 @@ fn main() -> ExitCode {
         eprintln!("orch: internal error{at}: {msg} (this is a bug; please report it)");
     }));
     let cli = Cli::parse();
+    let config = cli.config.as_deref();
     let code = match cli.command {
+        Command::Templates { json } => manage::templates(config, json),
+        Command::Status { json } => manage::status(config, json),
+        Command::Health { json } => manage::health(config, json),
+        Command::Project { action } => match action {
+            ProjectAction::New {
+                name,
+                template,
+                path,
+                description,
+                author,
+                tags,
+            } => manage::project_new(
+                config,
+                &name,
+                &template,
+                path.as_deref(),
+                orch_projects::CreateOptions {
+                    description,
+                    author,
+                    tags,
+                },
+            ),
+            ProjectAction::List { json } => manage::project_list(config, json),
+            ProjectAction::Status { name, json } => manage::project_status(config, &name, json),
+            ProjectAction::Milestone { name, key, data } => {
+                manage::project_milestone(config, &name, &key, &data)
+            }
+            ProjectAction::Archive { name, output } => {
+                manage::project_archive(config, &name, output.as_deref())
+            }
+            ProjectAction::Run {
+                name,
+                workflow,
+                params,
+                mode,
+                max_parallel,
+                timeout,
+                json,
+            } => {
+                let args = run::RunArgs {
+                    params,
+                    mode: mode.into(),
+                    max_parallel: usize::from(max_parallel),
+                    no_cache: false,
+                    modules: Vec::new(),
+                    resources: None,
+                    timeout,
+                    json,
+                    config: cli.config.clone(),
+                };
+                let read = ReadOptions {
+                    input_format: None,
+                    limits: Vec::new(),
+                };
+                run::run(&workflow, Some(&name), &read, &args)
+            }
+        },
         Command::Validate {
             files,
             format,
@@ -217,22 +395,18 @@ fn main() -> ExitCode {
             read,
             json,
         } => {
-            let mode = match mode {
-                Mode::Sequential => orch_model::ExecutionMode::Sequential,
-                Mode::Parallel => orch_model::ExecutionMode::Parallel,
-                Mode::ResourceAware => orch_model::ExecutionMode::ResourceAware,
-            };
             let args = run::RunArgs {
                 params,
-                mode,
+                mode: mode.into(),
                 max_parallel: usize::from(max_parallel),
                 no_cache,
                 modules,
                 resources,
                 timeout,
                 json,
+                config: cli.config.clone(),
             };
-            run::run(&file, &read, &args)
+            run::run(&file, None, &read, &args)
         }
     };
     ExitCode::from(code)

@@ -4,13 +4,15 @@ use crate::commands::{LoadError, limits, load};
 use crate::{ReadOptions, exit};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use orch_model::{ExecutionMode, OrchestrationError, TaskStatus};
+use orch_model::{Format, Limits, ValidWorkflow};
 use orch_resources::ResourceManager;
 use orch_tasks::{
     ActionRegistry, CacheKey, DirCache, Event, ResultCache, RunOptions, RunReport, run_workflow,
 };
+use orch_workflows::WorkflowManager;
 use serde_json::{Map, Value, json};
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Options of `orch run`.
@@ -32,6 +34,8 @@ pub struct RunArgs {
     pub timeout: Option<Duration>,
     /// Machine-readable output.
     pub json: bool,
+    /// The engine's config file (for resolving workflow and project names).
+    pub config: Option<PathBuf>,
 }
 
 /// `key=value`: the value is JSON when it parses as JSON (numbers, booleans,
@@ -206,8 +210,157 @@ fn report_json(report: &RunReport) -> Value {
     })
 }
 
-/// Runs `orch run`.
-pub fn run(file: &Path, read: &ReadOptions, args: &RunArgs) -> u8 {
+/// What `orch run` runs: a definition, where, and for which project.
+struct Target {
+    wf: std::sync::Arc<ValidWorkflow>,
+    work_dir: PathBuf,
+    /// The project (its name and root) when the workflow is one of a project's.
+    project: Option<(String, PathBuf, orch_model::Project)>,
+}
+
+/// The nearest directory at or above `dir` that holds a project file.
+fn enclosing_project(dir: &Path) -> Option<(PathBuf, orch_model::Project)> {
+    for d in dir.ancestors() {
+        for sub in [
+            orch_projects::PROJECT_DIR,
+            orch_projects::LEGACY_PROJECT_DIR,
+        ] {
+            let f = d.join(sub).join("project.json");
+            if f.is_file() {
+                let p = std::fs::read_to_string(&f)
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<orch_model::Project>(&t).ok())?;
+                return Some((d.to_path_buf(), p));
+            }
+        }
+    }
+    None
+}
+
+/// A workflow of a project, by name.
+fn project_workflow(
+    root: &Path,
+    project: orch_model::Project,
+    name: &str,
+    limits: &Limits,
+) -> Result<Target, String> {
+    let wm = WorkflowManager::builder(root.join(orch_projects::PROJECT_DIR).join("workflows"))
+        .limits(limits.clone())
+        .build()
+        .map_err(|e| format!("orch: {e}"))?;
+    let Some(wf) = wm.get_valid(name) else {
+        let mut msg = format!(
+            "orch: project `{}` has no workflow `{name}`; its workflows: {}",
+            project.name,
+            if project.workflows.is_empty() {
+                "none".to_owned()
+            } else {
+                project.workflows.join(", ")
+            }
+        );
+        for p in wm.load_problems() {
+            msg.push('\n');
+            msg.push_str(&p);
+        }
+        return Err(msg);
+    };
+    Ok(Target {
+        wf,
+        work_dir: root.to_path_buf(),
+        project: Some((project.name.clone(), root.to_path_buf(), project)),
+    })
+}
+
+/// Resolves `orch run`'s argument: a file; else, by name, a workflow of the
+/// project the current directory is in, then of the engine's workflows
+/// directory (which includes the template workflows).
+fn resolve(
+    arg: &str,
+    project: Option<&str>,
+    read: &ReadOptions,
+    limits: &Limits,
+    engine: &orch_engine::OrchestrationEngine,
+) -> Result<Target, u8> {
+    let cwd = match std::env::current_dir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("orch: cannot read the current directory: {e}");
+            return Err(exit::INVALID);
+        }
+    };
+    if let Some(pname) = project {
+        let Some(p) = engine.project_manager().get_project(pname) else {
+            eprintln!(
+                "orch: {}",
+                OrchestrationError::NotFound {
+                    kind: orch_model::EntityKind::Project,
+                    name: pname.to_owned(),
+                    hint: Some(format!(
+                        "known projects: {}",
+                        engine.project_manager().list_projects().join(", ")
+                    )),
+                }
+            );
+            return Err(exit::INVALID);
+        };
+        let root = PathBuf::from(&p.path);
+        return project_workflow(&root, p, arg, limits).map_err(|e| {
+            eprintln!("{e}");
+            exit::INVALID
+        });
+    }
+    let path = Path::new(arg);
+    let looks_like_name = !arg.contains('/') && Format::from_path(path).is_none();
+    if path.exists() || !looks_like_name {
+        return match load(path, read, limits) {
+            Ok(wf) => Ok(Target {
+                wf: std::sync::Arc::new(wf),
+                work_dir: cwd,
+                project: None,
+            }),
+            Err(LoadError::File(msg)) => {
+                eprintln!("{msg}");
+                Err(exit::INVALID)
+            }
+            Err(LoadError::Invalid(d)) => {
+                for line in d.lines() {
+                    eprintln!("{line}");
+                }
+                Err(exit::INVALID)
+            }
+        };
+    }
+    if let Some((root, p)) = enclosing_project(&cwd) {
+        if p.workflows.iter().any(|w| w == arg) {
+            return project_workflow(&root, p, arg, limits).map_err(|e| {
+                eprintln!("{e}");
+                exit::INVALID
+            });
+        }
+    }
+    let wm = engine.workflow_manager();
+    match wm.get_valid(arg) {
+        Some(wf) => Ok(Target {
+            wf,
+            work_dir: cwd,
+            project: None,
+        }),
+        None => {
+            eprintln!(
+                "orch: `{arg}` is neither a file nor a known workflow; workflows in {}: {}",
+                wm.workflows_dir().display(),
+                wm.list_workflows().join(", ")
+            );
+            for p in wm.load_problems() {
+                eprintln!("{p}");
+            }
+            Err(exit::INVALID)
+        }
+    }
+}
+
+/// Runs `orch run` (and `orch project run`).
+pub fn run(arg: &str, project: Option<&str>, read: &ReadOptions, args: &RunArgs) -> u8 {
     let limits = match limits(read) {
         Ok(l) => l,
         Err(e) => {
@@ -215,46 +368,11 @@ pub fn run(file: &Path, read: &ReadOptions, args: &RunArgs) -> u8 {
             return exit::INVALID;
         }
     };
-    let params = match parse_params(&args.params) {
+    let mut params = match parse_params(&args.params) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("orch: {e}");
             return exit::INVALID;
-        }
-    };
-    let wf = match load(file, read, &limits) {
-        Ok(wf) => wf,
-        Err(LoadError::File(msg)) => {
-            eprintln!("{msg}");
-            return exit::INVALID;
-        }
-        Err(LoadError::Invalid(d)) => {
-            for line in d.lines() {
-                eprintln!("{line}");
-            }
-            return exit::INVALID;
-        }
-    };
-    let work_dir = match std::env::current_dir() {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("orch: cannot read the current directory: {e}");
-            return exit::INVALID;
-        }
-    };
-    if !args.json && wf.workflow().steps.iter().any(|s| s.cache) {
-        eprintln!(
-            "orch: note: result caching is not implemented yet; `cache: true` steps run normally"
-        );
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("orch: cannot start the runtime: {e}");
-            return exit::INTERNAL;
         }
     };
     let mut registry = ActionRegistry::with_builtins();
@@ -283,6 +401,50 @@ pub fn run(file: &Path, read: &ReadOptions, args: &RunArgs) -> u8 {
             }),
         );
     }
+    // The engine resolves names and gives `workflow.run` its workflows.
+    let engine = match crate::manage::engine_with(args.config.as_deref(), Some(registry)) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("{e}");
+            return exit::INVALID;
+        }
+    };
+    let target = match resolve(arg, project, read, &limits, &engine) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let wf = target.wf.clone();
+    let work_dir = target.work_dir.clone();
+    let mut project_path = None;
+    if let Some((_, root, p)) = &target.project {
+        // The project's config gives the parameters it declares; -p wins.
+        let declared = &wf.workflow().parameters;
+        let mut merged = Map::new();
+        if let Some(Value::Object(cfg)) = p
+            .config
+            .get("workflows")
+            .and_then(|w| w.get(&wf.workflow().name))
+        {
+            for (k, v) in cfg {
+                if declared.contains_key(k) {
+                    merged.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        merged.extend(params);
+        params = merged;
+        project_path = Some(root.display().to_string());
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("orch: cannot start the runtime: {e}");
+            return exit::INTERNAL;
+        }
+    };
     let resources = match &args.resources {
         Some(path) => match ResourceManager::load(path) {
             Ok(rm) => Some(std::sync::Arc::new(rm)),
@@ -300,6 +462,7 @@ pub fn run(file: &Path, read: &ReadOptions, args: &RunArgs) -> u8 {
         params,
         work_dir,
         run_timeout: args.timeout,
+        project_path,
         cancel: cancel.clone(),
         resources,
         cache: Some(std::sync::Arc::new(RunCache {
@@ -380,10 +543,19 @@ pub fn run(file: &Path, read: &ReadOptions, args: &RunArgs) -> u8 {
                 bar.finish_and_clear();
             }
         });
-        let report = run_workflow(&wf, &registry, opts, Some(tx)).await;
+        let report = run_workflow(&wf, engine.workflow_manager().registry(), opts, Some(tx)).await;
         let _ = printer.await;
         report
     });
+    if let Some((name, _, _)) = &target.project {
+        let pm = engine.project_manager();
+        if pm.get_project(name).is_some() {
+            if let Err(e) = pm.record_workflow_run(name, &wf.workflow().name, result.as_ref().ok())
+            {
+                eprintln!("orch: note: the run was not counted in project `{name}`'s metrics: {e}");
+            }
+        }
+    }
     match result {
         Ok(report) => {
             if args.json {

@@ -820,12 +820,36 @@ impl ProjectManager {
             }
         })?;
         let result = wm.execute(workflow, opts).await;
-        let ok = result.as_ref().is_ok_and(RunReport::succeeded);
-        let run_id = result.as_ref().ok().map(|r| r.run_id.to_string());
-        let status = result.as_ref().map_or(WorkflowStatus::Failed, |r| r.status);
-        let updated = self.update(project, |p| {
+        let updated = self.record_workflow_run(project, workflow, result.as_ref().ok());
+        // The run's own outcome matters more than a failure to record it.
+        let report = result?;
+        updated?;
+        Ok(report)
+    }
+
+    /// Counts a finished run of one of a project's workflows in its metrics
+    /// (`workflow_runs`, `workflows_succeeded` or `workflows_failed`,
+    /// `last_workflow`) and takes it off `active_workflows`. `None` stands for
+    /// a run that could not start. `execute_project_workflow` calls it; so
+    /// does the CLI, which runs project workflows itself.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown project; `Io`.
+    pub fn record_workflow_run(
+        &self,
+        project: &str,
+        workflow: &str,
+        report: Option<&RunReport>,
+    ) -> Result<Project, OrchestrationError> {
+        let ok = report.is_some_and(RunReport::succeeded);
+        let run_id = report.map(|r| r.run_id.to_string());
+        let status = report.map_or(WorkflowStatus::Failed, |r| r.status);
+        self.update(project, |p| {
             if let Some(i) = p.active_workflows.iter().position(|w| w == workflow) {
                 p.active_workflows.remove(i);
+            }
+            if p.status == ProjectStatus::Planning {
+                p.status = ProjectStatus::Active;
             }
             bump(&mut p.metrics, "workflow_runs", 1);
             bump(&mut p.metrics, if ok { "workflows_succeeded" } else { "workflows_failed" }, 1);
@@ -834,11 +858,7 @@ impl ProjectManager {
                 json!({"name": workflow, "status": status, "run_id": run_id, "finished_at": Utc::now()}),
             );
             p.updated_at = Utc::now();
-        });
-        // The run's own outcome matters more than a failure to record it.
-        let report = result?;
-        updated?;
-        Ok(report)
+        })
     }
 
     /// A project's status (seed: `get_project_status`); `None` when unknown.

@@ -492,6 +492,11 @@ impl WorkflowManager {
             .map(|e| e.workflow.workflow().clone())
     }
 
+    /// A workflow's validated definition (what runs).
+    pub fn get_valid(&self, name: &str) -> Option<Arc<ValidWorkflow>> {
+        self.state().workflows.get(name).map(|e| e.workflow.clone())
+    }
+
     /// The file a workflow was read from, if it came from one.
     pub fn workflow_path(&self, name: &str) -> Option<PathBuf> {
         self.state()

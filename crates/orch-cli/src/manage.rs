@@ -1,0 +1,311 @@
+//! `orch templates`, `orch project ...`, `orch status`, `orch health`: the engine's view.
+
+use crate::exit;
+use orch_engine::OrchestrationEngine;
+use orch_model::{ErrorCode, OrchestrationError};
+use orch_projects::CreateOptions;
+use orch_tasks::ActionRegistry;
+use serde_json::Value;
+use std::path::Path;
+
+/// The engine from `--config` (or `$ORCH_CONFIG`) and the environment.
+///
+/// # Errors
+/// One printable line.
+pub fn engine(config: Option<&Path>) -> Result<OrchestrationEngine, String> {
+    engine_with(config, None)
+}
+
+/// [`engine`] with a registry of actions (built-ins plus `--module`s).
+///
+/// # Errors
+/// One printable line.
+pub fn engine_with(
+    config: Option<&Path>,
+    registry: Option<ActionRegistry>,
+) -> Result<OrchestrationEngine, String> {
+    let from_env = std::env::var_os("ORCH_CONFIG").map(std::path::PathBuf::from);
+    let mut b = OrchestrationEngine::builder().from_env();
+    if let Some(path) = config.map(Path::to_path_buf).or(from_env) {
+        b = b.config_file(&path).map_err(|e| format!("orch: {e}"))?;
+    }
+    if let Some(r) = registry {
+        b = b.registry(r);
+    }
+    b.build().map_err(|e| format!("orch: {e}"))
+}
+
+/// The exit code for an error: 2 when the input was wrong, 1 otherwise.
+fn code_for(e: &OrchestrationError) -> u8 {
+    match e.error_code() {
+        ErrorCode::IoError
+        | ErrorCode::StoreError
+        | ErrorCode::WorkflowFailed
+        | ErrorCode::TaskFailed
+        | ErrorCode::ProjectError => exit::FAILED,
+        _ => exit::INVALID,
+    }
+}
+
+fn fail(e: &OrchestrationError) -> u8 {
+    eprintln!("orch: {e}");
+    for s in e.suggestions().iter().take(1) {
+        eprintln!("  hint: {s}");
+    }
+    code_for(e)
+}
+
+macro_rules! engine_or_exit {
+    ($config:expr) => {
+        match engine($config) {
+            Ok(e) => e,
+            Err(msg) => {
+                eprintln!("{msg}");
+                return exit::INVALID;
+            }
+        }
+    };
+}
+
+fn pretty(v: &impl serde::Serialize) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+/// `orch templates`.
+pub fn templates(config: Option<&Path>, json_out: bool) -> u8 {
+    let engine = engine_or_exit!(config);
+    let pm = engine.project_manager();
+    let list: Vec<_> = pm
+        .list_templates()
+        .into_iter()
+        .filter_map(|n| pm.get_template(&n))
+        .collect();
+    if json_out {
+        println!("{}", pretty(&list));
+        return exit::OK;
+    }
+    println!(
+        "{:<18}  {:<16}  {:<34}  DESCRIPTION",
+        "NAME", "TYPE", "WORKFLOWS"
+    );
+    for t in &list {
+        println!(
+            "{:<18}  {:<16}  {:<34}  {}",
+            t.name,
+            t.project_type.as_str(),
+            t.workflows.join(", "),
+            t.description
+        );
+    }
+    for p in pm
+        .load_problems()
+        .iter()
+        .filter(|p| p.starts_with("template"))
+    {
+        eprintln!("orch: note: {p}");
+    }
+    exit::OK
+}
+
+/// `orch project new`.
+pub fn project_new(
+    config: Option<&Path>,
+    name: &str,
+    template: &str,
+    path: Option<&Path>,
+    options: CreateOptions,
+) -> u8 {
+    let engine = engine_or_exit!(config);
+    // `custom` is an empty project unless a user template has that name.
+    let template = (template != "custom"
+        || engine.project_manager().get_template("custom").is_some())
+    .then_some(template);
+    match engine
+        .project_manager()
+        .create_project(name, template, path, options)
+    {
+        Ok(p) => {
+            println!(
+                "created project `{}` ({}) at {}",
+                p.name,
+                p.project_type.as_str(),
+                p.path
+            );
+            for w in &p.workflows {
+                println!("  run its `{w}` workflow: orch project run {} {w}", p.name);
+            }
+            exit::OK
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+/// `orch project list`.
+pub fn project_list(config: Option<&Path>, json_out: bool) -> u8 {
+    let engine = engine_or_exit!(config);
+    let pm = engine.project_manager();
+    let list: Vec<_> = pm
+        .list_projects()
+        .into_iter()
+        .filter_map(|n| pm.get_project(&n))
+        .collect();
+    if json_out {
+        println!("{}", pretty(&list));
+        return exit::OK;
+    }
+    println!("{:<24}  {:<16}  {:<10}  PATH", "NAME", "TYPE", "STATUS");
+    for p in &list {
+        println!(
+            "{:<24}  {:<16}  {:<10}  {}",
+            p.name,
+            p.project_type.as_str(),
+            p.status.as_str(),
+            p.path
+        );
+    }
+    if list.is_empty() {
+        println!(
+            "(no projects in {}; create one with `orch project new NAME --template ai_analysis`)",
+            pm.projects_dir().display()
+        );
+    }
+    exit::OK
+}
+
+/// `orch project status`.
+pub fn project_status(config: Option<&Path>, name: &str, json_out: bool) -> u8 {
+    let engine = engine_or_exit!(config);
+    let pm = engine.project_manager();
+    let Some(s) = pm.get_project_status(name) else {
+        return fail(&OrchestrationError::NotFound {
+            kind: orch_model::EntityKind::Project,
+            name: name.to_owned(),
+            hint: Some(format!("known projects: {}", pm.list_projects().join(", "))),
+        });
+    };
+    if json_out {
+        println!("{}", pretty(&s));
+        return exit::OK;
+    }
+    println!(
+        "{} ({}, {})",
+        s.name,
+        s.project_type.as_str(),
+        s.status.as_str()
+    );
+    println!("  path:       {}", s.path);
+    println!("  version:    {}", s.version);
+    println!(
+        "  workflows:  {} ({} running)",
+        s.workflows, s.active_workflows
+    );
+    println!("  created:    {}", s.created_at.to_rfc3339());
+    println!("  updated:    {}", s.updated_at.to_rfc3339());
+    println!("  milestones: {}", Value::Object(s.milestones));
+    println!("  metrics:    {}", Value::Object(s.metrics));
+    exit::OK
+}
+
+/// `orch project milestone`.
+pub fn project_milestone(config: Option<&Path>, name: &str, key: &str, data: &str) -> u8 {
+    let value: Value = match serde_json::from_str(data) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("orch: --data is not JSON ({e}); e.g. --data '{{\"quality_score\": 8.5}}'");
+            return exit::INVALID;
+        }
+    };
+    let engine = engine_or_exit!(config);
+    match engine
+        .project_manager()
+        .add_project_milestone(name, key, &value)
+    {
+        Ok(p) => {
+            println!("recorded milestone `{key}` of project `{}`", p.name);
+            exit::OK
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+/// `orch project archive`.
+pub fn project_archive(config: Option<&Path>, name: &str, output: Option<&Path>) -> u8 {
+    let engine = engine_or_exit!(config);
+    match engine.project_manager().archive_project(name, output) {
+        Ok(path) => {
+            println!("archived project `{name}` to {}", path.display());
+            exit::OK
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+/// `orch status`.
+pub fn status(config: Option<&Path>, json_out: bool) -> u8 {
+    let engine = engine_or_exit!(config);
+    let s = engine.get_system_status();
+    if json_out {
+        println!("{}", pretty(&s));
+        return exit::OK;
+    }
+    let get = |v: &Value, k: &str| v.get(k).cloned().unwrap_or(Value::Null);
+    println!("orch status at {}", s.timestamp.to_rfc3339());
+    println!(
+        "  workflows:  {} defined in {}",
+        get(&s.workflow_manager, "total_workflows"),
+        engine.workflow_manager().workflows_dir().display()
+    );
+    println!(
+        "  projects:   {} in {} (templates: {})",
+        get(&s.project_manager, "total_projects"),
+        engine.project_manager().projects_dir().display(),
+        engine.project_manager().list_templates().join(", ")
+    );
+    println!(
+        "  resources:  {} ({} allocations)",
+        get(&s.resource_manager, "total_resources"),
+        get(&s.resource_manager, "total_allocations")
+    );
+    for r in engine.resource_manager().list_resources() {
+        let cap: Vec<String> = r
+            .capacity
+            .iter()
+            .map(|(k, v)| format!("{k}={}", (v * 100.0).round() / 100.0))
+            .collect();
+        println!(
+            "    {:<16} {:<12} {}",
+            r.id,
+            r.resource_type.as_str(),
+            cap.join(", ")
+        );
+    }
+    exit::OK
+}
+
+/// `orch health`: exit 0 when healthy, 1 when degraded or unhealthy.
+pub fn health(config: Option<&Path>, json_out: bool) -> u8 {
+    let engine = engine_or_exit!(config);
+    let h = engine.health_check();
+    if json_out {
+        println!("{}", pretty(&h));
+    } else {
+        println!("overall: {}", h.overall_status);
+        let c = &h.components;
+        for (name, comp) in [
+            ("workflow_manager", &c.workflow_manager),
+            ("task_orchestrator", &c.task_orchestrator),
+            ("project_manager", &c.project_manager),
+            ("resource_manager", &c.resource_manager),
+        ] {
+            println!("  {name:<18} {}", comp.status);
+        }
+        for i in &h.issues {
+            println!("  issue: {i}");
+        }
+    }
+    if h.overall_status == "healthy" {
+        exit::OK
+    } else {
+        exit::FAILED
+    }
+}
