@@ -615,7 +615,8 @@ impl EngineBuilder {
         .registry(registry)
         .build()?;
         let (events, _) = broadcast::channel(4096);
-        Ok(OrchestrationEngine {
+        let cleanup = Duration::from_secs(config.cleanup_interval.unwrap_or(300).max(1));
+        let engine = OrchestrationEngine {
             inner: Arc::new(Inner {
                 session_timeout: config.session_timeout.unwrap_or(3600),
                 config,
@@ -634,7 +635,22 @@ impl EngineBuilder {
                 counters: Counters::default(),
                 started: Instant::now(),
             }),
-        })
+        };
+        // Expired sessions are also ended on every call; this sweep every
+        // `cleanup_interval` releases their resources when nobody calls. It
+        // runs when the engine is built inside a tokio runtime and ends with
+        // the engine.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(&engine.inner);
+            rt.spawn(async move {
+                loop {
+                    tokio::time::sleep(cleanup).await;
+                    let Some(inner) = weak.upgrade() else { break };
+                    OrchestrationEngine { inner }.sweep();
+                }
+            });
+        }
+        Ok(engine)
     }
 }
 

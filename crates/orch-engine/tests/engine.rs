@@ -602,3 +602,107 @@ fn a_store_other_than_memory_is_not_supported_yet() {
         .expect_err("unsupported");
     assert!(e.to_string().contains("not supported"), "{e}");
 }
+
+#[test]
+fn the_seeds_api_examples_for_sessions_and_projects_work() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = engine(dir.path());
+    // create_session(user_id="analyst", mode="resource_aware", max_parallel_tasks=8,
+    //                resource_requirements={"cpu": {"cores": 4}, "memory": {"gb": 8}})
+    let opts: SessionOptions = serde_json::from_value(json!({
+        "user_id": "analyst",
+        "mode": "resource_aware",
+        "max_parallel_tasks": 8,
+        "resource_requirements": {"cpu": {"cores": 4}, "memory": {"gb": 8}}
+    }))
+    .expect("the seed's keyword arguments");
+    let sid = engine.create_session(opts).expect("session");
+    let s = engine.get_session(&sid).expect("session");
+    assert_eq!(
+        (
+            s.user_id.as_str(),
+            s.mode,
+            s.max_parallel_tasks,
+            s.max_parallel_workflows
+        ),
+        ("analyst", ExecutionMode::ResourceAware, 8, 2)
+    );
+    assert_eq!(
+        engine.resource_manager().get_resource_usage(None)["total_allocations"],
+        1
+    );
+    let e =
+        serde_json::from_value::<SessionOptions>(json!({"user": "x"})).expect_err("unknown key");
+    assert!(e.to_string().contains("unknown field `user`"), "{e}");
+    // create_project("web-app-analysis", template_name="web_application", description=..., author=...)
+    let p = engine
+        .project_manager()
+        .create_project(
+            "web-app-analysis",
+            Some("web_application"),
+            None,
+            orch_projects::CreateOptions {
+                description: "Analysis of web application code".into(),
+                author: "Development Team".into(),
+                ..orch_projects::CreateOptions::default()
+            },
+        )
+        .expect("project");
+    assert_eq!(p.project_type, orch_model::ProjectType::WebApplication);
+    assert_eq!(p.author, "Development Team");
+    assert!(Path::new(&p.path).join("deploy/README.md").is_file());
+    assert!(engine.close_session(&sid));
+    assert_eq!(
+        engine.resource_manager().get_resource_usage(None)["total_allocations"],
+        0
+    );
+}
+
+#[test]
+fn expired_sessions_give_their_resources_back_every_cleanup_interval() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = rt();
+    let res = dir.path().join("resources.json");
+    ResourceManager::with_resources(vec![ResourceManager::resource(
+        "cpu0",
+        ResourceType::Cpu,
+        &[("cores", 4.0)],
+    )])
+    .expect("resources")
+    .save(&res)
+    .expect("saved");
+    // Built inside the runtime, the engine sweeps in the background.
+    let engine = rt.block_on(async {
+        OrchestrationEngine::builder()
+            .home(dir.path().join("home"))
+            .config(EngineConfig {
+                resource_config: Some(res),
+                cleanup_interval: Some(1),
+                ..EngineConfig::default()
+            })
+            .build()
+            .expect("engine")
+    });
+    engine
+        .create_session(SessionOptions {
+            timeout_seconds: Some(1),
+            resource_requirements: ResourceRequest::default().with(ResourceType::Cpu, "cores", 3.0),
+            ..SessionOptions::default()
+        })
+        .expect("session");
+    let allocations =
+        || engine.resource_manager().get_resource_usage(None)["total_allocations"].clone();
+    assert_eq!(allocations(), 1);
+    let mut released = false;
+    for _ in 0..60 {
+        std::thread::sleep(Duration::from_millis(100));
+        if allocations() == 0 {
+            released = true;
+            break;
+        }
+    }
+    assert!(
+        released,
+        "the sweep released the expired session's cores without any engine call"
+    );
+}

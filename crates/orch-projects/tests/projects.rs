@@ -208,8 +208,8 @@ fn the_seeds_project_example_runs_for_real() {
     );
     assert!(md.contains("- sentiment\n- intent\n- quality"), "{md}");
     assert!(
-        md.contains("```json\n{\n  \"Python\": {"),
-        "per-language counts as JSON: {md}"
+        md.contains("| name | files | lines | code | comment | blank |\n|---|---|---|---|---|---|\n| Python | 1 | 4 | 2 | 1 | 1 |\n| TypeScript | 1 | 2 | 1 | 1 | 0 |"),
+        "a table row per language: {md}"
     );
     let svg = std::fs::read_to_string(root.join("reports/code-by-language.svg")).expect("chart");
     assert!(svg.contains(">Python</text>") && svg.contains(">Lines of code by language</text>"));

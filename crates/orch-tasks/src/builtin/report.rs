@@ -31,6 +31,27 @@ fn is_scalar(v: &Value) -> bool {
 /// Renders one value as Markdown.
 fn render_value(v: &Value) -> String {
     match v {
+        Value::Object(m) if m.is_empty() => "_none_".to_owned(),
+        Value::Array(a) if a.is_empty() => "_none_".to_owned(),
+        // An object of records (`{Rust: {files, code}, ...}`): a table with a row per key.
+        Value::Object(m)
+            if m.values().all(
+                |r| matches!(r, Value::Object(o) if !o.is_empty() && o.values().all(is_scalar)),
+            ) =>
+        {
+            let rows: Vec<Value> = m
+                .iter()
+                .map(|(k, r)| {
+                    let mut row = Map::new();
+                    row.insert("name".into(), Value::String(k.clone()));
+                    if let Value::Object(o) = r {
+                        row.extend(o.clone());
+                    }
+                    Value::Object(row)
+                })
+                .collect();
+            render_value(&Value::Array(rows))
+        }
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
         Value::Bool(_) | Value::Number(_) => v.to_string(),
@@ -251,11 +272,18 @@ mod tests {
     }
 
     #[test]
-    fn nested_structures_become_json_blocks() {
-        let out = render_value(&json!({"a": {"b": 1}}));
+    fn records_become_a_table_and_deeper_structures_json_blocks() {
+        let out =
+            render_value(&json!({"Rust": {"files": 2, "code": 10}, "Go": {"files": 1, "code": 3}}));
+        assert_eq!(
+            out,
+            "| name | files | code |\n|---|---|---|\n| Rust | 2 | 10 |\n| Go | 1 | 3 |\n"
+        );
+        let out = render_value(&json!({"a": {"b": {"c": 1}}}));
         assert!(
             out.starts_with("```json\n") && out.ends_with("```\n"),
             "{out}"
         );
+        assert_eq!(render_value(&json!([])), "_none_");
     }
 }
