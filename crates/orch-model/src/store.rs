@@ -70,6 +70,10 @@ pub struct RunRecord {
     pub params: Map<String, Value>,
     /// The definition.
     pub definition: Value,
+    /// The process driving the run (`pid:START@HOST`), while one does.
+    pub owner: Option<String>,
+    /// Whether someone asked the run's owner to cancel it.
+    pub cancel_requested: bool,
 }
 
 /// A stored task.
@@ -95,6 +99,22 @@ pub struct TaskRecord {
     pub result: Option<TaskResult>,
     /// Why it was skipped, if it was.
     pub note: Option<String>,
+    /// When its latest attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it reached its final state.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A task that reached its final state, for [`Store::finish_tasks`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finished {
+    /// Its index in the run.
+    pub index: u32,
+    /// The attempt that ended (the fencing token), or 0 for a task that never
+    /// started (skipped, cancelled, or failed before it could start).
+    pub attempt: u32,
+    /// How it ended.
+    pub outcome: TaskOutcome,
 }
 
 /// A worker's hold on a running task.
@@ -200,6 +220,16 @@ pub struct CacheEntry {
 /// - `reclaim_expired` makes every running task whose lease ended before
 ///   `now` ready again (its next claim gets the next attempt number).
 /// - `cancel_run` cancels every task that is not terminal.
+/// - `start_tasks` is the local scheduler's claim: the named tasks, which
+///   must all be `ready`, become `running` with the next attempt number; all
+///   or nothing.
+/// - `finish_tasks` is `complete` for many tasks of one run in one
+///   transaction, in order; an entry with attempt 0 finishes a task that
+///   never started (it must be neither running nor terminal).
+/// - `requeue_running` makes a run's running tasks ready again, keeping
+///   their attempt numbers (resuming after the driving process died).
+/// - `finish_run` sets a run's final status when its driver knows better
+///   (a run timeout is a failure even if its tasks were cancelled).
 /// - Events get consecutive `seq` numbers per run, from 1, in append order.
 ///
 /// # Cancellation
@@ -241,6 +271,31 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn cancel_run(&self, run: RunId, now: DateTime<Utc>) -> Result<()>;
     /// Appends events to a run's log (their `seq` is assigned by the store).
     async fn append_events(&self, run: RunId, events: Vec<StoredEvent>) -> Result<()>;
+    /// Starts ready tasks of a run; returns their new attempt numbers, in order.
+    async fn start_tasks(
+        &self,
+        run: RunId,
+        tasks: &[u32],
+        worker: &str,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<u32>>;
+    /// Finishes tasks of a run and releases their dependents, atomically.
+    async fn finish_tasks(&self, run: RunId, done: Vec<Finished>, now: DateTime<Utc>)
+    -> Result<()>;
+    /// Makes a run's running tasks ready again; returns how many.
+    async fn requeue_running(&self, run: RunId) -> Result<usize>;
+    /// Sets a run's final status and end time.
+    async fn finish_run(&self, run: RunId, status: WorkflowStatus, now: DateTime<Utc>)
+    -> Result<()>;
+    /// Records the process driving a run (`None` when it let go).
+    async fn set_owner(&self, run: RunId, owner: Option<String>) -> Result<()>;
+    /// Asks a run's owner to cancel it; false when the run is already finished.
+    async fn request_cancel(&self, run: RunId) -> Result<bool>;
+    /// Rows the backend could not read and set aside, one line each.
+    async fn problems(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
     /// A run's events with `seq > after`, in order.
     async fn events(&self, run: RunId, after: u64) -> Result<Vec<StoredEvent>>;
     /// A cached result.

@@ -59,6 +59,68 @@ fn stale(what: &str, claim: &Claim) -> OrchestrationError {
     }
 }
 
+/// Finishes task `i` of `run` (attempt 0: a task that never started) and
+/// releases its dependents.
+fn finish_one(
+    run: &mut RunState,
+    i: u32,
+    name_for_errors: Option<&Claim>,
+    attempt: u32,
+    outcome: TaskOutcome,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let invalid = |t: &TaskRecord| match name_for_errors {
+        Some(c) => stale("complete", c),
+        None => OrchestrationError::InvalidState {
+            message: format!(
+                "finish: task `{}` is {} at attempt {}, not finishable with attempt {attempt}",
+                t.name,
+                t.status.as_str(),
+                t.attempt
+            ),
+        },
+    };
+    let t = run
+        .tasks
+        .get_mut(i as usize)
+        .ok_or_else(|| OrchestrationError::InvalidState {
+            message: format!("finish: the run has no task {i}"),
+        })?;
+    if attempt > 0 {
+        if t.status != TaskStatus::Running || t.attempt != attempt {
+            return Err(invalid(t));
+        }
+    } else if t.status == TaskStatus::Running || t.status.is_terminal() {
+        return Err(invalid(t));
+    }
+    let next = outcome.status();
+    if t.status.transition(next).is_err() {
+        // A task that never started may end from `pending` through `ready`.
+        if !(attempt == 0
+            && t.status == TaskStatus::Pending
+            && t.status.transition(TaskStatus::Ready).is_ok()
+            && t.status.transition(next).is_ok())
+        {
+            return Err(invalid(t));
+        }
+    }
+    t.lease = None;
+    t.finished_at = Some(now);
+    match outcome {
+        TaskOutcome::Succeeded { result } | TaskOutcome::Failed { result } => t.result = Some(result),
+        TaskOutcome::Skipped { reason } => t.note = Some(reason),
+        TaskOutcome::Cancelled => {}
+    }
+    for j in run.dependents[i as usize].clone() {
+        let d = &mut run.tasks[j as usize];
+        d.remaining = d.remaining.saturating_sub(1);
+        if d.remaining == 0 && d.status == TaskStatus::Pending {
+            let _ = d.status.transition(TaskStatus::Ready);
+        }
+    }
+    Ok(())
+}
+
 fn finish_run_if_done(run: &mut RunState, now: DateTime<Utc>) {
     if run.record.status != WorkflowStatus::Running
         || !run.tasks.iter().all(|t| t.status.is_terminal())
@@ -131,6 +193,8 @@ impl Store for MemoryStore {
                 lease: None,
                 result: None,
                 note: None,
+                started_at: None,
+                finished_at: None,
             })
             .collect();
         inner.created += 1;
@@ -143,6 +207,8 @@ impl Store for MemoryStore {
             finished_at: None,
             params: run.params,
             definition: run.definition,
+            owner: None,
+            cancel_requested: false,
         };
         inner.runs.insert(
             run.id,
@@ -213,6 +279,7 @@ impl Store for MemoryStore {
                 continue;
             }
             t.attempt += 1;
+            t.started_at = Some(now);
             t.lease = Some(Lease {
                 worker: worker.to_owned(),
                 until: lease_until(now, lease),
@@ -258,33 +325,132 @@ impl Store for MemoryStore {
             .runs
             .get_mut(&claim.run)
             .ok_or_else(|| OrchestrationError::not_found(EntityKind::Run, claim.run.to_string()))?;
-        let i = claim.index as usize;
-        let t = run
-            .tasks
-            .get_mut(i)
-            .ok_or_else(|| stale("complete", claim))?;
-        if t.status != TaskStatus::Running || t.attempt != claim.attempt {
+        if claim.attempt == 0 {
             return Err(stale("complete", claim));
         }
-        let next = outcome.status();
-        t.status.transition(next)?;
-        t.lease = None;
-        match outcome {
-            TaskOutcome::Succeeded { result } | TaskOutcome::Failed { result } => {
-                t.result = Some(result)
-            }
-            TaskOutcome::Skipped { reason } => t.note = Some(reason),
-            TaskOutcome::Cancelled => {}
-        }
-        for j in run.dependents[i].clone() {
-            let d = &mut run.tasks[j as usize];
-            d.remaining = d.remaining.saturating_sub(1);
-            if d.remaining == 0 && d.status == TaskStatus::Pending {
-                let _ = d.status.transition(TaskStatus::Ready);
-            }
-        }
+        finish_one(run, claim.index, Some(claim), claim.attempt, outcome, now)?;
         finish_run_if_done(run, now);
         Ok(())
+    }
+
+    async fn start_tasks(
+        &self,
+        run: RunId,
+        tasks: &[u32],
+        worker: &str,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<u32>> {
+        let mut inner = self.lock();
+        let r = inner
+            .runs
+            .get_mut(&run)
+            .ok_or_else(|| OrchestrationError::not_found(EntityKind::Run, run.to_string()))?;
+        for &i in tasks {
+            match r.tasks.get(i as usize) {
+                Some(t) if t.status == TaskStatus::Ready => {}
+                Some(t) => {
+                    return Err(OrchestrationError::InvalidState {
+                        message: format!("start: task `{}` is {}, not ready", t.name, t.status.as_str()),
+                    });
+                }
+                None => {
+                    return Err(OrchestrationError::InvalidState {
+                        message: format!("start: the run has no task {i}"),
+                    });
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(tasks.len());
+        for &i in tasks {
+            let t = &mut r.tasks[i as usize];
+            t.status.transition(TaskStatus::Running)?;
+            t.attempt += 1;
+            t.started_at = Some(now);
+            t.lease = Some(Lease {
+                worker: worker.to_owned(),
+                until: lease_until(now, lease),
+            });
+            out.push(t.attempt);
+        }
+        Ok(out)
+    }
+
+    async fn finish_tasks(
+        &self,
+        run: RunId,
+        done: Vec<orch_model::Finished>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut inner = self.lock();
+        let r = inner
+            .runs
+            .get_mut(&run)
+            .ok_or_else(|| OrchestrationError::not_found(EntityKind::Run, run.to_string()))?;
+        // All or nothing: work on a copy, keep it only when every entry applied.
+        let before = r.tasks.clone();
+        for f in done {
+            if let Err(e) = finish_one(r, f.index, None, f.attempt, f.outcome, now) {
+                r.tasks = before;
+                return Err(e);
+            }
+        }
+        finish_run_if_done(r, now);
+        Ok(())
+    }
+
+    async fn requeue_running(&self, run: RunId) -> Result<usize> {
+        let mut inner = self.lock();
+        let r = inner
+            .runs
+            .get_mut(&run)
+            .ok_or_else(|| OrchestrationError::not_found(EntityKind::Run, run.to_string()))?;
+        let mut n = 0;
+        for t in &mut r.tasks {
+            if t.status == TaskStatus::Running && t.status.transition(TaskStatus::Ready).is_ok() {
+                t.lease = None;
+                n += 1;
+            }
+        }
+        if n > 0 && r.record.status != WorkflowStatus::Running {
+            r.record.status = WorkflowStatus::Running;
+            r.record.finished_at = None;
+        }
+        Ok(n)
+    }
+
+    async fn finish_run(&self, run: RunId, status: WorkflowStatus, now: DateTime<Utc>) -> Result<()> {
+        let mut inner = self.lock();
+        let r = inner
+            .runs
+            .get_mut(&run)
+            .ok_or_else(|| OrchestrationError::not_found(EntityKind::Run, run.to_string()))?;
+        r.record.status = status;
+        r.record.finished_at = Some(now);
+        Ok(())
+    }
+
+    async fn set_owner(&self, run: RunId, owner: Option<String>) -> Result<()> {
+        let mut inner = self.lock();
+        let r = inner
+            .runs
+            .get_mut(&run)
+            .ok_or_else(|| OrchestrationError::not_found(EntityKind::Run, run.to_string()))?;
+        r.record.owner = owner;
+        Ok(())
+    }
+
+    async fn request_cancel(&self, run: RunId) -> Result<bool> {
+        let mut inner = self.lock();
+        let r = inner
+            .runs
+            .get_mut(&run)
+            .ok_or_else(|| OrchestrationError::not_found(EntityKind::Run, run.to_string()))?;
+        if r.record.status != WorkflowStatus::Running {
+            return Ok(false);
+        }
+        r.record.cancel_requested = true;
+        Ok(true)
     }
 
     async fn reclaim_expired(&self, now: DateTime<Utc>) -> Result<usize> {
