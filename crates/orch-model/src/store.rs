@@ -286,8 +286,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Makes a run's running tasks ready again; returns how many.
     async fn requeue_running(&self, run: RunId) -> Result<usize>;
     /// Sets a run's final status and end time.
-    async fn finish_run(&self, run: RunId, status: WorkflowStatus, now: DateTime<Utc>)
-    -> Result<()>;
+    async fn finish_run(
+        &self,
+        run: RunId,
+        status: WorkflowStatus,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
     /// Records the process driving a run (`None` when it let go).
     async fn set_owner(&self, run: RunId, owner: Option<String>) -> Result<()>;
     /// Asks a run's owner to cancel it; false when the run is already finished.

@@ -415,56 +415,131 @@ pub async fn local_scheduling(store: &dyn Store) {
         .expect("start a and e");
     assert_eq!(attempts, vec![1, 1], "first attempts");
     assert!(
-        store.start_tasks(id, &[1], "local", LEASE, at(1)).await.is_err(),
+        store
+            .start_tasks(id, &[1], "local", LEASE, at(1))
+            .await
+            .is_err(),
         "b is pending: starting it is refused"
     );
     let t = &store.tasks(id).await.expect("tasks")[0];
     assert_eq!((t.status, t.started_at), (TaskStatus::Running, Some(at(1))));
     // One bad entry (d is pending, not running) undoes the whole batch.
     let bad = vec![
-        Finished { index: 0, attempt: 1, outcome: ok(json!(1)) },
-        Finished { index: 3, attempt: 1, outcome: ok(json!(2)) },
+        Finished {
+            index: 0,
+            attempt: 1,
+            outcome: ok(json!(1)),
+        },
+        Finished {
+            index: 3,
+            attempt: 1,
+            outcome: ok(json!(2)),
+        },
     ];
-    assert!(store.finish_tasks(id, bad, at(2)).await.is_err(), "stale entry rejected");
-    assert_eq!(statuses(store, id).await[0], TaskStatus::Running, "nothing applied");
+    assert!(
+        store.finish_tasks(id, bad, at(2)).await.is_err(),
+        "stale entry rejected"
+    );
+    assert_eq!(
+        statuses(store, id).await[0],
+        TaskStatus::Running,
+        "nothing applied"
+    );
     // A stale attempt is fenced off too.
-    let stale = vec![Finished { index: 0, attempt: 2, outcome: ok(json!(1)) }];
+    let stale = vec![Finished {
+        index: 0,
+        attempt: 2,
+        outcome: ok(json!(1)),
+    }];
     assert!(store.finish_tasks(id, stale, at(2)).await.is_err());
     // a succeeds, e fails: b and c become ready in the same transaction.
     let good = vec![
-        Finished { index: 0, attempt: 1, outcome: ok(json!("a")) },
-        Finished { index: 4, attempt: 1, outcome: TaskOutcome::Failed { result: TaskResult::failed("X", "e broke") } },
+        Finished {
+            index: 0,
+            attempt: 1,
+            outcome: ok(json!("a")),
+        },
+        Finished {
+            index: 4,
+            attempt: 1,
+            outcome: TaskOutcome::Failed {
+                result: TaskResult::failed("X", "e broke"),
+            },
+        },
     ];
-    store.finish_tasks(id, good, at(3)).await.expect("finish a and e");
+    store
+        .finish_tasks(id, good, at(3))
+        .await
+        .expect("finish a and e");
     assert_eq!(
         statuses(store, id).await,
-        vec![TaskStatus::Completed, TaskStatus::Ready, TaskStatus::Ready, TaskStatus::Pending, TaskStatus::Failed]
+        vec![
+            TaskStatus::Completed,
+            TaskStatus::Ready,
+            TaskStatus::Ready,
+            TaskStatus::Pending,
+            TaskStatus::Failed
+        ]
     );
     let a = &store.tasks(id).await.expect("tasks")[0];
     assert_eq!(a.finished_at, Some(at(3)));
     assert_eq!(a.result.as_ref().map(|r| r.data.clone()), Some(json!("a")));
     // b never starts (skipped, attempt 0); c runs; d is skipped after them.
-    store.start_tasks(id, &[2], "local", LEASE, at(4)).await.expect("start c");
+    store
+        .start_tasks(id, &[2], "local", LEASE, at(4))
+        .await
+        .expect("start c");
     store
         .finish_tasks(
             id,
             vec![
-                Finished { index: 1, attempt: 0, outcome: TaskOutcome::Skipped { reason: "no".into() } },
-                Finished { index: 2, attempt: 1, outcome: ok(json!("c")) },
-                Finished { index: 3, attempt: 0, outcome: TaskOutcome::Skipped { reason: "b skipped".into() } },
+                Finished {
+                    index: 1,
+                    attempt: 0,
+                    outcome: TaskOutcome::Skipped {
+                        reason: "no".into(),
+                    },
+                },
+                Finished {
+                    index: 2,
+                    attempt: 1,
+                    outcome: ok(json!("c")),
+                },
+                Finished {
+                    index: 3,
+                    attempt: 0,
+                    outcome: TaskOutcome::Skipped {
+                        reason: "b skipped".into(),
+                    },
+                },
             ],
             at(5),
         )
         .await
         .expect("finish the rest");
     let tasks = store.tasks(id).await.expect("tasks");
-    assert_eq!((tasks[1].status, tasks[1].attempt, tasks[1].note.as_deref()), (TaskStatus::Skipped, 0, Some("no")));
+    assert_eq!(
+        (tasks[1].status, tasks[1].attempt, tasks[1].note.as_deref()),
+        (TaskStatus::Skipped, 0, Some("no"))
+    );
     assert_eq!(tasks[3].status, TaskStatus::Skipped);
     let run = store.get_run(id).await.expect("get").expect("run");
-    assert_eq!(run.status, WorkflowStatus::Failed, "every task terminal, one failed");
+    assert_eq!(
+        run.status,
+        WorkflowStatus::Failed,
+        "every task terminal, one failed"
+    );
     assert!(
         store
-            .finish_tasks(id, vec![Finished { index: 1, attempt: 0, outcome: TaskOutcome::Cancelled }], at(6))
+            .finish_tasks(
+                id,
+                vec![Finished {
+                    index: 1,
+                    attempt: 0,
+                    outcome: TaskOutcome::Cancelled
+                }],
+                at(6)
+            )
             .await
             .is_err(),
         "a terminal task cannot finish again"
@@ -475,21 +550,52 @@ pub async fn local_scheduling(store: &dyn Store) {
 pub async fn resuming_and_cancelling(store: &dyn Store) {
     let id = RunId::new();
     store.create_run(diamond(id), t0()).await.expect("create");
-    store.set_owner(id, Some("123:456@host".into())).await.expect("owner");
+    store
+        .set_owner(id, Some("123:456@host".into()))
+        .await
+        .expect("owner");
     let run = store.get_run(id).await.expect("get").expect("run");
-    assert_eq!((run.owner.as_deref(), run.cancel_requested), (Some("123:456@host"), false));
-    store.start_tasks(id, &[0], "local", LEASE, at(1)).await.expect("start a");
+    assert_eq!(
+        (run.owner.as_deref(), run.cancel_requested),
+        (Some("123:456@host"), false)
+    );
+    store
+        .start_tasks(id, &[0], "local", LEASE, at(1))
+        .await
+        .expect("start a");
     // The driver dies; a new one requeues what was running, keeping the attempt.
     assert_eq!(store.requeue_running(id).await.expect("requeue"), 1);
     let a = &store.tasks(id).await.expect("tasks")[0];
     assert_eq!((a.status, a.attempt), (TaskStatus::Ready, 1));
-    let again = store.start_tasks(id, &[0], "local", LEASE, at(2)).await.expect("restart a");
+    let again = store
+        .start_tasks(id, &[0], "local", LEASE, at(2))
+        .await
+        .expect("restart a");
     assert_eq!(again, vec![2], "the rerun is attempt 2");
     assert!(store.request_cancel(id).await.expect("request"));
-    assert!(store.get_run(id).await.expect("get").expect("run").cancel_requested);
-    store.finish_run(id, WorkflowStatus::Failed, at(3)).await.expect("finish run");
+    assert!(
+        store
+            .get_run(id)
+            .await
+            .expect("get")
+            .expect("run")
+            .cancel_requested
+    );
+    store
+        .finish_run(id, WorkflowStatus::Failed, at(3))
+        .await
+        .expect("finish run");
     let run = store.get_run(id).await.expect("get").expect("run");
-    assert_eq!((run.status, run.finished_at), (WorkflowStatus::Failed, Some(at(3))));
-    assert!(!store.request_cancel(id).await.expect("request"), "a finished run cannot be cancelled");
-    assert!(store.requeue_running(RunId::new()).await.is_err(), "unknown run");
+    assert_eq!(
+        (run.status, run.finished_at),
+        (WorkflowStatus::Failed, Some(at(3)))
+    );
+    assert!(
+        !store.request_cancel(id).await.expect("request"),
+        "a finished run cannot be cancelled"
+    );
+    assert!(
+        store.requeue_running(RunId::new()).await.is_err(),
+        "unknown run"
+    );
 }

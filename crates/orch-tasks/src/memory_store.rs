@@ -107,7 +107,9 @@ fn finish_one(
     t.lease = None;
     t.finished_at = Some(now);
     match outcome {
-        TaskOutcome::Succeeded { result } | TaskOutcome::Failed { result } => t.result = Some(result),
+        TaskOutcome::Succeeded { result } | TaskOutcome::Failed { result } => {
+            t.result = Some(result)
+        }
         TaskOutcome::Skipped { reason } => t.note = Some(reason),
         TaskOutcome::Cancelled => {}
     }
@@ -351,7 +353,11 @@ impl Store for MemoryStore {
                 Some(t) if t.status == TaskStatus::Ready => {}
                 Some(t) => {
                     return Err(OrchestrationError::InvalidState {
-                        message: format!("start: task `{}` is {}, not ready", t.name, t.status.as_str()),
+                        message: format!(
+                            "start: task `{}` is {}, not ready",
+                            t.name,
+                            t.status.as_str()
+                        ),
                     });
                 }
                 None => {
@@ -419,7 +425,12 @@ impl Store for MemoryStore {
         Ok(n)
     }
 
-    async fn finish_run(&self, run: RunId, status: WorkflowStatus, now: DateTime<Utc>) -> Result<()> {
+    async fn finish_run(
+        &self,
+        run: RunId,
+        status: WorkflowStatus,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         let mut inner = self.lock();
         let r = inner
             .runs
