@@ -296,6 +296,10 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn set_owner(&self, run: RunId, owner: Option<String>) -> Result<()>;
     /// Asks a run's owner to cancel it; false when the run is already finished.
     async fn request_cancel(&self, run: RunId) -> Result<bool>;
+    /// Whether someone asked for the run to be cancelled (polled by its owner).
+    async fn cancel_requested(&self, run: RunId) -> Result<bool> {
+        Ok(self.get_run(run).await?.is_some_and(|r| r.cancel_requested))
+    }
     /// Rows the backend could not read and set aside, one line each.
     async fn problems(&self) -> Result<Vec<String>> {
         Ok(Vec::new())

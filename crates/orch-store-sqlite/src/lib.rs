@@ -1062,6 +1062,20 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn cancel_requested(&self, run: RunId) -> Result<bool> {
+        self.call(move |conn| {
+            conn.query_row(
+                "SELECT cancel_requested FROM runs WHERE id = ?1",
+                params![run.to_string()],
+                |r| r.get::<_, bool>(0),
+            )
+            .optional()
+            .map_err(sql_err)
+            .map(|v| v.unwrap_or(false))
+        })
+        .await
+    }
+
     async fn problems(&self) -> Result<Vec<String>> {
         self.call(|conn| {
             let mut stmt = conn

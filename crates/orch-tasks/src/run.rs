@@ -12,9 +12,11 @@ use crate::cache::{CacheKey, ResultCache, cache_key};
 use crate::event::Event;
 use crate::resolve::{Scope, evaluate, resolve_map};
 use chrono::{DateTime, Utc};
+use orch_model::store::{StoredEvent, TaskRecord};
 use orch_model::{
-    AllocationId, DiagnosticKind, Diagnostics, ExecutionMode, OrchestrationError, Pos, RetryPolicy,
-    RunId, RunIf, TaskPriority, TaskResult, TaskStatus, ValidWorkflow, WorkflowStatus,
+    AllocationId, DiagnosticKind, Diagnostics, ExecutionMode, Finished, NewRun, NewTask,
+    OrchestrationError, Pos, RetryPolicy, RunId, RunIf, Store, TaskOutcome, TaskPriority,
+    TaskResult, TaskStatus, ValidWorkflow, WorkflowStatus,
 };
 use orch_resources::ResourceManager;
 use serde_json::{Map, Value};
@@ -55,6 +57,14 @@ pub struct RunOptions {
     pub resources: Option<Arc<ResourceManager>>,
     /// Where `cache: true` steps look up and store results (no caching when absent).
     pub cache: Option<Arc<dyn ResultCache>>,
+    /// Where the run is recorded (none when absent). With a durable store,
+    /// every completion is committed before its dependents start, and the
+    /// run can be resumed after a crash.
+    pub store: Option<Arc<dyn Store>>,
+    /// Resume the run `run_id` of `store` from these records of its tasks
+    /// (`Store::tasks`): finished steps keep their outcome and do not run
+    /// again; steps that were running run once more.
+    pub resume: Option<Vec<TaskRecord>>,
 }
 
 impl Default for RunOptions {
@@ -72,6 +82,8 @@ impl Default for RunOptions {
             project_path: None,
             resources: None,
             cache: None,
+            store: None,
+            resume: None,
         }
     }
 }
@@ -225,6 +237,65 @@ pub(crate) struct Outcome {
     pub(crate) result: TaskResult,
 }
 
+/// The store side of a journaled run: outcomes waiting to be committed, and
+/// the completions whose dependents wait for that commit.
+struct Journal {
+    store: Arc<dyn Store>,
+    run_id: RunId,
+    /// Final states to commit, in order.
+    finished: Vec<Finished>,
+    /// Steps whose dependents are released once `finished` is committed.
+    deferred: Vec<(u32, DateTime<Utc>, bool)>,
+    /// The store's attempt number of each step's current attempt.
+    attempts: Vec<u32>,
+    /// Attempts made before this process took the run over (resume).
+    prior: Vec<u32>,
+    /// Events to append with the next commit.
+    events: Vec<StoredEvent>,
+    /// When the store was last asked whether someone wants the run cancelled.
+    last_poll: Instant,
+}
+
+/// Commits what the journal holds, then releases the dependents of the
+/// committed steps; repeats while releasing produces more final states
+/// (skips). Every completion is committed before its dependents start.
+async fn flush(
+    st: &mut State<'_>,
+    dependents: &orch_model::graph::DepGraph,
+) -> Result<(), OrchestrationError> {
+    loop {
+        let Some(j) = st.journal.as_mut() else {
+            return Ok(());
+        };
+        if j.finished.is_empty() && j.deferred.is_empty() && j.events.is_empty() {
+            return Ok(());
+        }
+        let done = std::mem::take(&mut j.finished);
+        let deferred = std::mem::take(&mut j.deferred);
+        let now = Utc::now();
+        let mut events = std::mem::take(&mut j.events);
+        for f in &done {
+            events.push(StoredEvent {
+                seq: 0,
+                at: now,
+                kind: format!("task_{}", f.outcome.status().as_str()),
+                task: Some(f.index),
+                data: serde_json::json!({"attempt": f.attempt}),
+            });
+        }
+        let (store, run) = (j.store.clone(), j.run_id);
+        if !done.is_empty() {
+            store.finish_tasks(run, done, now).await?;
+        }
+        if !events.is_empty() {
+            store.append_events(run, events).await?;
+        }
+        for (i, at, cancelled) in deferred {
+            st.finish(i, dependents, cancelled, at);
+        }
+    }
+}
+
 /// Ready steps: one FIFO per priority, highest priority first. Push and pop
 /// are O(1), and the order is exactly "by priority, then by release order".
 #[derive(Default)]
@@ -277,6 +348,8 @@ struct State<'w> {
     allocations: Vec<Option<AllocationId>>,
     cache_keys: Vec<Option<CacheKey>>,
     work: Vec<u32>,
+    /// Where the run is recorded, when it is (`RunOptions::store`).
+    journal: Option<Journal>,
     epoch: (DateTime<Utc>, Instant),
     events: Option<UnboundedSender<Event>>,
 }
@@ -372,12 +445,23 @@ impl State<'_> {
                     "cached result {}",
                     key.to_string().get(..12).unwrap_or_default()
                 ));
-                r.result = Some(TaskResult {
+                let result = TaskResult {
                     success: true,
                     data,
                     cached: true,
                     ..TaskResult::default()
-                });
+                };
+                if let Some(j) = &mut self.journal {
+                    j.finished.push(Finished {
+                        index: i,
+                        attempt: 0,
+                        outcome: TaskOutcome::Succeeded {
+                            result: result.clone(),
+                        },
+                    });
+                }
+                let r = &mut self.reports[i as usize];
+                r.result = Some(result);
                 self.emit(|| Event::TaskCached {
                     task: i,
                     name: self.name(i),
@@ -443,12 +527,44 @@ impl State<'_> {
             }),
         }
         let out_finished = out.finished_at;
+        if let Some(j) = &mut st.journal {
+            let outcome = match out.status {
+                TaskStatus::Completed => TaskOutcome::Succeeded {
+                    result: out.result.clone(),
+                },
+                TaskStatus::Cancelled => TaskOutcome::Cancelled,
+                _ => TaskOutcome::Failed {
+                    result: out.result.clone(),
+                },
+            };
+            j.finished.push(Finished {
+                index: i,
+                attempt: j.attempts[i as usize],
+                outcome,
+            });
+        }
+        let prior = st.journal.as_ref().map_or(0, |j| j.prior[i as usize]);
         let r = &mut st.reports[i as usize];
-        r.attempts = out.attempts;
+        r.attempts = prior + out.attempts;
         r.started_at = out.started_at;
         r.finished_at = Some(out.finished_at);
         r.result = Some(out.result);
-        st.finish(i, dependents, cancelled, out_finished);
+        st.done(i, dependents, cancelled, out_finished);
+    }
+
+    /// Step `i` is final: release its dependents now, or, when the run is
+    /// journaled, once its outcome is committed (see `flush`).
+    fn done(
+        &mut self,
+        i: u32,
+        dependents: &orch_model::graph::DepGraph,
+        cancelled: bool,
+        now: DateTime<Utc>,
+    ) {
+        match &mut self.journal {
+            Some(j) => j.deferred.push((i, now, cancelled)),
+            None => self.finish(i, dependents, cancelled, now),
+        }
     }
 
     /// A step reached a final state at `now`: release what waited for it
@@ -540,6 +656,15 @@ impl State<'_> {
         let r = &mut self.reports[j as usize];
         r.finished_at = Some(now);
         r.note = Some(reason.clone());
+        if let Some(jn) = &mut self.journal {
+            jn.finished.push(Finished {
+                index: j,
+                attempt: 0,
+                outcome: TaskOutcome::Skipped {
+                    reason: reason.clone(),
+                },
+            });
+        }
         self.emit(|| Event::TaskSkipped {
             task: j,
             name: self.name(j),
@@ -555,6 +680,15 @@ impl State<'_> {
         r.ready_at = Some(now);
         r.finished_at = Some(now);
         r.result = Some(TaskResult::failed("ReferenceError", message.clone()));
+        if let Some(jn) = &mut self.journal {
+            jn.finished.push(Finished {
+                index: j,
+                attempt: 0,
+                outcome: TaskOutcome::Failed {
+                    result: TaskResult::failed("ReferenceError", message.clone()),
+                },
+            });
+        }
         self.emit(|| Event::TaskFailed {
             task: j,
             name: self.name(j),
@@ -657,9 +791,13 @@ pub async fn run_workflow(
             Vec::new()
         },
         work: Vec::new(),
+        journal: None,
         epoch: (created, start),
         events,
     };
+    if let Some(store) = &opts.store {
+        st.journal = Some(open_journal(&mut st, store.clone(), &opts, created).await?);
+    }
     st.emit(|| Event::RunStarted {
         run_id: opts.run_id,
         total: n,
@@ -670,21 +808,30 @@ pub async fn run_workflow(
     };
     let cancel = opts.cancel.clone();
     for i in 0..n as u32 {
-        if st.remaining[i as usize] == 0 && st.release(i, created) {
+        if st.remaining[i as usize] == 0
+            && st.status[i as usize] == TaskStatus::Pending
+            && st.release(i, created)
+        {
             st.finish(i, &dependents, false, created);
         }
     }
     let deadline = opts.run_timeout.map(|t| tokio::time::Instant::now() + t);
     let mut timed_out = false;
     let mut set: JoinSet<Outcome> = JoinSet::new();
+    let mut picked: Vec<u32> = Vec::new();
     loop {
+        if st.journal.is_some() {
+            if let Err(e) = journal_turn(&mut st, &dependents, &cancel).await {
+                return Err(abandon(&cancel, &mut set, e).await);
+            }
+        }
         let stopping = cancel.is_cancelled();
         let mut blocked = Vec::new();
         // Checked before every step that follows a spawned one, and every 64
         // steps during a run of inline completions (reading the token takes a
         // lock): nothing is spawned after a cancellation has been seen.
         let mut since_check = 0u32;
-        while set.len() < limit {
+        while set.len() + picked.len() < limit {
             if since_check == 0 {
                 if cancel.is_cancelled() {
                     break;
@@ -706,7 +853,7 @@ pub async fn run_workflow(
             {
                 if st.serve_from_cache(i, cache) {
                     let now = st.reports[i as usize].finished_at.unwrap_or(created);
-                    st.finish(i, &dependents, cancel.is_cancelled(), now);
+                    st.done(i, &dependents, cancel.is_cancelled(), now);
                     continue;
                 }
             }
@@ -723,6 +870,11 @@ pub async fn run_workflow(
                     }
                 }
             }
+            if st.journal.is_some() {
+                // Journaled: steps are recorded as started in batches, below.
+                picked.push(i);
+                continue;
+            }
             if let Some(out) = start_step(&mut st, i, &opts, &mut set) {
                 st.release_resources(i, resources.as_deref(), opts.run_id);
                 // Not cancelled as of the last check: cancellation cannot be
@@ -735,6 +887,32 @@ pub async fn run_workflow(
         }
         let all_blocked = !blocked.is_empty();
         st.ready.put_back(&blocked, &wf.workflow().steps);
+        if !picked.is_empty() {
+            // Record the batch as started (committed), then run it.
+            let batch = std::mem::take(&mut picked);
+            if let Err(e) = journal_start(&mut st, &batch).await {
+                return Err(abandon(&cancel, &mut set, e).await);
+            }
+            for i in batch {
+                if let Some(out) = start_step(&mut st, i, &opts, &mut set) {
+                    st.release_resources(i, resources.as_deref(), opts.run_id);
+                    let cancelled = out.status == TaskStatus::Cancelled;
+                    st.complete(out, &dependents, cancelled, opts.cache.as_deref());
+                }
+            }
+            // Commit what completed inline and release its dependents.
+            if let Err(e) = flush(&mut st, &dependents).await {
+                return Err(abandon(&cancel, &mut set, e).await);
+            }
+            continue;
+        }
+        if st
+            .journal
+            .as_ref()
+            .is_some_and(|j| !j.deferred.is_empty() || !j.finished.is_empty())
+        {
+            continue;
+        }
         if set.is_empty() && (stopping || st.ready.is_empty()) {
             break;
         }
@@ -759,7 +937,13 @@ pub async fn run_workflow(
                 };
                 st.release_resources(out.task, resources.as_deref(), opts.run_id);
                 st.complete(out, &dependents, cancel.is_cancelled(), opts.cache.as_deref());
+                // Collect every other step that finished meanwhile: one commit for all.
+                while let Some(Ok(out)) = set.try_join_next() {
+                    st.release_resources(out.task, resources.as_deref(), opts.run_id);
+                    st.complete(out, &dependents, cancel.is_cancelled(), opts.cache.as_deref());
+                }
             }
+            () = tokio::time::sleep(CANCEL_POLL), if st.journal.is_some() => {}
             () = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d).await,
@@ -778,6 +962,13 @@ pub async fn run_workflow(
         if !st.status[i as usize].is_terminal() {
             st.set_status(i, TaskStatus::Cancelled);
             st.reports[i as usize].finished_at = Some(now);
+            if let Some(j) = &mut st.journal {
+                j.finished.push(Finished {
+                    index: i,
+                    attempt: 0,
+                    outcome: TaskOutcome::Cancelled,
+                });
+            }
             let name = st.name(i);
             st.emit(|| Event::TaskCancelled { task: i, name });
         }
@@ -791,6 +982,13 @@ pub async fn run_workflow(
     } else {
         WorkflowStatus::Completed
     };
+    if let Some(j) = &mut st.journal {
+        // Nothing is deferred any more: every step is final.
+        j.deferred.clear();
+        let store = j.store.clone();
+        flush(&mut st, &dependents).await?;
+        store.finish_run(opts.run_id, status, Utc::now()).await?;
+    }
     let duration = start.elapsed();
     st.emit(|| Event::RunFinished {
         run_id: opts.run_id,
@@ -811,6 +1009,198 @@ pub async fn run_workflow(
         steps: st.reports,
         error,
     })
+}
+
+/// How often a journaled run asks its store whether someone wants it cancelled.
+const CANCEL_POLL: Duration = Duration::from_millis(250);
+
+/// A name for this process that says whether it still runs: `PID:START@HOST`
+/// (START is the process's start time in clock ticks since boot, so a reused
+/// PID does not pass for the original).
+pub fn process_identity() -> String {
+    let pid = std::process::id();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    format!("{pid}:{}@{host}", process_start(pid).unwrap_or(0))
+}
+
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22, counted after the parenthesized command name (which may hold spaces).
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether the process an owner string names still runs (on this host; an
+/// owner on another host is assumed alive).
+pub fn owner_alive(owner: &str) -> bool {
+    let Some((id, host)) = owner.split_once('@') else {
+        return false;
+    };
+    let here = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    if host != here {
+        return true;
+    }
+    let Some((pid, start)) = id.split_once(':') else {
+        return false;
+    };
+    match (pid.parse::<u32>(), start.parse::<u64>()) {
+        (Ok(pid), Ok(start)) => process_start(pid) == Some(start),
+        _ => false,
+    }
+}
+
+/// Records a new run in the store (or takes over a run being resumed) and
+/// returns its journal. For a resumed run, the steps' recorded outcomes are
+/// applied to `st` first.
+async fn open_journal(
+    st: &mut State<'_>,
+    store: Arc<dyn Store>,
+    opts: &RunOptions,
+    now: DateTime<Utc>,
+) -> Result<Journal, OrchestrationError> {
+    let wf = st.wf;
+    let n = wf.workflow().steps.len();
+    let mut prior = vec![0u32; n];
+    match &opts.resume {
+        None => {
+            let tasks = wf
+                .workflow()
+                .steps
+                .iter()
+                .enumerate()
+                .map(|(i, s)| NewTask {
+                    name: s.name.clone(),
+                    deps: wf.graph().deps(i as u32).to_vec(),
+                    priority: s.priority,
+                })
+                .collect();
+            let definition = serde_json::json!({
+                "workflow": wf.workflow(),
+                "work_dir": opts.work_dir,
+                "project_path": opts.project_path,
+            });
+            store
+                .create_run(
+                    NewRun {
+                        id: opts.run_id,
+                        workflow: wf.workflow().name.clone(),
+                        definition,
+                        params: st.params.clone(),
+                        tasks,
+                    },
+                    now,
+                )
+                .await?;
+        }
+        Some(records) => {
+            if records.len() != n {
+                return Err(OrchestrationError::InvalidState {
+                    message: format!(
+                        "run {} has {} tasks in the store but its workflow has {n} steps",
+                        opts.run_id,
+                        records.len()
+                    ),
+                });
+            }
+            store.requeue_running(opts.run_id).await?;
+            for r in records {
+                let i = r.index as usize;
+                prior[i] = r.attempt;
+                if r.status.is_terminal() {
+                    st.status[i] = r.status;
+                    let rep = &mut st.reports[i];
+                    rep.status = r.status;
+                    rep.attempts = r.attempt;
+                    rep.started_at = r.started_at;
+                    rep.finished_at = r.finished_at;
+                    rep.result.clone_from(&r.result);
+                    rep.note.clone_from(&r.note);
+                }
+            }
+            // Dependencies that already ended no longer hold anything back.
+            for i in 0..n {
+                st.remaining[i] = wf
+                    .graph()
+                    .deps(i as u32)
+                    .iter()
+                    .filter(|&&d| !st.status[d as usize].is_terminal())
+                    .count() as u32;
+            }
+        }
+    }
+    store
+        .set_owner(opts.run_id, Some(process_identity()))
+        .await?;
+    Ok(Journal {
+        store,
+        run_id: opts.run_id,
+        finished: Vec::new(),
+        deferred: Vec::new(),
+        attempts: prior.clone(),
+        prior,
+        events: Vec::new(),
+        last_poll: Instant::now(),
+    })
+}
+
+/// Between turns of a journaled run: commit what completed, and ask the
+/// store (at most every `CANCEL_POLL`) whether someone cancelled the run.
+async fn journal_turn(
+    st: &mut State<'_>,
+    dependents: &orch_model::graph::DepGraph,
+    cancel: &CancellationToken,
+) -> Result<(), OrchestrationError> {
+    flush(st, dependents).await?;
+    let Some(j) = st.journal.as_mut() else {
+        return Ok(());
+    };
+    if j.last_poll.elapsed() >= CANCEL_POLL && !cancel.is_cancelled() {
+        j.last_poll = Instant::now();
+        if j.store.cancel_requested(j.run_id).await? {
+            cancel.cancel();
+        }
+    }
+    Ok(())
+}
+
+/// Records a batch of steps as started (their attempt numbers come from the store).
+async fn journal_start(st: &mut State<'_>, batch: &[u32]) -> Result<(), OrchestrationError> {
+    let Some(j) = st.journal.as_mut() else {
+        return Ok(());
+    };
+    let now = Utc::now();
+    let attempts = j
+        .store
+        .start_tasks(j.run_id, batch, "local", Duration::from_secs(3600), now)
+        .await?;
+    for (&i, a) in batch.iter().zip(attempts) {
+        j.attempts[i as usize] = a;
+        j.events.push(StoredEvent {
+            seq: 0,
+            at: now,
+            kind: "task_started".into(),
+            task: Some(i),
+            data: serde_json::json!({"attempt": a}),
+        });
+    }
+    Ok(())
+}
+
+/// The store failed mid-run: stop every running step (their processes are
+/// killed) and give the error back. The run stays `running` in the store and
+/// can be resumed.
+async fn abandon(
+    cancel: &CancellationToken,
+    set: &mut JoinSet<Outcome>,
+    e: OrchestrationError,
+) -> OrchestrationError {
+    cancel.cancel();
+    while set.join_next().await.is_some() {}
+    e
 }
 
 /// Starts step `i`. An action that finishes without waiting (an in-process

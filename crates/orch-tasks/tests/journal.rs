@@ -1,0 +1,244 @@
+//! Journaled runs: every outcome reaches the store, and a run resumes from the store.
+
+use async_trait::async_trait;
+use orch_model::{Format, Limits, Store, TaskStatus, WorkflowStatus, load_workflow};
+use orch_tasks::{
+    Action, ActionContext, ActionError, ActionRegistry, MemoryStore, RunOptions, run_workflow,
+};
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+
+/// Counts runs per step name.
+#[derive(Debug, Default)]
+struct Count(Mutex<Vec<String>>);
+
+#[async_trait]
+impl Action for Count {
+    async fn run(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError> {
+        self.0.lock().expect("lock").push(ctx.step.to_string());
+        Ok(params)
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+const WF: &str = r#"
+name: j
+steps:
+  - { name: a, module: t, action: count, parameters: { v: 1 } }
+  - { name: b, module: t, action: count, parameters: { from_a: "${a.result.v}" } }
+  - { name: c, module: t, action: count, dependencies: [a] }
+  - { name: d, module: t, action: count, dependencies: [b, c] }
+  - { name: never, module: core, action: fail, parameters: { retryable: false } }
+  - { name: after_fail, module: t, action: count, dependencies: [never] }
+"#;
+
+fn setup() -> (Arc<Count>, ActionRegistry, orch_model::ValidWorkflow) {
+    let count = Arc::new(Count::default());
+    let mut reg = ActionRegistry::with_builtins();
+    reg.register("t", "count", count.clone());
+    let wf = load_workflow(WF, Format::Yaml, &Limits::default(), None).expect("valid");
+    (count, reg, wf)
+}
+
+#[test]
+fn every_outcome_of_a_journaled_run_is_in_the_store() {
+    let (count, reg, wf) = setup();
+    let store = Arc::new(MemoryStore::new());
+    let opts = RunOptions {
+        store: Some(store.clone()),
+        ..RunOptions::default()
+    };
+    let run_id = opts.run_id;
+    let rt = rt();
+    let report = rt
+        .block_on(run_workflow(&wf, &reg, opts, None))
+        .expect("ran");
+    assert_eq!(report.status, WorkflowStatus::Failed);
+    assert_eq!(count.0.lock().expect("lock").len(), 4);
+    let (run, tasks) = rt.block_on(async {
+        (
+            store.get_run(run_id).await.expect("get").expect("run"),
+            store.tasks(run_id).await.expect("tasks"),
+        )
+    });
+    assert_eq!(run.status, WorkflowStatus::Failed);
+    assert!(run.owner.is_some(), "the owner is recorded");
+    assert_eq!(run.definition["workflow"]["name"], "j");
+    let got: Vec<(TaskStatus, u32)> = tasks.iter().map(|t| (t.status, t.attempt)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (TaskStatus::Completed, 1),
+            (TaskStatus::Completed, 1),
+            (TaskStatus::Completed, 1),
+            (TaskStatus::Completed, 1),
+            (TaskStatus::Failed, 1),
+            (TaskStatus::Skipped, 0),
+        ]
+    );
+    assert_eq!(
+        tasks[1].result.as_ref().map(|r| r.data.clone()),
+        Some(json!({"from_a": 1}))
+    );
+    let events = rt.block_on(store.events(run_id, 0)).expect("events");
+    assert_eq!(
+        events.iter().filter(|e| e.kind == "task_started").count(),
+        5
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "task_skipped" && e.task == Some(5))
+    );
+}
+
+#[test]
+fn a_resumed_run_does_not_rerun_finished_steps_and_reruns_interrupted_ones() {
+    let (count, reg, wf) = setup();
+    let store = Arc::new(MemoryStore::new());
+    let rt = rt();
+    // A first process recorded the run, finished `a`, and died while `b` and `c` ran.
+    let run_id = orch_model::RunId::new();
+    rt.block_on(async {
+        let tasks = wf
+            .workflow()
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| orch_model::NewTask {
+                name: s.name.clone(),
+                deps: wf.graph().deps(i as u32).to_vec(),
+                priority: s.priority,
+            })
+            .collect();
+        let now = chrono::Utc::now();
+        store
+            .create_run(
+                orch_model::NewRun {
+                    id: run_id,
+                    workflow: "j".into(),
+                    definition: json!({}),
+                    params: Default::default(),
+                    tasks,
+                },
+                now,
+            )
+            .await
+            .expect("create");
+        store
+            .start_tasks(
+                run_id,
+                &[0],
+                "dead",
+                std::time::Duration::from_secs(60),
+                now,
+            )
+            .await
+            .expect("start a");
+        store
+            .finish_tasks(
+                run_id,
+                vec![orch_model::Finished {
+                    index: 0,
+                    attempt: 1,
+                    outcome: orch_model::TaskOutcome::Succeeded {
+                        result: orch_model::TaskResult::ok(json!({"v": 7})),
+                    },
+                }],
+                now,
+            )
+            .await
+            .expect("finish a");
+        store
+            .start_tasks(
+                run_id,
+                &[1, 2],
+                "dead",
+                std::time::Duration::from_secs(60),
+                now,
+            )
+            .await
+            .expect("start b, c");
+    });
+    let records = rt.block_on(store.tasks(run_id)).expect("tasks");
+    let opts = RunOptions {
+        run_id,
+        store: Some(store.clone()),
+        resume: Some(records),
+        ..RunOptions::default()
+    };
+    let report = rt
+        .block_on(run_workflow(&wf, &reg, opts, None))
+        .expect("resumed");
+    let ran = count.0.lock().expect("lock").clone();
+    assert!(
+        !ran.contains(&"a".to_owned()),
+        "a finished before the crash: {ran:?}"
+    );
+    let mut sorted = ran.clone();
+    sorted.sort();
+    assert_eq!(sorted, vec!["b", "c", "d"]);
+    // b got a's recorded result; b and c show their second attempt.
+    assert_eq!(
+        report.steps[1].result.as_ref().expect("b").data,
+        json!({"from_a": 7})
+    );
+    assert_eq!(
+        (
+            report.steps[0].attempts,
+            report.steps[1].attempts,
+            report.steps[2].attempts,
+            report.steps[3].attempts
+        ),
+        (1, 2, 2, 1)
+    );
+    let tasks = rt.block_on(store.tasks(run_id)).expect("tasks");
+    assert_eq!(tasks[1].attempt, 2);
+    assert!(tasks.iter().all(|t| t.status.is_terminal()));
+}
+
+#[test]
+fn a_cancellation_requested_through_the_store_stops_the_run() {
+    let wf = load_workflow(
+        "name: s\nsteps:\n  - { name: nap, module: core, action: sleep, parameters: { ms: 20000 } }\n  - { name: later, module: core, action: noop, dependencies: [nap] }\n",
+        Format::Yaml,
+        &Limits::default(),
+        None,
+    )
+    .expect("valid");
+    let store = Arc::new(MemoryStore::new());
+    let opts = RunOptions {
+        store: Some(store.clone()),
+        ..RunOptions::default()
+    };
+    let run_id = opts.run_id;
+    let rt = rt();
+    let t = std::time::Instant::now();
+    let report = rt.block_on(async {
+        let s2 = store.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            assert!(s2.request_cancel(run_id).await.expect("request"));
+        });
+        run_workflow(&wf, &ActionRegistry::with_builtins(), opts, None)
+            .await
+            .expect("ran")
+    });
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "stopped promptly"
+    );
+    assert_eq!(report.status, WorkflowStatus::Cancelled);
+    let run = rt
+        .block_on(store.get_run(run_id))
+        .expect("get")
+        .expect("run");
+    assert_eq!(run.status, WorkflowStatus::Cancelled);
+}
