@@ -3,6 +3,7 @@
 mod commands;
 mod manage;
 mod run;
+mod runs;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -27,8 +28,34 @@ pub struct Cli {
     /// The engine's configuration file (the seed's JSON keys); default `$ORCH_CONFIG`, else none.
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Where runs are recorded: sqlite://PATH (default sqlite://$ORCH_HOME/orch.db) or memory://;
+    /// default `$ORCH_STORE_URL`.
+    #[arg(long, global = true, value_name = "URL")]
+    store: Option<String>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `orch runs` subcommands.
+#[derive(Debug, Subcommand)]
+enum RunsAction {
+    /// List runs, newest first (a run whose process died shows as `interrupted`).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Most runs shown.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Show a run's steps: state, attempts, start, duration, cached mark, error.
+    Show {
+        /// The run's id, a unique prefix of it, or `last`.
+        run: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `orch project` subcommands.
@@ -233,7 +260,44 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List or clear cached step results ($ORCH_HOME/cache, ORCH_HOME defaults to ./.orch).
+    /// Inspect recorded runs.
+    Runs {
+        #[command(subcommand)]
+        action: RunsAction,
+    },
+    /// Print a step's captured output (stdout and stderr of commands, else its result).
+    Logs {
+        /// The run's id, a unique prefix of it, or `last`.
+        run: String,
+        /// The step.
+        step: String,
+    },
+    /// Finish an interrupted run: finished steps keep their results, interrupted ones run again.
+    Resume {
+        /// The run's id, a unique prefix of it, or `last`.
+        run: String,
+        /// Execution mode.
+        #[arg(long, value_enum, default_value = "parallel")]
+        mode: Mode,
+        /// Most steps running at once in parallel mode.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+        max_parallel: u16,
+        /// Limit on the rest of the run.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+        timeout: Option<std::time::Duration>,
+        /// Print the run's report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a run from another terminal: its running processes stop, nothing new starts.
+    Cancel {
+        /// The run's id, a unique prefix of it, or `last`.
+        run: String,
+        /// How long to wait for the run to stop.
+        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration_arg)]
+        wait: std::time::Duration,
+    },
+    /// List or clear cached step results (kept in the store).
     Cache {
         #[command(subcommand)]
         action: CacheAction,
@@ -303,7 +367,36 @@ fn main() -> ExitCode {
     }));
     let cli = Cli::parse();
     let config = cli.config.as_deref();
+    if let Some(url) = &cli.store {
+        let _ = manage::STORE_URL.set(url.clone());
+    }
     let code = match cli.command {
+        Command::Runs { action } => match action {
+            RunsAction::List { json, limit } => runs::list(config, json, limit),
+            RunsAction::Show { run, json } => runs::show(config, &run, json),
+        },
+        Command::Logs { run, step } => runs::logs(config, &run, &step),
+        Command::Cancel { run, wait } => runs::cancel(config, &run, wait),
+        Command::Resume {
+            run,
+            mode,
+            max_parallel,
+            timeout,
+            json,
+        } => {
+            let args = run::RunArgs {
+                params: Vec::new(),
+                mode: mode.into(),
+                max_parallel: usize::from(max_parallel),
+                no_cache: false,
+                modules: Vec::new(),
+                resources: None,
+                timeout,
+                json,
+                config: cli.config.clone(),
+            };
+            runs::resume(&run, &args)
+        }
         Command::Templates { json } => manage::templates(config, json),
         Command::Status { json } => manage::status(config, json),
         Command::Health { json } => manage::health(config, json),
@@ -380,8 +473,8 @@ fn main() -> ExitCode {
         } => commands::graph(&file, format, &read, json),
         Command::Resources { file, json } => run::resources(file.as_deref(), json),
         Command::Cache { action } => match action {
-            CacheAction::List { json } => run::cache_list(json),
-            CacheAction::Clear => run::cache_clear(),
+            CacheAction::List { json } => runs::cache_list(config, json),
+            CacheAction::Clear => runs::cache_clear(config),
         },
         Command::Run {
             file,

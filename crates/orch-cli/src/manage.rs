@@ -16,6 +16,9 @@ pub fn engine(config: Option<&Path>) -> Result<OrchestrationEngine, String> {
     engine_with(config, None)
 }
 
+/// The store URL given with `--store`, which wins over `ORCH_STORE_URL` and the config.
+pub static STORE_URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 /// [`engine`] with a registry of actions (built-ins plus `--module`s).
 ///
 /// # Errors
@@ -25,10 +28,16 @@ pub fn engine_with(
     registry: Option<ActionRegistry>,
 ) -> Result<OrchestrationEngine, String> {
     let from_env = std::env::var_os("ORCH_CONFIG").map(std::path::PathBuf::from);
-    let mut b = OrchestrationEngine::builder().from_env();
-    if let Some(path) = config.map(Path::to_path_buf).or(from_env) {
-        b = b.config_file(&path).map_err(|e| format!("orch: {e}"))?;
+    let mut cfg = match config.map(Path::to_path_buf).or(from_env) {
+        Some(path) => {
+            orch_engine::EngineConfig::from_file(&path).map_err(|e| format!("orch: {e}"))?
+        }
+        None => orch_engine::EngineConfig::default(),
+    };
+    if let Some(url) = STORE_URL.get() {
+        cfg.store_url = Some(url.clone());
     }
+    let mut b = OrchestrationEngine::builder().config(cfg).from_env();
     if let Some(r) = registry {
         b = b.registry(r);
     }

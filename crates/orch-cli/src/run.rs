@@ -7,7 +7,7 @@ use orch_model::{ExecutionMode, OrchestrationError, TaskStatus};
 use orch_model::{Format, Limits, ValidWorkflow};
 use orch_resources::ResourceManager;
 use orch_tasks::{
-    ActionRegistry, CacheKey, DirCache, Event, ResultCache, RunOptions, RunReport, run_workflow,
+    ActionRegistry, CacheKey, Event, ResultCache, RunOptions, RunReport, run_workflow,
 };
 use orch_workflows::WorkflowManager;
 use serde_json::{Map, Value, json};
@@ -435,6 +435,45 @@ pub fn run(arg: &str, project: Option<&str>, read: &ReadOptions, args: &RunArgs)
         params = merged;
         project_path = Some(root.display().to_string());
     }
+    let project_name = target.project.as_ref().map(|(n, _, _)| n.clone());
+    execute(
+        &engine,
+        Job {
+            wf,
+            params,
+            work_dir,
+            project_path,
+            project_name,
+            run_id: orch_model::RunId::new(),
+            resume: None,
+        },
+        args,
+    )
+}
+
+/// A resolved run: what, with which values, where.
+pub(crate) struct Job {
+    pub(crate) wf: std::sync::Arc<ValidWorkflow>,
+    pub(crate) params: Map<String, Value>,
+    pub(crate) work_dir: PathBuf,
+    pub(crate) project_path: Option<String>,
+    pub(crate) project_name: Option<String>,
+    pub(crate) run_id: orch_model::RunId,
+    pub(crate) resume: Option<Vec<orch_model::store::TaskRecord>>,
+}
+
+/// Runs a resolved workflow, recorded in the engine's store, with live
+/// progress; prints the table (or JSON) and returns the exit code.
+pub(crate) fn execute(engine: &orch_engine::OrchestrationEngine, job: Job, args: &RunArgs) -> u8 {
+    let Job {
+        wf,
+        params,
+        work_dir,
+        project_path,
+        project_name,
+        run_id,
+        resume,
+    } = job;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -461,12 +500,15 @@ pub fn run(arg: &str, project: Option<&str>, read: &ReadOptions, args: &RunArgs)
         max_parallel: args.max_parallel,
         params,
         work_dir,
+        run_id,
         run_timeout: args.timeout,
         project_path,
+        store: Some(engine.store().clone()),
+        resume,
         cancel: cancel.clone(),
         resources,
-        cache: Some(std::sync::Arc::new(RunCache {
-            dir: DirCache::new(orch_home().join("cache")),
+        cache: Some(std::sync::Arc::new(StoreCache {
+            store: engine.store().clone(),
             read: !args.no_cache,
         })),
         ..RunOptions::default()
@@ -547,7 +589,7 @@ pub fn run(arg: &str, project: Option<&str>, read: &ReadOptions, args: &RunArgs)
         let _ = printer.await;
         report
     });
-    if let Some((name, _, _)) = &target.project {
+    if let Some(name) = &project_name {
         let pm = engine.project_manager();
         if pm.get_project(name).is_some() {
             if let Err(e) = pm.record_workflow_run(name, &wf.workflow().name, result.as_ref().ok())
@@ -581,65 +623,50 @@ pub fn run(arg: &str, project: Option<&str>, read: &ReadOptions, args: &RunArgs)
     }
 }
 
-/// `$ORCH_HOME`, by default `./.orch`.
-fn orch_home() -> std::path::PathBuf {
-    std::env::var_os("ORCH_HOME")
-        .map(Into::into)
-        .unwrap_or_else(|| std::path::PathBuf::from(".orch"))
-}
-
-/// The CLI's cache: a directory under `$ORCH_HOME`, optionally write-only.
+/// The result cache of `orch run`: the store's cache entries (looked up
+/// from the scheduler's thread, which may block briefly), optionally
+/// write-only (`--no-cache`).
 #[derive(Debug)]
-struct RunCache {
-    dir: DirCache,
+struct StoreCache {
+    store: std::sync::Arc<dyn orch_model::Store>,
     read: bool,
 }
 
-impl ResultCache for RunCache {
+impl StoreCache {
+    fn wait<T>(&self, f: impl std::future::Future<Output = T>) -> T {
+        tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+    }
+}
+
+impl ResultCache for StoreCache {
     fn get(&self, key: &CacheKey) -> Option<Value> {
-        if self.read { self.dir.get(key) } else { None }
+        if !self.read {
+            return None;
+        }
+        self.wait(self.store.cache_get(&key.to_string()))
+            .ok()
+            .flatten()
+            .map(|e| e.value)
     }
     fn put(&self, key: &CacheKey, value: &Value) {
-        self.dir.put(key, value);
+        let entry = orch_model::store::CacheEntry {
+            key: key.to_string(),
+            value: value.clone(),
+            created_at: chrono::Utc::now(),
+        };
+        // A cache that cannot be written only costs a later re-run.
+        let _ = self.wait(self.store.cache_put(entry));
     }
     fn list(&self) -> Vec<(CacheKey, u64)> {
-        self.dir.list()
+        self.wait(self.store.cache_list())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|e| CacheKey::parse(&e.key).map(|k| (k, e.value.to_string().len() as u64)))
+            .collect()
     }
     fn clear(&self) -> usize {
-        self.dir.clear()
+        self.wait(self.store.cache_clear()).unwrap_or(0)
     }
-}
-
-/// Runs `orch cache list`.
-pub fn cache_list(json_out: bool) -> u8 {
-    let cache = DirCache::new(orch_home().join("cache"));
-    let entries = cache.list();
-    if json_out {
-        let v: Vec<Value> = entries
-            .iter()
-            .map(|(k, n)| json!({"key": k.to_string(), "bytes": n}))
-            .collect();
-        println!("{}", Value::Array(v));
-    } else {
-        for (k, n) in &entries {
-            println!("{k}  {n} bytes");
-        }
-        println!(
-            "{} cached result{} in {}",
-            entries.len(),
-            if entries.len() == 1 { "" } else { "s" },
-            cache.dir().display()
-        );
-    }
-    exit::OK
-}
-
-/// Runs `orch cache clear`.
-pub fn cache_clear() -> u8 {
-    let cache = DirCache::new(orch_home().join("cache"));
-    let n = cache.clear();
-    println!("removed {n} cached result{}", if n == 1 { "" } else { "s" });
-    exit::OK
 }
 
 /// Runs `orch resources`.

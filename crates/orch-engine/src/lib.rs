@@ -31,7 +31,7 @@ pub use config::EngineConfig;
 use chrono::{DateTime, Utc};
 use orch_model::{
     AllocationId, EntityKind, ExecutionMode, OrchestrationError, ResourceRequest, RunId, SessionId,
-    Task, TaskResult, TaskStatus, WorkflowStatus,
+    Store, Task, TaskResult, TaskStatus, WorkflowStatus,
 };
 use orch_projects::ProjectManager;
 use orch_resources::ResourceManager;
@@ -467,6 +467,8 @@ struct Inner {
     workflows: WorkflowManager,
     projects: ProjectManager,
     resources: Arc<ResourceManager>,
+    store: Arc<dyn Store>,
+    store_url: String,
     max_workers: usize,
     session_timeout: u64,
     sessions: Mutex<HashMap<SessionId, SessionState>>,
@@ -552,16 +554,11 @@ impl EngineBuilder {
             .home
             .or(env_home)
             .unwrap_or_else(|| PathBuf::from(".orch"));
-        match config.store_url.as_deref() {
-            None | Some("memory://" | "memory") => {}
-            Some(other) => {
-                return Err(OrchestrationError::Unsupported {
-                    message: format!(
-                        "store `{other}`: only `memory://` is supported so far (the SQLite and PostgreSQL stores are not built yet)"
-                    ),
-                });
-            }
-        }
+        let store_url = config
+            .store_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", home.join("orch.db").display()));
+        let store = open_store(&store_url)?;
         let max_workers = config.max_workers.unwrap_or(4).max(1);
         let registry = self.registry.unwrap_or_else(ActionRegistry::with_builtins);
         let resources = match &config.resource_config {
@@ -585,6 +582,7 @@ impl EngineBuilder {
         .work_dir(self.work_dir.unwrap_or_else(|| PathBuf::from(".")))
         .max_parallel(max_workers)
         .resources(resources.clone())
+        .store(store.clone())
         .build()?;
         // The workflows that templates name are available by name too, unless
         // workflows_dir defines its own of the same name.
@@ -613,6 +611,7 @@ impl EngineBuilder {
                 .unwrap_or_else(|| home.join("templates")),
         )
         .registry(registry)
+        .store(store.clone())
         .build()?;
         let (events, _) = broadcast::channel(4096);
         let cleanup = Duration::from_secs(config.cleanup_interval.unwrap_or(300).max(1));
@@ -624,6 +623,8 @@ impl EngineBuilder {
                 workflows,
                 projects,
                 resources,
+                store,
+                store_url,
                 max_workers,
                 sessions: Mutex::new(HashMap::new()),
                 events,
@@ -703,6 +704,16 @@ impl OrchestrationEngine {
     /// The engine's resources.
     pub fn resource_manager(&self) -> &Arc<ResourceManager> {
         &self.inner.resources
+    }
+
+    /// Where runs are recorded.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The store's URL (`sqlite://$ORCH_HOME/orch.db` unless configured).
+    pub fn store_url(&self) -> &str {
+        &self.inner.store_url
     }
 
     /// The configuration it was built with (environment applied).
@@ -1365,6 +1376,29 @@ impl OrchestrationEngine {
             self.end_session(&id, SessionStatus::Closed, "shutdown");
         }
         finished
+    }
+}
+
+/// Opens a store by URL: `memory://` (in this process only) or
+/// `sqlite://PATH` (durable; created with owner-only permissions).
+///
+/// # Errors
+/// `Unsupported` for another scheme (PostgreSQL is not built yet); the
+/// store's error when it cannot be opened.
+pub fn open_store(url: &str) -> Result<Arc<dyn Store>, OrchestrationError> {
+    if url == "memory://" || url == "memory" {
+        Ok(Arc::new(orch_tasks::MemoryStore::new()))
+    } else if url.starts_with("sqlite://") {
+        // Opened on first use: commands that never touch runs create no database.
+        Ok(Arc::new(orch_store_sqlite::SqliteStore::open_url_lazy(
+            url,
+        )?))
+    } else {
+        Err(OrchestrationError::Unsupported {
+            message: format!(
+                "store `{url}`: use sqlite://PATH (the default, sqlite://$ORCH_HOME/orch.db) or memory://; postgres:// is not built yet"
+            ),
+        })
     }
 }
 

@@ -592,10 +592,10 @@ fn execute_task_runs_one_action() {
 }
 
 #[test]
-fn a_store_other_than_memory_is_not_supported_yet() {
+fn a_postgres_store_is_not_supported_yet() {
     let e = OrchestrationEngine::builder()
         .config(EngineConfig {
-            store_url: Some("sqlite://x.db".into()),
+            store_url: Some("postgres://localhost/orch".into()),
             ..EngineConfig::default()
         })
         .build()

@@ -123,6 +123,7 @@ struct Inner {
     templates_dir: Option<PathBuf>,
     registry: ActionRegistry,
     limits: Limits,
+    store: Option<Arc<dyn orch_model::Store>>,
     templates: Mutex<Templates>,
     projects: Mutex<BTreeMap<String, Project>>,
     problems: Mutex<Vec<String>>,
@@ -135,9 +136,17 @@ pub struct ProjectManagerBuilder {
     templates_dir: Option<PathBuf>,
     registry: Option<ActionRegistry>,
     limits: Limits,
+    store: Option<Arc<dyn orch_model::Store>>,
 }
 
 impl ProjectManagerBuilder {
+    /// Where project workflow runs are recorded.
+    #[must_use]
+    pub fn store(mut self, store: Arc<dyn orch_model::Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
     /// Where user templates (`<name>.json`, `<name>/` for their files, `doc_templates/`) live.
     #[must_use]
     pub fn templates_dir(mut self, dir: impl Into<PathBuf>) -> Self {
@@ -171,6 +180,7 @@ impl ProjectManagerBuilder {
                 templates_dir: self.templates_dir,
                 registry: self.registry.unwrap_or_else(ActionRegistry::with_builtins),
                 limits: self.limits,
+                store: self.store,
                 projects: Mutex::new(BTreeMap::new()),
                 problems: Mutex::new(Vec::new()),
             }),
@@ -236,6 +246,7 @@ impl ProjectManager {
             templates_dir: None,
             registry: None,
             limits: Limits::default(),
+            store: None,
         }
     }
 
@@ -735,11 +746,14 @@ impl ProjectManager {
             .get_project(project)
             .ok_or_else(|| self.not_found(project))?;
         let root = PathBuf::from(&p.path);
-        WorkflowManager::builder(root.join(PROJECT_DIR).join("workflows"))
+        let mut b = WorkflowManager::builder(root.join(PROJECT_DIR).join("workflows"))
             .work_dir(&root)
             .registry(self.inner.registry.clone())
-            .limits(self.inner.limits.clone())
-            .build()
+            .limits(self.inner.limits.clone());
+        if let Some(store) = &self.inner.store {
+            b = b.store(store.clone());
+        }
+        b.build()
     }
 
     /// Runs one of a project's workflows in the project's directory, with

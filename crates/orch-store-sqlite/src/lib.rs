@@ -236,8 +236,9 @@ fn migrate(conn: &Connection) -> Result<()> {
     }
 }
 
-/// The worker thread: group commit of everything queued.
-fn serve(conn: Connection, rx: mpsc::Receiver<Work>) {
+/// The worker thread: group commit of everything queued. With no
+/// connection yet (a lazily opened store), it connects on the first request.
+fn serve(mut conn: Option<Connection>, path: PathBuf, rx: mpsc::Receiver<Work>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < GROUP_LIMIT {
@@ -246,6 +247,19 @@ fn serve(conn: Connection, rx: mpsc::Receiver<Work>) {
                 Err(_) => break,
             }
         }
+        if conn.is_none() {
+            match connect(&path) {
+                Ok(c) => conn = Some(c),
+                Err(err) => {
+                    for w in batch {
+                        let (_, deliver) = w(Err(&err));
+                        deliver(None);
+                    }
+                    continue;
+                }
+            }
+        }
+        let Some(conn) = conn.as_ref() else { continue };
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             // Answer every request with the error; nothing ran.
             let err = sql_err(e);
@@ -258,7 +272,7 @@ fn serve(conn: Connection, rx: mpsc::Receiver<Work>) {
         let mut deliveries = Vec::with_capacity(batch.len());
         for w in batch {
             let _ = conn.execute_batch("SAVEPOINT req");
-            let (ok, deliver) = w(Ok(&conn));
+            let (ok, deliver) = w(Ok(conn));
             let end = if ok {
                 "RELEASE req"
             } else {
@@ -286,10 +300,25 @@ impl SqliteStore {
     /// `Store` when the file cannot be created or opened, or a migration fails.
     pub fn open(path: &Path) -> Result<Self> {
         let conn = connect(path)?;
+        Self::start(path, Some(conn))
+    }
+
+    /// Like [`SqliteStore::open`], but touches nothing until the first call:
+    /// the file is created and migrated then (and a failure to do so is
+    /// that call's error). Commands that never use the store leave no file.
+    ///
+    /// # Errors
+    /// `Store` when the thread cannot start.
+    pub fn open_lazy(path: &Path) -> Result<Self> {
+        Self::start(path, None)
+    }
+
+    fn start(path: &Path, conn: Option<Connection>) -> Result<Self> {
         let (tx, rx) = mpsc::channel::<Work>();
+        let owned = path.to_path_buf();
         let thread = std::thread::Builder::new()
             .name("orch-sqlite".into())
-            .spawn(move || serve(conn, rx))
+            .spawn(move || serve(conn, owned, rx))
             .map_err(|e| store_err("cannot start the store thread", e))?;
         Ok(Self {
             path: path.to_path_buf(),
@@ -303,6 +332,18 @@ impl SqliteStore {
     /// # Errors
     /// `InvalidParameters` for another scheme; as [`SqliteStore::open`].
     pub fn open_url(url: &str) -> Result<Self> {
+        Self::open(&Self::url_path(url)?)
+    }
+
+    /// [`SqliteStore::open_lazy`] for a `sqlite://PATH` URL.
+    ///
+    /// # Errors
+    /// `InvalidParameters` for another scheme.
+    pub fn open_url_lazy(url: &str) -> Result<Self> {
+        Self::open_lazy(&Self::url_path(url)?)
+    }
+
+    fn url_path(url: &str) -> Result<PathBuf> {
         let path = url.strip_prefix("sqlite://").ok_or_else(|| {
             OrchestrationError::invalid_parameters(format!(
                 "`{url}` is not a sqlite:// URL; write sqlite://PATH, e.g. sqlite://.orch/orch.db"
@@ -313,7 +354,7 @@ impl SqliteStore {
                 "sqlite:// needs a path, e.g. sqlite://.orch/orch.db",
             ));
         }
-        Self::open(Path::new(path))
+        Ok(PathBuf::from(path))
     }
 
     /// The database file.

@@ -155,6 +155,7 @@ struct Inner {
     max_parallel: usize,
     resources: Option<Arc<ResourceManager>>,
     cache: Option<Arc<dyn ResultCache>>,
+    store: Option<Arc<dyn orch_model::Store>>,
     state: Mutex<State>,
 }
 
@@ -169,9 +170,17 @@ pub struct WorkflowManagerBuilder {
     max_parallel: usize,
     resources: Option<Arc<ResourceManager>>,
     cache: Option<Arc<dyn ResultCache>>,
+    store: Option<Arc<dyn orch_model::Store>>,
 }
 
 impl WorkflowManagerBuilder {
+    /// Where runs are recorded (a durable store makes them resumable).
+    #[must_use]
+    pub fn store(mut self, store: Arc<dyn orch_model::Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
     /// Input limits for definitions.
     #[must_use]
     pub fn limits(mut self, limits: Limits) -> Self {
@@ -246,6 +255,7 @@ impl WorkflowManagerBuilder {
                 max_parallel: self.max_parallel,
                 resources: self.resources,
                 cache: self.cache,
+                store: self.store,
                 state: Mutex::new(State::default()),
             }
         });
@@ -293,6 +303,7 @@ impl WorkflowManager {
             max_parallel: 4,
             resources: None,
             cache: None,
+            store: None,
         }
     }
 
@@ -316,6 +327,11 @@ impl WorkflowManager {
     /// The directory definitions are read from and saved to.
     pub fn workflows_dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// Where runs are recorded, if anywhere.
+    pub fn store(&self) -> Option<&Arc<dyn orch_model::Store>> {
+        self.inner.store.as_ref()
     }
 
     /// The actions steps may use (the built-ins, the user's, and `workflow.run`).
@@ -700,6 +716,7 @@ impl WorkflowManager {
             project_path: opts.project_path,
             resources: opts.resources.or_else(|| self.inner.resources.clone()),
             cache: self.inner.cache.clone(),
+            store: self.inner.store.clone(),
             ..RunOptions::default()
         };
         let result = run_workflow(&wf, &self.inner.registry, run_opts, Some(tx)).await;

@@ -1,0 +1,540 @@
+//! `orch runs list|show`, `orch logs`, `orch resume`, `orch cancel`, `orch cache`: runs in the store.
+
+use crate::exit;
+use crate::manage::engine_with;
+use crate::run::{Job, RunArgs, execute};
+use orch_engine::OrchestrationEngine;
+use orch_model::store::{RunRecord, TaskRecord};
+use orch_model::{Format, Limits, RunId, Store, TaskStatus, WorkflowStatus, load_workflow};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn runtime() -> Result<tokio::runtime::Runtime, u8> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("orch: cannot start the runtime: {e}");
+            exit::INTERNAL
+        })
+}
+
+fn open(config: Option<&Path>) -> Result<(OrchestrationEngine, tokio::runtime::Runtime), u8> {
+    let engine = engine_with(config, None).map_err(|e| {
+        eprintln!("{e}");
+        exit::INVALID
+    })?;
+    Ok((engine, runtime()?))
+}
+
+/// The state to show: a run still marked running whose process is gone was interrupted.
+pub fn shown_status(r: &RunRecord) -> &'static str {
+    if r.status == WorkflowStatus::Running
+        && !r.owner.as_deref().is_some_and(orch_tasks::run::owner_alive)
+    {
+        "interrupted"
+    } else {
+        r.status.as_str()
+    }
+}
+
+/// A run by id, unique id prefix, or `last`.
+async fn find_run(store: &Arc<dyn Store>, id: &str) -> Result<RunRecord, String> {
+    if id == "last" || id == "latest" {
+        return store
+            .list_runs()
+            .await
+            .map_err(|e| format!("orch: {e}"))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                "orch: there are no runs yet; start one with `orch run FILE`".to_owned()
+            });
+    }
+    if let Ok(rid) = id.parse::<RunId>() {
+        return store
+            .get_run(rid)
+            .await
+            .map_err(|e| format!("orch: {e}"))?
+            .ok_or_else(|| format!("orch: run `{id}` not found; `orch runs list` shows the runs"));
+    }
+    let mut matches = store
+        .list_runs()
+        .await
+        .map_err(|e| format!("orch: {e}"))?
+        .into_iter()
+        .filter(|r| !id.is_empty() && r.id.to_string().starts_with(id));
+    match (matches.next(), matches.next()) {
+        (Some(r), None) => Ok(r),
+        (None, _) => Err(format!(
+            "orch: run `{id}` not found; `orch runs list` shows the runs"
+        )),
+        (Some(_), Some(_)) => Err(format!(
+            "orch: `{id}` matches more than one run; give more of the id"
+        )),
+    }
+}
+
+fn fmt_secs(d: chrono::TimeDelta) -> String {
+    let ms = d.num_milliseconds().max(0);
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000)
+    }
+}
+
+/// `orch runs list`.
+pub fn list(config: Option<&Path>, json_out: bool, limit: usize) -> u8 {
+    let (engine, rt) = match open(config) {
+        Ok(x) => x,
+        Err(c) => return c,
+    };
+    let store = engine.store().clone();
+    let result = rt.block_on(async {
+        let runs = store.list_runs().await?;
+        let mut rows = Vec::new();
+        for r in runs.into_iter().take(limit) {
+            let tasks = store.tasks(r.id).await.unwrap_or_default();
+            rows.push((r, tasks));
+        }
+        Ok::<_, orch_model::OrchestrationError>((rows, store.problems().await.unwrap_or_default()))
+    });
+    let (rows, problems) = match result {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("orch: {e}");
+            return exit::FAILED;
+        }
+    };
+    for p in &problems {
+        eprintln!("orch: note: {p}");
+    }
+    if json_out {
+        let v: Vec<Value> = rows
+            .iter()
+            .map(|(r, t)| {
+                json!({
+                    "run_id": r.id.to_string(),
+                    "workflow": r.workflow,
+                    "status": shown_status(r),
+                    "created_at": r.created_at,
+                    "finished_at": r.finished_at,
+                    "tasks": t.len(),
+                    "done": t.iter().filter(|x| x.status.is_terminal()).count(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return exit::OK;
+    }
+    println!(
+        "{:<36}  {:<20}  {:<11}  {:<19}  {:>9}  TASKS",
+        "RUN", "WORKFLOW", "STATUS", "CREATED", "DURATION"
+    );
+    for (r, t) in &rows {
+        let done = t.iter().filter(|x| x.status.is_terminal()).count();
+        let duration = r
+            .finished_at
+            .map_or_else(|| "-".to_owned(), |f| fmt_secs(f - r.created_at));
+        println!(
+            "{:<36}  {:<20}  {:<11}  {:<19}  {:>9}  {done}/{}",
+            r.id.to_string(),
+            r.workflow,
+            shown_status(r),
+            r.created_at.format("%Y-%m-%d %H:%M:%S"),
+            duration,
+            t.len()
+        );
+    }
+    if rows.is_empty() {
+        println!("(no runs in {})", engine.store_url());
+    }
+    exit::OK
+}
+
+fn task_line(t: &TaskRecord) -> (String, String, String) {
+    let started = t
+        .started_at
+        .map_or_else(|| "-".to_owned(), |s| s.format("%H:%M:%S%.3f").to_string());
+    let duration = match (t.started_at, t.finished_at) {
+        (Some(s), Some(f)) if t.attempt > 0 => fmt_secs(f - s),
+        _ => "-".to_owned(),
+    };
+    let note = match (&t.result, &t.note) {
+        (Some(r), _) if !r.success => format!(
+            "{}: {}",
+            r.error_type.clone().unwrap_or_default(),
+            r.error_message
+                .clone()
+                .unwrap_or_default()
+                .replace('\n', " ")
+        ),
+        (_, Some(n)) => n.clone(),
+        _ => String::new(),
+    };
+    (started, duration, note)
+}
+
+/// `orch runs show`.
+pub fn show(config: Option<&Path>, id: &str, json_out: bool) -> u8 {
+    let (engine, rt) = match open(config) {
+        Ok(x) => x,
+        Err(c) => return c,
+    };
+    let store = engine.store().clone();
+    let found = rt.block_on(async {
+        let r = find_run(&store, id).await?;
+        let tasks = store.tasks(r.id).await.map_err(|e| format!("orch: {e}"))?;
+        Ok::<_, String>((r, tasks))
+    });
+    let (r, tasks) = match found {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("{e}");
+            return exit::INVALID;
+        }
+    };
+    if json_out {
+        let v = json!({
+            "run_id": r.id.to_string(),
+            "workflow": r.workflow,
+            "status": shown_status(&r),
+            "created_at": r.created_at,
+            "finished_at": r.finished_at,
+            "params": r.params,
+            "owner": r.owner,
+            "tasks": tasks.iter().map(|t| json!({
+                "name": t.name,
+                "status": t.status,
+                "attempts": t.attempt,
+                "started_at": t.started_at,
+                "finished_at": t.finished_at,
+                "cached": t.result.as_ref().is_some_and(|x| x.cached),
+                "result": t.result,
+                "note": t.note,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return exit::OK;
+    }
+    println!(
+        "run {}  workflow `{}`  {}",
+        r.id,
+        r.workflow,
+        shown_status(&r)
+    );
+    println!(
+        "created {}{}",
+        r.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        r.finished_at
+            .map(|f| format!(", finished after {}", fmt_secs(f - r.created_at)))
+            .unwrap_or_default()
+    );
+    let width = tasks
+        .iter()
+        .map(|t| t.name.chars().count())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!(
+        "{:<width$}  {:<9}  {:>8}  {:<12}  {:>9}  {:<6}  NOTE",
+        "STEP", "STATE", "ATTEMPTS", "STARTED", "DURATION", "CACHED"
+    );
+    for t in &tasks {
+        let (started, duration, note) = task_line(t);
+        let cached = if t.result.as_ref().is_some_and(|x| x.cached) {
+            "yes"
+        } else {
+            "-"
+        };
+        println!(
+            "{:<width$}  {:<9}  {:>8}  {:<12}  {:>9}  {:<6}  {note}",
+            t.name,
+            t.status.as_str(),
+            t.attempt,
+            started,
+            duration,
+            cached
+        );
+    }
+    exit::OK
+}
+
+/// `orch logs RUN STEP`: a step's captured output.
+pub fn logs(config: Option<&Path>, id: &str, step: &str) -> u8 {
+    let (engine, rt) = match open(config) {
+        Ok(x) => x,
+        Err(c) => return c,
+    };
+    let store = engine.store().clone();
+    let found = rt.block_on(async {
+        let r = find_run(&store, id).await?;
+        let tasks = store.tasks(r.id).await.map_err(|e| format!("orch: {e}"))?;
+        Ok::<_, String>((r, tasks))
+    });
+    let (r, tasks) = match found {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("{e}");
+            return exit::INVALID;
+        }
+    };
+    let Some(t) = tasks.iter().find(|t| t.name == step) else {
+        let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+        eprintln!(
+            "orch: run {} has no step `{step}`; its steps: {}",
+            r.id,
+            names.join(", ")
+        );
+        return exit::INVALID;
+    };
+    let Some(result) = &t.result else {
+        println!(
+            "step `{step}` has no output ({}{})",
+            t.status.as_str(),
+            t.note
+                .as_ref()
+                .map(|n| format!(": {n}"))
+                .unwrap_or_default()
+        );
+        return exit::OK;
+    };
+    let data = &result.data;
+    let mut printed = false;
+    for (key, label) in [("stdout", "stdout"), ("stderr", "stderr")] {
+        if let Some(text) = data.get(key).and_then(Value::as_str) {
+            if !text.is_empty() {
+                println!("--- {label} ---");
+                print!("{text}");
+                if !text.ends_with('\n') {
+                    println!();
+                }
+                printed = true;
+            }
+        }
+    }
+    if !printed && !data.is_null() {
+        println!("{}", serde_json::to_string_pretty(data).unwrap_or_default());
+    }
+    if let Some(code) = data.get("exit_code") {
+        println!("--- exit code {code} ---");
+    }
+    if !result.success {
+        println!(
+            "--- failed: {}: {} ---",
+            result.error_type.clone().unwrap_or_default(),
+            result.error_message.clone().unwrap_or_default()
+        );
+    }
+    exit::OK
+}
+
+/// `orch resume RUN`: finishes an interrupted run.
+pub fn resume(id: &str, args: &RunArgs) -> u8 {
+    let (engine, rt) = match open(args.config.as_deref()) {
+        Ok(x) => x,
+        Err(c) => return c,
+    };
+    let store = engine.store().clone();
+    let found = rt.block_on(async {
+        let r = find_run(&store, id).await?;
+        let tasks = store.tasks(r.id).await.map_err(|e| format!("orch: {e}"))?;
+        Ok::<_, String>((r, tasks))
+    });
+    drop(rt);
+    let (r, tasks) = match found {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("{e}");
+            return exit::INVALID;
+        }
+    };
+    match shown_status(&r) {
+        "interrupted" => {}
+        "running" => {
+            eprintln!(
+                "orch: run {} is still running (process {}); wait for it, or stop it with `orch cancel {}`",
+                r.id,
+                r.owner.as_deref().unwrap_or("?"),
+                r.id
+            );
+            return exit::INVALID;
+        }
+        other => {
+            eprintln!(
+                "orch: run {} already ended ({other}); there is nothing to resume",
+                r.id
+            );
+            return exit::INVALID;
+        }
+    }
+    let text = r
+        .definition
+        .get("workflow")
+        .map(Value::to_string)
+        .unwrap_or_default();
+    let wf = match load_workflow(
+        &text,
+        Format::Json,
+        &Limits::default(),
+        Some("stored definition"),
+    ) {
+        Ok(wf) => wf,
+        Err(d) => {
+            eprintln!("orch: the stored definition of run {} does not load:", r.id);
+            for l in d.lines() {
+                eprintln!("{l}");
+            }
+            return exit::INVALID;
+        }
+    };
+    let work_dir = r
+        .definition
+        .get("work_dir")
+        .and_then(Value::as_str)
+        .map(PathBuf::from)
+        .or_else(|| std::env::current_dir().ok())
+        .unwrap_or_else(|| PathBuf::from("."));
+    let project_path = r
+        .definition
+        .get("project_path")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let done = tasks.iter().filter(|t| t.status.is_terminal()).count();
+    let interrupted = tasks
+        .iter()
+        .filter(|t| t.status == TaskStatus::Running)
+        .count();
+    if !args.json {
+        eprintln!(
+            "orch: resuming run {} of `{}`: {done} of {} steps done, {interrupted} interrupted (they run again)",
+            r.id,
+            r.workflow,
+            tasks.len()
+        );
+    }
+    execute(
+        &engine,
+        Job {
+            wf: Arc::new(wf),
+            params: r.params.clone(),
+            work_dir,
+            project_path,
+            project_name: None,
+            run_id: r.id,
+            resume: Some(tasks),
+        },
+        args,
+    )
+}
+
+/// `orch cancel RUN`: stops a run from another terminal.
+pub fn cancel(config: Option<&Path>, id: &str, wait: Duration) -> u8 {
+    let (engine, rt) = match open(config) {
+        Ok(x) => x,
+        Err(c) => return c,
+    };
+    let store = engine.store().clone();
+    let outcome = rt.block_on(async {
+        let r = find_run(&store, id).await?;
+        let err = |e: orch_model::OrchestrationError| format!("orch: {e}");
+        match shown_status(&r) {
+            "running" => {
+                store.request_cancel(r.id).await.map_err(err)?;
+                let deadline = tokio::time::Instant::now() + wait;
+                loop {
+                    let now = store.get_run(r.id).await.map_err(err)?;
+                    if now.as_ref().is_none_or(|x| x.status != WorkflowStatus::Running) {
+                        return Ok((r.id, "cancelled; its running steps were stopped".to_owned(), exit::OK));
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return Ok((
+                            r.id,
+                            format!("asked to cancel; it has not stopped after {wait:?} (it will, at its next check)"),
+                            exit::FAILED,
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            "interrupted" => {
+                let now = chrono::Utc::now();
+                store.cancel_run(r.id, now).await.map_err(err)?;
+                store.finish_run(r.id, WorkflowStatus::Cancelled, now).await.map_err(err)?;
+                Ok((r.id, "was interrupted; marked cancelled".to_owned(), exit::OK))
+            }
+            other => Err(format!("orch: run {} already ended ({other}); there is nothing to cancel", r.id)),
+        }
+    });
+    match outcome {
+        Ok((rid, what, code)) => {
+            println!("run {rid} {what}");
+            code
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            exit::INVALID
+        }
+    }
+}
+
+/// `orch cache list`.
+pub fn cache_list(config: Option<&Path>, json_out: bool) -> u8 {
+    let (engine, rt) = match open(config) {
+        Ok(x) => x,
+        Err(c) => return c,
+    };
+    let entries = match rt.block_on(engine.store().cache_list()) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("orch: {e}");
+            return exit::FAILED;
+        }
+    };
+    let sized: Vec<(String, usize, chrono::DateTime<chrono::Utc>)> = entries
+        .iter()
+        .map(|e| (e.key.clone(), e.value.to_string().len(), e.created_at))
+        .collect();
+    if json_out {
+        let v: Vec<Value> = sized
+            .iter()
+            .map(|(k, n, at)| json!({"key": k, "bytes": n, "created_at": at}))
+            .collect();
+        println!("{}", Value::Array(v));
+    } else {
+        for (k, n, at) in &sized {
+            println!("{k}  {n} bytes  {}", at.format("%Y-%m-%d %H:%M:%S"));
+        }
+        println!(
+            "{} cached result{} in {}",
+            sized.len(),
+            if sized.len() == 1 { "" } else { "s" },
+            engine.store_url()
+        );
+    }
+    exit::OK
+}
+
+/// `orch cache clear`.
+pub fn cache_clear(config: Option<&Path>) -> u8 {
+    let (engine, rt) = match open(config) {
+        Ok(x) => x,
+        Err(c) => return c,
+    };
+    match rt.block_on(engine.store().cache_clear()) {
+        Ok(n) => {
+            println!("removed {n} cached result{}", if n == 1 { "" } else { "s" });
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("orch: {e}");
+            exit::FAILED
+        }
+    }
+}
