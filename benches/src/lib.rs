@@ -108,6 +108,23 @@ pub fn run_orch(
         .expect("the workflow runs")
 }
 
+/// Runs a workflow journaled through `store` (every completion committed
+/// before its dependents start), as `run_orch` otherwise.
+pub fn run_orch_stored(
+    rt: &tokio::runtime::Runtime,
+    wf: &orch_model::ValidWorkflow,
+    registry: &orch_tasks::ActionRegistry,
+    store: std::sync::Arc<dyn orch_model::Store>,
+) -> orch_tasks::RunReport {
+    let opts = orch_tasks::RunOptions {
+        max_parallel: 4096,
+        store: Some(store),
+        ..orch_tasks::RunOptions::default()
+    };
+    rt.block_on(orch_tasks::run_workflow(wf, registry, opts, None))
+        .expect("the workflow runs")
+}
+
 /// The workload as a validated workflow.
 pub fn valid_workflow(w: Workload, n: usize) -> orch_model::ValidWorkflow {
     orch_model::load_workflow(

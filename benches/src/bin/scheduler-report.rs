@@ -95,6 +95,47 @@ fn main() {
         );
     }
 
+    // Durable runs: the same workloads journaled through the in-memory store
+    // and the SQLite store (a fresh database file per run, WAL, group commit).
+    if !orch_only || std::env::args().any(|a| a == "--stores") {
+        println!();
+        println!(
+            "| workload | tasks | no store µs/task | memory store µs/task | SQLite µs/task | SQLite tasks/s | SQLite / memory |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+        let dir = std::env::temp_dir().join(format!("orch-bench-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let n = 100_000;
+        for w in [Workload::Wide, Workload::Layered] {
+            let wf = orch_benches::valid_workflow(w, n);
+            let (mut none, mut mem, mut sql) = (Vec::new(), Vec::new(), Vec::new());
+            for round in 0..3 {
+                let t = Instant::now();
+                assert!(orch_benches::run_orch(&rt, &wf, &registry).succeeded());
+                none.push(t.elapsed().as_secs_f64() * 1e6 / n as f64);
+                let store = std::sync::Arc::new(orch_tasks::MemoryStore::new());
+                let t = Instant::now();
+                assert!(orch_benches::run_orch_stored(&rt, &wf, &registry, store).succeeded());
+                mem.push(t.elapsed().as_secs_f64() * 1e6 / n as f64);
+                let path = dir.join(format!("{}-{round}.db", w.label()));
+                let store = std::sync::Arc::new(
+                    orch_store_sqlite::SqliteStore::open(&path).expect("sqlite store"),
+                );
+                let t = Instant::now();
+                assert!(orch_benches::run_orch_stored(&rt, &wf, &registry, store).succeeded());
+                sql.push(t.elapsed().as_secs_f64() * 1e6 / n as f64);
+            }
+            let (a, b, c) = (median(none), median(mem), median(sql));
+            println!(
+                "| {} | {n} | {a:.3} | {b:.3} | {c:.3} | {:.0} | {:.1}x |",
+                w.label(),
+                1e6 / c,
+                c / b
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     // Dependency-to-dependent latency on a 10,000-step chain.
     for (label, yield_first) in [
         ("returns at once (inline)", false),

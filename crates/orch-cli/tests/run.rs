@@ -317,7 +317,9 @@ fn cached_results_survive_between_runs_and_can_be_cleared() {
         .args(["cache", "list"])
         .output()
         .expect("runs");
-    assert!(String::from_utf8_lossy(&list.stdout).contains("1 cached result in sqlite://.orch/orch.db"));
+    assert!(
+        String::from_utf8_lossy(&list.stdout).contains("1 cached result in sqlite://.orch/orch.db")
+    );
     let third = orch(dir.path())
         .args(["run", "c.yaml", "--json", "--no-cache"])
         .output()

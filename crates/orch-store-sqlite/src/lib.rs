@@ -106,6 +106,13 @@ pub const MIGRATIONS: &[&str] = &[
         reason TEXT NOT NULL,
         at INTEGER NOT NULL
     );",
+    // 3: a count of each run's tasks not yet final, so that finishing a task
+    // need not scan the run (-1: not counted yet; counted on first need).
+    "ALTER TABLE runs ADD COLUMN open_tasks INTEGER NOT NULL DEFAULT -1;",
+    // 4: index only the ready tasks (what `claim` looks for), so that a
+    // task's other state changes do not touch an index.
+    "DROP INDEX tasks_by_status;
+    CREATE INDEX tasks_ready ON tasks (priority DESC) WHERE status = 'ready';",
 ];
 
 /// The schema version this build writes.
@@ -194,7 +201,8 @@ fn connect(path: &Path) -> Result<Connection> {
     conn.busy_timeout(Duration::from_secs(10))
         .map_err(sql_err)?;
     conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;",
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;
+         PRAGMA cache_size = -65536; PRAGMA mmap_size = 268435456; PRAGMA temp_store = MEMORY;",
     )
     .map_err(sql_err)?;
     migrate(&conn)?;
@@ -613,7 +621,8 @@ fn task_state(conn: &Connection, run: &str, idx: u32) -> Result<Option<(String, 
     }
 }
 
-/// Finishes one task and releases its dependents (inside the caller's transaction).
+/// Finishes one task, checked, and releases its dependents (inside the
+/// caller's transaction).
 fn finish_one(
     conn: &Connection,
     run: &str,
@@ -622,36 +631,41 @@ fn finish_one(
     outcome: TaskOutcome,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let Some((name, status, current)) = task_state(conn, run, idx)? else {
-        return Err(invalid(format!("finish: the run has no task {idx}")));
-    };
-    let fits = if attempt > 0 {
-        status == TaskStatus::Running && current == attempt
-    } else {
-        status != TaskStatus::Running && !status.is_terminal()
-    };
-    if !fits {
-        return Err(invalid(format!(
-            "finish: attempt {attempt} of task `{name}` is no longer current (it is {} at attempt {current})",
-            status.as_str()
-        )));
+    finish_state(conn, run, idx, attempt, outcome, now)?;
+    release_dependents(conn, run, &[idx])
+}
+
+/// Lowers the counters of the dependents of `done` (each finished task once)
+/// and makes those reaching zero ready, in one statement.
+fn release_dependents(conn: &Connection, run: &str, done: &[u32]) -> Result<()> {
+    if done.is_empty() {
+        return Ok(());
     }
+    let list = serde_json::to_string(done).map_err(|e| store_err("indices", e))?;
+    conn.prepare_cached(
+        "UPDATE tasks SET remaining = tasks.remaining - c.n,
+             status = CASE WHEN tasks.remaining - c.n <= 0 AND tasks.status = 'pending'
+                           THEN 'ready' ELSE tasks.status END
+         FROM (SELECT dependent, COUNT(*) AS n FROM dependents
+               WHERE run = ?1 AND idx IN (SELECT value FROM json_each(?2))
+               GROUP BY dependent) AS c
+         WHERE tasks.run = ?1 AND tasks.idx = c.dependent",
+    )
+    .and_then(|mut s| s.execute(params![run, list]))
+    .map_err(sql_err)?;
+    Ok(())
+}
+
+/// Finishes one task, checked, without touching its dependents.
+fn finish_state(
+    conn: &Connection,
+    run: &str,
+    idx: u32,
+    attempt: u32,
+    outcome: TaskOutcome,
+    now: DateTime<Utc>,
+) -> Result<()> {
     let next = outcome.status();
-    let mut check = status;
-    if check.transition(next).is_err() {
-        let mut via = status;
-        if !(attempt == 0
-            && status == TaskStatus::Pending
-            && via.transition(TaskStatus::Ready).is_ok()
-            && via.transition(next).is_ok())
-        {
-            return Err(invalid(format!(
-                "finish: task `{name}` cannot go from {} to {}",
-                status.as_str(),
-                next.as_str()
-            )));
-        }
-    }
     let (result, note) = match outcome {
         TaskOutcome::Succeeded { result } | TaskOutcome::Failed { result } => (
             Some(serde_json::to_string(&result).map_err(|e| store_err("result", e))?),
@@ -660,47 +674,108 @@ fn finish_one(
         TaskOutcome::Skipped { reason } => (None, Some(reason)),
         TaskOutcome::Cancelled => (None, None),
     };
-    conn.prepare_cached(
-        "UPDATE tasks SET status = ?3, result = ?4, note = COALESCE(?5, note), finished_at = ?6,
-             lease_worker = NULL, lease_until = NULL
-         WHERE run = ?1 AND idx = ?2",
-    )
-    .and_then(|mut s| s.execute(params![run, idx, next.as_str(), result, note, micros(now)]))
-    .map_err(sql_err)?;
-    conn.prepare_cached(
-        "UPDATE tasks SET remaining = remaining - 1,
-             status = CASE WHEN remaining = 1 AND status = 'pending' THEN 'ready' ELSE status END
-         WHERE run = ?1 AND remaining > 0
-           AND idx IN (SELECT dependent FROM dependents WHERE run = ?1 AND idx = ?2)",
-    )
-    .and_then(|mut s| s.execute(params![run, idx]))
-    .map_err(sql_err)?;
+    // The common case, a running attempt ending, in one statement; anything
+    // else (and every refusal) takes the checked path.
+    let fast = attempt > 0
+        && matches!(next, TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled)
+        && conn
+            .prepare_cached(
+                "UPDATE tasks SET status = ?3, result = ?4, note = COALESCE(?5, note), finished_at = ?6,
+                     lease_worker = NULL, lease_until = NULL
+                 WHERE run = ?1 AND idx = ?2 AND status = 'running' AND attempt = ?7",
+            )
+            .and_then(|mut s| {
+                s.execute(params![run, idx, next.as_str(), result, note, micros(now), attempt])
+            })
+            .map_err(sql_err)?
+            == 1;
+    if !fast {
+        let Some((name, status, current)) = task_state(conn, run, idx)? else {
+            return Err(invalid(format!("finish: the run has no task {idx}")));
+        };
+        let fits = if attempt > 0 {
+            status == TaskStatus::Running && current == attempt
+        } else {
+            status != TaskStatus::Running && !status.is_terminal()
+        };
+        if !fits {
+            return Err(invalid(format!(
+                "finish: attempt {attempt} of task `{name}` is no longer current (it is {} at attempt {current})",
+                status.as_str()
+            )));
+        }
+        let mut check = status;
+        if check.transition(next).is_err() {
+            let mut via = status;
+            if !(attempt == 0
+                && status == TaskStatus::Pending
+                && via.transition(TaskStatus::Ready).is_ok()
+                && via.transition(next).is_ok())
+            {
+                return Err(invalid(format!(
+                    "finish: task `{name}` cannot go from {} to {}",
+                    status.as_str(),
+                    next.as_str()
+                )));
+            }
+        }
+        conn.prepare_cached(
+            "UPDATE tasks SET status = ?3, result = ?4, note = COALESCE(?5, note), finished_at = ?6,
+                 lease_worker = NULL, lease_until = NULL
+             WHERE run = ?1 AND idx = ?2",
+        )
+        .and_then(|mut s| s.execute(params![run, idx, next.as_str(), result, note, micros(now)]))
+        .map_err(sql_err)?;
+    }
     Ok(())
 }
 
-/// Sets the run's final status when every task is terminal.
-fn finish_run_if_done(conn: &Connection, run: &str, now: DateTime<Utc>) -> Result<()> {
-    let (open, failed, cancelled): (i64, i64, i64) = conn
+/// Counts `done` more tasks of the run as final, and sets the run's final
+/// status when none is left.
+fn finish_run_if_done(conn: &Connection, run: &str, done: u64, now: DateTime<Utc>) -> Result<()> {
+    let open: i64 = conn
         .prepare_cached(
-            "SELECT
-                SUM(status NOT IN ('completed', 'failed', 'cancelled', 'skipped')),
-                SUM(status = 'failed'),
-                SUM(status = 'cancelled')
-             FROM tasks WHERE run = ?1",
+            "UPDATE runs SET open_tasks = CASE WHEN open_tasks < 0 THEN open_tasks ELSE MAX(open_tasks - ?2, 0) END
+             WHERE id = ?1 RETURNING open_tasks",
+        )
+        .and_then(|mut s| s.query_row(params![run, done as i64], |r| r.get(0)).optional())
+        .map_err(sql_err)?
+        .unwrap_or(0);
+    let open = if open < 0 {
+        // A run from before the counter: count once, and keep the count.
+        let n: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM tasks WHERE run = ?1
+                   AND status NOT IN ('completed', 'failed', 'cancelled', 'skipped')",
+                params![run],
+                |r| r.get(0),
+            )
+            .map_err(sql_err)?;
+        conn.execute(
+            "UPDATE runs SET open_tasks = ?2 WHERE id = ?1",
+            params![run, n],
+        )
+        .map_err(sql_err)?;
+        n
+    } else {
+        open
+    };
+    if open > 0 {
+        return Ok(());
+    }
+    let (failed, cancelled): (i64, i64) = conn
+        .prepare_cached(
+            "SELECT SUM(status = 'failed'), SUM(status = 'cancelled') FROM tasks WHERE run = ?1",
         )
         .and_then(|mut s| {
             s.query_row(params![run], |r| {
                 Ok((
                     r.get::<_, Option<i64>>(0)?.unwrap_or(0),
                     r.get::<_, Option<i64>>(1)?.unwrap_or(0),
-                    r.get::<_, Option<i64>>(2)?.unwrap_or(0),
                 ))
             })
         })
         .map_err(sql_err)?;
-    if open > 0 {
-        return Ok(());
-    }
     let status = if failed > 0 {
         WorkflowStatus::Failed
     } else if cancelled > 0 {
@@ -756,8 +831,8 @@ impl Store for SqliteStore {
                 })
                 .map_err(sql_err)?;
             conn.execute(
-                "INSERT INTO runs (id, ord, workflow, status, created_at, params, definition)
-                 VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6)",
+                "INSERT INTO runs (id, ord, workflow, status, created_at, params, definition, open_tasks)
+                 VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7)",
                 params![
                     id,
                     ord,
@@ -766,6 +841,7 @@ impl Store for SqliteStore {
                     serde_json::to_string(&run.params).map_err(|e| store_err("params", e))?,
                     serde_json::to_string(&run.definition)
                         .map_err(|e| store_err("definition", e))?,
+                    n as i64,
                 ],
             )
             .map_err(|e| match e.sqlite_error_code() {
@@ -938,7 +1014,7 @@ impl Store for SqliteStore {
                 )));
             }
             finish_one(conn, &run, c.index, c.attempt, outcome, now)?;
-            finish_run_if_done(conn, &run, now)
+            finish_run_if_done(conn, &run, 1, now)
         })
         .await
     }
@@ -959,14 +1035,15 @@ impl Store for SqliteStore {
         self.call(move |conn| {
             let key = run.to_string();
             require_run(conn, &key)?;
-            conn.execute(
-                "UPDATE tasks SET status = 'cancelled', lease_worker = NULL, lease_until = NULL,
+            let n = conn
+                .execute(
+                    "UPDATE tasks SET status = 'cancelled', lease_worker = NULL, lease_until = NULL,
                      finished_at = ?2
                  WHERE run = ?1 AND status NOT IN ('completed', 'failed', 'cancelled', 'skipped')",
-                params![key, micros(now)],
-            )
-            .map_err(sql_err)?;
-            finish_run_if_done(conn, &key, now)
+                    params![key, micros(now)],
+                )
+                .map_err(sql_err)?;
+            finish_run_if_done(conn, &key, n as u64, now)
         })
         .await
     }
@@ -984,33 +1061,44 @@ impl Store for SqliteStore {
         self.call(move |conn| {
             let key = run.to_string();
             require_run(conn, &key)?;
+            let until = lease_until(now, lease);
+            let list = serde_json::to_string(&tasks).map_err(|e| store_err("indices", e))?;
+            // The whole batch in one statement; a task that is not ready
+            // leaves a gap, and the request (undone by its savepoint) fails.
+            let mut started = std::collections::HashMap::with_capacity(tasks.len());
+            {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "UPDATE tasks SET status = 'running', attempt = attempt + 1, lease_worker = ?3,
+                             lease_until = ?4, started_at = ?5
+                         WHERE run = ?1 AND idx IN (SELECT value FROM json_each(?2)) AND status = 'ready'
+                         RETURNING idx, attempt",
+                    )
+                    .map_err(sql_err)?;
+                let rows = stmt
+                    .query_map(params![key, list, worker, until, micros(now)], |r| {
+                        Ok((r.get::<_, u32>(0)?, r.get::<_, u32>(1)?))
+                    })
+                    .map_err(sql_err)?;
+                for row in rows {
+                    let (i, a) = row.map_err(sql_err)?;
+                    started.insert(i, a);
+                }
+            }
             let mut out = Vec::with_capacity(tasks.len());
             for i in tasks {
-                let Some((name, status, attempt)) = task_state(conn, &key, i)? else {
-                    return Err(invalid(format!("start: the run has no task {i}")));
-                };
-                if status != TaskStatus::Ready {
-                    return Err(invalid(format!(
-                        "start: task `{name}` is {}, not ready",
-                        status.as_str()
-                    )));
+                match started.remove(&i) {
+                    Some(a) => out.push(a),
+                    None => {
+                        return Err(match task_state(conn, &key, i)? {
+                            Some((name, status, _)) => invalid(format!(
+                                "start: task `{name}` is {}, not ready (or named twice)",
+                                status.as_str()
+                            )),
+                            None => invalid(format!("start: the run has no task {i}")),
+                        });
+                    }
                 }
-                conn.prepare_cached(
-                    "UPDATE tasks SET status = 'running', attempt = ?3, lease_worker = ?4,
-                         lease_until = ?5, started_at = ?6 WHERE run = ?1 AND idx = ?2",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        key,
-                        i,
-                        attempt + 1,
-                        worker,
-                        lease_until(now, lease),
-                        micros(now)
-                    ])
-                })
-                .map_err(sql_err)?;
-                out.push(attempt + 1);
             }
             Ok(out)
         })
@@ -1026,10 +1114,58 @@ impl Store for SqliteStore {
         self.call(move |conn| {
             let key = run.to_string();
             require_run(conn, &key)?;
-            for f in done {
-                finish_one(conn, &key, f.index, f.attempt, f.outcome, now)?;
+            let n = done.len() as u64;
+            let mut indices: Vec<u32> = done.iter().map(|f| f.index).collect();
+            indices.sort_unstable();
+            if indices.windows(2).any(|w| w[0] == w[1]) {
+                return Err(invalid("finish: a task appears twice in one batch".into()));
             }
-            finish_run_if_done(conn, &key, now)
+            // Running attempts ending (the common case) in one statement...
+            let mut rows = Vec::new();
+            let mut rest = Vec::new();
+            for f in done {
+                let next = f.outcome.status();
+                if f.attempt > 0
+                    && matches!(next, TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled)
+                {
+                    let result = match &f.outcome {
+                        TaskOutcome::Succeeded { result } | TaskOutcome::Failed { result } => Some(
+                            serde_json::to_string(result).map_err(|e| store_err("result", e))?,
+                        ),
+                        _ => None,
+                    };
+                    rows.push(serde_json::json!([f.index, next.as_str(), f.attempt, result]));
+                }
+                rest.push(f);
+            }
+            let mut applied = std::collections::HashSet::new();
+            if !rows.is_empty() {
+                let list = serde_json::to_string(&rows).map_err(|e| store_err("batch", e))?;
+                let mut stmt = conn
+                    .prepare_cached(
+                        "UPDATE tasks SET status = j.value ->> 1, result = j.value ->> 3, finished_at = ?3,
+                             lease_worker = NULL, lease_until = NULL
+                         FROM json_each(?2) AS j
+                         WHERE tasks.run = ?1 AND tasks.idx = j.value ->> 0
+                           AND tasks.status = 'running' AND tasks.attempt = j.value ->> 2
+                         RETURNING tasks.idx",
+                    )
+                    .map_err(sql_err)?;
+                let got = stmt
+                    .query_map(params![key, list, micros(now)], |r| r.get::<_, u32>(0))
+                    .map_err(sql_err)?;
+                for g in got {
+                    applied.insert(g.map_err(sql_err)?);
+                }
+            }
+            // ...and everything else (or refused there) checked one by one.
+            for f in rest {
+                if !applied.contains(&f.index) {
+                    finish_state(conn, &key, f.index, f.attempt, f.outcome, now)?;
+                }
+            }
+            release_dependents(conn, &key, &indices)?;
+            finish_run_if_done(conn, &key, n, now)
         })
         .await
     }

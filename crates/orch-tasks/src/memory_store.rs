@@ -18,6 +18,8 @@ struct RunState {
     dependents: Vec<Vec<u32>>,
     events: Vec<StoredEvent>,
     order: u64,
+    /// Tasks not yet in a final state (so "is the run done?" costs O(1)).
+    open: usize,
 }
 
 #[derive(Debug, Default)]
@@ -56,6 +58,41 @@ fn stale(what: &str, claim: &Claim) -> OrchestrationError {
             "{what}: attempt {} of task `{}` is no longer current",
             claim.attempt, claim.name
         ),
+    }
+}
+
+/// Whether task `i` may end in `next` with this attempt (what `finish_one` checks).
+fn check_finish(run: &RunState, i: u32, attempt: u32, next: TaskStatus) -> Result<()> {
+    let t = run
+        .tasks
+        .get(i as usize)
+        .ok_or_else(|| OrchestrationError::InvalidState {
+            message: format!("finish: the run has no task {i}"),
+        })?;
+    let fits = if attempt > 0 {
+        t.status == TaskStatus::Running && t.attempt == attempt
+    } else {
+        t.status != TaskStatus::Running && !t.status.is_terminal()
+    };
+    let mut direct = t.status;
+    let mut via = t.status;
+    let can = direct.transition(next).is_ok()
+        || (attempt == 0
+            && t.status == TaskStatus::Pending
+            && via.transition(TaskStatus::Ready).is_ok()
+            && via.transition(next).is_ok());
+    if fits && can {
+        Ok(())
+    } else {
+        Err(OrchestrationError::InvalidState {
+            message: format!(
+                "finish: task `{}` is {} at attempt {}, not finishable as {} with attempt {attempt}",
+                t.name,
+                t.status.as_str(),
+                t.attempt,
+                next.as_str()
+            ),
+        })
     }
 }
 
@@ -106,6 +143,7 @@ fn finish_one(
     }
     t.lease = None;
     t.finished_at = Some(now);
+    run.open = run.open.saturating_sub(1);
     match outcome {
         TaskOutcome::Succeeded { result } | TaskOutcome::Failed { result } => {
             t.result = Some(result)
@@ -113,7 +151,7 @@ fn finish_one(
         TaskOutcome::Skipped { reason } => t.note = Some(reason),
         TaskOutcome::Cancelled => {}
     }
-    for j in run.dependents[i as usize].clone() {
+    for &j in &run.dependents[i as usize] {
         let d = &mut run.tasks[j as usize];
         d.remaining = d.remaining.saturating_sub(1);
         if d.remaining == 0 && d.status == TaskStatus::Pending {
@@ -124,9 +162,7 @@ fn finish_one(
 }
 
 fn finish_run_if_done(run: &mut RunState, now: DateTime<Utc>) {
-    if run.record.status != WorkflowStatus::Running
-        || !run.tasks.iter().all(|t| t.status.is_terminal())
-    {
+    if run.record.status != WorkflowStatus::Running || run.open > 0 {
         return;
     }
     let has = |s| run.tasks.iter().any(|t| t.status == s);
@@ -176,7 +212,7 @@ impl Store for MemoryStore {
                 dependents[d as usize].push(i as u32);
             }
         }
-        let tasks = run
+        let tasks: Vec<TaskRecord> = run
             .tasks
             .iter()
             .enumerate()
@@ -215,6 +251,7 @@ impl Store for MemoryStore {
         inner.runs.insert(
             run.id,
             RunState {
+                open: tasks.len(),
                 record,
                 tasks,
                 dependents,
@@ -393,13 +430,19 @@ impl Store for MemoryStore {
             .runs
             .get_mut(&run)
             .ok_or_else(|| OrchestrationError::not_found(EntityKind::Run, run.to_string()))?;
-        // All or nothing: work on a copy, keep it only when every entry applied.
-        let before = r.tasks.clone();
-        for f in done {
-            if let Err(e) = finish_one(r, f.index, None, f.attempt, f.outcome, now) {
-                r.tasks = before;
-                return Err(e);
+        // All or nothing: check every entry first (each task at most once),
+        // then apply them all; applying a checked entry cannot fail.
+        let mut seen = std::collections::HashSet::with_capacity(done.len());
+        for f in &done {
+            if !seen.insert(f.index) {
+                return Err(OrchestrationError::InvalidState {
+                    message: format!("finish: task {} appears twice in one batch", f.index),
+                });
             }
+            check_finish(r, f.index, f.attempt, f.outcome.status())?;
+        }
+        for f in done {
+            finish_one(r, f.index, None, f.attempt, f.outcome, now)?;
         }
         finish_run_if_done(r, now);
         Ok(())
@@ -491,6 +534,8 @@ impl Store for MemoryStore {
         for t in &mut r.tasks {
             if !t.status.is_terminal() && t.status.transition(TaskStatus::Cancelled).is_ok() {
                 t.lease = None;
+                t.finished_at = Some(now);
+                r.open = r.open.saturating_sub(1);
             }
         }
         finish_run_if_done(r, now);

@@ -274,13 +274,18 @@ async fn flush(
         let deferred = std::mem::take(&mut j.deferred);
         let now = Utc::now();
         let mut events = std::mem::take(&mut j.events);
-        for f in &done {
+        if !done.is_empty() {
+            // One event per commit: which steps ended how.
+            let ended: Vec<Value> = done
+                .iter()
+                .map(|f| serde_json::json!([f.index, f.outcome.status().as_str(), f.attempt]))
+                .collect();
             events.push(StoredEvent {
                 seq: 0,
                 at: now,
-                kind: format!("task_{}", f.outcome.status().as_str()),
-                task: Some(f.index),
-                data: serde_json::json!({"attempt": f.attempt}),
+                kind: "tasks_finished".into(),
+                task: (done.len() == 1).then(|| done[0].index),
+                data: serde_json::json!({"tasks": ended}),
             });
         }
         let (store, run) = (j.store.clone(), j.run_id);
@@ -1177,16 +1182,19 @@ async fn journal_start(st: &mut State<'_>, batch: &[u32]) -> Result<(), Orchestr
         .store
         .start_tasks(j.run_id, batch, "local", Duration::from_secs(3600), now)
         .await?;
+    let mut started = Vec::with_capacity(batch.len());
     for (&i, a) in batch.iter().zip(attempts) {
         j.attempts[i as usize] = a;
-        j.events.push(StoredEvent {
-            seq: 0,
-            at: now,
-            kind: "task_started".into(),
-            task: Some(i),
-            data: serde_json::json!({"attempt": a}),
-        });
+        started.push(serde_json::json!([i, a]));
     }
+    // One event per batch: which steps started, with their attempt numbers.
+    j.events.push(StoredEvent {
+        seq: 0,
+        at: now,
+        kind: "tasks_started".into(),
+        task: (batch.len() == 1).then(|| batch[0]),
+        data: serde_json::json!({ "tasks": started }),
+    });
     Ok(())
 }
 
