@@ -107,12 +107,27 @@ pub const MIGRATIONS: &[&str] = &[
         at INTEGER NOT NULL
     );",
     // 3: a count of each run's tasks not yet final, so that finishing a task
-    // need not scan the run (-1: not counted yet; counted on first need).
-    "ALTER TABLE runs ADD COLUMN open_tasks INTEGER NOT NULL DEFAULT -1;",
-    // 4: index only the ready tasks (what `claim` looks for), so that a
-    // task's other state changes do not touch an index.
-    "DROP INDEX tasks_by_status;
-    CREATE INDEX tasks_ready ON tasks (priority DESC) WHERE status = 'ready';",
+    // need not scan the run (a run without a row is counted on first need).
+    // A table of its own: a column of `runs` would sit after the definition,
+    // which can span thousands of overflow pages, walked on every access.
+    "CREATE TABLE run_open (
+        run TEXT PRIMARY KEY,
+        open INTEGER NOT NULL
+    ) WITHOUT ROWID;",
+    // 4: no index on task status: every state change of every task paid
+    // for it (about a quarter of a journaled run's time). `claim` and
+    // `reclaim_expired` find tasks through the runs that are running, by
+    // the primary key's `run` prefix.
+    "DROP INDEX tasks_by_status;",
+    // 5: each task's dependents as a JSON array on its own row (NULL: none),
+    // returned by the statement that finishes it, instead of one row per
+    // edge in `dependents`.
+    "ALTER TABLE tasks ADD COLUMN dependents TEXT;
+    UPDATE tasks SET dependents = (
+        SELECT json_group_array(d.dependent) FROM dependents d
+        WHERE d.run = tasks.run AND d.idx = tasks.idx
+    ) WHERE EXISTS (SELECT 1 FROM dependents d WHERE d.run = tasks.run AND d.idx = tasks.idx);
+    DROP TABLE dependents;",
 ];
 
 /// The schema version this build writes.
@@ -635,24 +650,106 @@ fn finish_one(
     release_dependents(conn, run, &[idx])
 }
 
-/// Lowers the counters of the dependents of `done` (each finished task once)
-/// and makes those reaching zero ready, in one statement.
+thread_local! {
+    /// The dependents of each task of the runs this thread worked on last,
+    /// so that finishing a task needs no read to find them. They never
+    /// change once a run is created; a run missing here is loaded from
+    /// the `dependents` column of its tasks.
+    static DEPENDENTS: std::cell::RefCell<Vec<(String, std::rc::Rc<Vec<Vec<u32>>>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// How many runs' dependents the store thread keeps.
+const DEPENDENTS_KEPT: usize = 4;
+
+fn remember_dependents(run: &str, dependents: std::rc::Rc<Vec<Vec<u32>>>) {
+    DEPENDENTS.with(|c| {
+        let mut c = c.borrow_mut();
+        c.retain(|(r, _)| r != run);
+        if c.len() >= DEPENDENTS_KEPT {
+            c.remove(0);
+        }
+        c.push((run.to_owned(), dependents));
+    });
+}
+
+/// The dependents of every task of `run`, from memory or from the database.
+fn dependents_of(conn: &Connection, run: &str) -> Result<std::rc::Rc<Vec<Vec<u32>>>> {
+    if let Some(d) = DEPENDENTS.with(|c| {
+        c.borrow()
+            .iter()
+            .find(|(r, _)| r == run)
+            .map(|(_, d)| d.clone())
+    }) {
+        return Ok(d);
+    }
+    let n: u32 = conn
+        .query_row(
+            "SELECT COALESCE(MAX(idx) + 1, 0) FROM tasks WHERE run = ?1",
+            params![run],
+            |r| r.get(0),
+        )
+        .map_err(sql_err)?;
+    let mut all = vec![Vec::new(); n as usize];
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT idx, dependents FROM tasks WHERE run = ?1 AND dependents IS NOT NULL",
+        )
+        .map_err(sql_err)?;
+    let rows = stmt
+        .query_map(params![run], |r| {
+            Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?))
+        })
+        .map_err(sql_err)?;
+    for row in rows {
+        let (i, list) = row.map_err(sql_err)?;
+        let ds: Vec<u32> =
+            serde_json::from_str(&list).map_err(|e| store_err("task dependents", e))?;
+        if let Some(slot) = all.get_mut(i as usize) {
+            *slot = ds;
+        }
+    }
+    let all = std::rc::Rc::new(all);
+    remember_dependents(run, all.clone());
+    Ok(all)
+}
+
+/// Lowers the counters of the dependents of the finished tasks `done` and
+/// makes those reaching zero ready: each dependent is updated once, by
+/// primary key, however many of its dependencies finished.
 fn release_dependents(conn: &Connection, run: &str, done: &[u32]) -> Result<()> {
     if done.is_empty() {
         return Ok(());
     }
-    let list = serde_json::to_string(done).map_err(|e| store_err("indices", e))?;
-    conn.prepare_cached(
-        "UPDATE tasks SET remaining = tasks.remaining - c.n,
-             status = CASE WHEN tasks.remaining - c.n <= 0 AND tasks.status = 'pending'
-                           THEN 'ready' ELSE tasks.status END
-         FROM (SELECT dependent, COUNT(*) AS n FROM dependents
-               WHERE run = ?1 AND idx IN (SELECT value FROM json_each(?2))
-               GROUP BY dependent) AS c
-         WHERE tasks.run = ?1 AND tasks.idx = c.dependent",
-    )
-    .and_then(|mut s| s.execute(params![run, list]))
-    .map_err(sql_err)?;
+    let all = dependents_of(conn, run)?;
+    let mut counts: Vec<(u32, i64)> = Vec::new();
+    for &i in done {
+        if let Some(ds) = all.get(i as usize) {
+            counts.extend(ds.iter().map(|&d| (d, 1)));
+        }
+    }
+    if counts.is_empty() {
+        return Ok(());
+    }
+    counts.sort_unstable_by_key(|&(d, _)| d);
+    counts.dedup_by(|next, kept| {
+        if next.0 == kept.0 {
+            kept.1 += next.1;
+            true
+        } else {
+            false
+        }
+    });
+    let mut lower = conn
+        .prepare_cached(
+            "UPDATE tasks SET remaining = MAX(remaining - ?3, 0),
+                 status = CASE WHEN remaining <= ?3 AND status = 'pending' THEN 'ready' ELSE status END
+             WHERE run = ?1 AND idx = ?2 AND remaining > 0",
+        )
+        .map_err(sql_err)?;
+    for (d, n) in counts {
+        lower.execute(params![run, d, n]).map_err(sql_err)?;
+    }
     Ok(())
 }
 
@@ -676,6 +773,8 @@ fn finish_state(
     };
     // The common case, a running attempt ending, in one statement; anything
     // else (and every refusal) takes the checked path.
+    // (Not `RETURNING`: SQLite builds a temporary table for each statement
+    // that returns rows, which costs more than the lookup below.)
     let fast = attempt > 0
         && matches!(next, TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled)
         && conn
@@ -733,32 +832,34 @@ fn finish_state(
 /// Counts `done` more tasks of the run as final, and sets the run's final
 /// status when none is left.
 fn finish_run_if_done(conn: &Connection, run: &str, done: u64, now: DateTime<Utc>) -> Result<()> {
-    let open: i64 = conn
+    let open: Option<i64> = conn
         .prepare_cached(
-            "UPDATE runs SET open_tasks = CASE WHEN open_tasks < 0 THEN open_tasks ELSE MAX(open_tasks - ?2, 0) END
-             WHERE id = ?1 RETURNING open_tasks",
+            "UPDATE run_open SET open = MAX(open - ?2, 0) WHERE run = ?1 RETURNING open",
         )
-        .and_then(|mut s| s.query_row(params![run, done as i64], |r| r.get(0)).optional())
-        .map_err(sql_err)?
-        .unwrap_or(0);
-    let open = if open < 0 {
-        // A run from before the counter: count once, and keep the count.
-        let n: i64 = conn
-            .query_row(
-                "SELECT COUNT(*) FROM tasks WHERE run = ?1
-                   AND status NOT IN ('completed', 'failed', 'cancelled', 'skipped')",
-                params![run],
-                |r| r.get(0),
+        .and_then(|mut s| {
+            s.query_row(params![run, done as i64], |r| r.get(0))
+                .optional()
+        })
+        .map_err(sql_err)?;
+    let open = match open {
+        Some(n) => n,
+        None => {
+            // A run from before the counter: count once, and keep the count.
+            let n: i64 = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM tasks WHERE run = ?1
+                       AND status NOT IN ('completed', 'failed', 'cancelled', 'skipped')",
+                    params![run],
+                    |r| r.get(0),
+                )
+                .map_err(sql_err)?;
+            conn.execute(
+                "INSERT OR REPLACE INTO run_open (run, open) VALUES (?1, ?2)",
+                params![run, n],
             )
             .map_err(sql_err)?;
-        conn.execute(
-            "UPDATE runs SET open_tasks = ?2 WHERE id = ?1",
-            params![run, n],
-        )
-        .map_err(sql_err)?;
-        n
-    } else {
-        open
+            n
+        }
     };
     if open > 0 {
         return Ok(());
@@ -831,8 +932,8 @@ impl Store for SqliteStore {
                 })
                 .map_err(sql_err)?;
             conn.execute(
-                "INSERT INTO runs (id, ord, workflow, status, created_at, params, definition, open_tasks)
-                 VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7)",
+                "INSERT INTO runs (id, ord, workflow, status, created_at, params, definition)
+                 VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6)",
                 params![
                     id,
                     ord,
@@ -841,7 +942,6 @@ impl Store for SqliteStore {
                     serde_json::to_string(&run.params).map_err(|e| store_err("params", e))?,
                     serde_json::to_string(&run.definition)
                         .map_err(|e| store_err("definition", e))?,
-                    n as i64,
                 ],
             )
             .map_err(|e| match e.sqlite_error_code() {
@@ -854,15 +954,27 @@ impl Store for SqliteStore {
                 }
                 _ => sql_err(e),
             })?;
+            conn.execute(
+                "INSERT OR REPLACE INTO run_open (run, open) VALUES (?1, ?2)",
+                params![id, n as i64],
+            )
+            .map_err(sql_err)?;
+            // Each task's dependents, and its count of distinct dependencies.
+            let mut dependents: Vec<Vec<u32>> = vec![Vec::new(); run.tasks.len()];
+            let mut remaining = Vec::with_capacity(run.tasks.len());
+            for (i, t) in run.tasks.iter().enumerate() {
+                let mut deps = t.deps.clone();
+                deps.sort_unstable();
+                deps.dedup();
+                for &d in &deps {
+                    dependents[d as usize].push(i as u32);
+                }
+                remaining.push(deps.len() as u32);
+            }
             let mut task = conn
                 .prepare_cached(
-                    "INSERT INTO tasks (run, idx, name, status, attempt, remaining, priority)
-                     VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6)",
-                )
-                .map_err(sql_err)?;
-            let mut dep = conn
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO dependents (run, idx, dependent) VALUES (?1, ?2, ?3)",
+                    "INSERT INTO tasks (run, idx, name, status, attempt, remaining, priority, dependents)
+                     VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7)",
                 )
                 .map_err(sql_err)?;
             for (i, t) in run.tasks.iter().enumerate() {
@@ -871,19 +983,24 @@ impl Store for SqliteStore {
                 } else {
                     "pending"
                 };
+                let ds = &dependents[i];
+                let list = if ds.is_empty() {
+                    None
+                } else {
+                    Some(serde_json::to_string(ds).map_err(|e| store_err("dependents", e))?)
+                };
                 task.execute(params![
                     id,
                     i as u32,
                     t.name,
                     status,
-                    t.deps.len() as u32,
-                    t.priority as i64
+                    remaining[i],
+                    t.priority as i64,
+                    list
                 ])
                 .map_err(sql_err)?;
-                for &d in &t.deps {
-                    dep.execute(params![id, d, i as u32]).map_err(sql_err)?;
-                }
             }
+            remember_dependents(&id, std::rc::Rc::new(dependents));
             Ok(())
         })
         .await
@@ -1023,7 +1140,8 @@ impl Store for SqliteStore {
         self.call(move |conn| {
             conn.execute(
                 "UPDATE tasks SET status = 'ready', lease_worker = NULL, lease_until = NULL
-                 WHERE status = 'running' AND lease_until < ?1",
+                 WHERE run IN (SELECT id FROM runs WHERE status = 'running')
+                   AND status = 'running' AND lease_until < ?1",
                 params![micros(now)],
             )
             .map_err(sql_err)
@@ -1120,49 +1238,11 @@ impl Store for SqliteStore {
             if indices.windows(2).any(|w| w[0] == w[1]) {
                 return Err(invalid("finish: a task appears twice in one batch".into()));
             }
-            // Running attempts ending (the common case) in one statement...
-            let mut rows = Vec::new();
-            let mut rest = Vec::new();
+            // One prepared single-row statement per task (a batched
+            // `UPDATE .. FROM json_each(..)` made SQLite re-parse the JSON
+            // once per row it scanned: quadratic in the batch).
             for f in done {
-                let next = f.outcome.status();
-                if f.attempt > 0
-                    && matches!(next, TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled)
-                {
-                    let result = match &f.outcome {
-                        TaskOutcome::Succeeded { result } | TaskOutcome::Failed { result } => Some(
-                            serde_json::to_string(result).map_err(|e| store_err("result", e))?,
-                        ),
-                        _ => None,
-                    };
-                    rows.push(serde_json::json!([f.index, next.as_str(), f.attempt, result]));
-                }
-                rest.push(f);
-            }
-            let mut applied = std::collections::HashSet::new();
-            if !rows.is_empty() {
-                let list = serde_json::to_string(&rows).map_err(|e| store_err("batch", e))?;
-                let mut stmt = conn
-                    .prepare_cached(
-                        "UPDATE tasks SET status = j.value ->> 1, result = j.value ->> 3, finished_at = ?3,
-                             lease_worker = NULL, lease_until = NULL
-                         FROM json_each(?2) AS j
-                         WHERE tasks.run = ?1 AND tasks.idx = j.value ->> 0
-                           AND tasks.status = 'running' AND tasks.attempt = j.value ->> 2
-                         RETURNING tasks.idx",
-                    )
-                    .map_err(sql_err)?;
-                let got = stmt
-                    .query_map(params![key, list, micros(now)], |r| r.get::<_, u32>(0))
-                    .map_err(sql_err)?;
-                for g in got {
-                    applied.insert(g.map_err(sql_err)?);
-                }
-            }
-            // ...and everything else (or refused there) checked one by one.
-            for f in rest {
-                if !applied.contains(&f.index) {
-                    finish_state(conn, &key, f.index, f.attempt, f.outcome, now)?;
-                }
+                finish_state(conn, &key, f.index, f.attempt, f.outcome, now)?;
             }
             release_dependents(conn, &key, &indices)?;
             finish_run_if_done(conn, &key, n, now)

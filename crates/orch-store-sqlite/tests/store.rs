@@ -89,6 +89,96 @@ fn an_older_schema_is_migrated_and_keeps_its_runs() {
 }
 
 #[test]
+fn a_run_in_progress_under_schema_2_goes_on_after_the_migration() {
+    use orch_model::{Finished, TaskOutcome, TaskResult, TaskStatus, WorkflowStatus};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("v2.db");
+    let id = orch_model::RunId::new();
+    {
+        // Version 2: dependents one row per edge, no counter of open tasks.
+        // `a` done, `b` and `c` wait for it, `d` waits for `b` and `c`.
+        let c = rusqlite::Connection::open(&path).expect("open");
+        c.execute_batch(MIGRATIONS[0]).expect("v1");
+        c.execute_batch(MIGRATIONS[1]).expect("v2");
+        c.execute_batch("PRAGMA user_version = 2").expect("version");
+        c.execute(
+            "INSERT INTO runs (id, ord, workflow, status, created_at, params, definition)
+             VALUES (?1, 1, 'old', 'running', 0, '{}', '{}')",
+            [id.to_string()],
+        )
+        .expect("run");
+        for (idx, name, status, remaining) in [
+            (0, "a", "completed", 0),
+            (1, "b", "ready", 0),
+            (2, "c", "ready", 0),
+            (3, "d", "pending", 2),
+        ] {
+            c.execute(
+                "INSERT INTO tasks (run, idx, name, status, attempt, remaining, priority)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 2)",
+                rusqlite::params![
+                    id.to_string(),
+                    idx,
+                    name,
+                    status,
+                    u32::from(idx == 0),
+                    remaining
+                ],
+            )
+            .expect("task");
+        }
+        for (idx, dependent) in [(0, 1), (0, 2), (1, 3), (2, 3)] {
+            c.execute(
+                "INSERT INTO dependents (run, idx, dependent) VALUES (?1, ?2, ?3)",
+                rusqlite::params![id.to_string(), idx, dependent],
+            )
+            .expect("edge");
+        }
+    }
+    let s = SqliteStore::open(&path).expect("migrated");
+    let now = chrono::Utc::now();
+    let done = |index: u32, attempt: u32| Finished {
+        index,
+        attempt,
+        outcome: TaskOutcome::Succeeded {
+            result: TaskResult::ok(serde_json::json!(index)),
+        },
+    };
+    let statuses = |s: &SqliteStore| {
+        rt().block_on(s.tasks(id))
+            .expect("tasks")
+            .iter()
+            .map(|t| t.status)
+            .collect::<Vec<_>>()
+    };
+    let attempts = rt()
+        .block_on(s.start_tasks(id, &[1, 2], "w", std::time::Duration::from_secs(60), now))
+        .expect("start b and c");
+    assert_eq!(attempts, vec![1, 1]);
+    rt().block_on(s.finish_tasks(id, vec![done(1, 1)], now))
+        .expect("finish b");
+    // `d` still waits for `c`: its counter went from 2 to 1.
+    assert_eq!(statuses(&s)[3], TaskStatus::Pending);
+    rt().block_on(s.finish_tasks(id, vec![done(2, 1)], now))
+        .expect("finish c");
+    assert_eq!(
+        statuses(&s)[3],
+        TaskStatus::Ready,
+        "the edges moved with the migration"
+    );
+    rt().block_on(s.start_tasks(id, &[3], "w", std::time::Duration::from_secs(60), now))
+        .expect("start d");
+    rt().block_on(s.finish_tasks(id, vec![done(3, 1)], now))
+        .expect("finish d");
+    let r = rt().block_on(s.get_run(id)).expect("get").expect("the run");
+    assert_eq!(
+        r.status,
+        WorkflowStatus::Completed,
+        "the open tasks were counted"
+    );
+}
+
+#[test]
 fn a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("new.db");

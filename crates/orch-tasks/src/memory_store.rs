@@ -507,6 +507,15 @@ impl Store for MemoryStore {
         Ok(true)
     }
 
+    async fn cancel_requested(&self, run: RunId) -> Result<bool> {
+        // Without copying the run record (and its definition) as `get_run` would.
+        Ok(self
+            .lock()
+            .runs
+            .get(&run)
+            .is_some_and(|r| r.record.cancel_requested))
+    }
+
     async fn reclaim_expired(&self, now: DateTime<Utc>) -> Result<usize> {
         let mut inner = self.lock();
         let mut n = 0;
