@@ -374,8 +374,17 @@ pub fn resume(id: &str, args: &RunArgs) -> u8 {
             return exit::INVALID;
         }
     }
-    let text = r
-        .definition
+    let saved: Value = match serde_json::from_str(&r.definition) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!(
+                "orch: the stored definition of run {} is not JSON ({e}); it cannot be resumed",
+                r.id
+            );
+            return exit::INVALID;
+        }
+    };
+    let text = saved
         .get("workflow")
         .map(Value::to_string)
         .unwrap_or_default();
@@ -394,15 +403,13 @@ pub fn resume(id: &str, args: &RunArgs) -> u8 {
             return exit::INVALID;
         }
     };
-    let work_dir = r
-        .definition
+    let work_dir = saved
         .get("work_dir")
         .and_then(Value::as_str)
         .map(PathBuf::from)
         .or_else(|| std::env::current_dir().ok())
         .unwrap_or_else(|| PathBuf::from("."));
-    let project_path = r
-        .definition
+    let project_path = saved
         .get("project_path")
         .and_then(Value::as_str)
         .map(str::to_owned);

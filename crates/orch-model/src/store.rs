@@ -34,8 +34,11 @@ pub struct NewRun {
     pub id: RunId,
     /// The workflow's name.
     pub workflow: String,
-    /// The definition, as saved JSON (so a run can be resumed from the store alone).
-    pub definition: Value,
+    /// The definition, as JSON text (so a run can be resumed from the store
+    /// alone). Text, not a `Value`: a store keeps it as it is, and building
+    /// a tree of a million steps only to write it out again costs more than
+    /// the rest of creating the run.
+    pub definition: String,
     /// Parameter values.
     pub params: Map<String, Value>,
     /// The tasks; dependencies are indices into this list.
@@ -68,8 +71,8 @@ pub struct RunRecord {
     pub finished_at: Option<DateTime<Utc>>,
     /// Parameter values.
     pub params: Map<String, Value>,
-    /// The definition.
-    pub definition: Value,
+    /// The definition, as JSON text (as [`NewRun::definition`] gave it).
+    pub definition: String,
     /// The process driving the run (`pid:START@HOST`), while one does.
     pub owner: Option<String>,
     /// Whether someone asked the run's owner to cancel it.

@@ -24,7 +24,7 @@
 //! rt.block_on(async {
 //!     let id = orch_model::RunId::new();
 //!     let task = NewTask { name: "a".into(), deps: vec![], priority: TaskPriority::Normal };
-//!     let run = NewRun { id, workflow: "w".into(), definition: serde_json::json!({}), params: Default::default(), tasks: vec![task] };
+//!     let run = NewRun { id, workflow: "w".into(), definition: "{}".into(), params: Default::default(), tasks: vec![task] };
 //!     store.create_run(run, chrono::Utc::now()).await.unwrap();
 //!     assert_eq!(store.list_runs().await.unwrap().len(), 1);
 //! });
@@ -505,8 +505,6 @@ fn decode_run(raw: RawRun) -> std::result::Result<RunRecord, String> {
         .map_err(|e| format!("bad status: {e}"))?;
     let params: Map<String, Value> =
         serde_json::from_str(&params).map_err(|e| format!("bad params JSON: {e}"))?;
-    let definition: Value =
-        serde_json::from_str(&definition).map_err(|e| format!("bad definition JSON: {e}"))?;
     Ok(RunRecord {
         id,
         workflow,
@@ -940,8 +938,7 @@ impl Store for SqliteStore {
                     run.workflow,
                     micros(now),
                     serde_json::to_string(&run.params).map_err(|e| store_err("params", e))?,
-                    serde_json::to_string(&run.definition)
-                        .map_err(|e| store_err("definition", e))?,
+                    run.definition,
                 ],
             )
             .map_err(|e| match e.sqlite_error_code() {

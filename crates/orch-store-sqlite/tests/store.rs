@@ -25,7 +25,7 @@ fn run(id: orch_model::RunId) -> NewRun {
     NewRun {
         id,
         workflow: "w".into(),
-        definition: serde_json::json!({"name": "w"}),
+        definition: r#"{"name":"w"}"#.to_owned(),
         params: serde_json::Map::new(),
         tasks: vec![NewTask {
             name: "a".into(),

@@ -1083,11 +1083,22 @@ async fn open_journal(
                     priority: s.priority,
                 })
                 .collect();
-            let definition = serde_json::json!({
-                "workflow": wf.workflow(),
-                "work_dir": opts.work_dir,
-                "project_path": opts.project_path,
-            });
+            /// What a resumed run needs, written straight to JSON text.
+            #[derive(serde::Serialize)]
+            struct Saved<'a> {
+                workflow: &'a orch_model::Workflow,
+                work_dir: &'a std::path::Path,
+                project_path: Option<&'a str>,
+            }
+            let definition = serde_json::to_string(&Saved {
+                workflow: wf.workflow(),
+                work_dir: &opts.work_dir,
+                project_path: opts.project_path.as_deref(),
+            })
+            .map_err(|e| OrchestrationError::Store {
+                message: format!("the definition does not serialize: {e}"),
+                retryable: false,
+            })?;
             store
                 .create_run(
                     NewRun {
