@@ -648,19 +648,22 @@ fn finish_one(
     release_dependents(conn, run, &[idx])
 }
 
+/// The dependents of each task of one run, by task index.
+type Dependents = std::rc::Rc<Vec<Vec<u32>>>;
+
 thread_local! {
     /// The dependents of each task of the runs this thread worked on last,
     /// so that finishing a task needs no read to find them. They never
     /// change once a run is created; a run missing here is loaded from
     /// the `dependents` column of its tasks.
-    static DEPENDENTS: std::cell::RefCell<Vec<(String, std::rc::Rc<Vec<Vec<u32>>>)>> =
+    static DEPENDENTS: std::cell::RefCell<Vec<(String, Dependents)>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// How many runs' dependents the store thread keeps.
 const DEPENDENTS_KEPT: usize = 4;
 
-fn remember_dependents(run: &str, dependents: std::rc::Rc<Vec<Vec<u32>>>) {
+fn remember_dependents(run: &str, dependents: Dependents) {
     DEPENDENTS.with(|c| {
         let mut c = c.borrow_mut();
         c.retain(|(r, _)| r != run);
@@ -672,7 +675,7 @@ fn remember_dependents(run: &str, dependents: std::rc::Rc<Vec<Vec<u32>>>) {
 }
 
 /// The dependents of every task of `run`, from memory or from the database.
-fn dependents_of(conn: &Connection, run: &str) -> Result<std::rc::Rc<Vec<Vec<u32>>>> {
+fn dependents_of(conn: &Connection, run: &str) -> Result<Dependents> {
     if let Some(d) = DEPENDENTS.with(|c| {
         c.borrow()
             .iter()
