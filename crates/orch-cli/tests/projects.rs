@@ -71,7 +71,7 @@ fn an_ai_analysis_project_is_created_run_and_inspected() {
     let (code, out, err) = run(d, &["project", "run", "demo", "ai-analysis"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.contains("workflow `ai-analysis` completed: 3 completed"),
+        out.contains("workflow `ai-analysis` completed: 4 completed"),
         "{out}"
     );
     let report = std::fs::read_to_string(root.join("reports/analysis.md")).expect("report");
@@ -85,7 +85,7 @@ fn an_ai_analysis_project_is_created_run_and_inspected() {
     // Inside the project, `orch run NAME` finds the project's workflow and runs it there.
     let (code, out, err) = run(
         &root.join("src"),
-        &["run", "ai-analysis", "-p", "output_dir=output"],
+        &["run", "ai-analysis", "-p", "output_path=output"],
     );
     assert_eq!(code, 0, "{out}{err}");
     assert!(root.join("output/analysis.md").is_file());

@@ -1149,11 +1149,16 @@ impl OrchestrationEngine {
         Ok(to_result(sid, &report))
     }
 
-    /// Runs one task on its own with the engine's actions (seed: `execute_task`).
+    /// Runs one task on its own with the engine's actions (seed: `execute_task`),
+    /// in the engine's working directory. During shutdown nothing runs: the
+    /// result is a failure of type `InvalidState`.
     pub async fn execute_task(&self, task: &Task) -> TaskResult {
+        if let Err(e) = self.check_accepting() {
+            return TaskResult::failed("InvalidState", e.to_string());
+        }
         let o = orch_tasks::TaskOrchestrator::new(orch_tasks::OrchestratorConfig {
             registry: Arc::new(self.inner.workflows.registry().clone()),
-            work_dir: PathBuf::from("."),
+            work_dir: self.inner.workflows.work_dir().to_path_buf(),
             ..orch_tasks::OrchestratorConfig::default()
         });
         o.execute_task(task).await

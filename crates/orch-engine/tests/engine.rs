@@ -100,13 +100,26 @@ fn the_seeds_basic_workflow_example_runs_ai_analysis_for_real() {
         .block_on(engine.execute_workflow(
             "ai-analysis",
             None,
-            params(json!({"source_dir": "./src", "output_dir": "./reports", "include": ["*.py"]})),
+            // The seed's own parameters: code_path="./src", output_path="./reports",
+            // ai_provider="openai" (plus a filter, so that only the one file counts).
+            params(json!({
+                "code_path": "./src",
+                "output_path": "./reports",
+                "ai_provider": "openai",
+                "include": ["*.py"]
+            })),
         ))
         .expect("ran");
     assert!(result.success, "{result:?}");
-    assert_eq!(result.executed_steps, 3);
+    assert_eq!(result.executed_steps, 4);
     assert!(result.failed_steps.is_empty() && result.error.is_none());
+    assert_eq!(result.results["target"], "./src");
     assert_eq!(result.results["stats"]["code"], 2);
+    let report = std::fs::read_to_string(dir.path().join("reports/analysis.md")).expect("report");
+    assert!(
+        report.contains("Sources in `./src`: 1 files") && report.contains("asked for: openai"),
+        "{report}"
+    );
     assert!(result.execution_time > 0.0);
     assert!(dir.path().join("reports/analysis.md").is_file());
     assert!(dir.path().join("reports/code-by-language.svg").is_file());
@@ -175,15 +188,40 @@ fn the_seeds_project_example_runs_through_the_engine() {
         orch_projects::CreateOptions::default(),
     )
     .expect("created");
+    // The seed's call: data_path="./conversations", focus_areas=[...]; the
+    // conversations (here two Python files) are measured instead of src/.
+    let conv = dir
+        .path()
+        .join("home/projects/chatbot-analysis/conversations");
+    std::fs::create_dir_all(&conv).expect("mkdir");
+    std::fs::write(conv.join("a.py"), "x = 1\n# note\n").expect("write");
+    std::fs::write(conv.join("b.py"), "y = 2\n").expect("write");
     let r = rt()
         .block_on(engine.execute_project_workflow(
             "chatbot-analysis",
             "ai-analysis",
             None,
-            params(json!({"focus_areas": ["sentiment"]})),
+            params(json!({
+                "data_path": "./conversations",
+                "focus_areas": ["sentiment", "intent", "quality"]
+            })),
         ))
         .expect("ran");
     assert!(r.success, "{r:?}");
+    assert_eq!(r.results["target"], "./conversations");
+    assert_eq!(
+        (&r.results["stats"]["files"], &r.results["stats"]["code"]),
+        (&json!(2), &json!(2))
+    );
+    let report = std::fs::read_to_string(
+        dir.path()
+            .join("home/projects/chatbot-analysis/reports/analysis.md"),
+    )
+    .expect("report");
+    assert!(
+        report.contains("`./conversations`: 2 files") && report.contains("intent"),
+        "{report}"
+    );
     pm.add_project_milestone(
         "chatbot-analysis",
         "initial_analysis_complete",
@@ -525,6 +563,71 @@ fn health_degrades_for_real_reasons_with_one_line_each() {
 }
 
 #[test]
+fn health_is_unhealthy_when_a_directory_cannot_be_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = engine(dir.path());
+    assert_eq!(engine.health_check().overall_status, "healthy");
+    // The projects directory replaced by a file: projects cannot be listed.
+    let projects = engine.project_manager().projects_dir().to_path_buf();
+    let _ = std::fs::remove_dir_all(&projects);
+    std::fs::create_dir_all(projects.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&projects, "not a directory").expect("write");
+    let h = engine.health_check();
+    assert_eq!(h.overall_status, "unhealthy");
+    assert_eq!(h.components.project_manager.status, "unhealthy");
+    assert_eq!(h.components.workflow_manager.status, "healthy");
+    assert_eq!(h.issues.len(), 1, "{:?}", h.issues);
+    assert!(
+        h.issues[0].starts_with("project_manager: cannot list projects directory"),
+        "{}",
+        h.issues[0]
+    );
+}
+
+#[test]
+fn metrics_count_what_ran() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = engine(dir.path());
+    let wm = engine.workflow_manager();
+    wm.add_workflow(
+        &Workflow::new("ok", "")
+            .step(WorkflowStep::new("a", "core", "noop"))
+            .step(WorkflowStep::new("b", "core", "noop").after("a")),
+    )
+    .expect("added");
+    wm.add_workflow(
+        &Workflow::new("bad", "")
+            .step(WorkflowStep::new("boom", "core", "fail").param("retryable", json!(false))),
+    )
+    .expect("added");
+    let rt = rt();
+    assert!(
+        rt.block_on(engine.execute_workflow("ok", None, Map::new()))
+            .expect("ran")
+            .success
+    );
+    assert!(
+        !rt.block_on(engine.execute_workflow("bad", None, Map::new()))
+            .expect("ran")
+            .success
+    );
+    let m = engine.get_metrics();
+    assert_eq!(
+        (
+            m.workflows_executed,
+            m.workflows_succeeded,
+            m.workflows_failed,
+            m.workflows_running,
+            m.tasks_completed,
+            m.tasks_failed,
+            m.sessions_created
+        ),
+        (2, 1, 1, 0, 2, 1, 2)
+    );
+    assert!(m.average_workflow_seconds > 0.0 && m.uptime_seconds > 0.0);
+}
+
+#[test]
 fn shutdown_waits_then_stops_what_runs_and_refuses_new_work() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = engine(dir.path());
@@ -589,6 +692,25 @@ fn execute_task_runs_one_action() {
     assert_eq!(r.data, json!(5));
     let r = rt().block_on(engine.execute_task(&Task::new("u", "nosuch", "x")));
     assert!(!r.success);
+    // It works in the engine's directory, not the process's.
+    let mut w = Task::new("w", "fs", "write");
+    w.parameters = params(json!({"path": "out.txt", "content": "hi"}));
+    let r = rt().block_on(engine.execute_task(&w));
+    assert!(r.success, "{r:?}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out.txt")).expect("written there"),
+        "hi"
+    );
+    // After shutdown, nothing runs.
+    rt().block_on(engine.shutdown(std::time::Duration::from_secs(1)));
+    let mut late = Task::new("late", "fs", "write");
+    late.parameters = params(json!({"path": "late.txt", "content": "no"}));
+    let r = rt().block_on(engine.execute_task(&late));
+    assert!(
+        !r.success && r.error_type.as_deref() == Some("InvalidState"),
+        "{r:?}"
+    );
+    assert!(!dir.path().join("late.txt").exists());
 }
 
 #[test]

@@ -280,7 +280,23 @@ impl ProjectManager {
                 continue;
             };
             match read_project(&file) {
-                Ok(p) => {
+                Ok(mut p) => {
+                    // A project file is data from disk: its name must be a
+                    // valid project name (it becomes file names, as in
+                    // `archives/NAME.tar.gz`), and the project lives where
+                    // its file was found, whatever `path` says (a moved
+                    // project, or one made by the original tool).
+                    if let Err(e) = check_name(NameKind::Project, &p.name, &self.inner.limits) {
+                        problems.push(format!(
+                            "{}: {e}; the project is not loaded (fix `name` in the file)",
+                            file.display()
+                        ));
+                        continue;
+                    }
+                    p.path = std::path::absolute(&root)
+                        .unwrap_or_else(|_| root.clone())
+                        .display()
+                        .to_string();
                     if found.contains_key(&p.name) {
                         problems.push(format!(
                             "{}: project `{}` is defined twice; the first one is used",

@@ -191,7 +191,13 @@ fn the_seeds_project_example_runs_for_real() {
         ))
         .expect("ran");
     assert!(report.succeeded(), "{report:?}");
-    let stats = &report.steps[0].result.as_ref().expect("stats").data;
+    let stats = &report
+        .steps
+        .iter()
+        .find(|s| &*s.name == "stats")
+        .and_then(|s| s.result.as_ref())
+        .expect("stats")
+        .data;
     assert_eq!(
         stats["files"], 2,
         "only *.py, *.js, *.ts count by the project's config: {stats}"
@@ -565,9 +571,40 @@ fn the_original_project_file_is_read() {
     )
     .expect("write");
     let pm = pm(dir.path());
+    let p = pm.get_project("old").expect("read");
+    assert_eq!(p.status, ProjectStatus::Active);
+    // The file says `"path": "/x"`; the project is where the file was found,
+    // so nothing is ever written to or run in `/x`.
     assert_eq!(
-        pm.get_project("old").expect("read").status,
-        ProjectStatus::Active
+        std::path::Path::new(&p.path),
+        std::path::absolute(dir.path().join("projects/old")).expect("absolute")
+    );
+    pm.add_project_milestone("old", "seen", &json!({"ok": true}))
+        .expect("milestone");
+    assert!(!std::path::Path::new("/x/.orch").exists());
+    assert!(
+        std::fs::read_to_string(dir.path().join("projects/old/.codomyrmex/project.json"))
+            .expect("saved beside it")
+            .contains("\"seen\"")
+    );
+}
+
+#[test]
+fn a_project_file_with_a_bad_name_is_reported_not_loaded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("projects/evil/.orch");
+    std::fs::create_dir_all(&bad).expect("mkdir");
+    std::fs::write(
+        bad.join("project.json"),
+        r#"{"name": "../escape", "description": "", "type": "custom", "path": "/tmp", "status": "active", "version": "1.0.0", "template": null, "config": {}, "workflows": [], "active_workflows": [], "required_modules": [], "author": "", "tags": [], "created_at": "2025-01-01T00:00:00+00:00", "updated_at": "2025-01-01T00:00:00+00:00", "milestones": {}, "metrics": {}}"#,
+    )
+    .expect("write");
+    let pm = pm(dir.path());
+    assert!(pm.list_projects().is_empty());
+    let problems = pm.load_problems();
+    assert!(
+        problems.len() == 1 && problems[0].contains("not loaded"),
+        "{problems:?}"
     );
 }
 

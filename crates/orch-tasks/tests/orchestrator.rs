@@ -71,6 +71,67 @@ fn the_seed_custom_task_orchestration_example_runs_for_real() {
     });
 }
 
+/// The same example with real work: `analyze_code` measures a directory with
+/// `code.stats`, `create_chart` draws its result with `chart.bar`.
+#[test]
+fn the_seed_example_measures_code_and_charts_the_result() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("src")).expect("mkdir");
+    std::fs::write(dir.path().join("src/a.py"), "# a\nx = 1\n\ny = 2\n").expect("write");
+    std::fs::write(dir.path().join("src/b.rs"), "fn main() {}\n").expect("write");
+    rt().block_on(async {
+        let o = TaskOrchestrator::new(OrchestratorConfig {
+            work_dir: dir.path().to_path_buf(),
+            ..OrchestratorConfig::default()
+        });
+        o.start_execution().expect("inside a runtime");
+        let analysis = o
+            .create_task(
+                "analyze_code",
+                "code",
+                "stats",
+                TaskOptions {
+                    parameters: params(json!({"path": "./src"})),
+                    priority: TaskPriority::High,
+                    ..TaskOptions::default()
+                },
+            )
+            .expect("created");
+        let chart = o
+            .create_task(
+                "create_chart",
+                "chart",
+                "bar",
+                TaskOptions {
+                    parameters: params(json!({
+                        "data": "${analyze_code.result.code_by_language}",
+                        "title": "Code Quality Metrics",
+                        "output": "reports/quality.svg"
+                    })),
+                    dependencies: vec![analysis.id],
+                    ..TaskOptions::default()
+                },
+            )
+            .expect("created");
+        assert!(o.wait_for_completion(Some(Duration::from_secs(30))).await);
+        assert_eq!(o.get_execution_stats().completed, 2);
+        let stats = o.get_task_result(analysis.id).expect("finished");
+        assert_eq!(
+            stats.data["code_by_language"],
+            json!({"Python": 2, "Rust": 1})
+        );
+        let drawn = o.get_task_result(chart.id).expect("finished");
+        assert!(drawn.success, "{drawn:?}");
+        let svg = std::fs::read_to_string(dir.path().join("reports/quality.svg")).expect("svg");
+        assert!(
+            svg.contains(">Python</text>")
+                && svg.contains(">Rust</text>")
+                && svg.contains("Code Quality Metrics"),
+            "{svg}"
+        );
+    });
+}
+
 #[test]
 fn tasks_added_before_start_wait_and_failures_skip_dependents() {
     rt().block_on(async {

@@ -339,6 +339,11 @@ impl WorkflowManager {
         &self.inner.registry
     }
 
+    /// The directory runs work in unless told otherwise.
+    pub fn work_dir(&self) -> &Path {
+        &self.inner.work_dir
+    }
+
     /// Reads the directory again: definitions saved by others appear, deleted ones go.
     /// Workflows added with [`WorkflowManager::add_workflow`] stay.
     ///

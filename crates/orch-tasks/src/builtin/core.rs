@@ -1,4 +1,5 @@
-//! `core.noop`, `core.sleep`, `core.fail`, `core.set`: actions for wiring, tests and demos.
+//! `core.noop`, `core.sleep`, `core.fail`, `core.set`, `core.coalesce`: actions for wiring,
+//! tests and demos.
 
 use crate::action::{Action, ActionContext, ActionError};
 use async_trait::async_trait;
@@ -69,5 +70,69 @@ impl Action for Set {
             .get("value")
             .cloned()
             .ok_or_else(|| ActionError::invalid_parameters("`value` is required"))
+    }
+}
+
+/// Returns the first of `values` that is given: not `null` and not the
+/// empty string (`"${params.data_path}"` falling back to
+/// `"${params.code_path}"`, say). None given is a parameter error.
+#[derive(Debug)]
+pub struct Coalesce;
+
+#[async_trait]
+impl Action for Coalesce {
+    async fn run(&self, params: Value, _ctx: &ActionContext) -> Result<Value, ActionError> {
+        let Some(values) = params.get("values").and_then(Value::as_array) else {
+            return Err(ActionError::invalid_parameters(
+                "`values` is required: a list, of which the first that is not null or \"\" is returned",
+            ));
+        };
+        values
+            .iter()
+            .find(|v| !v.is_null() && v.as_str() != Some(""))
+            .cloned()
+            .ok_or_else(|| {
+                ActionError::invalid_parameters(format!(
+                    "every one of the {} `values` is null or \"\"; give at least one",
+                    values.len()
+                ))
+            })
+    }
+}
+
+#[cfg(test)]
+mod coalesce_tests {
+    use super::*;
+
+    fn run(params: Value) -> Result<Value, ActionError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        rt.block_on(Coalesce.run(
+            params,
+            &ActionContext::detached("pick", std::path::Path::new(".")),
+        ))
+    }
+
+    #[test]
+    fn the_first_value_given_wins_and_keeps_its_type() {
+        assert_eq!(
+            run(json!({"values": [null, "", "./data", "./src"]})).expect("given"),
+            json!("./data")
+        );
+        assert_eq!(run(json!({"values": ["", 3]})).expect("given"), json!(3));
+        assert_eq!(
+            run(json!({"values": [[], "x"]})).expect("given"),
+            json!([]),
+            "an empty list is a value"
+        );
+    }
+
+    #[test]
+    fn nothing_given_is_a_parameter_error() {
+        let e = run(json!({"values": [null, ""]})).expect_err("none");
+        assert!(e.to_string().contains("null or"), "{e}");
+        let e = run(json!({"value": 1})).expect_err("no list");
+        assert!(e.to_string().contains("`values` is required"), "{e}");
     }
 }

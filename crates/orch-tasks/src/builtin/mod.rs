@@ -22,6 +22,7 @@ pub fn register(r: &mut ActionRegistry) {
     r.register("core", "sleep", Arc::new(core::Sleep));
     r.register("core", "fail", Arc::new(core::Fail));
     r.register("core", "set", Arc::new(core::Set));
+    r.register("core", "coalesce", Arc::new(core::Coalesce));
     r.register("shell", "exec", Arc::new(shell::Exec));
     r.register("shell", "script", Arc::new(shell::Script));
     r.register("fs", "read", Arc::new(fs::Read));
