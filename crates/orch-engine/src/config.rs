@@ -25,7 +25,7 @@ pub struct EngineConfig {
     pub session_timeout: Option<u64>,
     /// Seconds between sweeps that close expired sessions (default 300).
     pub cleanup_interval: Option<u64>,
-    /// The store URL (`memory://`; `sqlite://` arrives with durable runs).
+    /// The store URL: `sqlite://PATH` (the default, `sqlite://$ORCH_HOME/orch.db`) or `memory://`.
     pub store_url: Option<String>,
 }
 
@@ -67,9 +67,15 @@ impl EngineConfig {
             .map_or_else(|| PathBuf::from(".orch"), PathBuf::from);
         if self.max_workers.is_none() {
             if let Some(v) = pick("ORCH_MAX_WORKERS", "CODOMYRMEX_MAX_WORKERS") {
+                // Name the variable that was actually read.
+                let name = if env("ORCH_MAX_WORKERS").is_some_and(|x| !x.is_empty()) {
+                    "ORCH_MAX_WORKERS"
+                } else {
+                    "CODOMYRMEX_MAX_WORKERS"
+                };
                 let n: usize = v.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
                     OrchestrationError::invalid_parameters(format!(
-                        "ORCH_MAX_WORKERS=`{v}` is not a positive whole number"
+                        "{name}=`{v}` is not a positive whole number; set it to the number of workers, e.g. 4"
                     ))
                 })?;
                 self.max_workers = Some(n);
@@ -119,7 +125,11 @@ mod tests {
         c.apply_env(&both).expect("env");
         assert_eq!(c.max_workers, Some(16), "ORCH_ wins over the alias");
         let bad = |k: &str| (k == "ORCH_MAX_WORKERS").then(|| "lots".to_owned());
-        assert!(EngineConfig::default().apply_env(&bad).is_err());
+        let e = EngineConfig::default().apply_env(&bad).expect_err("bad");
+        assert!(e.to_string().contains("ORCH_MAX_WORKERS=`lots`"), "{e}");
+        let bad_alias = |k: &str| (k == "CODOMYRMEX_MAX_WORKERS").then(|| "0".to_owned());
+        let e = EngineConfig::default().apply_env(&bad_alias).expect_err("bad");
+        assert!(e.to_string().contains("CODOMYRMEX_MAX_WORKERS=`0`"), "{e}");
     }
 
     #[test]
