@@ -302,3 +302,46 @@ fn history_logs_and_bad_run_ids() {
     assert_eq!(code, 0);
     assert!(!other.path().join(".orch/orch.db").exists());
 }
+
+#[test]
+fn runs_show_counts_every_attempt_of_a_retried_step() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    // Fails twice, then succeeds: three attempts.
+    std::fs::write(
+        d.join("r.yaml"),
+        r#"name: r
+steps:
+  - name: flaky
+    module: shell
+    action: script
+    parameters:
+      script: 'n=$(cat count 2>/dev/null || echo 0); n=$((n+1)); echo $n > count; [ $n -ge 3 ]'
+    max_retries: 3
+    retry: { backoff: constant, initial_delay: 10ms }
+  - { name: after, module: core, action: noop, dependencies: [flaky] }
+"#,
+    )
+    .expect("write");
+    let (code, _, err) = run(d, &["run", "r.yaml"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run(d, &["runs", "show", "last", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).expect("json");
+    let attempts: Vec<(String, u64)> = v["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap_or_default().to_owned(),
+                t["attempts"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        attempts,
+        vec![("flaky".to_owned(), 3), ("after".to_owned(), 1)],
+        "{out}"
+    );
+}

@@ -128,7 +128,9 @@ mod tests {
         let e = EngineConfig::default().apply_env(&bad).expect_err("bad");
         assert!(e.to_string().contains("ORCH_MAX_WORKERS=`lots`"), "{e}");
         let bad_alias = |k: &str| (k == "CODOMYRMEX_MAX_WORKERS").then(|| "0".to_owned());
-        let e = EngineConfig::default().apply_env(&bad_alias).expect_err("bad");
+        let e = EngineConfig::default()
+            .apply_env(&bad_alias)
+            .expect_err("bad");
         assert!(e.to_string().contains("CODOMYRMEX_MAX_WORKERS=`0`"), "{e}");
     }
 

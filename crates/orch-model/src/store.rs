@@ -116,6 +116,11 @@ pub struct Finished {
     /// The attempt that ended (the fencing token), or 0 for a task that never
     /// started (skipped, cancelled, or failed before it could start).
     pub attempt: u32,
+    /// Attempts made after the first within this start (a step retried twice
+    /// that then succeeds: 2). The task's recorded attempt count grows by
+    /// this much, so that it counts every time the step ran.
+    #[serde(default)]
+    pub retries: u32,
     /// How it ended.
     pub outcome: TaskOutcome,
 }

@@ -428,11 +428,13 @@ pub async fn local_scheduling(store: &dyn Store) {
         Finished {
             index: 0,
             attempt: 1,
+            retries: 0,
             outcome: ok(json!(1)),
         },
         Finished {
             index: 3,
             attempt: 1,
+            retries: 0,
             outcome: ok(json!(2)),
         },
     ];
@@ -449,6 +451,7 @@ pub async fn local_scheduling(store: &dyn Store) {
     let stale = vec![Finished {
         index: 0,
         attempt: 2,
+        retries: 0,
         outcome: ok(json!(1)),
     }];
     assert!(store.finish_tasks(id, stale, at(2)).await.is_err());
@@ -457,11 +460,14 @@ pub async fn local_scheduling(store: &dyn Store) {
         Finished {
             index: 0,
             attempt: 1,
+            retries: 0,
             outcome: ok(json!("a")),
         },
         Finished {
             index: 4,
             attempt: 1,
+            // e was retried twice within its start: it ran three times.
+            retries: 2,
             outcome: TaskOutcome::Failed {
                 result: TaskResult::failed("X", "e broke"),
             },
@@ -481,8 +487,14 @@ pub async fn local_scheduling(store: &dyn Store) {
             TaskStatus::Failed
         ]
     );
-    let a = &store.tasks(id).await.expect("tasks")[0];
+    let tasks = store.tasks(id).await.expect("tasks");
+    let a = &tasks[0];
     assert_eq!(a.finished_at, Some(at(3)));
+    assert_eq!(
+        (a.attempt, tasks[4].attempt),
+        (1, 3),
+        "retries within a start count as attempts"
+    );
     assert_eq!(a.result.as_ref().map(|r| r.data.clone()), Some(json!("a")));
     // b never starts (skipped, attempt 0); c runs; d is skipped after them.
     store
@@ -496,6 +508,7 @@ pub async fn local_scheduling(store: &dyn Store) {
                 Finished {
                     index: 1,
                     attempt: 0,
+                    retries: 0,
                     outcome: TaskOutcome::Skipped {
                         reason: "no".into(),
                     },
@@ -503,11 +516,13 @@ pub async fn local_scheduling(store: &dyn Store) {
                 Finished {
                     index: 2,
                     attempt: 1,
+                    retries: 0,
                     outcome: ok(json!("c")),
                 },
                 Finished {
                     index: 3,
                     attempt: 0,
+                    retries: 0,
                     outcome: TaskOutcome::Skipped {
                         reason: "b skipped".into(),
                     },
@@ -536,6 +551,7 @@ pub async fn local_scheduling(store: &dyn Store) {
                 vec![Finished {
                     index: 1,
                     attempt: 0,
+                    retries: 0,
                     outcome: TaskOutcome::Cancelled
                 }],
                 at(6)

@@ -644,7 +644,7 @@ fn finish_one(
     outcome: TaskOutcome,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    finish_state(conn, run, idx, attempt, outcome, now)?;
+    finish_state(conn, run, idx, attempt, 0, outcome, now)?;
     release_dependents(conn, run, &[idx])
 }
 
@@ -754,12 +754,14 @@ fn release_dependents(conn: &Connection, run: &str, done: &[u32]) -> Result<()> 
     Ok(())
 }
 
-/// Finishes one task, checked, without touching its dependents.
+/// Finishes one task, checked, without touching its dependents; `retries`
+/// more attempts are added to its count (attempts made within this start).
 fn finish_state(
     conn: &Connection,
     run: &str,
     idx: u32,
     attempt: u32,
+    retries: u32,
     outcome: TaskOutcome,
     now: DateTime<Utc>,
 ) -> Result<()> {
@@ -781,11 +783,20 @@ fn finish_state(
         && conn
             .prepare_cached(
                 "UPDATE tasks SET status = ?3, result = ?4, note = COALESCE(?5, note), finished_at = ?6,
-                     lease_worker = NULL, lease_until = NULL
+                     lease_worker = NULL, lease_until = NULL, attempt = attempt + ?8
                  WHERE run = ?1 AND idx = ?2 AND status = 'running' AND attempt = ?7",
             )
             .and_then(|mut s| {
-                s.execute(params![run, idx, next.as_str(), result, note, micros(now), attempt])
+                s.execute(params![
+                    run,
+                    idx,
+                    next.as_str(),
+                    result,
+                    note,
+                    micros(now),
+                    attempt,
+                    retries
+                ])
             })
             .map_err(sql_err)?
             == 1;
@@ -821,10 +832,22 @@ fn finish_state(
         }
         conn.prepare_cached(
             "UPDATE tasks SET status = ?3, result = ?4, note = COALESCE(?5, note), finished_at = ?6,
-                 lease_worker = NULL, lease_until = NULL
+                 lease_worker = NULL, lease_until = NULL,
+                 attempt = attempt + CASE WHEN ?7 > 0 THEN ?8 ELSE 0 END
              WHERE run = ?1 AND idx = ?2",
         )
-        .and_then(|mut s| s.execute(params![run, idx, next.as_str(), result, note, micros(now)]))
+        .and_then(|mut s| {
+            s.execute(params![
+                run,
+                idx,
+                next.as_str(),
+                result,
+                note,
+                micros(now),
+                attempt,
+                retries
+            ])
+        })
         .map_err(sql_err)?;
     }
     Ok(())
@@ -1242,7 +1265,7 @@ impl Store for SqliteStore {
             // `UPDATE .. FROM json_each(..)` made SQLite re-parse the JSON
             // once per row it scanned: quadratic in the batch).
             for f in done {
-                finish_state(conn, &key, f.index, f.attempt, f.outcome, now)?;
+                finish_state(conn, &key, f.index, f.attempt, f.retries, f.outcome, now)?;
             }
             release_dependents(conn, &key, &indices)?;
             finish_run_if_done(conn, &key, n, now)

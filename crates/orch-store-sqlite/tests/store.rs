@@ -140,6 +140,7 @@ fn a_run_in_progress_under_schema_2_goes_on_after_the_migration() {
     let done = |index: u32, attempt: u32| Finished {
         index,
         attempt,
+        retries: 0,
         outcome: TaskOutcome::Succeeded {
             result: TaskResult::ok(serde_json::json!(index)),
         },

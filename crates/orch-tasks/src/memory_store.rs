@@ -103,6 +103,7 @@ fn finish_one(
     i: u32,
     name_for_errors: Option<&Claim>,
     attempt: u32,
+    retries: u32,
     outcome: TaskOutcome,
     now: DateTime<Utc>,
 ) -> Result<()> {
@@ -143,6 +144,9 @@ fn finish_one(
     }
     t.lease = None;
     t.finished_at = Some(now);
+    if attempt > 0 {
+        t.attempt = t.attempt.saturating_add(retries);
+    }
     run.open = run.open.saturating_sub(1);
     match outcome {
         TaskOutcome::Succeeded { result } | TaskOutcome::Failed { result } => {
@@ -367,7 +371,15 @@ impl Store for MemoryStore {
         if claim.attempt == 0 {
             return Err(stale("complete", claim));
         }
-        finish_one(run, claim.index, Some(claim), claim.attempt, outcome, now)?;
+        finish_one(
+            run,
+            claim.index,
+            Some(claim),
+            claim.attempt,
+            0,
+            outcome,
+            now,
+        )?;
         finish_run_if_done(run, now);
         Ok(())
     }
@@ -442,7 +454,7 @@ impl Store for MemoryStore {
             check_finish(r, f.index, f.attempt, f.outcome.status())?;
         }
         for f in done {
-            finish_one(r, f.index, None, f.attempt, f.outcome, now)?;
+            finish_one(r, f.index, None, f.attempt, f.retries, f.outcome, now)?;
         }
         finish_run_if_done(r, now);
         Ok(())

@@ -460,6 +460,7 @@ impl State<'_> {
                     j.finished.push(Finished {
                         index: i,
                         attempt: 0,
+                        retries: 0,
                         outcome: TaskOutcome::Succeeded {
                             result: result.clone(),
                         },
@@ -545,6 +546,7 @@ impl State<'_> {
             j.finished.push(Finished {
                 index: i,
                 attempt: j.attempts[i as usize],
+                retries: out.attempts.saturating_sub(1),
                 outcome,
             });
         }
@@ -665,6 +667,7 @@ impl State<'_> {
             jn.finished.push(Finished {
                 index: j,
                 attempt: 0,
+                retries: 0,
                 outcome: TaskOutcome::Skipped {
                     reason: reason.clone(),
                 },
@@ -689,6 +692,7 @@ impl State<'_> {
             jn.finished.push(Finished {
                 index: j,
                 attempt: 0,
+                retries: 0,
                 outcome: TaskOutcome::Failed {
                     result: TaskResult::failed("ReferenceError", message.clone()),
                 },
@@ -971,6 +975,7 @@ pub async fn run_workflow(
                 j.finished.push(Finished {
                     index: i,
                     attempt: 0,
+                    retries: 0,
                     outcome: TaskOutcome::Cancelled,
                 });
             }

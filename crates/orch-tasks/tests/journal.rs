@@ -154,6 +154,7 @@ fn a_resumed_run_does_not_rerun_finished_steps_and_reruns_interrupted_ones() {
                 vec![orch_model::Finished {
                     index: 0,
                     attempt: 1,
+                    retries: 0,
                     outcome: orch_model::TaskOutcome::Succeeded {
                         result: orch_model::TaskResult::ok(json!({"v": 7})),
                     },
