@@ -94,8 +94,8 @@ pub enum SessionStatus {
     Expired,
 }
 
-/// A session as `get_session` reports it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A session as `get_session` reports it (and as the store records it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Session {
     /// Its id.
     pub session_id: SessionId,
@@ -480,6 +480,8 @@ struct Inner {
     shutdown: CancellationToken,
     counters: Counters,
     started: Instant,
+    /// Writes session records to the store.
+    records: orch_tasks::RecordWriter,
 }
 
 /// Builds an [`OrchestrationEngine`].
@@ -614,6 +616,7 @@ impl EngineBuilder {
         .store(store.clone())
         .build()?;
         let (events, _) = broadcast::channel(4096);
+        let store_for_records = store.clone();
         let cleanup = Duration::from_secs(config.cleanup_interval.unwrap_or(300).max(1));
         let engine = OrchestrationEngine {
             inner: Arc::new(Inner {
@@ -635,6 +638,7 @@ impl EngineBuilder {
                 shutdown: CancellationToken::new(),
                 counters: Counters::default(),
                 started: Instant::now(),
+                records: orch_tasks::RecordWriter::new(store_for_records)?,
             }),
         };
         // Expired sessions are also ended on every call; this sweep every
@@ -866,6 +870,7 @@ impl OrchestrationEngine {
             },
         );
         self.inner.counters.sessions.fetch_add(1, Ordering::Relaxed);
+        self.record_session(&id);
         self.emit(EngineEvent::SessionCreated {
             session_id: id,
             user_id: opts.user_id,
@@ -912,6 +917,7 @@ impl OrchestrationEngine {
             s.permits.close();
             std::mem::take(&mut s.allocations)
         };
+        self.record_session(id);
         if !allocations.is_empty() {
             self.inner
                 .resources
@@ -923,6 +929,46 @@ impl OrchestrationEngine {
             timestamp: Utc::now(),
         });
         true
+    }
+
+    /// Queues the session's current state for the store.
+    fn record_session(&self, id: &SessionId) {
+        let Some(info) = lock(&self.inner.sessions).get(id).map(|s| s.info.clone()) else {
+            return;
+        };
+        if let Ok(data) = serde_json::to_value(&info) {
+            self.inner.records.put(orch_model::Record {
+                kind: orch_model::RecordKind::Session,
+                key: id.to_string(),
+                data,
+                updated_at: Utc::now(),
+            });
+        }
+    }
+
+    /// Every session recorded in the store, by this process and earlier ones
+    /// sharing the store, oldest change first (a session still marked active
+    /// there belonged to a process that ended without closing it, or is
+    /// active in another process). Session records that do not parse are
+    /// skipped.
+    ///
+    /// # Errors
+    /// The store's error.
+    pub async fn session_history(&self) -> Result<Vec<Session>, OrchestrationError> {
+        let store = self.inner.store.clone();
+        let inner = self.inner.clone();
+        // Everything queued so far is written first (the wait blocks briefly).
+        tokio::task::spawn_blocking(move || inner.records.flush())
+            .await
+            .map_err(|e| OrchestrationError::Io {
+                message: format!("waiting for session records: {e}"),
+            })?;
+        Ok(store
+            .records(orch_model::RecordKind::Session)
+            .await?
+            .into_iter()
+            .filter_map(|r| serde_json::from_value(r.data).ok())
+            .collect())
     }
 
     /// Ends every session whose timeout passed; returns how many.
@@ -1137,6 +1183,7 @@ impl OrchestrationEngine {
             s.info.running_workflows = s.info.running_workflows.saturating_sub(1);
             s.info.workflows_executed += 1;
         }
+        self.record_session(&sid);
         self.emit(EngineEvent::WorkflowCompleted {
             session_id: sid,
             workflow: workflow.to_owned(),

@@ -828,3 +828,60 @@ fn expired_sessions_give_their_resources_back_every_cleanup_interval() {
         "the sweep released the expired session's cores without any engine call"
     );
 }
+
+#[test]
+fn sessions_are_recorded_in_the_store_and_outlive_the_engine() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = rt();
+    let (kept, one_off) = {
+        let engine = engine(dir.path());
+        engine
+            .workflow_manager()
+            .add_workflow(&Workflow::new("w", "").step(WorkflowStep::new("a", "core", "noop")))
+            .expect("added");
+        let kept = engine
+            .create_session(SessionOptions {
+                user_id: "ana".into(),
+                ..SessionOptions::default()
+            })
+            .expect("session");
+        let r = rt
+            .block_on(engine.execute_workflow("w", Some(&kept), Map::new()))
+            .expect("ran");
+        assert!(r.success);
+        let one_off = rt
+            .block_on(engine.execute_workflow("w", None, Map::new()))
+            .expect("ran")
+            .session_id;
+        assert!(engine.close_session(&kept));
+        (kept, one_off)
+    };
+    // A new engine on the same store (the default, $ORCH_HOME/orch.db) sees both.
+    let engine = engine(dir.path());
+    let history = rt.block_on(engine.session_history()).expect("history");
+    let seen: Vec<(orch_model::SessionId, &str, SessionStatus, u64)> = history
+        .iter()
+        .map(|s| {
+            (
+                s.session_id,
+                s.user_id.as_str(),
+                s.status,
+                s.workflows_executed,
+            )
+        })
+        .collect();
+    assert!(
+        seen.contains(&(kept, "ana", SessionStatus::Closed, 1)),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|&(id, _, st, n)| id == one_off && st == SessionStatus::Closed && n == 1),
+        "{seen:?}"
+    );
+    assert_eq!(history.len(), 2);
+    assert!(
+        engine.get_session(&kept).is_none(),
+        "a new engine's live sessions start empty"
+    );
+}

@@ -70,7 +70,9 @@ pub use limits::Limits;
 pub use node::{Format, Pos};
 pub use project::{Project, Resource};
 pub use resources::ResourceRequest;
-pub use store::{Claim, Finished, NewRun, NewTask, Store, StoreCapabilities, TaskOutcome};
+pub use store::{
+    Claim, Finished, NewRun, NewTask, Record, RecordKind, Store, StoreCapabilities, TaskOutcome,
+};
 pub use task::{Task, TaskResult};
 
 /// Parses, decodes and validates a definition in one call.

@@ -125,6 +125,40 @@ pub struct Finished {
     pub outcome: TaskOutcome,
 }
 
+/// What a [`Record`] describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordKind {
+    /// An engine session (the engine's `Session`, as JSON).
+    Session,
+    /// A project: its name, root directory and last known state.
+    Project,
+}
+
+impl RecordKind {
+    /// The kind's name, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Session => "session",
+            Self::Project => "project",
+        }
+    }
+}
+
+/// A record that a layer above the scheduler keeps in the store (sessions,
+/// projects), so that it outlives the process: a JSON document under a key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// What it describes.
+    pub kind: RecordKind,
+    /// Its key within the kind (a session id, a project name).
+    pub key: String,
+    /// The document.
+    pub data: Value,
+    /// When it was last written.
+    pub updated_at: DateTime<Utc>,
+}
+
 /// A worker's hold on a running task.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
@@ -314,6 +348,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     }
     /// A run's events with `seq > after`, in order.
     async fn events(&self, run: RunId, after: u64) -> Result<Vec<StoredEvent>>;
+    /// Saves a record, replacing the one of the same kind and key.
+    async fn put_record(&self, record: Record) -> Result<()>;
+    /// Removes a record; false when there was none.
+    async fn remove_record(&self, kind: RecordKind, key: &str) -> Result<bool>;
+    /// Every record of a kind, oldest write first.
+    async fn records(&self, kind: RecordKind) -> Result<Vec<Record>>;
     /// A cached result.
     async fn cache_get(&self, key: &str) -> Result<Option<CacheEntry>>;
     /// Stores a cached result (replacing one with the same key).

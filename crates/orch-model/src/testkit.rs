@@ -72,6 +72,85 @@ pub async fn conformance<S: Store, F: Fn() -> S>(make: F) {
     cache_entries(&make()).await;
     local_scheduling(&make()).await;
     resuming_and_cancelling(&make()).await;
+    records(&make()).await;
+}
+
+/// Records: put replaces by kind and key, kinds are separate, order is by last write.
+pub async fn records(store: &dyn Store) {
+    use crate::store::{Record, RecordKind};
+    let rec = |kind, key: &str, data: Value, t| Record {
+        kind,
+        key: key.to_owned(),
+        data,
+        updated_at: at(t),
+    };
+    assert!(
+        store
+            .records(RecordKind::Session)
+            .await
+            .expect("none")
+            .is_empty()
+    );
+    store
+        .put_record(rec(
+            RecordKind::Session,
+            "s1",
+            json!({"status": "active"}),
+            1,
+        ))
+        .await
+        .expect("put s1");
+    store
+        .put_record(rec(
+            RecordKind::Session,
+            "s2",
+            json!({"status": "active"}),
+            2,
+        ))
+        .await
+        .expect("put s2");
+    store
+        .put_record(rec(RecordKind::Project, "s1", json!({"path": "/p"}), 3))
+        .await
+        .expect("a project may share a session's key");
+    store
+        .put_record(rec(
+            RecordKind::Session,
+            "s1",
+            json!({"status": "closed"}),
+            4,
+        ))
+        .await
+        .expect("replace s1");
+    let sessions = store.records(RecordKind::Session).await.expect("sessions");
+    assert_eq!(
+        sessions
+            .iter()
+            .map(|r| (r.key.as_str(), r.data["status"].as_str().unwrap_or("")))
+            .collect::<Vec<_>>(),
+        vec![("s2", "active"), ("s1", "closed")],
+        "replaced in place, ordered by last write"
+    );
+    assert_eq!(sessions[1].updated_at, at(4));
+    assert!(
+        store
+            .remove_record(RecordKind::Session, "s2")
+            .await
+            .expect("remove")
+    );
+    assert!(
+        !store
+            .remove_record(RecordKind::Session, "s2")
+            .await
+            .expect("again")
+    );
+    assert_eq!(
+        store.records(RecordKind::Session).await.expect("one").len(),
+        1
+    );
+    let projects = store.records(RecordKind::Project).await.expect("projects");
+    assert_eq!(projects.len(), 1);
+    assert_eq!(projects[0].data, json!({"path": "/p"}));
 }
 
 /// A new run's tasks start ready or pending with the right counters.

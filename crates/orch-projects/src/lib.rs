@@ -124,6 +124,8 @@ struct Inner {
     registry: ActionRegistry,
     limits: Limits,
     store: Option<Arc<dyn orch_model::Store>>,
+    /// Writes project records to `store`, when there is one.
+    records: Option<orch_tasks::RecordWriter>,
     templates: Mutex<Templates>,
     projects: Mutex<BTreeMap<String, Project>>,
     problems: Mutex<Vec<String>>,
@@ -140,7 +142,8 @@ pub struct ProjectManagerBuilder {
 }
 
 impl ProjectManagerBuilder {
-    /// Where project workflow runs are recorded.
+    /// Where project workflow runs are recorded; each project's state is
+    /// recorded there too (a record of kind `project`, keyed by name).
     #[must_use]
     pub fn store(mut self, store: Arc<dyn orch_model::Store>) -> Self {
         self.store = Some(store);
@@ -173,6 +176,10 @@ impl ProjectManagerBuilder {
     /// # Errors
     /// `Io` when `projects_dir` exists but cannot be read.
     pub fn build(self) -> Result<ProjectManager, OrchestrationError> {
+        let records = match &self.store {
+            Some(store) => Some(orch_tasks::RecordWriter::new(store.clone())?),
+            None => None,
+        };
         let pm = ProjectManager {
             inner: Arc::new(Inner {
                 templates: Mutex::new(load_templates(self.templates_dir.as_deref())),
@@ -181,6 +188,7 @@ impl ProjectManagerBuilder {
                 registry: self.registry.unwrap_or_else(ActionRegistry::with_builtins),
                 limits: self.limits,
                 store: self.store,
+                records,
                 projects: Mutex::new(BTreeMap::new()),
                 problems: Mutex::new(Vec::new()),
             }),
@@ -563,7 +571,28 @@ impl ProjectManager {
             }
         }
         lock(&self.inner.projects).insert(name.to_owned(), project.clone());
+        self.record(&project);
         Ok(project)
+    }
+
+    /// Queues the project's state for the store, when there is one.
+    fn record(&self, p: &Project) {
+        if let (Some(w), Ok(data)) = (&self.inner.records, serde_json::to_value(p)) {
+            w.put(orch_model::Record {
+                kind: orch_model::RecordKind::Project,
+                key: p.name.clone(),
+                data,
+                updated_at: chrono::Utc::now(),
+            });
+        }
+    }
+
+    /// Waits until every project change so far is recorded in the store
+    /// (returns at once without a store). Blocks the calling thread briefly.
+    pub fn flush_records(&self) {
+        if let Some(w) = &self.inner.records {
+            w.flush();
+        }
     }
 
     /// Fills the staging directory from a template.
@@ -729,7 +758,9 @@ impl ProjectManager {
         let root = Path::new(&p.path);
         let file =
             project_file(root).unwrap_or_else(|| root.join(PROJECT_DIR).join("project.json"));
-        write_json(&file, p)
+        write_json(&file, p)?;
+        self.record(p);
+        Ok(())
     }
 
     /// Changes a project in memory and on disk, or neither.
@@ -1100,6 +1131,9 @@ impl ProjectManager {
             std::fs::rename(&file, &gone).map_err(|e| io_err("cannot retire", &file, &e))?;
         }
         lock(&self.inner.projects).remove(name);
+        if let Some(w) = &self.inner.records {
+            w.remove(orch_model::RecordKind::Project, name);
+        }
         self.remember(name, None)?;
         Ok(true)
     }

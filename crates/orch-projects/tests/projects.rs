@@ -674,3 +674,38 @@ fn metrics_summary_archive_and_delete() {
     assert!(!dir.path().join("projects/b").exists());
     assert!(!pm.delete_project("b", true).expect("second time"));
 }
+
+#[test]
+fn with_a_store_every_project_change_is_recorded_there() {
+    use orch_model::{RecordKind, Store};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = std::sync::Arc::new(orch_tasks::MemoryStore::new());
+    let pm = ProjectManager::builder(dir.path().join("projects"))
+        .store(store.clone())
+        .build()
+        .expect("manager");
+    pm.create_project("kept", Some("ai_analysis"), None, CreateOptions::default())
+        .expect("kept");
+    pm.create_project("gone", None, None, CreateOptions::default())
+        .expect("gone");
+    pm.add_project_milestone("kept", "first", &json!({"score": 1}))
+        .expect("milestone");
+    assert!(pm.delete_project("gone", true).expect("deleted"));
+    pm.flush_records();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let records = rt
+        .block_on(store.records(RecordKind::Project))
+        .expect("records");
+    assert_eq!(
+        records.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(),
+        vec!["kept"]
+    );
+    let kept = &records[0].data;
+    assert!(kept["milestones"]["first"].is_object(), "{kept}");
+    assert_eq!(
+        std::path::Path::new(kept["path"].as_str().expect("path")),
+        dir.path().join("projects/kept")
+    );
+}

@@ -32,7 +32,9 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
-use orch_model::store::{CacheEntry, Lease, RunRecord, StoredEvent, TaskRecord};
+use orch_model::store::{
+    CacheEntry, Lease, Record, RecordKind, RunRecord, StoredEvent, TaskRecord,
+};
 use orch_model::{
     Claim, EntityKind, Finished, NewRun, OrchestrationError, Result, RunId, Store,
     StoreCapabilities, TaskOutcome, TaskPriority, TaskResult, TaskStatus, WorkflowStatus,
@@ -128,6 +130,15 @@ pub const MIGRATIONS: &[&str] = &[
         WHERE d.run = tasks.run AND d.idx = tasks.idx
     ) WHERE EXISTS (SELECT 1 FROM dependents d WHERE d.run = tasks.run AND d.idx = tasks.idx);
     DROP TABLE dependents;",
+    // 6: records kept for the layers above: engine sessions, projects.
+    "CREATE TABLE records (
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        data TEXT NOT NULL,
+        updated_at INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (kind, key)
+    ) WITHOUT ROWID;",
 ];
 
 /// The schema version this build writes.
@@ -1502,5 +1513,84 @@ impl Store for SqliteStore {
     async fn cache_clear(&self) -> Result<usize> {
         self.call(|conn| conn.execute("DELETE FROM cache", []).map_err(sql_err))
             .await
+    }
+
+    async fn put_record(&self, record: Record) -> Result<()> {
+        self.call(move |conn| {
+            let data = serde_json::to_string(&record.data).map_err(|e| store_err("record", e))?;
+            conn.execute(
+                "INSERT OR REPLACE INTO records (kind, key, data, updated_at, seq)
+                 VALUES (?1, ?2, ?3, ?4, (SELECT COALESCE(MAX(seq), 0) + 1 FROM records))",
+                params![
+                    record.kind.as_str(),
+                    record.key,
+                    data,
+                    micros(record.updated_at)
+                ],
+            )
+            .map_err(sql_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove_record(&self, kind: RecordKind, key: &str) -> Result<bool> {
+        let key = key.to_owned();
+        self.call(move |conn| {
+            conn.execute(
+                "DELETE FROM records WHERE kind = ?1 AND key = ?2",
+                params![kind.as_str(), key],
+            )
+            .map(|n| n > 0)
+            .map_err(sql_err)
+        })
+        .await
+    }
+
+    async fn records(&self, kind: RecordKind) -> Result<Vec<Record>> {
+        self.call(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT key, data, updated_at FROM records WHERE kind = ?1 ORDER BY seq",
+                )
+                .map_err(sql_err)?;
+            let rows = stmt
+                .query_map(params![kind.as_str()], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })
+                .map_err(sql_err)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (key, data, at) = row.map_err(sql_err)?;
+                // A record that does not parse is skipped and reported, not fatal.
+                match serde_json::from_str(&data) {
+                    Ok(data) => out.push(Record {
+                        kind,
+                        key,
+                        data,
+                        updated_at: time(at),
+                    }),
+                    Err(e) => conn
+                        .execute(
+                            "INSERT INTO quarantine (tbl, key, reason, at)
+                             SELECT 'records', ?1, ?2, ?3 WHERE NOT EXISTS
+                                 (SELECT 1 FROM quarantine WHERE tbl = 'records' AND key = ?1)",
+                            params![
+                                format!("{}:{key}", kind.as_str()),
+                                format!("bad record JSON: {e}"),
+                                micros(Utc::now())
+                            ],
+                        )
+                        .map(|_| ())
+                        .map_err(sql_err)?,
+                }
+            }
+            Ok(out)
+        })
+        .await
     }
 }

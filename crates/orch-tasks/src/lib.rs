@@ -44,6 +44,7 @@ pub mod cache;
 pub mod event;
 mod memory_store;
 pub mod orchestrator;
+pub mod records;
 pub mod resolve;
 pub mod run;
 
@@ -53,4 +54,5 @@ pub use cache::{CacheKey, DirCache, MemoryCache, ResultCache};
 pub use event::Event;
 pub use memory_store::MemoryStore;
 pub use orchestrator::{ExecutionStats, OrchestratorConfig, TaskOptions, TaskOrchestrator};
+pub use records::RecordWriter;
 pub use run::{RunOptions, RunReport, StepReport, prepare, run_workflow};

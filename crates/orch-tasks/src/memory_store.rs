@@ -2,7 +2,9 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use orch_model::store::{CacheEntry, Lease, RunRecord, StoredEvent, TaskRecord};
+use orch_model::store::{
+    CacheEntry, Lease, Record, RecordKind, RunRecord, StoredEvent, TaskRecord,
+};
 use orch_model::{
     Claim, EntityKind, NewRun, OrchestrationError, Result, RunId, Store, StoreCapabilities,
     TaskOutcome, TaskStatus, WorkflowStatus,
@@ -27,6 +29,9 @@ struct Inner {
     runs: BTreeMap<RunId, RunState>,
     cache: BTreeMap<String, CacheEntry>,
     created: u64,
+    /// Records by kind and key, with the order of their last write.
+    records: std::collections::HashMap<(RecordKind, String), (u64, Record)>,
+    write_seq: u64,
 }
 
 /// Everything in memory, behind one lock: each method is one transaction.
@@ -603,5 +608,34 @@ impl Store for MemoryStore {
         let n = inner.cache.len();
         inner.cache.clear();
         Ok(n)
+    }
+
+    async fn put_record(&self, record: Record) -> Result<()> {
+        let mut inner = self.lock();
+        inner.write_seq += 1;
+        let seq = inner.write_seq;
+        inner
+            .records
+            .insert((record.kind, record.key.clone()), (seq, record));
+        Ok(())
+    }
+
+    async fn remove_record(&self, kind: RecordKind, key: &str) -> Result<bool> {
+        Ok(self
+            .lock()
+            .records
+            .remove(&(kind, key.to_owned()))
+            .is_some())
+    }
+
+    async fn records(&self, kind: RecordKind) -> Result<Vec<Record>> {
+        let inner = self.lock();
+        let mut v: Vec<&(u64, Record)> = inner
+            .records
+            .values()
+            .filter(|(_, r)| r.kind == kind)
+            .collect();
+        v.sort_by_key(|(seq, _)| *seq);
+        Ok(v.into_iter().map(|(_, r)| r.clone()).collect())
     }
 }
