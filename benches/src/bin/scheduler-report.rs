@@ -12,7 +12,58 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Runs `scheduler-report --peak W N` and returns its bytes per task.
+fn peak_in_child(w: Workload, n: usize) -> f64 {
+    let Ok(exe) = std::env::current_exe() else {
+        return f64::NAN;
+    };
+    std::process::Command::new(exe)
+        .args(["--peak", w.label(), &n.to_string()])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// `--peak W N`: reads and validates the workload's JSON definition, runs it,
+/// and prints the rise of the resident high-water mark over the whole job,
+/// per task (the text is generated before the measurement starts).
+fn peak_mode(label: &str, n: usize) {
+    let w = match label {
+        "W1" => Workload::Wide,
+        "W2" => Workload::Chain,
+        _ => Workload::Layered,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let registry = ActionRegistry::with_builtins();
+    let text = w.definition_json(n);
+    let reset = orch_benches::reset_peak_rss();
+    let before = orch_benches::rss_kib().map(|(_, rss)| rss).unwrap_or(0);
+    let wf = load_workflow(&text, Format::Json, &Limits::default(), None).expect("valid");
+    assert!(orch_benches::run_orch(&rt, &wf, &registry).succeeded());
+    let hwm = orch_benches::rss_kib().map(|(hwm, _)| hwm).unwrap_or(0);
+    if reset {
+        println!("{}", hwm.saturating_sub(before) as f64 * 1024.0 / n as f64);
+    } else {
+        println!("NaN");
+    }
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--peak") {
+        let label = args.get(i + 1).map_or("W3", String::as_str);
+        let n = args
+            .get(i + 2)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100_000);
+        peak_mode(label, n);
+        return;
+    }
     // `--orch-only` skips the baselines (for profiling orch alone).
     let orch_only = std::env::args().any(|a| a == "--orch-only");
     let sizes: Vec<usize> = std::env::args()
@@ -20,7 +71,7 @@ fn main() {
         .filter_map(|a| a.parse().ok())
         .collect();
     let sizes = if sizes.is_empty() {
-        vec![10_000, 100_000]
+        vec![10_000, 100_000, 1_000_000]
     } else {
         sizes
     };
@@ -30,15 +81,19 @@ fn main() {
         .expect("runtime");
     let registry = ActionRegistry::with_builtins();
     println!(
-        "| workload | tasks | plain loop µs/task | tokio baseline µs/task | orch µs/task | orch / tokio |"
+        "| workload | tasks | plain loop µs/task | tokio baseline µs/task | orch µs/task | orch / tokio | peak bytes/task (load + run) |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for w in [Workload::Wide, Workload::Chain, Workload::Layered] {
         for &n in &sizes {
             let deps = w.dependencies(n);
             let wf = orch_benches::valid_workflow(w, n);
             let (mut plain, mut tok, mut orch) = (Vec::new(), Vec::new(), Vec::new());
-            for _ in 0..3 {
+            let mut peak = Vec::new();
+            // Three rounds (the median is reported); one at a million tasks,
+            // where the tokio baseline alone takes most of a minute on W2.
+            let rounds = if n >= 1_000_000 { 1 } else { 3 };
+            for _ in 0..rounds {
                 if !orch_only {
                     let t = Instant::now();
                     assert_eq!(baseline::plain_loop(&deps), n);
@@ -52,14 +107,18 @@ fn main() {
                 }
                 let t = Instant::now();
                 let report = orch_benches::run_orch(&rt, &wf, &registry);
-                assert!(report.succeeded());
                 orch.push(t.elapsed().as_secs_f64() * 1e6 / n as f64);
+                assert!(report.succeeded());
             }
+            // Peak memory in a fresh process (this one reuses what earlier
+            // rows freed, which would hide a run's footprint).
+            peak.push(peak_in_child(w, n));
             let (p, t, o) = (median(plain), median(tok), median(orch));
             println!(
-                "| {} | {n} | {p:.3} | {t:.3} | {o:.3} | {:.1}x |",
+                "| {} | {n} | {p:.3} | {t:.3} | {o:.3} | {:.1}x | {:.0} |",
                 w.label(),
-                o / t
+                o / t,
+                median(peak)
             );
         }
     }

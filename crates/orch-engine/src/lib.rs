@@ -1107,6 +1107,9 @@ impl OrchestrationEngine {
                 .map_err(|_| OrchestrationError::InvalidState {
                     message: format!("session {sid} ended while the workflow waited for a slot"),
                 })?;
+        // A shutdown that began while this workflow waited for its slot: it
+        // is new work, and is refused like any other.
+        self.check_accepting()?;
         let deadline = lock(&self.inner.sessions).get(&sid).map(|s| s.deadline);
         let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         if remaining == Some(Duration::ZERO) {

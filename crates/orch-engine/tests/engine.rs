@@ -682,6 +682,53 @@ fn shutdown_waits_then_stops_what_runs_and_refuses_new_work() {
 }
 
 #[test]
+fn a_workflow_waiting_for_its_session_slot_does_not_start_after_shutdown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = engine(dir.path());
+    engine
+        .workflow_manager()
+        .add_workflow(
+            &Workflow::new("long", "").step(
+                WorkflowStep::new("z", "shell", "exec")
+                    .param("program", json!("sleep"))
+                    .param("args", json!(["30"])),
+            ),
+        )
+        .expect("added");
+    let mut rx = engine.subscribe();
+    let rt = rt();
+    let (first, second) = rt.block_on(async {
+        // One workflow slot: the second run waits for the first.
+        let sid = engine
+            .create_session(SessionOptions {
+                max_parallel_workflows: 1,
+                ..SessionOptions::default()
+            })
+            .expect("session");
+        let (e1, e2) = (engine.clone(), engine.clone());
+        let first =
+            tokio::spawn(async move { e1.execute_workflow("long", Some(&sid), Map::new()).await });
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let second =
+            tokio::spawn(async move { e2.execute_workflow("long", Some(&sid), Map::new()).await });
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        engine.shutdown(Duration::from_millis(200)).await;
+        (first.await.expect("joined"), second.await.expect("joined"))
+    });
+    assert!(
+        !first.expect("a result").success,
+        "the running one was cancelled"
+    );
+    let e = second.expect_err("the waiting one is refused");
+    assert_eq!(e.error_code(), ErrorCode::InvalidState, "{e}");
+    let started = drain(&mut rx)
+        .iter()
+        .filter(|e| e.kind() == "workflow_started")
+        .count();
+    assert_eq!(started, 1, "only the first workflow ever started");
+}
+
+#[test]
 fn execute_task_runs_one_action() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = engine(dir.path());
