@@ -228,7 +228,8 @@ fn connect(path: &Path) -> Result<Connection> {
         .map_err(sql_err)?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;
-         PRAGMA cache_size = -65536; PRAGMA mmap_size = 268435456; PRAGMA temp_store = MEMORY;",
+         PRAGMA cache_size = -65536; PRAGMA mmap_size = 268435456; PRAGMA temp_store = MEMORY;
+         PRAGMA wal_autocheckpoint = 8192;",
     )
     .map_err(sql_err)?;
     migrate(&conn)?;
