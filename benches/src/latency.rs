@@ -39,6 +39,7 @@ pub fn chain_latency(
     rt: &tokio::runtime::Runtime,
     n: usize,
     yield_first: bool,
+    driven: bool,
 ) -> (Duration, Duration) {
     let mut text = String::from("{\"name\": \"chain\", \"steps\": [");
     for i in 0..n {
@@ -66,9 +67,16 @@ pub fn chain_latency(
             log: log.clone(),
         }),
     );
-    let report = rt
-        .block_on(run_workflow(&wf, &registry, RunOptions::default(), None))
-        .expect("runs");
+    // Driven as the CLI and the workflow manager drive runs: as a task of
+    // the runtime (`orch_tasks::drive`), not from `block_on`'s thread.
+    let report = if driven {
+        rt.block_on(orch_tasks::drive(async move {
+            run_workflow(&wf, &registry, RunOptions::default(), None).await
+        }))
+    } else {
+        rt.block_on(run_workflow(&wf, &registry, RunOptions::default(), None))
+    }
+    .expect("runs");
     assert!(report.succeeded());
     let mut entries = log.lock().map(|l| l.clone()).unwrap_or_default();
     entries.sort_by_key(|e| e.0);

@@ -585,7 +585,19 @@ pub(crate) fn execute(engine: &orch_engine::OrchestrationEngine, job: Job, args:
                 bar.finish_and_clear();
             }
         });
-        let report = run_workflow(&wf, engine.workflow_manager().registry(), opts, Some(tx)).await;
+        // Driven as a task of its own (`orch_tasks::drive`): a step's
+        // dependents start on the worker that finished it.
+        let (run_wf, run_engine) = (wf.clone(), engine.clone());
+        let report = orch_tasks::drive(async move {
+            run_workflow(
+                &run_wf,
+                run_engine.workflow_manager().registry(),
+                opts,
+                Some(tx),
+            )
+            .await
+        })
+        .await;
         let _ = printer.await;
         report
     });

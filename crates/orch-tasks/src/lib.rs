@@ -55,4 +55,4 @@ pub use event::Event;
 pub use memory_store::MemoryStore;
 pub use orchestrator::{ExecutionStats, OrchestratorConfig, TaskOptions, TaskOrchestrator};
 pub use records::RecordWriter;
-pub use run::{RunOptions, RunReport, StepReport, prepare, run_workflow};
+pub use run::{RunOptions, RunReport, StepReport, drive, prepare, run_workflow};

@@ -709,6 +709,41 @@ impl State<'_> {
     }
 }
 
+/// Drives `run` (typically a `run_workflow` future that owns its inputs)
+/// as a task of the current tokio runtime, and waits for it. Dropping the
+/// returned future aborts the task, as dropping `run` itself would.
+///
+/// Why: a future polled by `Runtime::block_on` runs on the caller's thread,
+/// so every step that finishes on a worker must wake that thread (about
+/// 35 µs on a 2-core VM, measured by `scheduler-report`). Driven from a task,
+/// the coordinator is woken on the worker that finished the step (tokio's
+/// LIFO slot), and dependency-to-dependent latency drops to about 1 µs.
+///
+/// # Errors
+/// `run`'s own error, or `TaskExecution` when the task panicked.
+///
+/// # Panics
+/// Outside a tokio runtime, as `tokio::spawn` does.
+pub async fn drive<T, F>(run: F) -> Result<T, OrchestrationError>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T, OrchestrationError>> + Send + 'static,
+{
+    struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+    impl<T> Drop for AbortOnDrop<T> {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let mut task = AbortOnDrop(tokio::spawn(run));
+    match (&mut task.0).await {
+        Ok(r) => r,
+        Err(e) => Err(OrchestrationError::TaskExecution {
+            message: format!("the run's task ended abnormally: {e}"),
+        }),
+    }
+}
+
 /// Runs a validated workflow to the end and reports every step.
 ///
 /// # Errors

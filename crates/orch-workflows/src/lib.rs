@@ -724,7 +724,13 @@ impl WorkflowManager {
             store: self.inner.store.clone(),
             ..RunOptions::default()
         };
-        let result = run_workflow(&wf, &self.inner.registry, run_opts, Some(tx)).await;
+        // Driven as a task of its own (see `orch_tasks::drive`: a step's
+        // dependents start on the worker that finished it).
+        let me = self.clone();
+        let result = orch_tasks::drive(async move {
+            run_workflow(&wf, &me.inner.registry, run_opts, Some(tx)).await
+        })
+        .await;
         // The sender was moved into the run and is dropped by now: the counter drains and ends.
         let _ = counter.await;
         let mut st = self.state();
