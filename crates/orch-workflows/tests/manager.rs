@@ -61,9 +61,22 @@ fn saved_workflows_load_back_and_bad_files_are_reported_not_fatal() {
         "name: broken\nsteps:\n  - name: x\n    modul: core\n",
     )
     .expect("write");
+    // TOML too.
+    std::fs::write(
+        dir.path().join("workflows/tom.toml"),
+        "name = \"tom\"\n\n[[steps]]\nname = \"t\"\nmodule = \"core\"\naction = \"set\"\nparameters = { value = 7 }\n\n[[steps]]\nname = \"u\"\nmodule = \"core\"\naction = \"noop\"\ndependencies = [\"t\"]\n",
+    )
+    .expect("write");
 
     let again = manager(dir.path());
-    assert_eq!(again.list_workflows(), vec!["custom-analysis", "seed"]);
+    assert_eq!(
+        again.list_workflows(),
+        vec!["custom-analysis", "seed", "tom"]
+    );
+    assert_eq!(
+        again.execution_order("tom").expect("order"),
+        vec![vec!["t".to_owned()], vec!["u".to_owned()]]
+    );
     assert_eq!(
         again
             .get_workflow("custom-analysis")
