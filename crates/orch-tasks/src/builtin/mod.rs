@@ -1,4 +1,4 @@
-//! The built-in actions: `core` (noop, sleep, fail, set), `shell` (exec,
+//! The built-in actions: `core` (noop, sleep, fail, set, coalesce), `shell` (exec,
 //! script), `fs` (read, write, copy, mkdir, list), `code` (stats), `chart`
 //! (bar, line), `report` (markdown) and `data` (aggregate). `workflow.run`
 //! belongs to the `WorkflowManager` of orch-workflows, which registers it.
