@@ -20,7 +20,6 @@ use orch_model::{
 };
 use orch_resources::ResourceManager;
 use serde_json::{Map, Value};
-use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -792,7 +791,7 @@ pub async fn run_workflow(
         impls,
         actions: {
             // One shared string per distinct action name, not one per step.
-            let mut seen: HashMap<&str, Arc<str>> = HashMap::new();
+            let mut seen: rustc_hash::FxHashMap<&str, Arc<str>> = rustc_hash::FxHashMap::default();
             w.steps
                 .iter()
                 .map(|s| {
