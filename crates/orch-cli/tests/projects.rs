@@ -109,6 +109,16 @@ fn an_ai_analysis_project_is_created_run_and_inspected() {
     assert_eq!(s["milestones"]["first_look"]["score"], 8.5);
     assert_eq!(s["metrics"]["workflow_runs"], 1);
     assert_eq!(s["workflows"], 2);
+    // The same, as text.
+    let (code, out, _) = run(d, &["project", "status", "demo"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("demo (ai_analysis, active)\n")
+            && out.contains("workflows:  2 (0 running)")
+            && out.contains("\"first_look\"")
+            && out.contains("\"workflow_runs\":1"),
+        "{out}"
+    );
 
     let (code, out, _) = run(d, &["project", "list"]);
     assert_eq!(code, 0);
@@ -122,6 +132,14 @@ fn an_ai_analysis_project_is_created_run_and_inspected() {
     let s: Value = serde_json::from_str(&out).expect("json");
     assert_eq!(s["project_manager"]["total_projects"], 1);
     assert_eq!(s["workflow_manager"]["total_workflows"], 5);
+    let (code, out, _) = run(d, &["status"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("orch status at ")
+            && out.contains("workflows:  5 defined in .orch/workflows")
+            && out.contains("projects:   1 in .orch/projects"),
+        "{out}"
+    );
     let (code, out, _) = run(d, &["health", "--json"]);
     let h: Value = serde_json::from_str(&out).expect("json");
     assert_eq!(
