@@ -1389,7 +1389,9 @@ impl Job {
     pub(crate) async fn run(mut self) -> Outcome {
         // A step with a timeout gets a token of its own per attempt, so that
         // stopping one attempt does not cancel the run; others use the run's.
-        let run_cancel = self.ctx.cancel.clone();
+        // The run's token is kept aside only then; otherwise it stays in the
+        // context (one clone less per step: each clone of a token takes a lock).
+        let run_cancel = self.timeout.map(|_| self.ctx.cancel.clone());
         let mut rng = self.ctx.run_id.0.as_u128() as u64
             ^ (u64::from(self.task) << 32)
             ^ 0x9E37_79B9_7F4A_7C15;
@@ -1397,8 +1399,8 @@ impl Job {
         loop {
             attempt += 1;
             self.ctx.attempt = attempt;
-            if self.timeout.is_some() {
-                self.ctx.cancel = run_cancel.child_token();
+            if let Some(run) = &run_cancel {
+                self.ctx.cancel = run.child_token();
             }
             let t0 = Instant::now();
             let started_at = self.epoch.0
@@ -1430,7 +1432,8 @@ impl Job {
                     };
                 }
                 Err(e) => {
-                    let status = if run_cancel.is_cancelled() {
+                    let run = run_cancel.as_ref().unwrap_or(&self.ctx.cancel).clone();
+                    let status = if run.is_cancelled() {
                         Some(TaskStatus::Cancelled)
                     } else if !e.retryable || attempt > self.max_retries {
                         Some(TaskStatus::Failed)
@@ -1455,7 +1458,7 @@ impl Job {
                         let cancelled = Box::pin(async {
                             tokio::select! {
                                 () = tokio::time::sleep(delay) => false,
-                                () = run_cancel.cancelled() => true,
+                                () = run.cancelled() => true,
                             }
                         })
                         .await;
