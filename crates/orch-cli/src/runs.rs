@@ -41,8 +41,22 @@ pub fn shown_status(r: &RunRecord) -> &'static str {
     }
 }
 
-/// A run by id, unique id prefix, or `last`.
+/// A run by id, unique id prefix, or `last`, with its definition.
 async fn find_run(store: &Arc<dyn Store>, id: &str) -> Result<RunRecord, String> {
+    let listed = find_listed(store, id).await?;
+    if !listed.definition.is_empty() {
+        return Ok(listed);
+    }
+    // Listed runs come without their definition: read the whole record.
+    store
+        .get_run(listed.id)
+        .await
+        .map_err(|e| format!("orch: {e}"))?
+        .ok_or_else(|| format!("orch: run `{id}` not found; `orch runs list` shows the runs"))
+}
+
+/// A run by id, unique id prefix, or `last` (from the list when not by id).
+async fn find_listed(store: &Arc<dyn Store>, id: &str) -> Result<RunRecord, String> {
     if id == "last" || id == "latest" {
         return store
             .list_runs()

@@ -71,7 +71,8 @@ pub struct RunRecord {
     pub finished_at: Option<DateTime<Utc>>,
     /// Parameter values.
     pub params: Map<String, Value>,
-    /// The definition, as JSON text (as [`NewRun::definition`] gave it).
+    /// The definition, as JSON text (as [`NewRun::definition`] gave it);
+    /// empty in the records of [`Store::list_runs`].
     pub definition: String,
     /// The process driving the run (`pid:START@HOST`), while one does.
     pub owner: Option<String>,
@@ -290,7 +291,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn create_run(&self, run: NewRun, now: DateTime<Utc>) -> Result<()>;
     /// One run.
     async fn get_run(&self, id: RunId) -> Result<Option<RunRecord>>;
-    /// Every run, newest first.
+    /// Every run, newest first, each without its definition (`definition`
+    /// is empty: a definition can be hundreds of MiB; `get_run` has it).
     async fn list_runs(&self) -> Result<Vec<RunRecord>>;
     /// The tasks of a run, by index.
     async fn tasks(&self, run: RunId) -> Result<Vec<TaskRecord>>;

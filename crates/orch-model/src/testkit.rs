@@ -193,7 +193,17 @@ pub async fn create_and_read(store: &dyn Store) {
             .expect("get_run")
             .is_none()
     );
-    assert_eq!(store.list_runs().await.expect("list_runs").len(), 1);
+    let listed = store.list_runs().await.expect("list_runs");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (
+            listed[0].id,
+            listed[0].workflow.as_str(),
+            listed[0].definition.as_str()
+        ),
+        (id, "diamond", ""),
+        "listed without the definition"
+    );
 }
 
 /// Claims go by priority, then index; completing releases exactly the dependents whose counters reach zero.

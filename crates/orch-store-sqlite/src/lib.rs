@@ -482,6 +482,8 @@ fn quarantine(conn: &Connection, run: &str, reason: &str) -> Result<()> {
 
 const RUN_COLUMNS: &str =
     "id, workflow, status, created_at, finished_at, params, definition, owner, cancel_requested";
+/// As `RUN_COLUMNS`, without reading the definition (listing runs).
+const LIST_COLUMNS: &str = "id, workflow, status, created_at, finished_at, params, '' AS definition, owner, cancel_requested";
 
 type RawRun = (
     String,
@@ -1050,7 +1052,7 @@ impl Store for SqliteStore {
         self.call(|conn| {
             let mut stmt = conn
                 .prepare(&format!(
-                    "SELECT {RUN_COLUMNS} FROM runs WHERE quarantined IS NULL ORDER BY ord DESC"
+                    "SELECT {LIST_COLUMNS} FROM runs WHERE quarantined IS NULL ORDER BY ord DESC"
                 ))
                 .map_err(sql_err)?;
             let rows: Vec<RawRun> = stmt

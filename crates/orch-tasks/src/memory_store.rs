@@ -279,7 +279,23 @@ impl Store for MemoryStore {
         let inner = self.lock();
         let mut runs: Vec<&RunState> = inner.runs.values().collect();
         runs.sort_by_key(|r| std::cmp::Reverse(r.order));
-        Ok(runs.into_iter().map(|r| r.record.clone()).collect())
+        Ok(runs
+            .into_iter()
+            .map(|r| {
+                let x = &r.record;
+                RunRecord {
+                    id: x.id,
+                    workflow: x.workflow.clone(),
+                    status: x.status,
+                    created_at: x.created_at,
+                    finished_at: x.finished_at,
+                    params: x.params.clone(),
+                    definition: String::new(),
+                    owner: x.owner.clone(),
+                    cancel_requested: x.cancel_requested,
+                }
+            })
+            .collect())
     }
 
     async fn tasks(&self, run: RunId) -> Result<Vec<TaskRecord>> {
