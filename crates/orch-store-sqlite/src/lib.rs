@@ -121,9 +121,9 @@ pub const MIGRATIONS: &[&str] = &[
     // `reclaim_expired` find tasks through the runs that are running, by
     // the primary key's `run` prefix.
     "DROP INDEX tasks_by_status;",
-    // 5: each task's dependents as a JSON array on its own row (NULL: none),
-    // returned by the statement that finishes it, instead of one row per
-    // edge in `dependents`.
+    // 5: each task's dependents as a JSON array on its own row (NULL: none;
+    // read once per run and kept by the store thread), instead of one row
+    // per edge in `dependents`.
     "ALTER TABLE tasks ADD COLUMN dependents TEXT;
     UPDATE tasks SET dependents = (
         SELECT json_group_array(d.dependent) FROM dependents d
