@@ -66,7 +66,7 @@ fn stale(what: &str, claim: &Claim) -> OrchestrationError {
     }
 }
 
-/// Whether task `i` may end in `next` with this attempt (what `finish_one` checks).
+/// Whether task `i` may end in `next` with this attempt.
 fn check_finish(run: &RunState, i: u32, attempt: u32, next: TaskStatus) -> Result<()> {
     let t = run
         .tasks
@@ -112,41 +112,26 @@ fn finish_one(
     outcome: TaskOutcome,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let invalid = |t: &TaskRecord| match name_for_errors {
+    check_finish(run, i, attempt, outcome.status()).map_err(|e| match name_for_errors {
         Some(c) => stale("complete", c),
-        None => OrchestrationError::InvalidState {
-            message: format!(
-                "finish: task `{}` is {} at attempt {}, not finishable with attempt {attempt}",
-                t.name,
-                t.status.as_str(),
-                t.attempt
-            ),
-        },
-    };
-    let t = run
-        .tasks
-        .get_mut(i as usize)
-        .ok_or_else(|| OrchestrationError::InvalidState {
-            message: format!("finish: the run has no task {i}"),
-        })?;
-    if attempt > 0 {
-        if t.status != TaskStatus::Running || t.attempt != attempt {
-            return Err(invalid(t));
-        }
-    } else if t.status == TaskStatus::Running || t.status.is_terminal() {
-        return Err(invalid(t));
-    }
-    let next = outcome.status();
-    if t.status.transition(next).is_err() {
-        // A task that never started may end from `pending` through `ready`.
-        if !(attempt == 0
-            && t.status == TaskStatus::Pending
-            && t.status.transition(TaskStatus::Ready).is_ok()
-            && t.status.transition(next).is_ok())
-        {
-            return Err(invalid(t));
-        }
-    }
+        None => e,
+    })?;
+    apply_finish(run, i, attempt, retries, outcome, now);
+    Ok(())
+}
+
+/// Finishes task `i` and releases its dependents, once `check_finish` said
+/// it may (a task that never started may end from `pending`, through `ready`).
+fn apply_finish(
+    run: &mut RunState,
+    i: u32,
+    attempt: u32,
+    retries: u32,
+    outcome: TaskOutcome,
+    now: DateTime<Utc>,
+) {
+    let t = &mut run.tasks[i as usize];
+    t.status = outcome.status();
     t.lease = None;
     t.finished_at = Some(now);
     if attempt > 0 {
@@ -167,7 +152,6 @@ fn finish_one(
             let _ = d.status.transition(TaskStatus::Ready);
         }
     }
-    Ok(())
 }
 
 fn finish_run_if_done(run: &mut RunState, now: DateTime<Utc>) {
@@ -475,7 +459,7 @@ impl Store for MemoryStore {
             check_finish(r, f.index, f.attempt, f.outcome.status())?;
         }
         for f in done {
-            finish_one(r, f.index, None, f.attempt, f.retries, f.outcome, now)?;
+            apply_finish(r, f.index, f.attempt, f.retries, f.outcome, now);
         }
         finish_run_if_done(r, now);
         Ok(())
