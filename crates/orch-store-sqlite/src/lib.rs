@@ -701,7 +701,9 @@ thread_local! {
     /// The dependents of each task of the runs this thread worked on last,
     /// so that finishing a task needs no read to find them. They never
     /// change once a run is created; a run missing here is loaded from
-    /// the `dependents` column of its tasks.
+    /// the `dependents` column of its tasks. Keyed by the run's id, not its
+    /// `ord`: an `ord` taken by a create that rolled back can be taken again
+    /// by another process's run.
     static DEPENDENTS: std::cell::RefCell<Vec<(String, Dependents)>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
