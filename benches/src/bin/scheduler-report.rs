@@ -89,7 +89,6 @@ fn main() {
             let deps = w.dependencies(n);
             let wf = orch_benches::valid_workflow(w, n);
             let (mut plain, mut tok, mut orch) = (Vec::new(), Vec::new(), Vec::new());
-            let mut peak = Vec::new();
             // Three rounds (the median is reported); one at a million tasks,
             // where the tokio baseline alone takes most of a minute on W2.
             let rounds = if n >= 1_000_000 { 1 } else { 3 };
@@ -112,13 +111,13 @@ fn main() {
             }
             // Peak memory in a fresh process (this one reuses what earlier
             // rows freed, which would hide a run's footprint).
-            peak.push(peak_in_child(w, n));
+            let peak = peak_in_child(w, n);
             let (p, t, o) = (median(plain), median(tok), median(orch));
             println!(
                 "| {} | {n} | {p:.3} | {t:.3} | {o:.3} | {:.1}x | {:.0} |",
                 w.label(),
                 o / t,
-                median(peak)
+                peak
             );
         }
     }
