@@ -38,6 +38,20 @@ fn engine(dir: &Path) -> OrchestrationEngine {
         .expect("engine")
 }
 
+/// Adds workflow `long`: one step that sleeps 30 s in a process.
+fn add_long(engine: &OrchestrationEngine) {
+    engine
+        .workflow_manager()
+        .add_workflow(
+            &Workflow::new("long", "").step(
+                WorkflowStep::new("z", "shell", "exec")
+                    .param("program", json!("sleep"))
+                    .param("args", json!(["30"])),
+            ),
+        )
+        .expect("added");
+}
+
 fn params(v: Value) -> Map<String, Value> {
     v.as_object().cloned().expect("object")
 }
@@ -387,16 +401,7 @@ fn max_parallel_workflows_is_never_exceeded() {
 fn a_session_timeout_stops_its_work_and_ends_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = engine(dir.path());
-    engine
-        .workflow_manager()
-        .add_workflow(
-            &Workflow::new("long", "").step(
-                WorkflowStep::new("z", "shell", "exec")
-                    .param("program", json!("sleep"))
-                    .param("args", json!(["30"])),
-            ),
-        )
-        .expect("added");
+    add_long(&engine);
     let sid = engine
         .create_session(SessionOptions {
             timeout_seconds: Some(1),
@@ -631,16 +636,7 @@ fn metrics_count_what_ran() {
 fn shutdown_waits_then_stops_what_runs_and_refuses_new_work() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = engine(dir.path());
-    engine
-        .workflow_manager()
-        .add_workflow(
-            &Workflow::new("long", "").step(
-                WorkflowStep::new("z", "shell", "exec")
-                    .param("program", json!("sleep"))
-                    .param("args", json!(["30"])),
-            ),
-        )
-        .expect("added");
+    add_long(&engine);
     engine
         .workflow_manager()
         .add_workflow(
@@ -685,16 +681,7 @@ fn shutdown_waits_then_stops_what_runs_and_refuses_new_work() {
 fn a_workflow_waiting_for_its_session_slot_does_not_start_after_shutdown() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = engine(dir.path());
-    engine
-        .workflow_manager()
-        .add_workflow(
-            &Workflow::new("long", "").step(
-                WorkflowStep::new("z", "shell", "exec")
-                    .param("program", json!("sleep"))
-                    .param("args", json!(["30"])),
-            ),
-        )
-        .expect("added");
+    add_long(&engine);
     let mut rx = engine.subscribe();
     let rt = rt();
     let (first, second) = rt.block_on(async {

@@ -91,37 +91,18 @@ pub async fn records(store: &dyn Store) {
             .expect("none")
             .is_empty()
     );
-    store
-        .put_record(rec(
-            RecordKind::Session,
-            "s1",
-            json!({"status": "active"}),
-            1,
-        ))
-        .await
-        .expect("put s1");
-    store
-        .put_record(rec(
-            RecordKind::Session,
-            "s2",
-            json!({"status": "active"}),
-            2,
-        ))
-        .await
-        .expect("put s2");
-    store
-        .put_record(rec(RecordKind::Project, "s1", json!({"path": "/p"}), 3))
-        .await
-        .expect("a project may share a session's key");
-    store
-        .put_record(rec(
-            RecordKind::Session,
-            "s1",
-            json!({"status": "closed"}),
-            4,
-        ))
-        .await
-        .expect("replace s1");
+    // In order: two sessions, a project sharing a session's key, then s1 replaced.
+    for (kind, key, data, t) in [
+        (RecordKind::Session, "s1", json!({"status": "active"}), 1),
+        (RecordKind::Session, "s2", json!({"status": "active"}), 2),
+        (RecordKind::Project, "s1", json!({"path": "/p"}), 3),
+        (RecordKind::Session, "s1", json!({"status": "closed"}), 4),
+    ] {
+        store
+            .put_record(rec(kind, key, data, t))
+            .await
+            .expect("put a record");
+    }
     let sessions = store.records(RecordKind::Session).await.expect("sessions");
     assert_eq!(
         sessions
