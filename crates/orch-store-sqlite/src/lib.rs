@@ -118,8 +118,8 @@ pub const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;",
     // 4: no index on task status: every state change of every task paid
     // for it (about a quarter of a journaled run's time). `claim` and
-    // `reclaim_expired` find tasks through the runs that are running, by
-    // the primary key's `run` prefix.
+    // `reclaim_expired` find tasks through the runs that are running (by
+    // the key's `run` part; since 7, a key range per run).
     "DROP INDEX tasks_by_status;",
     // 5: each task's dependents as a JSON array on its own row (NULL: none;
     // read once per run and kept by the store thread), instead of one row
