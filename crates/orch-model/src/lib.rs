@@ -56,6 +56,7 @@ pub mod task;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use compact_str::CompactString;
 pub use definition::{
     Conditions, RetryPolicy, SourceMap, StepDefaults, ValidWorkflow, When, Workflow, WorkflowStep,
 };

@@ -1117,7 +1117,7 @@ async fn open_journal(
                 .iter()
                 .enumerate()
                 .map(|(i, s)| NewTask {
-                    name: s.name.clone(),
+                    name: s.name.to_string(),
                     deps: wf.graph().deps(i as u32).to_vec(),
                     priority: s.priority,
                 })

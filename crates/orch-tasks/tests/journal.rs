@@ -119,7 +119,7 @@ fn a_resumed_run_does_not_rerun_finished_steps_and_reruns_interrupted_ones() {
             .iter()
             .enumerate()
             .map(|(i, s)| orch_model::NewTask {
-                name: s.name.clone(),
+                name: s.name.to_string(),
                 deps: wf.graph().deps(i as u32).to_vec(),
                 priority: s.priority,
             })

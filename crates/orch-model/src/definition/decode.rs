@@ -8,6 +8,7 @@ use crate::enums::{BackoffKind, ConditionOp, ResourceType, RunIf, TaskPriority, 
 use crate::limits::Limits;
 use crate::node::{Format, Key, Node, NodeValue, Pos, parse_with_step_sink};
 use crate::resources::{ResourceRequest, check_amount};
+use compact_str::CompactString;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -391,6 +392,18 @@ impl<'l> Decoder<'l> {
     fn string(&mut self, node: Node<'_>, path: &Path<'_>) -> Option<String> {
         match node.value {
             NodeValue::Str(s) => Some(s.into_owned()),
+            _ => {
+                self.wrong_type(path, &node, "a string");
+                None
+            }
+        }
+    }
+
+    /// A string as a [`CompactString`] (inline up to 24 bytes: no allocation
+    /// for typical step names, modules and actions).
+    fn compact(&mut self, node: Node<'_>, path: &Path<'_>) -> Option<CompactString> {
+        match node.value {
+            NodeValue::Str(s) => Some(CompactString::from(s)),
             _ => {
                 self.wrong_type(path, &node, "a string");
                 None
@@ -907,11 +920,11 @@ impl<'l> Decoder<'l> {
                             format!("missing field `value`: `{op}` compares with a value"),
                         );
                     }
-                    c.when = Some(When {
+                    c.when = Some(Box::new(When {
                         reference,
                         op,
                         value,
-                    });
+                    }));
                 }
             }
         }
@@ -1006,7 +1019,7 @@ impl<'l> Decoder<'l> {
         self.map
             .dep_start
             .push(u32::try_from(self.map.dep.len()).unwrap_or(u32::MAX));
-        let mut s = WorkflowStep::new(String::new(), String::new(), String::new());
+        let mut s = WorkflowStep::new("", "", "");
         self.explicit.push(0);
         let Some(mut f) = self.fields(node, path, STEP_FIELDS, "a step") else {
             self.map.name.push(pos);
@@ -1018,7 +1031,7 @@ impl<'l> Decoder<'l> {
                 Some((_, n)) => {
                     let vpos = n.pos;
                     let v = self
-                        .string(n, &Path::Field(path, field))
+                        .compact(n, &Path::Field(path, field))
                         .unwrap_or_default();
                     match target {
                         0 => {
@@ -1072,7 +1085,7 @@ impl<'l> Decoder<'l> {
                         s.dependencies.reserve_exact(items.len());
                         for (i, item) in items.into_iter().enumerate() {
                             let ipos = item.pos;
-                            if let Some(d) = self.string(item, &Path::Index(&p, i)) {
+                            if let Some(d) = self.compact(item, &Path::Index(&p, i)) {
                                 self.map.dep.push(ipos);
                                 s.dependencies.push(d);
                             }

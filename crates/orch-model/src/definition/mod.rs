@@ -37,6 +37,7 @@ pub fn load(
 use crate::duration::serde_secs;
 use crate::enums::{BackoffKind, ConditionOp, RunIf, TaskPriority, WorkflowStatus};
 use crate::resources::ResourceRequest;
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::time::Duration;
@@ -103,12 +104,14 @@ impl StepDefaults {
 /// One step of a workflow (seed: `WorkflowStep`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WorkflowStep {
-    /// Unique within the workflow: letters, digits, `_` and `-`.
-    pub name: String,
+    /// Unique within the workflow: letters, digits, `_` and `-`. Names,
+    /// modules, actions and dependencies are [`CompactString`]s: up to 24
+    /// bytes they live inline, so a typical step's strings cost no allocation.
+    pub name: CompactString,
     /// The module providing the action (`shell`, `core`, `fs`, ...).
-    pub module: String,
+    pub module: CompactString,
     /// The action within the module (`exec`, `noop`, ...).
-    pub action: String,
+    pub action: CompactString,
     /// What the step does.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub description: String,
@@ -116,7 +119,7 @@ pub struct WorkflowStep {
     pub parameters: Map<String, Value>,
     /// Names of the steps this one waits for (references to a step's result add
     /// implicit dependencies on top of these).
-    pub dependencies: Vec<String>,
+    pub dependencies: Vec<CompactString>,
     /// When the step runs.
     #[serde(skip_serializing_if = "Conditions::is_default")]
     pub conditions: Conditions,
@@ -206,9 +209,10 @@ impl RetryPolicy {
 pub struct Conditions {
     /// Which outcomes of the dependencies let the step run.
     pub run_if: RunIf,
-    /// An optional comparison; when false the step is `skipped`.
+    /// An optional comparison; when false the step is `skipped` (boxed: most
+    /// steps have none, and a step stays small).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub when: Option<When>,
+    pub when: Option<Box<When>>,
 }
 
 impl Conditions {
@@ -285,9 +289,9 @@ impl Workflow {
 impl WorkflowStep {
     /// A step running `module.action` with default settings.
     pub fn new(
-        name: impl Into<String>,
-        module: impl Into<String>,
-        action: impl Into<String>,
+        name: impl Into<CompactString>,
+        module: impl Into<CompactString>,
+        action: impl Into<CompactString>,
     ) -> Self {
         Self {
             name: name.into(),
@@ -316,7 +320,7 @@ impl WorkflowStep {
 
     /// Adds a dependency, builder style.
     #[must_use]
-    pub fn after(mut self, dependency: impl Into<String>) -> Self {
+    pub fn after(mut self, dependency: impl Into<CompactString>) -> Self {
         self.dependencies.push(dependency.into());
         self
     }

@@ -48,7 +48,7 @@ impl ValidWorkflow {
             .map(|level| {
                 level
                     .iter()
-                    .map(|&i| self.workflow.steps[i as usize].name.clone())
+                    .map(|&i| self.workflow.steps[i as usize].name.to_string())
                     .collect()
             })
             .collect()
