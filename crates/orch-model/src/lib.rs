@@ -74,7 +74,7 @@ pub use resources::ResourceRequest;
 pub use store::{
     Claim, Finished, NewRun, NewTask, Record, RecordKind, Store, StoreCapabilities, TaskOutcome,
 };
-pub use task::{Task, TaskResult};
+pub use task::{Metadata, Task, TaskResult};
 
 /// Parses, decodes and validates a definition in one call.
 ///

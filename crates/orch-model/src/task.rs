@@ -144,7 +144,59 @@ pub struct TaskResult {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub cached: bool,
     /// Additional facts (attempts, exit signal, ...).
-    pub metadata: Map<String, Value>,
+    pub metadata: Metadata,
+}
+
+/// A result's `metadata` object. It reads and writes as a
+/// `Map<String, Value>` (through `Deref`/`DerefMut`) and serializes as one,
+/// but an empty one is a null pointer: most results carry none, and a result
+/// stays 64 bytes smaller than with the map inline.
+#[derive(Debug, Clone, Default)]
+pub struct Metadata(Option<Box<Map<String, Value>>>);
+
+impl Metadata {
+    /// The entries as an owned map.
+    pub fn into_map(self) -> Map<String, Value> {
+        self.0.map(|b| *b).unwrap_or_default()
+    }
+}
+
+impl From<Map<String, Value>> for Metadata {
+    fn from(m: Map<String, Value>) -> Self {
+        Self((!m.is_empty()).then(|| Box::new(m)))
+    }
+}
+
+impl std::ops::Deref for Metadata {
+    type Target = Map<String, Value>;
+    fn deref(&self) -> &Map<String, Value> {
+        static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
+        self.0.as_deref().unwrap_or(&EMPTY)
+    }
+}
+
+impl std::ops::DerefMut for Metadata {
+    fn deref_mut(&mut self) -> &mut Map<String, Value> {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+impl PartialEq for Metadata {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Serialize for Metadata {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (**self).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Metadata {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Map::deserialize(d).map(Self::from)
+    }
 }
 
 impl TaskResult {
@@ -197,5 +249,20 @@ mod tests {
         }
         assert_eq!(r["success"], false);
         assert!(r.get("cached").is_none());
+        assert_eq!(r["metadata"], serde_json::json!({}));
+
+        // Metadata reads and writes as a map, and round-trips.
+        let mut ok = TaskResult::ok(Value::Null);
+        assert!(ok.metadata.is_empty());
+        assert_eq!(ok, TaskResult::ok(Value::Null));
+        ok.metadata.insert("attempts".into(), serde_json::json!(2));
+        assert_ne!(ok, TaskResult::ok(Value::Null));
+        let json = serde_json::to_value(&ok).expect("ser");
+        assert_eq!(json["metadata"], serde_json::json!({"attempts": 2}));
+        let back: TaskResult = serde_json::from_value(json).expect("de");
+        assert_eq!(back, ok);
+        assert_eq!(back.metadata.clone().into_map().len(), 1);
+        // An empty map given in equals the default.
+        assert_eq!(Metadata::from(Map::new()), Metadata::default());
     }
 }

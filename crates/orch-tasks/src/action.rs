@@ -1,7 +1,7 @@
 //! The `Action` trait, its context and error, and the `ActionRegistry` keyed by `module.action`.
 
 use async_trait::async_trait;
-use orch_model::RunId;
+use orch_model::{CompactString, RunId};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,9 +16,9 @@ pub struct ActionContext {
     /// The run.
     pub run_id: RunId,
     /// The step's name.
-    pub step: Arc<str>,
+    pub step: CompactString,
     /// The action's name within its module (what an external module is asked to do).
-    pub action: Arc<str>,
+    pub action: CompactString,
     /// The attempt, starting at 1.
     pub attempt: u32,
     /// The directory actions work in and file actions are confined to.
@@ -37,8 +37,8 @@ impl ActionContext {
     pub fn detached(step: &str, work_dir: &Path) -> Self {
         Self {
             run_id: RunId::new(),
-            step: Arc::from(step),
-            action: Arc::from(""),
+            step: CompactString::from(step),
+            action: CompactString::default(),
             attempt: 1,
             work_dir: Arc::from(work_dir),
             cancel: CancellationToken::new(),

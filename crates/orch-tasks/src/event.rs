@@ -1,7 +1,7 @@
 //! The closed set of events a run emits; the CLI and (later) the store consume them.
 
+use orch_model::CompactString;
 use orch_model::{RunId, TaskStatus, WorkflowStatus};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Something that happened in a run. Steps are named by their index in the
@@ -21,14 +21,14 @@ pub enum Event {
         /// Step index.
         task: u32,
         /// Step name.
-        name: Arc<str>,
+        name: CompactString,
     },
     /// An attempt started.
     TaskStarted {
         /// Step index.
         task: u32,
         /// Step name.
-        name: Arc<str>,
+        name: CompactString,
         /// The attempt, from 1.
         attempt: u32,
     },
@@ -37,7 +37,7 @@ pub enum Event {
         /// Step index.
         task: u32,
         /// Step name.
-        name: Arc<str>,
+        name: CompactString,
         /// Attempts it took.
         attempts: u32,
         /// Time of the last attempt.
@@ -48,7 +48,7 @@ pub enum Event {
         /// Step index.
         task: u32,
         /// Step name.
-        name: Arc<str>,
+        name: CompactString,
         /// Attempts it took.
         attempts: u32,
         /// The kind of failure.
@@ -61,7 +61,7 @@ pub enum Event {
         /// Step index.
         task: u32,
         /// Step name.
-        name: Arc<str>,
+        name: CompactString,
         /// The attempt that failed.
         attempt: u32,
         /// The wait before the next attempt.
@@ -74,7 +74,7 @@ pub enum Event {
         /// Step index.
         task: u32,
         /// Step name.
-        name: Arc<str>,
+        name: CompactString,
         /// Why.
         reason: String,
     },
@@ -83,7 +83,7 @@ pub enum Event {
         /// Step index.
         task: u32,
         /// Step name.
-        name: Arc<str>,
+        name: CompactString,
     },
     /// The step's result came from the cache (emitted once result caching is
     /// implemented; it is part of the contract now so consumers handle it).
@@ -91,7 +91,7 @@ pub enum Event {
         /// Step index.
         task: u32,
         /// Step name.
-        name: Arc<str>,
+        name: CompactString,
     },
     /// The run ended.
     RunFinished {

@@ -12,8 +12,9 @@ use crate::run::{Job, Outcome};
 use chrono::Utc;
 use orch_model::definition::{NameKind, check_name};
 use orch_model::{
-    AllocationId, EntityKind, ExecutionMode, Limits, OrchestrationError, ResourceRequest, Result,
-    RetryPolicy, RunId, Task, TaskId, TaskPriority, TaskResult, TaskStatus,
+    AllocationId, CompactString, EntityKind, ExecutionMode, Limits, OrchestrationError,
+    ResourceRequest, Result, RetryPolicy, RunId, Task, TaskId, TaskPriority, TaskResult,
+    TaskStatus,
 };
 use orch_resources::ResourceManager;
 use serde::Serialize;
@@ -468,8 +469,8 @@ impl TaskOrchestrator {
             retry: task.retry.clone(),
             ctx: ActionContext {
                 run_id: self.shared.run_id,
-                step: Arc::from(task.name.as_str()),
-                action: Arc::from(task.action.as_str()),
+                step: CompactString::from(task.name.as_str()),
+                action: CompactString::from(task.action.as_str()),
                 attempt: 1,
                 work_dir: Arc::from(self.shared.cfg.work_dir.as_path()),
                 cancel,

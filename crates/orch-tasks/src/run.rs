@@ -12,6 +12,7 @@ use crate::cache::{CacheKey, ResultCache, cache_key};
 use crate::event::Event;
 use crate::resolve::{Scope, evaluate, resolve_map};
 use chrono::{DateTime, Utc};
+use orch_model::CompactString;
 use orch_model::store::{StoredEvent, TaskRecord};
 use orch_model::{
     AllocationId, DiagnosticKind, Diagnostics, ExecutionMode, Finished, NewRun, NewTask,
@@ -90,8 +91,8 @@ impl Default for RunOptions {
 /// What happened to one step.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepReport {
-    /// The step's name (shared with events and action contexts).
-    pub name: Arc<str>,
+    /// The step's name.
+    pub name: CompactString,
     /// Its final state.
     pub status: TaskStatus,
     /// Attempts started.
@@ -149,27 +150,40 @@ pub fn prepare(
     merge_params(wf, overrides)
 }
 
-/// The implementation of every step's action, looked up once per distinct
-/// `module.action` run of steps.
+/// The distinct actions the workflow's steps run, and for every step the
+/// index of its action in that table. Each distinct `module.action` is looked
+/// up in the registry once.
 fn lookup_actions(
     wf: &ValidWorkflow,
     registry: &ActionRegistry,
-) -> Result<Vec<Arc<dyn Action>>, OrchestrationError> {
+) -> Result<(Vec<Arc<dyn Action>>, Vec<u32>), OrchestrationError> {
     let w = wf.workflow();
     let mut d = Diagnostics::new(None);
-    let mut out: Vec<Arc<dyn Action>> = Vec::with_capacity(w.steps.len());
-    let mut last: Option<(&str, &str, Arc<dyn Action>)> = None;
+    let mut impls: Vec<Arc<dyn Action>> = Vec::new();
+    let mut of: Vec<u32> = Vec::with_capacity(w.steps.len());
+    let mut seen: rustc_hash::FxHashMap<(&str, &str), u32> = rustc_hash::FxHashMap::default();
+    // Steps of one action often come in runs: the last lookup is kept aside.
+    let mut last: Option<(&str, &str, u32)> = None;
     for (i, s) in w.steps.iter().enumerate() {
-        if let Some((m, a, imp)) = &last {
-            if *m == s.module && *a == s.action {
-                out.push(imp.clone());
+        if let Some((m, a, k)) = last {
+            if m == s.module && a == s.action {
+                of.push(k);
                 continue;
             }
         }
+        let key = (s.module.as_str(), s.action.as_str());
+        if let Some(&k) = seen.get(&key) {
+            of.push(k);
+            last = Some((key.0, key.1, k));
+            continue;
+        }
         match registry.get(&s.module, &s.action) {
             Some(imp) => {
-                out.push(imp.clone());
-                last = Some((&s.module, &s.action, imp));
+                let k = u32::try_from(impls.len()).unwrap_or(u32::MAX);
+                impls.push(imp.clone());
+                seen.insert(key, k);
+                of.push(k);
+                last = Some((key.0, key.1, k));
             }
             None => {
                 let known: Vec<String> = registry.names().collect();
@@ -189,7 +203,7 @@ fn lookup_actions(
         }
     }
     if d.is_empty() {
-        Ok(out)
+        Ok((impls, of))
     } else {
         Err(OrchestrationError::Validation(d))
     }
@@ -339,8 +353,9 @@ struct State<'w> {
     params: Map<String, Value>,
     /// Step names to indices, built on the first reference that needs it.
     index: std::cell::OnceCell<rustc_hash::FxHashMap<&'w str, u32>>,
-    actions: Vec<Arc<str>>,
+    /// The distinct actions of the run, and which one each step runs.
     impls: Vec<Arc<dyn Action>>,
+    impl_of: Vec<u32>,
     work_dir: Arc<std::path::Path>,
     status: Vec<TaskStatus>,
     reports: Vec<StepReport>,
@@ -377,8 +392,8 @@ impl Scope for State<'_> {
 }
 
 impl State<'_> {
-    /// A step's name as a shared string (made once, with its report).
-    fn name(&self, i: u32) -> Arc<str> {
+    /// A step's name, for an event (inline up to 24 bytes: a copy, no allocation).
+    fn name(&self, i: u32) -> CompactString {
         self.reports[i as usize].name.clone()
     }
 
@@ -775,7 +790,7 @@ pub async fn run_workflow(
             }
         }
     }
-    let impls = lookup_actions(wf, registry)?;
+    let (impls, impl_of) = lookup_actions(wf, registry)?;
     let params = merge_params(wf, &opts.params)?;
     let w = wf.workflow();
     let n = w.steps.len();
@@ -789,25 +804,14 @@ pub async fn run_workflow(
         params,
         index: std::cell::OnceCell::new(),
         impls,
-        actions: {
-            // One shared string per distinct action name, not one per step.
-            let mut seen: rustc_hash::FxHashMap<&str, Arc<str>> = rustc_hash::FxHashMap::default();
-            w.steps
-                .iter()
-                .map(|s| {
-                    seen.entry(s.action.as_str())
-                        .or_insert_with(|| Arc::from(s.action.as_str()))
-                        .clone()
-                })
-                .collect()
-        },
+        impl_of,
         work_dir: Arc::from(opts.work_dir.as_path()),
         status: vec![TaskStatus::Pending; n],
         reports: w
             .steps
             .iter()
             .map(|s| StepReport {
-                name: Arc::from(s.name.as_str()),
+                name: s.name.clone(),
                 status: TaskStatus::Pending,
                 attempts: 0,
                 created_at: created,
@@ -1275,7 +1279,7 @@ fn start_step(
         .take()
         .map_or_else(|| Value::Object(Map::new()), |b| *b);
     st.set_status(i, TaskStatus::Running);
-    let action = st.impls[i as usize].clone();
+    let action = st.impls[st.impl_of[i as usize] as usize].clone();
     let name = st.name(i);
     let job = Job {
         task: i,
@@ -1287,7 +1291,7 @@ fn start_step(
         ctx: ActionContext {
             run_id: opts.run_id,
             step: name,
-            action: st.actions[i as usize].clone(),
+            action: step.action.clone(),
             attempt: 1,
             work_dir: st.work_dir.clone(),
             cancel: opts.cancel.clone(),
