@@ -150,13 +150,16 @@ pub fn prepare(
     merge_params(wf, overrides)
 }
 
+/// The distinct actions of a run, and the index of each step's action in it.
+type ActionTable = (Vec<Arc<dyn Action>>, Vec<u32>);
+
 /// The distinct actions the workflow's steps run, and for every step the
 /// index of its action in that table. Each distinct `module.action` is looked
 /// up in the registry once.
 fn lookup_actions(
     wf: &ValidWorkflow,
     registry: &ActionRegistry,
-) -> Result<(Vec<Arc<dyn Action>>, Vec<u32>), OrchestrationError> {
+) -> Result<ActionTable, OrchestrationError> {
     let w = wf.workflow();
     let mut d = Diagnostics::new(None);
     let mut impls: Vec<Arc<dyn Action>> = Vec::new();
