@@ -8,7 +8,6 @@ use crate::graph::{DepGraph, Levels, to_dot, to_mermaid};
 use crate::limits::Limits;
 use crate::node::Pos;
 use crate::reference::{Reference, parse_template, parse_template_partial};
-use rustc_hash::FxHashMap as HashMap;
 use serde_json::Value;
 
 /// A workflow that passed validation, with its dependency graph (declared and
@@ -180,8 +179,7 @@ pub(crate) fn validate_into(
     }
 
     // Names: charset and duplicates.
-    let mut index: HashMap<&str, u32> =
-        HashMap::with_capacity_and_hasher(workflow.steps.len(), Default::default());
+    let mut index = NameIndex::with_capacity(&workflow.steps);
     for (i, step) in workflow.steps.iter().enumerate() {
         if partial && step.name.is_empty() {
             continue;
@@ -190,7 +188,7 @@ pub(crate) fn validate_into(
             d.push(K::Name, format!("steps[{i}].name"), map.name_pos(i), m);
             continue;
         }
-        if let Some(&first) = index.get(step.name.as_str()) {
+        if let Err(first) = index.insert(i as u32) {
             let at = map.name_pos(first as usize);
             let where_ = if at.is_known() {
                 format!("line {}", at.line)
@@ -203,8 +201,6 @@ pub(crate) fn validate_into(
                 map.name_pos(i),
                 format!("duplicate step name `{}`; it is first defined at {where_}; step names must be unique", step.name),
             );
-        } else {
-            index.insert(step.name.as_str(), i as u32);
         }
         for (field, value) in [("module", &step.module), ("action", &step.action)] {
             if partial && value.is_empty() {
@@ -249,8 +245,8 @@ pub(crate) fn validate_into(
                 );
                 continue;
             }
-            match index.get(dep.as_str()) {
-                Some(&j) => deps.push(j),
+            match index.get(dep) {
+                Some(j) => deps.push(j),
                 None => {
                     let hint = if small {
                         suggest(dep, &workflow)
@@ -366,9 +362,63 @@ fn strsim(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// Step names to step indices. The table holds only the indices (4 bytes
+/// each, against 24 for a `&str` key and its index): at a million steps it
+/// stays small enough for the cache, which decides how fast names resolve.
+struct NameIndex<'a> {
+    steps: &'a [super::WorkflowStep],
+    table: hashbrown::HashTable<u32>,
+}
+
+impl<'a> NameIndex<'a> {
+    fn with_capacity(steps: &'a [super::WorkflowStep]) -> Self {
+        Self {
+            steps,
+            table: hashbrown::HashTable::with_capacity(steps.len()),
+        }
+    }
+
+    fn hash(name: &str) -> u64 {
+        use std::hash::BuildHasher as _;
+        rustc_hash::FxBuildHasher.hash_one(name)
+    }
+
+    fn name(&self, i: u32) -> &str {
+        &self.steps[i as usize].name
+    }
+
+    /// The index of the step named `name`.
+    fn get(&self, name: &str) -> Option<u32> {
+        self.table
+            .find(Self::hash(name), |&i| self.name(i) == name)
+            .copied()
+    }
+
+    /// Adds step `i` under its name; if the name is taken, returns the step that has it.
+    fn insert(&mut self, i: u32) -> Result<(), u32> {
+        let steps = self.steps;
+        let name = steps[i as usize].name.as_str();
+        match self.table.entry(
+            Self::hash(name),
+            |&j| steps[j as usize].name == name,
+            |&j| Self::hash(&steps[j as usize].name),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(e) => Err(*e.get()),
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                e.insert(i);
+                Ok(())
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+}
+
 struct RefCheck<'a, 'b> {
     wf: &'a Workflow,
-    index: &'a HashMap<&'a str, u32>,
+    index: &'a NameIndex<'a>,
     step: usize,
     map: &'a SourceMap,
     diags: &'b mut Diagnostics,
@@ -470,8 +520,8 @@ impl RefCheck<'_, '_> {
                     self.push(K::Reference, path, format!("`${{{r}}}` refers to the step's own result; a step can only use results of other steps"));
                     return;
                 }
-                match self.index.get(step.as_str()) {
-                    Some(&j) => self.deps.push(j),
+                match self.index.get(step) {
+                    Some(j) => self.deps.push(j),
                     None => self.push(
                         K::Reference,
                         path,
