@@ -1372,8 +1372,8 @@ impl Job {
         }
     }
 
-    async fn attempt(&self) -> Result<Value, ActionError> {
-        let fut = CatchPanic(self.action.run(self.params.clone(), &self.ctx));
+    async fn attempt(&self, params: Value) -> Result<Value, ActionError> {
+        let fut = CatchPanic(self.action.run(params, &self.ctx));
         let Some(limit) = self.timeout else {
             return fut.await;
         };
@@ -1417,7 +1417,13 @@ impl Job {
                 name: self.ctx.step.clone(),
                 attempt,
             });
-            let r = self.attempt().await;
+            // The last attempt allowed takes the parameters; earlier ones get a copy.
+            let params = if attempt > self.max_retries {
+                std::mem::take(&mut self.params)
+            } else {
+                self.params.clone()
+            };
+            let r = self.attempt(params).await;
             let took = t0.elapsed();
             let elapsed = took.as_secs_f64();
             // One wall-clock read per attempt: the end is the start plus the monotonic time taken.
