@@ -567,8 +567,8 @@ mod json {
     }
 
     /// Parses, handing each element of the top-level `steps` list to `sink`
-    /// as soon as it is complete; the list keeps a `Null` placeholder (with
-    /// the element's position) instead. Decoding a step while it is still in
+    /// as soon as it is complete; the list itself stays empty (the sink
+    /// counts the elements). Decoding a step while it is still in
     /// the cache, and never holding the whole tree, is what makes a
     /// million-step definition cheap.
     pub(crate) fn parse_streaming<'a>(
@@ -668,18 +668,10 @@ mod json {
                         return Ok(node);
                     }
                     Some(Frame::Arr { items, .. }) => {
-                        let streamed = match sink.as_mut() {
-                            Some(sink) if in_steps => {
-                                let placeholder = Node {
-                                    pos: node.pos,
-                                    value: NodeValue::Null,
-                                };
-                                sink(node);
-                                placeholder
-                            }
-                            _ => node,
-                        };
-                        items.push(streamed);
+                        match sink.as_mut() {
+                            Some(sink) if in_steps => sink(node),
+                            _ => items.push(node),
+                        }
                         p.ws();
                         match p.peek() {
                             Some(b',') => {

@@ -266,3 +266,38 @@ fn validation_errors_convert_to_the_seed_error_response() {
     assert_eq!(resp.error_code, ErrorCode::ValidationFailed);
     assert!(resp.error.contains("at least one step"), "{}", resp.error);
 }
+
+#[test]
+fn json_steps_are_counted_while_they_stream() {
+    // JSON steps are decoded while they are parsed and the parsed list stays
+    // empty: the count behind the limit and the empty-list check is the sink's.
+    let json = r#"{"name": "w", "steps": [
+        {"name": "a", "module": "core", "action": "noop"},
+        {"name": "b", "module": "core", "action": "noop"},
+        {"name": "c", "module": "core", "action": "noop"}]}"#;
+    let limits = Limits {
+        max_steps: 2,
+        ..Limits::default()
+    };
+    let err = parse_definition(json, Format::Json, &limits).expect_err("over the limit");
+    let text: Vec<String> = err.lines().collect();
+    assert!(
+        text.iter()
+            .any(|l| l.contains("3 steps exceed the limit of 2 (limit max_steps)")),
+        "{text:#?}"
+    );
+    let (wf, _) = parse_definition(json, Format::Json, &Limits::default()).expect("valid");
+    assert_eq!(wf.steps.len(), 3);
+    assert_eq!(wf.steps[2].name, "c");
+    let err = parse_definition(
+        r#"{"name": "w", "steps": []}"#,
+        Format::Json,
+        &Limits::default(),
+    )
+    .expect_err("no steps");
+    assert!(
+        err.lines()
+            .any(|l| l.contains("a workflow needs at least one step")),
+        "{err}"
+    );
+}

@@ -134,9 +134,11 @@ pub(crate) fn decode_partial(
     let mut d = Decoder::new(limits, diags);
     // JSON steps are decoded while they are parsed (see `parse_with_step_sink`).
     let mut streamed: Vec<WorkflowStep> = Vec::new();
+    let mut total = 0usize;
     let parsed = {
         let steps_path = Path::Field(&Path::Root, "steps");
         let mut sink = |node: Node<'_>| {
+            total += 1;
             if streamed.len() < limits.max_steps {
                 let i = streamed.len();
                 let step = d.step(node, &Path::Index(&steps_path, i), i as u32);
@@ -158,7 +160,7 @@ pub(crate) fn decode_partial(
         }
     };
     if format == Format::Json {
-        d.streamed = Some(streamed);
+        d.streamed = Some((streamed, total));
     }
     let wf = d.workflow(root);
     (wf.map(|wf| (wf, d.map)), d.diags)
@@ -235,8 +237,9 @@ struct Decoder<'l> {
     limits: &'l Limits,
     diags: Diagnostics,
     map: SourceMap,
-    /// Steps already decoded while parsing (JSON), in order.
-    streamed: Option<Vec<WorkflowStep>>,
+    /// Steps already decoded while parsing (JSON), in order, and how many
+    /// the list held (decoding stops at the limit; the parsed list is empty).
+    streamed: Option<(Vec<WorkflowStep>, usize)>,
     /// Per step, which defaultable fields it sets itself (`SET_*` bits).
     explicit: Vec<u8>,
 }
@@ -977,7 +980,8 @@ impl<'l> Decoder<'l> {
             );
             return Vec::new();
         };
-        if items.is_empty() {
+        let count = self.streamed.as_ref().map_or(items.len(), |(_, n)| *n);
+        if count == 0 {
             self.err(
                 K::MissingField,
                 path,
@@ -986,17 +990,16 @@ impl<'l> Decoder<'l> {
             );
             return Vec::new();
         }
-        if items.len() > self.limits.max_steps {
+        if count > self.limits.max_steps {
             let msg = format!(
                 "{} steps exceed the limit of {} (limit max_steps)",
-                items.len(),
-                self.limits.max_steps
+                count, self.limits.max_steps
             );
             self.err(K::Limit, path, pos, msg);
             return Vec::new();
         }
-        if let Some(streamed) = self.streamed.take() {
-            // The steps were decoded while parsing; `items` holds placeholders.
+        if let Some((streamed, _)) = self.streamed.take() {
+            // The steps were decoded while parsing; `items` is empty.
             return streamed;
         }
         let n = items.len();
