@@ -47,6 +47,7 @@ pub mod error;
 pub mod graph;
 pub mod ids;
 pub mod limits;
+pub mod map;
 pub mod node;
 pub mod project;
 pub mod reference;
@@ -68,13 +69,14 @@ pub use enums::{
 pub use error::{EntityKind, ErrorCode, ErrorResponse, OrchestrationError, Result};
 pub use ids::{AllocationId, EventId, ProjectId, RunId, SessionId, TaskId};
 pub use limits::Limits;
+pub use map::CompactMap;
 pub use node::{Format, Pos};
 pub use project::{Project, Resource};
 pub use resources::ResourceRequest;
 pub use store::{
     Claim, Finished, NewRun, NewTask, Record, RecordKind, Store, StoreCapabilities, TaskOutcome,
 };
-pub use task::{Metadata, Task, TaskResult};
+pub use task::{Task, TaskResult};
 
 /// Parses, decodes and validates a definition in one call.
 ///

@@ -4,6 +4,7 @@ use crate::definition::RetryPolicy;
 use crate::duration::serde_secs;
 use crate::enums::{TaskPriority, TaskStatus};
 use crate::ids::TaskId;
+use crate::map::CompactMap;
 use crate::resources::ResourceRequest;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -144,59 +145,7 @@ pub struct TaskResult {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub cached: bool,
     /// Additional facts (attempts, exit signal, ...).
-    pub metadata: Metadata,
-}
-
-/// A result's `metadata` object. It reads and writes as a
-/// `Map<String, Value>` (through `Deref`/`DerefMut`) and serializes as one,
-/// but an empty one is a null pointer: most results carry none, and a result
-/// stays 64 bytes smaller than with the map inline.
-#[derive(Debug, Clone, Default)]
-pub struct Metadata(Option<Box<Map<String, Value>>>);
-
-impl Metadata {
-    /// The entries as an owned map.
-    pub fn into_map(self) -> Map<String, Value> {
-        self.0.map(|b| *b).unwrap_or_default()
-    }
-}
-
-impl From<Map<String, Value>> for Metadata {
-    fn from(m: Map<String, Value>) -> Self {
-        Self((!m.is_empty()).then(|| Box::new(m)))
-    }
-}
-
-impl std::ops::Deref for Metadata {
-    type Target = Map<String, Value>;
-    fn deref(&self) -> &Map<String, Value> {
-        static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
-        self.0.as_deref().unwrap_or(&EMPTY)
-    }
-}
-
-impl std::ops::DerefMut for Metadata {
-    fn deref_mut(&mut self) -> &mut Map<String, Value> {
-        self.0.get_or_insert_with(Box::default)
-    }
-}
-
-impl PartialEq for Metadata {
-    fn eq(&self, other: &Self) -> bool {
-        **self == **other
-    }
-}
-
-impl Serialize for Metadata {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        (**self).serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for Metadata {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Map::deserialize(d).map(Self::from)
-    }
+    pub metadata: CompactMap,
 }
 
 impl TaskResult {
@@ -263,6 +212,6 @@ mod tests {
         assert_eq!(back, ok);
         assert_eq!(back.metadata.clone().into_map().len(), 1);
         // An empty map given in equals the default.
-        assert_eq!(Metadata::from(Map::new()), Metadata::default());
+        assert_eq!(CompactMap::from(Map::new()), CompactMap::default());
     }
 }

@@ -1069,7 +1069,7 @@ impl<'l> Decoder<'l> {
         if let Some((_, n)) = f.take("parameters") {
             let p = Path::Field(path, "parameters");
             if !matches!(n.value, NodeValue::Null) {
-                s.parameters = self.object(n, &p, Some(index)).unwrap_or_default();
+                s.parameters = self.object(n, &p, Some(index)).unwrap_or_default().into();
             }
         }
         if let Some((_, n)) = f.take("dependencies") {

@@ -115,8 +115,10 @@ pub struct WorkflowStep {
     /// What the step does.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub description: String,
-    /// The action's parameters, a JSON object; strings may hold `${...}` references.
-    pub parameters: Map<String, Value>,
+    /// The action's parameters, a JSON object; strings may hold `${...}`
+    /// references. A [`CompactMap`](crate::CompactMap): reads and writes as a
+    /// `Map`, one pointer while empty.
+    pub parameters: crate::map::CompactMap,
     /// Names of the steps this one waits for (references to a step's result add
     /// implicit dependencies on top of these).
     pub dependencies: Vec<CompactString>,
@@ -298,7 +300,7 @@ impl WorkflowStep {
             module: module.into(),
             action: action.into(),
             description: String::new(),
-            parameters: Map::new(),
+            parameters: crate::map::CompactMap::default(),
             dependencies: Vec::new(),
             conditions: Conditions::default(),
             timeout: None,
