@@ -122,6 +122,7 @@ const TRANSITIONS: [[bool; 7]; 7] = {
 };
 
 impl TaskStatus {
+    #[inline]
     fn index(self) -> usize {
         match self {
             TaskStatus::Pending => 0,
@@ -136,6 +137,7 @@ impl TaskStatus {
 
     /// Whether a task in state `self` may move to `next`. This table is the
     /// only definition of the task life cycle; every crate uses it.
+    #[inline]
     pub fn can_transition_to(self, next: TaskStatus) -> bool {
         TRANSITIONS[self.index()][next.index()]
     }

@@ -436,8 +436,10 @@ impl State<'_> {
     fn set_status(&mut self, i: u32, next: TaskStatus) {
         let cur = &mut self.status[i as usize];
         // The table decides; a forbidden move would be a scheduler bug, and
-        // keeping the old state is the safe reaction.
-        if cur.transition(next).is_ok() {
+        // keeping the old state is the safe reaction. (The check, not
+        // `transition`: no error value is built and dropped per move.)
+        if cur.can_transition_to(next) {
+            *cur = next;
             self.reports[i as usize].status = next;
         }
     }
