@@ -933,3 +933,38 @@ fn a_run_timeout_stops_even_a_long_stretch_of_instant_steps() {
         .count();
     assert!(cancelled > 0, "steps after the deadline never started");
 }
+
+#[test]
+fn every_step_of_a_missing_action_is_named_in_step_order() {
+    let wf = yaml(
+        "name: mixed\nsteps:\n  - {name: a, module: core, action: noop}\n  - {name: b, module: ghost, action: x}\n  - {name: c, module: core, action: noop}\n  - {name: d, module: ghost, action: x}\n  - {name: e, module: core, action: set, parameters: {value: 1}}\n  - {name: f, module: other, action: y}\n",
+    );
+    let err = rt()
+        .block_on(run_workflow(
+            &wf,
+            &ActionRegistry::with_builtins(),
+            RunOptions::default(),
+            None,
+        ))
+        .expect_err("unknown modules");
+    let orch_model::OrchestrationError::Validation(d) = err else {
+        panic!("{err}");
+    };
+    assert_eq!(d.len(), 3, "{d}");
+    let text: String = d.lines().collect::<Vec<_>>().join("\n");
+    let named: Vec<&str> = ["steps[1]", "steps[3]", "steps[5]"]
+        .into_iter()
+        .filter(|p| text.contains(p))
+        .collect();
+    assert_eq!(named.len(), 3, "{text}");
+    assert!(
+        !text.contains("steps[0]") && !text.contains("steps[4]"),
+        "{text}"
+    );
+    let (b, d, f) = (
+        text.find("step `b`").expect("b"),
+        text.find("step `d`").expect("d"),
+        text.find("step `f`").expect("f"),
+    );
+    assert!(b < d && d < f, "in step order: {text}");
+}
