@@ -396,6 +396,8 @@ fn bad_names_fail_and_change_nothing() {
         "a\0b",
         ".hidden",
         "a b",
+        // `<projects_dir>/archives` holds the archives of every project.
+        "archives",
     ] {
         let e = pm
             .create_project(name, Some("ai_analysis"), None, CreateOptions::default())

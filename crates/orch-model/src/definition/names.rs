@@ -41,6 +41,11 @@ impl NameKind {
 /// Step names that would be ambiguous in `${...}` references.
 pub const RESERVED_STEP_NAMES: &[&str] = &["params", "run", "project", "env"];
 
+/// The project name that is taken: projects live in `<projects_dir>/<name>`
+/// and archives in `<projects_dir>/archives` (compared ignoring ASCII case,
+/// for case-insensitive file systems).
+pub const RESERVED_PROJECT_NAME: &str = "archives";
+
 /// Checks a name against the rules of its kind and the length limit.
 ///
 /// # Errors
@@ -108,6 +113,11 @@ pub fn check_name(kind: NameKind, name: &str, limits: &Limits) -> Result<(), Str
         NameKind::Parameter if name.starts_with(|c: char| c.is_ascii_digit() || c == '-') => {
             return bad("starts with a digit or `-`".to_owned());
         }
+        NameKind::Project if name.eq_ignore_ascii_case(RESERVED_PROJECT_NAME) => {
+            return Err(format!(
+                "project name `{name}` is reserved (the projects directory's `{RESERVED_PROJECT_NAME}/` holds project archives); choose another name"
+            ));
+        }
         NameKind::Step if RESERVED_STEP_NAMES.contains(&name) => {
             return Err(format!(
                 "step name `{name}` is reserved (it is a root of `${{...}}` references: {}); choose another name",
@@ -148,6 +158,9 @@ mod tests {
         let l = Limits::default();
         assert!(check_name(NameKind::Step, "analyze_code-2", &l).is_ok());
         assert!(check_name(NameKind::Workflow, "ai-analysis.v2", &l).is_ok());
+        // Only projects share a directory with the archives.
+        assert!(check_name(NameKind::Workflow, "archives", &l).is_ok());
+        assert!(check_name(NameKind::Project, "archives2", &l).is_ok());
         for (kind, name, needle) in [
             (NameKind::Step, "", "empty"),
             (NameKind::Step, "a/b", "path separator"),
@@ -159,6 +172,8 @@ mod tests {
             (NameKind::Step, "params", "reserved"),
             (NameKind::Parameter, "1x", "starts with a digit"),
             (NameKind::Project, "a b", "contains ' '"),
+            (NameKind::Project, "archives", "reserved"),
+            (NameKind::Project, "Archives", "holds project archives"),
         ] {
             let err = check_name(kind, name, &l).expect_err(name);
             assert!(err.contains(needle), "{name:?}: {err}");
