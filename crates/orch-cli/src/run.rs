@@ -249,13 +249,16 @@ fn project_workflow(
         .build()
         .map_err(|e| format!("orch: {e}"))?;
     let Some(wf) = wm.get_valid(name) else {
+        // Every workflow the project's directory holds, not only those its
+        // `project.json` lists: `orch run` finds them all.
+        let names = wm.list_workflows();
         let mut msg = format!(
             "orch: project `{}` has no workflow `{name}`; its workflows: {}",
             project.name,
-            if project.workflows.is_empty() {
+            if names.is_empty() {
                 "none".to_owned()
             } else {
-                project.workflows.join(", ")
+                names.join(", ")
             }
         );
         for p in wm.load_problems() {

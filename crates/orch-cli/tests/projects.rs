@@ -222,3 +222,31 @@ fn bad_project_input_exits_2_and_changes_nothing() {
     assert!(err.contains("--data is not JSON"), "{err}");
     assert_eq!(tree(d), before);
 }
+
+#[test]
+fn run_by_name_in_a_project_lists_every_workflow_it_can_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let (code, out, err) = run(d, &["project", "new", "demo", "--template", "ai_analysis"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let root = d.join(".orch/projects/demo");
+    // A workflow added by hand: project.json does not list it, `orch run` runs it.
+    std::fs::write(
+        root.join(".orch/workflows/extra.yaml"),
+        "name: extra\nsteps:\n  - { name: hi, module: fs, action: write, parameters: { path: extra.txt, content: hi } }\n",
+    )
+    .expect("write");
+    let (code, out, err) = run(d, &["project", "run", "demo", "extra"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(root.join("extra.txt").is_file());
+    let (code, _, err) = run(d, &["project", "run", "demo", "nosuch"]);
+    assert_eq!(code, 2, "{err}");
+    let listed = err
+        .lines()
+        .find(|l| l.contains("has no workflow `nosuch`"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        listed.contains("ai-analysis") && listed.contains("extra"),
+        "the hand-added workflow is listed too: {listed}"
+    );
+}
