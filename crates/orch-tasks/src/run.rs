@@ -150,8 +150,13 @@ pub fn prepare(
     merge_params(wf, overrides)
 }
 
-/// The distinct actions of a run, and the index of each step's action in it.
-type ActionTable = (Vec<Arc<dyn Action>>, Vec<u32>);
+/// The distinct actions of a run: each one's implementation and action
+/// name, and for every step the index of its action.
+struct ActionTable {
+    impls: Vec<Arc<dyn Action>>,
+    names: Vec<CompactString>,
+    of: Vec<u32>,
+}
 
 /// The distinct actions the workflow's steps run, and for every step the
 /// index of its action in that table. Each distinct `module.action` is looked
@@ -163,6 +168,7 @@ fn lookup_actions(
     let w = wf.workflow();
     let mut d = Diagnostics::new(None);
     let mut impls: Vec<Arc<dyn Action>> = Vec::new();
+    let mut names: Vec<CompactString> = Vec::new();
     let mut of: Vec<u32> = Vec::with_capacity(w.steps.len());
     let mut seen: rustc_hash::FxHashMap<(&str, &str), u32> = rustc_hash::FxHashMap::default();
     // Steps of one action often come in runs: the last lookup is kept aside.
@@ -184,6 +190,7 @@ fn lookup_actions(
             Some(imp) => {
                 let k = u32::try_from(impls.len()).unwrap_or(u32::MAX);
                 impls.push(imp.clone());
+                names.push(s.action.clone());
                 seen.insert(key, k);
                 of.push(k);
                 last = Some((key.0, key.1, k));
@@ -206,7 +213,7 @@ fn lookup_actions(
         }
     }
     if d.is_empty() {
-        Ok((impls, of))
+        Ok(ActionTable { impls, names, of })
     } else {
         Err(OrchestrationError::Validation(d))
     }
@@ -317,6 +324,52 @@ async fn flush(
     }
 }
 
+/// What the scheduler reads of a step each time it releases or starts it,
+/// packed into 3 bytes: a plain step's definition (248 bytes, in a million-
+/// step run far out of the cache) is then not touched during the run.
+#[derive(Debug, Clone, Copy)]
+struct Hot {
+    priority: TaskPriority,
+    run_if: RunIf,
+    flags: u8,
+}
+
+impl Hot {
+    /// The step has a `when` condition.
+    const WHEN: u8 = 1;
+    /// The step has parameters (to resolve on release).
+    const PARAMS: u8 = 2;
+    /// `cache: true`.
+    const CACHE: u8 = 4;
+    /// No timeout and no retries: the default attempt policy.
+    const PLAIN: u8 = 8;
+
+    fn of(s: &orch_model::WorkflowStep) -> Self {
+        let mut flags = 0;
+        if s.conditions.when.is_some() {
+            flags |= Self::WHEN;
+        }
+        if !s.parameters.is_empty() {
+            flags |= Self::PARAMS;
+        }
+        if s.cache {
+            flags |= Self::CACHE;
+        }
+        if s.timeout.is_none() && s.max_retries == 0 {
+            flags |= Self::PLAIN;
+        }
+        Self {
+            priority: s.priority,
+            run_if: s.conditions.run_if,
+            flags,
+        }
+    }
+
+    fn is(self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+}
+
 /// Ready steps: one FIFO per priority, highest priority first. Push and pop
 /// are O(1), and the order is exactly "by priority, then by release order".
 #[derive(Default)]
@@ -338,9 +391,9 @@ impl ReadyQueue {
     }
 
     /// Returns steps taken by `pop` (in the order popped) to the front of their queues.
-    fn put_back(&mut self, popped: &[u32], steps: &[orch_model::WorkflowStep]) {
+    fn put_back(&mut self, popped: &[u32], hot: &[Hot]) {
         for &i in popped.iter().rev() {
-            self.queues[Self::slot(steps[i as usize].priority)].push_front(i);
+            self.queues[Self::slot(hot[i as usize].priority)].push_front(i);
         }
     }
 
@@ -357,8 +410,9 @@ struct State<'w> {
     /// Step names to indices, built on the first reference that needs it.
     index: std::cell::OnceCell<rustc_hash::FxHashMap<&'w str, u32>>,
     /// The distinct actions of the run, and which one each step runs.
-    impls: Vec<Arc<dyn Action>>,
-    impl_of: Vec<u32>,
+    actions: ActionTable,
+    /// What releasing and starting a step read of its definition, packed.
+    hot: Vec<Hot>,
     work_dir: Arc<std::path::Path>,
     status: Vec<TaskStatus>,
     reports: Vec<StepReport>,
@@ -620,7 +674,7 @@ impl State<'_> {
     /// Decides whether step `j` runs; returns true when it ended at once
     /// (skipped, or failed to resolve) so its dependents must be released too.
     fn release(&mut self, j: u32, now: DateTime<Utc>) -> bool {
-        let step = &self.wf.workflow().steps[j as usize];
+        let hot = self.hot[j as usize];
         let deps = self.wf.graph().deps(j);
         let all_ok = deps
             .iter()
@@ -630,7 +684,7 @@ impl State<'_> {
             .filter(|&&d| self.status[d as usize] == TaskStatus::Failed)
             .map(|&d| self.wf.workflow().steps[d as usize].name.as_str())
             .collect();
-        let skip = match step.conditions.run_if {
+        let skip = match hot.run_if {
             RunIf::Success if !all_ok => {
                 let not_ok: Vec<&str> = deps
                     .iter()
@@ -650,7 +704,14 @@ impl State<'_> {
         if let Some(reason) = skip {
             return self.skip(j, reason, now);
         }
-        if let Some(when) = &step.conditions.when {
+        let step = &self.wf.workflow().steps[j as usize];
+        // The flag first: a step without one is not read at all.
+        let when = if hot.is(Hot::WHEN) {
+            step.conditions.when.as_deref()
+        } else {
+            None
+        };
+        if let Some(when) = when {
             match evaluate(when, self) {
                 Ok(true) => {}
                 Ok(false) => {
@@ -660,13 +721,18 @@ impl State<'_> {
                 Err(e) => return self.fail_at_release(j, e, now),
             }
         }
-        match resolve_map(&step.parameters, self) {
+        let resolved = if hot.is(Hot::PARAMS) {
+            resolve_map(&step.parameters, self)
+        } else {
+            Ok(Map::new())
+        };
+        match resolved {
             Ok(params) => {
                 self.resolved[j as usize] =
                     (!params.is_empty()).then(|| Box::new(Value::Object(params)));
                 self.set_status(j, TaskStatus::Ready);
                 self.reports[j as usize].ready_at = Some(now);
-                self.ready.push(step.priority, j);
+                self.ready.push(hot.priority, j);
                 self.emit(|| Event::TaskReady {
                     task: j,
                     name: self.name(j),
@@ -795,38 +861,42 @@ pub async fn run_workflow(
             }
         }
     }
-    let (impls, impl_of) = lookup_actions(wf, registry)?;
+    let actions = lookup_actions(wf, registry)?;
     let params = merge_params(wf, &opts.params)?;
     let w = wf.workflow();
     let n = w.steps.len();
     let created = Utc::now();
     let start = Instant::now();
     let dependents = wf.graph().dependents();
+    // One pass over the definition: the reports, and what the scheduler
+    // reads of each step (so that the run itself leaves the definition alone).
+    let mut reports = Vec::with_capacity(n);
+    let mut hot = Vec::with_capacity(n);
+    for s in &w.steps {
+        reports.push(StepReport {
+            name: s.name.clone(),
+            status: TaskStatus::Pending,
+            attempts: 0,
+            created_at: created,
+            ready_at: None,
+            started_at: None,
+            finished_at: None,
+            result: None,
+            note: None,
+        });
+        hot.push(Hot::of(s));
+    }
     let mut st = State {
         wf,
         run_id: opts.run_id,
         project_path: opts.project_path.clone(),
         params,
         index: std::cell::OnceCell::new(),
-        impls,
-        impl_of,
+        actions,
+        hot,
         work_dir: Arc::from(opts.work_dir.as_path()),
         status: vec![TaskStatus::Pending; n],
-        reports: w
-            .steps
-            .iter()
-            .map(|s| StepReport {
-                name: s.name.clone(),
-                status: TaskStatus::Pending,
-                attempts: 0,
-                created_at: created,
-                ready_at: None,
-                started_at: None,
-                finished_at: None,
-                result: None,
-                note: None,
-            })
-            .collect(),
+        reports,
         remaining: (0..n as u32)
             .map(|i| wf.graph().deps(i).len() as u32)
             .collect(),
@@ -901,7 +971,7 @@ pub async fn run_workflow(
             if let Some(cache) = opts
                 .cache
                 .as_deref()
-                .filter(|_| wf.workflow().steps[i as usize].cache)
+                .filter(|_| st.hot[i as usize].is(Hot::CACHE))
             {
                 if st.serve_from_cache(i, cache) {
                     let now = st.reports[i as usize].finished_at.unwrap_or(created);
@@ -938,7 +1008,7 @@ pub async fn run_workflow(
             }
         }
         let all_blocked = !blocked.is_empty();
-        st.ready.put_back(&blocked, &wf.workflow().steps);
+        st.ready.put_back(&blocked, &st.hot);
         if !picked.is_empty() {
             // Record the batch as started (committed), then run it.
             let batch = std::mem::take(&mut picked);
@@ -1279,24 +1349,31 @@ fn start_step(
     opts: &RunOptions,
     set: &mut JoinSet<Outcome>,
 ) -> Option<Outcome> {
-    let step = &st.wf.workflow().steps[i as usize];
     let params = st.resolved[i as usize]
         .take()
         .map_or_else(|| Value::Object(Map::new()), |b| *b);
     st.set_status(i, TaskStatus::Running);
-    let action = st.impls[st.impl_of[i as usize] as usize].clone();
+    let k = st.actions.of[i as usize] as usize;
+    let action = st.actions.impls[k].clone();
     let name = st.name(i);
+    // A plain step (no timeout, no retries) needs nothing more of its definition.
+    let (timeout, max_retries, retry) = if st.hot[i as usize].is(Hot::PLAIN) {
+        (None, 0, RetryPolicy::default())
+    } else {
+        let step = &st.wf.workflow().steps[i as usize];
+        (step.timeout, step.max_retries, step.retry.clone())
+    };
     let job = Job {
         task: i,
         action,
         params,
-        timeout: step.timeout,
-        max_retries: step.max_retries,
-        retry: step.retry.clone(),
+        timeout,
+        max_retries,
+        retry,
         ctx: ActionContext {
             run_id: opts.run_id,
             step: name,
-            action: step.action.clone(),
+            action: st.actions.names[k].clone(),
             attempt: 1,
             work_dir: st.work_dir.clone(),
             cancel: opts.cancel.clone(),
