@@ -166,6 +166,34 @@ pub fn rss_kib() -> Option<(u64, u64)> {
     Some((field("VmHWM:")?, field("VmRSS:")?))
 }
 
+/// Runs this executable again with `args` (a `--peak` mode that prints one
+/// number) and returns that number: peak memory is measured in a fresh
+/// process, since this one reuses memory earlier rows freed, which hides a
+/// job's footprint. NaN when the child fails.
+pub fn number_from_child(args: &[&str]) -> f64 {
+    let Ok(exe) = std::env::current_exe() else {
+        return f64::NAN;
+    };
+    std::process::Command::new(exe)
+        .args(args)
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+impl Workload {
+    /// The workload a report label names (`W1`, `W2`; anything else is W3).
+    pub fn from_label(label: &str) -> Self {
+        match label {
+            "W1" => Workload::Wide,
+            "W2" => Workload::Chain,
+            _ => Workload::Layered,
+        }
+    }
+}
+
 /// Resets the resident set's high-water mark (Linux: `echo 5 > /proc/self/clear_refs`).
 pub fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()

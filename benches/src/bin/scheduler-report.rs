@@ -14,27 +14,14 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Runs `scheduler-report --peak W N` and returns its bytes per task.
 fn peak_in_child(w: Workload, n: usize) -> f64 {
-    let Ok(exe) = std::env::current_exe() else {
-        return f64::NAN;
-    };
-    std::process::Command::new(exe)
-        .args(["--peak", w.label(), &n.to_string()])
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(f64::NAN)
+    orch_benches::number_from_child(&["--peak", w.label(), &n.to_string()])
 }
 
 /// `--peak W N`: reads and validates the workload's JSON definition, runs it,
 /// and prints the rise of the resident high-water mark over the whole job,
 /// per task (the text is generated before the measurement starts).
 fn peak_mode(label: &str, n: usize) {
-    let w = match label {
-        "W1" => Workload::Wide,
-        "W2" => Workload::Chain,
-        _ => Workload::Layered,
-    };
+    let w = Workload::from_label(label);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
