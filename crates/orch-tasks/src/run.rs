@@ -721,26 +721,24 @@ impl State<'_> {
                 Err(e) => return self.fail_at_release(j, e, now),
             }
         }
+        // `None` stands for `{}`: a step without parameters builds no map.
         let resolved = if hot.is(Hot::PARAMS) {
-            resolve_map(&step.parameters, self)
-        } else {
-            Ok(Map::new())
-        };
-        match resolved {
-            Ok(params) => {
-                self.resolved[j as usize] =
-                    (!params.is_empty()).then(|| Box::new(Value::Object(params)));
-                self.set_status(j, TaskStatus::Ready);
-                self.reports[j as usize].ready_at = Some(now);
-                self.ready.push(hot.priority, j);
-                self.emit(|| Event::TaskReady {
-                    task: j,
-                    name: self.name(j),
-                });
-                false
+            match resolve_map(&step.parameters, self) {
+                Ok(params) => (!params.is_empty()).then(|| Box::new(Value::Object(params))),
+                Err(e) => return self.fail_at_release(j, e, now),
             }
-            Err(e) => self.fail_at_release(j, e, now),
-        }
+        } else {
+            None
+        };
+        self.resolved[j as usize] = resolved;
+        self.set_status(j, TaskStatus::Ready);
+        self.reports[j as usize].ready_at = Some(now);
+        self.ready.push(hot.priority, j);
+        self.emit(|| Event::TaskReady {
+            task: j,
+            name: self.name(j),
+        });
+        false
     }
 
     fn skip(&mut self, j: u32, reason: String, now: DateTime<Utc>) -> bool {
