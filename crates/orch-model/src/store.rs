@@ -327,6 +327,25 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Finishes tasks of a run and releases their dependents, atomically.
     async fn finish_tasks(&self, run: RunId, done: Vec<Finished>, now: DateTime<Utc>)
     -> Result<()>;
+    /// `finish_tasks`, then `append_events`: what a journaled run commits
+    /// after each turn. When the finish fails, no event is appended. A
+    /// backend that can do both in one transaction (one commit) should; this
+    /// default makes the two calls.
+    async fn finish_and_append(
+        &self,
+        run: RunId,
+        done: Vec<Finished>,
+        events: Vec<StoredEvent>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        if !done.is_empty() {
+            self.finish_tasks(run, done, now).await?;
+        }
+        if !events.is_empty() {
+            self.append_events(run, events).await?;
+        }
+        Ok(())
+    }
     /// Makes a run's running tasks ready again; returns how many.
     async fn requeue_running(&self, run: RunId) -> Result<usize>;
     /// Sets a run's final status and end time.

@@ -71,8 +71,74 @@ pub async fn conformance<S: Store, F: Fn() -> S>(make: F) {
     events_are_numbered_in_order(&make()).await;
     cache_entries(&make()).await;
     local_scheduling(&make()).await;
+    finishing_with_events(&make()).await;
     resuming_and_cancelling(&make()).await;
     records(&make()).await;
+}
+
+/// `finish_and_append`: the finish and its events land together, and a
+/// finish that is refused appends nothing.
+pub async fn finishing_with_events(store: &dyn Store) {
+    use crate::store::StoredEvent;
+    let id = RunId::new();
+    store.create_run(diamond(id), t0()).await.expect("create");
+    store
+        .start_tasks(id, &[0], "local", LEASE, at(1))
+        .await
+        .expect("start a");
+    let ev = |kind: &str| StoredEvent {
+        seq: 0,
+        at: at(2),
+        kind: kind.into(),
+        task: Some(0),
+        data: json!({}),
+    };
+    let stale = vec![Finished {
+        index: 0,
+        attempt: 2,
+        retries: 0,
+        outcome: ok(json!(1)),
+    }];
+    assert!(
+        store
+            .finish_and_append(id, stale, vec![ev("stale")], at(2))
+            .await
+            .is_err(),
+        "a stale attempt is refused"
+    );
+    assert!(
+        store.events(id, 0).await.expect("events").is_empty(),
+        "a refused finish appends no event"
+    );
+    assert_eq!(statuses(store, id).await[0], TaskStatus::Running);
+    let good = vec![Finished {
+        index: 0,
+        attempt: 1,
+        retries: 0,
+        outcome: ok(json!("a")),
+    }];
+    store
+        .finish_and_append(id, good, vec![ev("done"), ev("more")], at(3))
+        .await
+        .expect("finish a");
+    let events = store.events(id, 0).await.expect("events");
+    let seen: Vec<(u64, &str)> = events.iter().map(|e| (e.seq, e.kind.as_str())).collect();
+    assert_eq!(seen, vec![(1, "done"), (2, "more")]);
+    assert_eq!(
+        statuses(store, id).await[..3],
+        [TaskStatus::Completed, TaskStatus::Ready, TaskStatus::Ready],
+        "a's dependents were released with the finish"
+    );
+    // Events alone, and nothing at all.
+    store
+        .finish_and_append(id, Vec::new(), vec![ev("alone")], at(4))
+        .await
+        .expect("events only");
+    store
+        .finish_and_append(id, Vec::new(), Vec::new(), at(4))
+        .await
+        .expect("nothing");
+    assert_eq!(store.events(id, 0).await.expect("events").len(), 3);
 }
 
 /// Records: put replaces by kind and key, kinds are separate, order is by last write.

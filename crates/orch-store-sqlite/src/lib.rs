@@ -802,6 +802,56 @@ fn release_dependents(conn: &Connection, run: &str, ord: i64, done: &[u32]) -> R
     Ok(())
 }
 
+/// Finishes tasks of a run and releases their dependents (`Store::finish_tasks`).
+fn finish_in(conn: &Connection, run: RunId, done: Vec<Finished>, now: DateTime<Utc>) -> Result<()> {
+    let key = run.to_string();
+    let ord = require_run(conn, &key)?;
+    let n = done.len() as u64;
+    let mut indices: Vec<u32> = done.iter().map(|f| f.index).collect();
+    indices.sort_unstable();
+    if indices.windows(2).any(|w| w[0] == w[1]) {
+        return Err(invalid("finish: a task appears twice in one batch".into()));
+    }
+    // One prepared single-row statement per task (a batched
+    // `UPDATE .. FROM json_each(..)` made SQLite re-parse the JSON
+    // once per row it scanned: quadratic in the batch).
+    for f in done {
+        finish_state(conn, ord, f.index, f.attempt, f.retries, f.outcome, now)?;
+    }
+    release_dependents(conn, &key, ord, &indices)?;
+    finish_run_if_done(conn, &key, ord, n, now)
+}
+
+/// Appends events to a run's log, numbering them (`Store::append_events`).
+fn append_in(conn: &Connection, run: RunId, events: Vec<StoredEvent>) -> Result<()> {
+    let key = run.to_string();
+    require_run(conn, &key)?;
+    let next: u64 = conn
+        .query_row(
+            "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run = ?1",
+            params![key],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(sql_err)? as u64;
+    let mut stmt = conn
+        .prepare_cached(
+            "INSERT INTO events (run, seq, at, kind, task, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .map_err(sql_err)?;
+    for (i, e) in events.into_iter().enumerate() {
+        stmt.execute(params![
+            key,
+            (next + i as u64) as i64,
+            micros(e.at),
+            e.kind,
+            e.task,
+            serde_json::to_string(&e.data).map_err(|x| store_err("event data", x))?
+        ])
+        .map_err(sql_err)?;
+    }
+    Ok(())
+}
+
 /// Finishes one task, checked, without touching its dependents; `retries`
 /// more attempts are added to its count (attempts made within this start).
 fn finish_state(
@@ -1310,23 +1360,25 @@ impl Store for SqliteStore {
         done: Vec<Finished>,
         now: DateTime<Utc>,
     ) -> Result<()> {
+        self.call(move |conn| finish_in(conn, run, done, now)).await
+    }
+
+    async fn finish_and_append(
+        &self,
+        run: RunId,
+        done: Vec<Finished>,
+        events: Vec<StoredEvent>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        // One request, one savepoint: both happen or neither, in one commit.
         self.call(move |conn| {
-            let key = run.to_string();
-            let ord = require_run(conn, &key)?;
-            let n = done.len() as u64;
-            let mut indices: Vec<u32> = done.iter().map(|f| f.index).collect();
-            indices.sort_unstable();
-            if indices.windows(2).any(|w| w[0] == w[1]) {
-                return Err(invalid("finish: a task appears twice in one batch".into()));
+            if !done.is_empty() {
+                finish_in(conn, run, done, now)?;
             }
-            // One prepared single-row statement per task (a batched
-            // `UPDATE .. FROM json_each(..)` made SQLite re-parse the JSON
-            // once per row it scanned: quadratic in the batch).
-            for f in done {
-                finish_state(conn, ord, f.index, f.attempt, f.retries, f.outcome, now)?;
+            if !events.is_empty() {
+                append_in(conn, run, events)?;
             }
-            release_dependents(conn, &key, ord, &indices)?;
-            finish_run_if_done(conn, &key, ord, n, now)
+            Ok(())
         })
         .await
     }
@@ -1437,33 +1489,8 @@ impl Store for SqliteStore {
     }
 
     async fn append_events(&self, run: RunId, events: Vec<StoredEvent>) -> Result<()> {
-        self.call(move |conn| {
-            let key = run.to_string();
-            require_run(conn, &key)?;
-            let next: u64 = conn
-                .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run = ?1", params![key], |r| {
-                    r.get::<_, i64>(0)
-                })
-                .map_err(sql_err)? as u64;
-            let mut stmt = conn
-                .prepare_cached("INSERT INTO events (run, seq, at, kind, task, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
-                .map_err(sql_err)?;
-            for (i, e) in events.into_iter().enumerate() {
-                stmt.execute(params![
-                    key,
-                    (next + i as u64) as i64,
-                    micros(e.at),
-                    e.kind,
-                    e.task,
-                    serde_json::to_string(&e.data).map_err(|x| store_err("event data", x))?
-                ])
-                .map_err(sql_err)?;
-            }
-            Ok(())
-        })
-        .await
+        self.call(move |conn| append_in(conn, run, events)).await
     }
-
     async fn events(&self, run: RunId, after: u64) -> Result<Vec<StoredEvent>> {
         self.call(move |conn| {
             let mut stmt = conn

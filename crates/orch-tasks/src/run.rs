@@ -312,12 +312,8 @@ async fn flush(
             });
         }
         let (store, run) = (j.store.clone(), j.run_id);
-        if !done.is_empty() {
-            store.finish_tasks(run, done, now).await?;
-        }
-        if !events.is_empty() {
-            store.append_events(run, events).await?;
-        }
+        // One request: a durable store commits the finish and its events together.
+        store.finish_and_append(run, done, events, now).await?;
         for (i, at, cancelled) in deferred {
             st.finish(i, dependents, cancelled, at);
         }
