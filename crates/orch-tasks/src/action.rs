@@ -123,6 +123,27 @@ impl std::error::Error for ActionError {}
 pub trait Action: Send + Sync + fmt::Debug {
     /// Runs the action.
     async fn run(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError>;
+
+    /// The same work as [`run`](Action::run), done at once, for an action
+    /// that never waits (`core.noop`, `core.set`, a pure computation);
+    /// `None`, the default, for one that may. The scheduler runs a step whose
+    /// action offers this and that has no timeout and no retries by calling
+    /// [`Immediate::run_now`] on the coordinator: no future, no task and no
+    /// clone of the run's handles. Its result, errors and panics are treated
+    /// exactly as those of `run`, which should do the same (simplest: call
+    /// `run_now` from `run`).
+    fn immediate(&self) -> Option<&dyn Immediate> {
+        None
+    }
+}
+
+/// An action that finishes without waiting (see [`Action::immediate`]).
+pub trait Immediate: Send + Sync {
+    /// Runs the action to the end and returns its result.
+    ///
+    /// # Errors
+    /// As [`Action::run`].
+    fn run_now(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError>;
 }
 
 /// Actions by `module.action`; users register their own.

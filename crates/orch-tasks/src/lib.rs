@@ -48,7 +48,7 @@ pub mod records;
 pub mod resolve;
 pub mod run;
 
-pub use action::{Action, ActionContext, ActionError, ActionRegistry};
+pub use action::{Action, ActionContext, ActionError, ActionRegistry, Immediate};
 pub use builtin::{Exec, External, Script, fs};
 pub use cache::{CacheKey, DirCache, MemoryCache, ResultCache};
 pub use event::Event;

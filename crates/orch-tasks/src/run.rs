@@ -155,6 +155,8 @@ pub fn prepare(
 struct ActionTable {
     impls: Vec<Arc<dyn Action>>,
     names: Vec<CompactString>,
+    /// Whether each action finishes without waiting (`Action::immediate`).
+    immediate: Vec<bool>,
     of: Vec<u32>,
 }
 
@@ -169,6 +171,7 @@ fn lookup_actions(
     let mut d = Diagnostics::new(None);
     let mut impls: Vec<Arc<dyn Action>> = Vec::new();
     let mut names: Vec<CompactString> = Vec::new();
+    let mut immediate: Vec<bool> = Vec::new();
     let mut of: Vec<u32> = Vec::with_capacity(w.steps.len());
     let mut seen: rustc_hash::FxHashMap<(&str, &str), u32> = rustc_hash::FxHashMap::default();
     // Steps of one action often come in runs: the last lookup is kept aside.
@@ -189,6 +192,7 @@ fn lookup_actions(
         match registry.get(&s.module, &s.action) {
             Some(imp) => {
                 let k = u32::try_from(impls.len()).unwrap_or(u32::MAX);
+                immediate.push(imp.immediate().is_some());
                 impls.push(imp.clone());
                 names.push(s.action.clone());
                 seen.insert(key, k);
@@ -213,7 +217,12 @@ fn lookup_actions(
         }
     }
     if d.is_empty() {
-        Ok(ActionTable { impls, names, of })
+        Ok(ActionTable {
+            impls,
+            names,
+            immediate,
+            of,
+        })
     } else {
         Err(OrchestrationError::Validation(d))
     }
@@ -409,6 +418,9 @@ struct State<'w> {
     actions: ActionTable,
     /// What releasing and starting a step read of its definition, packed.
     hot: Vec<Hot>,
+    /// The context immediate actions run with (`Action::immediate`): made
+    /// once per run, its step, action and attempt set for each step.
+    ctx: ActionContext,
     work_dir: Arc<std::path::Path>,
     status: Vec<TaskStatus>,
     reports: Vec<StepReport>,
@@ -888,6 +900,16 @@ pub async fn run_workflow(
         index: std::cell::OnceCell::new(),
         actions,
         hot,
+        ctx: ActionContext {
+            run_id: opts.run_id,
+            step: CompactString::default(),
+            action: CompactString::default(),
+            attempt: 1,
+            work_dir: Arc::from(opts.work_dir.as_path()),
+            cancel: opts.cancel.clone(),
+            kill_grace: opts.kill_grace,
+            output_limit: opts.output_limit,
+        },
         work_dir: Arc::from(opts.work_dir.as_path()),
         status: vec![TaskStatus::Pending; n],
         reports,
@@ -1348,6 +1370,9 @@ fn start_step(
         .map_or_else(|| Value::Object(Map::new()), |b| *b);
     st.set_status(i, TaskStatus::Running);
     let k = st.actions.of[i as usize] as usize;
+    if st.actions.immediate[k] && st.hot[i as usize].is(Hot::PLAIN) {
+        return Some(run_immediate(st, i, k, params));
+    }
     let action = st.actions.impls[k].clone();
     let name = st.name(i);
     // A plain step (no timeout, no retries) needs nothing more of its definition.
@@ -1389,6 +1414,82 @@ fn start_step(
     }
 }
 
+/// Runs step `i`'s single attempt with its immediate action (`Action::immediate`;
+/// a plain step: no timeout, no retries) on the coordinator, as `Job::run`
+/// would: the same events, times, result and panic handling.
+fn run_immediate(st: &mut State<'_>, i: u32, k: usize, params: Value) -> Outcome {
+    let name = st.name(i);
+    let ctx = &mut st.ctx;
+    ctx.step.clone_from(&name);
+    ctx.action.clone_from(&st.actions.names[k]);
+    ctx.attempt = 1;
+    if let Some(tx) = &st.events {
+        let _ = tx.send(Event::TaskStarted {
+            task: i,
+            name,
+            attempt: 1,
+        });
+    }
+    let t0 = Instant::now();
+    let started_at =
+        st.epoch.0 + chrono::Duration::from_std(t0.duration_since(st.epoch.1)).unwrap_or_default();
+    let r = match st.actions.impls[k].immediate() {
+        Some(a) => {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| a.run_now(params, &st.ctx)))
+                .unwrap_or_else(|payload| Err(panic_error(payload.as_ref())))
+        }
+        None => Err(ActionError::permanent(
+            "InternalError",
+            "the action stopped offering to run at once",
+        )),
+    };
+    let took = t0.elapsed();
+    let finished_at = started_at + chrono::Duration::from_std(took).unwrap_or_default();
+    let status = match &r {
+        Ok(_) => TaskStatus::Completed,
+        Err(_) if st.ctx.cancel.is_cancelled() => TaskStatus::Cancelled,
+        Err(_) => TaskStatus::Failed,
+    };
+    Outcome {
+        task: i,
+        status,
+        attempts: 1,
+        started_at: Some(started_at),
+        finished_at,
+        result: attempt_result(r, took.as_secs_f64()),
+    }
+}
+
+/// The result of an attempt that took `elapsed` seconds.
+fn attempt_result(r: Result<Value, ActionError>, elapsed: f64) -> TaskResult {
+    match r {
+        Ok(data) => TaskResult {
+            success: true,
+            data,
+            execution_time: elapsed,
+            ..TaskResult::default()
+        },
+        Err(e) => TaskResult {
+            success: false,
+            data: e.data.map_or(Value::Null, |d| *d),
+            error_message: Some(e.message),
+            error_type: Some(e.error_type),
+            execution_time: elapsed,
+            ..TaskResult::default()
+        },
+    }
+}
+
+/// A panic inside an action as a failed attempt (`ActionPanic`, not retried).
+fn panic_error(payload: &(dyn std::any::Any + Send)) -> ActionError {
+    let msg = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned());
+    ActionError::permanent("ActionPanic", format!("the action panicked: {msg}"))
+}
+
 /// Turns a panic inside an action into a failed attempt (`ActionPanic`, not
 /// retried), so that one broken action cannot take the run down with it.
 struct CatchPanic<F>(F);
@@ -1405,17 +1506,7 @@ impl<F: Future<Output = Result<Value, ActionError>> + Unpin> Future for CatchPan
             std::pin::Pin::new(inner).poll(cx)
         })) {
             Ok(p) => p,
-            Err(payload) => {
-                let msg = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".to_owned());
-                std::task::Poll::Ready(Err(ActionError::permanent(
-                    "ActionPanic",
-                    format!("the action panicked: {msg}"),
-                )))
-            }
+            Err(payload) => std::task::Poll::Ready(Err(panic_error(payload.as_ref()))),
         }
     }
 }
@@ -1509,12 +1600,7 @@ impl Job {
                         attempts: attempt,
                         started_at: Some(started_at),
                         finished_at,
-                        result: TaskResult {
-                            success: true,
-                            data,
-                            execution_time: elapsed,
-                            ..TaskResult::default()
-                        },
+                        result: attempt_result(Ok(data), elapsed),
                     };
                 }
                 Err(e) => {
@@ -1557,14 +1643,7 @@ impl Job {
                             attempts: attempt,
                             started_at: Some(started_at),
                             finished_at,
-                            result: TaskResult {
-                                success: false,
-                                data: e.data.map_or(Value::Null, |d| *d),
-                                error_message: Some(e.message),
-                                error_type: Some(e.error_type),
-                                execution_time: elapsed,
-                                ..TaskResult::default()
-                            },
+                            result: attempt_result(Err(e), elapsed),
                         };
                     }
                 }

@@ -968,3 +968,151 @@ fn every_step_of_a_missing_action_is_named_in_step_order() {
     );
     assert!(b < d && d < f, "in step order: {text}");
 }
+
+/// An action that finishes at once; with `offer`, it says so
+/// (`Action::immediate`), and the scheduler runs it on the coordinator.
+#[derive(Debug)]
+struct Echo {
+    offer: bool,
+    seen: Mutex<Vec<(String, String, u32, std::path::PathBuf)>>,
+    /// Calls of the future-returning `run`.
+    futures: AtomicUsize,
+}
+
+impl orch_tasks::Immediate for Echo {
+    fn run_now(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError> {
+        self.seen.lock().expect("seen").push((
+            ctx.step.to_string(),
+            ctx.action.to_string(),
+            ctx.attempt,
+            ctx.work_dir.to_path_buf(),
+        ));
+        match params.get("do").and_then(Value::as_str) {
+            Some("panic") => panic!("echo was told to panic"),
+            Some("fail") => Err(ActionError::retryable("Told", "echo was told to fail")
+                .with_data(json!({"why": "told"}))),
+            _ => Ok(json!({"echo": params})),
+        }
+    }
+}
+
+#[async_trait]
+impl Action for Echo {
+    async fn run(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError> {
+        self.futures.fetch_add(1, Ordering::SeqCst);
+        orch_tasks::Immediate::run_now(self, params, ctx)
+    }
+    fn immediate(&self) -> Option<&dyn orch_tasks::Immediate> {
+        self.offer.then_some(self as &dyn orch_tasks::Immediate)
+    }
+}
+
+#[test]
+fn an_immediate_action_runs_exactly_as_the_same_action_run_as_a_future() {
+    let wf = yaml(
+        "name: echo\nsteps:\n  - {name: a, module: t, action: echo, parameters: {x: 1}}\n  - {name: b, module: t, action: echo, parameters: {do: fail, v: '${a.result.echo.x}'}}\n  - {name: c, module: t, action: echo, parameters: {do: panic}, dependencies: [a]}\n  - {name: d, module: t, action: echo, dependencies: [c], conditions: {run_if: failure}}\n  - {name: e, module: t, action: echo, dependencies: [b]}\n",
+    );
+    let outcome = |offer: bool| {
+        let echo = Arc::new(Echo {
+            offer,
+            seen: Mutex::new(Vec::new()),
+            futures: AtomicUsize::new(0),
+        });
+        let mut reg = ActionRegistry::with_builtins();
+        reg.register("t", "echo", echo.clone());
+        let opts = RunOptions {
+            work_dir: std::path::PathBuf::from("/tmp"),
+            ..RunOptions::default()
+        };
+        let (report, events) = run(&wf, &reg, opts);
+        let mut seen = echo.seen.lock().expect("seen").clone();
+        seen.sort();
+        let steps: Vec<_> = report
+            .steps
+            .iter()
+            .map(|s| {
+                (
+                    s.name.to_string(),
+                    s.status,
+                    s.attempts,
+                    s.result.clone().map(|mut r| {
+                        r.execution_time = 0.0;
+                        r
+                    }),
+                )
+            })
+            .collect();
+        let mut kinds: Vec<String> = events
+            .iter()
+            .filter(|e| !matches!(e, Event::RunFinished { .. }))
+            .map(|e| {
+                format!("{e:?}")
+                    .split([' ', '{'])
+                    .next()
+                    .unwrap_or("")
+                    .to_owned()
+            })
+            .collect();
+        kinds.sort();
+        let futures = echo.futures.load(Ordering::SeqCst);
+        assert_eq!(
+            futures,
+            if offer { 0 } else { seen.len() },
+            "offered: run at once, never as a future"
+        );
+        (report.status, steps, kinds, seen)
+    };
+    let (now_status, now_steps, now_events, now_seen) = outcome(true);
+    let (fut_status, fut_steps, fut_events, fut_seen) = outcome(false);
+    assert_eq!(now_status, WorkflowStatus::Failed);
+    assert_eq!(now_status, fut_status);
+    assert_eq!(now_steps, fut_steps, "same reports");
+    assert_eq!(now_events, fut_events, "same kinds of events");
+    assert_eq!(now_seen, fut_seen, "same contexts");
+    let by_name = |n: &str| now_steps.iter().find(|s| s.0 == n).expect("step").clone();
+    assert_eq!(by_name("a").1, TaskStatus::Completed);
+    let b = by_name("b");
+    assert_eq!(
+        (b.1, b.2),
+        (TaskStatus::Failed, 1),
+        "no retries: one attempt"
+    );
+    let b = b.3.expect("b's result");
+    assert_eq!(b.error_type.as_deref(), Some("Told"));
+    assert_eq!(b.data, json!({"why": "told"}));
+    let c = by_name("c").3.expect("c's result");
+    assert_eq!(
+        c.error_type.as_deref(),
+        Some("ActionPanic"),
+        "a panic fails only its step"
+    );
+    assert_eq!(
+        by_name("d").1,
+        TaskStatus::Completed,
+        "run_if: failure ran after the panic"
+    );
+    assert_eq!(by_name("e").1, TaskStatus::Skipped);
+    assert!(
+        now_events.iter().any(|k| k == "TaskStarted"),
+        "{now_events:?}"
+    );
+    assert_eq!(
+        now_seen.first().map(|s| (s.1.as_str(), s.2, s.3.as_path())),
+        Some(("echo", 1, std::path::Path::new("/tmp")))
+    );
+}
+
+#[test]
+fn an_immediate_action_with_retries_goes_through_the_attempt_loop() {
+    let wf = yaml(
+        "name: again\nsteps:\n  - {name: f, module: core, action: fail, max_retries: 2, retry: {backoff: constant, initial_delay: 0.001}}\n",
+    );
+    let (report, events) = run(&wf, &ActionRegistry::with_builtins(), RunOptions::default());
+    assert_eq!(report.steps[0].status, TaskStatus::Failed);
+    assert_eq!(report.steps[0].attempts, 3);
+    let retries = events
+        .iter()
+        .filter(|e| matches!(e, Event::TaskRetrying { .. }))
+        .count();
+    assert_eq!(retries, 2);
+}

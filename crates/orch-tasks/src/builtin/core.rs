@@ -1,7 +1,7 @@
 //! `core.noop`, `core.sleep`, `core.fail`, `core.set`, `core.coalesce`: actions for wiring,
 //! tests and demos.
 
-use crate::action::{Action, ActionContext, ActionError};
+use crate::action::{Action, ActionContext, ActionError, Immediate};
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -12,7 +12,16 @@ pub struct Noop;
 
 #[async_trait]
 impl Action for Noop {
-    async fn run(&self, params: Value, _ctx: &ActionContext) -> Result<Value, ActionError> {
+    async fn run(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError> {
+        self.run_now(params, ctx)
+    }
+    fn immediate(&self) -> Option<&dyn Immediate> {
+        Some(self)
+    }
+}
+
+impl Immediate for Noop {
+    fn run_now(&self, params: Value, _ctx: &ActionContext) -> Result<Value, ActionError> {
         Ok(params)
     }
 }
@@ -41,7 +50,16 @@ pub struct Fail;
 
 #[async_trait]
 impl Action for Fail {
-    async fn run(&self, params: Value, _ctx: &ActionContext) -> Result<Value, ActionError> {
+    async fn run(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError> {
+        self.run_now(params, ctx)
+    }
+    fn immediate(&self) -> Option<&dyn Immediate> {
+        Some(self)
+    }
+}
+
+impl Immediate for Fail {
+    fn run_now(&self, params: Value, _ctx: &ActionContext) -> Result<Value, ActionError> {
         let message = params
             .get("message")
             .and_then(Value::as_str)
@@ -65,7 +83,16 @@ pub struct Set;
 
 #[async_trait]
 impl Action for Set {
-    async fn run(&self, params: Value, _ctx: &ActionContext) -> Result<Value, ActionError> {
+    async fn run(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError> {
+        self.run_now(params, ctx)
+    }
+    fn immediate(&self) -> Option<&dyn Immediate> {
+        Some(self)
+    }
+}
+
+impl Immediate for Set {
+    fn run_now(&self, params: Value, _ctx: &ActionContext) -> Result<Value, ActionError> {
         params
             .get("value")
             .cloned()
@@ -81,7 +108,16 @@ pub struct Coalesce;
 
 #[async_trait]
 impl Action for Coalesce {
-    async fn run(&self, params: Value, _ctx: &ActionContext) -> Result<Value, ActionError> {
+    async fn run(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError> {
+        self.run_now(params, ctx)
+    }
+    fn immediate(&self) -> Option<&dyn Immediate> {
+        Some(self)
+    }
+}
+
+impl Immediate for Coalesce {
+    fn run_now(&self, params: Value, _ctx: &ActionContext) -> Result<Value, ActionError> {
         let Some(values) = params.get("values").and_then(Value::as_array) else {
             return Err(ActionError::invalid_parameters(
                 "`values` is required: a list, of which the first that is not null or \"\" is returned",
