@@ -6,7 +6,7 @@
 //! [`Task`], [`TaskResult`], [`Project`], [`Resource`]), errors
 //! ([`OrchestrationError`] and the seed's [`ErrorResponse`]), the workflow
 //! definition format with its validation, the `${...}` reference grammar
-//! ([`reference`]), the dependency graph ([`graph`]), the input [`Limits`],
+//! ([`reference`](mod@reference)), the dependency graph ([`graph`]), the input [`Limits`],
 //! and the [`Store`] contract that every backend implements (its conformance
 //! suite is `testkit`, behind the feature of that name).
 //!

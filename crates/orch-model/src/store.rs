@@ -3,7 +3,7 @@
 //! orch-model defines the contract; backends implement it beside it
 //! (in-memory in orch-tasks, SQLite and PostgreSQL in their own crates), and
 //! only the engine and the CLI pick one. The conformance suite
-//! ([`testkit`](crate::testkit), feature `testkit`) runs against every backend.
+//! (`orch_model::testkit`, feature `testkit`) runs against every backend.
 
 use crate::enums::{TaskPriority, TaskStatus, WorkflowStatus};
 use crate::error::Result;
