@@ -183,6 +183,18 @@ pub fn number_from_child(args: &[&str]) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// The `--peak W N` arguments of a report binary, when given (W defaults to
+/// W3, N to 100,000).
+pub fn peak_args(args: &[String]) -> Option<(Workload, usize)> {
+    let i = args.iter().position(|a| a == "--peak")?;
+    let w = Workload::from_label(args.get(i + 1).map_or("W3", String::as_str));
+    let n = args
+        .get(i + 2)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    Some((w, n))
+}
+
 impl Workload {
     /// The workload a report label names (`W1`, `W2`; anything else is W3).
     pub fn from_label(label: &str) -> Self {

@@ -9,8 +9,8 @@ use std::time::Instant;
 
 /// `--peak W N`: the rise of the resident high-water mark over reading and
 /// validating the workload's JSON definition (generated beforehand), in KiB.
-fn peak_mode(label: &str, n: usize) {
-    let text = Workload::from_label(label).definition_json(n);
+fn peak_mode(w: Workload, n: usize) {
+    let text = w.definition_json(n);
     let reset = reset_peak_rss();
     let before = rss_kib().map(|(_, rss)| rss).unwrap_or(0);
     let wf = load_workflow(&text, Format::Json, &Limits::default(), None).expect("valid");
@@ -23,13 +23,8 @@ fn peak_mode(label: &str, n: usize) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if let Some(i) = args.iter().position(|a| a == "--peak") {
-        let label = args.get(i + 1).map_or("W3", String::as_str);
-        let n = args
-            .get(i + 2)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(100_000);
-        peak_mode(label, n);
+    if let Some((w, n)) = orch_benches::peak_args(&args) {
+        peak_mode(w, n);
         return;
     }
     let sizes: Vec<usize> = args.iter().skip(1).filter_map(|a| a.parse().ok()).collect();

@@ -20,8 +20,7 @@ fn peak_in_child(w: Workload, n: usize) -> f64 {
 /// `--peak W N`: reads and validates the workload's JSON definition, runs it,
 /// and prints the rise of the resident high-water mark over the whole job,
 /// per task (the text is generated before the measurement starts).
-fn peak_mode(label: &str, n: usize) {
-    let w = Workload::from_label(label);
+fn peak_mode(w: Workload, n: usize) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -42,13 +41,8 @@ fn peak_mode(label: &str, n: usize) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if let Some(i) = args.iter().position(|a| a == "--peak") {
-        let label = args.get(i + 1).map_or("W3", String::as_str);
-        let n = args
-            .get(i + 2)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(100_000);
-        peak_mode(label, n);
+    if let Some((w, n)) = orch_benches::peak_args(&args) {
+        peak_mode(w, n);
         return;
     }
     // `--orch-only` skips the baselines (for profiling orch alone).

@@ -1431,8 +1431,7 @@ fn run_immediate(st: &mut State<'_>, i: u32, k: usize, params: Value) -> Outcome
         });
     }
     let t0 = Instant::now();
-    let started_at =
-        st.epoch.0 + chrono::Duration::from_std(t0.duration_since(st.epoch.1)).unwrap_or_default();
+    let started_at = wall_clock(st.epoch, t0);
     let r = match st.actions.impls[k].immediate() {
         Some(a) => {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| a.run_now(params, &st.ctx)))
@@ -1444,7 +1443,7 @@ fn run_immediate(st: &mut State<'_>, i: u32, k: usize, params: Value) -> Outcome
         )),
     };
     let took = t0.elapsed();
-    let finished_at = started_at + chrono::Duration::from_std(took).unwrap_or_default();
+    let finished_at = later(started_at, took);
     let status = match &r {
         Ok(_) => TaskStatus::Completed,
         Err(_) if st.ctx.cancel.is_cancelled() => TaskStatus::Cancelled,
@@ -1458,6 +1457,18 @@ fn run_immediate(st: &mut State<'_>, i: u32, k: usize, params: Value) -> Outcome
         finished_at,
         result: attempt_result(r, took.as_secs_f64()),
     }
+}
+
+/// Where monotonic instant `at` falls on the wall clock, given the same moment
+/// on both (`epoch`): attempt times are read once, monotonically.
+fn wall_clock(epoch: (DateTime<Utc>, Instant), at: Instant) -> DateTime<Utc> {
+    later(epoch.0, at.duration_since(epoch.1))
+}
+
+/// `t` plus a monotonic duration (the end of an attempt is its start plus the
+/// time it took: no second wall-clock read).
+fn later(t: DateTime<Utc>, took: Duration) -> DateTime<Utc> {
+    t + chrono::Duration::from_std(took).unwrap_or_default()
 }
 
 /// The result of an attempt that took `elapsed` seconds.
@@ -1574,8 +1585,7 @@ impl Job {
                 self.ctx.cancel = run.child_token();
             }
             let t0 = Instant::now();
-            let started_at = self.epoch.0
-                + chrono::Duration::from_std(t0.duration_since(self.epoch.1)).unwrap_or_default();
+            let started_at = wall_clock(self.epoch, t0);
             self.emit(|| Event::TaskStarted {
                 task: self.task,
                 name: self.ctx.step.clone(),
@@ -1590,8 +1600,7 @@ impl Job {
             let r = self.attempt(params).await;
             let took = t0.elapsed();
             let elapsed = took.as_secs_f64();
-            // One wall-clock read per attempt: the end is the start plus the monotonic time taken.
-            let finished_at = started_at + chrono::Duration::from_std(took).unwrap_or_default();
+            let finished_at = later(started_at, took);
             match r {
                 Ok(data) => {
                     return Outcome {

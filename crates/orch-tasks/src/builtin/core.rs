@@ -6,19 +6,27 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use std::time::Duration;
 
+/// `Action` for an action that never waits: `run` is its `Immediate::run_now`,
+/// which it offers to the scheduler (`Action::immediate`).
+macro_rules! immediate_action {
+    ($t:ty) => {
+        #[async_trait]
+        impl Action for $t {
+            async fn run(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError> {
+                self.run_now(params, ctx)
+            }
+            fn immediate(&self) -> Option<&dyn Immediate> {
+                Some(self)
+            }
+        }
+    };
+}
+
 /// Returns its parameters.
 #[derive(Debug)]
 pub struct Noop;
 
-#[async_trait]
-impl Action for Noop {
-    async fn run(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError> {
-        self.run_now(params, ctx)
-    }
-    fn immediate(&self) -> Option<&dyn Immediate> {
-        Some(self)
-    }
-}
+immediate_action!(Noop);
 
 impl Immediate for Noop {
     fn run_now(&self, params: Value, _ctx: &ActionContext) -> Result<Value, ActionError> {
@@ -48,15 +56,7 @@ impl Action for Sleep {
 #[derive(Debug)]
 pub struct Fail;
 
-#[async_trait]
-impl Action for Fail {
-    async fn run(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError> {
-        self.run_now(params, ctx)
-    }
-    fn immediate(&self) -> Option<&dyn Immediate> {
-        Some(self)
-    }
-}
+immediate_action!(Fail);
 
 impl Immediate for Fail {
     fn run_now(&self, params: Value, _ctx: &ActionContext) -> Result<Value, ActionError> {
@@ -81,15 +81,7 @@ impl Immediate for Fail {
 #[derive(Debug)]
 pub struct Set;
 
-#[async_trait]
-impl Action for Set {
-    async fn run(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError> {
-        self.run_now(params, ctx)
-    }
-    fn immediate(&self) -> Option<&dyn Immediate> {
-        Some(self)
-    }
-}
+immediate_action!(Set);
 
 impl Immediate for Set {
     fn run_now(&self, params: Value, _ctx: &ActionContext) -> Result<Value, ActionError> {
@@ -106,15 +98,7 @@ impl Immediate for Set {
 #[derive(Debug)]
 pub struct Coalesce;
 
-#[async_trait]
-impl Action for Coalesce {
-    async fn run(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError> {
-        self.run_now(params, ctx)
-    }
-    fn immediate(&self) -> Option<&dyn Immediate> {
-        Some(self)
-    }
-}
+immediate_action!(Coalesce);
 
 impl Immediate for Coalesce {
     fn run_now(&self, params: Value, _ctx: &ActionContext) -> Result<Value, ActionError> {
