@@ -50,7 +50,8 @@ impl EngineConfig {
     /// Fills what is unset from the environment: `ORCH_HOME` (alias
     /// `CODOMYRMEX_ORCHESTRATION_DIR`) places the defaults, `ORCH_MAX_WORKERS`
     /// (alias `CODOMYRMEX_MAX_WORKERS`), `CODOMYRMEX_RESOURCE_CONFIG`,
-    /// `ORCH_STORE_URL`. Returns the home directory.
+    /// `ORCH_STORE_URL`. Returns the home directory: `ORCH_HOME` when set,
+    /// else the one [`discover_home`] finds from the current directory.
     ///
     /// # Errors
     /// `InvalidParameters` for a variable that does not parse.
@@ -63,8 +64,13 @@ impl EngineConfig {
                 .filter(|v| !v.is_empty())
                 .or_else(|| env(b).filter(|v| !v.is_empty()))
         };
-        let home = pick("ORCH_HOME", "CODOMYRMEX_ORCHESTRATION_DIR")
-            .map_or_else(|| PathBuf::from(".orch"), PathBuf::from);
+        let home = match pick("ORCH_HOME", "CODOMYRMEX_ORCHESTRATION_DIR") {
+            Some(dir) => PathBuf::from(dir),
+            None => {
+                let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+                discover_home(&cwd, env)
+            }
+        };
         if self.max_workers.is_none() {
             if let Some(v) = pick("ORCH_MAX_WORKERS", "CODOMYRMEX_MAX_WORKERS") {
                 // Name the variable that was actually read.
@@ -91,6 +97,39 @@ impl EngineConfig {
         }
         Ok(home)
     }
+}
+
+/// The file whose presence makes a `.orch` directory an orch home: the default store.
+pub const HOME_MARKER: &str = "orch.db";
+
+/// Where orch keeps its state when neither `ORCH_HOME` nor
+/// `CODOMYRMEX_ORCHESTRATION_DIR` is set, looking from `cwd`:
+///
+/// 1. the nearest enclosing orch home: walking up from `cwd` (itself
+///    included), the first `DIR/.orch` that holds [`HOME_MARKER`] and is not a
+///    project's metadata directory (one holding `project.json`);
+/// 2. else the per-user data directory: `$XDG_DATA_HOME/orch` when
+///    `XDG_DATA_HOME` is an absolute path, else `$HOME/.local/share/orch`;
+/// 3. else (no `HOME`) `./.orch`.
+///
+/// `env` reads environment variables (`XDG_DATA_HOME`, `HOME`). Nothing is
+/// created: the store creates its directory on first use.
+#[must_use]
+pub fn discover_home(cwd: &Path, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    for dir in cwd.ancestors() {
+        let candidate = dir.join(".orch");
+        if candidate.join(HOME_MARKER).is_file() && !candidate.join("project.json").exists() {
+            return candidate;
+        }
+    }
+    let set = |k: &str| env(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(data) = set("XDG_DATA_HOME").filter(|p| p.is_absolute()) {
+        return data.join("orch");
+    }
+    if let Some(home) = set("HOME") {
+        return home.join(".local/share/orch");
+    }
+    PathBuf::from(".orch")
 }
 
 #[cfg(test)]
@@ -132,6 +171,57 @@ mod tests {
             .apply_env(&bad_alias)
             .expect_err("bad");
         assert!(e.to_string().contains("CODOMYRMEX_MAX_WORKERS=`0`"), "{e}");
+    }
+
+    #[test]
+    fn home_is_the_nearest_enclosing_home_never_a_project_else_per_user() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let sub = root.join("a/b");
+        std::fs::create_dir_all(&sub).expect("mkdir");
+        let none = |_: &str| None;
+        let user = |k: &str| (k == "HOME").then(|| "/home/u".to_owned());
+        let xdg = |k: &str| match k {
+            "HOME" => Some("/home/u".to_owned()),
+            "XDG_DATA_HOME" => Some("/data".to_owned()),
+            _ => None,
+        };
+        let relative_xdg = |k: &str| match k {
+            "HOME" => Some("/home/u".to_owned()),
+            "XDG_DATA_HOME" => Some("data".to_owned()),
+            _ => None,
+        };
+        // No enclosing home: the per-user directory.
+        assert_eq!(
+            discover_home(&sub, &user),
+            PathBuf::from("/home/u/.local/share/orch")
+        );
+        assert_eq!(discover_home(&sub, &xdg), PathBuf::from("/data/orch"));
+        assert_eq!(
+            discover_home(&sub, &relative_xdg),
+            PathBuf::from("/home/u/.local/share/orch"),
+            "a relative XDG_DATA_HOME is ignored, as the XDG spec says"
+        );
+        assert_eq!(discover_home(&sub, &none), PathBuf::from(".orch"));
+        // A `.orch` without a store is not a home (e.g. a workflow's output directory).
+        std::fs::create_dir_all(root.join("a/.orch")).expect("mkdir");
+        assert_eq!(
+            discover_home(&sub, &user),
+            PathBuf::from("/home/u/.local/share/orch")
+        );
+        // A home above is found from a subdirectory.
+        std::fs::create_dir_all(root.join(".orch")).expect("mkdir");
+        std::fs::write(root.join(".orch").join(HOME_MARKER), "").expect("write");
+        assert_eq!(discover_home(&sub, &user), root.join(".orch"));
+        // A project's metadata directory is never a home, even one holding a store.
+        let project = root.join("a");
+        std::fs::write(project.join(".orch/project.json"), "{}").expect("write");
+        std::fs::write(project.join(".orch").join(HOME_MARKER), "").expect("write");
+        assert_eq!(discover_home(&sub, &user), root.join(".orch"));
+        // The nearest home wins.
+        std::fs::create_dir_all(sub.join(".orch")).expect("mkdir");
+        std::fs::write(sub.join(".orch").join(HOME_MARKER), "").expect("write");
+        assert_eq!(discover_home(&sub, &user), sub.join(".orch"));
     }
 
     #[test]
