@@ -461,6 +461,106 @@ impl fmt::Display for Template {
     }
 }
 
+/// Parameters whose value is program source text, as `(module, action,
+/// parameter)`: a value spliced into them would become code (`$(...)`,
+/// backticks, `;` in a shell script). A `${...}` reference in them is refused
+/// by validation and, again, when parameters are resolved; values reach such
+/// programs through other parameters (`env`, `args`) instead.
+pub const SOURCE_PARAMETERS: &[(&str, &str, &str)] = &[("shell", "script", "script")];
+
+/// Whether parameter `key` of `module.action` is program source text (see
+/// [`SOURCE_PARAMETERS`]), where references are not allowed.
+pub fn is_source_parameter(module: &str, action: &str, key: &str) -> bool {
+    SOURCE_PARAMETERS
+        .iter()
+        .any(|&(m, a, k)| m == module && a == action && k == key)
+}
+
+/// Why `text`, the value of a source parameter (see [`SOURCE_PARAMETERS`]),
+/// cannot be used: it holds a `${...}` (well-formed or not) that orch would
+/// read as a reference. `None` when it holds none (`$${` escapes are fine:
+/// `$${HOME}` reaches the program as `${HOME}`). The message names the
+/// first reference and says how to pass the value instead.
+pub fn source_reference_error(module: &str, action: &str, key: &str, text: &str) -> Option<String> {
+    if !text.contains("${") {
+        return None;
+    }
+    let (template, errors) = parse_template_partial(text);
+    let first_ref = template.segments.iter().find_map(|s| match s {
+        Segment::Ref { reference, span } => Some((span.start, Some(reference), *span)),
+        Segment::Literal(_) => None,
+    });
+    let first_err = errors.first().map(|e| (e.span.start, None, e.span));
+    let (_, reference, span) = match (first_ref, first_err) {
+        (Some(r), Some(e)) => {
+            if r.0 <= e.0 {
+                r
+            } else {
+                e
+            }
+        }
+        (Some(r), None) => r,
+        (None, Some(e)) => e,
+        (None, None) => return None,
+    };
+    let shown: String = text
+        .get(span.start..span.end)
+        .unwrap_or("${")
+        .chars()
+        .take(80)
+        .flat_map(char::escape_default)
+        .collect();
+    let count = template.references().count() + errors.len();
+    let more = if count > 1 {
+        format!(" (and {} more)", count - 1)
+    } else {
+        String::new()
+    };
+    let var = reference.map_or_else(|| "VALUE".to_owned(), suggested_variable);
+    let example = match reference {
+        Some(r) => format!("`env: {{ {var}: \"${{{r}}}\" }}`"),
+        None => format!("`env: {{ {var}: \"${{...}}\" }}`"),
+    };
+    Some(format!(
+        "`{shown}`{more} in the `{key}` of a {module}.{action} step would be pasted into the program's source text, \
+         where a value can become code; orch never does that. Pass the value through `env:` \
+         (e.g. {example}, then use \"${var}\" in the script) or through `args:` (as \"$1\"); \
+         for the shell's own `${{...}}` syntax write `$${{` (e.g. `$${{HOME}}`)"
+    ))
+}
+
+/// An environment variable name for a reference's value, for messages.
+fn suggested_variable(r: &Reference) -> String {
+    let base = match r {
+        Reference::Param(n) | Reference::Env(n) => n.clone(),
+        Reference::StepResult { step, path } => path
+            .iter()
+            .rev()
+            .find_map(|p| match p {
+                PathSegment::Field(f) => Some(f.clone()),
+                PathSegment::Index(_) => None,
+            })
+            .unwrap_or_else(|| format!("{step}_result")),
+        Reference::StepStatus(step) => format!("{step}_status"),
+        Reference::RunId => "run_id".to_owned(),
+        Reference::ProjectPath => "project_path".to_owned(),
+    };
+    let mut name: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if !name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+        name.insert_str(0, "V_");
+    }
+    name
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

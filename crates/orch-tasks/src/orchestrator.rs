@@ -7,7 +7,7 @@
 //! finished tasks when a task is released.
 
 use crate::action::{ActionContext, ActionRegistry};
-use crate::resolve::{Scope, resolve_map};
+use crate::resolve::{Scope, resolve_parameters};
 use crate::run::{Job, Outcome};
 use chrono::Utc;
 use orch_model::definition::{NameKind, check_name};
@@ -434,7 +434,8 @@ impl TaskOrchestrator {
         };
         let params = {
             let st = self.lock();
-            resolve_map(&task.parameters, &*st).map(Value::Object)
+            resolve_parameters(&task.module, &task.action, &task.parameters, &*st)
+                .map(Value::Object)
         };
         let params = match params {
             Ok(p) => p,
@@ -529,7 +530,9 @@ impl TaskOrchestrator {
                     }
                 }
             }
-            let params = resolve_map(&st.tasks[i].parameters, &*st).map(Value::Object);
+            let t = &st.tasks[i];
+            let params =
+                resolve_parameters(&t.module, &t.action, &t.parameters, &*st).map(Value::Object);
             let t = &mut st.tasks[i];
             let Some(action) = self.shared.cfg.registry.get(&t.module, &t.action) else {
                 continue;

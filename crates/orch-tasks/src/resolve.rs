@@ -2,9 +2,13 @@
 //!
 //! A string that is exactly one reference takes the referenced JSON value
 //! (keeping its type); references inside longer strings are rendered as text.
-//! Values are only ever placed into parameter values, never into source text.
+//! Values are only ever placed into parameter values, never into source text:
+//! [`resolve_parameters`] refuses a reference in a parameter that is program
+//! source (`shell.script`'s `script`).
 
-use orch_model::reference::{PathSegment, Reference, parse_template};
+use orch_model::reference::{
+    PathSegment, Reference, is_source_parameter, parse_template, source_reference_error,
+};
 use orch_model::{ConditionOp, TaskStatus, When};
 use serde_json::{Map, Value};
 
@@ -115,7 +119,11 @@ pub fn resolve_value(v: &Value, scope: &dyn Scope) -> Result<Value, String> {
                 .map(|i| resolve_value(i, scope))
                 .collect::<Result<_, _>>()?,
         ),
-        Value::Object(m) => Value::Object(resolve_map(m, scope)?),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, i)| Ok((k.clone(), resolve_value(i, scope)?)))
+                .collect::<Result<_, String>>()?,
+        ),
         other => other.clone(),
     })
 }
@@ -139,19 +147,72 @@ fn compare(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
     }
 }
 
-/// Resolves every reference in the values of a map (a step's parameters).
+/// Resolves every reference in the parameters of a step or task that runs
+/// `module.action`.
+///
+/// A parameter that is program source text (`shell.script`'s `script`, see
+/// [`SOURCE_PARAMETERS`](orch_model::reference::SOURCE_PARAMETERS)) is never
+/// substituted into: validation refuses a `${...}` there, and should one
+/// arrive anyway (a task built in code, a definition from an older orch), it
+/// is refused here too. Its `$${` escapes still become `${`.
 ///
 /// # Errors
-/// The first reference that cannot be resolved.
-pub fn resolve_map(
+/// The first reference that cannot be resolved, or a reference in source text.
+pub fn resolve_parameters(
+    module: &str,
+    action: &str,
     m: &Map<String, Value>,
     scope: &dyn Scope,
 ) -> Result<Map<String, Value>, String> {
     let mut out = Map::with_capacity(m.len());
     for (k, item) in m {
-        out.insert(k.clone(), resolve_value(item, scope)?);
+        let v = if is_source_parameter(module, action, k) {
+            source_literal(module, action, k, item)?
+        } else {
+            resolve_value(item, scope)?
+        };
+        out.insert(k.clone(), v);
     }
     Ok(out)
+}
+
+/// A source parameter's value with its `$${` escapes undone and nothing
+/// substituted.
+fn source_literal(module: &str, action: &str, key: &str, v: &Value) -> Result<Value, String> {
+    Ok(match v {
+        Value::String(s) => {
+            if let Some(msg) = source_reference_error(module, action, key, s) {
+                return Err(msg);
+            }
+            if !s.contains('$') {
+                return Ok(v.clone());
+            }
+            let t = parse_template(s).map_err(|e| {
+                e.iter()
+                    .map(|e| e.message.clone())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })?;
+            let text = t.render_with(|r| {
+                Err(format!(
+                    "`${{{r}}}` in the `{key}` of a {module}.{action} step is never substituted"
+                ))
+            })?;
+            Value::String(text)
+        }
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|i| source_literal(module, action, key, i))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, i)| Ok((k.clone(), source_literal(module, action, key, i)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        other => other.clone(),
+    })
 }
 
 /// Evaluates a `when` condition.

@@ -10,7 +10,7 @@
 use crate::action::{Action, ActionContext, ActionError, ActionRegistry};
 use crate::cache::{CacheKey, ResultCache, cache_key};
 use crate::event::Event;
-use crate::resolve::{Scope, evaluate, resolve_map};
+use crate::resolve::{Scope, evaluate, resolve_parameters};
 use chrono::{DateTime, Utc};
 use orch_model::CompactString;
 use orch_model::store::{StoredEvent, TaskRecord};
@@ -731,7 +731,7 @@ impl State<'_> {
         }
         // `None` stands for `{}`: a step without parameters builds no map.
         let resolved = if hot.is(Hot::PARAMS) {
-            match resolve_map(&step.parameters, self) {
+            match resolve_parameters(&step.module, &step.action, &step.parameters, self) {
                 Ok(params) => (!params.is_empty()).then(|| Box::new(Value::Object(params))),
                 Err(e) => return self.fail_at_release(j, e, now),
             }

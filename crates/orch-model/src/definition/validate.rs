@@ -7,7 +7,9 @@ use crate::diagnostic::{DiagnosticKind as K, Diagnostics};
 use crate::graph::{DepGraph, Levels, to_dot, to_mermaid};
 use crate::limits::Limits;
 use crate::node::Pos;
-use crate::reference::{Reference, parse_template, parse_template_partial};
+use crate::reference::{
+    Reference, is_source_parameter, parse_template, parse_template_partial, source_reference_error,
+};
 use serde_json::Value;
 
 /// A workflow that passed validation, with its dependency graph (declared and
@@ -274,7 +276,12 @@ pub(crate) fn validate_into(
             deps: &mut deps,
         };
         for (key, value) in &step.parameters {
-            refs.value(value, &format!("parameters.{key}"));
+            if is_source_parameter(&step.module, &step.action, key) {
+                // Program source: no reference may be spliced in (issue 10).
+                refs.source(value, &format!("parameters.{key}"), key);
+            } else {
+                refs.value(value, &format!("parameters.{key}"));
+            }
         }
         if let Some(when) = &step.conditions.when {
             refs.when_ref(&when.reference);
@@ -437,6 +444,30 @@ impl RefCheck<'_, '_> {
             Value::Object(m) => {
                 for (k, item) in m {
                     self.value(item, &format!("{path}.{k}"));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A parameter that is program source text (`shell.script`'s `script`):
+    /// every `${...}` in it is an error that says how to pass the value instead.
+    fn source(&mut self, v: &Value, path: &str, key: &str) {
+        match v {
+            Value::String(s) => {
+                let step = &self.wf.steps[self.step];
+                if let Some(msg) = source_reference_error(&step.module, &step.action, key, s) {
+                    self.push(K::Reference, path, msg);
+                }
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    self.source(item, &format!("{path}[{i}]"), key);
+                }
+            }
+            Value::Object(m) => {
+                for (k, item) in m {
+                    self.source(item, &format!("{path}.{k}"), key);
                 }
             }
             _ => {}
