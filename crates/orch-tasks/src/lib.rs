@@ -41,6 +41,7 @@
 pub mod action;
 mod builtin;
 pub mod cache;
+pub mod confined;
 pub mod event;
 mod memory_store;
 pub mod orchestrator;

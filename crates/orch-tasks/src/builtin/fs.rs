@@ -2,16 +2,28 @@
 //!
 //! Paths are relative to the run's work directory. Absolute paths, `..`
 //! components and symbolic links anywhere along the path are refused, so an
-//! action can neither read nor write outside the directory. Writes go to a
-//! temporary file in the same directory that is then renamed into place: a
-//! reader never sees a half-written file.
+//! action can neither read nor write outside the directory. The actions go
+//! through [`crate::confined::Root`]: the work directory is opened once and
+//! every path is resolved beneath its descriptor one component at a time
+//! without following links, at the moment it is used (no check-then-open
+//! race). Writes go to a temporary file in the same directory (by
+//! descriptor) that is then renamed into place: a reader never sees a
+//! half-written file. `fs.read` and `fs.copy` read only regular files with a
+//! single link (a hard link may be a name of a file outside); `fs.copy`
+//! streams, so the file is never held in memory.
 
 use crate::action::{Action, ActionContext, ActionError};
+use crate::confined::{self, EntryKind, Root};
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use std::path::{Component, Path, PathBuf};
 
 /// Resolves `rel` inside `root`, refusing anything that could leave it.
+///
+/// This checks the path as it is now; it does not hold it. Code that opens
+/// the result later by path can be raced by someone who swaps a directory
+/// for a link in between: prefer [`crate::confined::Root`], which resolves
+/// and opens in one step.
 ///
 /// # Errors
 /// A permanent `PermissionDenied` failure for absolute paths, `..`, and
@@ -69,31 +81,61 @@ pub(crate) fn io_error(what: &str, path: &str, e: &std::io::Error) -> ActionErro
     }
 }
 
+/// An action's failure for a refused or failed confined operation.
+fn confined_error(what: &str, rel: &str, e: &confined::Error) -> ActionError {
+    if e.is_escape() {
+        ActionError::permanent("PermissionDenied", e.to_string())
+    } else if e.is_invalid() {
+        ActionError::invalid_parameters(e.to_string())
+    } else if let Some(io) = e.io() {
+        io_error(what, rel, io)
+    } else {
+        ActionError::permanent("IoError", format!("{what} {e}"))
+    }
+}
+
+/// The run's work directory, opened as the root that file actions resolve beneath.
+fn work_root(ctx: &ActionContext) -> Result<Root, ActionError> {
+    Root::open(&ctx.work_dir)
+        .map(|r| r.named("the work directory"))
+        .map_err(|e| {
+            io_error(
+                "cannot open the work directory",
+                &ctx.work_dir.display().to_string(),
+                &e,
+            )
+        })
+}
+
 /// Writes `bytes` to `target` through a temporary sibling and a rename.
+///
+/// The temporary file is created and renamed relative to a descriptor of
+/// `target`'s directory, so both happen in the same directory even if its
+/// path is changed meanwhile, and a link at `target` is refused rather than
+/// written through. Links in the directory's own path are followed: callers
+/// that must confine a path beneath a root use [`crate::confined::Root`].
+///
+/// # Errors
+/// The operating system's error; `InvalidInput` when `target` names no file.
 pub fn write_atomically(target: &Path, bytes: &[u8], create_dirs: bool) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = target.parent().unwrap_or_else(|| Path::new("."));
+    let dir = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = match target.components().next_back() {
+        Some(Component::Normal(n)) => n,
+        _ => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("`{}` does not name a file", target.display()),
+            ));
+        }
+    };
     if create_dirs {
         std::fs::create_dir_all(dir)?;
     }
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    // Unique per process and per write, so concurrent writers never share a temporary file.
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = dir.join(format!(".{name}.orch-tmp-{}-{n}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, target)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    Root::open(dir)?.write_bytes(Path::new(name), bytes, false)?;
+    Ok(())
 }
 
 pub(crate) async fn blocking<T: Send + 'static>(
@@ -114,7 +156,7 @@ pub struct Read;
 impl Action for Read {
     async fn run(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError> {
         let rel = path_param(&params, "path")?.to_owned();
-        let full = confine(&ctx.work_dir, &rel)?;
+        let root = work_root(ctx)?;
         let limit = ctx.output_limit;
         let parse = match params.get("parse") {
             None | Some(Value::Null) => false,
@@ -127,7 +169,7 @@ impl Action for Read {
         };
         blocking(move || {
             use std::io::Read as _;
-            let f = std::fs::File::open(&full).map_err(|e| io_error("cannot read", &rel, &e))?;
+            let f = root.open_file(&rel).map_err(|e| confined_error("cannot read", &rel, &e))?;
             let mut buf = Vec::new();
             f.take(limit as u64 + 1).read_to_end(&mut buf).map_err(|e| io_error("cannot read", &rel, &e))?;
             let truncated = buf.len() > limit;
@@ -153,7 +195,6 @@ pub struct Write;
 impl Action for Write {
     async fn run(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError> {
         let rel = path_param(&params, "path")?.to_owned();
-        let full = confine(&ctx.work_dir, &rel)?;
         let content = match params.get("content") {
             Some(Value::String(s)) => s.clone(),
             Some(v) => serde_json::to_string_pretty(v).unwrap_or_default(),
@@ -163,16 +204,17 @@ impl Action for Write {
             .get("create_dirs")
             .and_then(Value::as_bool)
             .unwrap_or(true);
+        let root = work_root(ctx)?;
         blocking(move || {
-            write_atomically(&full, content.as_bytes(), create_dirs)
-                .map_err(|e| io_error("cannot write", &rel, &e))?;
+            root.write_bytes(&rel, content.as_bytes(), create_dirs)
+                .map_err(|e| confined_error("cannot write", &rel, &e))?;
             Ok(json!({"path": rel, "bytes": content.len()}))
         })
         .await
     }
 }
 
-/// `fs.copy {from, to}` → `{from, to, bytes}`.
+/// `fs.copy {from, to}` → `{from, to, bytes}`: streamed, `to` written atomically.
 #[derive(Debug)]
 pub struct Copy;
 
@@ -181,12 +223,15 @@ impl Action for Copy {
     async fn run(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError> {
         let from = path_param(&params, "from")?.to_owned();
         let to = path_param(&params, "to")?.to_owned();
-        let src = confine(&ctx.work_dir, &from)?;
-        let dst = confine(&ctx.work_dir, &to)?;
+        let root = work_root(ctx)?;
         blocking(move || {
-            let bytes = std::fs::read(&src).map_err(|e| io_error("cannot read", &from, &e))?;
-            write_atomically(&dst, &bytes, true).map_err(|e| io_error("cannot write", &to, &e))?;
-            Ok(json!({"from": from, "to": to, "bytes": bytes.len()}))
+            let mut src = root
+                .open_file(&from)
+                .map_err(|e| confined_error("cannot read", &from, &e))?;
+            let bytes = root
+                .write_with(&to, true, |dst| std::io::copy(&mut src, dst))
+                .map_err(|e| confined_error("cannot copy to", &to, &e))?;
+            Ok(json!({"from": from, "to": to, "bytes": bytes}))
         })
         .await
     }
@@ -200,11 +245,12 @@ pub struct Mkdir;
 impl Action for Mkdir {
     async fn run(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError> {
         let rel = path_param(&params, "path")?.to_owned();
-        let full = confine(&ctx.work_dir, &rel)?;
+        let root = work_root(ctx)?;
         blocking(move || {
-            let existed = full.is_dir();
-            std::fs::create_dir_all(&full).map_err(|e| io_error("cannot create", &rel, &e))?;
-            Ok(json!({"path": rel, "created": !existed}))
+            let (_, created) = root
+                .create_dir_all(&rel)
+                .map_err(|e| confined_error("cannot create", &rel, &e))?;
+            Ok(json!({"path": rel, "created": created}))
         })
         .await
     }
@@ -222,22 +268,23 @@ impl Action for List {
             .and_then(Value::as_str)
             .unwrap_or(".")
             .to_owned();
-        let full = confine(&ctx.work_dir, &rel)?;
+        let root = work_root(ctx)?;
         blocking(move || {
-            let mut entries = Vec::new();
-            for e in std::fs::read_dir(&full).map_err(|e| io_error("cannot list", &rel, &e))? {
-                let e = e.map_err(|e| io_error("cannot list", &rel, &e))?;
-                let meta = e.path().symlink_metadata().map_err(|er| io_error("cannot list", &rel, &er))?;
-                let kind = if meta.file_type().is_symlink() {
-                    "symlink"
-                } else if meta.is_dir() {
-                    "dir"
-                } else {
-                    "file"
-                };
-                entries.push(json!({"name": e.file_name().to_string_lossy(), "kind": kind, "bytes": meta.len()}));
-            }
-            entries.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+            let mut listed = root
+                .list(&rel)
+                .map_err(|e| confined_error("cannot list", &rel, &e))?;
+            listed.sort_by(|a, b| a.name.cmp(&b.name));
+            let entries: Vec<Value> = listed
+                .iter()
+                .map(|e| {
+                    let kind = match e.kind {
+                        EntryKind::Symlink => "symlink",
+                        EntryKind::Dir => "dir",
+                        EntryKind::File | EntryKind::Other => "file",
+                    };
+                    json!({"name": e.name.to_string_lossy(), "kind": kind, "bytes": e.bytes})
+                })
+                .collect();
             Ok(json!({"path": rel, "entries": entries}))
         })
         .await
