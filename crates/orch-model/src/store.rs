@@ -78,6 +78,94 @@ pub struct RunRecord {
     pub owner: Option<String>,
     /// Whether someone asked the run's owner to cancel it.
     pub cancel_requested: bool,
+    /// How many of its tasks are in each state (counted by the store
+    /// without reading any task's result).
+    #[serde(default)]
+    pub tasks: TaskCounts,
+}
+
+/// How many tasks of a run are in each state: what a listing of runs shows,
+/// counted by the store (an SQL aggregate, or counters it keeps) without
+/// reading the tasks' results.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskCounts {
+    /// Waiting for dependencies.
+    pub pending: u32,
+    /// Ready to start.
+    pub ready: u32,
+    /// Running (or interrupted while running).
+    pub running: u32,
+    /// Succeeded.
+    pub completed: u32,
+    /// Failed.
+    pub failed: u32,
+    /// Cancelled.
+    pub cancelled: u32,
+    /// Skipped.
+    pub skipped: u32,
+}
+
+impl TaskCounts {
+    /// Counts one more task in state `s`.
+    pub fn add(&mut self, s: TaskStatus, n: u32) {
+        let slot = match s {
+            TaskStatus::Pending => &mut self.pending,
+            TaskStatus::Ready => &mut self.ready,
+            TaskStatus::Running => &mut self.running,
+            TaskStatus::Completed => &mut self.completed,
+            TaskStatus::Failed => &mut self.failed,
+            TaskStatus::Cancelled => &mut self.cancelled,
+            TaskStatus::Skipped => &mut self.skipped,
+        };
+        *slot = slot.saturating_add(n);
+    }
+
+    /// Every task of the run.
+    pub fn total(&self) -> u32 {
+        self.not_done().saturating_add(self.done())
+    }
+
+    /// Tasks in a final state (completed, failed, cancelled, skipped).
+    pub fn done(&self) -> u32 {
+        self.completed
+            .saturating_add(self.failed)
+            .saturating_add(self.cancelled)
+            .saturating_add(self.skipped)
+    }
+
+    fn not_done(&self) -> u32 {
+        self.pending
+            .saturating_add(self.ready)
+            .saturating_add(self.running)
+    }
+
+    /// The counts of `tasks`.
+    pub fn of<'a>(tasks: impl IntoIterator<Item = &'a TaskRecord>) -> Self {
+        let mut c = Self::default();
+        for t in tasks {
+            c.add(t.status, 1);
+        }
+        c
+    }
+}
+
+/// The answer of [`Store::take_over`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum TakeOver {
+    /// The caller owns the run now.
+    Taken,
+    /// The run is still running but its owner is no longer the one expected:
+    /// someone else took it over first (`owner` is who holds it now).
+    Held {
+        /// The run's owner now.
+        owner: Option<String>,
+    },
+    /// The run has ended; there is nothing to take over.
+    Ended {
+        /// How it ended.
+        status: WorkflowStatus,
+    },
 }
 
 /// A stored task.
@@ -273,6 +361,14 @@ pub struct CacheEntry {
 ///   their attempt numbers (resuming after the driving process died).
 /// - `finish_run` sets a run's final status when its driver knows better
 ///   (a run timeout is a failure even if its tasks were cancelled).
+/// - `take_over` is a compare-and-set of a run's owner: the run becomes the
+///   caller's only if it is still `running` and its owner is still the one
+///   the caller saw (the dead process it means to replace). Of any number
+///   of concurrent take-overs from the same owner, exactly one wins; the
+///   others learn who holds the run. A resumed run is taken over before
+///   anything of it runs.
+/// - `list_runs` and `get_run` give each run's [`TaskCounts`], counted
+///   without reading any task's result.
 /// - Events get consecutive `seq` numbers per run, from 1, in append order.
 ///
 /// # Cancellation
@@ -292,8 +388,16 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// One run.
     async fn get_run(&self, id: RunId) -> Result<Option<RunRecord>>;
     /// Every run, newest first, each without its definition (`definition`
-    /// is empty: a definition can be hundreds of MiB; `get_run` has it).
+    /// is empty: a definition can be hundreds of MiB; `get_run` has it),
+    /// with its task counts (no task's result is read).
     async fn list_runs(&self) -> Result<Vec<RunRecord>>;
+    /// The newest `limit` runs, as [`Store::list_runs`] gives them. A
+    /// backend that can stop early (and count fewer tasks) should.
+    async fn recent_runs(&self, limit: usize) -> Result<Vec<RunRecord>> {
+        let mut runs = self.list_runs().await?;
+        runs.truncate(limit);
+        Ok(runs)
+    }
     /// The tasks of a run, by index.
     async fn tasks(&self, run: RunId) -> Result<Vec<TaskRecord>>;
     /// Claims ready tasks.
@@ -357,6 +461,20 @@ pub trait Store: Send + Sync + fmt::Debug {
     ) -> Result<()>;
     /// Records the process driving a run (`None` when it let go).
     async fn set_owner(&self, run: RunId, owner: Option<String>) -> Result<()>;
+    /// Makes `owner` the run's owner if, atomically, the run is still
+    /// `running` and its owner is still `expected` (`None`: no owner
+    /// recorded). See [`TakeOver`] for the answers; `NotFound` for an
+    /// unknown run. A backend that cannot compare and set in one step must
+    /// not pretend to: this default refuses with `Unsupported`.
+    async fn take_over(&self, run: RunId, expected: Option<&str>, owner: &str) -> Result<TakeOver> {
+        let _ = (run, expected, owner);
+        Err(crate::error::OrchestrationError::Unsupported {
+            message: format!(
+                "this store ({:?}) cannot take over a run atomically, so a run cannot be resumed from it safely",
+                self.capabilities()
+            ),
+        })
+    }
     /// Asks a run's owner to cancel it; false when the run is already finished.
     async fn request_cancel(&self, run: RunId) -> Result<bool>;
     /// Whether someone asked for the run to be cancelled (polled by its owner).

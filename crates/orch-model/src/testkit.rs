@@ -6,7 +6,9 @@
 
 use crate::enums::{TaskPriority, TaskStatus, WorkflowStatus};
 use crate::ids::RunId;
-use crate::store::{CacheEntry, Finished, NewRun, NewTask, Store, StoredEvent, TaskOutcome};
+use crate::store::{
+    CacheEntry, Finished, NewRun, NewTask, Store, StoredEvent, TakeOver, TaskCounts, TaskOutcome,
+};
 use crate::task::TaskResult;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Map, Value, json};
@@ -74,6 +76,178 @@ pub async fn conformance<S: Store, F: Fn() -> S>(make: F) {
     finishing_with_events(&make()).await;
     resuming_and_cancelling(&make()).await;
     records(&make()).await;
+    taking_over_a_run(&make()).await;
+    listing_counts_tasks(&make()).await;
+}
+
+/// Polls both futures until both are done, so that neither completes before
+/// the other has started (a join without an async runtime).
+async fn both<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+    let (mut a, mut b) = (std::pin::pin!(a), std::pin::pin!(b));
+    let (mut ra, mut rb) = (None, None);
+    std::future::poll_fn(|cx| {
+        if ra.is_none() {
+            if let std::task::Poll::Ready(v) = a.as_mut().poll(cx) {
+                ra = Some(v);
+            }
+        }
+        if rb.is_none() {
+            if let std::task::Poll::Ready(v) = b.as_mut().poll(cx) {
+                rb = Some(v);
+            }
+        }
+        match (ra.take(), rb.take()) {
+            (Some(x), Some(y)) => std::task::Poll::Ready((x, y)),
+            (x, y) => {
+                ra = x;
+                rb = y;
+                std::task::Poll::Pending
+            }
+        }
+    })
+    .await
+}
+
+/// `take_over`: a compare-and-set of the owner. Of two concurrent
+/// take-overs from the same (dead) owner exactly one wins, and the loser
+/// learns who won; an ended run cannot be taken over.
+pub async fn taking_over_a_run(store: &dyn Store) {
+    let id = RunId::new();
+    store.create_run(diamond(id), t0()).await.expect("create");
+    store
+        .set_owner(id, Some("1:1@dead".into()))
+        .await
+        .expect("owner");
+    for round in 0..5 {
+        let before = store.get_run(id).await.expect("get").expect("run").owner;
+        let (p, q) = (format!("p{round}"), format!("q{round}"));
+        let (a, b) = both(
+            store.take_over(id, before.as_deref(), &p),
+            store.take_over(id, before.as_deref(), &q),
+        )
+        .await;
+        let (a, b) = (a.expect("take over p"), b.expect("take over q"));
+        let winner = match (&a, &b) {
+            (TakeOver::Taken, TakeOver::Held { owner }) => {
+                assert_eq!(
+                    owner.as_deref(),
+                    Some(p.as_str()),
+                    "the loser names the winner"
+                );
+                p
+            }
+            (TakeOver::Held { owner }, TakeOver::Taken) => {
+                assert_eq!(
+                    owner.as_deref(),
+                    Some(q.as_str()),
+                    "the loser names the winner"
+                );
+                q
+            }
+            other => panic!("exactly one of two concurrent take-overs must win, got {other:?}"),
+        };
+        assert_eq!(
+            store.get_run(id).await.expect("get").expect("run").owner,
+            Some(winner.clone()),
+            "the winner is the owner"
+        );
+        // A take-over that expects an owner the run no longer has loses.
+        assert_eq!(
+            store
+                .take_over(id, Some("1:1@dead"), "late")
+                .await
+                .expect("late"),
+            TakeOver::Held {
+                owner: Some(winner)
+            }
+        );
+    }
+    // No owner recorded: `None` is what to expect.
+    let free = RunId::new();
+    store.create_run(diamond(free), t0()).await.expect("create");
+    assert_eq!(
+        store.take_over(free, None, "x").await.expect("take"),
+        TakeOver::Taken
+    );
+    store
+        .finish_run(id, WorkflowStatus::Completed, at(9))
+        .await
+        .expect("finish run");
+    let owner = store.get_run(id).await.expect("get").expect("run").owner;
+    assert_eq!(
+        store
+            .take_over(id, owner.as_deref(), "after")
+            .await
+            .expect("ended"),
+        TakeOver::Ended {
+            status: WorkflowStatus::Completed
+        },
+        "an ended run is not taken over"
+    );
+    assert!(
+        store.take_over(RunId::new(), None, "x").await.is_err(),
+        "unknown run"
+    );
+}
+
+/// `list_runs` and `get_run` count each run's tasks by state.
+pub async fn listing_counts_tasks(store: &dyn Store) {
+    let id = RunId::new();
+    store.create_run(diamond(id), t0()).await.expect("create");
+    let started = store
+        .start_tasks(id, &[0, 4], "local", LEASE, at(1))
+        .await
+        .expect("start");
+    let big = json!({ "text": "x".repeat(256 * 1024) });
+    store
+        .finish_tasks(
+            id,
+            vec![Finished {
+                index: 0,
+                attempt: started[0],
+                retries: 0,
+                outcome: ok(big),
+            }],
+            at(2),
+        )
+        .await
+        .expect("finish a");
+    let want = TaskCounts {
+        pending: 1,
+        ready: 2,
+        running: 1,
+        completed: 1,
+        ..TaskCounts::default()
+    };
+    let listed = store.list_runs().await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].tasks, want, "list_runs counts tasks by state");
+    assert_eq!((want.total(), want.done()), (5, 1));
+    assert_eq!(
+        store.get_run(id).await.expect("get").expect("run").tasks,
+        want,
+        "get_run counts tasks by state"
+    );
+    assert_eq!(
+        TaskCounts::of(&store.tasks(id).await.expect("tasks")),
+        want,
+        "the counts agree with the tasks"
+    );
+    let newer = RunId::new();
+    store
+        .create_run(diamond(newer), at(3))
+        .await
+        .expect("create");
+    let recent = store.recent_runs(1).await.expect("recent");
+    assert_eq!(
+        recent
+            .iter()
+            .map(|r| (r.id, r.tasks.total()))
+            .collect::<Vec<_>>(),
+        vec![(newer, 5)],
+        "recent_runs gives the newest runs first, counted"
+    );
+    assert_eq!(store.recent_runs(5).await.expect("recent").len(), 2);
 }
 
 /// `finish_and_append`: the finish and its events land together, and a

@@ -14,6 +14,18 @@
 //! (its run is marked quarantined and reported by [`Store::problems`]),
 //! never a crash; other runs stay usable.
 //!
+//! Options ([`SqliteOptions`], or a URL's query: `sqlite://PATH?mode=ro`):
+//! a read-only store opens the file with `SQLITE_OPEN_READ_ONLY`, applies no
+//! migration and never writes (no WAL checkpoint either), so a database
+//! in a read-only file or directory can be read; `max_page_count=N` caps the
+//! database at N pages (SQLite's `PRAGMA max_page_count`), which makes a
+//! full disk easy to reproduce. A full disk (`SQLITE_FULL`, which SQLite
+//! also reports for `ENOSPC`) or another I/O failure is an
+//! `OrchestrationError::Io`. After each commit the store checks that its
+//! path still names the file it opened: a database deleted or replaced
+//! while in use fails every later call instead of writing into a file that
+//! nobody will read again.
+//!
 //! ```
 //! use orch_model::{NewRun, NewTask, Store, TaskPriority};
 //! use orch_store_sqlite::SqliteStore;
@@ -35,11 +47,12 @@ use chrono::{DateTime, TimeZone, Utc};
 use orch_model::store::{
     CacheEntry, Lease, Record, RecordKind, RunRecord, StoredEvent, TaskRecord,
 };
+use orch_model::store::{TakeOver, TaskCounts};
 use orch_model::{
     Claim, EntityKind, Finished, NewRun, OrchestrationError, Result, RunId, Store,
     StoreCapabilities, TaskOutcome, TaskPriority, TaskResult, TaskStatus, WorkflowStatus,
 };
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -186,8 +199,41 @@ type Work = Box<
 #[derive(Debug)]
 pub struct SqliteStore {
     path: PathBuf,
+    options: SqliteOptions,
     tx: Option<mpsc::Sender<Work>>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How to open a database (in a URL: `sqlite://PATH?mode=ro&max_page_count=N`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SqliteOptions {
+    /// Open with `SQLITE_OPEN_READ_ONLY`: no file is created, no migration
+    /// runs, nothing is written; every write fails. A missing or empty file
+    /// reads as an empty store; one at an older schema version is refused
+    /// (it needs a migration, which only a writing open applies).
+    pub read_only: bool,
+    /// At most this many pages (`PRAGMA max_page_count`; pages are 4 KiB):
+    /// a write that would grow the database beyond fails as a full disk does.
+    pub max_page_count: Option<u64>,
+}
+
+impl SqliteOptions {
+    /// These options, read-only.
+    #[must_use]
+    pub fn read_only(mut self) -> Self {
+        self.read_only = true;
+        self
+    }
+}
+
+/// An open connection and what the store thread knows about it.
+struct Conn {
+    conn: Connection,
+    /// Opened read-only (or a stand-in for a missing database).
+    read_only: bool,
+    /// The device and inode of the database file, to notice it being
+    /// deleted or replaced (`None`: not a writable file).
+    file: Option<(u64, u64)>,
 }
 
 fn store_err(what: &str, e: impl std::fmt::Display) -> OrchestrationError {
@@ -198,13 +244,50 @@ fn store_err(what: &str, e: impl std::fmt::Display) -> OrchestrationError {
 }
 
 fn sql_err(e: rusqlite::Error) -> OrchestrationError {
-    let retryable = matches!(
-        e.sqlite_error_code(),
-        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-    );
-    OrchestrationError::Store {
-        message: format!("sqlite: {e}"),
-        retryable,
+    match e.sqlite_error_code() {
+        // SQLite reports ENOSPC as SQLITE_FULL, like a reached max_page_count.
+        Some(rusqlite::ErrorCode::DiskFull) => OrchestrationError::Io {
+            message: format!(
+                "the store's database is full (the disk is full, or the database reached its size limit): sqlite: {e}; free some space, then resume the run with `orch resume RUN`"
+            ),
+        },
+        Some(rusqlite::ErrorCode::SystemIoFailure) => OrchestrationError::Io {
+            message: format!("the store's database could not be read or written: sqlite: {e}"),
+        },
+        Some(rusqlite::ErrorCode::ReadOnly) => OrchestrationError::Store {
+            message: format!(
+                "sqlite: {e}: the database was opened read-only (a command that only reads), or its file or directory is not writable"
+            ),
+            retryable: false,
+        },
+        code => OrchestrationError::Store {
+            message: format!("sqlite: {e}"),
+            retryable: matches!(
+                code,
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            ),
+        },
+    }
+}
+
+/// The device and inode `path` names now.
+fn file_id(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).map(|m| (m.dev(), m.ino()))
+}
+
+/// The error of a store whose database file is no longer the one it opened.
+fn lost(path: &Path, now: std::io::Result<(u64, u64)>) -> OrchestrationError {
+    let what = match now {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "was deleted",
+        Err(_) => "can no longer be found",
+        Ok(_) => "was replaced by another file",
+    };
+    OrchestrationError::Io {
+        message: format!(
+            "the store's database {} {what} while orch was using it; what was recorded since it was opened is lost. Nothing more is recorded: stop, and start the run again",
+            path.display()
+        ),
     }
 }
 
@@ -228,8 +311,126 @@ fn invalid(message: String) -> OrchestrationError {
     OrchestrationError::InvalidState { message }
 }
 
+/// Opens a database as `options` say.
+fn connect(path: &Path, options: SqliteOptions) -> Result<Conn> {
+    if options.read_only {
+        return connect_read_only(path);
+    }
+    let conn = connect_writable(path)?;
+    if let Some(n) = options.max_page_count {
+        conn.pragma_update(None, "max_page_count", n)
+            .map_err(sql_err)?;
+    }
+    let file =
+        file_id(path).map_err(|e| store_err(&format!("cannot inspect {}", path.display()), e))?;
+    Ok(Conn {
+        conn,
+        read_only: false,
+        file: Some(file),
+    })
+}
+
+/// `path` as an SQLite URI filename (`file:` plus the path, with the
+/// characters a URI gives a meaning to escaped).
+fn uri_path(path: &Path) -> String {
+    let mut out = String::from("file:");
+    for b in path.as_os_str().as_encoded_bytes() {
+        match b {
+            b'%' | b'?' | b'#' => out.push_str(&format!("%{b:02X}")),
+            _ => out.push(char::from(*b)),
+        }
+    }
+    out
+}
+
+/// Opens a database read-only: no file is created, no migration runs,
+/// nothing is written. A missing or empty database is an empty store (an
+/// in-memory stand-in with the schema, refusing writes).
+fn connect_read_only(path: &Path) -> Result<Conn> {
+    let empty = || -> Result<Conn> {
+        let conn = Connection::open_in_memory().map_err(sql_err)?;
+        migrate(&conn)?;
+        conn.execute_batch("PRAGMA query_only = 1")
+            .map_err(sql_err)?;
+        Ok(Conn {
+            conn,
+            read_only: true,
+            file: None,
+        })
+    };
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return empty(),
+        Ok(m) if m.len() == 0 => return empty(),
+        _ => {}
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let check = |conn: &Connection| -> rusqlite::Result<u32> {
+        conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+    };
+    let opened =
+        Connection::open_with_flags(uri_path(path), flags).and_then(|c| check(&c).map(|v| (c, v)));
+    let (conn, version) = match opened {
+        Ok(x) => x,
+        // A WAL database closed cleanly has no -wal and -shm files, and a
+        // reader cannot create them in a read-only directory: read the file
+        // as it is (`immutable`: nobody can be writing it there either).
+        Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::CannotOpen) => {
+            let uri = format!("{}?immutable=1", uri_path(path));
+            let c = Connection::open_with_flags(&uri, flags)
+                .map_err(|e| store_err(&format!("cannot open {} read-only", path.display()), e))?;
+            let v = check(&c)
+                .map_err(|e| store_err(&format!("cannot open {} read-only", path.display()), e))?;
+            (c, v)
+        }
+        Err(e) => {
+            return Err(store_err(
+                &format!("cannot open {} read-only", path.display()),
+                e,
+            ));
+        }
+    };
+    conn.busy_timeout(Duration::from_secs(10))
+        .map_err(sql_err)?;
+    conn.execute_batch("PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;")
+        .map_err(sql_err)?;
+    if version == 0 {
+        let tables: i64 = conn
+            .query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))
+            .map_err(sql_err)?;
+        if tables == 0 {
+            return empty();
+        }
+    }
+    if version < SCHEMA_VERSION {
+        return Err(store_err(
+            "schema",
+            format!(
+                "the database {} is at schema version {version}, and this orch reads version {SCHEMA_VERSION}; \
+                 it needs a migration, which a command that only reads (opening it read-only) does not apply. \
+                 Any command that writes to the store (`orch run`, `orch cache clear`) upgrades it, given write access",
+                path.display()
+            ),
+        ));
+    }
+    if version > SCHEMA_VERSION {
+        return Err(store_err(
+            "schema",
+            format!(
+                "the database is at schema version {version}, newer than this orch's {SCHEMA_VERSION}; use a newer orch"
+            ),
+        ));
+    }
+    Ok(Conn {
+        conn,
+        read_only: true,
+        file: None,
+    })
+}
+
 /// Opens (creating it owner-only if needed) and migrates a database.
-fn connect(path: &Path) -> Result<Connection> {
+fn connect_writable(path: &Path) -> Result<Connection> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .map_err(|e| store_err(&format!("cannot create {}", dir.display()), e))?;
@@ -301,7 +502,10 @@ fn migrate(conn: &Connection) -> Result<()> {
 
 /// The worker thread: group commit of everything queued. With no
 /// connection yet (a lazily opened store), it connects on the first request.
-fn serve(mut conn: Option<Connection>, path: PathBuf, rx: mpsc::Receiver<Work>) {
+fn serve(mut conn: Option<Conn>, path: PathBuf, options: SqliteOptions, rx: mpsc::Receiver<Work>) {
+    // Set when the database file was deleted or replaced: every later
+    // request gets this error, and nothing runs.
+    let mut gone: Option<OrchestrationError> = None;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < GROUP_LIMIT {
@@ -310,8 +514,15 @@ fn serve(mut conn: Option<Connection>, path: PathBuf, rx: mpsc::Receiver<Work>) 
                 Err(_) => break,
             }
         }
+        if let Some(err) = &gone {
+            for w in batch {
+                let (_, deliver) = w(Err(err));
+                deliver(None);
+            }
+            continue;
+        }
         if conn.is_none() {
-            match connect(&path) {
+            match connect(&path, options) {
                 Ok(c) => conn = Some(c),
                 Err(err) => {
                     for w in batch {
@@ -322,8 +533,15 @@ fn serve(mut conn: Option<Connection>, path: PathBuf, rx: mpsc::Receiver<Work>) 
                 }
             }
         }
-        let Some(conn) = conn.as_ref() else { continue };
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let Some(held) = conn.as_ref() else { continue };
+        let conn = &held.conn;
+        // A read-only connection takes no write lock (and could not).
+        let begin = if held.read_only {
+            "BEGIN"
+        } else {
+            "BEGIN IMMEDIATE"
+        };
+        if let Err(e) = conn.execute_batch(begin) {
             // Answer every request with the error; nothing ran.
             let err = sql_err(e);
             for w in batch {
@@ -348,7 +566,20 @@ fn serve(mut conn: Option<Connection>, path: PathBuf, rx: mpsc::Receiver<Work>) 
         if commit.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         }
-        let err = commit.err();
+        let mut err = commit.err();
+        // Committed into the file this store opened: is it still the one
+        // its path names? (A deleted database keeps working through the
+        // open descriptor, and everything written to it would be lost.)
+        if let Some(id) = held.file {
+            match file_id(&path) {
+                Ok(now) if now == id => {}
+                now => {
+                    let e = lost(&path, now);
+                    gone = Some(e.clone());
+                    err = Some(e);
+                }
+            }
+        }
         for d in deliveries {
             d(err.as_ref());
         }
@@ -362,8 +593,17 @@ impl SqliteStore {
     /// # Errors
     /// `Store` when the file cannot be created or opened, or a migration fails.
     pub fn open(path: &Path) -> Result<Self> {
-        let conn = connect(path)?;
-        Self::start(path, Some(conn))
+        Self::open_with(path, SqliteOptions::default())
+    }
+
+    /// [`SqliteStore::open`] with options (read-only: see [`SqliteOptions`]).
+    ///
+    /// # Errors
+    /// As [`SqliteStore::open`]; read-only, `Store` for a database that
+    /// needs a migration.
+    pub fn open_with(path: &Path, options: SqliteOptions) -> Result<Self> {
+        let conn = connect(path, options)?;
+        Self::start(path, options, Some(conn))
     }
 
     /// Like [`SqliteStore::open`], but touches nothing until the first call:
@@ -373,18 +613,27 @@ impl SqliteStore {
     /// # Errors
     /// `Store` when the thread cannot start.
     pub fn open_lazy(path: &Path) -> Result<Self> {
-        Self::start(path, None)
+        Self::open_lazy_with(path, SqliteOptions::default())
     }
 
-    fn start(path: &Path, conn: Option<Connection>) -> Result<Self> {
+    /// [`SqliteStore::open_lazy`] with options.
+    ///
+    /// # Errors
+    /// `Store` when the thread cannot start.
+    pub fn open_lazy_with(path: &Path, options: SqliteOptions) -> Result<Self> {
+        Self::start(path, options, None)
+    }
+
+    fn start(path: &Path, options: SqliteOptions, conn: Option<Conn>) -> Result<Self> {
         let (tx, rx) = mpsc::channel::<Work>();
         let owned = path.to_path_buf();
         let thread = std::thread::Builder::new()
             .name("orch-sqlite".into())
-            .spawn(move || serve(conn, owned, rx))
+            .spawn(move || serve(conn, owned, options, rx))
             .map_err(|e| store_err("cannot start the store thread", e))?;
         Ok(Self {
             path: path.to_path_buf(),
+            options,
             tx: Some(tx),
             thread: Some(thread),
         })
@@ -395,7 +644,8 @@ impl SqliteStore {
     /// # Errors
     /// `InvalidParameters` for another scheme; as [`SqliteStore::open`].
     pub fn open_url(url: &str) -> Result<Self> {
-        Self::open(&Self::url_path(url)?)
+        let (path, options) = Self::parse_url(url)?;
+        Self::open_with(&path, options)
     }
 
     /// [`SqliteStore::open_lazy`] for a `sqlite://PATH` URL.
@@ -403,21 +653,63 @@ impl SqliteStore {
     /// # Errors
     /// `InvalidParameters` for another scheme.
     pub fn open_url_lazy(url: &str) -> Result<Self> {
-        Self::open_lazy(&Self::url_path(url)?)
+        let (path, options) = Self::parse_url(url)?;
+        Self::open_lazy_with(&path, options)
     }
 
-    fn url_path(url: &str) -> Result<PathBuf> {
-        let path = url.strip_prefix("sqlite://").ok_or_else(|| {
+    /// The path and options of a `sqlite://PATH[?OPTION&...]` URL. Options:
+    /// `mode=ro` (read-only) or `mode=rw` (the default), `max_page_count=N`.
+    ///
+    /// # Errors
+    /// `InvalidParameters` for another scheme, no path, or an unknown or
+    /// malformed option.
+    pub fn parse_url(url: &str) -> Result<(PathBuf, SqliteOptions)> {
+        let rest = url.strip_prefix("sqlite://").ok_or_else(|| {
             OrchestrationError::invalid_parameters(format!(
                 "`{url}` is not a sqlite:// URL; write sqlite://PATH, e.g. sqlite://.orch/orch.db"
             ))
         })?;
+        let (path, query) = match rest.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (rest, None),
+        };
         if path.is_empty() {
             return Err(OrchestrationError::invalid_parameters(
                 "sqlite:// needs a path, e.g. sqlite://.orch/orch.db",
             ));
         }
-        Ok(PathBuf::from(path))
+        let mut options = SqliteOptions::default();
+        for pair in query
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .filter(|p| !p.is_empty())
+        {
+            let bad = |why: &str| {
+                OrchestrationError::invalid_parameters(format!(
+                    "store URL `{url}`: option `{pair}` {why}; the options are mode=ro, mode=rw and max_page_count=N"
+                ))
+            };
+            match pair.split_once('=') {
+                Some(("mode", "ro")) => options.read_only = true,
+                Some(("mode", "rw")) => options.read_only = false,
+                Some(("mode", _)) => return Err(bad("is not ro or rw")),
+                Some(("max_page_count", n)) => {
+                    options.max_page_count = Some(
+                        n.parse()
+                            .ok()
+                            .filter(|&n: &u64| n > 0)
+                            .ok_or_else(|| bad("needs a whole number of pages above 0"))?,
+                    );
+                }
+                _ => return Err(bad("is not known")),
+            }
+        }
+        Ok((PathBuf::from(path), options))
+    }
+
+    /// How the store was opened.
+    pub fn options(&self) -> SqliteOptions {
+        self.options
     }
 
     /// The database file.
@@ -495,6 +787,10 @@ fn priority_from(n: i64) -> TaskPriority {
 
 /// Sets a run aside: it is reported by `problems` and skipped by listings.
 fn quarantine(conn: &Connection, run: &str, reason: &str) -> Result<()> {
+    if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) {
+        // A read-only store reports the row (the caller's error) and writes nothing.
+        return Ok(());
+    }
     conn.execute(
         "UPDATE runs SET quarantined = ?2 WHERE id = ?1",
         params![run, reason],
@@ -557,7 +853,35 @@ fn decode_run(raw: RawRun) -> std::result::Result<RunRecord, String> {
         definition,
         owner,
         cancel_requested: cancel,
+        tasks: TaskCounts::default(),
     })
+}
+
+/// How many tasks of the run with `ord` are in each state: an aggregate
+/// over the run's key range that reads each row's `status` column only
+/// (a task's result lies further on in its row, mostly in overflow pages,
+/// and is never read).
+fn count_tasks(conn: &Connection, ord: i64) -> Result<TaskCounts> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT status, COUNT(*) FROM tasks
+             WHERE key BETWEEN ?1 * 4294967296 AND ?1 * 4294967296 + 4294967295 GROUP BY status",
+        )
+        .map_err(sql_err)?;
+    let rows = stmt
+        .query_map(params![ord], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?))
+        })
+        .map_err(sql_err)?;
+    let mut counts = TaskCounts::default();
+    for row in rows {
+        let (status, n) = row.map_err(sql_err)?;
+        // A task with an unknown state is set aside when its run is read.
+        if let Ok(s) = parse_status(&status) {
+            counts.add(s, n);
+        }
+    }
+    Ok(counts)
 }
 
 /// Reads one run, quarantining it when it cannot be read.
@@ -565,20 +889,29 @@ fn read_run(conn: &Connection, run: RunId) -> Result<Option<RunRecord>> {
     let key = run.to_string();
     let raw = conn
         .query_row(
-            &format!("SELECT {RUN_COLUMNS}, quarantined FROM runs WHERE id = ?1"),
+            &format!("SELECT {RUN_COLUMNS}, quarantined, ord FROM runs WHERE id = ?1"),
             params![key],
-            |r| Ok((raw_run(r)?, r.get::<_, Option<String>>(9)?)),
+            |r| {
+                Ok((
+                    raw_run(r)?,
+                    r.get::<_, Option<String>>(9)?,
+                    r.get::<_, i64>(10)?,
+                ))
+            },
         )
         .optional()
         .map_err(sql_err)?;
     match raw {
         None => Ok(None),
-        Some((_, Some(why))) => Err(store_err(
+        Some((_, Some(why), _)) => Err(store_err(
             &format!("run {key} is quarantined"),
             format!("it could not be read: {why}"),
         )),
-        Some((raw, None)) => match decode_run(raw) {
-            Ok(r) => Ok(Some(r)),
+        Some((raw, None, ord)) => match decode_run(raw) {
+            Ok(r) => Ok(Some(RunRecord {
+                tasks: count_tasks(conn, ord)?,
+                ..r
+            })),
             Err(why) => {
                 quarantine(conn, &key, &why)?;
                 Err(store_err(&format!("run {key} is quarantined"), why))
@@ -1020,6 +1353,34 @@ fn finish_run_if_done(
     Ok(())
 }
 
+/// Runs, newest first (at most `limit`), without their definitions, with
+/// their task counts: no task's result is read.
+fn list_in(conn: &Connection, limit: Option<usize>) -> Result<Vec<RunRecord>> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {LIST_COLUMNS}, ord FROM runs WHERE quarantined IS NULL ORDER BY ord DESC LIMIT ?1"
+        ))
+        .map_err(sql_err)?;
+    let limit = limit.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+    let rows: Vec<(RawRun, i64)> = stmt
+        .query_map(params![limit], |r| Ok((raw_run(r)?, r.get(9)?)))
+        .map_err(sql_err)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(sql_err)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (raw, ord) in rows {
+        let key = raw.0.clone();
+        match decode_run(raw) {
+            Ok(r) => out.push(RunRecord {
+                tasks: count_tasks(conn, ord)?,
+                ..r
+            }),
+            Err(why) => quarantine(conn, &key, &why)?,
+        }
+    }
+    Ok(out)
+}
+
 /// The run's `ord` (the key of its tasks), if there is such a run.
 fn run_ord(conn: &Connection, run: &str) -> Result<Option<i64>> {
     conn.prepare_cached("SELECT ord FROM runs WHERE id = ?1")
@@ -1139,28 +1500,11 @@ impl Store for SqliteStore {
     }
 
     async fn list_runs(&self) -> Result<Vec<RunRecord>> {
-        self.call(|conn| {
-            let mut stmt = conn
-                .prepare(&format!(
-                    "SELECT {LIST_COLUMNS} FROM runs WHERE quarantined IS NULL ORDER BY ord DESC"
-                ))
-                .map_err(sql_err)?;
-            let rows: Vec<RawRun> = stmt
-                .query_map([], raw_run)
-                .map_err(sql_err)?
-                .collect::<rusqlite::Result<_>>()
-                .map_err(sql_err)?;
-            let mut out = Vec::with_capacity(rows.len());
-            for raw in rows {
-                let key = raw.0.clone();
-                match decode_run(raw) {
-                    Ok(r) => out.push(r),
-                    Err(why) => quarantine(conn, &key, &why)?,
-                }
-            }
-            Ok(out)
-        })
-        .await
+        self.call(|conn| list_in(conn, None)).await
+    }
+
+    async fn recent_runs(&self, limit: usize) -> Result<Vec<RunRecord>> {
+        self.call(move |conn| list_in(conn, Some(limit))).await
     }
 
     async fn tasks(&self, run: RunId) -> Result<Vec<TaskRecord>> {
@@ -1437,6 +1781,43 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn take_over(&self, run: RunId, expected: Option<&str>, owner: &str) -> Result<TakeOver> {
+        let (expected, owner) = (expected.map(str::to_owned), owner.to_owned());
+        self.call(move |conn| {
+            let key = run.to_string();
+            // One statement compares and sets, under the write lock of the
+            // transaction (`BEGIN IMMEDIATE`): of two processes, the second
+            // sees the first one's owner and changes nothing.
+            let n = conn
+                .execute(
+                    "UPDATE runs SET owner = ?3
+                     WHERE id = ?1 AND status = 'running' AND owner IS ?2",
+                    params![key, expected, owner],
+                )
+                .map_err(sql_err)?;
+            if n == 1 {
+                return Ok(TakeOver::Taken);
+            }
+            let now: Option<(String, Option<String>)> = conn
+                .query_row(
+                    "SELECT status, owner FROM runs WHERE id = ?1",
+                    params![key],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(sql_err)?;
+            match now {
+                None => Err(not_found(run)),
+                Some((status, owner)) => match status.parse::<WorkflowStatus>() {
+                    Ok(WorkflowStatus::Running) => Ok(TakeOver::Held { owner }),
+                    Ok(status) => Ok(TakeOver::Ended { status }),
+                    Err(e) => Err(store_err(&format!("run {key}"), format!("bad status: {e}"))),
+                },
+            }
+        })
+        .await
+    }
+
     async fn request_cancel(&self, run: RunId) -> Result<bool> {
         self.call(move |conn| {
             let key = run.to_string();
@@ -1648,6 +2029,8 @@ impl Store for SqliteStore {
                         data,
                         updated_at: time(at),
                     }),
+                    // Read-only: skipped, and not written down.
+                    Err(_) if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) => {}
                     Err(e) => conn
                         .execute(
                             "INSERT INTO quarantine (tbl, key, reason, at)

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use orch_model::store::{
-    CacheEntry, Lease, Record, RecordKind, RunRecord, StoredEvent, TaskRecord,
+    CacheEntry, Lease, Record, RecordKind, RunRecord, StoredEvent, TakeOver, TaskCounts, TaskRecord,
 };
 use orch_model::{
     Claim, EntityKind, NewRun, OrchestrationError, Result, RunId, Store, StoreCapabilities,
@@ -240,6 +240,7 @@ impl Store for MemoryStore {
             definition: run.definition,
             owner: None,
             cancel_requested: false,
+            tasks: TaskCounts::default(),
         };
         inner.runs.insert(
             run.id,
@@ -256,7 +257,10 @@ impl Store for MemoryStore {
     }
 
     async fn get_run(&self, id: RunId) -> Result<Option<RunRecord>> {
-        Ok(self.lock().runs.get(&id).map(|r| r.record.clone()))
+        Ok(self.lock().runs.get(&id).map(|r| RunRecord {
+            tasks: TaskCounts::of(&r.tasks),
+            ..r.record.clone()
+        }))
     }
 
     async fn list_runs(&self) -> Result<Vec<RunRecord>> {
@@ -277,6 +281,8 @@ impl Store for MemoryStore {
                     definition: String::new(),
                     owner: x.owner.clone(),
                     cancel_requested: x.cancel_requested,
+                    // Each task's state only: no result is copied.
+                    tasks: TaskCounts::of(&r.tasks),
                 }
             })
             .collect())
@@ -509,6 +515,27 @@ impl Store for MemoryStore {
             .ok_or_else(|| OrchestrationError::not_found(EntityKind::Run, run.to_string()))?;
         r.record.owner = owner;
         Ok(())
+    }
+
+    async fn take_over(&self, run: RunId, expected: Option<&str>, owner: &str) -> Result<TakeOver> {
+        // Compared and set under the store's one lock.
+        let mut inner = self.lock();
+        let r = inner
+            .runs
+            .get_mut(&run)
+            .ok_or_else(|| OrchestrationError::not_found(EntityKind::Run, run.to_string()))?;
+        if r.record.status != WorkflowStatus::Running {
+            return Ok(TakeOver::Ended {
+                status: r.record.status,
+            });
+        }
+        if r.record.owner.as_deref() != expected {
+            return Ok(TakeOver::Held {
+                owner: r.record.owner.clone(),
+            });
+        }
+        r.record.owner = Some(owner.to_owned());
+        Ok(TakeOver::Taken)
     }
 
     async fn request_cancel(&self, run: RunId) -> Result<bool> {
