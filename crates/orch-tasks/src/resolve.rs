@@ -248,10 +248,64 @@ pub fn evaluate(when: &When, scope: &dyn Scope) -> Result<bool, String> {
     })
 }
 
+/// Why a step whose `when` is false is skipped: the condition as written,
+/// with the value it was compared with, and the value the reference had:
+/// ``condition `${params.dry_run} eq false` is false (the value is true)``.
+/// Values are shown as JSON, at most 80 characters each.
+#[must_use]
+pub fn skip_reason(when: &When, scope: &dyn Scope) -> String {
+    fn short(v: &Value) -> String {
+        let text = v.to_string();
+        match text.char_indices().nth(80) {
+            Some((at, _)) => format!("{}...", &text[..at]),
+            None => text,
+        }
+    }
+    let condition = match &when.value {
+        Some(v) => format!("{} {} {}", when.reference, when.op, short(v)),
+        None => format!("{} {}", when.reference, when.op),
+    };
+    let got = match resolve_string(&when.reference, scope) {
+        Ok(v) => format!("the value is {}", short(&v)),
+        Err(e) => format!("it does not resolve: {e}"),
+    };
+    format!("condition `{condition}` is false ({got})")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_skip_reason_shows_the_compared_value_and_the_actual_one() {
+        // Issue 10: the reason read `condition ${params.dry_run} eq is false`.
+        let s = scope();
+        let w = |r: &str, op, value: Option<Value>| When {
+            reference: r.into(),
+            op,
+            value,
+        };
+        assert_eq!(
+            skip_reason(&w("${params.n}", ConditionOp::Eq, Some(json!(false))), &s),
+            "condition `${params.n} eq false` is false (the value is 3)"
+        );
+        assert_eq!(
+            skip_reason(
+                &w("${a.result.files}", ConditionOp::Gt, Some(json!("x"))),
+                &s
+            ),
+            "condition `${a.result.files} gt \"x\"` is false (the value is 4)"
+        );
+        let r = skip_reason(&w("${a.result.nope}", ConditionOp::Exists, None), &s);
+        assert!(
+            r.starts_with("condition `${a.result.nope} exists` is false (it does not resolve: "),
+            "{r}"
+        );
+        let long = json!("x".repeat(500));
+        let r = skip_reason(&w("${params.n}", ConditionOp::Eq, Some(long)), &s);
+        assert!(r.len() < 200 && r.contains("..."), "{r}");
+    }
 
     struct S(Map<String, Value>, Map<String, Value>);
 

@@ -723,7 +723,7 @@ impl State<'_> {
             match evaluate(when, self) {
                 Ok(true) => {}
                 Ok(false) => {
-                    let reason = format!("condition `{} {}` is false", when.reference, when.op);
+                    let reason = crate::resolve::skip_reason(when, self);
                     return self.skip(j, reason, now);
                 }
                 Err(e) => return self.fail_at_release(j, e, now),

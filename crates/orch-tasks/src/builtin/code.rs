@@ -16,185 +16,200 @@ use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// A language's name, its file extensions and comment syntax.
+/// A string literal's delimiters: text between them is code, whatever it holds.
+struct Quote {
+    open: &'static str,
+    close: &'static str,
+    /// Whether a backslash escapes the next character (`"a\"b"`).
+    escape: bool,
+    /// Whether the literal may go on past the end of a line; one that may not
+    /// ends there when it is left open (a typo must not swallow the file).
+    multiline: bool,
+}
+
+const fn quote(open: &'static str, close: &'static str, escape: bool, multiline: bool) -> Quote {
+    Quote {
+        open,
+        close,
+        escape,
+        multiline,
+    }
+}
+
+/// `"..."` and `'...'` with backslash escapes, each on one line (C, Java, JavaScript, ...).
+const C_QUOTES: &[Quote] = &[quote("\"", "\"", true, false), quote("'", "'", true, false)];
+/// Java, Kotlin, Scala, Swift: text blocks `"""..."""` too.
+const JVM_QUOTES: &[Quote] = &[
+    quote("\"\"\"", "\"\"\"", true, true),
+    quote("\"", "\"", true, false),
+    quote("'", "'", true, false),
+];
+/// JavaScript and TypeScript: template literals span lines.
+const JS_QUOTES: &[Quote] = &[
+    quote("`", "`", true, true),
+    quote("\"", "\"", true, false),
+    quote("'", "'", true, false),
+];
+/// Python (and TOML): triple-quoted strings span lines.
+const TRIPLE_QUOTES: &[Quote] = &[
+    quote("\"\"\"", "\"\"\"", true, true),
+    quote("'''", "'''", true, true),
+    quote("\"", "\"", true, false),
+    quote("'", "'", true, false),
+];
+/// Shell-like: `'...'` has no escapes. Kept to one line: a heredoc's apostrophe must not open a string.
+const SH_QUOTES: &[Quote] = &[
+    quote("\"", "\"", true, false),
+    quote("'", "'", false, false),
+];
+/// Only `"..."` (Haskell, where `'` is part of names).
+const DQ_QUOTES: &[Quote] = &[quote("\"", "\"", true, false)];
+
+/// A language's name, its file extensions and its lexical syntax: comments and string literals.
 struct Lang {
     name: &'static str,
     exts: &'static [&'static str],
     line: &'static [&'static str],
     block: Option<(&'static str, &'static str)>,
+    /// Whether block comments nest (Rust, Haskell).
+    nested: bool,
+    quotes: &'static [Quote],
+    /// Rust's raw strings (`r#"..."#`) and char literals (`'"'`, told apart from lifetimes).
+    rust: bool,
 }
 
 const C_LIKE: Option<(&str, &str)> = Some(("/*", "*/"));
 
+const fn lang(
+    name: &'static str,
+    exts: &'static [&'static str],
+    line: &'static [&'static str],
+    block: Option<(&'static str, &'static str)>,
+    quotes: &'static [Quote],
+) -> Lang {
+    Lang {
+        name,
+        exts,
+        line,
+        block,
+        nested: false,
+        quotes,
+        rust: false,
+    }
+}
+
 const LANGS: &[Lang] = &[
     Lang {
-        name: "Rust",
-        exts: &["rs"],
-        line: &["//"],
-        block: C_LIKE,
+        nested: true,
+        rust: true,
+        ..lang(
+            "Rust",
+            &["rs"],
+            &["//"],
+            C_LIKE,
+            &[quote("\"", "\"", true, true)],
+        )
     },
+    lang("Python", &["py", "pyi"], &["#"], None, TRIPLE_QUOTES),
+    lang(
+        "JavaScript",
+        &["js", "mjs", "cjs", "jsx"],
+        &["//"],
+        C_LIKE,
+        JS_QUOTES,
+    ),
+    lang(
+        "TypeScript",
+        &["ts", "tsx", "mts", "cts"],
+        &["//"],
+        C_LIKE,
+        JS_QUOTES,
+    ),
+    lang("C", &["c", "h"], &["//"], C_LIKE, C_QUOTES),
+    lang(
+        "C++",
+        &["cc", "cpp", "cxx", "hpp", "hh", "hxx"],
+        &["//"],
+        C_LIKE,
+        C_QUOTES,
+    ),
+    lang(
+        "Go",
+        &["go"],
+        &["//"],
+        C_LIKE,
+        &[
+            quote("`", "`", false, true),
+            quote("\"", "\"", true, false),
+            quote("'", "'", true, false),
+        ],
+    ),
+    lang("Java", &["java"], &["//"], C_LIKE, JVM_QUOTES),
+    lang("Kotlin", &["kt", "kts"], &["//"], C_LIKE, JVM_QUOTES),
+    lang("C#", &["cs"], &["//"], C_LIKE, C_QUOTES),
+    lang("Swift", &["swift"], &["//"], C_LIKE, JVM_QUOTES),
+    lang("Scala", &["scala"], &["//"], C_LIKE, JVM_QUOTES),
+    lang("Ruby", &["rb"], &["#"], None, C_QUOTES),
+    lang("Shell", &["sh", "bash", "zsh"], &["#"], None, SH_QUOTES),
+    lang("Perl", &["pl", "pm"], &["#"], None, C_QUOTES),
+    lang("R", &["r"], &["#"], None, C_QUOTES),
+    lang("PHP", &["php"], &["//", "#"], C_LIKE, C_QUOTES),
+    lang(
+        "Lua",
+        &["lua"],
+        &["--"],
+        Some(("--[[", "]]")),
+        &[
+            quote("[[", "]]", false, true),
+            quote("\"", "\"", true, false),
+            quote("'", "'", true, false),
+        ],
+    ),
+    lang(
+        "SQL",
+        &["sql"],
+        &["--"],
+        C_LIKE,
+        &[
+            quote("'", "'", false, false),
+            quote("\"", "\"", false, false),
+        ],
+    ),
     Lang {
-        name: "Python",
-        exts: &["py", "pyi"],
-        line: &["#"],
-        block: None,
+        nested: true,
+        ..lang("Haskell", &["hs"], &["--"], Some(("{-", "-}")), DQ_QUOTES)
     },
-    Lang {
-        name: "JavaScript",
-        exts: &["js", "mjs", "cjs", "jsx"],
-        line: &["//"],
-        block: C_LIKE,
-    },
-    Lang {
-        name: "TypeScript",
-        exts: &["ts", "tsx", "mts", "cts"],
-        line: &["//"],
-        block: C_LIKE,
-    },
-    Lang {
-        name: "C",
-        exts: &["c", "h"],
-        line: &["//"],
-        block: C_LIKE,
-    },
-    Lang {
-        name: "C++",
-        exts: &["cc", "cpp", "cxx", "hpp", "hh", "hxx"],
-        line: &["//"],
-        block: C_LIKE,
-    },
-    Lang {
-        name: "Go",
-        exts: &["go"],
-        line: &["//"],
-        block: C_LIKE,
-    },
-    Lang {
-        name: "Java",
-        exts: &["java"],
-        line: &["//"],
-        block: C_LIKE,
-    },
-    Lang {
-        name: "Kotlin",
-        exts: &["kt", "kts"],
-        line: &["//"],
-        block: C_LIKE,
-    },
-    Lang {
-        name: "C#",
-        exts: &["cs"],
-        line: &["//"],
-        block: C_LIKE,
-    },
-    Lang {
-        name: "Swift",
-        exts: &["swift"],
-        line: &["//"],
-        block: C_LIKE,
-    },
-    Lang {
-        name: "Scala",
-        exts: &["scala"],
-        line: &["//"],
-        block: C_LIKE,
-    },
-    Lang {
-        name: "Ruby",
-        exts: &["rb"],
-        line: &["#"],
-        block: None,
-    },
-    Lang {
-        name: "Shell",
-        exts: &["sh", "bash", "zsh"],
-        line: &["#"],
-        block: None,
-    },
-    Lang {
-        name: "Perl",
-        exts: &["pl", "pm"],
-        line: &["#"],
-        block: None,
-    },
-    Lang {
-        name: "R",
-        exts: &["r"],
-        line: &["#"],
-        block: None,
-    },
-    Lang {
-        name: "PHP",
-        exts: &["php"],
-        line: &["//", "#"],
-        block: C_LIKE,
-    },
-    Lang {
-        name: "Lua",
-        exts: &["lua"],
-        line: &["--"],
-        block: None,
-    },
-    Lang {
-        name: "SQL",
-        exts: &["sql"],
-        line: &["--"],
-        block: C_LIKE,
-    },
-    Lang {
-        name: "Haskell",
-        exts: &["hs"],
-        line: &["--"],
-        block: Some(("{-", "-}")),
-    },
-    Lang {
-        name: "HTML",
-        exts: &["html", "htm"],
-        line: &[],
-        block: Some(("<!--", "-->")),
-    },
-    Lang {
-        name: "XML",
-        exts: &["xml", "svg"],
-        line: &[],
-        block: Some(("<!--", "-->")),
-    },
-    Lang {
-        name: "CSS",
-        exts: &["css", "scss", "less"],
-        line: &[],
-        block: C_LIKE,
-    },
-    Lang {
-        name: "Markdown",
-        exts: &["md", "markdown"],
-        line: &[],
-        block: Some(("<!--", "-->")),
-    },
-    Lang {
-        name: "YAML",
-        exts: &["yaml", "yml"],
-        line: &["#"],
-        block: None,
-    },
-    Lang {
-        name: "TOML",
-        exts: &["toml"],
-        line: &["#"],
-        block: None,
-    },
-    Lang {
-        name: "JSON",
-        exts: &["json"],
-        line: &[],
-        block: None,
-    },
-    Lang {
-        name: "Makefile",
-        exts: &["mk"],
-        line: &["#"],
-        block: None,
-    },
+    lang("HTML", &["html", "htm"], &[], Some(("<!--", "-->")), &[]),
+    lang("XML", &["xml", "svg"], &[], Some(("<!--", "-->")), &[]),
+    lang("CSS", &["css", "scss", "less"], &[], C_LIKE, C_QUOTES),
+    lang(
+        "Markdown",
+        &["md", "markdown"],
+        &[],
+        Some(("<!--", "-->")),
+        &[],
+    ),
+    lang("YAML", &["yaml", "yml"], &["#"], None, SH_QUOTES),
+    lang(
+        "TOML",
+        &["toml"],
+        &["#"],
+        None,
+        &[
+            quote("\"\"\"", "\"\"\"", true, true),
+            quote("'''", "'''", false, true),
+            quote("\"", "\"", true, false),
+            quote("'", "'", false, false),
+        ],
+    ),
+    lang(
+        "JSON",
+        &["json"],
+        &[],
+        None,
+        &[quote("\"", "\"", true, false)],
+    ),
+    lang("Makefile", &["mk"], &["#"], None, &[]),
 ];
 
 fn language(path: &Path) -> Option<&'static Lang> {
@@ -239,57 +254,161 @@ impl LineCounts {
     }
 }
 
-/// Classifies the lines of `text` written in `lang`.
+/// Where the lexer is at the end of a line.
+#[derive(Clone, Copy)]
+enum State {
+    Code,
+    /// Inside a block comment, nested this deep.
+    Block(u32),
+    /// Inside a string literal.
+    Str(&'static Quote),
+    /// Inside a Rust raw string closed by `"` and this many `#`.
+    Raw(usize),
+}
+
+/// The length of a Rust raw string's opening (`r"`, `r#"`, `br##"`, ...) at
+/// the start of `rest`, and its number of `#`, when one starts there.
+fn raw_string_open(rest: &[u8]) -> Option<(usize, usize)> {
+    let after_r = match rest {
+        [b'r', ..] => 1,
+        [b'b' | b'c', b'r', ..] => 2,
+        _ => return None,
+    };
+    let hashes = rest[after_r..].iter().take_while(|&&b| b == b'#').count();
+    (rest.get(after_r + hashes) == Some(&b'"')).then_some((after_r + hashes + 1, hashes))
+}
+
+/// The length of a Rust char literal (`'a'`, `'"'`, `'\''`, `'\u{1F600}'`)
+/// at the start of `rest` (which starts with `'`), or `None` for a lifetime or label.
+fn char_literal(rest: &str) -> Option<usize> {
+    let body = &rest[1..];
+    if let Some(esc) = body.strip_prefix('\\') {
+        // An escape: up to the next quote after the escaped character.
+        let first = esc.chars().next()?;
+        let after = &esc[first.len_utf8()..];
+        return after.find('\'').map(|at| 2 + first.len_utf8() + at + 1);
+    }
+    let c = body.chars().next()?;
+    body[c.len_utf8()..]
+        .starts_with('\'')
+        .then_some(1 + c.len_utf8() + 1)
+}
+
+/// Classifies the lines of `text` written in `lang`: a small lexer that knows
+/// the language's comments and string literals, so that a comment opener
+/// inside a string (`"/*"`) is text, and a comment opener inside a comment is
+/// comment.
 fn count_lines(text: &str, lang: &Lang) -> LineCounts {
     let mut c = LineCounts {
         files: 1,
         ..LineCounts::default()
     };
-    let mut in_block = false;
+    let mut state = State::Code;
     for line in text.lines() {
-        let mut rest = line.trim();
-        if rest.is_empty() && !in_block {
-            c.blank += 1;
-            continue;
-        }
-        let mut has_code = false;
-        let mut has_comment = in_block;
-        while !rest.is_empty() {
-            if in_block {
-                let end = lang.block.map_or("", |b| b.1);
-                match rest.find(end) {
-                    Some(at) => {
-                        rest = rest[at + end.len()..].trim_start();
-                        in_block = false;
+        let bytes = line.as_bytes();
+        let (mut has_code, mut has_comment) = match state {
+            State::Code => (false, false),
+            State::Block(_) => (false, true),
+            State::Str(_) | State::Raw(_) => (true, false),
+        };
+        let mut i = 0;
+        'line: while i < bytes.len() {
+            let rest = &bytes[i..];
+            match state {
+                State::Block(depth) => {
+                    let Some((open, close)) = lang.block else {
+                        state = State::Code;
+                        continue;
+                    };
+                    if rest.starts_with(close.as_bytes()) {
+                        i += close.len();
+                        state = if depth > 1 {
+                            State::Block(depth - 1)
+                        } else {
+                            State::Code
+                        };
+                    } else if lang.nested && rest.starts_with(open.as_bytes()) {
+                        i += open.len();
+                        state = State::Block(depth + 1);
+                    } else {
+                        i += 1;
                     }
-                    None => rest = "",
                 }
-                continue;
-            }
-            if lang.line.iter().any(|p| rest.starts_with(p)) {
-                has_comment = true;
-                break;
-            }
-            if let Some((open, _)) = lang.block {
-                if let Some(rest2) = rest.strip_prefix(open) {
-                    has_comment = true;
-                    in_block = true;
-                    rest = rest2;
-                    continue;
+                State::Str(q) => {
+                    if q.escape && rest[0] == b'\\' {
+                        i += 2;
+                    } else if rest.starts_with(q.close.as_bytes()) {
+                        i += q.close.len();
+                        state = State::Code;
+                    } else {
+                        i += 1;
+                    }
+                }
+                State::Raw(hashes) => {
+                    if rest[0] == b'"'
+                        && rest[1..]
+                            .iter()
+                            .take(hashes)
+                            .filter(|&&b| b == b'#')
+                            .count()
+                            == hashes
+                    {
+                        i += 1 + hashes;
+                        state = State::Code;
+                    } else {
+                        i += 1;
+                    }
+                }
+                State::Code => {
+                    if rest[0].is_ascii_whitespace() {
+                        i += 1;
+                        continue;
+                    }
+                    if let Some((open, _)) = lang.block {
+                        if rest.starts_with(open.as_bytes()) {
+                            has_comment = true;
+                            i += open.len();
+                            state = State::Block(1);
+                            continue;
+                        }
+                    }
+                    if lang.line.iter().any(|p| rest.starts_with(p.as_bytes())) {
+                        has_comment = true;
+                        break 'line;
+                    }
+                    has_code = true;
+                    if lang.rust {
+                        let ident_before =
+                            i > 0 && (bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+                        if !ident_before {
+                            if let Some((len, hashes)) = raw_string_open(rest) {
+                                i += len;
+                                state = State::Raw(hashes);
+                                continue;
+                            }
+                        }
+                        if rest[0] == b'\'' {
+                            // `i` is at an ASCII quote, so it is a char boundary.
+                            i += char_literal(&line[i..]).unwrap_or(1);
+                            continue;
+                        }
+                    }
+                    if let Some(q) = lang
+                        .quotes
+                        .iter()
+                        .find(|q| rest.starts_with(q.open.as_bytes()))
+                    {
+                        i += q.open.len();
+                        state = State::Str(q);
+                        continue;
+                    }
+                    i += 1;
                 }
             }
-            // Code up to the next comment opener, if any.
-            has_code = true;
-            let next = lang
-                .line
-                .iter()
-                .copied()
-                .chain(lang.block.map(|b| b.0))
-                .filter_map(|p| rest.find(p))
-                .min();
-            match next {
-                Some(at) if at > 0 => rest = &rest[at..],
-                _ => rest = "",
+        }
+        if let State::Str(q) = state {
+            if !q.multiline {
+                state = State::Code;
             }
         }
         if has_code {
@@ -524,6 +643,58 @@ mod tests {
     fn code_after_a_block_comment_on_one_line_is_code() {
         let c = count_lines("/* a */ int x;\n", lang("C"));
         assert_eq!((c.code, c.comment), (1, 0));
+    }
+
+    /// (code, comment, blank) of `src` in language `name`.
+    fn count(src: &str, name: &str) -> (u64, u64, u64) {
+        let c = count_lines(src, lang(name));
+        (c.code, c.comment, c.blank)
+    }
+
+    #[test]
+    fn a_comment_opener_inside_a_string_is_text() {
+        // Issue 10: `"/*"` opened a block comment, and the lines after it counted as comments.
+        let src = "let open = \"/*\";\nlet x = 1;\nlet y = 2;\n// done\n";
+        assert_eq!(count(src, "Rust"), (3, 1, 0));
+        let src = "const s = '/*';\nlet x = \"//\"; /* c */\nf();\n";
+        assert_eq!(count(src, "JavaScript"), (3, 0, 0));
+        assert_eq!(count("char *s = \"/*\";\nint x;\n", "C"), (2, 0, 0));
+        assert_eq!(count("a = \"#\"\nb = 1\n", "Python"), (2, 0, 0));
+        // An escaped quote does not end the string.
+        assert_eq!(
+            count("let s = \"\\\" /*\";\nlet t = 1;\n", "Rust"),
+            (2, 0, 0)
+        );
+    }
+
+    #[test]
+    fn a_string_that_spans_lines_is_code_where_the_language_allows_it() {
+        let src = "let s = \"first\n// not a comment\n/* nor this\n\";\n// a comment\n";
+        assert_eq!(count(src, "Rust"), (4, 1, 0));
+        let src = "doc = \"\"\"\n# not a comment\n\"\"\"\n# a comment\n";
+        assert_eq!(count(src, "Python"), (3, 1, 0));
+        let src = "const t = `\n// text\n`;\n// comment\n";
+        assert_eq!(count(src, "JavaScript"), (3, 1, 0));
+        // Where it does not, a quote left open ends with its line.
+        assert_eq!(count("x = 'oops\n# comment\n", "Python"), (1, 1, 0));
+        assert_eq!(count("echo don't\n# comment\n", "Shell"), (1, 1, 0));
+    }
+
+    #[test]
+    fn rust_raw_strings_chars_and_lifetimes() {
+        let src = "let r = r#\"a \" /* b\"#;\nlet q = '\"';\nlet e = '\\'';\nfn f<'a>(x: &'a str) {}\n// c\n";
+        assert_eq!(count(src, "Rust"), (4, 1, 0));
+        // `'"'` must not open a string that hides the comment below.
+        assert_eq!(count("let q = '\"';\n/* c */\n", "Rust"), (1, 1, 0));
+        // Nested block comments close at the outer end.
+        assert_eq!(count("/* a /* b */ still */\nx();\n", "Rust"), (1, 1, 0));
+        assert_eq!(count("/* a /* b */\nx();\n", "C"), (1, 1, 0));
+    }
+
+    #[test]
+    fn lua_block_comments_and_long_strings() {
+        let src = "--[[ a\nb ]]\nlocal s = [[\n-- text\n]]\n-- c\n";
+        assert_eq!(count(src, "Lua"), (3, 3, 0));
     }
 
     #[test]
