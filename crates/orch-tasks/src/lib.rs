@@ -45,6 +45,7 @@ pub mod confined;
 pub mod event;
 mod memory_store;
 pub mod orchestrator;
+pub mod process;
 pub mod records;
 pub mod resolve;
 pub mod run;

@@ -1,20 +1,24 @@
 //! `shell.exec` (a program and its arguments, no shell) and `shell.script` (`sh -c`, values only as variables).
 //!
-//! Every process runs in its own process group. On timeout or cancellation
-//! the whole group gets SIGTERM, then SIGKILL after the grace period, and the
-//! leader is reaped; when the leader exits on its own, what it left running in
-//! its group is killed too, so a step never leaves processes behind.
+//! Every process runs in its own process group and carries the step's marker
+//! in its environment (see [`crate::process`]). On timeout or cancellation
+//! the whole group and every marked process get SIGTERM, then SIGKILL after
+//! the grace period, and the leader is reaped; when the leader exits on its
+//! own, what it left running (in its group, or marked: a `setsid` child) is
+//! killed too, so a step never leaves processes behind.
+//!
+//! Output is capped where it is stored: each stream keeps at most
+//! `output_limit` bytes of JSON text (escapes included), so 1 MiB of NUL
+//! bytes is not stored as 6 MiB of `\u0000`.
 
 use crate::action::{Action, ActionContext, ActionError};
+use crate::process;
 use async_trait::async_trait;
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
 use serde_json::{Map, Value, json};
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 /// Runs `program` with `args` directly (no shell): each argument is passed as
 /// one argv entry, byte for byte, whatever it contains.
@@ -30,9 +34,10 @@ pub struct Exec;
 /// A module served by an external program (how a Python module plugs in):
 /// the program gets `{"action", "parameters"}` as JSON on stdin and answers
 /// with JSON on stdout, which becomes the step's result. A non-zero exit is a
-/// failure (type `ExitCode`, with stderr); output that is not JSON is a
-/// failure of type `ProtocolError`. The program runs in its own process
-/// group, like every shell action.
+/// failure (type `ExitCode`, with stderr); output that is not JSON, or an
+/// answer larger than the output limit (`RunOptions::output_limit`, 1 MiB by
+/// default), is a failure of type `ProtocolError`. The program runs in its
+/// own process group, like every shell action.
 #[derive(Debug, Clone)]
 pub struct External {
     /// The program.
@@ -49,17 +54,33 @@ impl Action for External {
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.args).current_dir(&*ctx.work_dir);
         let shown = self.program.display().to_string();
-        let out = run_process(cmd, &shown, Some(request), ctx).await?;
-        let stdout = out
-            .get("stdout")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        serde_json::from_str::<Value>(stdout.trim()).map_err(|e| {
+        let out = capture(cmd, &shown, Some(request), ctx).await?;
+        let limit = ctx.output_limit;
+        if out.status.code() != Some(0) {
+            return out.outcome(&shown, limit);
+        }
+        if out.out_truncated {
+            let mut data = out.data(limit);
+            // The cut answer is no use to anyone; stderr may say why it is so large.
+            if let Some(m) = data.as_object_mut() {
+                m.insert("stdout".into(), Value::String(String::new()));
+            }
+            return Err(ActionError::permanent(
+                "ProtocolError",
+                format!(
+                    "`{shown}` answered with more than {limit} bytes on stdout, the most an answer may have \
+                     (the output limit); have it write large data to a file and answer with the file's path"
+                ),
+            )
+            .with_data(data));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str::<Value>(text.trim()).map_err(|e| {
             ActionError::permanent(
                 "ProtocolError",
                 format!("`{shown}` did not answer with JSON on stdout: {e}"),
             )
-            .with_data(out.clone())
+            .with_data(out.data(limit))
         })
     }
 }
@@ -104,6 +125,12 @@ fn env_map(p: &Map<String, Value>) -> Result<Vec<(String, String)>, ActionError>
                 if !ok {
                     return Err(ActionError::invalid_parameters(format!(
                         "environment variable name `{k}` must match [A-Za-z_][A-Za-z0-9_]*"
+                    )));
+                }
+                if process::RESERVED_ENV.contains(&k.as_str()) {
+                    return Err(ActionError::invalid_parameters(format!(
+                        "`env` sets `{k}`, which orch sets on every step process (it marks the \
+                         processes to stop with the step); choose another name"
                     )));
                 }
                 out.push((k.clone(), arg_text(v)));
@@ -205,39 +232,138 @@ async fn read_capped<R: AsyncRead + Unpin>(mut r: R, limit: usize) -> (Vec<u8>, 
     (kept, truncated)
 }
 
-fn signal_group(pgid: i32, sig: Signal) {
-    // ESRCH (the group is gone) is the normal outcome of a race with exit.
-    let _ = killpg(Pid::from_raw(pgid), sig);
+/// The bytes `c` takes inside a JSON string as serde_json writes it
+/// (`\"`, `\\`, `\n`...: 2; other control characters, `\u00XX`: 6).
+fn json_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
 }
 
-/// SIGTERM to the group, up to `grace` for the leader to exit, SIGKILL to the group, reap.
-async fn terminate(child: &mut Child, pgid: Option<i32>, grace: Duration) {
-    if let Some(pgid) = pgid {
-        signal_group(pgid, Signal::SIGTERM);
-        let _ = tokio::time::timeout(grace, child.wait()).await;
-        signal_group(pgid, Signal::SIGKILL);
-    } else {
-        let _ = child.start_kill();
+/// Captured output as it is stored: invalid UTF-8 becomes U+FFFD, and the
+/// text is cut at a character so that its JSON form (escapes included,
+/// quotes excluded) takes at most `limit` bytes. Returns the text and
+/// whether anything was cut (or was already cut while reading).
+pub(crate) fn stored_text(raw: &[u8], limit: usize, mut truncated: bool) -> (String, bool) {
+    let mut out = String::with_capacity(raw.len().min(limit));
+    let mut used = 0usize;
+    let mut chunks = raw.utf8_chunks().peekable();
+    'all: while let Some(chunk) = chunks.next() {
+        for c in chunk.valid().chars() {
+            let n = json_len(c);
+            if used + n > limit {
+                truncated = true;
+                break 'all;
+            }
+            used += n;
+            out.push(c);
+        }
+        let bad = chunk.invalid();
+        if bad.is_empty() {
+            continue;
+        }
+        // A character cut by the reading limit is dropped, not replaced.
+        if truncated && chunks.peek().is_none() && bad.len() < 4 {
+            break;
+        }
+        let n = '\u{FFFD}'.len_utf8();
+        if used + n > limit {
+            truncated = true;
+            break;
+        }
+        used += n;
+        out.push('\u{FFFD}');
     }
-    let _ = child.wait().await;
+    (out, truncated)
+}
+
+/// What a finished process left: its status and raw output.
+struct Captured {
+    status: std::process::ExitStatus,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    out_truncated: bool,
+    err_truncated: bool,
+}
+
+impl Captured {
+    /// The result data: `{exit_code, stdout, stderr, stdout_truncated,
+    /// stderr_truncated}`, each stream at most `limit` bytes of JSON text.
+    fn data(&self, limit: usize) -> Value {
+        let (stdout, out_trunc) = stored_text(&self.stdout, limit, self.out_truncated);
+        let (stderr, err_trunc) = stored_text(&self.stderr, limit, self.err_truncated);
+        json!({
+            "exit_code": self.status.code(),
+            "stdout": stdout,
+            "stderr": stderr,
+            "stdout_truncated": out_trunc,
+            "stderr_truncated": err_trunc,
+        })
+    }
+
+    /// The data as a success (exit 0) or as the failure of a non-zero exit or a signal.
+    fn outcome(&self, program: &str, limit: usize) -> Result<Value, ActionError> {
+        let data = self.data(limit);
+        match self.status.code() {
+            Some(0) => Ok(data),
+            Some(c) => Err(ActionError::retryable(
+                "ExitCode",
+                format!("`{program}` exited with code {c}"),
+            )
+            .with_data(data)),
+            None => {
+                use std::os::unix::process::ExitStatusExt;
+                let sig = self.status.signal().unwrap_or(0);
+                Err(ActionError::retryable(
+                    "Signal",
+                    format!("`{program}` was killed by signal {sig}"),
+                )
+                .with_data(data))
+            }
+        }
+    }
 }
 
 pub(crate) async fn run_process(
-    mut cmd: Command,
+    cmd: Command,
     program: &str,
     stdin: Option<String>,
     ctx: &ActionContext,
 ) -> Result<Value, ActionError> {
+    capture(cmd, program, stdin, ctx)
+        .await?
+        .outcome(program, ctx.output_limit)
+}
+
+/// Runs `cmd` as a step process (see [`crate::process`]) and collects its
+/// output, at most `ctx.output_limit` bytes of each stream.
+async fn capture(
+    mut cmd: Command,
+    program: &str,
+    stdin: Option<String>,
+    ctx: &ActionContext,
+) -> Result<Captured, ActionError> {
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
     } else {
         Stdio::null()
     })
     .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .process_group(0)
-    .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|e| {
+    .stderr(Stdio::piped());
+    let mark = process::StepMark {
+        run_id: ctx.run_id,
+        step: &ctx.step,
+        attempt: ctx.attempt,
+    };
+    let spawned = tokio::select! {
+        s = process::spawn(cmd, mark) => s,
+        () = ctx.cancel.cancelled() => {
+            return Err(ActionError::retryable("Cancelled", format!("`{program}` was stopped before it started (timeout or cancellation)")));
+        }
+    };
+    let mut spawned = spawned.map_err(|e| {
         let retryable = e.kind() != std::io::ErrorKind::NotFound
             && e.kind() != std::io::ErrorKind::PermissionDenied;
         let msg = format!("cannot start `{program}`: {e}");
@@ -247,7 +373,7 @@ pub(crate) async fn run_process(
             ActionError::permanent("SpawnError", msg)
         }
     })?;
-    let pgid = child.id().and_then(|id| i32::try_from(id).ok());
+    let child = &mut spawned.child;
     if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
         tokio::spawn(async move {
             let _ = pipe.write_all(text.as_bytes()).await;
@@ -265,48 +391,31 @@ pub(crate) async fn run_process(
     let status = tokio::select! {
         s = child.wait() => s,
         () = ctx.cancel.cancelled() => {
-            terminate(&mut child, pgid, ctx.kill_grace).await;
+            process::terminate(&mut spawned, ctx.kill_grace).await;
             return Err(ActionError::retryable("Cancelled", format!("`{program}` was stopped (timeout or cancellation)")));
         }
     };
-    // The leader is done; anything it left in its group goes too, so that the
-    // pipes close and nothing outlives the step.
-    if let Some(pgid) = pgid {
-        signal_group(pgid, Signal::SIGKILL);
-    }
+    // The leader is done; anything it left in its group or marked with its
+    // token (a `setsid` child) goes too, so that the pipes close and nothing
+    // outlives the step.
+    process::kill_rest(&spawned);
+    spawned.guard.disarm();
     let collect = |h: Option<tokio::task::JoinHandle<(Vec<u8>, bool)>>| async move {
         match h {
             Some(h) => h.await.unwrap_or_default(),
             None => (Vec::new(), false),
         }
     };
-    let (stdout, out_trunc) = collect(out).await;
-    let (stderr, err_trunc) = collect(err).await;
+    let (stdout, out_truncated) = collect(out).await;
+    let (stderr, err_truncated) = collect(err).await;
     let status = status.map_err(|e| {
         ActionError::retryable("SpawnError", format!("waiting for `{program}` failed: {e}"))
     })?;
-    let code = status.code();
-    let data = json!({
-        "exit_code": code,
-        "stdout": String::from_utf8_lossy(&stdout),
-        "stderr": String::from_utf8_lossy(&stderr),
-        "stdout_truncated": out_trunc,
-        "stderr_truncated": err_trunc,
-    });
-    match code {
-        Some(0) => Ok(data),
-        Some(c) => Err(ActionError::retryable(
-            "ExitCode",
-            format!("`{program}` exited with code {c}"),
-        )
-        .with_data(data)),
-        None => {
-            use std::os::unix::process::ExitStatusExt;
-            let sig = status.signal().unwrap_or(0);
-            Err(
-                ActionError::retryable("Signal", format!("`{program}` was killed by signal {sig}"))
-                    .with_data(data),
-            )
-        }
-    }
+    Ok(Captured {
+        status,
+        stdout,
+        stderr,
+        out_truncated,
+        err_truncated,
+    })
 }

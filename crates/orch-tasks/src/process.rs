@@ -1,0 +1,445 @@
+//! Step processes: how they are started, marked and found again.
+//!
+//! Every process an action starts (`shell.exec`, `shell.script`, external
+//! modules) is
+//!
+//! - **spawned from one dedicated thread** that lives as long as the orch
+//!   process. `PR_SET_PDEATHSIG` fires when the *thread* that forked the
+//!   child exits, not the process; tokio's worker threads can retire (a
+//!   worker that calls `block_in_place` becomes a blocking-pool thread that
+//!   exits after 10 s idle), which would kill a step that is still running.
+//!   Rule: never spawn a step process from a thread that can exit before the
+//!   step ends; [`spawn`] takes care of it.
+//! - **tied to orch's life** (Linux): the child asks for SIGKILL when its
+//!   parent dies (`PR_SET_PDEATHSIG`), and exits at once if orch died before
+//!   it could ask. This reaches only the direct child.
+//! - **marked** with environment variables ([`ENV_RUN_ID`], [`ENV_STEP`],
+//!   [`ENV_ATTEMPT`], [`ENV_OWNER`], [`ENV_TOKEN`]) that its descendants
+//!   inherit, also those that leave the step's process group or session
+//!   (`setsid`). Stopping a step signals its process group *and* every
+//!   process of the same user whose `/proc/PID/environ` carries the step's
+//!   token; `orch resume` first kills every process marked with the dead
+//!   owner of the run it takes over. A process that clears its environment
+//!   (`env -i`) escapes the marker; its process group still catches it while
+//!   it stays in the group.
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use orch_model::RunId;
+use std::collections::HashMap;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock, mpsc};
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+/// The run a step process works for (a run id).
+pub const ENV_RUN_ID: &str = "ORCH_RUN_ID";
+/// The step a process works for (the step's name).
+pub const ENV_STEP: &str = "ORCH_STEP";
+/// The attempt of the step (1, 2, ...).
+pub const ENV_ATTEMPT: &str = "ORCH_ATTEMPT";
+/// The orch process that started it: `PID:START@HOST`, as a run's recorded owner.
+pub const ENV_OWNER: &str = "ORCH_OWNER";
+/// Unique to one started process and its descendants: what stopping one attempt looks for.
+pub const ENV_TOKEN: &str = "ORCH_PROCESS_TOKEN";
+
+/// The variables orch sets on every step process; a step's `env` may not set them.
+pub const RESERVED_ENV: [&str; 5] = [ENV_RUN_ID, ENV_STEP, ENV_ATTEMPT, ENV_OWNER, ENV_TOKEN];
+
+/// Which marked processes to look for.
+#[derive(Debug, Clone, Copy)]
+pub enum Mark<'a> {
+    /// One started process and its descendants ([`ENV_TOKEN`]).
+    Token(&'a str),
+    /// Everything started by one orch process ([`ENV_OWNER`]).
+    Owner(&'a str),
+    /// Everything started for one run ([`ENV_RUN_ID`]).
+    Run(RunId),
+}
+
+impl Mark<'_> {
+    /// The `NAME=value` entry of the environment that carries the mark.
+    fn entry(&self) -> Vec<u8> {
+        match self {
+            Mark::Token(t) => format!("{ENV_TOKEN}={t}"),
+            Mark::Owner(o) => format!("{ENV_OWNER}={o}"),
+            Mark::Run(r) => format!("{ENV_RUN_ID}={r}"),
+        }
+        .into_bytes()
+    }
+}
+
+/// This process's identity (`PID:START@HOST`), computed once.
+pub fn owner_identity() -> &'static str {
+    static ID: OnceLock<String> = OnceLock::new();
+    ID.get_or_init(crate::run::process_identity)
+}
+
+/// A started step process: the child, its process group and its token.
+#[derive(Debug)]
+pub(crate) struct Spawned {
+    pub(crate) child: Child,
+    pub(crate) guard: Guard,
+}
+
+/// Stops what a step started when it is dropped before the step cleaned up
+/// (its future was dropped): SIGKILL to its group and its marked processes.
+/// After [`begin_exit`] it leaves them to [`terminate_owned`].
+#[derive(Debug)]
+pub(crate) struct Guard {
+    pub(crate) pgid: Option<i32>,
+    pub(crate) token: String,
+    done: bool,
+}
+
+impl Guard {
+    /// The step's processes were stopped and reaped: nothing is left to do.
+    pub(crate) fn disarm(&mut self) {
+        self.done = true;
+        forget_group(&self.token);
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if self.done || EXITING.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Some(pgid) = self.pgid {
+            signal_group(pgid, Signal::SIGKILL);
+        }
+        signal_marked(Mark::Token(&self.token), Signal::SIGKILL);
+        forget_group(&self.token);
+    }
+}
+
+/// Process groups of steps that run now, by token (for [`terminate_owned`]).
+static GROUPS: Mutex<Option<HashMap<String, i32>>> = Mutex::new(None);
+
+fn remember_group(token: &str, pgid: i32) {
+    if let Ok(mut g) = GROUPS.lock() {
+        g.get_or_insert_with(HashMap::new)
+            .insert(token.to_owned(), pgid);
+    }
+}
+
+fn forget_group(token: &str) {
+    if let Ok(mut g) = GROUPS.lock() {
+        if let Some(m) = g.as_mut() {
+            m.remove(token);
+        }
+    }
+}
+
+fn live_groups() -> Vec<i32> {
+    GROUPS
+        .lock()
+        .map(|g| {
+            g.as_ref()
+                .map(|m| m.values().copied().collect())
+                .unwrap_or_default()
+        })
+        .unwrap_or_default()
+}
+
+/// Set by [`begin_exit`]: nothing new starts, and dropped steps leave their processes alone.
+static EXITING: AtomicBool = AtomicBool::new(false);
+
+enum Request {
+    Spawn {
+        cmd: Box<Command>,
+        token: String,
+        handle: tokio::runtime::Handle,
+        reply: tokio::sync::oneshot::Sender<io::Result<Child>>,
+    },
+    /// Answered once every earlier request was handled.
+    Barrier(mpsc::Sender<()>),
+}
+
+/// The thread every step process is spawned from (it never exits).
+fn spawner() -> io::Result<&'static mpsc::Sender<Request>> {
+    static SPAWNER: OnceLock<mpsc::Sender<Request>> = OnceLock::new();
+    if let Some(s) = SPAWNER.get() {
+        return Ok(s);
+    }
+    static START: Mutex<()> = Mutex::new(());
+    let _one = START
+        .lock()
+        .map_err(|_| io::Error::other("the spawner lock is poisoned"))?;
+    if let Some(s) = SPAWNER.get() {
+        return Ok(s);
+    }
+    let (tx, rx) = mpsc::channel::<Request>();
+    std::thread::Builder::new()
+        .name("orch-spawner".into())
+        .spawn(move || {
+            for req in rx {
+                match req {
+                    Request::Spawn {
+                        mut cmd,
+                        token,
+                        handle,
+                        reply,
+                    } => {
+                        if EXITING.load(Ordering::SeqCst) {
+                            // orch is exiting: the step waits until it is dropped.
+                            std::mem::forget(reply);
+                            continue;
+                        }
+                        let _rt = handle.enter();
+                        if let Err(Ok(child)) = reply.send(cmd.spawn()) {
+                            // The step stopped waiting (cancelled, dropped): stop what started.
+                            if let Some(pgid) = child.id().and_then(|id| i32::try_from(id).ok()) {
+                                signal_group(pgid, Signal::SIGKILL);
+                            }
+                            signal_marked(Mark::Token(&token), Signal::SIGKILL);
+                        }
+                    }
+                    Request::Barrier(done) => {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        })?;
+    Ok(SPAWNER.get_or_init(|| tx))
+}
+
+/// Asks the child, between fork and exec, to get SIGKILL when orch dies.
+#[allow(unsafe_code)]
+fn die_with_parent(cmd: &mut Command) {
+    let parent = nix::unistd::Pid::from_raw(i32::try_from(std::process::id()).unwrap_or(0));
+    // SAFETY: the closure runs in the forked child before exec, where only
+    // async-signal-safe functions may be called. It calls `prctl` and
+    // `getppid` (both plain system calls through nix, which neither allocates
+    // nor locks) and builds an `io::Error` from an errno code (no allocation).
+    unsafe {
+        cmd.pre_exec(move || {
+            #[cfg(target_os = "linux")]
+            {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
+                // orch died between fork and prctl: the child was re-parented
+                // and no signal will come; do not start the step at all.
+                if nix::unistd::getppid() != parent {
+                    return Err(io::Error::from_raw_os_error(nix::libc::ESRCH));
+                }
+            }
+            #[cfg(not(target_os = "linux"))]
+            let _ = parent;
+            Ok(())
+        });
+    }
+}
+
+/// What a step process is marked with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StepMark<'a> {
+    pub(crate) run_id: RunId,
+    pub(crate) step: &'a str,
+    pub(crate) attempt: u32,
+}
+
+/// Starts `cmd` for a step: in its own process group, marked, tied to orch's
+/// life, from the spawner thread. The caller must have configured its pipes.
+pub(crate) async fn spawn(mut cmd: Command, mark: StepMark<'_>) -> io::Result<Spawned> {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let owner = owner_identity();
+    let token = format!("{owner}/{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    cmd.env(ENV_RUN_ID, mark.run_id.to_string())
+        .env(ENV_STEP, mark.step)
+        .env(ENV_ATTEMPT, mark.attempt.to_string())
+        .env(ENV_OWNER, owner)
+        .env(ENV_TOKEN, &token)
+        .process_group(0)
+        .kill_on_drop(false);
+    die_with_parent(&mut cmd);
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    spawner()?
+        .send(Request::Spawn {
+            cmd: Box::new(cmd),
+            token: token.clone(),
+            handle: tokio::runtime::Handle::current(),
+            reply,
+        })
+        .map_err(|_| io::Error::other("the spawner thread is gone"))?;
+    let child = match answer.await {
+        Ok(r) => r?,
+        // orch is exiting (see `begin_exit`): this step never starts.
+        Err(_) => std::future::pending().await,
+    };
+    let pgid = child.id().and_then(|id| i32::try_from(id).ok());
+    if let Some(pgid) = pgid {
+        remember_group(&token, pgid);
+    }
+    Ok(Spawned {
+        child,
+        guard: Guard {
+            pgid,
+            token,
+            done: false,
+        },
+    })
+}
+
+/// For a process about to exit on a signal: from now on no step process
+/// starts (a step that asks waits until it is dropped), and steps whose
+/// futures are dropped leave their processes to [`terminate_owned`].
+/// Returns once no spawn is in progress.
+pub fn begin_exit() {
+    EXITING.store(true, Ordering::SeqCst);
+    if let Ok(s) = spawner() {
+        let (tx, rx) = mpsc::channel();
+        if s.send(Request::Barrier(tx)).is_ok() {
+            let _ = rx.recv();
+        }
+    }
+}
+
+pub(crate) fn signal_group(pgid: i32, sig: Signal) {
+    // ESRCH (the group is gone) is the normal outcome of a race with exit.
+    let _ = killpg(Pid::from_raw(pgid), sig);
+}
+
+/// The processes of this user (other than this one) that carry `mark`.
+/// Zombies carry nothing (their environment is gone) and are not listed.
+pub fn find_marked(mark: Mark<'_>) -> Vec<i32> {
+    let want = mark.entry();
+    let me = std::process::id();
+    let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+        return Vec::new();
+    };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        // Same user only: another user's environment is not ours to read, nor its processes to kill.
+        if !entry.metadata().is_ok_and(|m| m.uid() == uid) {
+            continue;
+        }
+        let Ok(env) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if env.split(|&b| b == 0).any(|e| e == want.as_slice()) {
+            if let Ok(pid) = i32::try_from(pid) {
+                found.push(pid);
+            }
+        }
+    }
+    found
+}
+
+/// Sends `sig` to every process that carries `mark`; returns how many there were.
+pub fn signal_marked(mark: Mark<'_>, sig: Signal) -> usize {
+    let pids = find_marked(mark);
+    for &pid in &pids {
+        let _ = kill(Pid::from_raw(pid), sig);
+    }
+    pids.len()
+}
+
+/// How often a stop looks again whether marked processes are gone.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Stops every process carrying `mark`, from a thread that may block: SIGTERM,
+/// up to `grace` for them to exit, then SIGKILL. Returns how many were found.
+/// `orch resume` calls it with the dead owner of the run it takes over.
+pub fn terminate_marked_blocking(mark: Mark<'_>, grace: Duration) -> usize {
+    let found = signal_marked(mark, Signal::SIGTERM);
+    if found == 0 {
+        return 0;
+    }
+    let deadline = std::time::Instant::now() + grace;
+    while std::time::Instant::now() < deadline && !find_marked(mark).is_empty() {
+        std::thread::sleep(POLL);
+    }
+    signal_marked(mark, Signal::SIGKILL);
+    found
+}
+
+/// Before `orch resume` re-runs a run's interrupted steps: stops what the
+/// run's previous owner (a dead orch process) left running, and, when no
+/// owner was recorded, whatever carries the run's id. Returns how many
+/// processes were found.
+pub fn sweep_orphans(run_id: RunId, owner: Option<&str>, grace: Duration) -> usize {
+    match owner {
+        // Only the dead owner's processes: a concurrent resume's fresh steps
+        // carry another owner and are left alone.
+        Some(owner) if owner != owner_identity() => {
+            terminate_marked_blocking(Mark::Owner(owner), grace)
+        }
+        Some(_) => 0,
+        None => terminate_marked_blocking(Mark::Run(run_id), grace),
+    }
+}
+
+/// Stops every process this orch process started (after [`begin_exit`] and
+/// after the runs were dropped): SIGTERM to the steps' process groups and to
+/// every process marked with this owner, up to `grace` (or until `hurry`
+/// completes) for them to exit, then SIGKILL. Returns how many marked
+/// processes were found.
+pub async fn terminate_owned(
+    grace: Duration,
+    hurry: impl std::future::Future<Output = ()>,
+) -> usize {
+    let mark = Mark::Owner(owner_identity());
+    let groups = live_groups();
+    for &g in &groups {
+        signal_group(g, Signal::SIGTERM);
+    }
+    let found = signal_marked(mark, Signal::SIGTERM);
+    let gone = async {
+        while !find_marked(mark).is_empty() {
+            tokio::time::sleep(POLL).await;
+        }
+    };
+    tokio::select! {
+        _ = tokio::time::timeout(grace, gone) => {}
+        () = hurry => {}
+    }
+    for &g in &groups {
+        signal_group(g, Signal::SIGKILL);
+    }
+    signal_marked(mark, Signal::SIGKILL);
+    found
+}
+
+/// Stops one step's processes: SIGTERM to its group and its marked
+/// processes, up to `grace` for the leader to exit and the marked ones to be
+/// gone, SIGKILL to what is left, and the leader reaped.
+pub(crate) async fn terminate(spawned: &mut Spawned, grace: Duration) {
+    let Spawned { child, guard } = spawned;
+    if let Some(pgid) = guard.pgid {
+        signal_group(pgid, Signal::SIGTERM);
+    }
+    let mark = Mark::Token(&guard.token);
+    signal_marked(mark, Signal::SIGTERM);
+    let _ = tokio::time::timeout(grace, async {
+        let _ = child.wait().await;
+        while !find_marked(mark).is_empty() {
+            tokio::time::sleep(POLL).await;
+        }
+    })
+    .await;
+    kill_rest(spawned);
+    let _ = spawned.child.wait().await;
+    spawned.guard.disarm();
+}
+
+/// After the leader exited: SIGKILL to whatever it left in its group or
+/// marked with its token (a background job, a `setsid` daemon), so that the
+/// pipes close and nothing outlives the step.
+pub(crate) fn kill_rest(spawned: &Spawned) {
+    if let Some(pgid) = spawned.guard.pgid {
+        signal_group(pgid, Signal::SIGKILL);
+    }
+    signal_marked(Mark::Token(&spawned.guard.token), Signal::SIGKILL);
+}
