@@ -27,7 +27,32 @@ pub struct EngineConfig {
     pub cleanup_interval: Option<u64>,
     /// The store URL: `sqlite://PATH` (the default, `sqlite://$ORCH_HOME/orch.db`) or `memory://`.
     pub store_url: Option<String>,
+    /// Whether `cache: true` steps are served from and stored in the result
+    /// cache (kept in the store) when they run through the engine: its
+    /// workflows, project workflows and their sub-workflows (default true).
+    /// False runs every step and stores nothing.
+    pub cache: Option<bool>,
+    /// How many ended (closed or expired) sessions the engine keeps in memory
+    /// for `get_session` and `list_sessions`, oldest forgotten first (default
+    /// 1000, as many as the finished runs a workflow manager remembers). The
+    /// store keeps every session's record (`session_history`).
+    pub session_history: Option<usize>,
 }
+
+/// Every key of the configuration file, in the order of [`EngineConfig`].
+pub const CONFIG_KEYS: &[&str] = &[
+    "max_workers",
+    "workflows_dir",
+    "projects_dir",
+    "templates_dir",
+    "resource_config",
+    "performance_monitoring",
+    "session_timeout",
+    "cleanup_interval",
+    "store_url",
+    "cache",
+    "session_history",
+];
 
 impl EngineConfig {
     /// Reads a JSON config file.
@@ -41,8 +66,9 @@ impl EngineConfig {
         })?;
         serde_json::from_str(&text).map_err(|e| {
             OrchestrationError::invalid_parameters(format!(
-                "config file `{}`: {e} (known keys: max_workers, workflows_dir, projects_dir, templates_dir, resource_config, performance_monitoring, session_timeout, cleanup_interval, store_url)",
-                path.display()
+                "config file `{}`: {e} (known keys: {})",
+                path.display(),
+                CONFIG_KEYS.join(", ")
             ))
         })
     }
@@ -238,5 +264,20 @@ mod tests {
         .expect("write");
         let c = EngineConfig::from_file(&p).expect("ok");
         assert_eq!(c.session_timeout, Some(60));
+        std::fs::write(&p, r#"{"cache": false, "session_history": 10}"#).expect("write");
+        let c = EngineConfig::from_file(&p).expect("ok");
+        assert_eq!((c.cache, c.session_history), (Some(false), Some(10)));
+    }
+
+    #[test]
+    fn the_known_keys_are_every_field() {
+        let v = serde_json::to_value(EngineConfig::default()).expect("json");
+        let fields: Vec<&str> = v
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(fields, CONFIG_KEYS, "in the order of the struct");
     }
 }

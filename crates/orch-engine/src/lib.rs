@@ -24,8 +24,10 @@
 //! assert_eq!(engine.health_check().overall_status, "healthy");
 //! ```
 
+pub mod cache;
 pub mod config;
 
+pub use cache::StoreCache;
 pub use config::EngineConfig;
 
 use chrono::{DateTime, Utc};
@@ -36,10 +38,10 @@ use orch_model::{
 use orch_projects::ProjectManager;
 use orch_resources::ResourceManager;
 use orch_tasks::{ActionRegistry, Event, RunReport};
-use orch_workflows::{ExecuteOptions, WorkflowManager};
+use orch_workflows::{ExecuteOptions, PerformanceSummary, WorkflowManager};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -449,6 +451,39 @@ pub struct EngineMetrics {
 
 type Handler = Arc<dyn Fn(&EngineEvent) + Send + Sync>;
 
+/// The tasks `execute_task` ran, for the status.
+#[derive(Debug, Default, Clone, Copy)]
+struct TaskCounts {
+    running: usize,
+    completed: usize,
+    failed: usize,
+}
+
+/// The result of [`OrchestrationEngine::execute_complex_workflow`] (seed:
+/// its dictionary, with `success` true only when every step succeeded or
+/// was skipped by its own condition).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ComplexWorkflowResult {
+    /// Whether the run completed: no step failed, nothing was cancelled.
+    pub success: bool,
+    /// The session it ran in.
+    pub session_id: SessionId,
+    /// The run (in the workflow manager's history under the definition's name).
+    pub run_id: RunId,
+    /// The definition's `name` (default `complex-workflow`).
+    pub workflow: String,
+    /// Every step's result in the seed's `TaskResult` shape, by step name;
+    /// `null` for a step that never ran (skipped or cancelled before it started).
+    pub results: Map<String, Value>,
+    /// The seed's `get_execution_stats()` over this run's steps.
+    pub execution_stats: orch_tasks::ExecutionStats,
+    /// Seconds the run took.
+    pub execution_time: f64,
+    /// Why it did not succeed, when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 #[derive(Default)]
 struct Counters {
     sessions: AtomicU64,
@@ -472,6 +507,16 @@ struct Inner {
     max_workers: usize,
     session_timeout: u64,
     sessions: Mutex<HashMap<SessionId, SessionState>>,
+    /// Ended sessions still in `sessions`, oldest first (locked after `sessions`).
+    ended: Mutex<VecDeque<SessionId>>,
+    /// How many ended sessions `sessions` keeps.
+    session_history: usize,
+    /// Runs the tasks of `execute_task`; `shutdown` stops it.
+    tasks: orch_tasks::TaskOrchestrator,
+    /// Tasks of `execute_task`: running now, completed, failed.
+    task_counts: Mutex<TaskCounts>,
+    /// `execute_task` calls running now (`running` counts workflows).
+    tasks_running: AtomicUsize,
     events: broadcast::Sender<EngineEvent>,
     handlers: Mutex<Vec<(String, Handler)>>,
     accepting: AtomicBool,
@@ -574,33 +619,38 @@ impl EngineBuilder {
                 }
             }
         };
-        let workflows = WorkflowManager::builder(
+        // `cache: true` steps share one result cache in the store, unless turned off.
+        let cache: Option<Arc<dyn orch_tasks::ResultCache>> = if config.cache == Some(false) {
+            None
+        } else {
+            Some(Arc::new(StoreCache::new(store.clone())?))
+        };
+        let work_dir = self.work_dir.unwrap_or_else(|| PathBuf::from("."));
+        let mut wb = WorkflowManager::builder(
             config
                 .workflows_dir
                 .clone()
                 .unwrap_or_else(|| home.join("workflows")),
         )
         .registry(registry.clone())
-        .work_dir(self.work_dir.unwrap_or_else(|| PathBuf::from(".")))
+        .work_dir(work_dir.clone())
         .max_parallel(max_workers)
         .resources(resources.clone())
-        .store(store.clone())
-        .build()?;
+        .store(store.clone());
+        if let Some(c) = &cache {
+            wb = wb.cache(c.clone());
+        }
+        let workflows = wb.build()?;
         // The workflows that templates name are available by name too, unless
         // workflows_dir defines its own of the same name.
-        for (name, text) in orch_projects::template::BUILTIN_WORKFLOWS {
-            if workflows.get_workflow(name).is_none() {
-                let wf = orch_model::load_workflow(
-                    text,
-                    orch_model::Format::Yaml,
-                    &orch_model::Limits::default(),
-                    Some(name),
-                )
-                .map_err(OrchestrationError::Validation)?;
-                workflows.add_workflow(wf.workflow())?;
-            }
-        }
-        let projects = ProjectManager::builder(
+        orch_projects::add_template_workflows(&workflows)?;
+        let tasks = orch_tasks::TaskOrchestrator::new(orch_tasks::OrchestratorConfig {
+            registry: Arc::new(workflows.registry().clone()),
+            work_dir,
+            max_parallel_tasks: max_workers,
+            ..orch_tasks::OrchestratorConfig::default()
+        });
+        let mut pb = ProjectManager::builder(
             config
                 .projects_dir
                 .clone()
@@ -613,11 +663,17 @@ impl EngineBuilder {
                 .unwrap_or_else(|| home.join("templates")),
         )
         .registry(registry)
-        .store(store.clone())
-        .build()?;
+        .store(store.clone());
+        if let Some(c) = cache {
+            pb = pb.cache(c);
+        }
+        let projects = pb.build()?;
         let (events, _) = broadcast::channel(4096);
         let store_for_records = store.clone();
         let cleanup = Duration::from_secs(config.cleanup_interval.unwrap_or(300).max(1));
+        let session_history = config
+            .session_history
+            .unwrap_or(orch_workflows::RUN_HISTORY);
         let engine = OrchestrationEngine {
             inner: Arc::new(Inner {
                 session_timeout: config.session_timeout.unwrap_or(3600),
@@ -630,6 +686,11 @@ impl EngineBuilder {
                 store_url,
                 max_workers,
                 sessions: Mutex::new(HashMap::new()),
+                ended: Mutex::new(VecDeque::new()),
+                session_history,
+                tasks,
+                task_counts: Mutex::new(TaskCounts::default()),
+                tasks_running: AtomicUsize::new(0),
                 events,
                 handlers: Mutex::new(Vec::new()),
                 accepting: AtomicBool::new(true),
@@ -678,12 +739,29 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Leaves the engine's running count when dropped (also when the run's future is dropped).
-struct RunningGuard<'a>(&'a Inner);
+/// Leaves one of the engine's running counts (`running` for workflows,
+/// `tasks_running` for `execute_task`) when dropped, also when the future is
+/// dropped; wakes `shutdown` when nothing runs any more.
+struct RunningGuard<'a>(&'a Inner, &'a AtomicUsize);
+
+impl<'a> RunningGuard<'a> {
+    fn enter(inner: &'a Inner, count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(inner, count)
+    }
+}
+
+impl Inner {
+    /// Workflows and tasks running now.
+    fn busy(&self) -> usize {
+        self.running.load(Ordering::SeqCst) + self.tasks_running.load(Ordering::SeqCst)
+    }
+}
 
 impl Drop for RunningGuard<'_> {
     fn drop(&mut self) {
-        if self.0.running.fetch_sub(1, Ordering::SeqCst) == 1 {
+        self.1.fetch_sub(1, Ordering::SeqCst);
+        if self.0.busy() == 0 {
             self.0.idle.notify_waiters();
         }
     }
@@ -885,7 +963,8 @@ impl OrchestrationEngine {
         lock(&self.inner.sessions).get(id).map(|s| s.info.clone())
     }
 
-    /// Every session, active or ended, oldest first.
+    /// Every active session and the last `session_history` ended ones
+    /// (config; default 1000), oldest first.
     pub fn list_sessions(&self) -> Vec<Session> {
         self.sweep();
         let mut v: Vec<Session> = lock(&self.inner.sessions)
@@ -918,6 +997,7 @@ impl OrchestrationEngine {
             std::mem::take(&mut s.allocations)
         };
         self.record_session(id);
+        self.forget_ended(*id);
         if !allocations.is_empty() {
             self.inner
                 .resources
@@ -929,6 +1009,19 @@ impl OrchestrationEngine {
             timestamp: Utc::now(),
         });
         true
+    }
+
+    /// Remembers that `id` ended, and forgets the oldest ended sessions
+    /// beyond `session_history` (their records stay in the store).
+    fn forget_ended(&self, id: SessionId) {
+        let mut sessions = lock(&self.inner.sessions);
+        let mut ended = lock(&self.inner.ended);
+        ended.push_back(id);
+        while ended.len() > self.inner.session_history {
+            if let Some(old) = ended.pop_front() {
+                sessions.remove(&old);
+            }
+        }
     }
 
     /// Queues the session's current state for the store.
@@ -1006,10 +1099,104 @@ impl OrchestrationEngine {
         self.inner.workflows.execution_order(name)?;
         let wm = self.inner.workflows.clone();
         let label = name.to_owned();
-        self.in_session(session, name, move |opts| async move {
-            wm.execute(&label, ExecuteOptions { params, ..opts }).await
+        let (sid, report) = self
+            .in_session(session, name, move |opts| async move {
+                wm.execute(&label, ExecuteOptions { params, ..opts }).await
+            })
+            .await?;
+        Ok(to_result(sid, &report))
+    }
+
+    /// Runs a workflow given as data (seed: `execute_complex_workflow`) in a
+    /// session (a new one, closed afterwards, when none is given), within the
+    /// session's rules and remaining time. The definition is the seed's
+    /// shape, `{"steps": [{name, module, action, parameters?}, ...],
+    /// "dependencies": {step: [step, ...]}}`: the dependencies map is added
+    /// to each step's own `dependencies`, and any other key is read as in a
+    /// workflow file (`name`, default `complex-workflow`; `description`,
+    /// `parameters`, and per step `timeout`, `max_retries`, `conditions`,
+    /// ...). `parallel_groups` is accepted when every name in it is a step;
+    /// what runs together follows from the dependencies and the session's
+    /// parallelism. The workflow is not saved; its run is remembered under
+    /// its name like any other. A step that fails makes `success` false; it
+    /// is not an error.
+    ///
+    /// # Errors
+    /// `InvalidParameters` for a definition that is not an object or whose
+    /// `dependencies` or `parallel_groups` do not fit its steps;
+    /// `Validation` with every problem the workflow loader finds; as
+    /// [`OrchestrationEngine::execute_workflow`] for sessions and shutdown.
+    /// Nothing has run when an error is returned.
+    pub async fn execute_complex_workflow(
+        &self,
+        definition: &Value,
+        session: Option<&SessionId>,
+    ) -> Result<ComplexWorkflowResult, OrchestrationError> {
+        let wf = complex_definition(definition, &self.inner.workflows.limits())?;
+        let wm = self.inner.workflows.clone();
+        let name = wf.name.clone();
+        let (sid, report) = self
+            .in_session(session, &name, move |opts| async move {
+                wm.execute_definition(&wf, opts).await
+            })
+            .await?;
+        let plain = to_result(sid, &report);
+        let mut results = Map::new();
+        let mut stats = orch_tasks::ExecutionStats {
+            total_tasks: report.steps.len(),
+            pending: 0,
+            ready: 0,
+            running: 0,
+            completed: 0,
+            failed: 0,
+            cancelled: 0,
+            skipped: 0,
+            total_execution_time: 0.0,
+            average_execution_time: 0.0,
+        };
+        let mut timed = 0usize;
+        for s in &report.steps {
+            match s.status {
+                TaskStatus::Completed => stats.completed += 1,
+                TaskStatus::Failed => stats.failed += 1,
+                TaskStatus::Cancelled => stats.cancelled += 1,
+                TaskStatus::Skipped => stats.skipped += 1,
+                TaskStatus::Running => stats.running += 1,
+                TaskStatus::Ready => stats.ready += 1,
+                _ => stats.pending += 1,
+            }
+            let ran = s.result.as_ref().filter(|_| s.attempts > 0);
+            if let Some(r) = ran {
+                stats.total_execution_time += r.execution_time;
+                timed += 1;
+            }
+            results.insert(
+                s.name.to_string(),
+                ran.and_then(|r| serde_json::to_value(r).ok())
+                    .unwrap_or(Value::Null),
+            );
+        }
+        if timed > 0 {
+            stats.average_execution_time = stats.total_execution_time / timed as f64;
+        }
+        Ok(ComplexWorkflowResult {
+            success: plain.success,
+            session_id: sid,
+            run_id: report.run_id,
+            workflow: report.workflow.clone(),
+            results,
+            execution_stats: stats,
+            execution_time: plain.execution_time,
+            error: plain.error,
         })
-        .await
+    }
+
+    /// What the workflow runs remembered by the engine's workflow manager
+    /// took, for one workflow or all (seed: `get_performance_summary`): see
+    /// [`WorkflowManager::get_performance_summary`]. Project workflows run in
+    /// their projects' own managers and are not counted here.
+    pub fn get_performance_summary(&self, workflow: Option<&str>) -> PerformanceSummary {
+        self.inner.workflows.get_performance_summary(workflow)
     }
 
     /// Runs one of a project's workflows in a session (seed: `execute_project_workflow`).
@@ -1028,11 +1215,13 @@ impl OrchestrationEngine {
         }
         let pm = self.inner.projects.clone();
         let (p, w) = (project.to_owned(), workflow.to_owned());
-        self.in_session(session, workflow, move |opts| async move {
-            pm.execute_project_workflow_with(&p, &w, ExecuteOptions { params, ..opts })
-                .await
-        })
-        .await
+        let (sid, report) = self
+            .in_session(session, workflow, move |opts| async move {
+                pm.execute_project_workflow_with(&p, &w, ExecuteOptions { params, ..opts })
+                    .await
+            })
+            .await?;
+        Ok(to_result(sid, &report))
     }
 
     /// Runs `f` under a session's rules: its mode and parallelism, a slot
@@ -1042,7 +1231,7 @@ impl OrchestrationEngine {
         session: Option<&SessionId>,
         workflow: &str,
         f: F,
-    ) -> Result<WorkflowRunResult, OrchestrationError>
+    ) -> Result<(SessionId, RunReport), OrchestrationError>
     where
         F: FnOnce(ExecuteOptions) -> Fut,
         Fut: std::future::Future<Output = Result<RunReport, OrchestrationError>>,
@@ -1065,7 +1254,7 @@ impl OrchestrationEngine {
         sid: SessionId,
         workflow: &str,
         f: F,
-    ) -> Result<WorkflowRunResult, OrchestrationError>
+    ) -> Result<(SessionId, RunReport), OrchestrationError>
     where
         F: FnOnce(ExecuteOptions) -> Fut,
         Fut: std::future::Future<Output = Result<RunReport, OrchestrationError>>,
@@ -1118,8 +1307,7 @@ impl OrchestrationEngine {
                 message: format!("session {sid} expired"),
             });
         }
-        self.inner.running.fetch_add(1, Ordering::SeqCst);
-        let _running = RunningGuard(&self.inner);
+        let _running = RunningGuard::enter(&self.inner, &self.inner.running);
         if let Some(s) = lock(&self.inner.sessions).get_mut(&sid) {
             s.info.running_workflows += 1;
         }
@@ -1196,22 +1384,67 @@ impl OrchestrationEngine {
             timestamp: Utc::now(),
         });
         let report = result?;
-        Ok(to_result(sid, &report))
+        Ok((sid, report))
     }
 
-    /// Runs one task on its own with the engine's actions (seed: `execute_task`),
-    /// in the engine's working directory. During shutdown nothing runs: the
-    /// result is a failure of type `InvalidState`.
+    /// Runs one task on its own with the engine's actions (seed:
+    /// `execute_task`), in the engine's working directory, through the
+    /// engine's task orchestrator: it counts in `get_system_status`
+    /// (`task_orchestrator`) and `get_metrics` (`tasks_completed`,
+    /// `tasks_failed`), its start and end are events (`task_started`, then
+    /// `task_completed` or `task_failed`, with a run id of its own), and
+    /// `shutdown` waits for it, then stops it. During shutdown nothing runs:
+    /// the result is a failure of type `InvalidState`.
     pub async fn execute_task(&self, task: &Task) -> TaskResult {
         if let Err(e) = self.check_accepting() {
             return TaskResult::failed("InvalidState", e.to_string());
         }
-        let o = orch_tasks::TaskOrchestrator::new(orch_tasks::OrchestratorConfig {
-            registry: Arc::new(self.inner.workflows.registry().clone()),
-            work_dir: self.inner.workflows.work_dir().to_path_buf(),
-            ..orch_tasks::OrchestratorConfig::default()
+        let _running = RunningGuard::enter(&self.inner, &self.inner.tasks_running);
+        lock(&self.inner.task_counts).running += 1;
+        let run_id = RunId::new();
+        self.emit(EngineEvent::TaskStarted {
+            run_id,
+            task: task.name.clone(),
+            attempt: 1,
+            timestamp: Utc::now(),
         });
-        o.execute_task(task).await
+        // Counted as finished even when this future is dropped mid-task.
+        struct Finish<'a>(&'a Inner, Option<bool>);
+        impl Drop for Finish<'_> {
+            fn drop(&mut self) {
+                let mut c = lock(&self.0.task_counts);
+                c.running = c.running.saturating_sub(1);
+                let counter = if self.1 == Some(true) {
+                    c.completed += 1;
+                    &self.0.counters.tasks_completed
+                } else {
+                    c.failed += 1;
+                    &self.0.counters.tasks_failed
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let mut finish = Finish(&self.inner, None);
+        let result = self.inner.tasks.execute_task(task).await;
+        finish.1 = Some(result.success);
+        drop(finish);
+        self.emit(if result.success {
+            EngineEvent::TaskCompleted {
+                run_id,
+                task: task.name.clone(),
+                cached: false,
+                timestamp: Utc::now(),
+            }
+        } else {
+            EngineEvent::TaskFailed {
+                run_id,
+                task: task.name.clone(),
+                error_type: result.error_type.clone().unwrap_or_default(),
+                message: result.error_message.clone().unwrap_or_default(),
+                timestamp: Utc::now(),
+            }
+        });
+        result
     }
 
     /// Counters since the engine started.
@@ -1266,6 +1499,12 @@ impl OrchestrationEngine {
                     .saturating_sub(p.running_steps + p.completed_steps + p.failed_steps);
             }
         }
+        // The tasks of execute_task, since the engine started.
+        let t = *lock(&self.inner.task_counts);
+        total += t.running + t.completed + t.failed;
+        running += t.running;
+        completed += t.completed;
+        failed += t.failed;
         let summary = self.inner.projects.get_projects_summary();
         SystemStatus {
             timestamp: Utc::now(),
@@ -1288,6 +1527,7 @@ impl OrchestrationEngine {
                 "total_projects": summary.total_projects,
                 "by_status": summary.by_status,
                 "by_type": summary.by_type,
+                "recent_activity": summary.recent_activity,
                 "templates": self.inner.projects.list_templates(),
             }),
             resource_manager: self.inner.resources.get_resource_usage(None),
@@ -1409,18 +1649,24 @@ impl OrchestrationEngine {
         let deadline = tokio::time::Instant::now() + grace;
         let finished = loop {
             let idle = self.inner.idle.notified();
-            if self.inner.running.load(Ordering::SeqCst) == 0 {
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.inner.busy() == 0 {
                 break true;
             }
             if tokio::time::timeout_at(deadline, idle).await.is_err() {
-                break self.inner.running.load(Ordering::SeqCst) == 0;
+                break self.inner.busy() == 0;
             }
         };
         if !finished {
             self.inner.shutdown.cancel();
+            // The tasks of execute_task: their processes are stopped too.
+            self.inner.tasks.stop_execution();
             loop {
                 let idle = self.inner.idle.notified();
-                if self.inner.running.load(Ordering::SeqCst) == 0 {
+                tokio::pin!(idle);
+                idle.as_mut().enable();
+                if self.inner.busy() == 0 {
                     break;
                 }
                 idle.await;
@@ -1435,18 +1681,37 @@ impl OrchestrationEngine {
 }
 
 /// Opens a store by URL: `memory://` (in this process only) or
-/// `sqlite://PATH` (durable; created with owner-only permissions).
+/// `sqlite://PATH` (durable; created with owner-only permissions), with
+/// options after `?`: `mode=ro` (read-only), `max_page_count=N` (see
+/// `orch_store_sqlite::SqliteOptions`).
 ///
 /// # Errors
-/// `Unsupported` for another scheme (PostgreSQL is not built yet); the
-/// store's error when it cannot be opened.
+/// `Unsupported` for another scheme (PostgreSQL is not built yet);
+/// `InvalidParameters` for an unknown option; the store's error when it
+/// cannot be opened.
 pub fn open_store(url: &str) -> Result<Arc<dyn Store>, OrchestrationError> {
+    open_store_as(url, false)
+}
+
+/// [`open_store`] for a command that only reads: an SQLite database is
+/// opened read-only (no file created, no migration, no write, no write
+/// lock taken), so a database in a read-only file or directory can be read.
+///
+/// # Errors
+/// As [`open_store`].
+pub fn open_store_read_only(url: &str) -> Result<Arc<dyn Store>, OrchestrationError> {
+    open_store_as(url, true)
+}
+
+fn open_store_as(url: &str, read_only: bool) -> Result<Arc<dyn Store>, OrchestrationError> {
     if url == "memory://" || url == "memory" {
         Ok(Arc::new(orch_tasks::MemoryStore::new()))
     } else if url.starts_with("sqlite://") {
+        let (path, mut options) = orch_store_sqlite::SqliteStore::parse_url(url)?;
+        options.read_only |= read_only;
         // Opened on first use: commands that never touch runs create no database.
-        Ok(Arc::new(orch_store_sqlite::SqliteStore::open_url_lazy(
-            url,
+        Ok(Arc::new(orch_store_sqlite::SqliteStore::open_lazy_with(
+            &path, options,
         )?))
     } else {
         Err(OrchestrationError::Unsupported {
@@ -1504,4 +1769,118 @@ fn to_result(session_id: SessionId, r: &RunReport) -> WorkflowRunResult {
         execution_time: r.duration.as_secs_f64(),
         error,
     }
+}
+
+/// The name of a complex workflow whose definition gives none.
+pub const COMPLEX_WORKFLOW_NAME: &str = "complex-workflow";
+
+/// The seed's `execute_complex_workflow` definition as a workflow: the
+/// `dependencies` map joins each step's own list, `parallel_groups` is
+/// checked and dropped, everything else is read by the workflow loader.
+fn complex_definition(
+    definition: &Value,
+    limits: &orch_model::Limits,
+) -> Result<orch_model::Workflow, OrchestrationError> {
+    let bad = |m: String| {
+        OrchestrationError::invalid_parameters(format!("complex workflow definition: {m}"))
+    };
+    let Some(obj) = definition.as_object() else {
+        return Err(bad(format!(
+            "expected an object {{\"steps\": [...], \"dependencies\": {{...}}}}, found {definition}"
+        )));
+    };
+    let mut doc = obj.clone();
+    doc.entry("name")
+        .or_insert_with(|| Value::String(COMPLEX_WORKFLOW_NAME.to_owned()));
+    let deps = doc.remove("dependencies");
+    let groups = doc.remove("parallel_groups");
+    let names: Vec<String> = doc
+        .get("steps")
+        .and_then(Value::as_array)
+        .map(|steps| {
+            steps
+                .iter()
+                .filter_map(|s| s.get("name").and_then(Value::as_str).map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let known = |n: &str| names.iter().any(|x| x == n);
+    let list = |what: &str, v: &Value| -> Result<Vec<String>, OrchestrationError> {
+        v.as_array()
+            .and_then(|a| {
+                a.iter()
+                    .map(|x| x.as_str().map(str::to_owned))
+                    .collect::<Option<Vec<_>>>()
+            })
+            .ok_or_else(|| bad(format!("{what} must be a list of step names, found {v}")))
+    };
+    match deps {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(map)) => {
+            for (step, before) in &map {
+                if !known(step) {
+                    return Err(bad(format!(
+                        "`dependencies` names `{step}`, which is not a step; the steps: {}",
+                        names.join(", ")
+                    )));
+                }
+                let before = list(&format!("`dependencies.{step}`"), before)?;
+                let steps = doc
+                    .get_mut("steps")
+                    .and_then(Value::as_array_mut)
+                    .into_iter()
+                    .flatten();
+                for s in steps.filter(|s| s.get("name").and_then(Value::as_str) == Some(step)) {
+                    let Some(s) = s.as_object_mut() else { continue };
+                    let own = s
+                        .entry("dependencies")
+                        .or_insert_with(|| Value::Array(Vec::new()));
+                    let Some(own) = own.as_array_mut() else {
+                        return Err(bad(format!(
+                            "step `{step}`: `dependencies` must be a list of step names"
+                        )));
+                    };
+                    for d in &before {
+                        if !own.iter().any(|x| x.as_str() == Some(d)) {
+                            own.push(Value::String(d.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        Some(other) => {
+            return Err(bad(format!(
+                "`dependencies` must be an object {{step: [steps it waits for]}}, found {other}"
+            )));
+        }
+    }
+    match groups {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(gs)) => {
+            for (i, g) in gs.iter().enumerate() {
+                for n in list(&format!("`parallel_groups[{i}]`"), g)? {
+                    if !known(&n) {
+                        return Err(bad(format!(
+                            "`parallel_groups[{i}]` names `{n}`, which is not a step; the steps: {}",
+                            names.join(", ")
+                        )));
+                    }
+                }
+            }
+        }
+        Some(other) => {
+            return Err(bad(format!(
+                "`parallel_groups` must be a list of lists of step names, found {other}"
+            )));
+        }
+    }
+    let text = Value::Object(doc).to_string();
+    orch_model::load_workflow(
+        &text,
+        orch_model::Format::Json,
+        limits,
+        Some("complex workflow definition"),
+    )
+    .map(|v| v.workflow().clone())
+    .map_err(OrchestrationError::Validation)
 }

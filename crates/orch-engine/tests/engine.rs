@@ -499,7 +499,7 @@ fn status_and_health_have_the_seeds_shapes() {
             "orchestration_engine": {"active_sessions": 1, "event_handlers": {"task_failed": 1}},
             "workflow_manager": {"total_workflows": 5, "running_workflows": 0},
             "task_orchestrator": {"total_tasks": 0, "pending": 0, "running": 0, "completed": 0, "failed": 0},
-            "project_manager": {"total_projects": 0, "by_status": {}, "by_type": {},
+            "project_manager": {"total_projects": 0, "by_status": {}, "by_type": {}, "recent_activity": [],
                                 "templates": ["ai_analysis", "data_pipeline", "web_application"]},
             "resource_manager": {
                 "total_resources": 2,

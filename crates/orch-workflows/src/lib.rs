@@ -143,6 +143,90 @@ struct State {
     latest: HashMap<String, RunId>,
     /// The chain of workflows each live run belongs to (outermost first).
     stacks: HashMap<RunId, Vec<String>>,
+    /// What each finished run in `runs` took, for the performance summary.
+    perf: HashMap<RunId, RunPerf>,
+}
+
+/// The timings of one finished run.
+#[derive(Debug, Clone, Default)]
+struct RunPerf {
+    seconds: f64,
+    modules: BTreeMap<String, ModuleUsage>,
+}
+
+impl RunPerf {
+    fn of(r: &RunReport, wf: &ValidWorkflow) -> Self {
+        let module_of: HashMap<&str, &str> = wf
+            .workflow()
+            .steps
+            .iter()
+            .map(|s| (s.name.as_str(), s.module.as_str()))
+            .collect();
+        let mut modules: BTreeMap<String, ModuleUsage> = BTreeMap::new();
+        for s in &r.steps {
+            let Some(res) = &s.result else { continue };
+            // Steps that ran: not skipped, not cancelled before starting, not served from the cache.
+            if s.attempts == 0 || res.cached {
+                continue;
+            }
+            let Some(module) = module_of.get(s.name.as_str()) else {
+                continue;
+            };
+            let u = modules.entry((*module).to_owned()).or_default();
+            u.count += 1;
+            u.total_time += res.execution_time;
+        }
+        Self {
+            seconds: r.duration.as_secs_f64(),
+            modules,
+        }
+    }
+}
+
+/// How often a module's actions ran and for how long (seed: `module_usage_stats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct ModuleUsage {
+    /// Steps of this module that ran (a cached or skipped step did not run).
+    pub count: u64,
+    /// Seconds they took, summed.
+    pub total_time: f64,
+}
+
+/// Run durations (seed: `performance_stats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct DurationStats {
+    /// Finished runs.
+    pub count: usize,
+    /// Their seconds, summed.
+    pub total_time: f64,
+    /// Mean seconds per run (0 without runs).
+    pub average_time: f64,
+    /// The shortest run's seconds (0 without runs).
+    pub min_time: f64,
+    /// The longest run's seconds (0 without runs).
+    pub max_time: f64,
+}
+
+/// What finished runs took (seed: `get_performance_summary`), over the runs
+/// the manager remembers (the last [`RUN_HISTORY`] finished).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PerformanceSummary {
+    /// The workflow summarized; `None` for every workflow.
+    pub workflow: Option<String>,
+    /// Finished runs counted.
+    pub total_workflows_executed: usize,
+    /// Of which completed.
+    pub successful_executions: usize,
+    /// Of which failed (a step failed, the run timed out or could not start).
+    pub failed_executions: usize,
+    /// Of which were cancelled.
+    pub cancelled_executions: usize,
+    /// Mean seconds per finished run.
+    pub average_execution_time: f64,
+    /// Run durations.
+    pub performance_stats: DurationStats,
+    /// Per module: how many steps ran and their seconds.
+    pub module_usage_stats: BTreeMap<String, ModuleUsage>,
 }
 
 #[derive(Debug)]
@@ -339,6 +423,11 @@ impl WorkflowManager {
         &self.inner.registry
     }
 
+    /// The input limits definitions are read with.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
     /// The directory runs work in unless told otherwise.
     pub fn work_dir(&self) -> &Path {
         &self.inner.work_dir
@@ -415,6 +504,24 @@ impl WorkflowManager {
             .map_err(|d| d.lines().collect::<Vec<_>>().join("\n"))
     }
 
+    /// Reads `wf` back the way [`WorkflowManager::reload`] reads a saved
+    /// file: its canonical JSON through the loader, with the same limits, so
+    /// that nothing is accepted now that the loader would refuse after a restart.
+    fn as_loaded(&self, wf: &Workflow) -> Result<ValidWorkflow, OrchestrationError> {
+        let mut text = wf.to_json_pretty();
+        text.push('\n');
+        let shown = format!("workflow `{}`", wf.name);
+        let max = self.inner.limits.max_definition_bytes;
+        if text.len() as u64 > max {
+            return Err(OrchestrationError::invalid_parameters(format!(
+                "{shown}: its saved form is {} bytes, over the definition size limit of {max} bytes; split it into sub-workflows or raise the limit",
+                text.len()
+            )));
+        }
+        load_workflow(&text, Format::Json, &self.inner.limits, Some(&shown))
+            .map_err(OrchestrationError::Validation)
+    }
+
     /// Definitions in the directory that did not load, one message each (with file, line and column).
     pub fn load_problems(&self) -> Vec<String> {
         self.state().problems.clone()
@@ -428,8 +535,9 @@ impl WorkflowManager {
     }
 
     fn check(&self, wf: &Workflow) -> Result<ValidWorkflow, OrchestrationError> {
-        let valid = orch_model::definition::validate(wf.clone(), &self.inner.limits)
-            .map_err(OrchestrationError::Validation)?;
+        // The loader's rules, not only validation's: a workflow with no steps
+        // validates but is refused by the loader.
+        let valid = self.as_loaded(wf)?;
         orch_tasks::prepare(&valid, &self.inner.registry, &Map::new())
             .map(|_| ())
             .or_else(|e| match e {
@@ -658,6 +766,41 @@ impl WorkflowManager {
         self.run(name, opts, None).await
     }
 
+    /// Runs a workflow that is not one of the manager's (it is neither saved
+    /// nor listed), with the same checks, history, progress and actions as a
+    /// known one: it is read back as the loader would read it, its literal
+    /// `workflow.run` calls are followed, and the run is remembered under
+    /// the workflow's name ([`WorkflowManager::get_workflow_status`],
+    /// [`WorkflowManager::get_performance_summary`]). The engine's
+    /// `execute_complex_workflow` runs through it.
+    ///
+    /// # Errors
+    /// `Validation` with every problem of the definition; otherwise as
+    /// [`WorkflowManager::execute`]. Nothing has run when an error is returned.
+    pub async fn execute_definition(
+        &self,
+        wf: &Workflow,
+        opts: ExecuteOptions,
+    ) -> Result<RunReport, OrchestrationError> {
+        let valid = Arc::new(self.as_loaded(wf)?);
+        for s in &valid.workflow().steps {
+            if s.module == "workflow" && s.action == "run" {
+                if let Some(Value::String(callee)) = s.parameters.get("workflow") {
+                    if callee == &wf.name {
+                        return Err(OrchestrationError::invalid_parameters(format!(
+                            "workflow `{}` calls itself in step `{}`; remove that `workflow.run` step",
+                            wf.name, s.name
+                        )));
+                    }
+                    if !callee.contains("${") {
+                        self.check_calls(callee)?;
+                    }
+                }
+            }
+        }
+        self.run_valid(valid, opts, None).await
+    }
+
     async fn run(
         &self,
         name: &str,
@@ -665,6 +808,17 @@ impl WorkflowManager {
         parent: Option<(RunId, Vec<String>)>,
     ) -> Result<RunReport, OrchestrationError> {
         let wf = self.valid(name)?;
+        self.run_valid(wf, opts, parent).await
+    }
+
+    async fn run_valid(
+        &self,
+        wf: Arc<ValidWorkflow>,
+        opts: ExecuteOptions,
+        parent: Option<(RunId, Vec<String>)>,
+    ) -> Result<RunReport, OrchestrationError> {
+        let name_owned = wf.workflow().name.clone();
+        let name = name_owned.as_str();
         let params = orch_tasks::prepare(&wf, &self.inner.registry, &opts.params)?;
         let run_id = opts.run_id.unwrap_or_default();
         let total = wf.workflow().steps.len();
@@ -727,6 +881,7 @@ impl WorkflowManager {
         // Driven as a task of its own (see `orch_tasks::drive`: a step's
         // dependents start on the worker that finished it).
         let me = self.clone();
+        let perf_wf = wf.clone();
         let result = orch_tasks::drive(async move {
             run_workflow(&wf, &me.inner.registry, run_opts, Some(tx)).await
         })
@@ -759,10 +914,23 @@ impl WorkflowManager {
                 }
             }
         }
+        let perf = match &result {
+            Ok(r) => RunPerf::of(r, &perf_wf),
+            Err(_) => RunPerf {
+                seconds: st.runs.get(&run_id).map_or(0.0, |rec| {
+                    rec.end_time
+                        .and_then(|e| (e - rec.start_time).to_std().ok())
+                        .map_or(0.0, |d| d.as_secs_f64())
+                }),
+                modules: BTreeMap::new(),
+            },
+        };
+        st.perf.insert(run_id, perf);
         st.finished.push_back(run_id);
         while st.finished.len() > RUN_HISTORY {
             if let Some(old) = st.finished.pop_front() {
                 st.runs.remove(&old);
+                st.perf.remove(&old);
             }
         }
         drop(st);
@@ -846,6 +1014,57 @@ impl WorkflowManager {
         let mut v: Vec<RunRecord> = self.state().runs.values().cloned().collect();
         v.sort_by_key(|r| (r.start_time, r.run_id));
         v
+    }
+
+    /// What the remembered finished runs of `workflow` (of every workflow
+    /// when `None`) took: counts by outcome, run durations and seconds per
+    /// module (seed: `get_performance_summary`). Always available: timings
+    /// come from the runs' own reports, not from a separate monitor.
+    pub fn get_performance_summary(&self, workflow: Option<&str>) -> PerformanceSummary {
+        let st = self.state();
+        let mut stats = DurationStats::default();
+        let (mut ok, mut failed, mut cancelled) = (0, 0, 0);
+        let mut modules: BTreeMap<String, ModuleUsage> = BTreeMap::new();
+        for id in &st.finished {
+            let (Some(rec), Some(perf)) = (st.runs.get(id), st.perf.get(id)) else {
+                continue;
+            };
+            if workflow.is_some_and(|w| w != rec.workflow) {
+                continue;
+            }
+            match rec.status {
+                WorkflowStatus::Completed => ok += 1,
+                WorkflowStatus::Cancelled => cancelled += 1,
+                _ => failed += 1,
+            }
+            let t = perf.seconds;
+            stats.min_time = if stats.count == 0 {
+                t
+            } else {
+                stats.min_time.min(t)
+            };
+            stats.max_time = stats.max_time.max(t);
+            stats.count += 1;
+            stats.total_time += t;
+            for (m, u) in &perf.modules {
+                let e = modules.entry(m.clone()).or_default();
+                e.count += u.count;
+                e.total_time += u.total_time;
+            }
+        }
+        if stats.count > 0 {
+            stats.average_time = stats.total_time / stats.count as f64;
+        }
+        PerformanceSummary {
+            workflow: workflow.map(str::to_owned),
+            total_workflows_executed: stats.count,
+            successful_executions: ok,
+            failed_executions: failed,
+            cancelled_executions: cancelled,
+            average_execution_time: stats.average_time,
+            performance_stats: stats,
+            module_usage_stats: modules,
+        }
     }
 
     /// How many runs are running now.
