@@ -23,4 +23,4 @@
 
 mod manager;
 
-pub use manager::{Allocation, ResourceManager, detect_resources};
+pub use manager::{AllocateOptions, Allocation, ResourceManager, UserAllocation, detect_resources};

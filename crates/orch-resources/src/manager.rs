@@ -6,8 +6,9 @@ use orch_model::{
     AllocationId, EntityKind, OrchestrationError, Resource, ResourceRequest, ResourceStatus,
     ResourceType, Result,
 };
+use serde::Serialize;
 use serde_json::{Map, Value, json};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -18,6 +19,13 @@ type Parts = Vec<(usize, BTreeMap<String, u64>)>;
 
 /// Micro-units per unit: amounts are integers internally.
 const SCALE: f64 = 1_000_000.0;
+
+/// Nanoseconds in a minute: rate-limited capacities are per minute.
+const NANOS_PER_MINUTE: u128 = 60_000_000_000;
+
+/// How often a waiting request looks again without being woken (rate-limited
+/// budgets refill and allocations expire with time, not with a release).
+const RECHECK: Duration = Duration::from_millis(100);
 
 fn to_units(v: f64) -> Option<u64> {
     (v.is_finite() && (0.0..=MAX_RESOURCE_AMOUNT).contains(&v)).then(|| (v * SCALE).round() as u64)
@@ -40,6 +48,42 @@ pub struct Allocation {
     pub amounts: BTreeMap<String, BTreeMap<String, f64>>,
     /// When it was granted.
     pub allocated_at: DateTime<Utc>,
+    /// When it lapses and is released without a call to `deallocate_resources`
+    /// (see [`AllocateOptions::expires_after`]); `None`: never.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// How [`ResourceManager::allocate_resources_with`] allocates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AllocateOptions {
+    /// Wait at most this long for capacity, first come first served;
+    /// `None`: granted now or refused.
+    pub wait: Option<Duration>,
+    /// Release the allocation on its own this long after it is granted (the
+    /// seed's `expires_at`): expired allocations are released by the next
+    /// call to the manager and by [`ResourceManager::release_expired`], which
+    /// [`ResourceManager::spawn_cleanup`] calls periodically. `None`: held
+    /// until released.
+    pub expires_after: Option<Duration>,
+}
+
+/// One resource of one of a user's allocations (seed: `get_user_allocations`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UserAllocation {
+    /// The allocation it belongs to.
+    pub allocation_id: AllocationId,
+    /// The resource.
+    pub resource_id: String,
+    /// The resource's name.
+    pub resource_name: String,
+    /// The resource's type.
+    pub resource_type: ResourceType,
+    /// What is taken of it, per unit.
+    pub allocated: BTreeMap<String, f64>,
+    /// When it was granted.
+    pub allocated_at: DateTime<Utc>,
+    /// When it lapses, if ever.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug)]
@@ -47,8 +91,13 @@ struct Slot {
     resource: Resource,
     capacity: BTreeMap<String, u64>,
     used: BTreeMap<String, u64>,
+    /// `limits.max_concurrent_users`: how many users may hold it at once.
+    max_users: Option<usize>,
     /// Rate-limited resources refill continuously; this is when `used` was last decayed.
     refilled: Instant,
+    /// Per unit, what the last refills earned below one micro-unit, in
+    /// micro-units x nanoseconds per minute (so frequent refills lose nothing).
+    carry: BTreeMap<String, u128>,
 }
 
 impl Slot {
@@ -61,27 +110,71 @@ impl Slot {
         if !self.rate_limited() {
             return;
         }
-        let secs = now.duration_since(self.refilled).as_secs_f64();
+        let nanos = now.saturating_duration_since(self.refilled).as_nanos();
         self.refilled = now;
         for (k, used) in &mut self.used {
-            let cap = self.capacity.get(k).copied().unwrap_or(0) as f64;
-            let back = (cap * secs / 60.0) as u64;
+            let cap = u128::from(self.capacity.get(k).copied().unwrap_or(0));
+            let carry = self.carry.entry(k.clone()).or_insert(0);
+            let earned = cap.saturating_mul(nanos).saturating_add(*carry);
+            let back = u64::try_from(earned / NANOS_PER_MINUTE).unwrap_or(u64::MAX);
+            *carry = earned % NANOS_PER_MINUTE;
             *used = used.saturating_sub(back);
+            if *used == 0 {
+                // A full bucket earns nothing more.
+                *carry = 0;
+            }
         }
     }
 
-    fn fits(&self, want: &BTreeMap<String, u64>) -> bool {
+    /// Whether `user` may hold this resource besides its current users.
+    fn admits(&self, user: &str) -> bool {
+        self.max_users.is_none_or(|n| {
+            self.resource.current_users.len() < n
+                || self.resource.current_users.iter().any(|u| u == user)
+        })
+    }
+
+    fn fits(&self, want: &BTreeMap<String, u64>, user: &str) -> bool {
         self.resource.status == ResourceStatus::Available
-            && want.iter().all(|(k, w)| {
-                let cap = self.capacity.get(k).copied().unwrap_or(0);
-                let used = self.used.get(k).copied().unwrap_or(0);
-                cap.checked_sub(used).is_some_and(|free| *w <= free)
+            && self.admits(user)
+            && want.iter().all(|(k, w)| *w <= self.free(k))
+    }
+
+    fn free(&self, unit: &str) -> u64 {
+        let cap = self.capacity.get(unit).copied().unwrap_or(0);
+        cap.saturating_sub(self.used.get(unit).copied().unwrap_or(0))
+    }
+
+    /// Why a request that could fit some day does not fit now.
+    fn why_not(&self, want: &BTreeMap<String, u64>, user: &str) -> String {
+        let id = &self.resource.id;
+        if self.resource.status != ResourceStatus::Available {
+            return format!("`{id}` is {}", self.resource.status.as_str());
+        }
+        if !self.admits(user) {
+            return format!(
+                "`{id}` already has its {} concurrent users (limits.max_concurrent_users)",
+                self.max_users.unwrap_or(0)
+            );
+        }
+        want.iter()
+            .filter(|(k, w)| **w > self.free(k))
+            .map(|(k, _)| {
+                format!(
+                    "`{id}` has {} of {} {k} free",
+                    from_units(self.free(k)),
+                    from_units(self.capacity.get(k).copied().unwrap_or(0))
+                )
             })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     fn could_ever_fit(&self, want: &BTreeMap<String, u64>) -> bool {
-        want.iter()
-            .all(|(k, w)| self.capacity.get(k).is_some_and(|cap| w <= cap))
+        self.max_users != Some(0)
+            && want
+                .iter()
+                .all(|(k, w)| self.capacity.get(k).is_some_and(|cap| w <= cap))
     }
 
     fn utilization(&self) -> f64 {
@@ -107,11 +200,32 @@ impl Slot {
     }
 }
 
+/// A granted allocation with what it took and when it lapses.
+#[derive(Debug)]
+struct Held {
+    alloc: Allocation,
+    parts: Parts,
+    expires: Option<Instant>,
+}
+
+/// A request waiting in the queue for capacity.
+#[derive(Debug)]
+struct Waiter {
+    ticket: u64,
+    user: String,
+    req: ResourceRequest,
+    expires_after: Option<Duration>,
+}
+
 #[derive(Debug, Default)]
 struct State {
     slots: Vec<Slot>,
-    allocations: BTreeMap<AllocationId, (Allocation, Parts)>,
-    queue: VecDeque<u64>,
+    allocations: BTreeMap<AllocationId, Held>,
+    /// Requests waiting for capacity, first come first served. Only requests
+    /// that wait are here: one that is granted or refused at once never is.
+    queue: VecDeque<Waiter>,
+    /// Outcomes for waiters that were served while they slept, by ticket.
+    served: HashMap<u64, Result<Allocation>>,
     next_ticket: u64,
 }
 
@@ -120,6 +234,28 @@ struct State {
 pub struct ResourceManager {
     state: Mutex<State>,
     changed: Notify,
+}
+
+/// Takes a waiting request out of the queue when its future ends for any
+/// reason (granted, timed out, or dropped while waiting): a request that
+/// nobody waits for any more must not block those behind it, and an
+/// allocation granted to it that nobody collected is given back.
+struct TicketGuard<'a> {
+    rm: &'a ResourceManager,
+    ticket: u64,
+}
+
+impl Drop for TicketGuard<'_> {
+    fn drop(&mut self) {
+        let mut st = self.rm.lock();
+        st.queue.retain(|w| w.ticket != self.ticket);
+        if let Some(Ok(a)) = st.served.remove(&self.ticket) {
+            ResourceManager::release(&mut st, &a.id, Instant::now());
+        }
+        ResourceManager::serve(&mut st);
+        drop(st);
+        self.rm.changed.notify_waiters();
+    }
 }
 
 fn unavailable(msg: String) -> OrchestrationError {
@@ -309,11 +445,14 @@ impl ResourceManager {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Adds a resource.
+    /// Adds a resource. Its `limits.max_concurrent_users`, when set, is how
+    /// many users may hold it at once (a further user's request waits or
+    /// fails as for lack of capacity; a user who holds it may take more).
     ///
     /// # Errors
     /// `AlreadyExists` for a duplicate id; `InvalidParameters` for a capacity
-    /// that is negative, NaN or too large.
+    /// that is negative, NaN or too large, or a `max_concurrent_users` that
+    /// is not a whole number.
     pub fn add_resource(&self, resource: Resource) -> Result<()> {
         let mut capacity = BTreeMap::new();
         for (k, v) in &resource.capacity {
@@ -325,6 +464,19 @@ impl ResourceManager {
             })?;
             capacity.insert(k.clone(), u);
         }
+        let max_users = match resource.limits.get("max_concurrent_users") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_u64()
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| {
+                        OrchestrationError::invalid_parameters(format!(
+                            "resource `{}`: limits.max_concurrent_users = {v} must be a whole number from 0 up (or null for no limit)",
+                            resource.id
+                        ))
+                    })?,
+            ),
+        };
         let mut st = self.lock();
         if st.slots.iter().any(|s| s.resource.id == resource.id) {
             return Err(OrchestrationError::AlreadyExists {
@@ -337,8 +489,11 @@ impl ResourceManager {
             resource,
             capacity,
             used: BTreeMap::new(),
+            max_users,
             refilled: Instant::now(),
+            carry: BTreeMap::new(),
         });
+        Self::serve(&mut st);
         drop(st);
         self.changed.notify_waiters();
         Ok(())
@@ -350,6 +505,7 @@ impl ResourceManager {
     /// `NotFound`, or `InvalidState` while allocations hold it.
     pub fn remove_resource(&self, id: &str) -> Result<()> {
         let mut st = self.lock();
+        Self::tidy(&mut st, Instant::now());
         let i = st
             .slots
             .iter()
@@ -358,7 +514,7 @@ impl ResourceManager {
         if st
             .allocations
             .values()
-            .any(|(_, parts)| parts.iter().any(|(s, _)| *s == i))
+            .any(|h| h.parts.iter().any(|(s, _)| *s == i))
         {
             return Err(OrchestrationError::InvalidState {
                 message: format!("resource `{id}` is allocated; release its allocations first"),
@@ -366,13 +522,37 @@ impl ResourceManager {
         }
         st.slots.remove(i);
         // Allocation records refer to slots by index: shift the ones after `i`.
-        for (_, parts) in st.allocations.values_mut() {
-            for (s, _) in parts.iter_mut() {
+        for h in st.allocations.values_mut() {
+            for (s, _) in &mut h.parts {
                 if *s > i {
                     *s -= 1;
                 }
             }
         }
+        // A waiter that only this resource could serve now fails at once.
+        Self::serve(&mut st);
+        drop(st);
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// Sets a resource's status (`maintenance`, `unavailable`, ...): only an
+    /// `available` resource is allocated; existing allocations are kept.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown resource.
+    pub fn set_resource_status(&self, id: &str, status: ResourceStatus) -> Result<()> {
+        let mut st = self.lock();
+        let slot = st
+            .slots
+            .iter_mut()
+            .find(|s| s.resource.id == id)
+            .ok_or_else(|| OrchestrationError::not_found(EntityKind::Resource, id))?;
+        slot.resource.status = status;
+        slot.resource.updated_at = Utc::now();
+        Self::serve(&mut st);
+        drop(st);
+        self.changed.notify_waiters();
         Ok(())
     }
 
@@ -381,25 +561,118 @@ impl ResourceManager {
         self.lock().queue.len()
     }
 
-    /// Every resource with its current allocation.
-    pub fn list_resources(&self) -> Vec<Resource> {
-        let mut st = self.lock();
-        let now = Instant::now();
-        st.slots
-            .iter_mut()
-            .map(|s| {
-                s.refill(now);
-                s.sync_record();
-                s.resource.clone()
-            })
-            .collect()
+    /// Releases expired allocations and serves waiters; returns whether
+    /// anything changed (then waiters must be woken).
+    fn tidy(st: &mut State, now: Instant) -> bool {
+        let expired: Vec<AllocationId> = st
+            .allocations
+            .iter()
+            .filter(|(_, h)| h.expires.is_some_and(|e| e <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &expired {
+            Self::release(st, id, now);
+        }
+        Self::serve(st) || !expired.is_empty()
     }
 
-    /// Checks a request against the resources: every requested unit must exist
-    /// on some resource of its type, and fit its total capacity.
-    fn plan(st: &mut State, req: &ResourceRequest) -> Result<Option<Parts>> {
+    /// Runs `f` on the state after releasing expired allocations, and wakes
+    /// waiters when that changed anything.
+    fn with_state<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        let mut st = self.lock();
+        let changed = Self::tidy(&mut st, Instant::now());
+        let out = f(&mut st);
+        drop(st);
+        if changed {
+            self.changed.notify_waiters();
+        }
+        out
+    }
+
+    fn snapshot(slot: &mut Slot, now: Instant) -> Resource {
+        slot.refill(now);
+        slot.sync_record();
+        slot.resource.clone()
+    }
+
+    /// Every resource with its current allocation.
+    pub fn list_resources(&self) -> Vec<Resource> {
+        self.list_resources_filtered(None, None)
+    }
+
+    /// The resources of one type and/or in one status (seed: `list_resources(resource_type, status)`).
+    pub fn list_resources_filtered(
+        &self,
+        resource_type: Option<ResourceType>,
+        status: Option<ResourceStatus>,
+    ) -> Vec<Resource> {
+        let now = Instant::now();
+        self.with_state(|st| {
+            st.slots
+                .iter_mut()
+                .filter(|s| {
+                    resource_type.is_none_or(|t| s.resource.resource_type == t)
+                        && status.is_none_or(|x| s.resource.status == x)
+                })
+                .map(|s| Self::snapshot(s, now))
+                .collect()
+        })
+    }
+
+    /// One resource with its current allocation (seed: `get_resource`); `None` when unknown.
+    pub fn get_resource(&self, id: &str) -> Option<Resource> {
+        let now = Instant::now();
+        self.with_state(|st| {
+            st.slots
+                .iter_mut()
+                .find(|s| s.resource.id == id)
+                .map(|s| Self::snapshot(s, now))
+        })
+    }
+
+    /// What `user_id` holds, one entry per allocation and resource, oldest
+    /// first (seed: `get_user_allocations`).
+    pub fn get_user_allocations(&self, user_id: &str) -> Vec<UserAllocation> {
+        self.with_state(|st| {
+            let mut out = Vec::new();
+            for h in st
+                .allocations
+                .values()
+                .filter(|h| h.alloc.user_id == user_id)
+            {
+                for (i, want) in &h.parts {
+                    let Some(slot) = st.slots.get(*i) else {
+                        continue;
+                    };
+                    out.push(UserAllocation {
+                        allocation_id: h.alloc.id,
+                        resource_id: slot.resource.id.clone(),
+                        resource_name: slot.resource.name.clone(),
+                        resource_type: slot.resource.resource_type,
+                        allocated: want
+                            .iter()
+                            .map(|(k, v)| (k.clone(), from_units(*v)))
+                            .collect(),
+                        allocated_at: h.alloc.allocated_at,
+                        expires_at: h.alloc.expires_at,
+                    });
+                }
+            }
+            out
+        })
+    }
+
+    /// Plans a request: which resource serves each requested type. The
+    /// outer error is for requests that can never be granted; the inner one
+    /// says why a possible request does not fit now.
+    fn plan(
+        st: &mut State,
+        req: &ResourceRequest,
+        user: &str,
+    ) -> Result<std::result::Result<Parts, String>> {
         let now = Instant::now();
         let mut parts = Vec::new();
+        let mut why = Vec::new();
         for (kind, units) in &req.0 {
             let mut want = BTreeMap::new();
             for (k, v) in units {
@@ -446,18 +719,30 @@ impl ResourceManager {
                 .iter()
                 .any(|&i| st.slots[i].could_ever_fit(&want))
             {
-                return Err(unavailable(format!(
-                    "the request for {kind} ({}) exceeds the total capacity of every `{kind}` resource",
-                    want.iter()
-                        .map(|(k, v)| format!("{k}: {}", from_units(*v)))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
+                let no_users: Vec<&str> = candidates
+                    .iter()
+                    .filter(|&&i| st.slots[i].max_users == Some(0))
+                    .map(|&i| st.slots[i].resource.id.as_str())
+                    .collect();
+                return Err(unavailable(if no_users.len() == candidates.len() {
+                    format!(
+                        "every `{kind}` resource admits no users (limits.max_concurrent_users = 0): {}",
+                        no_users.join(", ")
+                    )
+                } else {
+                    format!(
+                        "the request for {kind} ({}) exceeds the total capacity of every `{kind}` resource",
+                        want.iter()
+                            .map(|(k, v)| format!("{k}: {}", from_units(*v)))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }));
             }
             let mut best: Option<usize> = None;
             for &i in &candidates {
                 st.slots[i].refill(now);
-                if st.slots[i].fits(&want) {
+                if st.slots[i].fits(&want, user) {
                     let better = match best {
                         None => true,
                         Some(b) => st.slots[i].utilization() < st.slots[b].utilization(),
@@ -469,10 +754,22 @@ impl ResourceManager {
             }
             match best {
                 Some(i) => parts.push((i, want)),
-                None => return Ok(None),
+                None => why.push(format!(
+                    "{kind}: {}",
+                    candidates
+                        .iter()
+                        .filter(|&&i| st.slots[i].could_ever_fit(&want))
+                        .map(|&i| st.slots[i].why_not(&want, user))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )),
             }
         }
-        Ok(Some(parts))
+        Ok(if why.is_empty() {
+            Ok(parts)
+        } else {
+            Err(why.join("; "))
+        })
     }
 
     /// Checks whether a request could ever be granted (every unit exists and
@@ -482,13 +779,14 @@ impl ResourceManager {
     /// As [`ResourceManager::allocate_resources`] for impossible requests.
     pub fn check_request(&self, req: &ResourceRequest) -> Result<()> {
         let mut st = self.lock();
-        Self::plan(&mut st, req).map(|_| ())
+        Self::plan(&mut st, req, "").map(|_| ())
     }
 
     fn grant(
         st: &mut State,
         user_id: &str,
-        parts: Vec<(usize, BTreeMap<String, u64>)>,
+        parts: Parts,
+        expires_after: Option<Duration>,
     ) -> Result<Allocation> {
         // Compute every new amount first, then apply: all or nothing.
         let mut updates = Vec::with_capacity(parts.len());
@@ -504,12 +802,28 @@ impl ResourceManager {
             }
             updates.push((*i, next));
         }
+        let now = Utc::now();
+        let expires_at = match expires_after {
+            Some(d) => Some(
+                chrono::Duration::from_std(d)
+                    .ok()
+                    .and_then(|d| now.checked_add_signed(d))
+                    .ok_or_else(|| {
+                        OrchestrationError::invalid_parameters(format!(
+                            "expires_after = {} is too far in the future",
+                            orch_model::duration::format_duration(d)
+                        ))
+                    })?,
+            ),
+            None => None,
+        };
         let mut alloc = Allocation {
             id: AllocationId::new(),
             user_id: user_id.to_owned(),
             resources: BTreeMap::new(),
             amounts: BTreeMap::new(),
-            allocated_at: Utc::now(),
+            allocated_at: now,
+            expires_at,
         };
         for (i, next) in updates {
             let slot = &mut st.slots[i];
@@ -533,8 +847,71 @@ impl ResourceManager {
                     .collect(),
             );
         }
-        st.allocations.insert(alloc.id, (alloc.clone(), parts));
+        st.allocations.insert(
+            alloc.id,
+            Held {
+                alloc: alloc.clone(),
+                parts,
+                expires: expires_after.and_then(|d| Instant::now().checked_add(d)),
+            },
+        );
         Ok(alloc)
+    }
+
+    /// Gives one allocation back; returns whether it existed.
+    fn release(st: &mut State, id: &AllocationId, now: Instant) -> bool {
+        let Some(held) = st.allocations.remove(id) else {
+            return false;
+        };
+        for (i, want) in &held.parts {
+            let Some(slot) = st.slots.get_mut(*i) else {
+                continue;
+            };
+            slot.refill(now);
+            // Rate-limited budgets come back with time, not on release.
+            if !slot.rate_limited() {
+                for (k, w) in want {
+                    if let Some(u) = slot.used.get_mut(k) {
+                        *u = u.saturating_sub(*w);
+                    }
+                }
+            }
+            slot.sync_record();
+        }
+        // A user stays a current user of a resource while any allocation of theirs holds it.
+        let user = held.alloc.user_id;
+        for (i, _) in &held.parts {
+            let still = st
+                .allocations
+                .values()
+                .any(|h| h.alloc.user_id == user && h.parts.iter().any(|(s, _)| s == i));
+            if !still {
+                if let Some(slot) = st.slots.get_mut(*i) {
+                    slot.resource.current_users.retain(|u| *u != user);
+                }
+            }
+        }
+        true
+    }
+
+    /// Grants waiting requests in arrival order while the first one fits
+    /// (a request never passes one that came before it). The outcome waits
+    /// in `served` for its waiter. Returns whether any waiter was served.
+    fn serve(st: &mut State) -> bool {
+        let mut any = false;
+        while let Some(w) = st.queue.pop_front() {
+            let outcome = match Self::plan(st, &w.req, &w.user) {
+                Err(e) => Err(e),
+                Ok(Ok(parts)) => Self::grant(st, &w.user, parts, w.expires_after),
+                Ok(Err(_)) => {
+                    st.queue.push_front(w);
+                    break;
+                }
+            };
+            st.served.insert(w.ticket, outcome);
+            any = true;
+        }
+        any
     }
 
     /// Allocates a whole request or nothing (seed: `allocate_resources`).
@@ -552,60 +929,114 @@ impl ResourceManager {
         req: &ResourceRequest,
         timeout: Option<Duration>,
     ) -> Result<Allocation> {
-        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-        let ticket = {
-            let mut st = self.lock();
+        self.allocate_resources_with(
+            user_id,
+            req,
+            AllocateOptions {
+                wait: timeout,
+                expires_after: None,
+            },
+        )
+        .await
+    }
+
+    /// Allocates a whole request or nothing, waiting (`opts.wait`) and
+    /// expiring (`opts.expires_after`) as asked.
+    ///
+    /// A request is granted at once when it fits and nobody waits ahead of
+    /// it. Otherwise, without `wait`, it is refused, saying why; with `wait`
+    /// it joins the queue, is granted as soon as it is first in line and
+    /// fits, and fails when `wait` passes. A waiting request whose future is
+    /// dropped leaves the queue (and gives back what it was granted but
+    /// never collected).
+    ///
+    /// # Errors
+    /// As [`ResourceManager::allocate_resources`]; `InvalidParameters` for a
+    /// zero `expires_after`.
+    pub async fn allocate_resources_with(
+        &self,
+        user_id: &str,
+        req: &ResourceRequest,
+        opts: AllocateOptions,
+    ) -> Result<Allocation> {
+        if opts.expires_after == Some(Duration::ZERO) {
+            return Err(OrchestrationError::invalid_parameters(
+                "expires_after must be longer than 0 (leave it out for an allocation that never expires)",
+            ));
+        }
+        let ticket = self.with_state(|st| -> Result<u64> {
+            let plan = Self::plan(st, req, user_id)?;
+            if st.queue.is_empty() {
+                match plan {
+                    Ok(parts) => {
+                        return Self::grant(st, user_id, parts, opts.expires_after).map(|a| {
+                            // Smuggle the allocation out through `served`.
+                            let t = st.next_ticket;
+                            st.next_ticket += 1;
+                            st.served.insert(t, Ok(a));
+                            t
+                        });
+                    }
+                    Err(why) if opts.wait.is_none() => {
+                        return Err(unavailable(format!(
+                            "not enough free capacity for `{user_id}` now (no timeout given): {why}"
+                        )));
+                    }
+                    Err(_) => {}
+                }
+            } else if opts.wait.is_none() {
+                let n = st.queue.len();
+                return Err(unavailable(format!(
+                    "`{user_id}` was not granted now: {n} earlier request{} {} waiting for capacity and {} served first (give a timeout to wait in line)",
+                    if n == 1 { "" } else { "s" },
+                    if n == 1 { "is" } else { "are" },
+                    if n == 1 { "is" } else { "are" },
+                )));
+            }
             let t = st.next_ticket;
             st.next_ticket += 1;
-            st.queue.push_back(t);
-            t
-        };
-        let result = loop {
+            st.queue.push_back(Waiter {
+                ticket: t,
+                user: user_id.to_owned(),
+                req: req.clone(),
+                expires_after: opts.expires_after,
+            });
+            Ok(t)
+        })?;
+        let guard = TicketGuard { rm: self, ticket };
+        let deadline = tokio::time::Instant::now() + opts.wait.unwrap_or_default();
+        loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            {
-                let mut st = self.lock();
-                if st.queue.front() == Some(&ticket) {
-                    match Self::plan(&mut st, req) {
-                        Err(e) => break Err(e),
-                        Ok(Some(parts)) => break Self::grant(&mut st, user_id, parts),
-                        Ok(None) => {}
-                    }
-                }
+            if let Some(outcome) = self.with_state(|st| st.served.remove(&ticket)) {
+                drop(guard);
+                return outcome;
             }
-            let Some(deadline) = deadline else {
-                break Err(unavailable(format!(
-                    "not enough free capacity for `{user_id}` now (no timeout given)"
-                )));
-            };
-            // Rate-limited resources refill with time, not with releases: re-check periodically.
-            let recheck = tokio::time::Instant::now() + Duration::from_millis(100);
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
             tokio::select! {
                 () = &mut notified => {}
-                () = tokio::time::sleep_until(recheck.min(deadline)) => {}
+                () = tokio::time::sleep_until((now + RECHECK).min(deadline)) => {}
             }
-            if tokio::time::Instant::now() >= deadline {
-                let mut st = self.lock();
-                // One last try at the deadline.
-                if st.queue.front() == Some(&ticket) {
-                    if let Ok(Some(parts)) = Self::plan(&mut st, req) {
-                        break Self::grant(&mut st, user_id, parts);
-                    }
-                }
-                break Err(unavailable(format!(
-                    "not enough free capacity for `{user_id}` within {}",
-                    orch_model::duration::format_duration(timeout.unwrap_or_default())
-                )));
-            }
-        };
-        {
-            let mut st = self.lock();
-            st.queue.retain(|t| *t != ticket);
         }
-        // The next in line (or everyone, for a failure) may proceed now.
-        self.changed.notify_waiters();
-        result
+        // The guard takes the request out of the line, so that those behind
+        // it are served; an outcome that arrived at the last moment is kept.
+        let last = {
+            let mut st = self.lock();
+            st.queue.retain(|w| w.ticket != ticket);
+            st.served.remove(&ticket)
+        };
+        drop(guard);
+        match last {
+            Some(outcome) => outcome,
+            None => Err(unavailable(format!(
+                "not enough free capacity for `{user_id}` within {}",
+                orch_model::duration::format_duration(opts.wait.unwrap_or_default())
+            ))),
+        }
     }
 
     /// Allocates now or not at all, without waiting and without passing
@@ -615,14 +1046,13 @@ impl ResourceManager {
     /// # Errors
     /// As [`ResourceManager::allocate_resources`] for impossible or malformed requests.
     pub fn try_allocate(&self, user_id: &str, req: &ResourceRequest) -> Result<Option<Allocation>> {
-        let mut st = self.lock();
-        if !st.queue.is_empty() {
-            return Self::plan(&mut st, req).map(|_| None);
-        }
-        match Self::plan(&mut st, req)? {
-            Some(parts) => Self::grant(&mut st, user_id, parts).map(Some),
-            None => Ok(None),
-        }
+        self.with_state(|st| {
+            let plan = Self::plan(st, req, user_id)?;
+            match plan {
+                Ok(parts) if st.queue.is_empty() => Self::grant(st, user_id, parts, None).map(Some),
+                _ => Ok(None),
+            }
+        })
     }
 
     /// Releases allocations of `user_id`: the given ones, or all of the
@@ -633,50 +1063,73 @@ impl ResourceManager {
         allocation_ids: Option<&[AllocationId]>,
     ) -> bool {
         let mut st = self.lock();
+        let now = Instant::now();
+        // Expired allocations are released first, so that they do not count here.
+        let mut changed = Self::tidy(&mut st, now);
         let ids: Vec<AllocationId> = st
             .allocations
             .iter()
-            .filter(|(id, (a, _))| {
-                a.user_id == user_id && allocation_ids.is_none_or(|ids| ids.contains(id))
+            .filter(|(id, h)| {
+                h.alloc.user_id == user_id && allocation_ids.is_none_or(|ids| ids.contains(id))
             })
             .map(|(id, _)| *id)
             .collect();
-        let now = Instant::now();
         for id in &ids {
-            let Some((_, parts)) = st.allocations.remove(id) else {
-                continue;
-            };
-            for (i, want) in parts {
-                let Some(slot) = st.slots.get_mut(i) else {
-                    continue;
-                };
-                slot.refill(now);
-                // Rate-limited budgets come back with time, not on release.
-                if !slot.rate_limited() {
-                    for (k, w) in want {
-                        if let Some(u) = slot.used.get_mut(&k) {
-                            *u = u.saturating_sub(w);
-                        }
-                    }
-                }
-                slot.sync_record();
-            }
+            Self::release(&mut st, id, now);
         }
-        let still: std::collections::BTreeSet<(usize, String)> = st
-            .allocations
-            .values()
-            .flat_map(|(a, parts)| parts.iter().map(|(i, _)| (*i, a.user_id.clone())))
-            .collect();
-        for (i, slot) in st.slots.iter_mut().enumerate() {
-            slot.resource
-                .current_users
-                .retain(|u| still.contains(&(i, u.clone())));
+        if !ids.is_empty() {
+            Self::serve(&mut st);
+            changed = true;
         }
         drop(st);
-        if !ids.is_empty() {
+        if changed {
             self.changed.notify_waiters();
         }
         !ids.is_empty()
+    }
+
+    /// Releases every allocation whose `expires_at` has passed and serves
+    /// the waiters that now fit; returns how many were released (seed: the
+    /// cleanup thread's work, `cleanup_expired_allocations`). Every other
+    /// call to the manager does this first, too.
+    pub fn release_expired(&self) -> usize {
+        let mut st = self.lock();
+        let now = Instant::now();
+        let expired: Vec<AllocationId> = st
+            .allocations
+            .iter()
+            .filter(|(_, h)| h.expires.is_some_and(|e| e <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &expired {
+            Self::release(&mut st, id, now);
+        }
+        let served = Self::serve(&mut st);
+        drop(st);
+        if served || !expired.is_empty() {
+            self.changed.notify_waiters();
+        }
+        expired.len()
+    }
+
+    /// Calls [`ResourceManager::release_expired`] every `every` on the
+    /// current tokio runtime, until the manager is dropped (the seed's
+    /// cleanup thread, at the engine's `cleanup_interval`). `None` outside a
+    /// runtime.
+    pub fn spawn_cleanup(
+        self: &std::sync::Arc<Self>,
+        every: Duration,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let handle = tokio::runtime::Handle::try_current().ok()?;
+        let weak = std::sync::Arc::downgrade(self);
+        let every = every.max(Duration::from_millis(1));
+        Some(handle.spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(rm) = weak.upgrade() else { break };
+                rm.release_expired();
+            }
+        }))
     }
 
     /// Usage of one resource (`{resource_id, name, type, status, capacity,
@@ -761,5 +1214,36 @@ impl ResourceManager {
             _ => "unhealthy",
         };
         json!({"overall_status": overall, "timestamp": Utc::now(), "resources": per, "issues": issues})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Refills closer together than one micro-unit's worth of time lost it
+    /// all (the elapsed time was consumed, the fraction dropped), so a bucket
+    /// looked at often enough never refilled.
+    #[test]
+    fn frequent_refills_lose_nothing() {
+        let start = Instant::now();
+        let mut slot = Slot {
+            resource: ResourceManager::resource(
+                "api",
+                ResourceType::ExternalApi,
+                &[("requests_per_minute", 60.0)],
+            ),
+            capacity: BTreeMap::from([("requests_per_minute".to_owned(), 60_000_000)]),
+            used: BTreeMap::from([("requests_per_minute".to_owned(), 60_000_000)]),
+            max_users: None,
+            refilled: start,
+            carry: BTreeMap::new(),
+        };
+        // 60 per minute is one micro-unit per microsecond: 10,000 refills
+        // half a microsecond apart (5 ms) give back 5,000 micro-units.
+        for i in 1..=10_000u64 {
+            slot.refill(start + Duration::from_nanos(500 * i));
+        }
+        assert_eq!(slot.used["requests_per_minute"], 60_000_000 - 5_000);
     }
 }
