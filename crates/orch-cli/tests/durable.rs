@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 fn orch_cmd(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_orch"));
+    // The home beside the test's files, never the user's.
     c.current_dir(dir)
-        .env_remove("ORCH_HOME")
+        .env("ORCH_HOME", dir.join(".orch"))
         .env_remove("ORCH_CONFIG")
         .env_remove("ORCH_STORE_URL")
         .env_remove("CODOMYRMEX_ORCHESTRATION_DIR");

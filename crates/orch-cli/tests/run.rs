@@ -5,7 +5,11 @@ use std::path::Path;
 
 fn orch(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_orch"));
+    // The home beside the test's files, never the user's.
     c.current_dir(dir)
+        .env("ORCH_HOME", dir.join(".orch"))
+        .env_remove("ORCH_CONFIG")
+        .env_remove("ORCH_STORE_URL")
         .timeout(std::time::Duration::from_secs(120));
     c
 }
