@@ -1,6 +1,7 @@
 //! The `orch` command-line tool: run, validate and draw workflows; projects from templates; status and health.
 
 mod commands;
+mod interrupt;
 mod manage;
 mod run;
 mod runs;
@@ -19,6 +20,9 @@ pub mod exit {
     pub const INVALID: u8 = 2;
     /// orch itself failed unexpectedly (a bug: please report it).
     pub const INTERNAL: u8 = 70;
+    /// A run was interrupted by a signal: 128 plus its number (SIGHUP 129,
+    /// SIGINT 130, SIGTERM 143); the run can be resumed.
+    pub const SIGNAL_BASE: u8 = 128;
 }
 
 /// orch: a workflow and task orchestration engine.

@@ -521,13 +521,8 @@ pub(crate) fn execute(engine: &orch_engine::OrchestrationEngine, job: Job, args:
     let quiet = args.json;
     let result = runtime.block_on(async {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
-        // Ctrl-C cancels the run: running processes are stopped, nothing new starts.
-        let on_signal = cancel.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                on_signal.cancel();
-            }
-        });
+        // SIGINT, SIGTERM and SIGHUP interrupt the run (see `crate::interrupt`).
+        let (signals, grace) = (crate::interrupt::Signals::install(), opts.kill_grace);
         let printer = tokio::spawn(async move {
             let bar = (terminal && !quiet).then(|| {
                 let bar =
@@ -588,22 +583,35 @@ pub(crate) fn execute(engine: &orch_engine::OrchestrationEngine, job: Job, args:
                 bar.finish_and_clear();
             }
         });
-        // Driven as a task of its own (`orch_tasks::drive`): a step's
+        // Driven as a task of its own (as `orch_tasks::drive` does): a step's
         // dependents start on the worker that finished it.
         let (run_wf, run_engine) = (wf.clone(), engine.clone());
-        let report = orch_tasks::drive(async move {
-            run_workflow(
-                &run_wf,
-                run_engine.workflow_manager().registry(),
-                opts,
-                Some(tx),
-            )
-            .await
-        })
+        let report = crate::interrupt::run_until_signal(
+            async move {
+                run_workflow(
+                    &run_wf,
+                    run_engine.workflow_manager().registry(),
+                    opts,
+                    Some(tx),
+                )
+                .await
+            },
+            signals,
+            grace,
+        )
         .await;
         let _ = printer.await;
         report
     });
+    let result = match result {
+        Ok(r) => r,
+        Err(received) => {
+            let recorded = runtime
+                .block_on(engine.store().get_run(run_id))
+                .is_ok_and(|r| r.is_some());
+            return crate::interrupt::report(received, run_id, recorded, args.json);
+        }
+    };
     if let Some(name) = &project_name {
         let pm = engine.project_manager();
         if pm.get_project(name).is_some() {

@@ -388,6 +388,16 @@ pub fn resume(id: &str, args: &RunArgs) -> u8 {
             return exit::INVALID;
         }
     }
+    // Processes the run's dead owner left running (a background job, a
+    // `setsid` child) are stopped before any step runs again.
+    let orphans =
+        orch_tasks::process::sweep_orphans(r.id, r.owner.as_deref(), Duration::from_secs(2));
+    if orphans > 0 && !args.json {
+        eprintln!(
+            "orch: stopped {orphans} process(es) left running by run {}'s previous orch",
+            r.id
+        );
+    }
     let saved: Value = match serde_json::from_str(&r.definition) {
         Ok(v) => v,
         Err(e) => {
