@@ -36,6 +36,7 @@ use orch_model::definition::{NameKind, check_name};
 use orch_model::{
     EntityKind, Limits, OrchestrationError, Project, ProjectStatus, ProjectType, WorkflowStatus,
 };
+use orch_tasks::confined::{EntryKind, Root};
 use orch_tasks::{ActionRegistry, RunReport};
 use orch_workflows::{ExecuteOptions, WorkflowManager};
 use serde::Serialize;
@@ -211,6 +212,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 fn io_err(what: &str, path: &Path, e: &std::io::Error) -> OrchestrationError {
     OrchestrationError::Io {
         message: format!("{what} `{}`: {e}", path.display()),
+    }
+}
+
+/// An error of a confined operation (see [`orch_tasks::confined`]) on `path`.
+fn confined_err(what: &str, path: &Path, e: &orch_tasks::confined::Error) -> OrchestrationError {
+    if e.is_escape() {
+        denied(format!("{what} {e}"))
+    } else if let Some(io) = e.io() {
+        io_err(what, path, io)
+    } else {
+        OrchestrationError::Io {
+            message: format!("{what} {e}"),
+        }
     }
 }
 
@@ -457,34 +471,25 @@ impl ProjectManager {
                 }
             }
         };
-        let target = match path {
-            Some(p) => p.to_path_buf(),
-            None => self.inner.projects_dir.join(name),
-        };
-        let target = if target.is_absolute() {
-            target
-        } else {
-            std::env::current_dir()
-                .map_err(|e| project_err(format!("cannot read the current directory: {e}")))?
-                .join(target)
-        };
-        let parent = target
-            .parent()
-            .ok_or_else(|| denied(format!("`{}` has no parent directory", target.display())))?
-            .to_path_buf();
-        let mut replace_empty_dir = false;
-        match std::fs::symlink_metadata(&target) {
-            Ok(m) if m.file_type().is_symlink() => {
+        // The parent directory is opened once; everything after happens
+        // relative to its descriptor, never following a link.
+        let (parent_dir, leaf, target) = self.open_target_parent(name, path)?;
+        let parent = target.parent().unwrap_or(&target).to_path_buf();
+        match parent_dir
+            .kind_of(&leaf)
+            .map_err(|e| confined_err("cannot inspect", &target, &e))?
+        {
+            Some(EntryKind::Symlink) => {
                 return Err(denied(format!(
                     "`{}` is a symbolic link; a project is never created through a link",
                     target.display()
                 )));
             }
-            Ok(m) if m.is_dir() => {
-                let empty = std::fs::read_dir(&target)
-                    .map_err(|e| io_err("cannot read", &target, &e))?
-                    .next()
-                    .is_none();
+            Some(EntryKind::Dir) => {
+                let empty = parent_dir
+                    .list(&leaf)
+                    .map_err(|e| confined_err("cannot read", &target, &e))?
+                    .is_empty();
                 if !empty {
                     return Err(OrchestrationError::AlreadyExists {
                         kind: EntityKind::Project,
@@ -492,26 +497,15 @@ impl ProjectManager {
                         hint: Some("the directory is not empty; choose another path".into()),
                     });
                 }
-                replace_empty_dir = true;
             }
-            Ok(_) => {
+            Some(_) => {
                 return Err(OrchestrationError::AlreadyExists {
                     kind: EntityKind::Project,
                     name: target.display().to_string(),
                     hint: Some("a file is in the way; choose another path".into()),
                 });
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err("cannot inspect", &target, &e)),
-        }
-        // Only the default projects directory is created; a custom path's parent must exist.
-        if path.is_none() {
-            std::fs::create_dir_all(&parent).map_err(|e| io_err("cannot create", &parent, &e))?;
-        } else if !parent.is_dir() {
-            return Err(project_err(format!(
-                "the parent directory `{}` does not exist; create it first",
-                parent.display()
-            )));
+            None => {}
         }
         let now = Utc::now();
         let mut project = Project {
@@ -525,37 +519,37 @@ impl ProjectManager {
             updated_at: now,
             ..Project::default()
         };
-        let staging = tempfile::Builder::new()
-            .prefix(&format!(".orch-new-{name}-"))
-            .tempdir_in(&parent)
-            .map_err(|e| io_err("cannot create a staging directory in", &parent, &e))?;
-        let root = staging.path();
-        if let Some((tpl, source)) = &template {
-            project.project_type = tpl.project_type;
-            project.version.clone_from(&tpl.version);
-            if project.version.is_empty() {
-                project.version = "1.0.0".into();
+        let (staging_name, staging) = parent_dir
+            .create_unique_dir(&format!(".orch-new-{name}-"))
+            .map_err(|e| confined_err("cannot create a staging directory in", &parent, &e))?;
+        let filled = (|| {
+            if let Some((tpl, source)) = &template {
+                project.project_type = tpl.project_type;
+                project.version.clone_from(&tpl.version);
+                if project.version.is_empty() {
+                    project.version = "1.0.0".into();
+                }
+                project.required_modules.clone_from(&tpl.required_modules);
+                project.workflows.clone_from(&tpl.workflows);
+                project.config.clone_from(&tpl.default_config);
+                self.build_tree(&staging, &project, tpl, source.as_deref())?;
             }
-            project.required_modules.clone_from(&tpl.required_modules);
-            project.workflows.clone_from(&tpl.workflows);
-            project.config.clone_from(&tpl.default_config);
-            self.build_tree(root, &project, tpl, source.as_deref())?;
-        } else {
-            std::fs::create_dir_all(root.join(PROJECT_DIR))
-                .map_err(|e| io_err("cannot create", &root.join(PROJECT_DIR), &e))?;
-        }
-        write_json(&root.join(PROJECT_DIR).join("project.json"), &project)?;
-        // Make it visible in one step.
-        if replace_empty_dir {
-            std::fs::remove_dir(&target).map_err(|e| io_err("cannot replace", &target, &e))?;
-        }
-        let staged = staging.keep();
-        if let Err(e) = std::fs::rename(&staged, &target) {
-            let _ = std::fs::remove_dir_all(&staged);
-            if replace_empty_dir {
-                let _ = std::fs::create_dir(&target);
-            }
-            return Err(io_err("cannot move the new project to", &target, &e));
+            let file = Path::new(PROJECT_DIR).join("project.json");
+            let mut text =
+                serde_json::to_string_pretty(&project).map_err(|e| project_err(e.to_string()))?;
+            text.push('\n');
+            staging
+                .write_bytes(&file, text.as_bytes(), true)
+                .map_err(|e| confined_err("cannot write", &target.join(&file), &e))?;
+            // Make it visible in one step: the rename replaces an empty
+            // directory, and fails on a link or a non-empty directory.
+            parent_dir
+                .rename(&staging_name, &leaf)
+                .map_err(|e| confined_err("cannot move the new project to", &target, &e))
+        })();
+        if let Err(e) = filled {
+            let _ = parent_dir.remove_tree(&staging_name);
+            return Err(e);
         }
         let inside = target
             .parent()
@@ -595,10 +589,82 @@ impl ProjectManager {
         }
     }
 
+    /// Opens the directory a new project goes in; returns it with the name
+    /// of the project's directory in it and the project's full path.
+    ///
+    /// The default `<projects_dir>/<name>` and an absolute `path` open the
+    /// parent as named (the caller chose it). A relative `path` is resolved
+    /// beneath the current directory one component at a time without
+    /// following links: a link along it (`a/linkdir/sub`) or `..` is refused.
+    fn open_target_parent(
+        &self,
+        name: &str,
+        path: Option<&Path>,
+    ) -> Result<(Root, std::ffi::OsString, PathBuf), OrchestrationError> {
+        let absolute = |p: PathBuf| -> Result<PathBuf, OrchestrationError> {
+            if p.is_absolute() {
+                return Ok(p);
+            }
+            std::env::current_dir()
+                .map(|cwd| cwd.join(&p))
+                .map_err(|e| project_err(format!("cannot read the current directory: {e}")))
+        };
+        let Some(p) = path else {
+            // Only the default projects directory is created; a custom path's parent must exist.
+            let dir = &self.inner.projects_dir;
+            std::fs::create_dir_all(dir).map_err(|e| io_err("cannot create", dir, &e))?;
+            let root = Root::open(dir).map_err(|e| io_err("cannot open", dir, &e))?;
+            return Ok((root, name.into(), absolute(dir.join(name))?));
+        };
+        let leaf = match p.components().next_back() {
+            Some(std::path::Component::Normal(n)) => n.to_os_string(),
+            _ => {
+                return Err(denied(format!(
+                    "`{}` does not name a new directory; give a path such as `projects/{name}`",
+                    p.display()
+                )));
+            }
+        };
+        let parent = p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let target = absolute(p.to_path_buf())?;
+        let missing = || {
+            project_err(format!(
+                "the parent directory `{}` does not exist; create it first",
+                target.parent().unwrap_or(&target).display()
+            ))
+        };
+        let root = if p.is_absolute() {
+            Root::open(parent).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory => missing(),
+                _ => io_err("cannot open", parent, &e),
+            })?
+        } else {
+            let cwd = absolute(PathBuf::from("."))?;
+            let here = Root::open(&cwd)
+                .map_err(|e| io_err("cannot open the current directory", &cwd, &e))?
+                .named("the current directory");
+            here.open_dir(parent).map_err(|e| {
+                if e.is_escape() {
+                    denied(format!(
+                        "{e}; a project is never created through a link (give an absolute path to create it elsewhere)"
+                    ))
+                } else if e.io().is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) {
+                    missing()
+                } else {
+                    confined_err("cannot open", parent, &e)
+                }
+            })?
+        };
+        Ok((root, leaf, target))
+    }
+
     /// Fills the staging directory from a template.
     fn build_tree(
         &self,
-        root: &Path,
+        root: &Root,
         project: &Project,
         tpl: &ProjectTemplate,
         source: Option<&Path>,
@@ -606,8 +672,9 @@ impl ProjectManager {
         tpl.check()
             .map_err(|e| project_err(format!("template `{}` is invalid: {e}", tpl.name)))?;
         let mkdir = |rel: &Path| {
-            let p = root.join(rel);
-            std::fs::create_dir_all(&p).map_err(|e| io_err("cannot create", &p, &e))
+            root.create_dir_all(rel)
+                .map(drop)
+                .map_err(|e| confined_err("cannot create", rel, &e))
         };
         mkdir(Path::new(PROJECT_DIR))?;
         for d in &tpl.directory_structure {
@@ -620,12 +687,12 @@ impl ProjectManager {
             }
         }
         // The template's workflows, as definitions the user can edit.
-        let wf_dir = root.join(PROJECT_DIR).join("workflows");
+        let wf_dir = Path::new(PROJECT_DIR).join("workflows");
         for w in &tpl.workflows {
             let (file, text) = self.workflow_definition(w, source)?;
             let p = wf_dir.join(file);
-            orch_tasks::fs::write_atomically(&p, text.as_bytes(), true)
-                .map_err(|e| io_err("cannot write", &p, &e))?;
+            root.write_bytes(&p, text.as_bytes(), true)
+                .map_err(|e| confined_err("cannot write", &p, &e))?;
         }
         // Documentation.
         let nested: Vec<String> = if tpl.documentation_config.nested_docs.is_empty() {
@@ -667,16 +734,15 @@ impl ProjectManager {
         };
         for (rel, text) in docs::documents(&info, &nested, self.inner.templates_dir.as_deref()) {
             let rel = safe_relative(&rel).map_err(denied)?;
-            let p = root.join(rel);
-            orch_tasks::fs::write_atomically(&p, text.as_bytes(), true)
-                .map_err(|e| io_err("cannot write", &p, &e))?;
+            root.write_bytes(&rel, text.as_bytes(), true)
+                .map_err(|e| confined_err("cannot write", &rel, &e))?;
         }
         Ok(())
     }
 
     fn copy_template_files(
         &self,
-        root: &Path,
+        root: &Root,
         tpl: &ProjectTemplate,
         src: &Path,
     ) -> Result<(), OrchestrationError> {
@@ -718,9 +784,9 @@ impl ProjectManager {
                 };
                 let bytes = std::fs::read(src.join(rel))
                     .map_err(|e| io_err("cannot read template file", &src.join(rel), &e))?;
-                let to = root.join(&dest).join(file_name);
-                orch_tasks::fs::write_atomically(&to, &bytes, true)
-                    .map_err(|e| io_err("cannot write", &to, &e))?;
+                let to = dest.join(file_name);
+                root.write_bytes(&to, &bytes, true)
+                    .map_err(|e| confined_err("cannot write", &to, &e))?;
             }
         }
         Ok(())
