@@ -16,6 +16,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("empty duration; {help}"));
     }
     if let Ok(secs) = s.parse::<f64>() {
+        if !secs.is_finite() {
+            return Err(format!("{}; {help}", not_finite(s)));
+        }
         return seconds(secs).map_err(|e| format!("{e}; {help}"));
     }
     let mut total = Duration::ZERO;
@@ -36,6 +39,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
                 &rest[..num_len]
             )
         })?;
+        if !amount.is_finite() {
+            return Err(format!("{}; {help}", not_finite(&rest[..num_len])));
+        }
         rest = &rest[num_len..];
         let unit_len = rest
             .find(|c: char| !c.is_ascii_alphabetic())
@@ -73,18 +79,62 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// Why the text of a number that parsed as infinite or NaN is no duration,
+/// by what it was written as: `1e400` is out of range, `inf` is no number.
+fn not_finite(text: &str) -> String {
+    let shown: String = text.chars().take(40).collect();
+    let more = if text.chars().count() > 40 { "…" } else { "" };
+    let t = text.trim_start_matches(['+', '-']).to_ascii_lowercase();
+    if t.starts_with("inf") || t.starts_with("nan") {
+        format!("`{shown}{more}` is not a finite number of seconds")
+    } else {
+        format!("the number `{shown}{more}` is out of range for a duration")
+    }
+}
+
+/// Parses a timeout: a duration as [`parse_duration`] reads it, which must be
+/// positive (a timeout of 0 would fail every attempt at once).
+///
+/// # Errors
+/// As [`parse_duration`], and for a zero duration.
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    check_timeout(d)?;
+    Ok(d)
+}
+
+/// Checks that a timeout is positive.
+///
+/// # Errors
+/// For a zero duration (`0`, `-0`, `"0s"`, or less than a nanosecond), with a
+/// message that says what to write instead.
+pub fn check_timeout(d: Duration) -> Result<(), String> {
+    if d.is_zero() {
+        Err(
+            "a timeout must be positive: 0 would fail every attempt at once; \
+             leave `timeout` out (or set it to null) for no limit"
+                .to_owned(),
+        )
+    } else {
+        Ok(())
+    }
+}
+
 /// A duration from a number of seconds.
 ///
 /// # Errors
 /// When the number is negative, not finite, or too large.
 pub fn seconds(secs: f64) -> Result<Duration, String> {
-    if !secs.is_finite() {
-        return Err(format!("{secs} is not a finite number of seconds"));
+    if secs.is_nan() {
+        return Err("a duration must be a number of seconds, not NaN".to_owned());
+    }
+    if secs.is_infinite() {
+        return Err("the number is out of range for a duration".to_owned());
     }
     if secs < 0.0 {
         return Err(format!("a duration cannot be negative ({secs} s)"));
     }
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("{secs} s is too long a duration"))
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{secs:e} s is too long a duration"))
 }
 
 /// Formats a duration compactly for humans and for round-tripping through

@@ -159,12 +159,7 @@ impl Node<'_> {
             NodeValue::UInt(u) => Value::from(u),
             NodeValue::Float(f) => match serde_json::Number::from_f64(f) {
                 Some(n) => Value::Number(n),
-                None => {
-                    return Err((
-                        self.pos,
-                        format!("{f} cannot be represented in JSON; use a finite number"),
-                    ));
-                }
+                None => return Err((self.pos, non_finite_value(f))),
             },
             NodeValue::Str(s) => Value::String(s.into_owned()),
             NodeValue::Seq(items) => Value::Array(
@@ -757,7 +752,8 @@ mod json {
 
 /// YAML through serde-saphyr, with its budget and alias limits set from [`Limits`].
 mod yaml {
-    use super::{Key, Node, NodeValue, ParseError, Pos, depth_error, string_error};
+    use super::non_finite;
+    use super::{Key, Node, NodeValue, ParseError, Pos, depth_error};
     use crate::limits::Limits;
     use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
     use serde_saphyr::{Budget, DuplicateKeyPolicy, Options, Spanned};
@@ -897,21 +893,16 @@ mod yaml {
     }
 
     pub(super) fn parse(text: &str, limits: &Limits) -> Result<Node<'static>, ParseError> {
-        let mut budget = Budget::default();
-        budget.max_depth = limits.max_depth;
-        budget.flow_nesting_limit = limits.max_depth;
-        let nodes = limits.max_steps.saturating_mul(16).max(250_000);
-        budget.max_nodes = nodes;
-        budget.max_events = nodes.saturating_mul(2);
-        budget.max_total_scalar_bytes =
-            usize::try_from(limits.max_definition_bytes).unwrap_or(usize::MAX);
-        budget.max_reader_input_bytes = usize::try_from(limits.max_definition_bytes).ok();
         let mut options = Options::default();
-        options.budget = Some(budget);
+        options.budget = Some(budget(limits));
         options.duplicate_keys = DuplicateKeyPolicy::LastWins;
         options.strict_booleans = true;
+        // `1e400`, `.inf` and `.nan` reach the decoder, which reports each
+        // where it stands (with every other problem) without printing `inf`.
         options.non_finite_float_policy = serde_saphyr::NonFiniteFloatPolicy::PassThrough;
         options.alias_limits.max_total_replayed_events = limits.max_yaml_alias_expansion;
+        options.alias_limits.max_alias_expansions_per_anchor = usize::MAX;
+        options.alias_limits.max_replay_stack_depth = limits.max_depth;
         MAX_STRING.with(|c| c.set(limits.max_string_bytes));
         let result = serde_saphyr::from_str_with_options::<Spanned<Raw>>(text, options);
         MAX_STRING.with(|c| c.set(usize::MAX));
@@ -927,41 +918,192 @@ mod yaml {
                         )
                     })
                     .unwrap_or(Pos::UNKNOWN);
-                let raw = e.without_snippet().to_string();
-                let message = explain(&raw, limits);
+                let message = explain(&e, limits);
                 Err(ParseError { message, pos })
             }
         }
     }
 
-    /// serde-saphyr's messages, made specific where a limit of ours was hit.
-    fn explain(raw: &str, limits: &Limits) -> String {
-        let first = raw.lines().next().unwrap_or(raw).trim();
-        // serde-saphyr repeats the position in its message; ours is in front already.
-        let first = match first.rfind(" at line ") {
-            Some(i) => &first[..i],
-            None => first,
-        };
-        let lower = first.to_ascii_lowercase();
-        if (lower.contains("depth") || lower.contains("recursion") || lower.contains("nesting"))
-            && !lower.contains("replay")
-        {
-            format!("{} ({first})", depth_error(limits))
-        } else if lower.contains("alias") || lower.contains("replay") || lower.contains("anchor") {
-            format!(
-                "aliases expand beyond the limit of {} replayed events (limit max_yaml_alias_expansion); this looks like an alias bomb ({first})",
-                limits.max_yaml_alias_expansion
-            )
-        } else if lower.contains("exceeds the limit of") && lower.contains("max_string_bytes") {
-            first.to_owned()
-        } else if lower.contains("budget") {
-            format!(
-                "the document is too large ({first}); raise --limit max_steps if it is legitimate"
-            )
-        } else {
-            let _ = string_error;
-            first.to_owned()
+    /// serde-saphyr's budget, derived from [`Limits`] so that each of its
+    /// checks is one of our documented limits and its message can name it.
+    ///
+    /// Aliases are bounded by what they replay (`max_yaml_alias_expansion`),
+    /// which is what an alias bomb inflates; the number of alias references,
+    /// merge keys and retained anchor events follow the same limit. The
+    /// library's alias/anchor *ratio* heuristic is off: using one anchor many
+    /// times is ordinary YAML (a shared block of parameters, `<<: *defaults`
+    /// on every step) and costs no more than the events it replays, which are
+    /// counted.
+    pub(super) fn budget(limits: &Limits) -> Budget {
+        let mut budget = Budget::default();
+        budget.max_depth = limits.max_depth;
+        budget.flow_nesting_limit = limits.max_depth;
+        let nodes = nodes_budget(limits);
+        budget.max_nodes = nodes;
+        budget.max_events = nodes.saturating_mul(2);
+        budget.max_anchors = nodes;
+        budget.max_aliases = limits.max_yaml_alias_expansion.max(1);
+        budget.max_merge_keys = limits.max_yaml_alias_expansion.max(1);
+        budget.max_recorded_anchor_events = limits
+            .max_yaml_alias_expansion
+            .max(Budget::default().max_recorded_anchor_events);
+        budget.enforce_alias_anchor_ratio = false;
+        budget.max_total_scalar_bytes =
+            usize::try_from(limits.max_definition_bytes).unwrap_or(usize::MAX);
+        budget.max_reader_input_bytes = usize::try_from(limits.max_definition_bytes).ok();
+        budget
+    }
+
+    /// Nodes (maps, lists and scalars) a document may hold: 16 a step.
+    fn nodes_budget(limits: &Limits) -> usize {
+        limits.max_steps.saturating_mul(16).max(250_000)
+    }
+
+    fn alias_error(limits: &Limits) -> String {
+        format!(
+            "aliases (`*name`) replay more than {} YAML events; this looks like an alias bomb \
+             (a \"billion laughs\"). If the document is legitimate, raise the limit with \
+             `--limit max_yaml_alias_expansion=N`",
+            limits.max_yaml_alias_expansion
+        )
+    }
+
+    fn too_large(what: &str, limits: &Limits) -> String {
+        format!(
+            "the document holds too many {what} for a workflow of at most {} steps; \
+             if it is legitimate, raise `--limit max_steps=N`",
+            limits.max_steps
+        )
+    }
+
+    /// One error of serde-saphyr in words for the author of the definition:
+    /// which of our limits was hit (and the `--limit` key that raises it), or
+    /// what is wrong with the YAML, never the library's API names.
+    pub(super) fn explain(e: &serde_saphyr::Error, limits: &Limits) -> String {
+        use serde_saphyr::Error as E;
+        use serde_saphyr::MessageFormatter as _;
+        use serde_saphyr::budget::BudgetBreach as B;
+        let mut e = e.without_snippet();
+        while let E::AliasError { error, .. } = e {
+            e = error.without_snippet();
         }
+        match e {
+            E::Budget { breach, .. } => match breach {
+                B::Depth { .. } => depth_error(limits),
+                B::Aliases { .. } | B::MergeKeys { .. } | B::RecordedAnchorEvents { .. } => {
+                    alias_error(limits)
+                }
+                B::Anchors { .. } => too_large("anchors (`&name`)", limits),
+                B::Events { .. } | B::Nodes { .. } => too_large("values", limits),
+                B::ScalarBytes { .. } | B::InputBytes { .. } | B::RecordedAnchorBytes { .. } => {
+                    format!(
+                        "the document's text exceeds the limit of {} bytes; if it is legitimate, \
+                         raise `--limit max_definition_bytes=N`",
+                        limits.max_definition_bytes
+                    )
+                }
+                B::Documents { .. } => multiple_documents(),
+                _ => "the YAML is malformed or too complex to read safely".to_owned(),
+            },
+            E::AliasReplayLimitExceeded { .. }
+            | E::AliasReplayCounterOverflow { .. }
+            | E::AliasExpansionLimitExceeded { .. } => alias_error(limits),
+            E::AliasReplayStackDepthExceeded { .. } => format!(
+                "aliases nest inside each other deeper than {} levels (limit max_depth); \
+                 if the document is legitimate, raise `--limit max_depth=N`",
+                limits.max_depth
+            ),
+            E::RecursiveReferencesRequireWeakTypes { .. } => "an alias (`*name`) is used inside \
+                 the value its own anchor (`&name`) marks, which makes the value infinite; \
+                 a workflow definition cannot hold a recursive value: write the value out instead"
+                .to_owned(),
+            E::UnknownAnchor { .. } => "an alias (`*name`) refers to an anchor that is not \
+                 defined before it; mark the value with `&name` first, or fix the name"
+                .to_owned(),
+            E::MultipleDocuments { .. } => multiple_documents(),
+            E::NonFiniteFloat { value, .. } => non_finite(value),
+            E::InvalidScalar { .. } => "this value does not match its YAML tag (such as \
+                 `!!int` or `!!float`); remove the tag or fix the value"
+                .to_owned(),
+            E::Unexpected { expected, .. } if expected.contains("string") => {
+                "a key must be a plain string (YAML complex keys, lists or maps as keys, \
+                 are not part of the workflow format)"
+                    .to_owned()
+            }
+            E::Eof { .. } => "the document ends in the middle of a value".to_owned(),
+            E::MergeValueNotMapOrSeqOfMaps { .. } => {
+                "the value of a merge key (`<<`) must be a map or a list of maps, such as \
+                 `<<: *defaults`"
+                    .to_owned()
+            }
+            E::Message { msg, .. } => first_line(msg),
+            other => {
+                let text = serde_saphyr::UserMessageFormatter.format_message(other);
+                let first = first_line(&text);
+                let lower = first.to_ascii_lowercase();
+                if lower.contains("depth")
+                    || lower.contains("nesting")
+                    || lower.contains("recursion")
+                {
+                    depth_error(limits)
+                } else {
+                    first
+                }
+            }
+        }
+    }
+
+    fn first_line(text: &str) -> String {
+        let first = text.lines().next().unwrap_or(text).trim();
+        // serde-saphyr may repeat the position in its message; ours is in front already.
+        match first.rfind(" at line ") {
+            Some(i) => first[..i].to_owned(),
+            None => first.to_owned(),
+        }
+    }
+
+    fn multiple_documents() -> String {
+        "the file holds more than one YAML document (a `---` or `...` line after the first \
+         document); a workflow definition is one document: remove the extra separator, or put \
+         each workflow in its own file"
+            .to_owned()
+    }
+}
+
+/// The message for a non-finite number read from a definition: NaN, or an
+/// infinity that is either written so (`.inf`) or a number too large for a
+/// 64-bit float (`1e400`); either way, never the word `inf`.
+pub(crate) fn non_finite_value(f: f64) -> String {
+    if f.is_nan() {
+        "NaN (not a number) cannot be a value in a workflow definition; use a finite number"
+            .to_owned()
+    } else {
+        "the number is out of range (infinite, or beyond about ±1.8e308); use a finite number"
+            .to_owned()
+    }
+}
+
+/// The message for a number that is not finite, by the text it was written as.
+fn non_finite(text: &str) -> String {
+    let t = text
+        .trim()
+        .trim_start_matches(['+', '-'])
+        .to_ascii_lowercase();
+    let literal = matches!(
+        t.as_str(),
+        ".inf" | "inf" | "infinity" | ".nan" | "nan" | "nan.0" | "inf.0"
+    );
+    let shown = super::definition::display_snippet(text);
+    if literal {
+        format!(
+            "{shown} is not a finite number; a workflow definition holds only finite numbers \
+             (as JSON does): use a finite value, or quote it to mean text"
+        )
+    } else {
+        format!(
+            "the number {shown} is out of range (the largest is about 1.8e308); \
+             use a smaller number, or quote it to mean text"
+        )
     }
 }
 
@@ -1047,6 +1189,15 @@ mod toml_doc {
                             pos,
                         })?,
                     };
+                    if !v.is_finite()
+                        && !matches!(text.trim_start_matches(['+', '-']), "inf" | "nan")
+                    {
+                        // `1e400`: out of range, said with its text as JSON does.
+                        return Err(ParseError {
+                            message: super::non_finite(f.as_str()),
+                            pos,
+                        });
+                    }
                     NodeValue::Float(v)
                 }
                 DeValue::Boolean(b) => NodeValue::Bool(*b),

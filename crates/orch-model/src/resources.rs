@@ -64,9 +64,13 @@ impl ResourceRequest {
 pub fn check_amount(v: f64) -> Result<(), String> {
     if v.is_nan() {
         Err("NaN is not a resource amount; use a number such as 1 or 0.5".into())
-    } else if v.is_infinite() || v > MAX_RESOURCE_AMOUNT {
+    } else if v.is_infinite() {
         Err(format!(
-            "{v} is too large a resource amount (at most {MAX_RESOURCE_AMOUNT})"
+            "the number is out of range; a resource amount is at most {MAX_RESOURCE_AMOUNT}"
+        ))
+    } else if v > MAX_RESOURCE_AMOUNT {
+        Err(format!(
+            "{v:e} is too large a resource amount (at most {MAX_RESOURCE_AMOUNT})"
         ))
     } else if v < 0.0 {
         Err(format!("a resource amount cannot be negative ({v})"))

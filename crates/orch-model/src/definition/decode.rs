@@ -3,10 +3,10 @@
 use super::names::display_snippet;
 use super::{Conditions, RetryPolicy, StepDefaults, When, Workflow, WorkflowStep};
 use crate::diagnostic::{DiagnosticKind as K, Diagnostics};
-use crate::duration::{parse_duration, seconds};
+use crate::duration::{check_timeout, parse_duration, seconds};
 use crate::enums::{BackoffKind, ConditionOp, ResourceType, RunIf, TaskPriority, WorkflowStatus};
 use crate::limits::Limits;
-use crate::node::{Format, Key, Node, NodeValue, Pos, parse_with_step_sink};
+use crate::node::{Format, Key, Node, NodeValue, Pos, non_finite_value, parse_with_step_sink};
 use crate::resources::{ResourceRequest, check_amount};
 use compact_str::CompactString;
 use serde_json::{Map, Value};
@@ -422,7 +422,11 @@ impl<'l> Decoder<'l> {
             NodeValue::Str(s) => Some(s.into_owned()),
             NodeValue::Int(i) => Some(i.to_string()),
             NodeValue::UInt(u) => Some(u.to_string()),
-            NodeValue::Float(f) => Some(f.to_string()),
+            NodeValue::Float(f) if f.is_finite() => Some(f.to_string()),
+            NodeValue::Float(f) => {
+                self.err(K::InvalidValue, path, node.pos, non_finite_value(f));
+                None
+            }
             _ => {
                 self.wrong_type(path, &node, "a string");
                 None
@@ -501,6 +505,17 @@ impl<'l> Decoder<'l> {
                 None
             }
         }
+    }
+
+    /// A duration that must be positive: `timeout` (`null` means no limit).
+    fn timeout(&mut self, node: Node<'_>, path: &Path<'_>) -> Option<Option<Duration>> {
+        let pos = node.pos;
+        let d = self.duration(node, path)?;
+        if let Some(Err(e)) = d.map(check_timeout) {
+            self.err(K::Duration, path, pos, e);
+            return None;
+        }
+        Some(d)
     }
 
     fn priority(&mut self, node: Node<'_>, path: &Path<'_>) -> Option<TaskPriority> {
@@ -691,7 +706,7 @@ impl<'l> Decoder<'l> {
         let mut f = self.fields(node, path, DEFAULTS_FIELDS, "step defaults")?;
         let mut d = StepDefaults::default();
         if let Some((_, n)) = f.take("timeout") {
-            d.timeout = self.duration(n, &Path::Field(path, "timeout")).flatten();
+            d.timeout = self.timeout(n, &Path::Field(path, "timeout")).flatten();
         }
         if let Some((_, n)) = f.take("max_retries") {
             d.max_retries = self.count(
@@ -1116,7 +1131,7 @@ impl<'l> Decoder<'l> {
         }
         if let Some((_, n)) = f.take("timeout") {
             self.mark(SET_TIMEOUT);
-            if let Some(t) = self.duration(n, &Path::Field(path, "timeout")) {
+            if let Some(t) = self.timeout(n, &Path::Field(path, "timeout")) {
                 s.timeout = t;
             }
         }

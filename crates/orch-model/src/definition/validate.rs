@@ -4,6 +4,7 @@ use super::Workflow;
 use super::decode::SourceMap;
 use super::names::{NameKind, check_name, display_snippet};
 use crate::diagnostic::{DiagnosticKind as K, Diagnostics};
+use crate::duration::check_timeout;
 use crate::graph::{DepGraph, Levels, to_dot, to_mermaid};
 use crate::limits::Limits;
 use crate::node::Pos;
@@ -176,6 +177,34 @@ pub(crate) fn validate_into(
                     "environment variable name {} must match [A-Za-z_][A-Za-z0-9_]*",
                     display_snippet(name)
                 ),
+            );
+        }
+    }
+
+    // Timeouts: decoding refuses a zero timeout in a file; a workflow built in
+    // code gets the same rule here.
+    let zero_default = workflow.defaults.timeout.map(check_timeout);
+    if let Some(Err(m)) = &zero_default {
+        d.push(
+            K::Duration,
+            "defaults.timeout",
+            map.top_pos("defaults"),
+            m.clone(),
+        );
+    }
+    // Steps that only inherited a zero default are not reported a second time.
+    let steps_to_check = if matches!(zero_default, Some(Err(_))) {
+        &[][..]
+    } else {
+        &workflow.steps[..]
+    };
+    for (i, step) in steps_to_check.iter().enumerate() {
+        if let Some(Err(m)) = step.timeout.map(check_timeout) {
+            d.push(
+                K::Duration,
+                format!("steps[{i}].timeout"),
+                map.step_pos(i),
+                m,
             );
         }
     }
