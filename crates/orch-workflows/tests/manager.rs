@@ -345,3 +345,153 @@ fn missing_parameters_are_an_error_before_the_run() {
     );
     assert!(err.to_string().contains("-p path=VALUE"), "{err}");
 }
+
+/// Issue 10 item 17: what `save_workflow` and `add_workflow` accept, the
+/// loader reads back after a restart; what the loader would refuse, they refuse.
+#[test]
+fn save_and_add_refuse_what_the_loader_would_refuse_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = manager(dir.path());
+    let empty = m.create_workflow("empty", "no steps");
+    for e in [
+        m.save_workflow(&empty).expect_err("no steps"),
+        m.add_workflow(&empty).expect_err("no steps"),
+    ] {
+        assert!(matches!(e, OrchestrationError::Validation(_)), "{e}");
+        assert!(e.to_string().contains("at least one step"), "{e}");
+    }
+    assert!(m.list_workflows().is_empty());
+    assert!(
+        files_in(&dir.path().join("workflows")).is_empty(),
+        "nothing written"
+    );
+
+    // The loader's size limit applies to what would be saved.
+    let small = WorkflowManager::builder(dir.path().join("workflows"))
+        .limits(orch_model::Limits {
+            max_definition_bytes: 300,
+            ..orch_model::Limits::default()
+        })
+        .build()
+        .expect("manager");
+    let big = Workflow::new("big", &"x".repeat(400)).step(WorkflowStep::new("a", "core", "noop"));
+    let e = small.save_workflow(&big).expect_err("too big to load back");
+    assert!(e.to_string().contains("size limit of 300 bytes"), "{e}");
+    assert!(small.add_workflow(&big).is_err());
+    assert!(files_in(&dir.path().join("workflows")).is_empty());
+
+    // What is accepted loads back, in a new manager, unchanged.
+    let ok = Workflow::new("ok", "")
+        .step(WorkflowStep::new("a", "core", "set").param("value", json!("$${literal}")));
+    m.save_workflow(&ok).expect("saved");
+    let again = manager(dir.path());
+    assert!(
+        again.load_problems().is_empty(),
+        "{:?}",
+        again.load_problems()
+    );
+    assert_eq!(
+        again.get_workflow("ok").expect("loaded"),
+        m.get_workflow("ok").expect("known")
+    );
+}
+
+/// Issue 10 item 22: a workflow given as data runs like a known one and is
+/// remembered under its name, without being listed or saved.
+#[test]
+fn a_workflow_given_as_data_runs_without_being_saved() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = manager(dir.path());
+    m.add_workflow(
+        &Workflow::new("child", "")
+            .step(WorkflowStep::new("c", "core", "set").param("value", json!(3))),
+    )
+    .expect("added");
+    let wf = Workflow::new("adhoc", "")
+        .step(WorkflowStep::new("call", "workflow", "run").param("workflow", json!("child")))
+        .step(
+            WorkflowStep::new("after", "core", "set")
+                .param("value", json!("${call.result.results.c}")),
+        );
+    let report = rt()
+        .block_on(m.execute_definition(&wf, ExecuteOptions::default()))
+        .expect("ran");
+    assert!(report.succeeded(), "{report:?}");
+    assert_eq!(m.list_workflows(), vec!["child"], "not added");
+    assert!(!dir.path().join("workflows").exists(), "not saved");
+    let status = m.get_workflow_status("adhoc").expect("remembered by name");
+    assert_eq!(status.status, WorkflowStatus::Completed);
+    assert_eq!(status.progress.completed_steps, 2);
+    // Invalid definitions are refused before anything runs.
+    let e = rt()
+        .block_on(m.execute_definition(&Workflow::new("none", ""), ExecuteOptions::default()))
+        .expect_err("no steps");
+    assert!(matches!(e, OrchestrationError::Validation(_)), "{e}");
+    let selfish = Workflow::new("selfish", "")
+        .step(WorkflowStep::new("me", "workflow", "run").param("workflow", json!("selfish")));
+    let e = rt()
+        .block_on(m.execute_definition(&selfish, ExecuteOptions::default()))
+        .expect_err("calls itself");
+    assert!(e.to_string().contains("calls itself"), "{e}");
+    assert!(m.get_workflow_status("none").is_none() && m.get_workflow_status("selfish").is_none());
+}
+
+/// Issue 10 item 22: the seed's `get_performance_summary`, for real.
+#[test]
+fn the_performance_summary_comes_from_the_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = manager(dir.path());
+    let empty = serde_json::to_value(m.get_performance_summary(None)).expect("json");
+    assert_eq!(
+        empty,
+        json!({
+            "workflow": null,
+            "total_workflows_executed": 0,
+            "successful_executions": 0,
+            "failed_executions": 0,
+            "cancelled_executions": 0,
+            "average_execution_time": 0.0,
+            "performance_stats": {"count": 0, "total_time": 0.0, "average_time": 0.0, "min_time": 0.0, "max_time": 0.0},
+            "module_usage_stats": {}
+        })
+    );
+    m.add_workflow(
+        &Workflow::new("w", "")
+            .step(WorkflowStep::new("a", "core", "noop"))
+            .step(
+                WorkflowStep::new("b", "shell", "exec")
+                    .param("program", json!("true"))
+                    .after("a"),
+            ),
+    )
+    .expect("added");
+    m.add_workflow(
+        &Workflow::new("f", "")
+            .step(WorkflowStep::new("x", "core", "fail").param("retryable", json!(false))),
+    )
+    .expect("added");
+    let rt = rt();
+    for n in ["w", "w", "f"] {
+        rt.block_on(m.execute_workflow(n, Map::new())).expect("ran");
+    }
+    let s = m.get_performance_summary(None);
+    assert_eq!(
+        (
+            s.total_workflows_executed,
+            s.successful_executions,
+            s.failed_executions,
+            s.cancelled_executions
+        ),
+        (3, 2, 1, 0)
+    );
+    assert_eq!(s.module_usage_stats["core"].count, 3);
+    assert_eq!(s.module_usage_stats["shell"].count, 2);
+    assert!(s.module_usage_stats["shell"].total_time > 0.0);
+    assert!(
+        s.performance_stats.min_time > 0.0
+            && s.performance_stats.min_time <= s.performance_stats.max_time
+    );
+    let w = m.get_performance_summary(Some("w"));
+    assert_eq!((w.total_workflows_executed, w.failed_executions), (2, 0));
+    assert_eq!(w.module_usage_stats["core"].count, 2);
+}
