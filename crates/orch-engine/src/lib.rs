@@ -1132,7 +1132,7 @@ impl OrchestrationEngine {
         definition: &Value,
         session: Option<&SessionId>,
     ) -> Result<ComplexWorkflowResult, OrchestrationError> {
-        let wf = complex_definition(definition, &self.inner.workflows.limits())?;
+        let wf = complex_definition(definition, self.inner.workflows.limits())?;
         let wm = self.inner.workflows.clone();
         let name = wf.name.clone();
         let (sid, report) = self

@@ -374,7 +374,7 @@ fn save_and_add_refuse_what_the_loader_would_refuse_after_a_restart() {
         })
         .build()
         .expect("manager");
-    let big = Workflow::new("big", &"x".repeat(400)).step(WorkflowStep::new("a", "core", "noop"));
+    let big = Workflow::new("big", "x".repeat(400)).step(WorkflowStep::new("a", "core", "noop"));
     let e = small.save_workflow(&big).expect_err("too big to load back");
     assert!(e.to_string().contains("size limit of 300 bytes"), "{e}");
     assert!(small.add_workflow(&big).is_err());
