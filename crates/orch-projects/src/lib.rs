@@ -125,6 +125,8 @@ struct Inner {
     registry: ActionRegistry,
     limits: Limits,
     store: Option<Arc<dyn orch_model::Store>>,
+    /// The result cache of `cache: true` steps, when there is one.
+    cache: Option<Arc<dyn orch_tasks::ResultCache>>,
     /// Writes project records to `store`, when there is one.
     records: Option<orch_tasks::RecordWriter>,
     templates: Mutex<Templates>,
@@ -140,9 +142,17 @@ pub struct ProjectManagerBuilder {
     registry: Option<ActionRegistry>,
     limits: Limits,
     store: Option<Arc<dyn orch_model::Store>>,
+    cache: Option<Arc<dyn orch_tasks::ResultCache>>,
 }
 
 impl ProjectManagerBuilder {
+    /// A cache for the `cache: true` steps of project workflows (none by default).
+    #[must_use]
+    pub fn cache(mut self, cache: Arc<dyn orch_tasks::ResultCache>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
     /// Where project workflow runs are recorded; each project's state is
     /// recorded there too (a record of kind `project`, keyed by name).
     #[must_use]
@@ -189,6 +199,7 @@ impl ProjectManagerBuilder {
                 registry: self.registry.unwrap_or_else(ActionRegistry::with_builtins),
                 limits: self.limits,
                 store: self.store,
+                cache: self.cache,
                 records,
                 projects: Mutex::new(BTreeMap::new()),
                 problems: Mutex::new(Vec::new()),
@@ -260,6 +271,36 @@ fn write_json(path: &Path, v: &impl Serialize) -> Result<(), OrchestrationError>
         .map_err(|e| io_err("cannot write", path, &e))
 }
 
+/// Adds the workflows that the built-in templates name (`ai-analysis`,
+/// `build-and-test`, `data-processing`, `visualization`, `deploy`) to
+/// `workflows`, in memory, except those it already knows by that name (its
+/// `workflows_dir` may define its own); returns the names added. The engine
+/// does this for its workflow manager; a standalone [`WorkflowManager`] knows
+/// only its own directory until this is called.
+///
+/// # Errors
+/// `Validation` if a built-in workflow does not load under the manager's limits.
+pub fn add_template_workflows(
+    workflows: &WorkflowManager,
+) -> Result<Vec<String>, OrchestrationError> {
+    let mut added = Vec::new();
+    for (name, text) in template::BUILTIN_WORKFLOWS {
+        if workflows.get_workflow(name).is_some() {
+            continue;
+        }
+        let wf = orch_model::load_workflow(
+            text,
+            orch_model::Format::Yaml,
+            workflows.limits(),
+            Some(&format!("{name}.yaml")),
+        )
+        .map_err(OrchestrationError::Validation)?;
+        workflows.add_workflow(wf.workflow())?;
+        added.push((*name).to_owned());
+    }
+    Ok(added)
+}
+
 impl ProjectManager {
     /// A builder for a manager whose projects live in `projects_dir`.
     pub fn builder(projects_dir: impl Into<PathBuf>) -> ProjectManagerBuilder {
@@ -269,6 +310,7 @@ impl ProjectManager {
             registry: None,
             limits: Limits::default(),
             store: None,
+            cache: None,
         }
     }
 
@@ -866,6 +908,9 @@ impl ProjectManager {
         if let Some(store) = &self.inner.store {
             b = b.store(store.clone());
         }
+        if let Some(cache) = &self.inner.cache {
+            b = b.cache(cache.clone());
+        }
         b.build()
     }
 
@@ -1163,7 +1208,10 @@ impl ProjectManager {
         }
         tmp.persist(&out)
             .map_err(|e| io_err("cannot write", &out, &e.error))?;
-        self.update(name, |p| p.status = ProjectStatus::Archived)?;
+        self.update(name, |p| {
+            p.status = ProjectStatus::Archived;
+            p.updated_at = Utc::now();
+        })?;
         Ok(out)
     }
 
