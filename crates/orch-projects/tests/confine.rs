@@ -120,7 +120,7 @@ fn swap_staging_dirs(projects: PathBuf, outside: PathBuf, stop: &AtomicBool, swa
                 let _ = std::os::unix::fs::symlink(&outside, &link);
                 if rustix::fs::renameat_with(
                     rustix::fs::CWD,
-                    &staging.join(d),
+                    staging.join(d),
                     rustix::fs::CWD,
                     &link,
                     rustix::fs::RenameFlags::EXCHANGE,

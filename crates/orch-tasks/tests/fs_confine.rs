@@ -253,7 +253,7 @@ async fn hard_links_and_special_files_are_not_read() {
     // A FIFO with no writer would block an open for reading: refused at once instead.
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &s.work.join("fifo"),
+        s.work.join("fifo"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o600),
         0,
