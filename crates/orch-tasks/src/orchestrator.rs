@@ -232,15 +232,40 @@ impl TaskOrchestrator {
         task.resources = opts.resources;
         task.tags = opts.tags;
         task.metadata = opts.metadata;
-        self.add_task(task.clone())?;
-        Ok(task)
+        self.insert(task)
     }
 
     /// Adds a prepared task (seed: `add_task`).
     ///
+    /// A task without a name of its own (empty, or the seed's default
+    /// `module.action`, which is no valid task name because of the dot) is
+    /// named `module_action`, or `module_action_N` with the first free N
+    /// from 2 up; [`TaskOrchestrator::get_task`] shows the name given.
+    ///
     /// # Errors
     /// As [`TaskOrchestrator::create_task`].
-    pub fn add_task(&self, mut task: Task) -> Result<TaskId> {
+    pub fn add_task(&self, task: Task) -> Result<TaskId> {
+        self.insert(task).map(|t| t.id)
+    }
+
+    /// The name of a task that has none of its own: `module_action`, then
+    /// `module_action_2`, `module_action_3`, ...
+    fn default_name(st: &State, module: &str, action: &str) -> String {
+        let base = format!("{module}_{action}");
+        if !st.by_name.contains_key(&base) {
+            return base;
+        }
+        (2u64..)
+            .map(|n| format!("{base}_{n}"))
+            .find(|n| !st.by_name.contains_key(n))
+            .unwrap_or(base)
+    }
+
+    /// Adds a task; returns it as stored.
+    fn insert(&self, mut task: Task) -> Result<Task> {
+        if self.lock().stopped {
+            return Err(Self::stopped_error(&task.name));
+        }
         if !self
             .shared
             .cfg
@@ -261,6 +286,12 @@ impl TaskOrchestrator {
                 )),
             });
         }
+        let unnamed =
+            task.name.is_empty() || task.name == format!("{}.{}", task.module, task.action);
+        if unnamed {
+            // Checked with a placeholder: the real name is picked under the lock.
+            task.name = format!("{}_{}", task.module, task.action);
+        }
         let name_ok = check_name(NameKind::Step, &task.name, &Limits::default());
         if let Err(m) = name_ok {
             return Err(OrchestrationError::invalid_parameters(m));
@@ -268,9 +299,15 @@ impl TaskOrchestrator {
         if let Some(rm) = &self.shared.resources {
             rm.check_request(&task.resources)?;
         }
-        let id = task.id;
-        {
+        let stored = {
             let mut st = self.lock();
+            // Checked again under the lock: `stop_execution` may have come in between.
+            if st.stopped {
+                return Err(Self::stopped_error(&task.name));
+            }
+            if unnamed {
+                task.name = Self::default_name(&st, &task.module, &task.action);
+            }
             if st.by_name.contains_key(&task.name) {
                 return Err(OrchestrationError::AlreadyExists {
                     kind: EntityKind::Task,
@@ -290,14 +327,23 @@ impl TaskOrchestrator {
             task.status = TaskStatus::Pending;
             task.created_at = Utc::now();
             let i = st.tasks.len();
-            st.by_id.insert(id, i);
+            st.by_id.insert(task.id, i);
             st.by_name.insert(task.name.clone(), i);
             st.tokens.push(self.shared.cancel.child_token());
             st.allocations.push(None);
-            st.tasks.push(task);
-        }
+            st.tasks.push(task.clone());
+            task
+        };
         self.shared.wake.notify_one();
-        Ok(id)
+        Ok(stored)
+    }
+
+    fn stopped_error(name: &str) -> OrchestrationError {
+        OrchestrationError::InvalidState {
+            message: format!(
+                "task `{name}` was not added: this orchestrator was stopped (stop_execution) and would never run it; create a new TaskOrchestrator for more work"
+            ),
+        }
     }
 
     /// Starts the background driver on the current tokio runtime (seed: `start_execution`).
@@ -322,11 +368,26 @@ impl TaskOrchestrator {
         Ok(())
     }
 
-    /// Stops starting tasks and cancels the running ones (seed: `stop_execution`).
+    /// Stops starting tasks and cancels the running ones (seed:
+    /// `stop_execution`). Tasks that never started end `cancelled` (at once
+    /// when the driver never started), and tasks added afterwards are
+    /// refused, so `wait_for_completion` always returns.
     pub fn stop_execution(&self) {
-        self.lock().stopped = true;
+        let mut st = self.lock();
+        st.stopped = true;
+        if !st.started {
+            // No driver will ever look at these: cancel them here.
+            let now = Utc::now();
+            for t in st.tasks.iter_mut().filter(|t| !t.status.is_terminal()) {
+                if t.status.transition(TaskStatus::Cancelled).is_ok() {
+                    t.completed_at = Some(now);
+                }
+            }
+        }
+        drop(st);
         self.shared.cancel.cancel();
         self.shared.wake.notify_one();
+        self.shared.progress.notify_waiters();
     }
 
     /// Cancels one task: a pending one never runs, a running one is stopped

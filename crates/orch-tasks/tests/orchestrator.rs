@@ -325,3 +325,107 @@ fn execute_task_runs_one_task_directly() {
         assert_eq!(r.error_type.as_deref(), Some("ExitCode"));
     });
 }
+
+/// Issue 10 item 18: `Task::new("", "core", "noop")` is named `core.noop`
+/// (the seed's default), which is no valid task name; the orchestrator gives
+/// such tasks a valid name of their own, unique among its tasks.
+#[test]
+fn tasks_without_a_name_get_a_valid_unique_one() {
+    rt().block_on(async {
+        let o = TaskOrchestrator::default();
+        let t = orch_model::Task::new("", "core", "noop");
+        assert_eq!(t.name, "core.noop", "the seed's default");
+        let first = o.add_task(t).expect("added under a valid name");
+        let second = o
+            .add_task(orch_model::Task::new("", "core", "noop"))
+            .expect("a second one too");
+        let third = o
+            .create_task("", "core", "noop", TaskOptions::default())
+            .expect("create_task as well");
+        let names: Vec<String> = [first, second, third.id]
+            .iter()
+            .map(|id| o.get_task(*id).expect("known").name)
+            .collect();
+        assert_eq!(names, vec!["core_noop", "core_noop_2", "core_noop_3"]);
+        assert_eq!(
+            third.name, "core_noop_3",
+            "create_task returns the stored task"
+        );
+        // The given names are usable in references.
+        let uses = o
+            .create_task(
+                "uses",
+                "core",
+                "noop",
+                TaskOptions {
+                    parameters: params(json!({"from": "${core_noop_2.result}"})),
+                    dependencies: vec![second],
+                    ..TaskOptions::default()
+                },
+            )
+            .expect("created");
+        o.start_execution().expect("inside a runtime");
+        let done = tokio::time::timeout(Duration::from_secs(30), o.wait_for_completion(None))
+            .await
+            .expect("finished in time");
+        assert!(done);
+        assert_eq!(o.get_execution_stats().completed, 4);
+        assert!(o.get_task_result(uses.id).expect("finished").success);
+    });
+}
+
+/// Issue 10 item 19: a task added after `stop_execution` stayed pending
+/// forever and `wait_for_completion(None)` never returned. It is refused now,
+/// with a message that says why and what to do.
+#[test]
+fn a_task_added_after_stop_execution_is_refused_and_waiting_returns() {
+    rt().block_on(async {
+        let o = TaskOrchestrator::default();
+        o.start_execution().expect("inside a runtime");
+        let before = o
+            .create_task("before", "core", "noop", TaskOptions::default())
+            .expect("created");
+        o.stop_execution();
+        let err = o
+            .create_task("late", "core", "noop", TaskOptions::default())
+            .expect_err("stopped");
+        assert_eq!(err.error_code(), ErrorCode::InvalidState);
+        assert!(
+            err.to_string().contains("task `late` was not added"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("stop_execution"), "{err}");
+        let err = o
+            .add_task(orch_model::Task::new("late2", "core", "noop"))
+            .expect_err("add_task too");
+        assert_eq!(err.error_code(), ErrorCode::InvalidState);
+        // A regression would hang here: the guard makes it fail instead.
+        let done = tokio::time::timeout(Duration::from_secs(30), o.wait_for_completion(None))
+            .await
+            .expect("wait_for_completion returned");
+        assert!(done);
+        assert!(o.get_task(before.id).expect("known").status.is_terminal());
+        assert_eq!(o.get_execution_stats().total_tasks, 1, "nothing was added");
+    });
+}
+
+/// Stopping an orchestrator that never started cancels what it holds: no
+/// driver would ever run those tasks, so waiting for them must not hang.
+#[test]
+fn stopping_before_starting_cancels_the_pending_tasks() {
+    rt().block_on(async {
+        let o = TaskOrchestrator::default();
+        let t = o
+            .create_task("never", "core", "noop", TaskOptions::default())
+            .expect("created");
+        o.stop_execution();
+        let done = tokio::time::timeout(Duration::from_secs(30), o.wait_for_completion(None))
+            .await
+            .expect("wait_for_completion returned");
+        assert!(done);
+        assert_eq!(
+            o.get_task(t.id).map(|t| t.status),
+            Some(TaskStatus::Cancelled)
+        );
+    });
+}
