@@ -641,7 +641,12 @@ pub(crate) fn execute(engine: &orch_engine::OrchestrationEngine, job: Job, args:
                     eprintln!("{line}");
                 }
             }
-            exit::INVALID
+            // The store could not be read or written (a full disk, a deleted
+            // database): an I/O failure, not bad input.
+            match e {
+                OrchestrationError::Io { .. } | OrchestrationError::Store { .. } => exit::FAILED,
+                _ => exit::INVALID,
+            }
         }
     }
 }

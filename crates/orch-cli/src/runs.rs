@@ -4,7 +4,7 @@ use crate::exit;
 use crate::manage::engine_with;
 use crate::run::{Job, RunArgs, execute};
 use orch_engine::OrchestrationEngine;
-use orch_model::store::{RunRecord, TaskRecord};
+use orch_model::store::{RunRecord, TakeOver, TaskRecord};
 use orch_model::{Format, Limits, RunId, Store, TaskStatus, WorkflowStatus, load_workflow};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -28,6 +28,31 @@ fn open(config: Option<&Path>) -> Result<(OrchestrationEngine, tokio::runtime::R
         exit::INVALID
     })?;
     Ok((engine, runtime()?))
+}
+
+/// [`open`] for a command that only reads: the store is opened read-only
+/// (no migration, no write, no write lock), so a database in a read-only
+/// file or directory can be read, and a run writing to it is not held up.
+fn open_read_only(
+    config: Option<&Path>,
+) -> Result<(OrchestrationEngine, Arc<dyn Store>, tokio::runtime::Runtime), u8> {
+    let (engine, rt) = open(config)?;
+    let store = orch_engine::open_store_read_only(engine.store_url()).map_err(|e| {
+        eprintln!("orch: {e}");
+        exit::INVALID
+    })?;
+    Ok((engine, store, rt))
+}
+
+/// An owner (`PID:START@HOST`) in words: `process PID on HOST`.
+fn owner_words(owner: &str) -> String {
+    match owner.split_once('@') {
+        Some((id, host)) => {
+            let pid = id.split_once(':').map_or(id, |(pid, _)| pid);
+            format!("process {pid} on {host}")
+        }
+        None => format!("`{owner}`"),
+    }
 }
 
 /// The state to show: a run still marked running whose process is gone was interrupted.
@@ -105,18 +130,14 @@ fn fmt_secs(d: chrono::TimeDelta) -> String {
 
 /// `orch runs list`.
 pub fn list(config: Option<&Path>, json_out: bool, limit: usize) -> u8 {
-    let (engine, rt) = match open(config) {
+    let (engine, store, rt) = match open_read_only(config) {
         Ok(x) => x,
         Err(c) => return c,
     };
-    let store = engine.store().clone();
     let result = rt.block_on(async {
-        let runs = store.list_runs().await?;
-        let mut rows = Vec::new();
-        for r in runs.into_iter().take(limit) {
-            let tasks = store.tasks(r.id).await.unwrap_or_default();
-            rows.push((r, tasks));
-        }
+        // Each run with its task counts, counted by the store: no task's
+        // result is read (they can be many MiB each).
+        let rows = store.recent_runs(limit).await?;
         Ok::<_, orch_model::OrchestrationError>((rows, store.problems().await.unwrap_or_default()))
     });
     let (rows, problems) = match result {
@@ -132,15 +153,16 @@ pub fn list(config: Option<&Path>, json_out: bool, limit: usize) -> u8 {
     if json_out {
         let v: Vec<Value> = rows
             .iter()
-            .map(|(r, t)| {
+            .map(|r| {
                 json!({
                     "run_id": r.id.to_string(),
                     "workflow": r.workflow,
                     "status": shown_status(r),
                     "created_at": r.created_at,
                     "finished_at": r.finished_at,
-                    "tasks": t.len(),
-                    "done": t.iter().filter(|x| x.status.is_terminal()).count(),
+                    "tasks": r.tasks.total(),
+                    "done": r.tasks.done(),
+                    "counts": r.tasks,
                 })
             })
             .collect();
@@ -151,19 +173,19 @@ pub fn list(config: Option<&Path>, json_out: bool, limit: usize) -> u8 {
         "{:<36}  {:<20}  {:<11}  {:<19}  {:>9}  TASKS",
         "RUN", "WORKFLOW", "STATUS", "CREATED", "DURATION"
     );
-    for (r, t) in &rows {
-        let done = t.iter().filter(|x| x.status.is_terminal()).count();
+    for r in &rows {
         let duration = r
             .finished_at
             .map_or_else(|| "-".to_owned(), |f| fmt_secs(f - r.created_at));
         println!(
-            "{:<36}  {:<20}  {:<11}  {:<19}  {:>9}  {done}/{}",
+            "{:<36}  {:<20}  {:<11}  {:<19}  {:>9}  {}/{}",
             r.id.to_string(),
             r.workflow,
             shown_status(r),
             r.created_at.format("%Y-%m-%d %H:%M:%S"),
             duration,
-            t.len()
+            r.tasks.done(),
+            r.tasks.total()
         );
     }
     if rows.is_empty() {
@@ -197,11 +219,10 @@ fn task_line(t: &TaskRecord) -> (String, String, String) {
 
 /// `orch runs show`.
 pub fn show(config: Option<&Path>, id: &str, json_out: bool) -> u8 {
-    let (engine, rt) = match open(config) {
+    let (_engine, store, rt) = match open_read_only(config) {
         Ok(x) => x,
         Err(c) => return c,
     };
-    let store = engine.store().clone();
     let found = rt.block_on(async {
         let r = find_run(&store, id).await?;
         let tasks = store.tasks(r.id).await.map_err(|e| format!("orch: {e}"))?;
@@ -282,11 +303,10 @@ pub fn show(config: Option<&Path>, id: &str, json_out: bool) -> u8 {
 
 /// `orch logs RUN STEP`: a step's captured output.
 pub fn logs(config: Option<&Path>, id: &str, step: &str) -> u8 {
-    let (engine, rt) = match open(config) {
+    let (_engine, store, rt) = match open_read_only(config) {
         Ok(x) => x,
         Err(c) => return c,
     };
-    let store = engine.store().clone();
     let found = rt.block_on(async {
         let r = find_run(&store, id).await?;
         let tasks = store.tasks(r.id).await.map_err(|e| format!("orch: {e}"))?;
@@ -356,13 +376,7 @@ pub fn resume(id: &str, args: &RunArgs) -> u8 {
         Err(c) => return c,
     };
     let store = engine.store().clone();
-    let found = rt.block_on(async {
-        let r = find_run(&store, id).await?;
-        let tasks = store.tasks(r.id).await.map_err(|e| format!("orch: {e}"))?;
-        Ok::<_, String>((r, tasks))
-    });
-    drop(rt);
-    let (r, tasks) = match found {
+    let r = match rt.block_on(find_run(&store, id)) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("{e}");
@@ -388,6 +402,51 @@ pub fn resume(id: &str, args: &RunArgs) -> u8 {
             return exit::INVALID;
         }
     }
+    // Taking the run over is one compare-and-set in the store (it becomes
+    // this process's only if its owner is still the dead one seen above):
+    // of two `orch resume` of one run, one goes on, the other runs nothing.
+    let taken = rt.block_on(async {
+        let me = orch_tasks::run::process_identity();
+        match store.take_over(r.id, r.owner.as_deref(), &me).await? {
+            TakeOver::Taken => store.tasks(r.id).await.map(Ok),
+            other => Ok(Err(other)),
+        }
+    });
+    drop(rt);
+    let tasks = match taken {
+        Ok(Ok(tasks)) => tasks,
+        Ok(Err(TakeOver::Ended { status })) => {
+            eprintln!(
+                "orch: run {} already ended ({}); there is nothing to resume",
+                r.id,
+                status.as_str()
+            );
+            return exit::INVALID;
+        }
+        Ok(Err(other)) => {
+            let by = match other {
+                TakeOver::Held { owner: Some(o) } => format!(" by {}", owner_words(&o)),
+                _ => String::new(),
+            };
+            eprintln!(
+                "orch: run {} is already being resumed{by}; nothing was run. Wait for it (`orch runs show {}`), or stop it with `orch cancel {}`",
+                r.id, r.id, r.id
+            );
+            return exit::INVALID;
+        }
+        Err(e) => {
+            eprintln!("orch: run {} cannot be taken over: {e}", r.id);
+            return if matches!(
+                e,
+                orch_model::OrchestrationError::Io { .. }
+                    | orch_model::OrchestrationError::Store { .. }
+            ) {
+                exit::FAILED
+            } else {
+                exit::INVALID
+            };
+        }
+    };
     // Processes the run's dead owner left running (a background job, a
     // `setsid` child) are stopped before any step runs again.
     let orphans =
@@ -517,11 +576,11 @@ pub fn cancel(config: Option<&Path>, id: &str, wait: Duration) -> u8 {
 
 /// `orch cache list`.
 pub fn cache_list(config: Option<&Path>, json_out: bool) -> u8 {
-    let (engine, rt) = match open(config) {
+    let (engine, store, rt) = match open_read_only(config) {
         Ok(x) => x,
         Err(c) => return c,
     };
-    let entries = match rt.block_on(engine.store().cache_list()) {
+    let entries = match rt.block_on(store.cache_list()) {
         Ok(e) => e,
         Err(e) => {
             eprintln!("orch: {e}");

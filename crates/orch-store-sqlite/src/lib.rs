@@ -374,9 +374,15 @@ fn connect_read_only(path: &Path) -> Result<Conn> {
     let (conn, version) = match opened {
         Ok(x) => x,
         // A WAL database closed cleanly has no -wal and -shm files, and a
-        // reader cannot create them in a read-only directory: read the file
-        // as it is (`immutable`: nobody can be writing it there either).
-        Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::CannotOpen) => {
+        // reader cannot create them in a read-only directory (SQLite says
+        // "cannot open" or "readonly"): read the file as it is
+        // (`immutable`: nobody without write access can be writing it).
+        Err(e)
+            if matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::ReadOnly)
+            ) =>
+        {
             let uri = format!("{}?immutable=1", uri_path(path));
             let c = Connection::open_with_flags(&uri, flags)
                 .map_err(|e| store_err(&format!("cannot open {} read-only", path.display()), e))?;
