@@ -1,5 +1,6 @@
 //! The implementations of `orch validate` and `orch graph`.
 
+use crate::term::escape_line;
 use crate::{GraphFormat, InputFormat, ReadOptions, exit};
 use orch_model::{Diagnostics, Format, Limits, ValidWorkflow, load_workflow};
 use serde_json::json;
@@ -27,34 +28,95 @@ pub(crate) enum LoadError {
     Invalid(Diagnostics),
 }
 
+/// The name a definition read from standard input (`-`) is shown under.
+pub(crate) const STDIN_NAME: &str = "<stdin>";
+
 pub(crate) fn load(
     path: &Path,
     read: &ReadOptions,
     limits: &Limits,
 ) -> Result<ValidWorkflow, LoadError> {
-    let shown = path.display().to_string();
+    let stdin = path.as_os_str() == "-";
+    let shown = if stdin {
+        STDIN_NAME.to_owned()
+    } else {
+        path.display().to_string()
+    };
     let format = match read.input_format {
         Some(InputFormat::Json) => Format::Json,
         Some(InputFormat::Yaml) => Format::Yaml,
         Some(InputFormat::Toml) => Format::Toml,
+        None if stdin => {
+            return Err(LoadError::File(
+                "orch: a definition on standard input (`-`) has no extension to tell its format; pass --input-format json|yaml|toml".to_owned(),
+            ));
+        }
         None => Format::from_path(path).ok_or_else(|| {
             LoadError::File(format!(
                 "{shown}: cannot tell the format from the extension; use .yaml, .yml, .json or .toml, or pass --input-format"
             ))
         })?,
     };
-    let text = read_text(path, limits).map_err(|e| LoadError::File(format!("{shown}: {e}")))?;
+    let text = if stdin {
+        read_limited(std::io::stdin().lock(), 0, limits)
+    } else {
+        read_text(path, limits)
+    }
+    .map_err(|e| LoadError::File(format!("{shown}: {e}")))?;
     load_workflow(&text, format, limits, Some(&shown)).map_err(LoadError::Invalid)
 }
 
-/// Reads a file as UTF-8, refusing it before reading when it exceeds the size limit.
+/// Why `meta` is not a definition file, if it is not a regular file.
+fn not_a_file(meta: &std::fs::Metadata) -> Option<String> {
+    let kind = meta.file_type();
+    if kind.is_file() {
+        return None;
+    }
+    if kind.is_dir() {
+        return Some("is a directory; give a definition file".into());
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_fifo() {
+            return Some(
+                "is a named pipe (FIFO), not a regular file; to read a definition from a pipe, give `-` and send it to standard input".into(),
+            );
+        }
+        if kind.is_socket() {
+            return Some("is a socket, not a regular file; give a definition file".into());
+        }
+        if kind.is_char_device() || kind.is_block_device() {
+            return Some("is a device, not a regular file; give a definition file (or `-` for standard input)".into());
+        }
+    }
+    Some("is not a regular file; give a definition file (or `-` for standard input)".into())
+}
+
+/// Reads a definition file as UTF-8. What is not a regular file (a FIFO, a
+/// device, a directory) is refused before it is opened, and it is opened
+/// without blocking, so that a FIFO swapped in meanwhile cannot hang orch;
+/// a file over the size limit is refused before it is read.
 fn read_text(path: &Path, limits: &Limits) -> Result<String, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {}", io_reason(&e)))?;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot open: {}", io_reason(&e)))?;
+    if let Some(why) = not_a_file(&meta) {
+        return Err(why);
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options
+        .open(path)
+        .map_err(|e| format!("cannot open: {}", io_reason(&e)))?;
     let meta = file
         .metadata()
         .map_err(|e| format!("cannot read: {}", io_reason(&e)))?;
-    if meta.is_dir() {
-        return Err("is a directory; give a definition file".into());
+    if let Some(why) = not_a_file(&meta) {
+        return Err(why);
     }
     if meta.len() > limits.max_definition_bytes {
         return Err(format!(
@@ -63,14 +125,20 @@ fn read_text(path: &Path, limits: &Limits) -> Result<String, String> {
             limits.max_definition_bytes
         ));
     }
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    // Read at most one byte past the limit, in case the file grows while we read.
-    file.take(limits.max_definition_bytes.saturating_add(1))
+    read_limited(file, meta.len(), limits)
+}
+
+/// Reads at most the definition size limit (one byte more tells it was
+/// exceeded, should the file grow while it is read) as UTF-8.
+fn read_limited(input: impl Read, expected: u64, limits: &Limits) -> Result<String, String> {
+    let mut bytes = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
+    input
+        .take(limits.max_definition_bytes.saturating_add(1))
         .read_to_end(&mut bytes)
         .map_err(|e| format!("cannot read: {}", io_reason(&e)))?;
     if bytes.len() as u64 > limits.max_definition_bytes {
         return Err(format!(
-            "the file exceeds the limit of {} bytes",
+            "the definition exceeds the limit of {} bytes (raise it with --limit max_definition_bytes=N)",
             limits.max_definition_bytes
         ));
     }
@@ -116,7 +184,11 @@ pub fn validate(files: &[std::path::PathBuf], read: &ReadOptions, json_out: bool
     let mut code = exit::OK;
     let mut reports = Vec::new();
     for path in files {
-        let shown = path.display().to_string();
+        let shown = if path.as_os_str() == "-" {
+            STDIN_NAME.to_owned()
+        } else {
+            path.display().to_string()
+        };
         match load(path, read, &limits) {
             Ok(wf) => {
                 let longest = wf.longest_path();
@@ -149,7 +221,7 @@ pub fn validate(files: &[std::path::PathBuf], read: &ReadOptions, json_out: bool
                 if json_out {
                     reports.push(json!({"file": shown, "valid": false, "problems": [{"kind": "file", "path": "", "message": msg}]}));
                 } else {
-                    eprintln!("{msg}");
+                    eprintln!("{}", escape_line(&msg));
                 }
             }
             Err(LoadError::Invalid(diags)) => {
@@ -158,9 +230,7 @@ pub fn validate(files: &[std::path::PathBuf], read: &ReadOptions, json_out: bool
                     reports
                         .push(json!({"file": shown, "valid": false, "problems": diags.problems}));
                 } else {
-                    for line in diags.lines() {
-                        eprintln!("{line}");
-                    }
+                    print_problems(&diags);
                 }
             }
         }
@@ -173,8 +243,23 @@ pub fn validate(files: &[std::path::PathBuf], read: &ReadOptions, json_out: bool
     code
 }
 
-/// `orch graph FILE --format mermaid|dot`.
-pub fn graph(path: &Path, format: GraphFormat, read: &ReadOptions, json_out: bool) -> u8 {
+/// Prints every problem of a definition to standard error, one line each
+/// (a key or file name holding a newline cannot start a line of its own).
+pub(crate) fn print_problems(diags: &Diagnostics) {
+    for line in diags.lines() {
+        eprintln!("{}", escape_line(&line));
+    }
+}
+
+/// `orch graph FILE|NAME --format mermaid|dot`: a definition file, or a
+/// workflow's name as `orch run` takes it.
+pub fn graph(
+    config: Option<&Path>,
+    arg: &str,
+    format: GraphFormat,
+    read: &ReadOptions,
+    json_out: bool,
+) -> u8 {
     let limits = match limits(read) {
         Ok(l) => l,
         Err(e) => {
@@ -182,34 +267,45 @@ pub fn graph(path: &Path, format: GraphFormat, read: &ReadOptions, json_out: boo
             return exit::INVALID;
         }
     };
-    match load(path, read, &limits) {
-        Ok(wf) => {
-            let text = match format {
-                GraphFormat::Mermaid => wf.to_mermaid(),
-                GraphFormat::Dot => wf.to_dot(),
-            };
-            if json_out {
-                let out = json!({
-                    "name": wf.workflow().name,
-                    "format": match format { GraphFormat::Mermaid => "mermaid", GraphFormat::Dot => "dot" },
-                    "graph": text,
-                    "levels": wf.execution_order(),
-                });
-                println!("{out}");
-            } else {
-                print!("{text}");
+    let wf = if crate::run::names_a_file(arg) {
+        match load(Path::new(arg), read, &limits) {
+            Ok(wf) => std::sync::Arc::new(wf),
+            Err(LoadError::File(msg)) => {
+                eprintln!("{}", escape_line(&msg));
+                return exit::INVALID;
             }
-            exit::OK
-        }
-        Err(LoadError::File(msg)) => {
-            eprintln!("{msg}");
-            exit::INVALID
-        }
-        Err(LoadError::Invalid(diags)) => {
-            for line in diags.lines() {
-                eprintln!("{line}");
+            Err(LoadError::Invalid(diags)) => {
+                print_problems(&diags);
+                return exit::INVALID;
             }
-            exit::INVALID
         }
+    } else {
+        let engine = match crate::manage::engine(config) {
+            Ok(e) => e,
+            Err(msg) => {
+                eprintln!("{msg}");
+                return exit::INVALID;
+            }
+        };
+        match crate::run::resolve(arg, None, read, &limits, &engine) {
+            Ok(target) => target.wf,
+            Err(code) => return code,
+        }
+    };
+    let text = match format {
+        GraphFormat::Mermaid => wf.to_mermaid(),
+        GraphFormat::Dot => wf.to_dot(),
+    };
+    if json_out {
+        let out = json!({
+            "name": wf.workflow().name,
+            "format": match format { GraphFormat::Mermaid => "mermaid", GraphFormat::Dot => "dot" },
+            "graph": text,
+            "levels": wf.execution_order(),
+        });
+        println!("{out}");
+    } else {
+        print!("{text}");
     }
+    exit::OK
 }

@@ -1,10 +1,31 @@
 //! The `orch` command-line tool: run, validate and draw workflows; projects from templates; status and health.
 
+// Every `println!`, `print!`, `eprintln!` and `eprint!` of this crate is one
+// of these, not std's: they print through `term`, which escapes control
+// characters (values from users, steps and files must not drive the
+// terminal) and ends orch quietly when its standard output is closed. Being
+// defined before the modules, they shadow std's in all of them.
+macro_rules! println {
+    () => { $crate::term::print($crate::term::Stream::Out, format_args!(""), true) };
+    ($($arg:tt)*) => { $crate::term::print($crate::term::Stream::Out, format_args!($($arg)*), true) };
+}
+macro_rules! print {
+    ($($arg:tt)*) => { $crate::term::print($crate::term::Stream::Out, format_args!($($arg)*), false) };
+}
+macro_rules! eprintln {
+    () => { $crate::term::print($crate::term::Stream::Err, format_args!(""), true) };
+    ($($arg:tt)*) => { $crate::term::print($crate::term::Stream::Err, format_args!($($arg)*), true) };
+}
+macro_rules! eprint {
+    ($($arg:tt)*) => { $crate::term::print($crate::term::Stream::Err, format_args!($($arg)*), false) };
+}
+
 mod commands;
 mod interrupt;
 mod manage;
 mod run;
 mod runs;
+mod term;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -29,7 +50,8 @@ pub mod exit {
 #[derive(Debug, Parser)]
 #[command(name = "orch", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
-    /// The engine's configuration file (the seed's JSON keys); default `$ORCH_CONFIG`, else none.
+    /// The engine's configuration file (JSON: max_workers, workflows_dir, projects_dir, templates_dir,
+    /// resource_config, ...; see docs/cli.md); default `$ORCH_CONFIG`, else none.
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Where runs are recorded: sqlite://PATH (default sqlite://$ORCH_HOME/orch.db) or memory://;
@@ -95,7 +117,7 @@ enum ProjectAction {
     Status {
         /// The project.
         name: String,
-        /// Print JSON (the seed's shape).
+        /// Print JSON (every field of the project's status).
         #[arg(long)]
         json: bool,
     },
@@ -215,7 +237,7 @@ pub enum GraphFormat {
 enum Command {
     /// Check workflow definitions and report every problem with file, line and column.
     Validate {
-        /// Definition files (.yaml, .yml, .json, .toml).
+        /// Definition files (.yaml, .yml, .json, .toml); `-` reads standard input (give --input-format).
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
         /// Input format (same as --input-format).
@@ -252,7 +274,8 @@ enum Command {
         /// {"action","parameters"} as JSON on stdin and answers JSON on stdout.
         #[arg(long = "module", value_name = "NAME=PROGRAM")]
         modules: Vec<String>,
-        /// A resources file (seed JSON format) for `resource_aware` mode; default: the machine's capacities.
+        /// A resources file (JSON, as `orch resources --file` reads it) for `resource_aware` mode;
+        /// default: the machine's capacities.
         #[arg(long = "resources", value_name = "PATH")]
         resources: Option<PathBuf>,
         /// Limit on the whole run, e.g. 30s, 5m, 1h30m.
@@ -270,11 +293,18 @@ enum Command {
         action: RunsAction,
     },
     /// Print a step's captured output (stdout and stderr of commands, else its result).
+    ///
+    /// Control characters in it are shown escaped (as \u001b), so that the
+    /// output cannot drive the terminal; --raw prints it as it was captured.
     Logs {
-        /// The run's id, a unique prefix of it, or `last`.
+        /// The run's id, a unique prefix of it, or `last` (the newest run started by `orch run`).
         run: String,
         /// The step.
         step: String,
+        /// Print the step's stdout and stderr as captured, unescaped, on orch's
+        /// stdout and stderr (for a file or a pipe; escape sequences reach a terminal).
+        #[arg(long)]
+        raw: bool,
     },
     /// Finish an interrupted run: finished steps keep their results, interrupted ones run again.
     Resume {
@@ -308,16 +338,17 @@ enum Command {
     },
     /// Show the resources `resource_aware` runs allocate from: the machine's, or a resources file's.
     Resources {
-        /// A resources file in the seed's JSON format instead of the machine's capacities.
+        /// A resources file instead of the machine's capacities: JSON,
+        /// `{"resources": {ID: {"id", "name", "type", "capacity": {NAME: AMOUNT}}}}`.
         #[arg(long = "file", value_name = "PATH")]
         file: Option<PathBuf>,
-        /// Print JSON (the resources and the seed's usage summary).
+        /// Print JSON (the resources and a usage summary).
         #[arg(long)]
         json: bool,
     },
     /// List the project templates.
     Templates {
-        /// Print JSON (the templates in the seed's format).
+        /// Print JSON (the templates as template files hold them).
         #[arg(long)]
         json: bool,
     },
@@ -328,21 +359,24 @@ enum Command {
     },
     /// Show the system's status: workflows, projects, tasks, resources.
     Status {
-        /// Print JSON (the seed's `get_system_status` shape).
+        /// Print JSON (workflows, projects, tasks, resources and performance).
         #[arg(long)]
         json: bool,
     },
     /// Check every component; exit 0 when healthy, 1 when degraded or unhealthy.
     Health {
-        /// Print JSON (the seed's `health_check` shape).
+        /// Print JSON (the overall status, each component's, and the issues).
         #[arg(long)]
         json: bool,
     },
     /// Print a workflow's dependency graph as Mermaid or Graphviz DOT.
+    ///
+    /// The argument is a definition file (`-` for standard input, with
+    /// --input-format), or a workflow's name, found as `orch run` finds it.
     Graph {
-        /// The definition file.
-        #[arg(value_name = "FILE")]
-        file: PathBuf,
+        /// A definition file, or a workflow name.
+        #[arg(value_name = "FILE|NAME")]
+        file: String,
         /// Output format.
         #[arg(long, value_enum, default_value = "mermaid")]
         format: GraphFormat,
@@ -352,6 +386,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Runs a command; a panic that escapes it is a bug: the hook has printed
+/// one line, and orch exits with [`exit::INTERNAL`]. (The hook itself does
+/// not exit: a panicking action is caught and fails its step.)
+fn guarded(command: impl FnOnce() -> u8) -> u8 {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(command)).unwrap_or(exit::INTERNAL)
+}
+
+/// The arguments, or the exit code after clap's message (printed through
+/// `term`, as the message may quote what the user typed).
+fn parse_args() -> Result<Cli, u8> {
+    Cli::try_parse().map_err(|e| {
+        if e.use_stderr() {
+            eprint!("{}", e.render());
+        } else {
+            print!("{}", e.render());
+        }
+        u8::try_from(e.exit_code()).unwrap_or(exit::INVALID)
+    })
 }
 
 fn main() -> ExitCode {
@@ -369,17 +423,26 @@ fn main() -> ExitCode {
             .unwrap_or_default();
         eprintln!("orch: internal error{at}: {msg} (this is a bug; please report it)");
     }));
-    let cli = Cli::parse();
+    let cli = match parse_args() {
+        Ok(cli) => cli,
+        Err(code) => return ExitCode::from(code),
+    };
     let config = cli.config.as_deref();
     if let Some(url) = &cli.store {
         let _ = manage::STORE_URL.set(url.clone());
     }
-    let code = match cli.command {
+    // Debug builds only: a panic on request, so that the tests can see the
+    // hook's one line and exit code 70.
+    #[cfg(debug_assertions)]
+    if std::env::var_os("ORCH_DEBUG_PANIC").is_some() {
+        return ExitCode::from(guarded(|| panic!("ORCH_DEBUG_PANIC is set")));
+    }
+    let code = guarded(|| match cli.command {
         Command::Runs { action } => match action {
             RunsAction::List { json, limit } => runs::list(config, json, limit),
             RunsAction::Show { run, json } => runs::show(config, &run, json),
         },
-        Command::Logs { run, step } => runs::logs(config, &run, &step),
+        Command::Logs { run, step, raw } => runs::logs(config, &run, &step, raw),
         Command::Cancel { run, wait } => runs::cancel(config, &run, wait),
         Command::Resume {
             run,
@@ -474,7 +537,7 @@ fn main() -> ExitCode {
             format,
             read,
             json,
-        } => commands::graph(&file, format, &read, json),
+        } => commands::graph(config, &file, format, &read, json),
         Command::Resources { file, json } => run::resources(file.as_deref(), json),
         Command::Cache { action } => match action {
             CacheAction::List { json } => runs::cache_list(config, json),
@@ -505,6 +568,6 @@ fn main() -> ExitCode {
             };
             run::run(&file, None, &read, &args)
         }
-    };
+    });
     ExitCode::from(code)
 }

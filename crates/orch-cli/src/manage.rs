@@ -1,6 +1,7 @@
 //! `orch templates`, `orch project ...`, `orch status`, `orch health`: the engine's view.
 
 use crate::exit;
+use crate::term::{Table, escape_line};
 use orch_engine::OrchestrationEngine;
 use orch_model::{ErrorCode, OrchestrationError};
 use orch_projects::CreateOptions;
@@ -57,8 +58,15 @@ fn code_for(e: &OrchestrationError) -> u8 {
 }
 
 fn fail(e: &OrchestrationError) -> u8 {
-    eprintln!("orch: {e}");
-    for s in e.suggestions().iter().take(1) {
+    let msg = e.to_string();
+    eprintln!("orch: {msg}");
+    // A hint the message already carries (`...; known projects: a, b`) is not repeated.
+    for s in e
+        .suggestions()
+        .iter()
+        .filter(|s| !msg.contains(s.as_str()))
+        .take(1)
+    {
         eprintln!("  hint: {s}");
     }
     code_for(e)
@@ -93,19 +101,16 @@ pub fn templates(config: Option<&Path>, json_out: bool) -> u8 {
         println!("{}", pretty(&list));
         return exit::OK;
     }
-    println!(
-        "{:<18}  {:<16}  {:<34}  DESCRIPTION",
-        "NAME", "TYPE", "WORKFLOWS"
-    );
+    let mut table = Table::new(&["NAME", "TYPE", "WORKFLOWS", "DESCRIPTION"]);
     for t in &list {
-        println!(
-            "{:<18}  {:<16}  {:<34}  {}",
-            t.name,
-            t.project_type.as_str(),
+        table.row([
+            t.name.clone(),
+            t.project_type.as_str().to_owned(),
             t.workflows.join(", "),
-            t.description
-        );
+            t.description.clone(),
+        ]);
     }
+    table.print();
     for p in pm
         .load_problems()
         .iter()
@@ -162,16 +167,16 @@ pub fn project_list(config: Option<&Path>, json_out: bool) -> u8 {
         println!("{}", pretty(&list));
         return exit::OK;
     }
-    println!("{:<24}  {:<16}  {:<10}  PATH", "NAME", "TYPE", "STATUS");
+    let mut table = Table::new(&["NAME", "TYPE", "STATUS", "PATH"]);
     for p in &list {
-        println!(
-            "{:<24}  {:<16}  {:<10}  {}",
-            p.name,
-            p.project_type.as_str(),
-            p.status.as_str(),
-            p.path
-        );
+        table.row([
+            p.name.clone(),
+            p.project_type.as_str().to_owned(),
+            p.status.as_str().to_owned(),
+            p.path.clone(),
+        ]);
     }
+    table.print();
     if list.is_empty() {
         println!(
             "(no projects in {}; create one with `orch project new NAME --template ai_analysis`)",
@@ -275,20 +280,35 @@ pub fn status(config: Option<&Path>, json_out: bool) -> u8 {
         get(&s.resource_manager, "total_resources"),
         get(&s.resource_manager, "total_allocations")
     );
+    let mut table = Table::new(&["ID", "TYPE", "CAPACITY"]);
     for r in engine.resource_manager().list_resources() {
         let cap: Vec<String> = r
             .capacity
             .iter()
             .map(|(k, v)| format!("{k}={}", (v * 100.0).round() / 100.0))
             .collect();
-        println!(
-            "    {:<16} {:<12} {}",
-            r.id,
-            r.resource_type.as_str(),
-            cap.join(", ")
-        );
+        table.row([
+            r.id.clone(),
+            r.resource_type.as_str().to_owned(),
+            cap.join(", "),
+        ]);
+    }
+    for line in table.lines() {
+        println!("    {line}");
     }
     exit::OK
+}
+
+/// One `issue:` of `orch health`; the lines of a problem of several lines
+/// (a definition's diagnostics) are indented under it.
+fn print_issue(issue: &str) {
+    let mut lines = issue.lines();
+    if let Some(first) = lines.next() {
+        println!("  issue: {}", escape_line(first));
+    }
+    for line in lines {
+        println!("         {}", escape_line(line));
+    }
 }
 
 /// `orch health`: exit 0 when healthy, 1 when degraded or unhealthy.
@@ -309,7 +329,7 @@ pub fn health(config: Option<&Path>, json_out: bool) -> u8 {
             println!("  {name:<18} {}", comp.status);
         }
         for i in &h.issues {
-            println!("  issue: {i}");
+            print_issue(i);
         }
     }
     if h.overall_status == "healthy" {

@@ -1,6 +1,7 @@
 //! `orch run FILE`: run a workflow with live progress, then print a table of its steps.
 
-use crate::commands::{LoadError, limits, load};
+use crate::commands::{LoadError, limits, load, print_problems};
+use crate::term::{Table, escape_line};
 use crate::{ReadOptions, exit};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use orch_model::{ExecutionMode, OrchestrationError, TaskStatus};
@@ -82,7 +83,12 @@ fn short(s: &str, max: usize) -> String {
     }
 }
 
+/// An event as one line, escaped (a message may hold anything).
 fn event_line(e: &Event) -> Option<String> {
+    event_text(e).map(|l| escape_line(&l).into_owned())
+}
+
+fn event_text(e: &Event) -> Option<String> {
     Some(match e {
         Event::RunStarted { run_id, total } => format!("run {run_id} started: {total} steps"),
         Event::TaskReady { .. } => return None,
@@ -123,17 +129,8 @@ fn event_line(e: &Event) -> Option<String> {
 }
 
 fn print_table(report: &RunReport) {
-    let width = report
-        .steps
-        .iter()
-        .map(|s| s.name.chars().count())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    println!(
-        "{:<width$}  {:<9}  {:>8}  {:>9}  {:<6}  NOTE",
-        "STEP", "STATUS", "ATTEMPTS", "DURATION", "CACHED"
-    );
+    let mut table =
+        Table::new(&["STEP", "STATUS", "ATTEMPTS", "DURATION", "CACHED", "NOTE"]).right(&[2, 3]);
     for s in &report.steps {
         let duration = match (s.started_at, s.finished_at) {
             (Some(a), Some(b)) => (b - a).to_std().map(fmt_duration).unwrap_or_default(),
@@ -151,15 +148,16 @@ fn print_table(report: &RunReport) {
             (_, Some(n)) => short(n, 80),
             _ => String::new(),
         };
-        println!(
-            "{:<width$}  {:<9}  {:>8}  {:>9}  {:<6}  {note}",
-            s.name,
-            status_word(s.status),
-            s.attempts,
+        table.row([
+            s.name.to_string(),
+            status_word(s.status).to_owned(),
+            s.attempts.to_string(),
             duration,
-            if cached { "yes" } else { "-" }
-        );
+            if cached { "yes" } else { "-" }.to_owned(),
+            note,
+        ]);
     }
+    table.print();
     let done = report
         .steps
         .iter()
@@ -211,8 +209,8 @@ fn report_json(report: &RunReport) -> Value {
 }
 
 /// What `orch run` runs: a definition, where, and for which project.
-struct Target {
-    wf: std::sync::Arc<ValidWorkflow>,
+pub(crate) struct Target {
+    pub(crate) wf: std::sync::Arc<ValidWorkflow>,
     work_dir: PathBuf,
     /// The project (its name and root) when the workflow is one of a project's.
     project: Option<(String, PathBuf, orch_model::Project)>,
@@ -274,10 +272,18 @@ fn project_workflow(
     })
 }
 
+/// Whether `orch run`'s argument names a definition file (or `-`, standard
+/// input) rather than a workflow: it exists, holds a `/`, or has a
+/// definition's extension.
+pub(crate) fn names_a_file(arg: &str) -> bool {
+    let path = Path::new(arg);
+    arg == "-" || path.exists() || arg.contains('/') || Format::from_path(path).is_some()
+}
+
 /// Resolves `orch run`'s argument: a file; else, by name, a workflow of the
 /// project the current directory is in, then of the engine's workflows
 /// directory (which includes the template workflows).
-fn resolve(
+pub(crate) fn resolve(
     arg: &str,
     project: Option<&str>,
     read: &ReadOptions,
@@ -313,8 +319,7 @@ fn resolve(
         });
     }
     let path = Path::new(arg);
-    let looks_like_name = !arg.contains('/') && Format::from_path(path).is_none();
-    if path.exists() || !looks_like_name {
+    if names_a_file(arg) {
         return match load(path, read, limits) {
             Ok(wf) => Ok(Target {
                 wf: std::sync::Arc::new(wf),
@@ -322,13 +327,11 @@ fn resolve(
                 project: None,
             }),
             Err(LoadError::File(msg)) => {
-                eprintln!("{msg}");
+                eprintln!("{}", escape_line(&msg));
                 Err(exit::INVALID)
             }
             Err(LoadError::Invalid(d)) => {
-                for line in d.lines() {
-                    eprintln!("{line}");
-                }
+                print_problems(&d);
                 Err(exit::INVALID)
             }
         };
@@ -465,6 +468,13 @@ pub(crate) struct Job {
     pub(crate) resume: Option<Vec<orch_model::store::TaskRecord>>,
 }
 
+/// Whether progress is a bar rather than a line per event: a bar needs a
+/// terminal that can move the cursor, so not a pipe and not `TERM=dumb`
+/// (where the bar stays hidden, and nothing would show until the end).
+fn progress_bar_wanted(stderr_is_terminal: bool, term: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && term.is_some_and(|t| !t.is_empty() && t != "dumb")
+}
+
 /// Runs a resolved workflow, recorded in the engine's store, with live
 /// progress; prints the table (or JSON) and returns the exit code.
 pub(crate) fn execute(engine: &orch_engine::OrchestrationEngine, job: Job, args: &RunArgs) -> u8 {
@@ -517,7 +527,10 @@ pub(crate) fn execute(engine: &orch_engine::OrchestrationEngine, job: Job, args:
         ..RunOptions::default()
     };
     let total = wf.workflow().steps.len();
-    let terminal = std::io::stderr().is_terminal();
+    let terminal = progress_bar_wanted(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("TERM").as_deref(),
+    );
     let quiet = args.json;
     let result = runtime.block_on(async {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
@@ -635,10 +648,10 @@ pub(crate) fn execute(engine: &orch_engine::OrchestrationEngine, job: Job, args:
             }
         }
         Err(e) => {
-            eprintln!("orch: {}", first_line(&e));
+            eprintln!("orch: {}", escape_line(&first_line(&e)));
             if let OrchestrationError::Validation(d) = &e {
                 for line in d.lines().skip(1) {
-                    eprintln!("{line}");
+                    eprintln!("{}", escape_line(&line));
                 }
             }
             // The store could not be read or written (a full disk, a deleted
@@ -723,24 +736,21 @@ pub fn resources(file: Option<&Path>, json_out: bool) -> u8 {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    println!(
-        "{:<16}  {:<13}  {:<10}  {:<40}  ALLOCATED",
-        "ID", "TYPE", "STATUS", "CAPACITY"
-    );
+    let mut table = Table::new(&["ID", "TYPE", "STATUS", "CAPACITY", "ALLOCATED"]);
     for r in &list {
-        println!(
-            "{:<16}  {:<13}  {:<10}  {:<40}  {}",
-            r.id,
-            r.resource_type.as_str(),
-            r.status.as_str(),
+        table.row([
+            r.id.clone(),
+            r.resource_type.as_str().to_owned(),
+            r.status.as_str().to_owned(),
             fmt_map(&r.capacity),
             if r.allocated.is_empty() {
                 "-".to_owned()
             } else {
                 fmt_map(&r.allocated)
-            }
-        );
+            },
+        ]);
     }
+    table.print();
     exit::OK
 }
 
@@ -754,6 +764,19 @@ fn first_line(e: &OrchestrationError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dumb_or_unknown_terminal_gets_a_line_per_event() {
+        use std::ffi::OsStr;
+        assert!(progress_bar_wanted(
+            true,
+            Some(OsStr::new("xterm-256color"))
+        ));
+        assert!(!progress_bar_wanted(true, Some(OsStr::new("dumb"))));
+        assert!(!progress_bar_wanted(true, Some(OsStr::new(""))));
+        assert!(!progress_bar_wanted(true, None));
+        assert!(!progress_bar_wanted(false, Some(OsStr::new("xterm"))));
+    }
 
     #[test]
     fn params_are_json_when_they_parse_and_text_otherwise() {

@@ -3,6 +3,7 @@
 use crate::exit;
 use crate::manage::engine_with;
 use crate::run::{Job, RunArgs, execute};
+use crate::term::{Stream, Table, print_raw};
 use orch_engine::OrchestrationEngine;
 use orch_model::store::{RunRecord, TakeOver, TaskRecord};
 use orch_model::{Format, Limits, RunId, Store, TaskStatus, WorkflowStatus, load_workflow};
@@ -83,15 +84,10 @@ async fn find_run(store: &Arc<dyn Store>, id: &str) -> Result<RunRecord, String>
 /// A run by id, unique id prefix, or `last` (from the list when not by id).
 async fn find_listed(store: &Arc<dyn Store>, id: &str) -> Result<RunRecord, String> {
     if id == "last" || id == "latest" {
-        return store
-            .list_runs()
-            .await
-            .map_err(|e| format!("orch: {e}"))?
-            .into_iter()
-            .next()
-            .ok_or_else(|| {
-                "orch: there are no runs yet; start one with `orch run FILE`".to_owned()
-            });
+        let runs = store.list_runs().await.map_err(|e| format!("orch: {e}"))?;
+        return newest_top_level(runs).ok_or_else(|| {
+            "orch: there are no runs yet; start one with `orch run FILE`".to_owned()
+        });
     }
     if let Ok(rid) = id.parse::<RunId>() {
         return store
@@ -115,6 +111,28 @@ async fn find_listed(store: &Arc<dyn Store>, id: &str) -> Result<RunRecord, Stri
             "orch: `{id}` matches more than one run; give more of the id"
         )),
     }
+}
+
+/// The newest run that is not a sub-workflow's (`workflow.run`) child, from
+/// runs listed newest first.
+///
+/// A child run is driven by the process that drives its parent, and starts
+/// while the parent runs: a run is a child when an older run has the same
+/// owner and had not finished when it started. (`orch run` drives one
+/// top-level run per process; the store keeps no parent link.)
+fn newest_top_level(runs: Vec<RunRecord>) -> Option<RunRecord> {
+    let is_child = |c: &RunRecord| {
+        c.owner.as_ref().is_some_and(|owner| {
+            runs.iter().any(|p| {
+                p.id != c.id
+                    && p.owner.as_ref() == Some(owner)
+                    && (p.created_at, p.id) < (c.created_at, c.id)
+                    && p.finished_at.is_none_or(|f| f >= c.created_at)
+            })
+        })
+    };
+    let pos = runs.iter().position(|r| !is_child(r))?;
+    runs.into_iter().nth(pos)
 }
 
 fn fmt_secs(d: chrono::TimeDelta) -> String {
@@ -169,25 +187,22 @@ pub fn list(config: Option<&Path>, json_out: bool, limit: usize) -> u8 {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return exit::OK;
     }
-    println!(
-        "{:<36}  {:<20}  {:<11}  {:<19}  {:>9}  TASKS",
-        "RUN", "WORKFLOW", "STATUS", "CREATED", "DURATION"
-    );
+    let mut table =
+        Table::new(&["RUN", "WORKFLOW", "STATUS", "CREATED", "DURATION", "TASKS"]).right(&[4]);
     for r in &rows {
         let duration = r
             .finished_at
             .map_or_else(|| "-".to_owned(), |f| fmt_secs(f - r.created_at));
-        println!(
-            "{:<36}  {:<20}  {:<11}  {:<19}  {:>9}  {}/{}",
+        table.row([
             r.id.to_string(),
-            r.workflow,
-            shown_status(r),
-            r.created_at.format("%Y-%m-%d %H:%M:%S"),
+            r.workflow.clone(),
+            shown_status(r).to_owned(),
+            r.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
             duration,
-            r.tasks.done(),
-            r.tasks.total()
-        );
+            format!("{}/{}", r.tasks.done(), r.tasks.total()),
+        ]);
     }
+    table.print();
     if rows.is_empty() {
         println!("(no runs in {})", engine.store_url());
     }
@@ -271,16 +286,10 @@ pub fn show(config: Option<&Path>, id: &str, json_out: bool) -> u8 {
             .map(|f| format!(", finished after {}", fmt_secs(f - r.created_at)))
             .unwrap_or_default()
     );
-    let width = tasks
-        .iter()
-        .map(|t| t.name.chars().count())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    println!(
-        "{:<width$}  {:<9}  {:>8}  {:<12}  {:>9}  {:<6}  NOTE",
-        "STEP", "STATE", "ATTEMPTS", "STARTED", "DURATION", "CACHED"
-    );
+    let mut table = Table::new(&[
+        "STEP", "STATE", "ATTEMPTS", "STARTED", "DURATION", "CACHED", "NOTE",
+    ])
+    .right(&[2, 4]);
     for t in &tasks {
         let (started, duration, note) = task_line(t);
         let cached = if t.result.as_ref().is_some_and(|x| x.cached) {
@@ -288,21 +297,24 @@ pub fn show(config: Option<&Path>, id: &str, json_out: bool) -> u8 {
         } else {
             "-"
         };
-        println!(
-            "{:<width$}  {:<9}  {:>8}  {:<12}  {:>9}  {:<6}  {note}",
-            t.name,
-            t.status.as_str(),
-            t.attempt,
+        table.row([
+            t.name.clone(),
+            t.status.as_str().to_owned(),
+            t.attempt.to_string(),
             started,
             duration,
-            cached
-        );
+            cached.to_owned(),
+            note,
+        ]);
     }
+    table.print();
     exit::OK
 }
 
-/// `orch logs RUN STEP`: a step's captured output.
-pub fn logs(config: Option<&Path>, id: &str, step: &str) -> u8 {
+/// `orch logs RUN STEP`: a step's captured output, escaped; with `raw`, a
+/// command's standard output and error as they were captured, unescaped,
+/// on orch's standard output and error.
+pub fn logs(config: Option<&Path>, id: &str, step: &str, raw: bool) -> u8 {
     let (_engine, store, rt) = match open_read_only(config) {
         Ok(x) => x,
         Err(c) => return c,
@@ -340,6 +352,20 @@ pub fn logs(config: Option<&Path>, id: &str, step: &str) -> u8 {
         return exit::OK;
     };
     let data = &result.data;
+    if raw {
+        let mut printed = false;
+        for (key, stream) in [("stdout", Stream::Out), ("stderr", Stream::Err)] {
+            if let Some(text) = data.get(key).and_then(Value::as_str) {
+                print_raw(stream, text.as_bytes());
+                printed = true;
+            }
+        }
+        if !printed && !data.is_null() {
+            let text = serde_json::to_string_pretty(data).unwrap_or_default();
+            print_raw(Stream::Out, format!("{text}\n").as_bytes());
+        }
+        return exit::OK;
+    }
     let mut printed = false;
     for (key, label) in [("stdout", "stdout"), ("stderr", "stderr")] {
         if let Some(text) = data.get(key).and_then(Value::as_str) {

@@ -1,0 +1,262 @@
+//! The printing layer: everything `orch` prints goes through here.
+//!
+//! - Control characters are shown escaped, as `\u001b`: orch prints values
+//!   it did not write itself (parameter values, step errors, results, step
+//!   output, file names, keys), and a value must never drive the terminal
+//!   (clear the screen, retitle the window, fake a line). Escaped are the C0
+//!   controls except newline and tab (and a carriage return right before a
+//!   newline), DEL, the C1 controls, and the Unicode bidirectional overrides
+//!   and line separators. The form is JSON's, so a JSON document printed
+//!   through here stays valid JSON that means the same.
+//! - A closed standard output (`orch runs list | head -1`) ends orch quietly
+//!   with [`EXIT_PIPE`], as Unix tools end on SIGPIPE; a closed standard error
+//!   is ignored (there is nowhere left to say anything).
+//!
+//! `main.rs` routes `println!`, `print!`, `eprintln!` and `eprint!` of this
+//! crate here, so no call site can forget.
+
+use std::borrow::Cow;
+use std::fmt::{self, Write as _};
+use std::io::Write as _;
+
+/// The exit code after standard output was closed by its reader: 128 +
+/// SIGPIPE, what a shell shows for a tool that SIGPIPE ended.
+pub const EXIT_PIPE: i32 = 141;
+
+/// Whether `c` is shown escaped (newline and tab are decided by the caller).
+fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+        )
+}
+
+fn escape_with(s: &str, keep_newlines: bool) -> Cow<'_, str> {
+    let keep = |c: char, next: Option<char>| {
+        keep_newlines && (c == '\n' || c == '\t' || (c == '\r' && next == Some('\n')))
+    };
+    let mut chars = s.chars().peekable();
+    let mut first_bad = None;
+    let mut at = 0;
+    while let Some(c) = chars.next() {
+        if is_unsafe(c) && !keep(c, chars.peek().copied()) {
+            first_bad = Some(at);
+            break;
+        }
+        at += c.len_utf8();
+    }
+    let Some(start) = first_bad else {
+        return Cow::Borrowed(s);
+    };
+    let mut out = String::with_capacity(s.len() + 16);
+    out.push_str(&s[..start]);
+    let mut chars = s[start..].chars().peekable();
+    while let Some(c) = chars.next() {
+        if is_unsafe(c) && !keep(c, chars.peek().copied()) {
+            // Every escaped character is in the Basic Multilingual Plane.
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// `s` with its control characters escaped; newlines and tabs kept (for
+/// blocks of several lines, such as a step's output).
+#[must_use]
+pub fn escape(s: &str) -> Cow<'_, str> {
+    escape_with(s, true)
+}
+
+/// `s` on one line: every control character escaped, newlines too (for a
+/// table cell or a one-line field).
+#[must_use]
+pub fn escape_line(s: &str) -> Cow<'_, str> {
+    escape_with(s, false)
+}
+
+/// Which stream [`print`] writes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Standard output.
+    Out,
+    /// Standard error.
+    Err,
+}
+
+/// Writes `args` (and a newline when `newline`), escaped, to `stream`.
+///
+/// A broken pipe on standard output ends the process with [`EXIT_PIPE`];
+/// any other failure to write standard output ends it with 1 after one line
+/// on standard error. Failures to write standard error are ignored.
+pub fn print(stream: Stream, args: fmt::Arguments<'_>, newline: bool) {
+    let text: Cow<'_, str> = match args.as_str() {
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(args.to_string()),
+    };
+    let mut shown = escape(&text).into_owned();
+    if newline {
+        shown.push('\n');
+    }
+    write_bytes(stream, shown.as_bytes());
+}
+
+/// Writes `bytes` as they are (`orch logs --raw`, asked for explicitly),
+/// with [`print`]'s handling of a closed pipe.
+pub fn print_raw(stream: Stream, bytes: &[u8]) {
+    write_bytes(stream, bytes);
+}
+
+fn write_bytes(stream: Stream, bytes: &[u8]) {
+    match stream {
+        Stream::Out => {
+            let result = {
+                let mut out = std::io::stdout().lock();
+                out.write_all(bytes).and_then(|()| {
+                    // Whole lines reach a pipe at once; the rest at exit.
+                    if bytes.ends_with(b"\n") {
+                        out.flush()
+                    } else {
+                        Ok(())
+                    }
+                })
+            };
+            if let Err(e) = result {
+                stdout_failed(&e);
+            }
+        }
+        Stream::Err => {
+            let _ = std::io::stderr().lock().write_all(bytes);
+        }
+    }
+}
+
+/// Ends the process after standard output failed.
+fn stdout_failed(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(EXIT_PIPE);
+    }
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "orch: cannot write to standard output: {e}"
+    );
+    std::process::exit(i32::from(crate::exit::FAILED));
+}
+
+/// A table: a header and rows of cells, columns sized to their widest cell
+/// as a terminal shows it (wide characters count twice), two spaces apart.
+/// Every cell is escaped onto one line.
+#[derive(Debug)]
+pub struct Table {
+    inner: comfy_table::Table,
+    columns: usize,
+}
+
+impl Table {
+    /// A table with these column headers.
+    #[must_use]
+    pub fn new(header: &[&str]) -> Self {
+        let mut inner = comfy_table::Table::new();
+        inner
+            .load_preset(comfy_table::presets::NOTHING)
+            .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
+            .set_header(header.iter().copied());
+        let columns = header.len();
+        for (i, column) in inner.column_iter_mut().enumerate() {
+            column.set_padding((0, if i + 1 < columns { 2 } else { 0 }));
+        }
+        Self { inner, columns }
+    }
+
+    /// Aligns these columns (0-based) to the right.
+    #[must_use]
+    pub fn right(mut self, columns: &[usize]) -> Self {
+        for &i in columns {
+            if let Some(c) = self.inner.column_mut(i) {
+                c.set_cell_alignment(comfy_table::CellAlignment::Right);
+            }
+        }
+        self
+    }
+
+    /// Adds a row.
+    pub fn row<I, T>(&mut self, cells: I)
+    where
+        I: IntoIterator<Item = T>,
+        T: fmt::Display,
+    {
+        let row: Vec<String> = cells
+            .into_iter()
+            .map(|c| escape_line(&c.to_string()).into_owned())
+            .collect();
+        debug_assert_eq!(row.len(), self.columns, "a row has a cell per column");
+        self.inner.add_row(row);
+    }
+
+    /// The table's lines, without trailing spaces.
+    #[must_use]
+    pub fn lines(&self) -> Vec<String> {
+        self.inner
+            .lines()
+            .map(|l| l.trim_end().to_owned())
+            .collect()
+    }
+
+    /// Prints the table to standard output.
+    pub fn print(&self) {
+        for line in self.lines() {
+            print(Stream::Out, format_args!("{line}"), true);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_and_text_is_kept() {
+        let hostile = "x\u{1b}[2J\u{1b}]0;pwned\u{7}y";
+        assert_eq!(escape(hostile), "x\\u001b[2J\\u001b]0;pwned\\u0007y");
+        assert_eq!(
+            escape("a\u{7f}b\u{9b}c\u{202e}d"),
+            "a\\u007fb\\u009bc\\u202ed"
+        );
+        assert_eq!(
+            escape("two\nlines\tand\r\nmore\rover"),
+            "two\nlines\tand\r\nmore\\u000dover"
+        );
+        assert_eq!(escape_line("two\nlines\t"), "two\\u000alines\\u0009");
+        assert!(matches!(escape("plain – ünïcode 日本"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn escaped_json_is_still_the_same_json() {
+        let v = serde_json::json!({"k\u{1b}": "a\u{9b}b\u{7f}\u{202e}\n"});
+        let text = serde_json::to_string_pretty(&v).expect("serializes");
+        let shown = escape(&text);
+        assert!(!shown.contains(['\u{1b}', '\u{9b}', '\u{7f}', '\u{202e}']));
+        let back: serde_json::Value = serde_json::from_str(&shown).expect("still JSON");
+        assert_eq!(back, v);
+    }
+
+    #[test]
+    fn table_columns_fit_wide_values() {
+        let mut t = Table::new(&["NAME", "N", "NOTE"]).right(&[1]);
+        t.row(["日本語の名前", "7", "x"]);
+        t.row(["a\u{1b}b", "12", ""]);
+        let lines = t.lines();
+        // Six characters two columns wide each: the name column is 12 wide.
+        assert_eq!(lines[0], "NAME           N  NOTE");
+        assert_eq!(lines[1], "日本語の名前   7  x");
+        assert_eq!(lines[2], "a\\u001bb      12");
+    }
+}
