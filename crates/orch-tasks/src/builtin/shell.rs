@@ -419,3 +419,44 @@ async fn capture(
         err_truncated,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::stored_text;
+
+    /// The bytes `s` takes as stored: its JSON string without the quotes.
+    fn stored_len(s: &str) -> usize {
+        serde_json::to_string(s).map_or(usize::MAX, |j| j.len() - 2)
+    }
+
+    #[test]
+    fn the_limit_counts_escapes() {
+        let (s, cut) = stored_text(&[0u8; 100], 60, false);
+        assert_eq!((s.len(), cut), (10, true));
+        assert_eq!(stored_len(&s), 60);
+        let (s, cut) = stored_text(b"\"\\\n\t", 8, false);
+        assert_eq!((s.as_str(), cut), ("\"\\\n\t", false));
+        let (s, cut) = stored_text(b"\"\\\n\t", 7, false);
+        assert_eq!((s.as_str(), cut), ("\"\\\n", true));
+    }
+
+    #[test]
+    fn a_character_is_never_split() {
+        // "é" takes 2 bytes: with 3 bytes of room, one "é" fits and the second does not.
+        let (s, cut) = stored_text("éé".as_bytes(), 3, false);
+        assert_eq!((s.as_str(), cut), ("é", true));
+        // Reading stopped inside a character: the partial character is dropped, not replaced.
+        let (s, cut) = stored_text(&"aé".as_bytes()[..2], 100, true);
+        assert_eq!((s.as_str(), cut), ("a", true));
+        // An invalid byte that was not cut by reading is a replacement character.
+        let (s, cut) = stored_text(b"a\xffb", 100, false);
+        assert_eq!((s.as_str(), cut), ("a\u{FFFD}b", false));
+    }
+
+    #[test]
+    fn what_fits_is_kept_whole() {
+        let text = "plain text with ünïcode and a \u{1} control";
+        let (s, cut) = stored_text(text.as_bytes(), stored_len(text), false);
+        assert_eq!((s.as_str(), cut), (text, false));
+    }
+}
