@@ -429,3 +429,67 @@ fn stopping_before_starting_cancels_the_pending_tasks() {
         );
     });
 }
+
+/// Issue 10 item 15: a resource's `limits.max_concurrent_users` is enforced
+/// in `resource_aware` mode. Each task is a user of what it holds, so a limit
+/// of 1 lets one task at a time hold the resource although its capacity
+/// would fit all of them.
+#[test]
+fn max_concurrent_users_lets_one_task_at_a_time_hold_a_resource() {
+    use orch_model::{ResourceRequest, ResourceType};
+    use orch_resources::ResourceManager;
+    use std::sync::Arc;
+    rt().block_on(async {
+        let mut lock =
+            ResourceManager::resource("db", ResourceType::Database, &[("connections", 8.0)]);
+        lock.limits.insert("max_concurrent_users".into(), json!(1));
+        let rm = Arc::new(ResourceManager::with_resources(vec![lock]).expect("valid"));
+        let o = TaskOrchestrator::new(OrchestratorConfig {
+            mode: ExecutionMode::ResourceAware,
+            max_parallel_tasks: 4,
+            resources: Some(rm.clone()),
+            ..OrchestratorConfig::default()
+        });
+        let ids: Vec<_> = (0..3)
+            .map(|i| {
+                o.create_task(
+                    &format!("q{i}"),
+                    "shell",
+                    "exec",
+                    TaskOptions {
+                        parameters: params(json!({"program": "sleep", "args": ["0.1"]})),
+                        resources: ResourceRequest::default().with(
+                            ResourceType::Database,
+                            "connections",
+                            1.0,
+                        ),
+                        ..TaskOptions::default()
+                    },
+                )
+                .expect("created")
+                .id
+            })
+            .collect();
+        o.start_execution().expect("inside a runtime");
+        let done = tokio::time::timeout(Duration::from_secs(60), o.wait_for_completion(None))
+            .await
+            .expect("finished in time");
+        assert!(done);
+        let mut spans: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let t = o.get_task(*id).expect("known");
+                assert_eq!(t.status, TaskStatus::Completed, "{t:?}");
+                (
+                    t.started_at.expect("started"),
+                    t.completed_at.expect("finished"),
+                )
+            })
+            .collect();
+        spans.sort();
+        for w in spans.windows(2) {
+            assert!(w[0].1 <= w[1].0, "two tasks held `db` at once: {spans:?}");
+        }
+        assert_eq!(rm.get_resource("db").expect("db").current_users.len(), 0);
+    });
+}
