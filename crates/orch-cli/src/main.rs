@@ -76,7 +76,7 @@ enum RunsAction {
     },
     /// Show a run's steps: state, attempts, start, duration, cached mark, error.
     Show {
-        /// The run's id, a unique prefix of it, or `last`.
+        /// The run's id, a unique prefix of it, or `last` (the newest run started by `orch run`).
         run: String,
         /// Print JSON.
         #[arg(long)]
@@ -308,7 +308,7 @@ enum Command {
     },
     /// Finish an interrupted run: finished steps keep their results, interrupted ones run again.
     Resume {
-        /// The run's id, a unique prefix of it, or `last`.
+        /// The run's id, a unique prefix of it, or `last` (the newest run started by `orch run`).
         run: String,
         /// Execution mode.
         #[arg(long, value_enum, default_value = "parallel")]
@@ -325,7 +325,7 @@ enum Command {
     },
     /// Cancel a run from another terminal: its running processes stop, nothing new starts.
     Cancel {
-        /// The run's id, a unique prefix of it, or `last`.
+        /// The run's id, a unique prefix of it, or `last` (the newest run started by `orch run`).
         run: String,
         /// How long to wait for the run to stop.
         #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration_arg)]
