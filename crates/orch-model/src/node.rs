@@ -1078,7 +1078,8 @@ pub(crate) fn non_finite_value(f: f64) -> String {
         "NaN (not a number) cannot be a value in a workflow definition; use a finite number"
             .to_owned()
     } else {
-        "the number is out of range (infinite, or beyond about ±1.8e308); use a finite number"
+        "the number is out of range: numbers in a definition must be finite, \
+         at most about ±1.8e308"
             .to_owned()
     }
 }

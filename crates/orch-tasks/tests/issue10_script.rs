@@ -1,0 +1,154 @@
+//! Issue 10, item 1: a value never becomes part of a `shell.script` script.
+//! Validation refuses a `${...}` in `script` (see orch-model's
+//! `issue10_definitions`); these tests cover what does not go through it:
+//! tasks of the seed's `TaskOrchestrator`, whose parameters are resolved
+//! against finished tasks, must not splice either.
+
+use orch_model::{Format, Limits, Task, TaskStatus, load_workflow};
+use orch_tasks::orchestrator::{OrchestratorConfig, TaskOptions, TaskOrchestrator};
+use serde_json::{Map, Value, json};
+use std::time::Duration;
+
+const PAYLOADS: &[&str] = &[
+    "$(touch PWNED)",
+    "`touch PWNED`",
+    "; touch PWNED",
+    "\"$(touch PWNED)\"",
+    "x; touch PWNED #",
+];
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn params(v: Value) -> Map<String, Value> {
+    v.as_object().cloned().unwrap_or_default()
+}
+
+fn orchestrator(dir: &std::path::Path) -> TaskOrchestrator {
+    TaskOrchestrator::new(OrchestratorConfig {
+        work_dir: dir.to_path_buf(),
+        ..OrchestratorConfig::default()
+    })
+}
+
+#[test]
+fn a_definition_that_splices_a_value_into_a_script_never_runs() {
+    for payload in PAYLOADS {
+        for script in ["echo ${params.v}", "echo \"${src.result}\""] {
+            let yaml = format!(
+                "name: w\nparameters: {{v: {}}}\nsteps:\n  - {{name: src, module: core, action: set, parameters: {{value: {}}}}}\n  - {{name: sh, module: shell, action: script, parameters: {{script: {}}}}}\n",
+                json!(payload),
+                json!(payload),
+                json!(script)
+            );
+            let d = load_workflow(&yaml, Format::Yaml, &Limits::default(), None)
+                .expect_err("refused before anything runs");
+            let text = d.to_string();
+            assert!(
+                text.contains("steps[1].parameters.script") && text.contains("env:"),
+                "{text}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_task_whose_script_refers_to_a_result_fails_and_runs_nothing() {
+    let rt = rt();
+    for payload in PAYLOADS {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let o = orchestrator(dir.path());
+        rt.block_on(async {
+            o.start_execution().expect("start");
+            let src = o
+                .create_task(
+                    "src",
+                    "core",
+                    "set",
+                    TaskOptions {
+                        parameters: params(json!({"value": payload})),
+                        ..TaskOptions::default()
+                    },
+                )
+                .expect("src");
+            let sh = o
+                .create_task(
+                    "sh",
+                    "shell",
+                    "script",
+                    TaskOptions {
+                        parameters: params(json!({"script": "echo ${src.result} > out.txt"})),
+                        dependencies: vec![src.id],
+                        ..TaskOptions::default()
+                    },
+                )
+                .expect("sh");
+            assert!(o.wait_for_completion(Some(Duration::from_secs(30))).await);
+            let task = o.get_task(sh.id).expect("task");
+            assert_eq!(task.status, TaskStatus::Failed, "{payload}: {task:?}");
+            let result = o.get_task_result(sh.id).expect("result");
+            let error = format!("{result:?}");
+            assert!(error.contains("env:"), "{payload}: {error}");
+            // `execute_task` resolves the same way.
+            let mut direct = Task::new("direct", "shell", "script");
+            direct.parameters = params(json!({"script": "echo ${src.result} > out.txt"}));
+            let result = o.execute_task(&direct).await;
+            assert!(format!("{result:?}").contains("env:"), "{result:?}");
+        });
+        assert!(!dir.path().join("PWNED").exists(), "{payload} ran as code");
+        assert!(
+            !dir.path().join("out.txt").exists(),
+            "{payload}: the script ran"
+        );
+    }
+}
+
+#[test]
+fn values_through_env_stay_data_and_escaped_dollars_reach_the_shell() {
+    let rt = rt();
+    for payload in PAYLOADS {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let o = orchestrator(dir.path());
+        rt.block_on(async {
+            o.start_execution().expect("start");
+            let src = o
+                .create_task(
+                    "src",
+                    "core",
+                    "set",
+                    TaskOptions {
+                        parameters: params(json!({"value": payload})),
+                        ..TaskOptions::default()
+                    },
+                )
+                .expect("src");
+            let sh = o
+                .create_task(
+                    "sh",
+                    "shell",
+                    "script",
+                    TaskOptions {
+                        parameters: params(json!({
+                            "script": "printf '%s|%s|%s' \"$V\" \"$1\" \"$${ORCH_TEST_WORD}\" > out.txt",
+                            "env": {"V": "${src.result}", "ORCH_TEST_WORD": "word"},
+                            "args": ["${src.result}"],
+                        })),
+                        dependencies: vec![src.id],
+                        ..TaskOptions::default()
+                    },
+                )
+                .expect("sh");
+            assert!(o.wait_for_completion(Some(Duration::from_secs(30))).await);
+            let task = o.get_task(sh.id).expect("task");
+            assert_eq!(task.status, TaskStatus::Completed, "{payload}: {task:?}");
+        });
+        let out = std::fs::read_to_string(dir.path().join("out.txt")).expect("out.txt");
+        assert_eq!(out, format!("{payload}|{payload}|word"));
+        assert!(!dir.path().join("PWNED").exists(), "{payload} ran as code");
+    }
+}
