@@ -364,6 +364,36 @@ mod tests {
     }
 
     #[test]
+    fn a_script_is_never_substituted_into() {
+        let s = scope();
+        let m = json!({
+            "script": "echo ${params.path}",
+            "env": {"P": "${params.path}"},
+        });
+        let m = m.as_object().cloned().unwrap_or_default();
+        // Validation refuses this; the resolver refuses it again.
+        let err = resolve_parameters("shell", "script", &m, &s).expect_err("refused");
+        assert!(
+            err.contains("env:") && err.contains("`${params.path}`"),
+            "{err}"
+        );
+        // Escapes are undone, nothing is substituted; other parameters resolve.
+        let m = json!({"script": "echo \"$${HOME}\" $$ \"$P\"", "env": {"P": "${params.path}"}});
+        let m = m.as_object().cloned().unwrap_or_default();
+        assert_eq!(
+            resolve_parameters("shell", "script", &m, &s).map(Value::Object),
+            Ok(json!({"script": "echo \"${HOME}\" $$ \"$P\"", "env": {"P": "./src"}}))
+        );
+        // The same key of another action is an ordinary template.
+        let m = json!({"script": "echo ${params.path}"});
+        let m = m.as_object().cloned().unwrap_or_default();
+        assert_eq!(
+            resolve_parameters("core", "set", &m, &s).map(Value::Object),
+            Ok(json!({"script": "echo ./src"}))
+        );
+    }
+
+    #[test]
     fn conditions() {
         let s = scope();
         let w = |r: &str, op, value: Option<Value>| When {
