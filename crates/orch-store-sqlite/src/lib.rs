@@ -285,7 +285,7 @@ fn lost(path: &Path, now: std::io::Result<(u64, u64)>) -> OrchestrationError {
     };
     OrchestrationError::Io {
         message: format!(
-            "the store's database {} {what} while orch was using it; what was recorded since it was opened is lost. Nothing more is recorded: stop, and start the run again",
+            "the store's database {} {what} while orch was using it: what it recorded there is lost, and nothing more can be recorded, so the run stops here (start it again with `orch run`)",
             path.display()
         ),
     }
