@@ -1251,6 +1251,203 @@ impl ProjectManager {
         self.remember(name, None)?;
         Ok(true)
     }
+
+    /// Project names, sorted, of the projects that match every condition of
+    /// `filter` (seed: `list_projects(status)`; also by type and tag).
+    pub fn list_projects_filtered(&self, filter: &ProjectFilter) -> Vec<String> {
+        lock(&self.inner.projects)
+            .values()
+            .filter(|p| {
+                filter.status.is_none_or(|s| p.status == s)
+                    && filter.project_type.is_none_or(|t| p.project_type == t)
+                    && filter
+                        .tag
+                        .as_ref()
+                        .is_none_or(|t| p.tags.iter().any(|x| x == t))
+            })
+            .map(|p| p.name.clone())
+            .collect()
+    }
+
+    /// Changes a project's status (`planning`, `active`, `paused`,
+    /// `completed` or `failed`), description, version, author, tags or
+    /// config entries, on disk and in memory (seed: `update_project`).
+    /// `updated_at` moves when anything is given.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown project; `InvalidParameters` for the status
+    /// `archived` (use `archive_project`, which writes the archive) or an
+    /// empty version; `InvalidState` for a status change of an archived
+    /// project; `Io`.
+    pub fn update_project(
+        &self,
+        name: &str,
+        update: ProjectUpdate,
+    ) -> Result<Project, OrchestrationError> {
+        let current = self.get_project(name).ok_or_else(|| self.not_found(name))?;
+        if let Some(status) = update.status {
+            if status == ProjectStatus::Archived && current.status != ProjectStatus::Archived {
+                return Err(OrchestrationError::invalid_parameters(format!(
+                    "project `{name}`: the status `archived` is set by archive_project (`orch project archive {name}`), which writes the archive first"
+                )));
+            }
+            if current.status == ProjectStatus::Archived && status != ProjectStatus::Archived {
+                return Err(OrchestrationError::InvalidState {
+                    message: format!(
+                        "project `{name}` is archived; its status cannot change (create a new project from the archive to go on)"
+                    ),
+                });
+            }
+        }
+        if let Some(v) = &update.version {
+            if v.trim().is_empty() {
+                return Err(OrchestrationError::invalid_parameters(format!(
+                    "project `{name}`: the version is empty; give one such as 1.1.0"
+                )));
+            }
+        }
+        let ProjectUpdate {
+            status,
+            description,
+            version,
+            author,
+            tags,
+            config,
+        } = update;
+        if status.is_none()
+            && description.is_none()
+            && version.is_none()
+            && author.is_none()
+            && tags.is_none()
+            && config.is_empty()
+        {
+            return Ok(current);
+        }
+        self.update(name, |p| {
+            if let Some(s) = status {
+                p.status = s;
+            }
+            if let Some(d) = description {
+                p.description = d;
+            }
+            if let Some(v) = version {
+                p.version = v;
+            }
+            if let Some(a) = author {
+                p.author = a;
+            }
+            if let Some(t) = tags {
+                p.tags = t;
+            }
+            for (k, v) in config {
+                p.config.insert(k, v);
+            }
+            p.updated_at = Utc::now();
+        })
+    }
+
+    /// Creates a project from a template (default `ai_analysis`) and runs
+    /// one of the template's workflows in it (seed: the engine's
+    /// `create_project_from_workflow`). When the run succeeds, the milestone
+    /// `workflow_<NAME>_completed` records it (`workflow`, `run_id`,
+    /// `execution_time` in seconds, `success`). The project stays whatever
+    /// the run's outcome; [`ProjectFromWorkflow::run`] holds it, and an `Err`
+    /// there means the run could not start (for example a parameter the
+    /// workflow does not declare): fix it and call
+    /// `execute_project_workflow`.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown template; `InvalidParameters` when the
+    /// template has no such workflow (nothing is created then); the errors
+    /// of [`ProjectManager::create_project`]; `Io` when the milestone cannot
+    /// be written.
+    pub async fn create_project_from_workflow(
+        &self,
+        name: &str,
+        workflow: &str,
+        template_name: Option<&str>,
+        path: Option<&Path>,
+        options: CreateOptions,
+        run: ExecuteOptions,
+    ) -> Result<ProjectFromWorkflow, OrchestrationError> {
+        let template_name = template_name.unwrap_or("ai_analysis");
+        let template = self.get_template(template_name).ok_or_else(|| {
+            OrchestrationError::NotFound {
+                kind: EntityKind::Template,
+                name: template_name.to_owned(),
+                hint: Some(format!("templates: {}", self.list_templates().join(", "))),
+            }
+        })?;
+        if !template.workflows.iter().any(|w| w == workflow) {
+            return Err(OrchestrationError::invalid_parameters(format!(
+                "template `{template_name}` has no workflow `{workflow}`; its workflows: {}",
+                if template.workflows.is_empty() {
+                    "none".to_owned()
+                } else {
+                    template.workflows.join(", ")
+                }
+            )));
+        }
+        self.create_project(name, Some(template_name), path, options)?;
+        let run = self
+            .execute_project_workflow_with(name, workflow, run)
+            .await;
+        if let Ok(report) = &run {
+            if report.succeeded() {
+                self.add_project_milestone(
+                    name,
+                    &format!("workflow_{workflow}_completed"),
+                    &json!({
+                        "workflow": workflow,
+                        "run_id": report.run_id.to_string(),
+                        "execution_time": report.duration.as_secs_f64(),
+                        "success": true,
+                    }),
+                )?;
+            }
+        }
+        let project = self.get_project(name).ok_or_else(|| self.not_found(name))?;
+        Ok(ProjectFromWorkflow { project, run })
+    }
+}
+
+/// Which projects [`ProjectManager::list_projects_filtered`] lists; `None`
+/// matches every project.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProjectFilter {
+    /// Only projects in this state.
+    pub status: Option<ProjectStatus>,
+    /// Only projects of this type.
+    pub project_type: Option<ProjectType>,
+    /// Only projects with this tag.
+    pub tag: Option<String>,
+}
+
+/// What [`ProjectManager::update_project`] changes; `None` (or an empty
+/// `config`) leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProjectUpdate {
+    /// The new state (`planning`, `active`, `paused`, `completed`, `failed`).
+    pub status: Option<ProjectStatus>,
+    /// The new description.
+    pub description: Option<String>,
+    /// The new version.
+    pub version: Option<String>,
+    /// The new author.
+    pub author: Option<String>,
+    /// The new tags (replacing the old ones).
+    pub tags: Option<Vec<String>>,
+    /// Config entries to set (each replaces the entry of its key).
+    pub config: Map<String, Value>,
+}
+
+/// The outcome of [`ProjectManager::create_project_from_workflow`].
+#[derive(Debug)]
+pub struct ProjectFromWorkflow {
+    /// The project as it is after the run.
+    pub project: Project,
+    /// The workflow's run, or why it could not start.
+    pub run: Result<RunReport, OrchestrationError>,
 }
 
 fn enum_name<T: Serialize>(v: &T) -> String {

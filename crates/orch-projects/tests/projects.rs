@@ -711,3 +711,270 @@ fn with_a_store_every_project_change_is_recorded_there() {
         dir.path().join("projects/kept")
     );
 }
+
+/// Issue 10 item 22: `update_project` changes a project's status (paused,
+/// completed, failed) and fields, on disk and in memory; `archived` stays
+/// `archive_project`'s.
+#[test]
+fn update_project_changes_status_and_fields_and_keeps_them() {
+    use orch_projects::ProjectUpdate;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pm = pm(dir.path());
+    let created = pm
+        .create_project("a", None, None, CreateOptions::default())
+        .expect("a");
+    assert_eq!(created.status, ProjectStatus::Planning);
+    for status in [
+        ProjectStatus::Active,
+        ProjectStatus::Paused,
+        ProjectStatus::Completed,
+        ProjectStatus::Failed,
+        ProjectStatus::Paused,
+    ] {
+        let p = pm
+            .update_project(
+                "a",
+                ProjectUpdate {
+                    status: Some(status),
+                    ..ProjectUpdate::default()
+                },
+            )
+            .expect("a status change");
+        assert_eq!(p.status, status);
+    }
+    let p = pm
+        .update_project(
+            "a",
+            ProjectUpdate {
+                description: Some("now described".into()),
+                version: Some("1.1.0".into()),
+                author: Some("Ada".into()),
+                tags: Some(vec!["nlp".into()]),
+                config: params(json!({"ai": {"model": "local"}})),
+                ..ProjectUpdate::default()
+            },
+        )
+        .expect("fields");
+    assert!(p.updated_at > created.updated_at);
+    assert_eq!(
+        (
+            p.status,
+            p.description.as_str(),
+            p.version.as_str(),
+            p.author.as_str()
+        ),
+        (ProjectStatus::Paused, "now described", "1.1.0", "Ada")
+    );
+    assert_eq!(p.tags, vec!["nlp"]);
+    assert_eq!(p.config["ai"], json!({"model": "local"}));
+    // Written to the project file: a new manager reads the same.
+    assert_eq!(self::pm(dir.path()).get_project("a"), Some(p.clone()));
+    // Nothing given, nothing written.
+    let same = pm
+        .update_project("a", ProjectUpdate::default())
+        .expect("no change");
+    assert_eq!(same.updated_at, p.updated_at);
+
+    let e = pm
+        .update_project(
+            "a",
+            ProjectUpdate {
+                status: Some(ProjectStatus::Archived),
+                ..ProjectUpdate::default()
+            },
+        )
+        .expect_err("archived is archive_project's");
+    assert_eq!(e.error_code(), ErrorCode::InvalidParameters);
+    assert!(e.to_string().contains("archive_project"), "{e}");
+    let e = pm
+        .update_project(
+            "a",
+            ProjectUpdate {
+                version: Some(" ".into()),
+                ..ProjectUpdate::default()
+            },
+        )
+        .expect_err("empty version");
+    assert!(e.to_string().contains("version is empty"), "{e}");
+    let e = pm
+        .update_project("zzz", ProjectUpdate::default())
+        .expect_err("unknown");
+    assert_eq!(e.error_code(), ErrorCode::NotFound);
+    assert_eq!(
+        pm.get_project("a").expect("a").status,
+        ProjectStatus::Paused,
+        "refused updates change nothing"
+    );
+    pm.archive_project("a", None).expect("archived");
+    let e = pm
+        .update_project(
+            "a",
+            ProjectUpdate {
+                status: Some(ProjectStatus::Active),
+                ..ProjectUpdate::default()
+            },
+        )
+        .expect_err("archived projects keep their status");
+    assert_eq!(e.error_code(), ErrorCode::InvalidState);
+}
+
+/// Issue 10 item 22: `list_projects` by status, type and tag.
+#[test]
+fn projects_are_listed_by_status_type_and_tag() {
+    use orch_model::ProjectType;
+    use orch_projects::{ProjectFilter, ProjectUpdate};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pm = pm(dir.path());
+    pm.create_project(
+        "a",
+        Some("ai_analysis"),
+        None,
+        CreateOptions {
+            tags: vec!["nlp".into()],
+            ..CreateOptions::default()
+        },
+    )
+    .expect("a");
+    pm.create_project("b", Some("data_pipeline"), None, CreateOptions::default())
+        .expect("b");
+    pm.create_project(
+        "c",
+        Some("ai_analysis"),
+        None,
+        CreateOptions {
+            tags: vec!["nlp".into(), "vision".into()],
+            ..CreateOptions::default()
+        },
+    )
+    .expect("c");
+    pm.update_project(
+        "c",
+        ProjectUpdate {
+            status: Some(ProjectStatus::Paused),
+            ..ProjectUpdate::default()
+        },
+    )
+    .expect("paused");
+    let list = |f: ProjectFilter| pm.list_projects_filtered(&f);
+    assert_eq!(list(ProjectFilter::default()), pm.list_projects());
+    assert_eq!(
+        list(ProjectFilter {
+            status: Some(ProjectStatus::Paused),
+            ..ProjectFilter::default()
+        }),
+        vec!["c"]
+    );
+    assert_eq!(
+        list(ProjectFilter {
+            project_type: Some(ProjectType::AiAnalysis),
+            ..ProjectFilter::default()
+        }),
+        vec!["a", "c"]
+    );
+    assert_eq!(
+        list(ProjectFilter {
+            project_type: Some(ProjectType::AiAnalysis),
+            status: Some(ProjectStatus::Planning),
+            tag: Some("nlp".into()),
+        }),
+        vec!["a"]
+    );
+    assert_eq!(
+        list(ProjectFilter {
+            tag: Some("vision".into()),
+            ..ProjectFilter::default()
+        }),
+        vec!["c"]
+    );
+    assert!(
+        list(ProjectFilter {
+            status: Some(ProjectStatus::Failed),
+            ..ProjectFilter::default()
+        })
+        .is_empty()
+    );
+}
+
+/// Issue 10 item 22: `create_project_from_workflow` creates the project,
+/// runs the workflow in it and records the success as a milestone.
+#[test]
+fn create_project_from_workflow_creates_runs_and_records_a_milestone() {
+    use orch_workflows::ExecuteOptions;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pm = pm(dir.path());
+    let rt = rt();
+    let out = rt
+        .block_on(pm.create_project_from_workflow(
+            "analysis",
+            "ai-analysis",
+            None,
+            None,
+            CreateOptions::default(),
+            ExecuteOptions::default(),
+        ))
+        .expect("created");
+    assert_eq!(out.project.template.as_deref(), Some("ai_analysis"));
+    let report = out.run.expect("the run started");
+    assert!(report.succeeded(), "{report:?}");
+    let m = &out.project.milestones["workflow_ai-analysis_completed"];
+    assert_eq!(m["workflow"], "ai-analysis");
+    assert_eq!(m["success"], true);
+    assert_eq!(m["run_id"], report.run_id.to_string());
+    assert!(m["execution_time"].as_f64().is_some() && m["completed_at"].is_string());
+    assert_eq!(out.project.status, ProjectStatus::Active);
+    assert!(
+        dir.path()
+            .join("projects/analysis/reports/analysis.md")
+            .is_file()
+    );
+
+    // A workflow the template does not have: refused, nothing created.
+    let e = rt
+        .block_on(pm.create_project_from_workflow(
+            "nothing",
+            "deploy",
+            Some("ai_analysis"),
+            None,
+            CreateOptions::default(),
+            ExecuteOptions::default(),
+        ))
+        .expect_err("not in the template");
+    assert_eq!(e.error_code(), ErrorCode::InvalidParameters);
+    assert!(
+        e.to_string()
+            .contains("its workflows: ai-analysis, build-and-test"),
+        "{e}"
+    );
+    let e = rt
+        .block_on(pm.create_project_from_workflow(
+            "nothing",
+            "deploy",
+            Some("no_such_template"),
+            None,
+            CreateOptions::default(),
+            ExecuteOptions::default(),
+        ))
+        .expect_err("unknown template");
+    assert_eq!(e.error_code(), ErrorCode::NotFound);
+    assert!(!dir.path().join("projects/nothing").exists());
+    assert!(pm.get_project("nothing").is_none());
+
+    // A run that cannot start leaves the project, says why, and records no milestone.
+    let out = rt
+        .block_on(pm.create_project_from_workflow(
+            "typo",
+            "ai-analysis",
+            None,
+            None,
+            CreateOptions::default(),
+            ExecuteOptions {
+                params: params(json!({"no_such_parameter": 1})),
+                ..ExecuteOptions::default()
+            },
+        ))
+        .expect("the project is created");
+    let e = out.run.expect_err("undeclared parameter");
+    assert!(e.to_string().contains("no_such_parameter"), "{e}");
+    assert!(out.project.milestones.is_empty());
+    assert!(pm.get_project("typo").is_some());
+}
