@@ -155,7 +155,7 @@ enum ProjectAction {
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
         max_parallel: u16,
         /// Limit on the whole run, e.g. 30s, 5m, 1h30m.
-        #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+        #[arg(long, value_name = "DURATION", value_parser = parse_timeout_arg)]
         timeout: Option<std::time::Duration>,
         /// Print the run's report as JSON.
         #[arg(long)]
@@ -224,6 +224,11 @@ fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
     orch_model::duration::parse_duration(s)
 }
 
+/// A run's `--timeout`: a duration that must be positive.
+fn parse_timeout_arg(s: &str) -> Result<std::time::Duration, String> {
+    orch_model::duration::parse_timeout(s)
+}
+
 /// Graph output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum GraphFormat {
@@ -279,7 +284,7 @@ enum Command {
         #[arg(long = "resources", value_name = "PATH")]
         resources: Option<PathBuf>,
         /// Limit on the whole run, e.g. 30s, 5m, 1h30m.
-        #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+        #[arg(long, value_name = "DURATION", value_parser = parse_timeout_arg)]
         timeout: Option<std::time::Duration>,
         #[command(flatten)]
         read: ReadOptions,
@@ -317,7 +322,7 @@ enum Command {
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
         max_parallel: u16,
         /// Limit on the rest of the run.
-        #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+        #[arg(long, value_name = "DURATION", value_parser = parse_timeout_arg)]
         timeout: Option<std::time::Duration>,
         /// Print the run's report as JSON.
         #[arg(long)]

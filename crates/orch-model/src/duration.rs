@@ -112,7 +112,7 @@ pub fn check_timeout(d: Duration) -> Result<(), String> {
     if d.is_zero() {
         Err(
             "a timeout must be positive: 0 would fail every attempt at once; \
-             leave `timeout` out (or set it to null) for no limit"
+             leave the timeout out (or write null in a definition) for no limit"
                 .to_owned(),
         )
     } else {
