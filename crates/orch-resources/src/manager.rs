@@ -208,6 +208,12 @@ struct Held {
     expires: Option<Instant>,
 }
 
+/// How a request begins: granted at once, or in the line with its ticket.
+enum Start {
+    Granted(Allocation),
+    Queued(u64),
+}
+
 /// A request waiting in the queue for capacity.
 #[derive(Debug)]
 struct Waiter {
@@ -964,18 +970,13 @@ impl ResourceManager {
                 "expires_after must be longer than 0 (leave it out for an allocation that never expires)",
             ));
         }
-        let ticket = self.with_state(|st| -> Result<u64> {
+        let start = self.with_state(|st| -> Result<Start> {
             let plan = Self::plan(st, req, user_id)?;
             if st.queue.is_empty() {
                 match plan {
                     Ok(parts) => {
-                        return Self::grant(st, user_id, parts, opts.expires_after).map(|a| {
-                            // Smuggle the allocation out through `served`.
-                            let t = st.next_ticket;
-                            st.next_ticket += 1;
-                            st.served.insert(t, Ok(a));
-                            t
-                        });
+                        return Self::grant(st, user_id, parts, opts.expires_after)
+                            .map(Start::Granted);
                     }
                     Err(why) if opts.wait.is_none() => {
                         return Err(unavailable(format!(
@@ -1001,10 +1002,19 @@ impl ResourceManager {
                 req: req.clone(),
                 expires_after: opts.expires_after,
             });
-            Ok(t)
+            Ok(Start::Queued(t))
         })?;
+        let ticket = match start {
+            Start::Granted(a) => return Ok(a),
+            Start::Queued(t) => t,
+        };
         let guard = TicketGuard { rm: self, ticket };
-        let deadline = tokio::time::Instant::now() + opts.wait.unwrap_or_default();
+        let now = tokio::time::Instant::now();
+        let wait = opts.wait.unwrap_or_default();
+        // A wait too long to add to a clock is as good as forever: a year.
+        let deadline = now
+            .checked_add(wait)
+            .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);

@@ -181,3 +181,29 @@ fn a_request_without_waiting_does_not_pass_the_line_and_says_why() {
         );
     });
 }
+
+/// A wait too long to add to a clock does not panic: it waits, and is served.
+#[test]
+fn a_huge_wait_is_served_like_any_other() {
+    let rm = Arc::new(four_cores());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let holder = rm
+            .allocate_resources("holder", &cores(4.0), None)
+            .await
+            .expect("all cores");
+        let rm2 = rm.clone();
+        let waiter = tokio::spawn(async move {
+            rm2.allocate_resources("patient", &cores(1.0), Some(std::time::Duration::MAX))
+                .await
+        });
+        while rm.waiting() == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(rm.deallocate_resources("holder", Some(&[holder.id])));
+        waiter.await.expect("no panic").expect("served");
+    });
+}
