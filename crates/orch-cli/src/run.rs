@@ -129,9 +129,7 @@ fn event_text(e: &Event) -> Option<String> {
 }
 
 fn print_table(report: &RunReport) {
-    let mut table =
-        Table::new(&["STEP", "STATUS", "ATTEMPTS", "DURATION", "CACHED", "NOTE"]).right(&[2, 3]);
-    for s in &report.steps {
+    let row = |s: &orch_tasks::StepReport| {
         let duration = match (s.started_at, s.finished_at) {
             (Some(a), Some(b)) => (b - a).to_std().map(fmt_duration).unwrap_or_default(),
             _ => "-".into(),
@@ -148,16 +146,18 @@ fn print_table(report: &RunReport) {
             (_, Some(n)) => short(n, 80),
             _ => String::new(),
         };
-        table.row([
+        [
             s.name.to_string(),
             status_word(s.status).to_owned(),
             s.attempts.to_string(),
             duration,
             if cached { "yes" } else { "-" }.to_owned(),
             note,
-        ]);
-    }
-    table.print();
+        ]
+    };
+    Table::new(&["STEP", "STATUS", "ATTEMPTS", "DURATION", "CACHED", "NOTE"])
+        .right(&[2, 3])
+        .print_rows(report.steps.iter().map(row));
     let done = report
         .steps
         .iter()

@@ -286,18 +286,14 @@ pub fn show(config: Option<&Path>, id: &str, json_out: bool) -> u8 {
             .map(|f| format!(", finished after {}", fmt_secs(f - r.created_at)))
             .unwrap_or_default()
     );
-    let mut table = Table::new(&[
-        "STEP", "STATE", "ATTEMPTS", "STARTED", "DURATION", "CACHED", "NOTE",
-    ])
-    .right(&[2, 4]);
-    for t in &tasks {
+    let row = |t: &TaskRecord| {
         let (started, duration, note) = task_line(t);
         let cached = if t.result.as_ref().is_some_and(|x| x.cached) {
             "yes"
         } else {
             "-"
         };
-        table.row([
+        [
             t.name.clone(),
             t.status.as_str().to_owned(),
             t.attempt.to_string(),
@@ -305,9 +301,13 @@ pub fn show(config: Option<&Path>, id: &str, json_out: bool) -> u8 {
             duration,
             cached.to_owned(),
             note,
-        ]);
-    }
-    table.print();
+        ]
+    };
+    Table::new(&[
+        "STEP", "STATE", "ATTEMPTS", "STARTED", "DURATION", "CACHED", "NOTE",
+    ])
+    .right(&[2, 4])
+    .print_rows(tasks.iter().map(row));
     exit::OK
 }
 

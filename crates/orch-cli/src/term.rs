@@ -152,69 +152,140 @@ fn stdout_failed(e: &std::io::Error) -> ! {
 }
 
 /// A table: a header and rows of cells, columns sized to their widest cell
-/// as a terminal shows it (wide characters count twice), two spaces apart.
-/// Every cell is escaped onto one line.
+/// as a terminal shows it (an ideograph takes two columns), two spaces
+/// apart. Every cell is escaped onto one line.
+///
+/// Rows are either added with [`Table::row`] (small tables), or streamed
+/// twice from an iterator by [`Table::print_rows`], once to measure and
+/// once to print, so that a run of a million steps prints its table
+/// without holding a second copy of it.
 #[derive(Debug)]
 pub struct Table {
-    inner: comfy_table::Table,
-    columns: usize,
+    header: Vec<String>,
+    right: Vec<bool>,
+    rows: Vec<Vec<String>>,
+}
+
+/// The width of `s` on a terminal.
+fn width(s: &str) -> usize {
+    unicode_width::UnicodeWidthStr::width(s)
 }
 
 impl Table {
     /// A table with these column headers.
     #[must_use]
     pub fn new(header: &[&str]) -> Self {
-        let mut inner = comfy_table::Table::new();
-        inner
-            .load_preset(comfy_table::presets::NOTHING)
-            .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
-            .set_header(header.iter().copied());
-        let columns = header.len();
-        for (i, column) in inner.column_iter_mut().enumerate() {
-            column.set_padding((0, if i + 1 < columns { 2 } else { 0 }));
+        Self {
+            header: header.iter().map(|h| (*h).to_owned()).collect(),
+            right: vec![false; header.len()],
+            rows: Vec::new(),
         }
-        Self { inner, columns }
     }
 
     /// Aligns these columns (0-based) to the right.
     #[must_use]
     pub fn right(mut self, columns: &[usize]) -> Self {
         for &i in columns {
-            if let Some(c) = self.inner.column_mut(i) {
-                c.set_cell_alignment(comfy_table::CellAlignment::Right);
+            if let Some(r) = self.right.get_mut(i) {
+                *r = true;
             }
         }
         self
     }
 
-    /// Adds a row.
+    /// Adds a row (kept until [`Table::print`]).
     pub fn row<I, T>(&mut self, cells: I)
     where
         I: IntoIterator<Item = T>,
         T: fmt::Display,
     {
-        let row: Vec<String> = cells
-            .into_iter()
-            .map(|c| escape_line(&c.to_string()).into_owned())
-            .collect();
-        debug_assert_eq!(row.len(), self.columns, "a row has a cell per column");
-        self.inner.add_row(row);
+        self.rows.push(
+            cells
+                .into_iter()
+                .map(|c| escape_line(&c.to_string()).into_owned())
+                .collect(),
+        );
     }
 
-    /// The table's lines, without trailing spaces.
+    /// Renders the header, the added rows, then `more`, a line at a time.
+    fn render<I, R, T>(&self, more: I, mut emit: impl FnMut(&str))
+    where
+        I: Iterator<Item = R> + Clone,
+        R: IntoIterator<Item = T>,
+        T: fmt::Display,
+    {
+        let mut widths: Vec<usize> = self.header.iter().map(|h| width(h)).collect();
+        let mut measure = |i: usize, cell: &str| {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(width(cell));
+            }
+        };
+        for row in &self.rows {
+            for (i, cell) in row.iter().enumerate() {
+                measure(i, cell);
+            }
+        }
+        for row in more.clone() {
+            for (i, cell) in row.into_iter().enumerate() {
+                measure(i, &escape_line(&cell.to_string()));
+            }
+        }
+        let mut line = String::new();
+        let mut put = |cells: &mut dyn Iterator<Item = Cow<'_, str>>| {
+            line.clear();
+            for (i, cell) in cells.enumerate() {
+                if i > 0 {
+                    line.push_str("  ");
+                }
+                let pad = widths
+                    .get(i)
+                    .copied()
+                    .unwrap_or(0)
+                    .saturating_sub(width(&cell));
+                let right = self.right.get(i).copied().unwrap_or(false);
+                if right {
+                    line.extend(std::iter::repeat_n(' ', pad));
+                }
+                line.push_str(&cell);
+                if !right {
+                    line.extend(std::iter::repeat_n(' ', pad));
+                }
+            }
+            emit(line.trim_end());
+        };
+        put(&mut self.header.iter().map(|h| Cow::Borrowed(h.as_str())));
+        for row in &self.rows {
+            put(&mut row.iter().map(|c| Cow::Borrowed(c.as_str())));
+        }
+        for row in more {
+            put(&mut row
+                .into_iter()
+                .map(|c| Cow::Owned(escape_line(&c.to_string()).into_owned())));
+        }
+    }
+
+    /// The table's lines (header and added rows), without trailing spaces.
     #[must_use]
     pub fn lines(&self) -> Vec<String> {
-        self.inner
-            .lines()
-            .map(|l| l.trim_end().to_owned())
-            .collect()
+        let mut out = Vec::new();
+        self.render(std::iter::empty::<[&str; 0]>(), |l| out.push(l.to_owned()));
+        out
     }
 
-    /// Prints the table to standard output.
+    /// Prints the header and the added rows to standard output.
     pub fn print(&self) {
-        for line in self.lines() {
-            print(Stream::Out, format_args!("{line}"), true);
-        }
+        self.print_rows(std::iter::empty::<[&str; 0]>());
+    }
+
+    /// Prints the header, the added rows and `rows` to standard output;
+    /// `rows` is iterated twice.
+    pub fn print_rows<I, R, T>(&self, rows: I)
+    where
+        I: Iterator<Item = R> + Clone,
+        R: IntoIterator<Item = T>,
+        T: fmt::Display,
+    {
+        self.render(rows, |l| print(Stream::Out, format_args!("{l}"), true));
     }
 }
 
@@ -258,5 +329,14 @@ mod tests {
         assert_eq!(lines[0], "NAME           N  NOTE");
         assert_eq!(lines[1], "日本語の名前   7  x");
         assert_eq!(lines[2], "a\\u001bb      12");
+    }
+
+    #[test]
+    fn streamed_rows_are_measured_before_they_are_printed() {
+        let t = Table::new(&["A", "B"]).right(&[0]);
+        let rows = ["1", "22", "333"].iter().map(|n| [*n, "x"]);
+        let mut out = Vec::new();
+        t.render(rows, |l| out.push(l.to_owned()));
+        assert_eq!(out, ["  A  B", "  1  x", " 22  x", "333  x"]);
     }
 }
