@@ -205,7 +205,8 @@ pub fn validate(files: &[std::path::PathBuf], read: &ReadOptions, json_out: bool
                     }));
                 } else {
                     println!(
-                        "{shown}: ok: workflow `{}`, {} step{}, {} level{}, longest path {} ({})",
+                        "{}: ok: workflow `{}`, {} step{}, {} level{}, longest path {} ({})",
+                        escape_line(&shown),
                         w.name,
                         w.steps.len(),
                         if w.steps.len() == 1 { "" } else { "s" },
