@@ -38,7 +38,7 @@ use tokio::process::{Child, Command};
 pub const ENV_RUN_ID: &str = "ORCH_RUN_ID";
 /// The step a process works for (the step's name).
 pub const ENV_STEP: &str = "ORCH_STEP";
-/// The attempt of the step (1, 2, ...).
+/// The step's attempt in this orch process (1, 2, ... with its retries; a resumed step starts again at 1).
 pub const ENV_ATTEMPT: &str = "ORCH_ATTEMPT";
 /// The orch process that started it: `PID:START@HOST`, as a run's recorded owner.
 pub const ENV_OWNER: &str = "ORCH_OWNER";
