@@ -16,7 +16,7 @@
 //! crate here, so no call site can forget.
 
 use std::borrow::Cow;
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::io::Write as _;
 
 /// The exit code after standard output was closed by its reader: 128 +
@@ -38,35 +38,133 @@ fn is_unsafe(c: char) -> bool {
         )
 }
 
+/// Writes what it is given to `out` with control characters escaped (a
+/// `fmt::Write`, so that `format_args!` streams through it: a large JSON
+/// document is never copied to be escaped).
+struct Escaper<W> {
+    out: W,
+    /// Newline and tab pass (and a carriage return right before a newline).
+    keep_newlines: bool,
+    /// A carriage return ended the last piece: what comes next decides.
+    pending_cr: bool,
+    error: Option<std::io::Error>,
+}
+
+impl<W: std::io::Write> Escaper<W> {
+    fn new(out: W, keep_newlines: bool) -> Self {
+        Self {
+            out,
+            keep_newlines,
+            pending_cr: false,
+            error: None,
+        }
+    }
+
+    fn escaped(&mut self, c: char) -> std::io::Result<()> {
+        // Every escaped character is in the Basic Multilingual Plane.
+        write!(self.out, "\\u{:04x}", u32::from(c))
+    }
+
+    fn push(&mut self, s: &str) -> std::io::Result<()> {
+        if std::mem::take(&mut self.pending_cr) {
+            if s.starts_with('\n') {
+                self.out.write_all(b"\r")?;
+            } else {
+                self.escaped('\r')?;
+            }
+        }
+        let mut start = 0;
+        let mut chars = s.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            if !is_unsafe(c) {
+                continue;
+            }
+            if self.keep_newlines {
+                if c == '\n' || c == '\t' {
+                    continue;
+                }
+                if c == '\r' {
+                    match chars.peek() {
+                        Some((_, '\n')) => continue,
+                        Some(_) => {}
+                        None => {
+                            self.out.write_all(&s.as_bytes()[start..i])?;
+                            self.pending_cr = true;
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            self.out.write_all(&s.as_bytes()[start..i])?;
+            self.escaped(c)?;
+            start = i + c.len_utf8();
+        }
+        self.out.write_all(&s.as_bytes()[start..])
+    }
+
+    /// Ends the text; `newline` adds one.
+    fn finish(mut self, newline: bool) -> std::io::Result<W> {
+        if std::mem::take(&mut self.pending_cr) {
+            if newline {
+                self.out.write_all(b"\r")?;
+            } else {
+                self.escaped('\r')?;
+            }
+        }
+        if newline {
+            self.out.write_all(b"\n")?;
+        }
+        Ok(self.out)
+    }
+}
+
+impl<W: std::io::Write> fmt::Write for Escaper<W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.push(s).map_err(|e| {
+            self.error = Some(e);
+            fmt::Error
+        })
+    }
+}
+
+/// Writes `args` (and a newline), escaped, to `out`.
+fn write_escaped(
+    out: impl std::io::Write,
+    args: fmt::Arguments<'_>,
+    keep_newlines: bool,
+    newline: bool,
+) -> std::io::Result<()> {
+    let mut e = Escaper::new(out, keep_newlines);
+    if fmt::write(&mut e, args).is_err() {
+        return Err(e
+            .error
+            .take()
+            .unwrap_or_else(|| std::io::Error::other("a value could not be formatted")));
+    }
+    e.finish(newline).map(drop)
+}
+
 fn escape_with(s: &str, keep_newlines: bool) -> Cow<'_, str> {
-    let keep = |c: char, next: Option<char>| {
-        keep_newlines && (c == '\n' || c == '\t' || (c == '\r' && next == Some('\n')))
-    };
     let mut chars = s.chars().peekable();
-    let mut first_bad = None;
-    let mut at = 0;
+    let mut clean = true;
     while let Some(c) = chars.next() {
-        if is_unsafe(c) && !keep(c, chars.peek().copied()) {
-            first_bad = Some(at);
+        let kept =
+            keep_newlines && (c == '\n' || c == '\t' || (c == '\r' && chars.peek() == Some(&'\n')));
+        if is_unsafe(c) && !kept {
+            clean = false;
             break;
         }
-        at += c.len_utf8();
     }
-    let Some(start) = first_bad else {
+    if clean {
         return Cow::Borrowed(s);
-    };
-    let mut out = String::with_capacity(s.len() + 16);
-    out.push_str(&s[..start]);
-    let mut chars = s[start..].chars().peekable();
-    while let Some(c) = chars.next() {
-        if is_unsafe(c) && !keep(c, chars.peek().copied()) {
-            // Every escaped character is in the Basic Multilingual Plane.
-            let _ = write!(out, "\\u{:04x}", u32::from(c));
-        } else {
-            out.push(c);
-        }
     }
-    Cow::Owned(out)
+    let mut out = Vec::with_capacity(s.len() + 16);
+    // Writing to a Vec cannot fail; the pieces are whole characters.
+    let _ = write_escaped(&mut out, format_args!("{s}"), keep_newlines, false);
+    Cow::Owned(
+        String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+    )
 }
 
 /// `s` with its control characters escaped; newlines and tabs kept (for
@@ -98,36 +196,36 @@ pub enum Stream {
 /// any other failure to write standard output ends it with 1 after one line
 /// on standard error. Failures to write standard error are ignored.
 pub fn print(stream: Stream, args: fmt::Arguments<'_>, newline: bool) {
-    let text: Cow<'_, str> = match args.as_str() {
-        Some(s) => Cow::Borrowed(s),
-        None => Cow::Owned(args.to_string()),
-    };
-    let mut shown = escape(&text).into_owned();
-    if newline {
-        shown.push('\n');
+    match stream {
+        Stream::Out => {
+            let result = {
+                let mut out = std::io::stdout().lock();
+                write_escaped(&mut out, args, true, newline).and_then(|()| {
+                    // Whole lines reach a pipe at once; a partial one at exit.
+                    if newline { out.flush() } else { Ok(()) }
+                })
+            };
+            if let Err(e) = result {
+                stdout_failed(&e);
+            }
+        }
+        Stream::Err => {
+            // A message in one write, as std's `eprintln!` would not.
+            let mut text = Vec::new();
+            let _ = write_escaped(&mut text, args, true, newline);
+            let _ = std::io::stderr().lock().write_all(&text);
+        }
     }
-    write_bytes(stream, shown.as_bytes());
 }
 
 /// Writes `bytes` as they are (`orch logs --raw`, asked for explicitly),
 /// with [`print`]'s handling of a closed pipe.
 pub fn print_raw(stream: Stream, bytes: &[u8]) {
-    write_bytes(stream, bytes);
-}
-
-fn write_bytes(stream: Stream, bytes: &[u8]) {
     match stream {
         Stream::Out => {
             let result = {
                 let mut out = std::io::stdout().lock();
-                out.write_all(bytes).and_then(|()| {
-                    // Whole lines reach a pipe at once; the rest at exit.
-                    if bytes.ends_with(b"\n") {
-                        out.flush()
-                    } else {
-                        Ok(())
-                    }
-                })
+                out.write_all(bytes).and_then(|()| out.flush())
             };
             if let Err(e) = result {
                 stdout_failed(&e);
@@ -307,6 +405,14 @@ mod tests {
         );
         assert_eq!(escape_line("two\nlines\t"), "two\\u000alines\\u0009");
         assert!(matches!(escape("plain – ünïcode 日本"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn a_carriage_return_is_judged_by_what_follows_it_in_the_next_piece() {
+        let mut out = Vec::new();
+        let (a, b, c) = ("one\r", "\ntwo\r", "three\r");
+        write_escaped(&mut out, format_args!("{a}{b}{c}"), true, true).expect("writes");
+        assert_eq!(out, b"one\r\ntwo\\u000dthree\r\n");
     }
 
     #[test]
