@@ -133,7 +133,8 @@ pub const HOME_MARKER: &str = "orch.db";
 ///
 /// 1. the nearest enclosing orch home: walking up from `cwd` (itself
 ///    included), the first `DIR/.orch` that holds [`HOME_MARKER`] and is not a
-///    project's metadata directory (one holding `project.json`);
+///    project's metadata directory (one holding `project.json`), or the
+///    per-user data directory itself (inside one of its projects, say);
 /// 2. else the per-user data directory: `$XDG_DATA_HOME/orch` when
 ///    `XDG_DATA_HOME` is an absolute path, else `$HOME/.local/share/orch`;
 /// 3. else (no `HOME`) `./.orch`.
@@ -142,20 +143,21 @@ pub const HOME_MARKER: &str = "orch.db";
 /// created: the store creates its directory on first use.
 #[must_use]
 pub fn discover_home(cwd: &Path, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    let set = |k: &str| env(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let per_user = set("XDG_DATA_HOME")
+        .filter(|p| p.is_absolute())
+        .map(|data| data.join("orch"))
+        .or_else(|| set("HOME").map(|home| home.join(".local/share/orch")));
     for dir in cwd.ancestors() {
         let candidate = dir.join(".orch");
         if candidate.join(HOME_MARKER).is_file() && !candidate.join("project.json").exists() {
             return candidate;
         }
+        if per_user.as_deref() == Some(dir) {
+            return dir.to_path_buf();
+        }
     }
-    let set = |k: &str| env(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-    if let Some(data) = set("XDG_DATA_HOME").filter(|p| p.is_absolute()) {
-        return data.join("orch");
-    }
-    if let Some(home) = set("HOME") {
-        return home.join(".local/share/orch");
-    }
-    PathBuf::from(".orch")
+    per_user.unwrap_or_else(|| PathBuf::from(".orch"))
 }
 
 #[cfg(test)]
@@ -244,6 +246,13 @@ mod tests {
         std::fs::write(project.join(".orch/project.json"), "{}").expect("write");
         std::fs::write(project.join(".orch").join(HOME_MARKER), "").expect("write");
         assert_eq!(discover_home(&sub, &user), root.join(".orch"));
+        // Inside the per-user directory (one of its projects), that directory is the home,
+        // even below another home.
+        let per_user = root.join("a/b/share");
+        let inside = per_user.join("orch/projects/p/src");
+        std::fs::create_dir_all(&inside).expect("mkdir");
+        let xdg_here = |k: &str| (k == "XDG_DATA_HOME").then(|| per_user.display().to_string());
+        assert_eq!(discover_home(&inside, &xdg_here), per_user.join("orch"));
         // The nearest home wins.
         std::fs::create_dir_all(sub.join(".orch")).expect("mkdir");
         std::fs::write(sub.join(".orch").join(HOME_MARKER), "").expect("write");
