@@ -529,6 +529,38 @@ pub fn source_reference_error(module: &str, action: &str, key: &str, text: &str)
     ))
 }
 
+/// Checks the parameters of a step or task that runs `module.action`: every
+/// string inside a source parameter (see [`SOURCE_PARAMETERS`]) must hold no
+/// `${...}`. For callers without a definition's positions, such as the
+/// `TaskOrchestrator`; workflow validation reports each string at its place.
+///
+/// # Errors
+/// The first offending parameter, named, with [`source_reference_error`]'s advice.
+pub fn check_source_parameters(
+    module: &str,
+    action: &str,
+    params: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), String> {
+    fn first(module: &str, action: &str, key: &str, v: &serde_json::Value) -> Option<String> {
+        match v {
+            serde_json::Value::String(s) => source_reference_error(module, action, key, s),
+            serde_json::Value::Array(items) => {
+                items.iter().find_map(|i| first(module, action, key, i))
+            }
+            serde_json::Value::Object(m) => m.values().find_map(|i| first(module, action, key, i)),
+            _ => None,
+        }
+    }
+    for (key, value) in params {
+        if is_source_parameter(module, action, key) {
+            if let Some(m) = first(module, action, key, value) {
+                return Err(format!("parameter `{key}`: {m}"));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// An environment variable name for a reference's value, for messages.
 fn suggested_variable(r: &Reference) -> String {
     let base = match r {

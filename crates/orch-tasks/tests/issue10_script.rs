@@ -58,7 +58,7 @@ fn a_definition_that_splices_a_value_into_a_script_never_runs() {
 }
 
 #[test]
-fn a_task_whose_script_refers_to_a_result_fails_and_runs_nothing() {
+fn a_task_whose_script_refers_to_a_result_is_refused_and_runs_nothing() {
     let rt = rt();
     for payload in PAYLOADS {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -76,29 +76,35 @@ fn a_task_whose_script_refers_to_a_result_fails_and_runs_nothing() {
                     },
                 )
                 .expect("src");
-            let sh = o
+            let script = params(json!({"script": "echo ${src.result} > out.txt"}));
+            // Refused when the task is created, as validation refuses a step.
+            let err = o
                 .create_task(
                     "sh",
                     "shell",
                     "script",
                     TaskOptions {
-                        parameters: params(json!({"script": "echo ${src.result} > out.txt"})),
+                        parameters: script.clone(),
                         dependencies: vec![src.id],
                         ..TaskOptions::default()
                     },
                 )
-                .expect("sh");
+                .expect_err("refused");
+            let text = err.to_string();
+            assert!(text.contains("`script`") && text.contains("env:"), "{text}");
+            let mut task = Task::new("sh2", "shell", "script");
+            task.parameters = script.clone();
+            task.dependencies = vec![src.id];
+            let err = o.add_task(task).expect_err("refused");
+            assert!(err.to_string().contains("env:"), "{err}");
             assert!(o.wait_for_completion(Some(Duration::from_secs(30))).await);
-            let task = o.get_task(sh.id).expect("task");
-            assert_eq!(task.status, TaskStatus::Failed, "{payload}: {task:?}");
-            let result = o.get_task_result(sh.id).expect("result");
-            let error = format!("{result:?}");
-            assert!(error.contains("env:"), "{payload}: {error}");
-            // `execute_task` resolves the same way.
+            // `execute_task` takes a task that was never added: resolving its
+            // parameters refuses the reference (the resolver's own defence).
             let mut direct = Task::new("direct", "shell", "script");
-            direct.parameters = params(json!({"script": "echo ${src.result} > out.txt"}));
+            direct.parameters = script;
             let result = o.execute_task(&direct).await;
-            assert!(format!("{result:?}").contains("env:"), "{result:?}");
+            let text = format!("{result:?}");
+            assert!(text.contains("env:"), "{text}");
         });
         assert!(!dir.path().join("PWNED").exists(), "{payload} ran as code");
         assert!(
