@@ -1159,6 +1159,14 @@ mod toml_doc {
                         .trim_start_matches("0x")
                         .trim_start_matches("0o")
                         .trim_start_matches("0b");
+                    if !body.chars().any(|c| c.is_ascii_alphanumeric()) {
+                        return Err(ParseError {
+                            message: "an integer without digits; write digits after a \
+                                      prefix such as `0x` (`0x1F`)"
+                                .to_owned(),
+                            pos,
+                        });
+                    }
                     let magnitude =
                         u64::from_str_radix(body, i.radix()).map_err(|_| ParseError {
                             message: format!("the integer {} is out of range", i.as_str()),

@@ -340,6 +340,24 @@ fn hostile_yaml_gets_messages_in_user_words() {
     }
 }
 
+#[test]
+fn hostile_toml_gets_messages_in_user_words() {
+    for (text, want) in [
+        ("a = 0x\n", "an integer without digits"),
+        (
+            "a = 99999999999999999999\n",
+            "the integer 99999999999999999999 is out of range",
+        ),
+        ("a = [1, 2\n", "unclosed array"),
+    ] {
+        let lines = problems(text, Format::Toml);
+        assert!(
+            lines.len() == 1 && lines[0].contains(want),
+            "{text:?}: {lines:#?}"
+        );
+    }
+}
+
 // ---- item 11 (d): out-of-range numbers ----------------------------------------
 
 fn says_inf(line: &str) -> bool {
