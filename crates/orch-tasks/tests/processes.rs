@@ -300,3 +300,49 @@ fn an_external_module_in_a_run_reports_the_large_answer_as_its_failure() {
         "{r:?}"
     );
 }
+
+/// Moves its worker's runtime core to another thread (`block_in_place`):
+/// the thread it ran on becomes a blocking-pool thread, which exits once
+/// idle for the runtime's keep-alive.
+#[derive(Debug)]
+struct RetireWorker;
+
+#[async_trait::async_trait]
+impl Action for RetireWorker {
+    async fn run(&self, _: Value, _: &ActionContext) -> Result<Value, orch_tasks::ActionError> {
+        // Long enough for the new thread to take the core over.
+        tokio::task::block_in_place(|| std::thread::sleep(Duration::from_millis(100)));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Ok(Value::Null)
+    }
+}
+
+#[test]
+fn a_step_survives_the_retirement_of_the_worker_thread_that_started_it() {
+    // One worker, retired threads exit after 1 ms: had the worker forked the
+    // step's process, the parent-death signal would kill it when the worker
+    // retires and exits.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_keep_alive(Duration::from_millis(1))
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut reg = ActionRegistry::with_builtins();
+    reg.register("test", "retire", Arc::new(RetireWorker));
+    let wf = yaml(
+        "name: t\nsteps:\n  - { name: long, module: shell, action: script, parameters: { script: 'sleep 2' } }\n  - { name: retire, module: test, action: retire }\n",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = RunOptions {
+        work_dir: dir.path().to_path_buf(),
+        ..RunOptions::default()
+    };
+    // Driven on a worker, as orch run drives its runs.
+    let report = rt
+        .block_on(orch_tasks::drive(async move {
+            run_workflow(&wf, &reg, opts, None).await
+        }))
+        .expect("run starts");
+    assert_eq!(report.status, WorkflowStatus::Completed, "{report:?}");
+}
