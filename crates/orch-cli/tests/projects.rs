@@ -6,9 +6,9 @@ use std::path::Path;
 
 fn orch(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_orch"));
-    // The home beside the test's files, never the user's.
+    // The home beside the test's files, never the user's (relative: status prints it as given).
     c.current_dir(dir)
-        .env("ORCH_HOME", dir.join(".orch"))
+        .env("ORCH_HOME", ".orch")
         .env_remove("ORCH_CONFIG")
         .env_remove("ORCH_STORE_URL")
         .env_remove("CODOMYRMEX_ORCHESTRATION_DIR")
