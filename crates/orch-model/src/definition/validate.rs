@@ -108,8 +108,11 @@ pub fn validate(workflow: Workflow, limits: &Limits) -> Result<ValidWorkflow, Di
 ///
 /// Checks names (charset, length, duplicates), dependencies (unknown, self),
 /// every `${...}` reference in parameters and `when` conditions (syntax, known
-/// step, declared parameter, allowed environment variable), cycles, and
-/// computes execution levels. A reference to a step adds an implicit dependency.
+/// step, declared parameter, allowed environment variable; none at all in
+/// program source such as `shell.script`'s `script`, see
+/// [`SOURCE_PARAMETERS`](crate::reference::SOURCE_PARAMETERS)), positive
+/// timeouts, cycles, and computes execution levels. A reference to a step
+/// adds an implicit dependency.
 ///
 /// # Errors
 /// Every problem found, sorted by position.
