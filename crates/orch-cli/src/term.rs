@@ -167,13 +167,6 @@ fn escape_with(s: &str, keep_newlines: bool) -> Cow<'_, str> {
     )
 }
 
-/// `s` with its control characters escaped; newlines and tabs kept (for
-/// blocks of several lines, such as a step's output).
-#[must_use]
-pub fn escape(s: &str) -> Cow<'_, str> {
-    escape_with(s, true)
-}
-
 /// `s` on one line: every control character escaped, newlines too (for a
 /// table cell or a one-line field).
 #[must_use]
@@ -390,6 +383,11 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What [`print`] shows of `s`.
+    fn escape(s: &str) -> Cow<'_, str> {
+        escape_with(s, true)
+    }
 
     #[test]
     fn control_characters_are_escaped_and_text_is_kept() {
