@@ -194,7 +194,12 @@ pub fn project_status(config: Option<&Path>, name: &str, json_out: bool) -> u8 {
         return fail(&OrchestrationError::NotFound {
             kind: orch_model::EntityKind::Project,
             name: name.to_owned(),
-            hint: Some(format!("known projects: {}", pm.list_projects().join(", "))),
+            hint: Some(match pm.list_projects() {
+                known if known.is_empty() => {
+                    "there are no projects yet; create one with `orch project new NAME --template ai_analysis`".to_owned()
+                }
+                known => format!("known projects: {}", known.join(", ")),
+            }),
         });
     };
     if json_out {

@@ -424,7 +424,21 @@ fn a_hint_the_message_carries_is_not_printed_again() {
         .expect("runs");
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.matches("known projects").count(), 1, "{stderr}");
+    assert_eq!(stderr.matches("no projects yet").count(), 1, "{stderr}");
+    orch(dir.path())
+        .args(["project", "new", "one", "--template", "custom"])
+        .assert()
+        .success();
+    let out = orch(dir.path())
+        .args(["project", "status", "nosuch"])
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("known projects: one").count(), 1, "{stderr}");
+    assert!(
+        !stderr.contains("hint:"),
+        "the hint is in the message: {stderr}"
+    );
 }
 
 #[test]
