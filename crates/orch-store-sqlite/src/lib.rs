@@ -343,6 +343,13 @@ fn uri_path(path: &Path) -> String {
     out
 }
 
+/// Whether the database at `path` has a write-ahead log with content.
+fn has_log(path: &Path) -> bool {
+    let mut log = path.as_os_str().to_owned();
+    log.push("-wal");
+    std::fs::metadata(&log).is_ok_and(|m| m.len() > 0)
+}
+
 /// Opens a database read-only: no file is created, no migration runs,
 /// nothing is written. A missing or empty database is an empty store (an
 /// in-memory stand-in with the schema, refusing writes).
@@ -377,11 +384,13 @@ fn connect_read_only(path: &Path) -> Result<Conn> {
         // reader cannot create them in a read-only directory (SQLite says
         // "cannot open" or "readonly"): read the file as it is
         // (`immutable`: nobody without write access can be writing it).
+        // Not when a log with content is there: `immutable` would ignore
+        // it and show an older state without a word.
         Err(e)
             if matches!(
                 e.sqlite_error_code(),
                 Some(rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::ReadOnly)
-            ) =>
+            ) && !has_log(path) =>
         {
             let uri = format!("{}?immutable=1", uri_path(path));
             let c = Connection::open_with_flags(&uri, flags)
@@ -389,6 +398,16 @@ fn connect_read_only(path: &Path) -> Result<Conn> {
             let v = check(&c)
                 .map_err(|e| store_err(&format!("cannot open {} read-only", path.display()), e))?;
             (c, v)
+        }
+        Err(e) if has_log(path) => {
+            return Err(store_err(
+                &format!("cannot open {} read-only", path.display()),
+                format!(
+                    "{e}: its write-ahead log ({}-wal) holds changes not yet in the file, and reading them needs a -shm file this process cannot create or update; let someone with write access to the directory fold the log into the file (`sqlite3 {} 'PRAGMA wal_checkpoint(TRUNCATE)'`), or read it where this process can write",
+                    path.display(),
+                    path.display()
+                ),
+            ));
         }
         Err(e) => {
             return Err(store_err(
