@@ -1036,6 +1036,22 @@ mod yaml {
                  `<<: *defaults`"
                     .to_owned()
             }
+            E::InvalidBinaryBase64 { .. } => {
+                "this `!!binary` value is not valid base64; remove the tag to mean text".to_owned()
+            }
+            E::BinaryNotUtf8 { .. } => "this `!!binary` value does not decode to UTF-8 text, \
+                 which is all a workflow definition can hold; remove the tag to mean text"
+                .to_owned(),
+            E::UnsupportedTag { tag, .. } => format!(
+                "the YAML tag {} is not supported in a workflow definition; remove it \
+                 (quote the value to mean text)",
+                crate::definition::display_snippet(tag)
+            ),
+            E::TaggedScalarCannotDeserializeIntoString { .. } => {
+                "this YAML tag (`!!...` or `!...`) is not supported in a workflow definition; \
+                 remove it (quote the value to mean text)"
+                    .to_owned()
+            }
             E::Message { msg, .. } => first_line(msg),
             other => {
                 let text = serde_saphyr::UserMessageFormatter.format_message(other);
@@ -1046,12 +1062,33 @@ mod yaml {
                     || lower.contains("recursion")
                 {
                     depth_error(limits)
+                } else if LIBRARY_WORDS.iter().any(|w| lower.contains(w)) {
+                    // A message written for the library's users, not ours.
+                    "this YAML cannot be read as part of a workflow definition".to_owned()
                 } else {
                     first
                 }
             }
         }
     }
+
+    /// Words that mark a message about the library's API rather than the document.
+    const LIBRARY_WORDS: &[&str] = &[
+        "deserializ",
+        "serializ",
+        "serde",
+        "option<",
+        "options",
+        "from_str",
+        "from_slice",
+        "weak",
+        "cow<",
+        "&str",
+        "policy",
+        "struct",
+        "enum",
+        "budget",
+    ];
 
     fn first_line(text: &str) -> String {
         let first = text.lines().next().unwrap_or(text).trim();

@@ -316,6 +316,9 @@ fn hostile_yaml_gets_messages_in_user_words() {
         ("name: !!int x\n", "tag"),
         ("name: x\nsteps:\n  - {<<: 5, name: a}\n", "merge key"),
         ("name: {a: 1\n", "unclosed"),
+        ("name: !!timestamp 2001-12-14\n", "tag"),
+        ("name: !!binary //79\n", "`!!binary`"),
+        ("name: x\nsteps: !!map []\n", "tag `!!map`"),
     ];
     const FORBIDDEN: &[&str] = &[
         "from_str",
