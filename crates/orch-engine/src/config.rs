@@ -139,10 +139,51 @@ pub const HOME_MARKER: &str = "orch.db";
 ///    `XDG_DATA_HOME` is an absolute path, else `$HOME/.local/share/orch`;
 /// 3. else (no `HOME`) `./.orch`.
 ///
+/// An enclosing `.orch` counts only when the current user owns it (where
+/// the user is known: Linux's `/proc/self`), as git refuses repositories of
+/// other users: a `.orch` planted in a shared directory such as `/tmp`
+/// must not hand its workflows and history to whoever works below it.
+///
 /// `env` reads environment variables (`XDG_DATA_HOME`, `HOME`). Nothing is
 /// created: the store creates its directory on first use.
 #[must_use]
 pub fn discover_home(cwd: &Path, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    discover_home_for(cwd, env, current_uid())
+}
+
+/// The effective user id of this process, where it can be known without unsafe code.
+fn current_uid() -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// Whether `dir` belongs to user `uid` (any owner when the user is unknown).
+fn owned_by(dir: &Path, uid: Option<u32>) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        uid.is_none_or(|u| std::fs::metadata(dir).is_ok_and(|m| m.uid() == u))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (dir, uid);
+        true
+    }
+}
+
+/// [`discover_home`] for the user `uid`.
+fn discover_home_for(
+    cwd: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    uid: Option<u32>,
+) -> PathBuf {
     let set = |k: &str| env(k).filter(|v| !v.is_empty()).map(PathBuf::from);
     let per_user = set("XDG_DATA_HOME")
         .filter(|p| p.is_absolute())
@@ -150,7 +191,10 @@ pub fn discover_home(cwd: &Path, env: &dyn Fn(&str) -> Option<String>) -> PathBu
         .or_else(|| set("HOME").map(|home| home.join(".local/share/orch")));
     for dir in cwd.ancestors() {
         let candidate = dir.join(".orch");
-        if candidate.join(HOME_MARKER).is_file() && !candidate.join("project.json").exists() {
+        if candidate.join(HOME_MARKER).is_file()
+            && !candidate.join("project.json").exists()
+            && owned_by(&candidate, uid)
+        {
             return candidate;
         }
         if per_user.as_deref() == Some(dir) {
@@ -253,6 +297,16 @@ mod tests {
         std::fs::create_dir_all(&inside).expect("mkdir");
         let xdg_here = |k: &str| (k == "XDG_DATA_HOME").then(|| per_user.display().to_string());
         assert_eq!(discover_home(&inside, &xdg_here), per_user.join("orch"));
+        // A home of another user is passed over.
+        let me = current_uid();
+        if let Some(me) = me {
+            let other = Some(me.wrapping_add(1));
+            assert_eq!(
+                discover_home_for(&sub, &user, other),
+                PathBuf::from("/home/u/.local/share/orch")
+            );
+            assert_eq!(discover_home_for(&sub, &user, Some(me)), root.join(".orch"));
+        }
         // The nearest home wins.
         std::fs::create_dir_all(sub.join(".orch")).expect("mkdir");
         std::fs::write(sub.join(".orch").join(HOME_MARKER), "").expect("write");
