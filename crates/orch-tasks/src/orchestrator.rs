@@ -112,6 +112,8 @@ struct State {
     running: usize,
     started: bool,
     stopped: bool,
+    /// The last release left a ready task that did not fit the resources.
+    blocked: bool,
 }
 
 impl Scope for State {
@@ -582,6 +584,7 @@ impl TaskOrchestrator {
         // Highest priority first, then creation order.
         ready.sort_by_key(|&i| (std::cmp::Reverse(st.tasks[i].priority), i));
         let mut jobs = Vec::new();
+        st.blocked = false;
         for i in ready {
             if st.running >= limit || st.stopped {
                 break;
@@ -591,7 +594,10 @@ impl TaskOrchestrator {
                 if !req.is_empty() {
                     match rm.try_allocate(&st.tasks[i].id.to_string(), req) {
                         Ok(Some(a)) => st.allocations[i] = Some(a.id),
-                        _ => continue,
+                        _ => {
+                            st.blocked = true;
+                            continue;
+                        }
                     }
                 }
             }
@@ -671,7 +677,17 @@ impl TaskOrchestrator {
             self.shared.progress.notify_waiters();
             if !released_any {
                 // `notify_one` keeps a permit when nobody waits, so no wake-up is lost.
-                self.shared.wake.notified().await;
+                if self.lock().blocked {
+                    // What a ready task waits for may be held outside this
+                    // orchestrator, whose release tells nobody here: look again shortly.
+                    let _ = tokio::time::timeout(
+                        Duration::from_millis(50),
+                        self.shared.wake.notified(),
+                    )
+                    .await;
+                } else {
+                    self.shared.wake.notified().await;
+                }
             }
         }
     }

@@ -493,3 +493,79 @@ fn max_concurrent_users_lets_one_task_at_a_time_hold_a_resource() {
         assert_eq!(rm.get_resource("db").expect("db").current_users.len(), 0);
     });
 }
+
+/// In `resource_aware` mode a task that does not fit because someone outside
+/// the orchestrator holds the resource (a session, another run) starts once
+/// they release it; before, only the end of one of the orchestrator's own
+/// tasks made it look again, so it waited forever.
+#[test]
+fn a_task_blocked_by_an_outside_holder_starts_when_they_release() {
+    use orch_model::{ResourceRequest, ResourceType};
+    use orch_resources::ResourceManager;
+    use std::sync::Arc;
+    rt().block_on(async {
+        let mut db =
+            ResourceManager::resource("db", ResourceType::Database, &[("connections", 8.0)]);
+        db.limits.insert("max_concurrent_users".into(), json!(1));
+        let rm = Arc::new(
+            ResourceManager::with_resources(vec![
+                ResourceManager::resource("cpu", ResourceType::Cpu, &[("cores", 2.0)]),
+                db,
+            ])
+            .expect("valid"),
+        );
+        let cores = rm
+            .allocate_resources(
+                "outside",
+                &ResourceRequest::default().with(ResourceType::Cpu, "cores", 2.0),
+                None,
+            )
+            .await
+            .expect("all cores");
+        let conn = rm
+            .allocate_resources(
+                "outside",
+                &ResourceRequest::default().with(ResourceType::Database, "connections", 1.0),
+                None,
+            )
+            .await
+            .expect("the one user slot");
+        let o = TaskOrchestrator::new(OrchestratorConfig {
+            mode: ExecutionMode::ResourceAware,
+            resources: Some(rm.clone()),
+            ..OrchestratorConfig::default()
+        });
+        let needs = |kind, unit| TaskOptions {
+            resources: ResourceRequest::default().with(kind, unit, 1.0),
+            ..TaskOptions::default()
+        };
+        let a = o
+            .create_task("a", "core", "noop", needs(ResourceType::Cpu, "cores"))
+            .expect("created");
+        let b = o
+            .create_task(
+                "b",
+                "core",
+                "noop",
+                needs(ResourceType::Database, "connections"),
+            )
+            .expect("created");
+        o.start_execution().expect("inside a runtime");
+        assert!(
+            !o.wait_for_completion(Some(Duration::from_millis(200)))
+                .await,
+            "nothing fits while the outside holder holds everything"
+        );
+        assert!(rm.deallocate_resources("outside", Some(&[cores.id, conn.id])));
+        let done = tokio::time::timeout(Duration::from_secs(30), o.wait_for_completion(None))
+            .await
+            .expect("the blocked tasks started after the release");
+        assert!(done);
+        for id in [a.id, b.id] {
+            assert_eq!(
+                o.get_task(id).map(|t| t.status),
+                Some(TaskStatus::Completed)
+            );
+        }
+    });
+}
