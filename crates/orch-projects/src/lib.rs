@@ -1370,14 +1370,39 @@ impl ProjectManager {
         options: CreateOptions,
         run: ExecuteOptions,
     ) -> Result<ProjectFromWorkflow, OrchestrationError> {
+        self.create_project_from_workflow_with(name, workflow, template_name, path, options, || {
+            self.execute_project_workflow_with(name, workflow, run)
+        })
+        .await
+    }
+
+    /// [`ProjectManager::create_project_from_workflow`] with the run left to
+    /// `run`, called once the project exists (the engine runs it in a
+    /// session through `execute_project_workflow_with`).
+    ///
+    /// # Errors
+    /// As [`ProjectManager::create_project_from_workflow`].
+    pub async fn create_project_from_workflow_with<F, Fut>(
+        &self,
+        name: &str,
+        workflow: &str,
+        template_name: Option<&str>,
+        path: Option<&Path>,
+        options: CreateOptions,
+        run: F,
+    ) -> Result<ProjectFromWorkflow, OrchestrationError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<RunReport, OrchestrationError>>,
+    {
         let template_name = template_name.unwrap_or("ai_analysis");
-        let template = self.get_template(template_name).ok_or_else(|| {
-            OrchestrationError::NotFound {
-                kind: EntityKind::Template,
-                name: template_name.to_owned(),
-                hint: Some(format!("templates: {}", self.list_templates().join(", "))),
-            }
-        })?;
+        let template =
+            self.get_template(template_name)
+                .ok_or_else(|| OrchestrationError::NotFound {
+                    kind: EntityKind::Template,
+                    name: template_name.to_owned(),
+                    hint: Some(format!("templates: {}", self.list_templates().join(", "))),
+                })?;
         if !template.workflows.iter().any(|w| w == workflow) {
             return Err(OrchestrationError::invalid_parameters(format!(
                 "template `{template_name}` has no workflow `{workflow}`; its workflows: {}",
@@ -1389,9 +1414,7 @@ impl ProjectManager {
             )));
         }
         self.create_project(name, Some(template_name), path, options)?;
-        let run = self
-            .execute_project_workflow_with(name, workflow, run)
-            .await;
+        let run = run().await;
         if let Ok(report) = &run {
             if report.succeeded() {
                 self.add_project_milestone(
