@@ -1678,6 +1678,48 @@ impl OrchestrationEngine {
         }
         finished
     }
+
+    /// Creates a project from a template (default `ai_analysis`) and runs
+    /// one of the template's workflows in it, in a session of its own, as
+    /// [`OrchestrationEngine::execute_project_workflow`] does (seed:
+    /// `create_project_from_workflow`). See
+    /// [`ProjectManager::create_project_from_workflow`] for the milestone
+    /// and for what `run` holds.
+    ///
+    /// # Errors
+    /// As [`ProjectManager::create_project_from_workflow`]; `InvalidState`
+    /// during shutdown (nothing is created then).
+    pub async fn create_project_from_workflow(
+        &self,
+        name: &str,
+        workflow: &str,
+        template: Option<&str>,
+        params: Map<String, Value>,
+    ) -> Result<orch_projects::ProjectFromWorkflow, OrchestrationError> {
+        self.check_accepting()?;
+        let pm = self.inner.projects.clone();
+        let (p, w) = (name.to_owned(), workflow.to_owned());
+        let run = || async move {
+            let label = w.clone();
+            self.in_session(None, &label, move |opts| async move {
+                pm.execute_project_workflow_with(&p, &w, ExecuteOptions { params, ..opts })
+                    .await
+            })
+            .await
+            .map(|(_, report)| report)
+        };
+        self.inner
+            .projects
+            .create_project_from_workflow_with(
+                name,
+                workflow,
+                template,
+                None,
+                orch_projects::CreateOptions::default(),
+                run,
+            )
+            .await
+    }
 }
 
 /// Opens a store by URL: `memory://` (in this process only) or
