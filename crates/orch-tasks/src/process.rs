@@ -254,16 +254,22 @@ pub(crate) async fn spawn(mut cmd: Command, mark: StepMark<'_>) -> io::Result<Sp
         .process_group(0)
         .kill_on_drop(false);
     die_with_parent(&mut cmd);
+    let handle = tokio::runtime::Handle::try_current()
+        .map_err(|e| io::Error::other(format!("a step process needs a tokio runtime: {e}")))?;
     let (reply, answer) = tokio::sync::oneshot::channel();
     spawner()?
         .send(Request::Spawn {
             cmd: Box::new(cmd),
             token: token.clone(),
-            handle: tokio::runtime::Handle::current(),
+            handle,
             reply,
         })
         .map_err(|_| io::Error::other("the spawner thread is gone"))?;
-    let child = match answer.await {
+    let mut answer = Answer {
+        rx: answer,
+        token: token.clone(),
+    };
+    let child = match (&mut answer.rx).await {
         Ok(r) => r?,
         // orch is exiting (see `begin_exit`): this step never starts.
         Err(_) => std::future::pending().await,
@@ -280,6 +286,30 @@ pub(crate) async fn spawn(mut cmd: Command, mark: StepMark<'_>) -> io::Result<Sp
             done: false,
         },
     })
+}
+
+/// The spawner's answer, awaited. Dropped before it was taken (the step's
+/// future was dropped), it stops the process it may hold.
+struct Answer {
+    rx: tokio::sync::oneshot::Receiver<io::Result<Child>>,
+    token: String,
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        // After `close`, either the spawner's send fails (and it stops the
+        // process) or the process is here.
+        self.rx.close();
+        if let Ok(Ok(child)) = self.rx.try_recv() {
+            if EXITING.load(Ordering::SeqCst) {
+                return;
+            }
+            if let Some(pgid) = child.id().and_then(|id| i32::try_from(id).ok()) {
+                signal_group(pgid, Signal::SIGKILL);
+            }
+            signal_marked(Mark::Token(&self.token), Signal::SIGKILL);
+        }
+    }
 }
 
 /// For a process about to exit on a signal: from now on no step process

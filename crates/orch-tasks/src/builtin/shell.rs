@@ -357,13 +357,15 @@ async fn capture(
         step: &ctx.step,
         attempt: ctx.attempt,
     };
-    let spawned = tokio::select! {
-        s = process::spawn(cmd, mark) => s,
-        () = ctx.cancel.cancelled() => {
-            return Err(ActionError::retryable("Cancelled", format!("`{program}` was stopped before it started (timeout or cancellation)")));
-        }
-    };
-    let mut spawned = spawned.map_err(|e| {
+    if ctx.cancel.is_cancelled() {
+        return Err(ActionError::retryable(
+            "Cancelled",
+            format!("`{program}` was not started (timeout or cancellation)"),
+        ));
+    }
+    // Not raced with cancellation: starting takes a moment, and a
+    // cancellation that comes meanwhile stops the process below.
+    let mut spawned = process::spawn(cmd, mark).await.map_err(|e| {
         let retryable = e.kind() != std::io::ErrorKind::NotFound
             && e.kind() != std::io::ErrorKind::PermissionDenied;
         let msg = format!("cannot start `{program}`: {e}");
