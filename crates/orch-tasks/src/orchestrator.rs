@@ -11,6 +11,7 @@ use crate::resolve::{Scope, resolve_parameters};
 use crate::run::{Job, Outcome};
 use chrono::Utc;
 use orch_model::definition::{NameKind, check_name};
+use orch_model::duration::check_timeout;
 use orch_model::reference::check_source_parameters;
 use orch_model::{
     AllocationId, CompactString, EntityKind, ExecutionMode, Limits, OrchestrationError,
@@ -299,9 +300,13 @@ impl TaskOrchestrator {
         if let Err(m) = name_ok {
             return Err(OrchestrationError::invalid_parameters(m));
         }
-        // As workflow validation: no `${...}` in a shell.script's source.
+        // As workflow validation: no `${...}` in a shell.script's source, and
+        // a timeout, when given, is positive.
         check_source_parameters(&task.module, &task.action, &task.parameters)
             .map_err(OrchestrationError::invalid_parameters)?;
+        if let Some(t) = task.timeout {
+            check_timeout(t).map_err(OrchestrationError::invalid_parameters)?;
+        }
         if let Some(rm) = &self.shared.resources {
             rm.check_request(&task.resources)?;
         }

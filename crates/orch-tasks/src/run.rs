@@ -869,6 +869,12 @@ pub async fn run_workflow(
     }
     let actions = lookup_actions(wf, registry)?;
     let params = merge_params(wf, &opts.params)?;
+    if let Some(Err(m)) = opts.run_timeout.map(orch_model::duration::check_timeout) {
+        // As a step's: 0 would stop the run before anything ran.
+        return Err(OrchestrationError::invalid_parameters(format!(
+            "run timeout: {m}"
+        )));
+    }
     let w = wf.workflow();
     let n = w.steps.len();
     let created = Utc::now();
