@@ -58,6 +58,14 @@ fn with_no_enclosing_home_the_store_goes_to_the_per_user_data_directory() {
     let out = ok(orch(&elsewhere, &user).args(["runs", "list"]));
     assert!(out.contains("hi"), "{out}");
 
+    // A project made there runs from its own subdirectory, with no store inside it.
+    ok(orch(&work, &user).args(["project", "new", "demo", "--template", "ai_analysis"]));
+    let project = user.join(".local/share/orch/projects/demo");
+    std::fs::write(project.join("src/app.py"), "print(1)\n").expect("write");
+    ok(orch(&project.join("src"), &user).args(["project", "run", "demo", "ai-analysis"]));
+    assert!(project.join("reports/analysis.md").is_file());
+    assert!(!project.join(".orch/orch.db").exists() && !project.join("src/.orch").exists());
+
     // XDG_DATA_HOME, when set, holds it instead.
     let xdg = t.path().join("xdg");
     ok(orch(&work, &user)
