@@ -281,3 +281,31 @@ fn after_kill_9_the_steps_die_and_resume_stops_what_they_left_before_running_the
     );
     assert_eq!(show(d, &run_id)["status"], "completed");
 }
+
+#[test]
+fn a_step_that_ignores_sigterm_is_killed_after_the_grace_period() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    std::fs::write(
+        d.join("stubborn.yaml"),
+        "name: stubborn\nsteps:\n  - { name: s, module: shell, action: script, parameters: { script: 'trap \"\" TERM; echo $$ > pid; while :; do sleep 1; done' } }\n",
+    )
+    .expect("write workflow");
+    let mut orch = start(d, &["run", "stubborn.yaml"]);
+    let pid = pid_in(d, "pid");
+    send("TERM", orch.id());
+    let code = exit_code(&mut orch);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !process_gone(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let gone = process_gone(pid);
+    kill_if_alive(pid);
+    assert_eq!(code, 143);
+    assert!(
+        gone,
+        "the step's shell {pid}, which ignores SIGTERM, outlived orch"
+    );
+    let run_id = only_run_id(d);
+    assert_eq!(show(d, &run_id)["status"], "interrupted");
+}
