@@ -43,6 +43,11 @@ pub struct NewRun {
     pub params: Map<String, Value>,
     /// The tasks; dependencies are indices into this list.
     pub tasks: Vec<NewTask>,
+    /// The run that started this one through a `workflow.run` step (a
+    /// sub-workflow's run), or `None` for a top-level run. Kept as given:
+    /// the store does not check that such a run exists.
+    #[serde(default)]
+    pub parent: Option<RunId>,
 }
 
 /// A task of a new run.
@@ -78,6 +83,10 @@ pub struct RunRecord {
     pub owner: Option<String>,
     /// Whether someone asked the run's owner to cancel it.
     pub cancel_requested: bool,
+    /// The run that started this one through a `workflow.run` step, as
+    /// [`NewRun::parent`] gave it; `None` for a top-level run.
+    #[serde(default)]
+    pub parent: Option<RunId>,
     /// How many of its tasks are in each state (counted by the store
     /// without reading any task's result).
     #[serde(default)]
@@ -368,7 +377,8 @@ pub struct CacheEntry {
 ///   others learn who holds the run. A resumed run is taken over before
 ///   anything of it runs.
 /// - `list_runs` and `get_run` give each run's [`TaskCounts`], counted
-///   without reading any task's result.
+///   without reading any task's result, and its `parent` as `create_run`
+///   was given it.
 /// - Events get consecutive `seq` numbers per run, from 1, in append order.
 ///
 /// # Cancellation

@@ -45,6 +45,7 @@ fn diamond(id: RunId) -> NewRun {
             task("d", &[1, 2], TaskPriority::Normal),
             task("e", &[], TaskPriority::High),
         ],
+        parent: None,
     }
 }
 
@@ -78,6 +79,7 @@ pub async fn conformance<S: Store, F: Fn() -> S>(make: F) {
     records(&make()).await;
     taking_over_a_run(&make()).await;
     listing_counts_tasks(&make()).await;
+    runs_keep_their_parent(&make()).await;
 }
 
 /// Polls both futures until both are done, so that neither completes before
@@ -248,6 +250,91 @@ pub async fn listing_counts_tasks(store: &dyn Store) {
         "recent_runs gives the newest runs first, counted"
     );
     assert_eq!(store.recent_runs(5).await.expect("recent").len(), 2);
+}
+
+/// A run created with a parent (a sub-workflow's run) reads back with it,
+/// from `get_run`, `list_runs` and `recent_runs`, and keeps it through the
+/// changes of its owner and status; a run created without one has none.
+pub async fn runs_keep_their_parent(store: &dyn Store) {
+    let (top, child, grandchild) = (RunId::new(), RunId::new(), RunId::new());
+    store
+        .create_run(diamond(top), t0())
+        .await
+        .expect("create top");
+    store
+        .create_run(
+            NewRun {
+                parent: Some(top),
+                ..diamond(child)
+            },
+            at(1),
+        )
+        .await
+        .expect("create child");
+    store
+        .create_run(
+            NewRun {
+                parent: Some(child),
+                ..diamond(grandchild)
+            },
+            at(2),
+        )
+        .await
+        .expect("create grandchild");
+    let parent_of = |id| async move {
+        store
+            .get_run(id)
+            .await
+            .expect("get_run")
+            .expect("the run exists")
+            .parent
+    };
+    assert_eq!(parent_of(top).await, None, "a top-level run has no parent");
+    assert_eq!(
+        parent_of(child).await,
+        Some(top),
+        "get_run gives the parent"
+    );
+    assert_eq!(parent_of(grandchild).await, Some(child));
+    let listed: Vec<_> = store
+        .list_runs()
+        .await
+        .expect("list_runs")
+        .iter()
+        .map(|r| (r.id, r.parent))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![(grandchild, Some(child)), (child, Some(top)), (top, None)],
+        "list_runs gives each run's parent"
+    );
+    let recent: Vec<_> = store
+        .recent_runs(2)
+        .await
+        .expect("recent_runs")
+        .iter()
+        .map(|r| (r.id, r.parent))
+        .collect();
+    assert_eq!(
+        recent,
+        vec![(grandchild, Some(child)), (child, Some(top))],
+        "recent_runs gives each run's parent"
+    );
+    store
+        .set_owner(child, Some("1:1@a".into()))
+        .await
+        .expect("set_owner");
+    store.cancel_run(child, at(3)).await.expect("cancel_run");
+    store
+        .finish_run(child, WorkflowStatus::Cancelled, at(3))
+        .await
+        .expect("finish_run");
+    let after = store.get_run(child).await.expect("get_run").expect("run");
+    assert_eq!(
+        (after.status, after.parent),
+        (WorkflowStatus::Cancelled, Some(top)),
+        "the parent outlives the run's end"
+    );
 }
 
 /// `finish_and_append`: the finish and its events land together, and a
@@ -580,6 +667,7 @@ pub async fn run_status_follows_its_tasks(store: &dyn Store) {
             deps: vec![],
             priority: TaskPriority::Normal,
         }],
+        parent: None,
     };
     let good = RunId::new();
     store.create_run(single(good), t0()).await.expect("create");

@@ -36,7 +36,7 @@
 //! rt.block_on(async {
 //!     let id = orch_model::RunId::new();
 //!     let task = NewTask { name: "a".into(), deps: vec![], priority: TaskPriority::Normal };
-//!     let run = NewRun { id, workflow: "w".into(), definition: "{}".into(), params: Default::default(), tasks: vec![task] };
+//!     let run = NewRun { id, workflow: "w".into(), definition: "{}".into(), params: Default::default(), tasks: vec![task], parent: None };
 //!     store.create_run(run, chrono::Utc::now()).await.unwrap();
 //!     assert_eq!(store.list_runs().await.unwrap().len(), 1);
 //! });
@@ -180,6 +180,9 @@ pub const MIGRATIONS: &[&str] = &[
         FROM tasks t JOIN runs r ON r.id = t.run;
     DROP TABLE tasks;
     ALTER TABLE tasks_by_ord RENAME TO tasks;",
+    // 8: the run that started a run through `workflow.run` (NULL: a
+    // top-level run, and every run written before this version).
+    "ALTER TABLE runs ADD COLUMN parent TEXT;",
 ];
 
 /// The schema version this build writes.
@@ -829,10 +832,11 @@ fn quarantine(conn: &Connection, run: &str, reason: &str) -> Result<()> {
     Ok(())
 }
 
-const RUN_COLUMNS: &str =
-    "id, workflow, status, created_at, finished_at, params, definition, owner, cancel_requested";
+const RUN_COLUMNS: &str = "id, workflow, status, created_at, finished_at, params, definition, owner, cancel_requested, parent";
 /// As `RUN_COLUMNS`, without reading the definition (listing runs).
-const LIST_COLUMNS: &str = "id, workflow, status, created_at, finished_at, params, '' AS definition, owner, cancel_requested";
+const LIST_COLUMNS: &str = "id, workflow, status, created_at, finished_at, params, '' AS definition, owner, cancel_requested, parent";
+/// How many columns `RUN_COLUMNS` and `LIST_COLUMNS` name (the next one read is at this index).
+const RUN_COLUMN_COUNT: usize = 10;
 
 type RawRun = (
     String,
@@ -844,6 +848,7 @@ type RawRun = (
     String,
     Option<String>,
     bool,
+    Option<String>,
 );
 
 fn raw_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRun> {
@@ -857,12 +862,19 @@ fn raw_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRun> {
         r.get(6)?,
         r.get(7)?,
         r.get(8)?,
+        r.get(9)?,
     ))
 }
 
 fn decode_run(raw: RawRun) -> std::result::Result<RunRecord, String> {
-    let (id, workflow, status, created, finished, params, definition, owner, cancel) = raw;
+    let (id, workflow, status, created, finished, params, definition, owner, cancel, parent) = raw;
     let id: RunId = id.parse().map_err(|e| format!("bad run id `{id}`: {e}"))?;
+    let parent = parent
+        .map(|p| {
+            p.parse::<RunId>()
+                .map_err(|e| format!("bad parent run id `{p}`: {e}"))
+        })
+        .transpose()?;
     let status = status
         .parse::<WorkflowStatus>()
         .map_err(|e| format!("bad status: {e}"))?;
@@ -878,6 +890,7 @@ fn decode_run(raw: RawRun) -> std::result::Result<RunRecord, String> {
         definition,
         owner,
         cancel_requested: cancel,
+        parent,
         tasks: TaskCounts::default(),
     })
 }
@@ -919,8 +932,8 @@ fn read_run(conn: &Connection, run: RunId) -> Result<Option<RunRecord>> {
             |r| {
                 Ok((
                     raw_run(r)?,
-                    r.get::<_, Option<String>>(9)?,
-                    r.get::<_, i64>(10)?,
+                    r.get::<_, Option<String>>(RUN_COLUMN_COUNT)?,
+                    r.get::<_, i64>(RUN_COLUMN_COUNT + 1)?,
                 ))
             },
         )
@@ -1388,7 +1401,9 @@ fn list_in(conn: &Connection, limit: Option<usize>) -> Result<Vec<RunRecord>> {
         .map_err(sql_err)?;
     let limit = limit.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
     let rows: Vec<(RawRun, i64)> = stmt
-        .query_map(params![limit], |r| Ok((raw_run(r)?, r.get(9)?)))
+        .query_map(params![limit], |r| {
+            Ok((raw_run(r)?, r.get(RUN_COLUMN_COUNT)?))
+        })
         .map_err(sql_err)?
         .collect::<rusqlite::Result<_>>()
         .map_err(sql_err)?;
@@ -1446,8 +1461,8 @@ impl Store for SqliteStore {
                 })
                 .map_err(sql_err)?;
             conn.execute(
-                "INSERT INTO runs (id, ord, workflow, status, created_at, params, definition)
-                 VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6)",
+                "INSERT INTO runs (id, ord, workflow, status, created_at, params, definition, parent)
+                 VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7)",
                 params![
                     id,
                     ord,
@@ -1455,6 +1470,7 @@ impl Store for SqliteStore {
                     micros(now),
                     serde_json::to_string(&run.params).map_err(|e| store_err("params", e))?,
                     run.definition,
+                    run.parent.map(|p| p.to_string()),
                 ],
             )
             .map_err(|e| match e.sqlite_error_code() {

@@ -25,6 +25,7 @@ fn run(id: RunId) -> NewRun {
             deps: vec![],
             priority: TaskPriority::Normal,
         }],
+        parent: None,
     }
 }
 

@@ -32,6 +32,7 @@ fn run(id: orch_model::RunId) -> NewRun {
             deps: vec![],
             priority: TaskPriority::Normal,
         }],
+        parent: None,
     }
 }
 
@@ -86,6 +87,52 @@ fn an_older_schema_is_migrated_and_keeps_its_runs() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
     assert_eq!(v, SCHEMA_VERSION);
+}
+
+#[test]
+fn runs_of_schema_7_have_no_parent_after_the_migration_and_new_runs_keep_theirs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("v7.db");
+    let old = orch_model::RunId::new();
+    {
+        // Version 7: runs without a parent column.
+        let c = rusqlite::Connection::open(&path).expect("open");
+        for m in &MIGRATIONS[..7] {
+            c.execute_batch(m).expect("migration");
+        }
+        c.execute_batch("PRAGMA user_version = 7").expect("version");
+        c.execute(
+            "INSERT INTO runs (id, ord, workflow, status, created_at, params, definition)
+             VALUES (?1, 1, 'old', 'completed', 0, '{}', '{}')",
+            [old.to_string()],
+        )
+        .expect("row");
+    }
+    let s = SqliteStore::open(&path).expect("migrated");
+    let child = orch_model::RunId::new();
+    rt().block_on(s.create_run(
+        NewRun {
+            parent: Some(old),
+            ..run(child)
+        },
+        chrono::Utc::now(),
+    ))
+    .expect("create");
+    let listed: Vec<_> = rt()
+        .block_on(s.list_runs())
+        .expect("list")
+        .iter()
+        .map(|r| (r.id, r.parent))
+        .collect();
+    assert_eq!(listed, vec![(child, Some(old)), (old, None)]);
+    drop(s);
+    // Read back from the file by a new store.
+    let s = SqliteStore::open(&path).expect("reopen");
+    let r = rt()
+        .block_on(s.get_run(child))
+        .expect("get")
+        .expect("the run");
+    assert_eq!(r.parent, Some(old), "the parent is stored in the file");
 }
 
 #[test]

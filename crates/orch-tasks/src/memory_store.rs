@@ -240,6 +240,7 @@ impl Store for MemoryStore {
             definition: run.definition,
             owner: None,
             cancel_requested: false,
+            parent: run.parent,
             tasks: TaskCounts::default(),
         };
         inner.runs.insert(
@@ -281,6 +282,7 @@ impl Store for MemoryStore {
                     definition: String::new(),
                     owner: x.owner.clone(),
                     cancel_requested: x.cancel_requested,
+                    parent: x.parent,
                     // Each task's state only: no result is copied.
                     tasks: TaskCounts::of(&r.tasks),
                 }

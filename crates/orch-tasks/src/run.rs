@@ -65,6 +65,9 @@ pub struct RunOptions {
     /// (`Store::tasks`): finished steps keep their outcome and do not run
     /// again; steps that were running run once more.
     pub resume: Option<Vec<TaskRecord>>,
+    /// The run that started this one through a `workflow.run` step
+    /// (recorded as the store run's parent); `None` for a top-level run.
+    pub parent: Option<RunId>,
 }
 
 impl Default for RunOptions {
@@ -84,6 +87,7 @@ impl Default for RunOptions {
             cache: None,
             store: None,
             resume: None,
+            parent: None,
         }
     }
 }
@@ -1247,6 +1251,7 @@ async fn open_journal(
                         definition,
                         params: st.params.clone(),
                         tasks,
+                        parent: opts.parent,
                     },
                     now,
                 )

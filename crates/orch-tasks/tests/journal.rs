@@ -133,6 +133,7 @@ fn a_resumed_run_does_not_rerun_finished_steps_and_reruns_interrupted_ones() {
                     definition: "{}".to_owned(),
                     params: Default::default(),
                     tasks,
+                    parent: None,
                 },
                 now,
             )

@@ -876,6 +876,7 @@ impl WorkflowManager {
             resources: opts.resources.or_else(|| self.inner.resources.clone()),
             cache: self.inner.cache.clone(),
             store: self.inner.store.clone(),
+            parent: parent.as_ref().map(|p| p.0),
             ..RunOptions::default()
         };
         // Driven as a task of its own (see `orch_tasks::drive`: a step's
