@@ -113,26 +113,45 @@ async fn find_listed(store: &Arc<dyn Store>, id: &str) -> Result<RunRecord, Stri
     }
 }
 
-/// The newest run that is not a sub-workflow's (`workflow.run`) child, from
-/// runs listed newest first.
-///
-/// A child run is driven by the process that drives its parent, and starts
-/// while the parent runs: a run is a child when an older run has the same
-/// owner and had not finished when it started. (`orch run` drives one
-/// top-level run per process; the store keeps no parent link.)
+/// The newest top-level run (not a sub-workflow's child run, which the
+/// store records with its parent), from runs listed newest first.
 fn newest_top_level(runs: Vec<RunRecord>) -> Option<RunRecord> {
-    let is_child = |c: &RunRecord| {
-        c.owner.as_ref().is_some_and(|owner| {
-            runs.iter().any(|p| {
-                p.id != c.id
-                    && p.owner.as_ref() == Some(owner)
-                    && (p.created_at, p.id) < (c.created_at, c.id)
-                    && p.finished_at.is_none_or(|f| f >= c.created_at)
-            })
-        })
-    };
-    let pos = runs.iter().position(|r| !is_child(r))?;
-    runs.into_iter().nth(pos)
+    runs.into_iter().find(|r| r.parent.is_none())
+}
+
+/// Sub-workflow runs that `parent` (a run just taken over by `orch resume`)
+/// started before it was interrupted, and their own, that were interrupted
+/// with it: each is taken over from its dead owner and cancelled, since the
+/// resumed run's `workflow.run` step runs again and starts a new one.
+/// Returns each cancelled run with the owner it had (whose processes are to
+/// be stopped). A child that ended, or that another process drives, is left
+/// as it is.
+async fn supersede_children(
+    store: &Arc<dyn Store>,
+    parent: RunId,
+    me: &str,
+) -> orch_model::Result<Vec<(RunId, Option<String>)>> {
+    let runs = store.list_runs().await?;
+    let mut below = vec![parent];
+    let mut cancelled = Vec::new();
+    while let Some(p) = below.pop() {
+        for c in runs.iter().filter(|r| r.parent == Some(p)) {
+            below.push(c.id);
+            if shown_status(c) != "interrupted" {
+                continue;
+            }
+            if store.take_over(c.id, c.owner.as_deref(), me).await? == TakeOver::Taken {
+                let now = chrono::Utc::now();
+                store.cancel_run(c.id, now).await?;
+                store
+                    .finish_run(c.id, WorkflowStatus::Cancelled, now)
+                    .await?;
+                store.set_owner(c.id, None).await?;
+                cancelled.push((c.id, c.owner.clone()));
+            }
+        }
+    }
+    Ok(cancelled)
 }
 
 fn fmt_secs(d: chrono::TimeDelta) -> String {
@@ -178,6 +197,7 @@ pub fn list(config: Option<&Path>, json_out: bool, limit: usize) -> u8 {
                     "status": shown_status(r),
                     "created_at": r.created_at,
                     "finished_at": r.finished_at,
+                    "parent": r.parent.map(|p| p.to_string()),
                     "tasks": r.tasks.total(),
                     "done": r.tasks.done(),
                     "counts": r.tasks,
@@ -259,6 +279,7 @@ pub fn show(config: Option<&Path>, id: &str, json_out: bool) -> u8 {
             "finished_at": r.finished_at,
             "params": r.params,
             "owner": r.owner,
+            "parent": r.parent.map(|p| p.to_string()),
             "tasks": tasks.iter().map(|t| json!({
                 "name": t.name,
                 "status": t.status,
@@ -286,6 +307,9 @@ pub fn show(config: Option<&Path>, id: &str, json_out: bool) -> u8 {
             .map(|f| format!(", finished after {}", fmt_secs(f - r.created_at)))
             .unwrap_or_default()
     );
+    if let Some(p) = r.parent {
+        println!("parent: {p} (this run is a sub-workflow of it)");
+    }
     let row = |t: &TaskRecord| {
         let (started, duration, note) = task_line(t);
         let cached = if t.result.as_ref().is_some_and(|x| x.cached) {
@@ -434,13 +458,18 @@ pub fn resume(id: &str, args: &RunArgs) -> u8 {
     let taken = rt.block_on(async {
         let me = orch_tasks::run::process_identity();
         match store.take_over(r.id, r.owner.as_deref(), &me).await? {
-            TakeOver::Taken => store.tasks(r.id).await.map(Ok),
+            TakeOver::Taken => {
+                // The run is this process's now: the sub-workflow runs it
+                // had started are superseded by those its steps start again.
+                let superseded = supersede_children(&store, r.id, &me).await;
+                Ok(Ok((store.tasks(r.id).await?, superseded)))
+            }
             other => Ok(Err(other)),
         }
     });
     drop(rt);
-    let tasks = match taken {
-        Ok(Ok(tasks)) => tasks,
+    let (tasks, superseded) = match taken {
+        Ok(Ok(x)) => x,
         Ok(Err(TakeOver::Ended { status })) => {
             eprintln!(
                 "orch: run {} already ended ({}); there is nothing to resume",
@@ -482,6 +511,33 @@ pub fn resume(id: &str, args: &RunArgs) -> u8 {
             "orch: stopped {orphans} process(es) left running by run {}'s previous orch",
             r.id
         );
+    }
+    match superseded {
+        Ok(children) => {
+            for (child, owner) in &children {
+                // Mostly the same dead owner, already swept above.
+                if owner != &r.owner {
+                    orch_tasks::process::sweep_orphans(
+                        *child,
+                        owner.as_deref(),
+                        Duration::from_secs(2),
+                    );
+                }
+            }
+            if !children.is_empty() && !args.json {
+                let ids: Vec<String> = children.iter().map(|(c, _)| c.to_string()).collect();
+                eprintln!(
+                    "orch: cancelled {} interrupted sub-workflow run(s) of run {} ({}); its steps start new ones",
+                    children.len(),
+                    r.id,
+                    ids.join(", ")
+                );
+            }
+        }
+        Err(e) => eprintln!(
+            "orch: note: the interrupted sub-workflow runs of run {} could not be cancelled ({e}); they stay listed as interrupted",
+            r.id
+        ),
     }
     let saved: Value = match serde_json::from_str(&r.definition) {
         Ok(v) => v,
@@ -652,5 +708,47 @@ pub fn cache_clear(config: Option<&Path>) -> u8 {
             eprintln!("orch: {e}");
             exit::FAILED
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn record(id: RunId, secs: i64, parent: Option<RunId>, finished: bool) -> RunRecord {
+        let at = |s| chrono::Utc.timestamp_opt(s, 0).single().unwrap_or_default();
+        RunRecord {
+            id,
+            workflow: format!("w{secs}"),
+            status: if finished {
+                WorkflowStatus::Completed
+            } else {
+                WorkflowStatus::Running
+            },
+            created_at: at(secs),
+            finished_at: finished.then(|| at(secs + 100)),
+            params: serde_json::Map::new(),
+            definition: String::new(),
+            owner: Some("7:7@host".to_owned()),
+            cancel_requested: false,
+            parent,
+            tasks: orch_model::store::TaskCounts::default(),
+        }
+    }
+
+    /// A library process running two top-level runs at once (one owner,
+    /// overlapping): the newer is `last`, though it started while the older
+    /// ran under the same owner (what the former inference took for a child).
+    #[test]
+    fn last_is_the_newest_run_without_a_parent() {
+        let (older, newer, child) = (RunId::new(), RunId::new(), RunId::new());
+        let runs = vec![
+            record(child, 3, Some(newer), true),
+            record(newer, 2, None, true),
+            record(older, 1, None, true),
+        ];
+        assert_eq!(newest_top_level(runs).map(|r| r.id), Some(newer));
+        assert_eq!(newest_top_level(Vec::new()).map(|r| r.id), None);
     }
 }
