@@ -452,6 +452,23 @@ pub fn resume(id: &str, args: &RunArgs) -> u8 {
             return exit::INVALID;
         }
     }
+    // A sub-workflow's run whose parent is unfinished: resuming the parent
+    // runs its `workflow.run` step again (a new child run), so resuming the
+    // child alone would do its work twice.
+    if let Some(p) = r.parent {
+        let parent = rt.block_on(store.get_run(p)).ok().flatten();
+        if let Some(state) = parent
+            .as_ref()
+            .map(shown_status)
+            .filter(|s| matches!(*s, "interrupted" | "running"))
+        {
+            eprintln!(
+                "orch: run {} is a sub-workflow run of run {p}, which is {state}; resume that one (`orch resume {p}`): its step runs the sub-workflow again",
+                r.id
+            );
+            return exit::INVALID;
+        }
+    }
     // Taking the run over is one compare-and-set in the store (it becomes
     // this process's only if its owner is still the dead one seen above):
     // of two `orch resume` of one run, one goes on, the other runs nothing.

@@ -120,6 +120,16 @@ fn after_resuming_a_run_killed_inside_its_sub_workflow_last_is_the_resumed_run()
         ]
     );
 
+    // The child alone is not resumed: its parent's step would run it again.
+    let (code, _, err) = run(d, &["resume", &old_child]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!(
+            "is a sub-workflow run of run {parent_id}, which is interrupted; resume that one (`orch resume {parent_id}`)"
+        )),
+        "{err}"
+    );
+
     let (code, out, err) = run(d, &["resume", &parent_id]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(
