@@ -73,6 +73,8 @@ pub enum ErrorKind {
     NotRegular(&'static str),
     /// The file to read has this many hard links.
     HardLinked(u64),
+    /// A walk went deeper than this many directories.
+    TooDeep(usize),
     /// The operating system refused.
     Io(io::Error),
 }
@@ -139,6 +141,10 @@ impl fmt::Display for Error {
                 "`{p}` has {n} hard links; a file with more than one name may be a file outside {base}, \
                  so it is not read (replace the link by a copy)"
             ),
+            ErrorKind::TooDeep(max) => write!(
+                f,
+                "`{p}` is more than {max} directories deep; walk a directory nearer the files"
+            ),
             ErrorKind::Io(e) => write!(f, "`{p}`: {e}"),
         }
     }
@@ -162,6 +168,7 @@ impl From<Error> for io::Error {
             | ErrorKind::Link(_)
             | ErrorKind::HardLinked(_) => io::ErrorKind::PermissionDenied,
             ErrorKind::NotDir(_) => io::ErrorKind::NotADirectory,
+            ErrorKind::TooDeep(_) => io::ErrorKind::Other,
             ErrorKind::Empty
             | ErrorKind::IsRoot
             | ErrorKind::TrailingSlash
@@ -415,33 +422,18 @@ impl Root {
     pub fn open_file(&self, path: impl AsRef<Path>) -> Result<File, Error> {
         let path = path.as_ref();
         let (dir, name) = self.parent_of(path, false)?;
-        let fd = rustix::fs::openat(
-            &dir,
-            name,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY,
-            Mode::empty(),
-        )
-        .map_err(|e| {
-            if e == Errno::LOOP {
-                self.err(path, ErrorKind::Link(path.to_path_buf()))
-            } else {
-                self.io_err(path, e)
-            }
-        })?;
-        let st = rustix::fs::fstat(&fd).map_err(|e| self.io_err(path, e))?;
-        match FileType::from_raw_mode(st.st_mode) {
-            FileType::RegularFile => {}
-            FileType::Directory => return Err(self.err(path, ErrorKind::NotRegular("directory"))),
-            FileType::Fifo => return Err(self.err(path, ErrorKind::NotRegular("FIFO"))),
-            FileType::Socket => return Err(self.err(path, ErrorKind::NotRegular("socket"))),
-            _ => return Err(self.err(path, ErrorKind::NotRegular("device or special file"))),
-        }
-        #[allow(clippy::useless_conversion)] // st_nlink is u32 on some targets
-        let links = u64::from(st.st_nlink);
-        if links > 1 {
-            return Err(self.err(path, ErrorKind::HardLinked(links)));
-        }
-        Ok(File::from(fd))
+        open_regular(dir.as_fd(), name, path, self.base)
+    }
+
+    /// Checks `path` as every operation does before it touches the file
+    /// system: an empty or absolute path and `..` are refused. Links along
+    /// the path are found only when the path is used (that is what makes it
+    /// race-free), so this is for early, clear errors, not a guarantee.
+    ///
+    /// # Errors
+    /// The refused path.
+    pub fn check(&self, path: impl AsRef<Path>) -> Result<(), Error> {
+        parse(path.as_ref(), self.base).map(|_| ())
     }
 
     /// What `path` is, without following a link at its end; `None` when it does not exist.
@@ -571,6 +563,95 @@ impl Root {
         Ok(out)
     }
 
+    /// Walks the directory `start` beneath the root, depth first, each
+    /// directory's entries in byte order of their names (as `walkdir` sorted
+    /// by file name does), calling `visit` for every entry. Directories are
+    /// opened by their parent's descriptor without following links, so the
+    /// walk never leaves `start`: a symbolic link is reported as
+    /// [`EntryKind::Symlink`] and never followed, and a directory replaced by
+    /// a link (or removed) after its parent was read is not walked. `visit`
+    /// returns whether to walk into a directory (ignored for other entries);
+    /// [`WalkEntry::open_file`] reads a file through the same descriptors.
+    /// The walk goes at most [`MAX_WALK_DEPTH`] directories deep.
+    ///
+    /// # Errors
+    /// [`WalkError::Walk`] for a refused `start`, a directory that cannot be
+    /// read or a tree too deep; [`WalkError::Visit`] with `visit`'s error,
+    /// which stops the walk.
+    pub fn walk_tree<E>(
+        &self,
+        start: impl AsRef<Path>,
+        mut visit: impl FnMut(&WalkEntry<'_>) -> Result<bool, E>,
+    ) -> Result<(), WalkError<E>> {
+        let start = start.as_ref();
+        let dir = self.open_dir(start).map_err(WalkError::Walk)?;
+        let mut rel = PathBuf::new();
+        self.walk_dir(start, dir.fd.as_fd(), &mut rel, 1, &mut visit)
+    }
+
+    fn walk_dir<E>(
+        &self,
+        start: &Path,
+        dir: BorrowedFd<'_>,
+        rel: &mut PathBuf,
+        depth: usize,
+        visit: &mut dyn FnMut(&WalkEntry<'_>) -> Result<bool, E>,
+    ) -> Result<(), WalkError<E>> {
+        let fail = |rel: &Path, e: Errno| WalkError::Walk(self.io_err(&start.join(rel), e));
+        let mut entries: Vec<(OsString, EntryKind)> = Vec::new();
+        let stream = rustix::fs::Dir::read_from(dir).map_err(|e| fail(rel, e))?;
+        for entry in stream {
+            let entry = entry.map_err(|e| fail(rel, e))?;
+            let bytes = entry.file_name().to_bytes();
+            if bytes == b"." || bytes == b".." {
+                continue;
+            }
+            let name = OsStr::from_bytes(bytes);
+            let kind = match entry.file_type() {
+                FileType::Unknown => {
+                    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+                        Ok(st) => EntryKind::of(FileType::from_raw_mode(st.st_mode)),
+                        // Removed since the directory was read.
+                        Err(e) if e == Errno::NOENT => continue,
+                        Err(e) => return Err(fail(&rel.join(name), e)),
+                    }
+                }
+                t => EntryKind::of(t),
+            };
+            entries.push((name.to_os_string(), kind));
+        }
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (name, kind) in &entries {
+            rel.push(name);
+            let descend = visit(&WalkEntry {
+                path: rel,
+                name,
+                kind: *kind,
+                depth,
+                dir,
+                start,
+                base: self.base,
+            })
+            .map_err(WalkError::Visit)?;
+            if *kind == EntryKind::Dir && descend {
+                if depth >= MAX_WALK_DEPTH {
+                    return Err(WalkError::Walk(
+                        self.err(&start.join(&*rel), ErrorKind::TooDeep(MAX_WALK_DEPTH)),
+                    ));
+                }
+                match rustix::fs::openat(dir, name.as_os_str(), DIR_FLAGS, Mode::empty()) {
+                    Ok(sub) => self.walk_dir(start, sub.as_fd(), rel, depth + 1, visit)?,
+                    // Replaced by a link or by a file, or removed, since the
+                    // directory was read: not walked (a link is never followed).
+                    Err(e) if e == Errno::LOOP || e == Errno::NOTDIR || e == Errno::NOENT => {}
+                    Err(e) => return Err(fail(rel, e)),
+                }
+            }
+            rel.pop();
+        }
+        Ok(())
+    }
+
     /// Creates a new, uniquely named directory `<prefix><random>` directly in
     /// the root and returns its name and handle.
     ///
@@ -652,6 +733,94 @@ impl Root {
     pub fn remove_tree(&self, name: &OsStr) -> Result<(), Error> {
         remove_tree_at(self.fd.as_fd(), name, 0).map_err(|e| self.io_err(Path::new(name), e))
     }
+}
+
+/// Opens `name` in `dir` for reading: a regular file with one link, never a
+/// link, without blocking on a FIFO. `path` is what errors name.
+fn open_regular(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    path: &Path,
+    base: &'static str,
+) -> Result<File, Error> {
+    let err = |kind| Error {
+        path: path.to_path_buf(),
+        kind,
+        base,
+    };
+    let io_err = |e: Errno| err(ErrorKind::Io(e.into()));
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY,
+        Mode::empty(),
+    )
+    .map_err(|e| {
+        if e == Errno::LOOP {
+            err(ErrorKind::Link(path.to_path_buf()))
+        } else {
+            io_err(e)
+        }
+    })?;
+    let st = rustix::fs::fstat(&fd).map_err(io_err)?;
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::RegularFile => {}
+        FileType::Directory => return Err(err(ErrorKind::NotRegular("directory"))),
+        FileType::Fifo => return Err(err(ErrorKind::NotRegular("FIFO"))),
+        FileType::Socket => return Err(err(ErrorKind::NotRegular("socket"))),
+        _ => return Err(err(ErrorKind::NotRegular("device or special file"))),
+    }
+    #[allow(clippy::useless_conversion)] // st_nlink is u32 on some targets
+    let links = u64::from(st.st_nlink);
+    if links > 1 {
+        return Err(err(ErrorKind::HardLinked(links)));
+    }
+    Ok(File::from(fd))
+}
+
+/// Deepest [`Root::walk_tree`] goes: directories nested more deeply are an error
+/// (each level holds a descriptor open).
+pub const MAX_WALK_DEPTH: usize = 256;
+
+/// One entry met by [`Root::walk_tree`].
+#[derive(Debug)]
+pub struct WalkEntry<'a> {
+    /// Its path relative to the directory walked.
+    pub path: &'a Path,
+    /// Its name.
+    pub name: &'a OsStr,
+    /// What it was when its directory was read (a link is reported as a
+    /// link, never followed).
+    pub kind: EntryKind,
+    /// 1 for the entries of the directory walked, 2 for theirs, and so on.
+    pub depth: usize,
+    dir: BorrowedFd<'a>,
+    start: &'a Path,
+    base: &'static str,
+}
+
+impl WalkEntry<'_> {
+    /// Opens the entry for reading through its directory's descriptor, with
+    /// the rules of [`Root::open_file`]: a regular file with a single link,
+    /// never a link, never blocking on a FIFO. Errors name the path as the
+    /// walk's start joined with [`WalkEntry::path`].
+    ///
+    /// # Errors
+    /// A link, anything but a regular file, a hard-linked file, or the
+    /// operating system's error.
+    pub fn open_file(&self) -> Result<File, Error> {
+        open_regular(self.dir, self.name, &self.start.join(self.path), self.base)
+    }
+}
+
+/// Why [`Root::walk_tree`] stopped.
+#[derive(Debug)]
+pub enum WalkError<E> {
+    /// The walk failed: its start was refused, a directory could not be
+    /// read, or the tree is too deep.
+    Walk(Error),
+    /// What the visitor returned.
+    Visit(E),
 }
 
 /// Removes `name` in `dir` recursively by descriptor.
@@ -740,6 +909,66 @@ mod tests {
         assert!(
             matches!(&e.kind, ErrorKind::NotDir(p) if p == Path::new("f")),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn walk_tree_is_sorted_and_never_follows_links() {
+        let (d, root) = root();
+        let outside = tempfile::tempdir().expect("outside");
+        std::fs::write(outside.path().join("secret"), "x").expect("secret");
+        root.write_bytes("w/b/z.txt", b"z", true).expect("z");
+        root.write_bytes("w/a.txt", b"a", true).expect("a");
+        root.write_bytes("w/c/.h", b"h", true).expect("h");
+        std::os::unix::fs::symlink(outside.path(), d.path().join("w/b/out")).expect("symlink");
+        let mut seen = Vec::new();
+        root.walk_tree("w", |e| {
+            seen.push((e.path.display().to_string(), e.kind, e.depth));
+            if e.kind == EntryKind::File {
+                let mut text = String::new();
+                io::Read::read_to_string(&mut e.open_file().map_err(io::Error::from)?, &mut text)?;
+                assert_eq!(text.len(), 1);
+            }
+            Ok::<_, io::Error>(e.name != "c")
+        })
+        .expect("walked");
+        assert_eq!(
+            seen,
+            [
+                ("a.txt", EntryKind::File, 1),
+                ("b", EntryKind::Dir, 1),
+                ("b/out", EntryKind::Symlink, 2),
+                ("b/z.txt", EntryKind::File, 2),
+                ("c", EntryKind::Dir, 1),
+            ]
+            .map(|(p, k, n)| (p.to_owned(), k, n))
+        );
+        let e = root
+            .walk_tree("w/b/out", |_| Ok::<_, io::Error>(true))
+            .expect_err("a link as the start");
+        assert!(
+            matches!(
+                e,
+                WalkError::Walk(Error {
+                    kind: ErrorKind::Link(_),
+                    ..
+                })
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn walk_tree_stops_at_its_depth_limit() {
+        let (_d, root) = root();
+        let deep: PathBuf = (0..=MAX_WALK_DEPTH).map(|_| "d").collect();
+        root.create_dir_all(&deep).expect("deep");
+        let e = root
+            .walk_tree(".", |_| Ok::<_, io::Error>(true))
+            .expect_err("too deep");
+        assert!(
+            matches!(&e, WalkError::Walk(Error { kind: ErrorKind::TooDeep(n), .. }) if *n == MAX_WALK_DEPTH),
+            "{e:?}"
         );
     }
 

@@ -4,9 +4,10 @@
 //! list of `[x, y]` pairs, or a list of `{label|x, value|y}` objects. The SVG
 //! is self-contained (no scripts, no external fonts or styles), every text is
 //! XML-escaped, and it is written atomically to `output` inside the work
-//! directory.
+//! directory, resolved beneath it without following links (see
+//! [`crate::confined`]): absolute paths, `..` and links are refused.
 
-use super::fs::{blocking, confine, path_param, write_atomically};
+use super::fs::{blocking, confined_error, path_param, work_root};
 use crate::action::{Action, ActionContext, ActionError};
 use async_trait::async_trait;
 use serde_json::{Value, json};
@@ -390,15 +391,17 @@ async fn draw(kind: Kind, params: Value, ctx: &ActionContext) -> Result<Value, A
             "`output` must name an .svg file, found `{rel}`"
         )));
     }
-    let full = confine(&ctx.work_dir, &rel)?;
+    let root = work_root(ctx)?;
+    root.check(&rel)
+        .map_err(|e| confined_error("cannot write", &rel, &e))?;
     let pts = points(params.get("data"))?;
     let opts = options(&params, kind)?;
     let svg = render(kind, &pts, &opts);
     let n = pts.len();
     let bytes = svg.len();
     blocking(move || {
-        write_atomically(&full, svg.as_bytes(), true)
-            .map_err(|e| ActionError::retryable("IoError", format!("cannot write `{rel}`: {e}")))?;
+        root.write_bytes(&rel, svg.as_bytes(), true)
+            .map_err(|e| confined_error("cannot write", &rel, &e))?;
         Ok(json!({"path": rel, "points": n, "bytes": bytes}))
     })
     .await

@@ -6,14 +6,25 @@
 //! other line is code. A line with code and a trailing comment counts as code.
 //! Files in no known language are not counted (they are listed under
 //! `skipped`), nor are files larger than `max_file_size`, files that are not
-//! UTF-8 text, hidden files and directories (unless `hidden: true`), and
-//! symbolic links (never followed).
+//! UTF-8 text, hidden files and directories (unless `hidden: true`),
+//! symbolic links (never followed, neither to files nor to directories) and
+//! files with more than one hard link (a second name may be a file outside
+//! the work directory, as `fs.read` says).
+//!
+//! The directory is walked through descriptors (see
+//! [`crate::confined::Root::walk_tree`]): `path` is resolved beneath the work
+//! directory without following links (absolute paths, `..` and links are
+//! refused), every subdirectory is opened from its parent's descriptor and
+//! every file read through its directory's, so nothing outside the work
+//! directory is read, even while the tree changes.
 
-use super::fs::{blocking, confine};
+use super::fs::{blocking, confined_error, work_root};
 use crate::action::{Action, ActionContext, ActionError};
+use crate::confined::{EntryKind, ErrorKind, WalkError};
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 /// A string literal's delimiters: text between them is code, whatever it holds.
@@ -526,7 +537,9 @@ impl Action for Stats {
             })
             .transpose()?
             .unwrap_or_else(|| ".".to_owned());
-        let root = confine(&ctx.work_dir, &rel)?;
+        let root = work_root(ctx)?;
+        root.check(&rel)
+            .map_err(|e| confined_error("cannot read directory", &rel, &e))?;
         let include = patterns(&params, "include")?;
         let exclude = patterns(&params, "exclude")?;
         let max_size = size_param(&params)?;
@@ -536,61 +549,64 @@ impl Action for Stats {
             .unwrap_or(false);
         let cancel = ctx.cancel.clone();
         blocking(move || {
-            let meta = std::fs::symlink_metadata(&root).map_err(|e| {
-                ActionError::permanent("IoError", format!("cannot read directory `{rel}`: {e}"))
-            })?;
-            if !meta.is_dir() {
-                return Err(ActionError::permanent(
-                    "IoError",
-                    format!("`{rel}` is not a directory"),
-                ));
-            }
             let mut by_lang: BTreeMap<&'static str, LineCounts> = BTreeMap::new();
             let (mut unknown, mut too_large, mut not_text) = (0u64, 0u64, 0u64);
-            let walker = walkdir::WalkDir::new(&root)
-                .follow_links(false)
-                .sort_by_file_name()
-                .into_iter()
-                .filter_entry(|e| {
-                    e.depth() == 0 || hidden || !e.file_name().to_string_lossy().starts_with('.')
-                });
-            for entry in walker {
+            let walked = root.walk_tree(&rel, |entry| {
                 if cancel.is_cancelled() {
                     return Err(ActionError::retryable("Cancelled", "code.stats was cancelled"));
                 }
-                let entry = entry.map_err(|e| {
-                    ActionError::permanent("IoError", format!("cannot walk `{rel}`: {e}"))
-                })?;
-                if !entry.file_type().is_file() {
-                    continue;
+                if !hidden && entry.name.as_bytes().starts_with(b".") {
+                    return Ok(false);
                 }
-                let path = entry.path();
-                let inner = path
-                    .strip_prefix(&root)
-                    .unwrap_or(path)
-                    .to_string_lossy()
-                    .replace('\\', "/");
-                if (!include.is_empty() && !matches(&include, &inner)) || matches(&exclude, &inner)
-                {
-                    continue;
+                match entry.kind {
+                    EntryKind::Dir => return Ok(true),
+                    // Links (never followed) and special files are not counted.
+                    EntryKind::Symlink | EntryKind::Other => return Ok(false),
+                    EntryKind::File => {}
                 }
-                let Some(lang) = language(path) else {
+                let inner = entry.path.to_string_lossy();
+                if (!include.is_empty() && !matches(&include, &inner)) || matches(&exclude, &inner) {
+                    return Ok(false);
+                }
+                let Some(lang) = language(entry.path) else {
                     unknown += 1;
-                    continue;
+                    return Ok(false);
                 };
-                let len = entry.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+                let mut file = match entry.open_file() {
+                    Ok(f) => f,
+                    // Hard-linked files are skipped as links are (a second name may be a
+                    // file outside the work directory); so is a file replaced by a link
+                    // or by something else since its directory was read.
+                    Err(e) if e.is_escape() || matches!(e.kind, ErrorKind::NotRegular(_)) => {
+                        return Ok(false);
+                    }
+                    Err(_) => {
+                        not_text += 1;
+                        return Ok(false);
+                    }
+                };
+                let len = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
                 if len > max_size {
                     too_large += 1;
-                    continue;
+                    return Ok(false);
                 }
-                let Ok(text) = std::fs::read_to_string(path) else {
+                let mut text = String::new();
+                if std::io::Read::read_to_string(&mut file, &mut text).is_err() {
                     not_text += 1;
-                    continue;
-                };
+                    return Ok(false);
+                }
                 by_lang
                     .entry(lang.name)
                     .or_default()
                     .add(count_lines(&text, lang));
+                Ok(false)
+            });
+            match walked {
+                Ok(()) => {}
+                Err(WalkError::Visit(e)) => return Err(e),
+                Err(WalkError::Walk(e)) => {
+                    return Err(confined_error("cannot read directory", &rel, &e));
+                }
             }
             let mut total = LineCounts::default();
             let mut languages = Map::new();

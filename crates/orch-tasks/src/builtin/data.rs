@@ -8,9 +8,16 @@
 //! A `summary.json` beside them lists every file's rows and columns. Files
 //! are written atomically; a malformed CSV file fails the step and names the
 //! file and record.
+//!
+//! Both directories are resolved beneath the work directory without following
+//! links (see [`crate::confined`]): absolute paths, `..` and links along them
+//! are refused, every file is opened and written through its directory's
+//! descriptor, links among the input files are skipped, and a CSV file with
+//! more than one hard link is refused, as `fs.read` refuses it.
 
-use super::fs::{blocking, confine, write_atomically};
+use super::fs::{blocking, confined_error, work_root};
 use crate::action::{Action, ActionContext, ActionError};
+use crate::confined::{EntryKind, Root};
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -86,12 +93,13 @@ struct Table {
     rows: u64,
 }
 
-fn aggregate(path: &Path, shown: &str, group_by: Option<&str>) -> Result<Table, ActionError> {
+fn aggregate(
+    file: impl std::io::Read,
+    shown: &str,
+    group_by: Option<&str>,
+) -> Result<Table, ActionError> {
     let bad = |msg: String| ActionError::permanent("DataError", format!("`{shown}`: {msg}"));
-    let mut rdr = csv::ReaderBuilder::new()
-        .flexible(false)
-        .from_path(path)
-        .map_err(|e| bad(format!("cannot read: {e}")))?;
+    let mut rdr = csv::ReaderBuilder::new().flexible(false).from_reader(file);
     let headers: Vec<String> = rdr
         .headers()
         .map_err(|e| bad(format!("cannot read the header row: {e}")))?
@@ -150,6 +158,23 @@ fn columns_json(headers: &[String], cols: &[Column], skip: Option<&str>) -> Map<
         .collect()
 }
 
+/// The output directory, made (with its parents) beneath the work directory.
+fn output_dir(root: &Root, output: &str) -> Result<Root, ActionError> {
+    root.create_dir_all(output)
+        .map(|(dir, _)| dir)
+        .map_err(|e| confined_error("cannot create", output, &e))
+}
+
+/// Writes `text` to `name` in the output directory (by its descriptor).
+fn write_in(dir: &Root, output: &str, name: &str, text: &str) -> Result<(), ActionError> {
+    let shown = format!("{output}/{name}");
+    dir.write_bytes(name, text.as_bytes(), false)
+        .map_err(|mut e| {
+            e.path = Path::new(&shown).to_path_buf();
+            confined_error("cannot write", &shown, &e)
+        })
+}
+
 fn rel_param(params: &Value, key: &str, default: &str) -> Result<String, ActionError> {
     match params.get(key) {
         None | Some(Value::Null) => Ok(default.to_owned()),
@@ -181,21 +206,27 @@ impl Action for Aggregate {
                 )));
             }
         };
-        let in_dir = confine(&ctx.work_dir, &input)?;
-        let out_dir = confine(&ctx.work_dir, &output)?;
+        let root = work_root(ctx)?;
+        root.check(&input)
+            .map_err(|e| confined_error("cannot read directory", &input, &e))?;
+        root.check(&output)
+            .map_err(|e| confined_error("cannot write to", &output, &e))?;
         blocking(move || {
-            let mut files: Vec<_> = std::fs::read_dir(&in_dir)
-                .map_err(|e| {
-                    ActionError::permanent("IoError", format!("cannot read directory `{input}`: {e}"))
-                })?
-                .filter_map(Result::ok)
+            let in_dir = root
+                .open_dir(&input)
+                .map_err(|e| confined_error("cannot read directory", &input, &e))?;
+            let mut files: Vec<_> = in_dir
+                .list(".")
+                .map_err(|e| confined_error("cannot read directory", &input, &e))?
+                .into_iter()
+                // Links are not followed: only regular files count.
                 .filter(|e| {
-                    e.file_type().is_ok_and(|t| t.is_file())
-                        && e.path()
+                    e.kind == EntryKind::File
+                        && Path::new(&e.name)
                             .extension()
                             .is_some_and(|x| x.eq_ignore_ascii_case("csv"))
                 })
-                .map(|e| e.path())
+                .map(|e| e.name)
                 .collect();
             files.sort();
             if files.is_empty() {
@@ -208,13 +239,19 @@ impl Action for Aggregate {
             let mut summary = Map::new();
             let mut rows_by_file = Map::new();
             let mut total = 0u64;
+            // Made when the first file has been read, as the first write made it before.
+            let mut out_dir: Option<Root> = None;
             for f in &files {
-                let stem = f
+                let stem = Path::new(f)
                     .file_stem()
                     .map(|s| s.to_string_lossy().into_owned())
                     .unwrap_or_default();
                 let shown = format!("{input}/{stem}.csv");
-                let t = aggregate(f, &shown, group_by.as_deref())?;
+                let file = in_dir.open_file(f).map_err(|mut e| {
+                    e.path = Path::new(&input).join(f);
+                    confined_error("cannot read", &shown, &e)
+                })?;
+                let t = aggregate(file, &shown, group_by.as_deref())?;
                 total += t.rows;
                 let mut doc = json!({
                     "source": shown,
@@ -234,18 +271,23 @@ impl Action for Aggregate {
                 }
                 let name = format!("{stem}.json");
                 let text = serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n";
-                write_atomically(&out_dir.join(&name), text.as_bytes(), true).map_err(|e| {
-                    ActionError::retryable("IoError", format!("cannot write `{output}/{name}`: {e}"))
-                })?;
+                let dir = match out_dir.take() {
+                    Some(d) => d,
+                    None => output_dir(&root, &output)?,
+                };
+                write_in(&dir, &output, &name, &text)?;
+                out_dir = Some(dir);
                 outputs.push(json!(format!("{output}/{name}")));
                 rows_by_file.insert(stem.clone(), json!(t.rows));
                 summary.insert(stem, json!({"rows": t.rows, "columns": t.headers}));
             }
             let summary_doc = json!({"files": summary, "rows": total, "rows_by_file": rows_by_file});
             let text = serde_json::to_string_pretty(&summary_doc).unwrap_or_default() + "\n";
-            write_atomically(&out_dir.join("summary.json"), text.as_bytes(), true).map_err(|e| {
-                ActionError::retryable("IoError", format!("cannot write `{output}/summary.json`: {e}"))
-            })?;
+            let dir = match out_dir {
+                Some(d) => d,
+                None => output_dir(&root, &output)?,
+            };
+            write_in(&dir, &output, "summary.json", &text)?;
             Ok(json!({
                 "files": files.len(),
                 "rows": total,
@@ -262,12 +304,16 @@ impl Action for Aggregate {
 mod tests {
     use super::*;
 
+    fn open(p: &Path) -> std::fs::File {
+        std::fs::File::open(p).expect("open")
+    }
+
     #[test]
     fn numeric_and_text_columns_and_groups() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("sales.csv");
         std::fs::write(&p, "region,amount,note\neu,10,\"a, b\"\nus,5.5,x\neu,2,\n").expect("write");
-        let t = aggregate(&p, "sales.csv", Some("region")).expect("aggregate");
+        let t = aggregate(open(&p), "sales.csv", Some("region")).expect("aggregate");
         assert_eq!(t.rows, 3);
         let cols = columns_json(&t.headers, &t.columns, None);
         assert_eq!(
@@ -291,10 +337,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("bad.csv");
         std::fs::write(&p, "a,b\n1,2\n3\n").expect("write");
-        let e = aggregate(&p, "bad.csv", None).err().expect("ragged");
+        let e = aggregate(open(&p), "bad.csv", None).err().expect("ragged");
         assert!(e.message.contains("`bad.csv`: record 2"), "{}", e.message);
         std::fs::write(&p, "a,b\n1,2\n").expect("write");
-        let e = aggregate(&p, "bad.csv", Some("c"))
+        let e = aggregate(open(&p), "bad.csv", Some("c"))
             .err()
             .expect("unknown column");
         assert!(e.message.contains("columns: a, b"), "{}", e.message);

@@ -82,7 +82,7 @@ pub(crate) fn io_error(what: &str, path: &str, e: &std::io::Error) -> ActionErro
 }
 
 /// An action's failure for a refused or failed confined operation.
-fn confined_error(what: &str, rel: &str, e: &confined::Error) -> ActionError {
+pub(crate) fn confined_error(what: &str, rel: &str, e: &confined::Error) -> ActionError {
     if e.is_escape() {
         ActionError::permanent("PermissionDenied", e.to_string())
     } else if e.is_invalid() {
@@ -95,7 +95,7 @@ fn confined_error(what: &str, rel: &str, e: &confined::Error) -> ActionError {
 }
 
 /// The run's work directory, opened as the root that file actions resolve beneath.
-fn work_root(ctx: &ActionContext) -> Result<Root, ActionError> {
+pub(crate) fn work_root(ctx: &ActionContext) -> Result<Root, ActionError> {
     Root::open(&ctx.work_dir)
         .map(|r| r.named("the work directory"))
         .map_err(|e| {
@@ -112,8 +112,11 @@ fn work_root(ctx: &ActionContext) -> Result<Root, ActionError> {
 /// The temporary file is created and renamed relative to a descriptor of
 /// `target`'s directory, so both happen in the same directory even if its
 /// path is changed meanwhile, and a link at `target` is refused rather than
-/// written through. Links in the directory's own path are followed: callers
-/// that must confine a path beneath a root use [`crate::confined::Root`].
+/// written through. Links in the directory's own path are followed (and
+/// `create_dirs` creates it by path): this is for directories the caller
+/// chose itself (a configured directory). A path that comes from elsewhere,
+/// or that lies beneath a directory whose content others may change, goes
+/// through [`write_atomically_beneath`] (or [`crate::confined::Root`]).
 ///
 /// # Errors
 /// The operating system's error; `InvalidInput` when `target` names no file.
@@ -136,6 +139,31 @@ pub fn write_atomically(target: &Path, bytes: &[u8], create_dirs: bool) -> std::
     }
     Root::open(dir)?.write_bytes(Path::new(name), bytes, false)?;
     Ok(())
+}
+
+/// Writes `bytes` to `rel` beneath the directory `root` atomically, as
+/// [`crate::confined::Root::write_bytes`] does: `rel` is resolved from a
+/// descriptor of `root` one component at a time without following links, so
+/// a link along `rel` (or at its end) is refused, never written through, and
+/// nothing is written outside `root`. Links in `root`'s own path are
+/// followed: the caller chose that directory.
+///
+/// # Errors
+/// A refused path ([`confined::Error::is_escape`] for absolute paths, `..`
+/// and links), or the operating system's error (also when `root` cannot be
+/// opened).
+pub fn write_atomically_beneath(
+    root: &Path,
+    rel: &Path,
+    bytes: &[u8],
+    create_dirs: bool,
+) -> Result<(), confined::Error> {
+    let dir = Root::open(root).map_err(|e| confined::Error {
+        path: root.to_path_buf(),
+        kind: confined::ErrorKind::Io(e),
+        base: "the directory",
+    })?;
+    dir.write_bytes(rel, bytes, create_dirs)
 }
 
 pub(crate) async fn blocking<T: Send + 'static>(

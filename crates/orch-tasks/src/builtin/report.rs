@@ -7,8 +7,11 @@
 //! as a fenced JSON block. An unknown placeholder is an error that names it,
 //! not an empty hole in the report. Upstream results reach `values` through
 //! `${step.result...}` references, which the scheduler resolves first.
+//! `output` is written atomically beneath the work directory without
+//! following links (see [`crate::confined`]): absolute paths, `..` and links
+//! are refused.
 
-use super::fs::{blocking, confine, path_param, write_atomically};
+use super::fs::{blocking, confined_error, path_param, work_root};
 use crate::action::{Action, ActionContext, ActionError};
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
@@ -169,7 +172,9 @@ pub struct Markdown;
 impl Action for Markdown {
     async fn run(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError> {
         let rel = path_param(&params, "output")?.to_owned();
-        let full = confine(&ctx.work_dir, &rel)?;
+        let root = work_root(ctx)?;
+        root.check(&rel)
+            .map_err(|e| confined_error("cannot write", &rel, &e))?;
         let empty = Map::new();
         let values = match params.get("values") {
             None | Some(Value::Null) => &empty,
@@ -220,9 +225,8 @@ impl Action for Markdown {
         }
         let bytes = doc.len();
         blocking(move || {
-            write_atomically(&full, doc.as_bytes(), true).map_err(|e| {
-                ActionError::retryable("IoError", format!("cannot write `{rel}`: {e}"))
-            })?;
+            root.write_bytes(&rel, doc.as_bytes(), true)
+                .map_err(|e| confined_error("cannot write", &rel, &e))?;
             Ok(json!({"path": rel, "bytes": bytes}))
         })
         .await
