@@ -1064,8 +1064,11 @@ impl OrchestrationEngine {
             .collect())
     }
 
-    /// Ends every session whose timeout passed; returns how many.
+    /// Ends every session whose timeout passed and releases every resource
+    /// allocation whose expiry passed; returns how many sessions ended.
+    /// Runs every `cleanup_interval` while the engine lives.
     pub fn sweep(&self) -> usize {
+        self.inner.resources.release_expired();
         let now = Instant::now();
         let expired: Vec<SessionId> = lock(&self.inner.sessions)
             .iter()
