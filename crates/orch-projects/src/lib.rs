@@ -866,7 +866,13 @@ impl ProjectManager {
         let root = Path::new(&p.path);
         let file =
             project_file(root).unwrap_or_else(|| root.join(PROJECT_DIR).join("project.json"));
-        write_json(&file, p)?;
+        // Written beneath the project's root by descriptor, never through a
+        // link: the project's own workflows may have replaced `.orch`.
+        let rel = file.strip_prefix(root).unwrap_or(&file);
+        let mut text = serde_json::to_string_pretty(p).map_err(|e| project_err(e.to_string()))?;
+        text.push('\n');
+        orch_tasks::fs::write_atomically_beneath(root, rel, text.as_bytes(), true)
+            .map_err(|e| confined_err("cannot write", &file, &e))?;
         self.record(p);
         Ok(())
     }
