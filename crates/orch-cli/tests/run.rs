@@ -7,7 +7,8 @@ fn orch(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_orch"));
     // The home beside the test's files, never the user's.
     c.current_dir(dir)
-        .env("ORCH_HOME", dir.join(".orch"))
+        // Relative to the test's directory, as messages print it.
+        .env("ORCH_HOME", ".orch")
         .env_remove("ORCH_CONFIG")
         .env_remove("ORCH_STORE_URL")
         .timeout(std::time::Duration::from_secs(120));
@@ -54,7 +55,7 @@ fn the_code_report_example_runs_and_writes_its_summary() {
         "plain event lines when not on a terminal: {stderr}"
     );
     let summary =
-        std::fs::read_to_string(dir.path().join(".orch/code-report.txt")).expect("summary written");
+        std::fs::read_to_string(dir.path().join("target/code-report.txt")).expect("summary written");
     assert!(summary.contains("orch-model: 3\n"), "{summary}");
     assert!(summary.contains("orch-cli: 2\n"), "{summary}");
     assert!(summary.contains("all crates: 5\n"), "{summary}");
