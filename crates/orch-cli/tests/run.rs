@@ -54,8 +54,8 @@ fn the_code_report_example_runs_and_writes_its_summary() {
         stderr.contains("summary: completed"),
         "plain event lines when not on a terminal: {stderr}"
     );
-    let summary =
-        std::fs::read_to_string(dir.path().join("target/code-report.txt")).expect("summary written");
+    let summary = std::fs::read_to_string(dir.path().join("target/code-report.txt"))
+        .expect("summary written");
     assert!(summary.contains("orch-model: 3\n"), "{summary}");
     assert!(summary.contains("orch-cli: 2\n"), "{summary}");
     assert!(summary.contains("all crates: 5\n"), "{summary}");
