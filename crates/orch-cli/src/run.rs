@@ -218,13 +218,25 @@ pub(crate) struct Target {
 
 /// The nearest directory at or above `dir` that holds a project file.
 fn enclosing_project(dir: &Path) -> Option<(PathBuf, orch_model::Project)> {
+    enclosing_project_for(dir, orch_engine::config::current_uid())
+}
+
+/// [`enclosing_project`] for the user `uid`: a project's metadata directory
+/// counts only when that user owns it, as an enclosing home does (a
+/// `.orch/project.json` planted in a shared directory such as `/tmp` must
+/// not hand its workflows to whoever runs `orch run NAME` below it).
+fn enclosing_project_for(dir: &Path, uid: Option<u32>) -> Option<(PathBuf, orch_model::Project)> {
     for d in dir.ancestors() {
         for sub in [
             orch_projects::PROJECT_DIR,
             orch_projects::LEGACY_PROJECT_DIR,
         ] {
-            let f = d.join(sub).join("project.json");
-            if f.is_file() {
+            let meta = d.join(sub);
+            let f = meta.join("project.json");
+            if f.is_file()
+                && orch_engine::config::owned_by(&meta, uid)
+                && orch_engine::config::owned_by(&f, uid)
+            {
                 let p = std::fs::read_to_string(&f)
                     .ok()
                     .and_then(|t| serde_json::from_str::<orch_model::Project>(&t).ok())?;
@@ -764,6 +776,34 @@ fn first_line(e: &OrchestrationError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_enclosing_project_counts_only_when_the_user_owns_it() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let meta = dir.path().join(orch_projects::PROJECT_DIR);
+        std::fs::create_dir_all(dir.path().join("sub/deeper")).expect("mkdir");
+        std::fs::create_dir_all(&meta).expect("mkdir");
+        let project = orch_model::Project {
+            name: "planted".into(),
+            path: dir.path().display().to_string(),
+            ..orch_model::Project::default()
+        };
+        std::fs::write(
+            meta.join("project.json"),
+            serde_json::to_string(&project).expect("json"),
+        )
+        .expect("write");
+        let owner = std::fs::metadata(&meta).expect("meta").uid();
+        let below = dir.path().join("sub/deeper");
+        let found = enclosing_project_for(&below, Some(owner)).expect("the owner's project");
+        assert_eq!(found.0, dir.path());
+        assert_eq!(found.1.name, "planted");
+        assert!(
+            enclosing_project_for(&below, Some(owner.wrapping_add(1))).is_none(),
+            "another user's project directory must not be used"
+        );
+    }
 
     #[test]
     fn a_dumb_or_unknown_terminal_gets_a_line_per_event() {

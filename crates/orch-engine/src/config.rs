@@ -152,7 +152,8 @@ pub fn discover_home(cwd: &Path, env: &dyn Fn(&str) -> Option<String>) -> PathBu
 }
 
 /// The effective user id of this process, where it can be known without unsafe code.
-fn current_uid() -> Option<u32> {
+#[must_use]
+pub fn current_uid() -> Option<u32> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
@@ -165,7 +166,8 @@ fn current_uid() -> Option<u32> {
 }
 
 /// Whether `dir` belongs to user `uid` (any owner when the user is unknown).
-fn owned_by(dir: &Path, uid: Option<u32>) -> bool {
+#[must_use]
+pub fn owned_by(dir: &Path, uid: Option<u32>) -> bool {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
