@@ -281,11 +281,6 @@ mod tests {
     fn a_skip_reason_shows_the_compared_value_and_the_actual_one() {
         // Issue 10: the reason read `condition ${params.dry_run} eq is false`.
         let s = scope();
-        let w = |r: &str, op, value: Option<Value>| When {
-            reference: r.into(),
-            op,
-            value,
-        };
         assert_eq!(
             skip_reason(&w("${params.n}", ConditionOp::Eq, Some(json!(false))), &s),
             "condition `${params.n} eq false` is false (the value is 3)"
@@ -305,6 +300,15 @@ mod tests {
         let long = json!("x".repeat(500));
         let r = skip_reason(&w("${params.n}", ConditionOp::Eq, Some(long)), &s);
         assert!(r.len() < 200 && r.contains("..."), "{r}");
+    }
+
+    /// A condition on `reference`.
+    fn w(reference: &str, op: ConditionOp, value: Option<Value>) -> When {
+        When {
+            reference: reference.into(),
+            op,
+            value,
+        }
     }
 
     struct S(Map<String, Value>, Map<String, Value>);
@@ -396,11 +400,6 @@ mod tests {
     #[test]
     fn conditions() {
         let s = scope();
-        let w = |r: &str, op, value: Option<Value>| When {
-            reference: r.into(),
-            op,
-            value,
-        };
         assert_eq!(
             evaluate(&w("${a.result.files}", ConditionOp::Gt, Some(json!(3))), &s),
             Ok(true)

@@ -5,12 +5,13 @@
 //! for a link to the outside while the actions run never lets one read or
 //! write outside.
 
+mod common;
+
+use common::{Swapper, allowed_failure, names};
 use orch_tasks::{ActionContext, ActionError, ActionRegistry};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 const ROUNDS: usize = 400;
 const OUTSIDE_SECRET: &str = "OUTSIDE-SECRET";
@@ -41,13 +42,6 @@ fn snapshot(dir: &Path) -> BTreeSet<String> {
         }
     }
     out
-}
-
-fn names(dir: &Path) -> BTreeSet<String> {
-    std::fs::read_dir(dir)
-        .expect("read_dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect()
 }
 
 struct Setup {
@@ -247,53 +241,6 @@ async fn an_output_that_names_no_file_is_refused_and_nothing_lands_above() {
         names(&work),
         BTreeSet::from(["a.json", "in", "summary.json"].map(str::to_owned))
     );
-}
-
-/// Exchanges `work/d` (a directory) and `work/lnk` (a link to the outside)
-/// atomically, over and over, until stopped: neither name is ever missing.
-struct Swapper {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<u64>>,
-}
-
-impl Swapper {
-    fn start(work: &Path) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (a, b) = (work.join("d"), work.join("lnk"));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            let mut swaps = 0u64;
-            while !flag.load(Ordering::Relaxed) {
-                rustix::fs::renameat_with(
-                    rustix::fs::CWD,
-                    &a,
-                    rustix::fs::CWD,
-                    &b,
-                    rustix::fs::RenameFlags::EXCHANGE,
-                )
-                .expect("exchange");
-                swaps += 1;
-            }
-            swaps
-        });
-        Self {
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn stop(mut self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread
-            .take()
-            .map(|t| t.join().expect("swapper"))
-            .unwrap_or(0)
-    }
-}
-
-/// Under the race a failure must be a refusal or an ordinary I/O error.
-fn allowed_failure(e: &ActionError) -> bool {
-    e.error_type == "PermissionDenied" || e.error_type == "IoError"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,65 +2,16 @@
 //! a directory for a symbolic link to the outside (issue 10, item 2), and
 //! `fs.copy` streams (item 9).
 
+mod common;
+
+use common::{Swapper, allowed_failure, names};
 use orch_tasks::{Action, ActionContext, ActionError, fs};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 const ROUNDS: usize = 1500;
 const OUTSIDE_SECRET: &str = "OUTSIDE-SECRET";
-
-fn names(dir: &Path) -> BTreeSet<String> {
-    std::fs::read_dir(dir)
-        .expect("read_dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect()
-}
-
-/// Exchanges `work/d` (a directory) and `work/lnk` (a link to the outside)
-/// atomically, over and over, until stopped. Neither name is ever missing, so
-/// an action never recreates `d` on its own.
-struct Swapper {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<u64>>,
-}
-
-impl Swapper {
-    fn start(work: &Path) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (a, b) = (work.join("d"), work.join("lnk"));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            let mut swaps = 0u64;
-            while !flag.load(Ordering::Relaxed) {
-                rustix::fs::renameat_with(
-                    rustix::fs::CWD,
-                    &a,
-                    rustix::fs::CWD,
-                    &b,
-                    rustix::fs::RenameFlags::EXCHANGE,
-                )
-                .expect("exchange");
-                swaps += 1;
-            }
-            swaps
-        });
-        Self {
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn stop(mut self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread
-            .take()
-            .map(|t| t.join().expect("swapper"))
-            .unwrap_or(0)
-    }
-}
 
 struct Setup {
     _dirs: (tempfile::TempDir, tempfile::TempDir),
@@ -94,11 +45,6 @@ async fn run(
     ctx: &ActionContext,
 ) -> Result<Value, ActionError> {
     action.run(params, ctx).await
-}
-
-/// A failure under the race must be a refusal or an ordinary I/O error, never a success outside.
-fn allowed_failure(e: &ActionError) -> bool {
-    e.error_type == "PermissionDenied" || e.error_type == "IoError"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,9 @@
 //! Journaled runs: every outcome reaches the store, and a run resumes from the store.
 
+mod common;
+
 use async_trait::async_trait;
+use common::rt;
 use orch_model::{Format, Limits, Store, TaskStatus, WorkflowStatus, load_workflow};
 use orch_tasks::{
     Action, ActionContext, ActionError, ActionRegistry, MemoryStore, RunOptions, run_workflow,
@@ -18,14 +21,6 @@ impl Action for Count {
         self.0.lock().expect("lock").push(ctx.step.to_string());
         Ok(params)
     }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
 }
 
 const WF: &str = r#"

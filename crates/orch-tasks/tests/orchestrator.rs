@@ -1,21 +1,12 @@
 //! The seed's TaskOrchestrator API: the "Custom Task Orchestration" example and the task life cycle.
 
+mod common;
+
+use common::{params, rt};
 use orch_model::{ErrorCode, ExecutionMode, TaskPriority, TaskStatus};
 use orch_tasks::{OrchestratorConfig, TaskOptions, TaskOrchestrator};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::time::Duration;
-
-fn params(v: Value) -> serde_json::Map<String, Value> {
-    v.as_object().cloned().unwrap_or_default()
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 #[test]
 fn the_seed_custom_task_orchestration_example_runs_for_real() {

@@ -2,26 +2,17 @@
 //! with the step, every process is marked, output is capped where it is
 //! stored, and an external module's answer that is too large says so.
 
-use orch_model::{Format, Limits, TaskStatus, ValidWorkflow, WorkflowStatus, load_workflow};
+mod common;
+
+use common::{process_gone, rt, wait_gone, yaml};
+use orch_model::{TaskStatus, ValidWorkflow, WorkflowStatus};
 use orch_tasks::{
     Action, ActionContext, ActionRegistry, External, RunOptions, RunReport, run_workflow,
 };
 use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-fn yaml(text: &str) -> ValidWorkflow {
-    load_workflow(text, Format::Yaml, &Limits::default(), None).unwrap_or_else(|d| panic!("{d}"))
-}
+use std::time::Duration;
 
 fn run(wf: &ValidWorkflow, opts: RunOptions) -> RunReport {
     rt().block_on(run_workflow(
@@ -31,29 +22,6 @@ fn run(wf: &ValidWorkflow, opts: RunOptions) -> RunReport {
         None,
     ))
     .expect("run starts")
-}
-
-fn process_gone(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        // A zombie awaiting its reaper is dead too.
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-    }
-}
-
-/// Whether `pid` is gone within a bounded wait (10 s).
-fn wait_gone(pid: i32) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if process_gone(pid) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
 }
 
 fn read_pid(path: &Path) -> i32 {

@@ -1,10 +1,10 @@
 //! Behaviour tests of the scheduler: ordering, modes, retries, timeouts, cancellation, conditions, injection.
 
+mod common;
+
 use async_trait::async_trait;
-use orch_model::{
-    Format, Limits, TaskStatus, ValidWorkflow, Workflow, WorkflowStatus, WorkflowStep,
-    load_workflow,
-};
+use common::{rt, wait_gone, yaml};
+use orch_model::{Limits, TaskStatus, ValidWorkflow, Workflow, WorkflowStatus, WorkflowStep};
 use orch_tasks::{
     Action, ActionContext, ActionError, ActionRegistry, Event, RunOptions, RunReport, run_workflow,
 };
@@ -56,20 +56,8 @@ fn registry_with(rec: &Arc<Recorder>) -> ActionRegistry {
     r
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 fn valid(wf: Workflow) -> ValidWorkflow {
     orch_model::definition::validate(wf, &Limits::default()).expect("valid workflow")
-}
-
-fn yaml(text: &str) -> ValidWorkflow {
-    load_workflow(text, Format::Yaml, &Limits::default(), None).unwrap_or_else(|d| panic!("{d}"))
 }
 
 fn run(wf: &ValidWorkflow, reg: &ActionRegistry, opts: RunOptions) -> (RunReport, Vec<Event>) {
@@ -303,28 +291,6 @@ fn a_non_retryable_failure_runs_once_and_retries_stop_at_the_limit() {
     let (report, _) = run(&wf, &ActionRegistry::with_builtins(), RunOptions::default());
     assert_eq!(report.steps[0].attempts, 3);
     assert_eq!(report.steps[0].status, TaskStatus::Failed);
-}
-
-fn process_gone(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        // A zombie awaiting its reaper is dead too.
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-    }
-}
-
-fn wait_gone(pid: i32) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if process_gone(pid) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
 }
 
 #[test]

@@ -1,12 +1,15 @@
 //! Issue 10, item 1: a value never becomes part of a `shell.script` script.
 //! Validation refuses a `${...}` in `script` (see orch-model's
-//! `issue10_definitions`); these tests cover what does not go through it:
+//! `hostile_definitions`); these tests cover what does not go through it:
 //! tasks of the seed's `TaskOrchestrator`, whose parameters are resolved
 //! against finished tasks, must not splice either.
 
+mod common;
+
+use common::{params, rt};
 use orch_model::{Format, Limits, Task, TaskStatus, load_workflow};
 use orch_tasks::orchestrator::{OrchestratorConfig, TaskOptions, TaskOrchestrator};
-use serde_json::{Map, Value, json};
+use serde_json::json;
 use std::time::Duration;
 
 const PAYLOADS: &[&str] = &[
@@ -17,23 +20,26 @@ const PAYLOADS: &[&str] = &[
     "x; touch PWNED #",
 ];
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-fn params(v: Value) -> Map<String, Value> {
-    v.as_object().cloned().unwrap_or_default()
-}
-
 fn orchestrator(dir: &std::path::Path) -> TaskOrchestrator {
     TaskOrchestrator::new(OrchestratorConfig {
         work_dir: dir.to_path_buf(),
         ..OrchestratorConfig::default()
     })
+}
+
+/// Starts `o` with a task `src` whose result is `payload`.
+fn start_with_source(o: &TaskOrchestrator, payload: &str) -> Task {
+    o.start_execution().expect("start");
+    o.create_task(
+        "src",
+        "core",
+        "set",
+        TaskOptions {
+            parameters: params(json!({"value": payload})),
+            ..TaskOptions::default()
+        },
+    )
+    .expect("src")
 }
 
 #[test]
@@ -64,18 +70,7 @@ fn a_task_whose_script_refers_to_a_result_is_refused_and_runs_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let o = orchestrator(dir.path());
         rt.block_on(async {
-            o.start_execution().expect("start");
-            let src = o
-                .create_task(
-                    "src",
-                    "core",
-                    "set",
-                    TaskOptions {
-                        parameters: params(json!({"value": payload})),
-                        ..TaskOptions::default()
-                    },
-                )
-                .expect("src");
+            let src = start_with_source(&o, payload);
             let script = params(json!({"script": "echo ${src.result} > out.txt"}));
             // Refused when the task is created, as validation refuses a step.
             let err = o
@@ -121,18 +116,7 @@ fn values_through_env_stay_data_and_escaped_dollars_reach_the_shell() {
         let dir = tempfile::tempdir().expect("tempdir");
         let o = orchestrator(dir.path());
         rt.block_on(async {
-            o.start_execution().expect("start");
-            let src = o
-                .create_task(
-                    "src",
-                    "core",
-                    "set",
-                    TaskOptions {
-                        parameters: params(json!({"value": payload})),
-                        ..TaskOptions::default()
-                    },
-                )
-                .expect("src");
+            let src = start_with_source(&o, payload);
             let sh = o
                 .create_task(
                     "sh",
