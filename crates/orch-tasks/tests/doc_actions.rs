@@ -11,6 +11,26 @@ fn rt() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+/// Runs one step `text.shout` with `text` through `registry`; it must
+/// succeed, and its result is returned.
+fn shout_step(registry: &orch_tasks::ActionRegistry, text: &str) -> serde_json::Value {
+    let wf = load_workflow(
+        &format!(
+            "name: shout\nsteps:\n  - {{ name: s, module: text, action: shout, parameters: {{ text: {text} }} }}\n"
+        ),
+        Format::Yaml,
+        &Limits::default(),
+        None,
+    )
+    .expect("valid");
+    let report = rt()
+        .block_on(run_workflow(&wf, registry, RunOptions::default(), None))
+        .expect("runs");
+    assert!(report.succeeded(), "{report:?}");
+    let result = report.steps[0].result.as_ref().expect("result");
+    result.data.clone()
+}
+
 // The examples keep the page's layout, so that the page and this file agree.
 #[rustfmt::skip]
 #[test]
@@ -35,19 +55,7 @@ fn a_user_action_is_registered_and_runs() {
     let mut registry = ActionRegistry::with_builtins();
     registry.register("text", "shout", Arc::new(Shout));
     // End of the example.
-    let wf = load_workflow(
-        "name: shout\nsteps:\n  - { name: s, module: text, action: shout, parameters: { text: hello } }\n",
-        Format::Yaml,
-        &Limits::default(),
-        None,
-    )
-    .expect("valid");
-    let report = rt()
-        .block_on(run_workflow(&wf, &registry, RunOptions::default(), None))
-        .expect("runs");
-    assert!(report.succeeded(), "{report:?}");
-    let result = report.steps[0].result.as_ref().expect("result");
-    assert_eq!(result.data, Value::String("HELLO".into()));
+    assert_eq!(shout_step(&registry, "hello"), Value::String("HELLO".into()));
 }
 
 #[rustfmt::skip]
@@ -90,16 +98,5 @@ fn an_action_that_never_waits_offers_run_now() {
     assert_eq!(got, Value::String("HI".into()));
     let mut registry = ActionRegistry::with_builtins();
     registry.register("text", "shout", Arc::new(Shout));
-    let wf = load_workflow(
-        "name: shout\nsteps:\n  - { name: s, module: text, action: shout, parameters: { text: hey } }\n",
-        Format::Yaml,
-        &Limits::default(),
-        None,
-    )
-    .expect("valid");
-    let report = rt()
-        .block_on(run_workflow(&wf, &registry, RunOptions::default(), None))
-        .expect("runs");
-    let result = report.steps[0].result.as_ref().expect("result");
-    assert_eq!(result.data, Value::String("HEY".into()));
+    assert_eq!(shout_step(&registry, "hey"), Value::String("HEY".into()));
 }
