@@ -2,32 +2,13 @@
 //! database, a database deleted or replaced while in use, URL options, and
 //! take-overs of one run from two connections at once.
 
+mod common;
+
+use common::{rt, run};
 use orch_model::store::TakeOver;
-use orch_model::{NewRun, NewTask, OrchestrationError, RunId, Store, TaskPriority};
+use orch_model::{OrchestrationError, RunId, Store};
 use orch_store_sqlite::{MIGRATIONS, SqliteOptions, SqliteStore};
 use std::path::Path;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-fn run(id: RunId) -> NewRun {
-    NewRun {
-        id,
-        workflow: "w".into(),
-        definition: r#"{"name":"w"}"#.to_owned(),
-        params: serde_json::Map::new(),
-        tasks: vec![NewTask {
-            name: "a".into(),
-            deps: vec![],
-            priority: TaskPriority::Normal,
-        }],
-        parent: None,
-    }
-}
 
 /// A database with one run, closed.
 fn with_one_run(path: &Path) -> RunId {

@@ -1,15 +1,11 @@
 //! The SQLite store passes the conformance suite; migrations; unreadable rows; owner-only files.
 
-use orch_model::{NewRun, NewTask, Store, TaskPriority};
+mod common;
+
+use common::{rt, run};
+use orch_model::{NewRun, Store};
 use orch_store_sqlite::{MIGRATIONS, SCHEMA_VERSION, SqliteStore};
 use std::sync::atomic::{AtomicU32, Ordering};
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 #[test]
 fn the_conformance_suite_passes() {
@@ -19,21 +15,6 @@ fn the_conformance_suite_passes() {
         let i = n.fetch_add(1, Ordering::Relaxed);
         SqliteStore::open(&dir.path().join(format!("s{i}.db"))).expect("open")
     }));
-}
-
-fn run(id: orch_model::RunId) -> NewRun {
-    NewRun {
-        id,
-        workflow: "w".into(),
-        definition: r#"{"name":"w"}"#.to_owned(),
-        params: serde_json::Map::new(),
-        tasks: vec![NewTask {
-            name: "a".into(),
-            deps: vec![],
-            priority: TaskPriority::Normal,
-        }],
-        parent: None,
-    }
 }
 
 #[test]
