@@ -4,30 +4,13 @@
 //! processes die with orch, and `orch resume` stops what they left behind
 //! before it runs the step again.
 
+mod common;
+
+use common::{orch_cmd, run};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn orch_cmd(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_orch"));
-    // The home beside the test's files, never the user's.
-    c.current_dir(dir)
-        .env("ORCH_HOME", dir.join(".orch"))
-        .env_remove("ORCH_CONFIG")
-        .env_remove("ORCH_STORE_URL")
-        .env_remove("CODOMYRMEX_ORCHESTRATION_DIR");
-    c
-}
-
-fn run(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = orch_cmd(dir).args(args).output().expect("runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// Starts `orch ARGS` in the background, its output in files of `dir`.
 fn start(dir: &Path, args: &[&str]) -> Child {

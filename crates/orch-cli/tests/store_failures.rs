@@ -36,6 +36,22 @@ fn ok(out: &Output, what: &str) {
     );
 }
 
+/// Runs the workflow `wf` with `cmd`, checks that it exits 1, and returns its stderr.
+fn run_fails(mut cmd: Command, wf: &Path) -> String {
+    let out = cmd
+        .args(["run", wf.to_str().expect("utf8")])
+        .output()
+        .expect("run");
+    let err = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout {}\nstderr {err}",
+        text(&out.stdout)
+    );
+    err
+}
+
 fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, body).expect("write");
@@ -349,17 +365,7 @@ fn a_full_disk_exits_1() {
         "sqlite://{}?max_page_count=40",
         d.join("small.db").display()
     );
-    let out = orch_with(d, &store)
-        .args(["run", wf.to_str().expect("utf8")])
-        .output()
-        .expect("run");
-    let err = text(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "stdout {}\nstderr {err}",
-        text(&out.stdout)
-    );
+    let err = run_fails(orch_with(d, &store), &wf);
     assert!(err.contains("full"), "{err}");
 }
 
@@ -378,17 +384,7 @@ fn a_database_deleted_mid_run_fails_the_run() {
             db.display()
         ),
     );
-    let out = orch(d)
-        .args(["run", wf.to_str().expect("utf8")])
-        .output()
-        .expect("run");
-    let err = text(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "stdout {}\nstderr {err}",
-        text(&out.stdout)
-    );
+    let err = run_fails(orch(d), &wf);
     assert!(err.contains("was deleted"), "{err}");
     assert!(!db.exists(), "no new database was created in its place");
 }

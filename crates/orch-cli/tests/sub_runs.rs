@@ -3,30 +3,13 @@
 //! the run a new owner); the interrupted child run of a resumed run is
 //! cancelled, not left `interrupted` forever.
 
+mod common;
+
+use common::{orch_cmd, run};
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-fn orch_cmd(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_orch"));
-    // The home beside the test's files, never the user's.
-    c.current_dir(dir)
-        .env("ORCH_HOME", dir.join(".orch"))
-        .env_remove("ORCH_CONFIG")
-        .env_remove("ORCH_STORE_URL")
-        .env_remove("CODOMYRMEX_ORCHESTRATION_DIR");
-    c
-}
-
-fn run(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = orch_cmd(dir).args(args).output().expect("runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn json(dir: &Path, args: &[&str]) -> Value {
     let (code, out, err) = run(dir, args);
