@@ -570,6 +570,13 @@ impl ResourceManager {
     /// Releases expired allocations and serves waiters; returns whether
     /// anything changed (then waiters must be woken).
     fn tidy(st: &mut State, now: Instant) -> bool {
+        let released = Self::release_expired_in(st, now);
+        Self::serve(st) || released > 0
+    }
+
+    /// Releases the allocations whose time is up at `now` (without serving
+    /// waiters); returns how many.
+    fn release_expired_in(st: &mut State, now: Instant) -> usize {
         let expired: Vec<AllocationId> = st
             .allocations
             .iter()
@@ -579,7 +586,7 @@ impl ResourceManager {
         for id in &expired {
             Self::release(st, id, now);
         }
-        Self::serve(st) || !expired.is_empty()
+        expired.len()
     }
 
     /// Runs `f` on the state after releasing expired allocations, and wakes
@@ -1104,22 +1111,13 @@ impl ResourceManager {
     /// call to the manager does this first, too.
     pub fn release_expired(&self) -> usize {
         let mut st = self.lock();
-        let now = Instant::now();
-        let expired: Vec<AllocationId> = st
-            .allocations
-            .iter()
-            .filter(|(_, h)| h.expires.is_some_and(|e| e <= now))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in &expired {
-            Self::release(&mut st, id, now);
-        }
+        let released = Self::release_expired_in(&mut st, Instant::now());
         let served = Self::serve(&mut st);
         drop(st);
-        if served || !expired.is_empty() {
+        if served || released > 0 {
             self.changed.notify_waiters();
         }
-        expired.len()
+        released
     }
 
     /// Calls [`ResourceManager::release_expired`] every `every` on the

@@ -1,8 +1,36 @@
 //! Item 21 of issue 10: requests that do not wait must not fail because other requests are in flight.
 
+use orch_model::Result;
 use orch_model::{ResourceRequest, ResourceType};
+use orch_resources::Allocation;
 use orch_resources::ResourceManager;
 use std::sync::{Arc, Barrier};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Starts `who`'s request for `n` cores, which waits at most `wait`, and
+/// returns once it waits in line.
+async fn queue_waiter(
+    rm: &Arc<ResourceManager>,
+    who: &'static str,
+    n: f64,
+    wait: Duration,
+) -> JoinHandle<Result<Allocation>> {
+    let rm2 = rm.clone();
+    let waiter =
+        tokio::spawn(async move { rm2.allocate_resources(who, &cores(n), Some(wait)).await });
+    while rm.waiting() == 0 {
+        tokio::task::yield_now().await;
+    }
+    waiter
+}
 
 fn cores(n: f64) -> ResourceRequest {
     ResourceRequest::default().with(ResourceType::Cpu, "cores", n)
@@ -26,10 +54,7 @@ fn five_concurrent_no_wait_allocations_of_a_fifth_all_succeed() {
             .map(|i| {
                 let (rm, barrier) = (rm.clone(), barrier.clone());
                 std::thread::spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .expect("runtime");
+                    let rt = rt();
                     barrier.wait();
                     rt.block_on(rm.allocate_resources(&format!("t{i}"), &cores(20.0), None))
                 })
@@ -68,27 +93,13 @@ fn four_cores() -> ResourceManager {
 #[test]
 fn a_release_serves_waiters_before_the_next_request_looks() {
     let rm = Arc::new(four_cores());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = rt();
     rt.block_on(async {
         let holder = rm
             .allocate_resources("holder", &cores(4.0), None)
             .await
             .expect("all cores");
-        let rm2 = rm.clone();
-        let waiter = tokio::spawn(async move {
-            rm2.allocate_resources(
-                "waiter",
-                &cores(2.0),
-                Some(std::time::Duration::from_secs(60)),
-            )
-            .await
-        });
-        while rm.waiting() == 0 {
-            tokio::task::yield_now().await;
-        }
+        let waiter = queue_waiter(&rm, "waiter", 2.0, Duration::from_secs(60)).await;
         assert!(rm.deallocate_resources("holder", Some(&[holder.id])));
         // No await between the release and this request.
         assert_eq!(rm.waiting(), 0, "the waiter was served by the release");
@@ -108,22 +119,15 @@ fn a_release_serves_waiters_before_the_next_request_looks() {
 #[test]
 fn a_dropped_waiter_does_not_block_the_line() {
     let rm = Arc::new(four_cores());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = rt();
     rt.block_on(async {
         let holder = rm
             .allocate_resources("holder", &cores(4.0), None)
             .await
             .expect("all cores");
         let gave_up = tokio::time::timeout(
-            std::time::Duration::from_millis(20),
-            rm.allocate_resources(
-                "impatient",
-                &cores(4.0),
-                Some(std::time::Duration::from_secs(3600)),
-            ),
+            Duration::from_millis(20),
+            rm.allocate_resources("impatient", &cores(4.0), Some(Duration::from_secs(3600))),
         )
         .await;
         assert!(gave_up.is_err(), "still waiting when dropped");
@@ -140,27 +144,13 @@ fn a_dropped_waiter_does_not_block_the_line() {
 #[test]
 fn a_request_without_waiting_does_not_pass_the_line_and_says_why() {
     let rm = Arc::new(four_cores());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = rt();
     rt.block_on(async {
         let _holder = rm
             .allocate_resources("holder", &cores(3.0), None)
             .await
             .expect("three cores");
-        let rm2 = rm.clone();
-        let waiter = tokio::spawn(async move {
-            rm2.allocate_resources(
-                "big",
-                &cores(4.0),
-                Some(std::time::Duration::from_millis(200)),
-            )
-            .await
-        });
-        while rm.waiting() == 0 {
-            tokio::task::yield_now().await;
-        }
+        let waiter = queue_waiter(&rm, "big", 4.0, Duration::from_millis(200)).await;
         let err = rm
             .allocate_resources("small", &cores(1.0), None)
             .await
@@ -186,23 +176,13 @@ fn a_request_without_waiting_does_not_pass_the_line_and_says_why() {
 #[test]
 fn a_huge_wait_is_served_like_any_other() {
     let rm = Arc::new(four_cores());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = rt();
     rt.block_on(async {
         let holder = rm
             .allocate_resources("holder", &cores(4.0), None)
             .await
             .expect("all cores");
-        let rm2 = rm.clone();
-        let waiter = tokio::spawn(async move {
-            rm2.allocate_resources("patient", &cores(1.0), Some(std::time::Duration::MAX))
-                .await
-        });
-        while rm.waiting() == 0 {
-            tokio::task::yield_now().await;
-        }
+        let waiter = queue_waiter(&rm, "patient", 1.0, Duration::MAX).await;
         assert!(rm.deallocate_resources("holder", Some(&[holder.id])));
         waiter.await.expect("no panic").expect("served");
     });
