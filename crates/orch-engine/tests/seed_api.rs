@@ -85,6 +85,29 @@ fn lines(p: &Path) -> usize {
     std::fs::read_to_string(p).map_or(0, |t| t.lines().count())
 }
 
+/// Adds `counting("counted")` to the engine in `dir`, runs it `times` times
+/// on `rt`, each successfully, and returns how many lines `count.txt` has
+/// then (how often the step really ran).
+fn count_runs(
+    engine: &OrchestrationEngine,
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    times: usize,
+) -> usize {
+    engine
+        .workflow_manager()
+        .add_workflow(&counting("counted"))
+        .expect("added");
+    for _ in 0..times {
+        assert!(
+            rt.block_on(engine.execute_workflow("counted", None, Map::new()))
+                .expect("ran")
+                .success
+        );
+    }
+    lines(&dir.join("count.txt"))
+}
+
 // Item 12: the specification's own example.
 #[test]
 fn the_specifications_ai_analysis_example_takes_include_visualization() {
@@ -210,18 +233,7 @@ fn cache_true_works_through_the_engine_and_project_workflows_and_can_be_turned_o
             ..EngineConfig::default()
         },
     );
-    engine
-        .workflow_manager()
-        .add_workflow(&counting("counted"))
-        .expect("added");
-    for _ in 0..2 {
-        assert!(
-            rt.block_on(engine.execute_workflow("counted", None, Map::new()))
-                .expect("ran")
-                .success
-        );
-    }
-    assert_eq!(lines(&off.path().join("count.txt")), 2);
+    assert_eq!(count_runs(&engine, &rt, off.path(), 2), 2);
 }
 
 // Item 13: the cache works on a current-thread runtime too (no block_in_place).
@@ -229,22 +241,11 @@ fn cache_true_works_through_the_engine_and_project_workflows_and_can_be_turned_o
 fn the_cache_works_on_a_current_thread_runtime() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = engine(dir.path());
-    engine
-        .workflow_manager()
-        .add_workflow(&counting("counted"))
-        .expect("added");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    for _ in 0..3 {
-        assert!(
-            rt.block_on(engine.execute_workflow("counted", None, Map::new()))
-                .expect("ran")
-                .success
-        );
-    }
-    assert_eq!(lines(&dir.path().join("count.txt")), 1);
+    assert_eq!(count_runs(&engine, &rt, dir.path(), 3), 1);
 }
 
 // Item 14: execute_task counts in the status and the metrics.
