@@ -34,6 +34,15 @@ struct Inner {
     write_seq: u64,
 }
 
+impl Inner {
+    /// The run `run`, or `NotFound`.
+    fn run_mut(&mut self, run: RunId) -> Result<&mut RunState> {
+        self.runs
+            .get_mut(&run)
+            .ok_or_else(|| OrchestrationError::not_found(EntityKind::Run, run.to_string()))
+    }
+}
+
 /// Everything in memory, behind one lock: each method is one transaction.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
@@ -377,10 +386,7 @@ impl Store for MemoryStore {
         now: DateTime<Utc>,
     ) -> Result<()> {
         let mut inner = self.lock();
-        let run = inner
-            .runs
-            .get_mut(&claim.run)
-            .ok_or_else(|| OrchestrationError::not_found(EntityKind::Run, claim.run.to_string()))?;
+        let run = inner.run_mut(claim.run)?;
         if claim.attempt == 0 {
             return Err(stale("complete", claim));
         }
@@ -406,10 +412,7 @@ impl Store for MemoryStore {
         now: DateTime<Utc>,
     ) -> Result<Vec<u32>> {
         let mut inner = self.lock();
-        let r = inner
-            .runs
-            .get_mut(&run)
-            .ok_or_else(|| OrchestrationError::not_found(EntityKind::Run, run.to_string()))?;
+        let r = inner.run_mut(run)?;
         for &i in tasks {
             match r.tasks.get(i as usize) {
                 Some(t) if t.status == TaskStatus::Ready => {}
@@ -451,10 +454,7 @@ impl Store for MemoryStore {
         now: DateTime<Utc>,
     ) -> Result<()> {
         let mut inner = self.lock();
-        let r = inner
-            .runs
-            .get_mut(&run)
-            .ok_or_else(|| OrchestrationError::not_found(EntityKind::Run, run.to_string()))?;
+        let r = inner.run_mut(run)?;
         // All or nothing: check every entry first (each task at most once),
         // then apply them all; applying a checked entry cannot fail.
         let mut seen = std::collections::HashSet::with_capacity(done.len());
@@ -475,10 +475,7 @@ impl Store for MemoryStore {
 
     async fn requeue_running(&self, run: RunId) -> Result<usize> {
         let mut inner = self.lock();
-        let r = inner
-            .runs
-            .get_mut(&run)
-            .ok_or_else(|| OrchestrationError::not_found(EntityKind::Run, run.to_string()))?;
+        let r = inner.run_mut(run)?;
         let mut n = 0;
         for t in &mut r.tasks {
             if t.status == TaskStatus::Running && t.status.transition(TaskStatus::Ready).is_ok() {
@@ -500,10 +497,7 @@ impl Store for MemoryStore {
         now: DateTime<Utc>,
     ) -> Result<()> {
         let mut inner = self.lock();
-        let r = inner
-            .runs
-            .get_mut(&run)
-            .ok_or_else(|| OrchestrationError::not_found(EntityKind::Run, run.to_string()))?;
+        let r = inner.run_mut(run)?;
         r.record.status = status;
         r.record.finished_at = Some(now);
         Ok(())
@@ -511,10 +505,7 @@ impl Store for MemoryStore {
 
     async fn set_owner(&self, run: RunId, owner: Option<String>) -> Result<()> {
         let mut inner = self.lock();
-        let r = inner
-            .runs
-            .get_mut(&run)
-            .ok_or_else(|| OrchestrationError::not_found(EntityKind::Run, run.to_string()))?;
+        let r = inner.run_mut(run)?;
         r.record.owner = owner;
         Ok(())
     }
@@ -522,10 +513,7 @@ impl Store for MemoryStore {
     async fn take_over(&self, run: RunId, expected: Option<&str>, owner: &str) -> Result<TakeOver> {
         // Compared and set under the store's one lock.
         let mut inner = self.lock();
-        let r = inner
-            .runs
-            .get_mut(&run)
-            .ok_or_else(|| OrchestrationError::not_found(EntityKind::Run, run.to_string()))?;
+        let r = inner.run_mut(run)?;
         if r.record.status != WorkflowStatus::Running {
             return Ok(TakeOver::Ended {
                 status: r.record.status,
@@ -542,10 +530,7 @@ impl Store for MemoryStore {
 
     async fn request_cancel(&self, run: RunId) -> Result<bool> {
         let mut inner = self.lock();
-        let r = inner
-            .runs
-            .get_mut(&run)
-            .ok_or_else(|| OrchestrationError::not_found(EntityKind::Run, run.to_string()))?;
+        let r = inner.run_mut(run)?;
         if r.record.status != WorkflowStatus::Running {
             return Ok(false);
         }
@@ -582,10 +567,7 @@ impl Store for MemoryStore {
 
     async fn cancel_run(&self, run: RunId, now: DateTime<Utc>) -> Result<()> {
         let mut inner = self.lock();
-        let r = inner
-            .runs
-            .get_mut(&run)
-            .ok_or_else(|| OrchestrationError::not_found(EntityKind::Run, run.to_string()))?;
+        let r = inner.run_mut(run)?;
         for t in &mut r.tasks {
             if !t.status.is_terminal() && t.status.transition(TaskStatus::Cancelled).is_ok() {
                 t.lease = None;
@@ -599,10 +581,7 @@ impl Store for MemoryStore {
 
     async fn append_events(&self, run: RunId, events: Vec<StoredEvent>) -> Result<()> {
         let mut inner = self.lock();
-        let r = inner
-            .runs
-            .get_mut(&run)
-            .ok_or_else(|| OrchestrationError::not_found(EntityKind::Run, run.to_string()))?;
+        let r = inner.run_mut(run)?;
         for mut e in events {
             e.seq = r.events.len() as u64 + 1;
             r.events.push(e);

@@ -7,7 +7,7 @@
 //! source (`shell.script`'s `script`).
 
 use orch_model::reference::{
-    PathSegment, Reference, is_source_parameter, parse_template, source_reference_error,
+    PathSegment, Reference, Template, is_source_parameter, parse_template, source_reference_error,
 };
 use orch_model::{ConditionOp, TaskStatus, When};
 use serde_json::{Map, Value};
@@ -85,6 +85,16 @@ fn as_text(v: &Value) -> String {
     }
 }
 
+/// Parses a template; its errors joined into one message.
+fn parse(s: &str) -> Result<Template, String> {
+    parse_template(s).map_err(|e| {
+        e.iter()
+            .map(|e| e.message.clone())
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}
+
 /// Resolves every reference in a string.
 ///
 /// # Errors
@@ -93,12 +103,7 @@ pub fn resolve_string(s: &str, scope: &dyn Scope) -> Result<Value, String> {
     if !s.contains('$') {
         return Ok(Value::String(s.to_owned()));
     }
-    let t = parse_template(s).map_err(|e| {
-        e.iter()
-            .map(|e| e.message.clone())
-            .collect::<Vec<_>>()
-            .join("; ")
-    })?;
+    let t = parse(s)?;
     if let Some(r) = t.single_reference() {
         return resolve(r, scope);
     }
@@ -187,12 +192,7 @@ fn source_literal(module: &str, action: &str, key: &str, v: &Value) -> Result<Va
             if !s.contains('$') {
                 return Ok(v.clone());
             }
-            let t = parse_template(s).map_err(|e| {
-                e.iter()
-                    .map(|e| e.message.clone())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            })?;
+            let t = parse(s)?;
             let text = t.render_with(|r| {
                 Err(format!(
                     "`${{{r}}}` in the `{key}` of a {module}.{action} step is never substituted"
