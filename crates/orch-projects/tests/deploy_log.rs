@@ -1,15 +1,15 @@
 //! The `deploy` workflow's log is well-formed Markdown: the arguments list is a block of its own,
 //! never a list pasted into a sentence (issue 10).
 
-use orch_projects::{CreateOptions, ProjectManager};
+mod common;
+
+use common::{pm, rt};
+use orch_projects::CreateOptions;
 use serde_json::{Map, Value, json};
 
 fn deploy_log(args: Value) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
-    let pm = ProjectManager::builder(dir.path().join("projects"))
-        .templates_dir(dir.path().join("templates"))
-        .build()
-        .expect("manager");
+    let pm = pm(dir.path());
     pm.create_project(
         "web",
         Some("web_application"),
@@ -17,11 +17,7 @@ fn deploy_log(args: Value) -> String {
         CreateOptions::default(),
     )
     .expect("created");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = rt();
     let mut params = Map::new();
     params.insert("program".into(), json!("rsync"));
     params.insert("args".into(), args);

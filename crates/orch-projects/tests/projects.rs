@@ -1,24 +1,12 @@
 //! ProjectManager: templates, safe creation, project workflows, milestones, metrics, archives.
 
+mod common;
+
+use common::{pm, rt};
 use orch_model::{ErrorCode, OrchestrationError, ProjectStatus};
 use orch_projects::{CreateOptions, ProjectManager};
 use serde_json::{Map, Value, json};
 use std::path::Path;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-fn pm(dir: &Path) -> ProjectManager {
-    ProjectManager::builder(dir.join("projects"))
-        .templates_dir(dir.join("templates"))
-        .build()
-        .expect("manager")
-}
 
 fn params(v: Value) -> Map<String, Value> {
     v.as_object().cloned().expect("object")
