@@ -173,6 +173,20 @@ const READERS: &[(&[&str], &str)] = &[
     (&["cache", "list"], "cached result"),
 ];
 
+/// Runs each of [`READERS`] with `reader`: it must succeed and print what it should.
+fn check_readers(reader: impl Fn(&[&str]) -> Output) {
+    for (args, want) in READERS {
+        let out = reader(args);
+        ok(&out, &args.join(" "));
+        assert!(
+            text(&out.stdout).contains(want),
+            "{}: {}",
+            args.join(" "),
+            text(&out.stdout)
+        );
+    }
+}
+
 fn snapshot(p: &Path) -> (Vec<u8>, std::time::SystemTime) {
     let m = std::fs::metadata(p).expect("meta");
     (
@@ -203,16 +217,7 @@ fn read_only_commands_need_no_write_lock_and_write_nothing() {
         .execute_batch("BEGIN IMMEDIATE; UPDATE runs SET workflow = workflow;")
         .expect("hold the write lock");
     let before = snapshot(&db);
-    for (args, want) in READERS {
-        let out = orch_with(d, &store).args(*args).output().expect("orch");
-        ok(&out, &args.join(" "));
-        assert!(
-            text(&out.stdout).contains(want),
-            "{}: {}",
-            args.join(" "),
-            text(&out.stdout)
-        );
-    }
+    check_readers(|args| orch_with(d, &store).args(args).output().expect("orch"));
     let out = orch_with(d, &store).arg("status").output().expect("status");
     ok(&out, "status");
     let health = orch_with(d, &store).arg("health").output().expect("health");
@@ -310,16 +315,7 @@ fn a_read_only_database_can_be_listed() {
             .output()
             .expect("orch")
     };
-    for (args, want) in READERS {
-        let out = reader(args);
-        ok(&out, &args.join(" "));
-        assert!(
-            text(&out.stdout).contains(want),
-            "{}: {}",
-            args.join(" "),
-            text(&out.stdout)
-        );
-    }
+    check_readers(reader);
     // A command that writes fails, and says why.
     let out = reader(&["cache", "clear"]);
     if prefix.is_some() {
