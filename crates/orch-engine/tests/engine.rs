@@ -1,5 +1,8 @@
 //! OrchestrationEngine: the seed's integration examples, sessions and their rules, status, health, shutdown.
 
+mod common;
+
+use common::{drain, four_cores_file, params, rt};
 use orch_engine::{EngineConfig, EngineEvent, OrchestrationEngine, SessionOptions, SessionStatus};
 use orch_model::{
     ErrorCode, ExecutionMode, ResourceRequest, ResourceType, Task, Workflow, WorkflowStep,
@@ -8,14 +11,6 @@ use orch_resources::ResourceManager;
 use serde_json::{Map, Value, json};
 use std::path::Path;
 use std::time::Duration;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 /// An engine in `dir` with fixed resources (4 cores, 8 GB), so figures do not depend on the machine.
 fn engine(dir: &Path) -> OrchestrationEngine {
@@ -50,19 +45,6 @@ fn add_long(engine: &OrchestrationEngine) {
             ),
         )
         .expect("added");
-}
-
-fn params(v: Value) -> Map<String, Value> {
-    v.as_object().cloned().expect("object")
-}
-
-/// Drains the events received so far.
-fn drain(rx: &mut tokio::sync::broadcast::Receiver<EngineEvent>) -> Vec<EngineEvent> {
-    let mut v = Vec::new();
-    while let Ok(e) = rx.try_recv() {
-        v.push(e);
-    }
-    v
 }
 
 /// The most `start`-type events open at once, pairing each with its `end`.
@@ -818,15 +800,7 @@ fn the_seeds_api_examples_for_sessions_and_projects_work() {
 fn expired_sessions_give_their_resources_back_every_cleanup_interval() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = rt();
-    let res = dir.path().join("resources.json");
-    ResourceManager::with_resources(vec![ResourceManager::resource(
-        "cpu0",
-        ResourceType::Cpu,
-        &[("cores", 4.0)],
-    )])
-    .expect("resources")
-    .save(&res)
-    .expect("saved");
+    let res = four_cores_file(dir.path());
     // Built inside the runtime, the engine sweeps in the background.
     let engine = rt.block_on(async {
         OrchestrationEngine::builder()

@@ -1,6 +1,9 @@
 //! The seed's `engine.create_project_from_workflow` (issue 10 item 22): a project from a
 //! template, one of its workflows run in it in a session, the success recorded as a milestone.
 
+mod common;
+
+use common::rt;
 use orch_engine::OrchestrationEngine;
 use orch_model::{ErrorCode, ProjectStatus};
 use serde_json::Map;
@@ -9,11 +12,7 @@ use std::time::Duration;
 #[test]
 fn create_project_from_workflow_runs_in_a_session_and_records_a_milestone() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = rt();
     rt.block_on(async {
         let engine = OrchestrationEngine::builder()
             .home(dir.path().join("home"))

@@ -3,33 +3,19 @@
 //! session bound, `archive_project`, `recent_activity`, the template
 //! workflows, `execute_complex_workflow` and the performance summary.
 
+mod common;
+
+use common::{drain, four_cores_file, params, rt};
 use orch_engine::{EngineConfig, EngineEvent, OrchestrationEngine, SessionOptions, SessionStatus};
-use orch_model::{ErrorCode, OrchestrationError, ResourceType, Task, Workflow, WorkflowStep};
-use orch_resources::ResourceManager;
+use orch_model::{ErrorCode, OrchestrationError, Task, Workflow, WorkflowStep};
 use orch_workflows::WorkflowManager;
 use serde_json::{Map, Value, json};
 use std::path::Path;
 use std::time::Duration;
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 /// An engine in `dir` with fixed resources and this configuration.
 fn engine_with(dir: &Path, config: EngineConfig) -> OrchestrationEngine {
-    let res = dir.join("resources.json");
-    ResourceManager::with_resources(vec![ResourceManager::resource(
-        "cpu0",
-        ResourceType::Cpu,
-        &[("cores", 4.0)],
-    )])
-    .expect("resources")
-    .save(&res)
-    .expect("saved");
+    let res = four_cores_file(dir);
     OrchestrationEngine::builder()
         .home(dir.join("home"))
         .work_dir(dir)
@@ -43,18 +29,6 @@ fn engine_with(dir: &Path, config: EngineConfig) -> OrchestrationEngine {
 
 fn engine(dir: &Path) -> OrchestrationEngine {
     engine_with(dir, EngineConfig::default())
-}
-
-fn params(v: Value) -> Map<String, Value> {
-    v.as_object().cloned().expect("object")
-}
-
-fn drain(rx: &mut tokio::sync::broadcast::Receiver<EngineEvent>) -> Vec<EngineEvent> {
-    let mut v = Vec::new();
-    while let Ok(e) = rx.try_recv() {
-        v.push(e);
-    }
-    v
 }
 
 fn cached_steps(events: &[EngineEvent]) -> Vec<(String, bool)> {
