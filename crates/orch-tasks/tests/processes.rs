@@ -40,6 +40,24 @@ fn kill_if_alive(pid: i32) {
     }
 }
 
+/// Options for a run in `dir`.
+fn in_dir(dir: &Path) -> RunOptions {
+    RunOptions {
+        work_dir: dir.to_path_buf(),
+        ..RunOptions::default()
+    }
+}
+
+/// The pid a step wrote to `DIR/escaped.pid`, and whether that process is
+/// gone within a bounded wait (it is killed afterwards if not, so that no
+/// test leaves it behind).
+fn escaped_gone(dir: &Path) -> (i32, bool) {
+    let escaped = read_pid(&dir.join("escaped.pid"));
+    let gone = wait_gone(escaped);
+    kill_if_alive(escaped);
+    (escaped, gone)
+}
+
 #[test]
 fn a_timeout_stops_a_child_that_left_the_process_group_with_setsid() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -47,18 +65,16 @@ fn a_timeout_stops_a_child_that_left_the_process_group_with_setsid() {
         "name: t\nsteps:\n  - name: slow\n    module: shell\n    action: script\n    timeout: 1s\n    parameters:\n      script: 'setsid sleep 1000 & echo $! > escaped.pid; echo $$ > leader.pid; sleep 1000'\n",
     );
     let opts = RunOptions {
-        work_dir: dir.path().to_path_buf(),
         kill_grace: Duration::from_millis(300),
-        ..RunOptions::default()
+        ..in_dir(dir.path())
     };
     let report = run(&wf, opts);
     assert_eq!(report.status, WorkflowStatus::Failed);
     let r = report.steps[0].result.clone().expect("result");
     assert_eq!(r.error_type.as_deref(), Some("TimeoutError"), "{r:?}");
-    let escaped = read_pid(&dir.path().join("escaped.pid"));
     let leader = read_pid(&dir.path().join("leader.pid"));
-    let (escaped_gone, leader_gone) = (wait_gone(escaped), wait_gone(leader));
-    kill_if_alive(escaped);
+    let (escaped, escaped_gone) = escaped_gone(dir.path());
+    let leader_gone = wait_gone(leader);
     assert!(
         leader_gone,
         "the step's shell (pid {leader}) survived the timeout"
@@ -77,15 +93,10 @@ fn a_setsid_child_is_stopped_when_its_step_ends() {
     let wf = yaml(
         "name: t\nsteps:\n  - name: quick\n    module: shell\n    action: script\n    timeout: 60s\n    parameters:\n      script: 'setsid sleep 1000 > /dev/null 2>&1 < /dev/null & echo $! > escaped.pid'\n",
     );
-    let opts = RunOptions {
-        work_dir: dir.path().to_path_buf(),
-        ..RunOptions::default()
-    };
+    let opts = in_dir(dir.path());
     let report = run(&wf, opts);
     assert_eq!(report.status, WorkflowStatus::Completed, "{report:?}");
-    let escaped = read_pid(&dir.path().join("escaped.pid"));
-    let gone = wait_gone(escaped);
-    kill_if_alive(escaped);
+    let (escaped, gone) = escaped_gone(dir.path());
     assert!(
         gone,
         "the `setsid sleep 1000` (pid {escaped}) outlived its step"
@@ -98,14 +109,9 @@ fn a_setsid_child_holding_the_output_pipe_does_not_keep_the_step_waiting() {
     let wf = yaml(
         "name: t\nsteps:\n  - name: quick\n    module: shell\n    action: script\n    timeout: 60s\n    parameters:\n      script: 'setsid sleep 1000 & echo $! > escaped.pid; echo done'\n",
     );
-    let opts = RunOptions {
-        work_dir: dir.path().to_path_buf(),
-        ..RunOptions::default()
-    };
+    let opts = in_dir(dir.path());
     let report = run(&wf, opts);
-    let escaped = read_pid(&dir.path().join("escaped.pid"));
-    let gone = wait_gone(escaped);
-    kill_if_alive(escaped);
+    let (escaped, gone) = escaped_gone(dir.path());
     assert_eq!(report.status, WorkflowStatus::Completed, "{report:?}");
     let r = report.steps[0].result.clone().expect("result");
     assert_eq!(r.data["stdout"], "done\n");
@@ -121,10 +127,7 @@ fn every_step_process_carries_the_run_the_step_and_the_attempt() {
     let wf = yaml(
         "name: t\nsteps:\n  - name: show\n    module: shell\n    action: script\n    parameters:\n      script: 'echo \"$ORCH_RUN_ID $ORCH_STEP $ORCH_ATTEMPT\"; test -n \"$ORCH_OWNER\" && test -n \"$ORCH_PROCESS_TOKEN\"'\n",
     );
-    let opts = RunOptions {
-        work_dir: dir.path().to_path_buf(),
-        ..RunOptions::default()
-    };
+    let opts = in_dir(dir.path());
     let run_id = opts.run_id;
     let report = run(&wf, opts);
     assert_eq!(report.status, WorkflowStatus::Completed, "{report:?}");
@@ -138,10 +141,7 @@ fn a_step_may_not_set_the_marker_variables() {
     let wf = yaml(
         "name: t\nsteps:\n  - name: hide\n    module: shell\n    action: exec\n    parameters:\n      program: 'true'\n      env: { ORCH_PROCESS_TOKEN: x }\n",
     );
-    let opts = RunOptions {
-        work_dir: dir.path().to_path_buf(),
-        ..RunOptions::default()
-    };
+    let opts = in_dir(dir.path());
     let report = run(&wf, opts);
     assert_eq!(report.steps[0].status, TaskStatus::Failed);
     let r = report.steps[0].result.clone().expect("result");
@@ -156,10 +156,7 @@ fn a_mebibyte_of_nul_bytes_is_stored_in_at_most_a_mebibyte() {
     let wf = yaml(
         "name: t\nsteps:\n  - name: zeros\n    module: shell\n    action: exec\n    parameters:\n      program: head\n      args: ['-c', '1048576', '/dev/zero']\n",
     );
-    let opts = RunOptions {
-        work_dir: dir.path().to_path_buf(),
-        ..RunOptions::default()
-    };
+    let opts = in_dir(dir.path());
     let limit = opts.output_limit;
     assert_eq!(limit, 1024 * 1024);
     let report = run(&wf, opts);
@@ -192,9 +189,8 @@ fn output_that_fits_is_stored_whole_and_not_marked_truncated() {
         "name: t\nsteps:\n  - name: text\n    module: shell\n    action: script\n    parameters:\n      script: 'printf \"a\\tb\\001é\\n\"; printf \"\\377\" >&2'\n",
     );
     let opts = RunOptions {
-        work_dir: dir.path().to_path_buf(),
         output_limit: 64,
-        ..RunOptions::default()
+        ..in_dir(dir.path())
     };
     let report = run(&wf, opts);
     assert_eq!(report.status, WorkflowStatus::Completed, "{report:?}");
@@ -252,9 +248,8 @@ fn an_external_module_in_a_run_reports_the_large_answer_as_its_failure() {
     let wf = yaml("name: t\nsteps:\n  - { name: ask, module: big, action: answer }\n");
     let dir = tempfile::tempdir().expect("tempdir");
     let opts = RunOptions {
-        work_dir: dir.path().to_path_buf(),
         output_limit: 4096,
-        ..RunOptions::default()
+        ..in_dir(dir.path())
     };
     let report = rt()
         .block_on(run_workflow(&wf, &reg, opts, None))
@@ -302,10 +297,7 @@ fn a_step_survives_the_retirement_of_the_worker_thread_that_started_it() {
         "name: t\nsteps:\n  - { name: long, module: shell, action: script, parameters: { script: 'sleep 2' } }\n  - { name: retire, module: test, action: retire }\n",
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    let opts = RunOptions {
-        work_dir: dir.path().to_path_buf(),
-        ..RunOptions::default()
-    };
+    let opts = in_dir(dir.path());
     // Driven on a worker, as orch run drives its runs.
     let report = rt
         .block_on(orch_tasks::drive(async move {
