@@ -1,7 +1,6 @@
 //! Helpers shared by the integration tests that drive the `orch` binary with
-//! a home beside the test's files. Each test file is its own binary and may
-//! use only some of them, hence the `dead_code` allowance.
-#![allow(dead_code)]
+//! a home beside the test's files (every test file that declares this module
+//! uses both).
 
 use std::path::Path;
 use std::process::Command;
