@@ -174,7 +174,7 @@ pub fn escape_line(s: &str) -> Cow<'_, str> {
     escape_with(s, false)
 }
 
-/// Which stream [`print`] writes to.
+/// Which stream [`print()`] writes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
     /// Standard output.
@@ -212,7 +212,7 @@ pub fn print(stream: Stream, args: fmt::Arguments<'_>, newline: bool) {
 }
 
 /// Writes `bytes` as they are (`orch logs --raw`, asked for explicitly),
-/// with [`print`]'s handling of a closed pipe.
+/// with [`print()`]'s handling of a closed pipe.
 pub fn print_raw(stream: Stream, bytes: &[u8]) {
     match stream {
         Stream::Out => {
@@ -384,7 +384,7 @@ impl Table {
 mod tests {
     use super::*;
 
-    /// What [`print`] shows of `s`.
+    /// What [`print()`] shows of `s`.
     fn escape(s: &str) -> Cow<'_, str> {
         escape_with(s, true)
     }

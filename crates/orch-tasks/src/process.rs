@@ -9,7 +9,7 @@
 //!   worker that calls `block_in_place` becomes a blocking-pool thread that
 //!   exits after 10 s idle), which would kill a step that is still running.
 //!   Rule: never spawn a step process from a thread that can exit before the
-//!   step ends; [`spawn`] takes care of it.
+//!   step ends; `spawn` (crate-private) takes care of it.
 //! - **tied to orch's life** (Linux): the child asks for SIGKILL when its
 //!   parent dies (`PR_SET_PDEATHSIG`), and exits at once if orch died before
 //!   it could ask. This reaches only the direct child.
