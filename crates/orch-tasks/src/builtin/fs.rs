@@ -16,53 +16,7 @@ use crate::action::{Action, ActionContext, ActionError};
 use crate::confined::{self, EntryKind, Root};
 use async_trait::async_trait;
 use serde_json::{Value, json};
-use std::path::{Component, Path, PathBuf};
-
-/// Resolves `rel` inside `root`, refusing anything that could leave it.
-///
-/// This checks the path as it is now; it does not hold it. Code that opens
-/// the result later by path can be raced by someone who swaps a directory
-/// for a link in between: prefer [`crate::confined::Root`], which resolves
-/// and opens in one step.
-///
-/// # Errors
-/// A permanent `PermissionDenied` failure for absolute paths, `..`, and
-/// symbolic links; `InvalidParameters` for an empty path.
-pub fn confine(root: &Path, rel: &str) -> Result<PathBuf, ActionError> {
-    if rel.is_empty() {
-        return Err(ActionError::invalid_parameters("the path is empty"));
-    }
-    let denied = |why: String| ActionError::permanent("PermissionDenied", why);
-    let p = Path::new(rel);
-    let mut out = root.to_path_buf();
-    for c in p.components() {
-        match c {
-            Component::Normal(part) => {
-                out.push(part);
-                if let Ok(meta) = std::fs::symlink_metadata(&out) {
-                    if meta.file_type().is_symlink() {
-                        return Err(denied(format!(
-                            "`{rel}`: `{}` is a symbolic link; file actions do not follow links",
-                            out.strip_prefix(root).unwrap_or(&out).display()
-                        )));
-                    }
-                }
-            }
-            Component::CurDir => {}
-            Component::ParentDir => {
-                return Err(denied(format!(
-                    "`{rel}` contains `..`; paths must stay inside the work directory"
-                )));
-            }
-            Component::RootDir | Component::Prefix(_) => {
-                return Err(denied(format!(
-                    "`{rel}` is absolute; use a path relative to the work directory"
-                )));
-            }
-        }
-    }
-    Ok(out)
-}
+use std::path::{Component, Path};
 
 pub(crate) fn path_param<'a>(params: &'a Value, key: &str) -> Result<&'a str, ActionError> {
     params.get(key).and_then(Value::as_str).ok_or_else(|| {
@@ -316,24 +270,5 @@ impl Action for List {
             Ok(json!({"path": rel, "entries": entries}))
         })
         .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn confinement() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path();
-        assert!(confine(root, "a/b.txt").is_ok());
-        assert!(confine(root, "./a").is_ok());
-        for bad in ["/etc/passwd", "../x", "a/../../x", ""] {
-            assert!(confine(root, bad).is_err(), "{bad}");
-        }
-        std::os::unix::fs::symlink("/tmp", root.join("link")).expect("symlink");
-        let err = confine(root, "link/x").expect_err("through a link");
-        assert!(err.message.contains("symbolic link"), "{err}");
     }
 }
