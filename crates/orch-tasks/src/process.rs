@@ -29,9 +29,10 @@ use orch_model::RunId;
 use std::collections::HashMap;
 use std::io;
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
 /// The run a step process works for (a run id).
@@ -91,10 +92,17 @@ pub(crate) struct Spawned {
 pub(crate) struct Guard {
     pub(crate) pgid: Option<i32>,
     pub(crate) token: String,
+    /// When the leader (whose pid is `pgid`) was started.
+    started: Instant,
     done: bool,
 }
 
 impl Guard {
+    /// The leader's pid and start, for a search of its descendants.
+    fn leader(&self) -> Option<(i32, Instant)> {
+        self.pgid.map(|p| (p, self.started))
+    }
+
     /// The step's processes were stopped and reaped: nothing is left to do.
     pub(crate) fn disarm(&mut self) {
         self.done = true;
@@ -257,6 +265,8 @@ pub(crate) async fn spawn(mut cmd: Command, mark: StepMark<'_>) -> io::Result<Sp
     let handle = tokio::runtime::Handle::try_current()
         .map_err(|e| io::Error::other(format!("a step process needs a tokio runtime: {e}")))?;
     let (reply, answer) = tokio::sync::oneshot::channel();
+    // Before the fork: a search of the leader's descendants counts from here.
+    let started = Instant::now();
     spawner()?
         .send(Request::Spawn {
             cmd: Box::new(cmd),
@@ -283,6 +293,7 @@ pub(crate) async fn spawn(mut cmd: Command, mark: StepMark<'_>) -> io::Result<Sp
         guard: Guard {
             pgid,
             token,
+            started,
             done: false,
         },
     })
@@ -334,6 +345,63 @@ pub(crate) fn signal_group(pgid: i32, sig: Signal) {
 /// The processes of this user (other than this one) that carry `mark`.
 /// Zombies carry nothing (their environment is gone) and are not listed.
 pub fn find_marked(mark: Mark<'_>) -> Vec<i32> {
+    find_marked_in(mark, None)
+}
+
+/// Forks assumed at most per second when deciding that the pid counter cannot
+/// have gone round since a step started (see [`Newer`]): 100,000, far more
+/// than a machine sustains.
+const MAX_FORKS_PER_SECOND: f64 = 100_000.0;
+
+/// The pids that can belong to processes started after a step's leader: the
+/// kernel hands out pids in increasing order, wrapping at `pid_max`, so a
+/// descendant's pid lies in the circular range (leader, last], `last` being
+/// the newest pid handed out (`/proc/sys/kernel/ns_last_pid`), as long as
+/// fewer than `pid_max` pids were handed out since the leader started. That
+/// is assumed only while the step is younger than `pid_max` /
+/// [`MAX_FORKS_PER_SECOND`] (42 s for the usual 4,194,304; 0.3 s for
+/// 32,768); an older step's search reads every process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Newer {
+    leader: u32,
+    last: u32,
+}
+
+impl Newer {
+    /// The range for a leader started at `started`, when it can be trusted.
+    fn for_leader(leader: i32, started: Instant) -> Option<Self> {
+        let read =
+            |p: &str| -> Option<u64> { std::fs::read_to_string(p).ok()?.trim().parse().ok() };
+        let pid_max = read("/proc/sys/kernel/pid_max")?;
+        let last = read("/proc/sys/kernel/ns_last_pid")?;
+        Self::within(leader, started.elapsed(), pid_max, last)
+    }
+
+    /// The range for a leader that has run `elapsed`, the counter being at
+    /// `last` of `pid_max`; `None` when the counter may have gone round.
+    fn within(leader: i32, elapsed: Duration, pid_max: u64, last: u64) -> Option<Self> {
+        #[allow(clippy::cast_precision_loss)]
+        let window = Duration::from_secs_f64(pid_max as f64 / MAX_FORKS_PER_SECOND);
+        (elapsed < window).then_some(Self {
+            leader: u32::try_from(leader).ok()?,
+            last: u32::try_from(last).ok()?,
+        })
+    }
+
+    /// Whether `pid` was handed out after the leader's.
+    fn holds(self, pid: u32) -> bool {
+        if self.leader <= self.last {
+            pid > self.leader && pid <= self.last
+        } else {
+            pid > self.leader || pid <= self.last
+        }
+    }
+}
+
+/// [`find_marked`], reading only processes started after a step's leader
+/// when `newer` gives its pid and start (a step's own search, once per step:
+/// reading every process's environment costs tens of microseconds each).
+fn find_marked_in(mark: Mark<'_>, newer: Option<(i32, Instant)>) -> Vec<i32> {
     let want = mark.entry();
     let me = std::process::id();
     let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
@@ -342,20 +410,24 @@ pub fn find_marked(mark: Mark<'_>) -> Vec<i32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
+    let pids: Vec<u32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+        .filter(|&pid| pid != me)
+        .collect();
+    // Read after the listing, so that every listed pid was handed out before `last`.
+    let range = newer.and_then(|(leader, started)| Newer::for_leader(leader, started));
     let mut found = Vec::new();
-    for entry in dir.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid == me {
+    for pid in pids {
+        if range.is_some_and(|r| !r.holds(pid)) {
             continue;
         }
+        let path = Path::new("/proc").join(pid.to_string());
         // Same user only: another user's environment is not ours to read, nor its processes to kill.
-        if !entry.metadata().is_ok_and(|m| m.uid() == uid) {
+        if !std::fs::metadata(&path).is_ok_and(|m| m.uid() == uid) {
             continue;
         }
-        let Ok(env) = std::fs::read(entry.path().join("environ")) else {
+        let Ok(env) = std::fs::read(path.join("environ")) else {
             continue;
         };
         if env.split(|&b| b == 0).any(|e| e == want.as_slice()) {
@@ -365,6 +437,16 @@ pub fn find_marked(mark: Mark<'_>) -> Vec<i32> {
         }
     }
     found
+}
+
+/// Sends `sig` to the processes of one step's token, started after its
+/// leader (see [`Newer`]); returns how many there were.
+fn signal_step(guard: &Guard, sig: Signal) -> usize {
+    let pids = find_marked_in(Mark::Token(&guard.token), guard.leader());
+    for &pid in &pids {
+        let _ = kill(Pid::from_raw(pid), sig);
+    }
+    pids.len()
 }
 
 /// Sends `sig` to every process that carries `mark`; returns how many there were.
@@ -450,11 +532,10 @@ pub(crate) async fn terminate(spawned: &mut Spawned, grace: Duration) {
     if let Some(pgid) = guard.pgid {
         signal_group(pgid, Signal::SIGTERM);
     }
-    let mark = Mark::Token(&guard.token);
-    signal_marked(mark, Signal::SIGTERM);
+    signal_step(guard, Signal::SIGTERM);
     let _ = tokio::time::timeout(grace, async {
         let _ = child.wait().await;
-        while !find_marked(mark).is_empty() {
+        while !find_marked_in(Mark::Token(&guard.token), guard.leader()).is_empty() {
             tokio::time::sleep(POLL).await;
         }
     })
@@ -471,5 +552,51 @@ pub(crate) fn kill_rest(spawned: &Spawned) {
     if let Some(pgid) = spawned.guard.pgid {
         signal_group(pgid, Signal::SIGKILL);
     }
-    signal_marked(Mark::Token(&spawned.guard.token), Signal::SIGKILL);
+    signal_step(&spawned.guard, Signal::SIGKILL);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newer_range_follows_the_pid_counter_round_its_wrap() {
+        let plain = Newer {
+            leader: 100,
+            last: 200,
+        };
+        assert!(!plain.holds(100), "the leader itself");
+        assert!(plain.holds(101) && plain.holds(200));
+        assert!(!plain.holds(99) && !plain.holds(201) && !plain.holds(1));
+        // The counter wrapped after the leader: 4,000,000 .. pid_max, then 300 ..= 50.
+        let wrapped = Newer {
+            leader: 4_000_000,
+            last: 50,
+        };
+        assert!(wrapped.holds(4_000_001) && wrapped.holds(4_194_303));
+        assert!(wrapped.holds(1) && wrapped.holds(50));
+        assert!(!wrapped.holds(51) && !wrapped.holds(3_999_999) && !wrapped.holds(4_000_000));
+    }
+
+    #[test]
+    fn a_young_leaders_range_reaches_the_newest_pid_and_an_old_one_has_none() {
+        let now = Instant::now();
+        let me = i32::try_from(std::process::id()).expect("pid");
+        let young = Newer::for_leader(me, now).expect("/proc gives pid_max and ns_last_pid");
+        let child = std::process::Command::new("true").spawn().expect("spawn");
+        let child_pid = child.id();
+        let after = Newer::for_leader(me, now).expect("range");
+        assert!(after.holds(child_pid), "{after:?} must hold {child_pid}");
+        assert_eq!(young.leader, std::process::id());
+        // A leader older than the window (pid_max / 100,000 forks a second): every process is read.
+        let pid_max = 4_194_304;
+        assert!(Newer::within(me, Duration::from_secs(41), pid_max, 7).is_some());
+        assert_eq!(Newer::within(me, Duration::from_secs(42), pid_max, 7), None);
+        assert_eq!(
+            Newer::within(me, Duration::from_millis(400), 32_768, 7),
+            None
+        );
+        let mut child = child;
+        let _ = child.wait();
+    }
 }
