@@ -151,9 +151,9 @@ enum ProjectAction {
         /// Execution mode.
         #[arg(long, value_enum, default_value = "parallel")]
         mode: Mode,
-        /// Most steps running at once in parallel mode.
-        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
-        max_parallel: u16,
+        /// Most steps running at once in parallel mode (default: the config's `max_workers`, else `$ORCH_MAX_WORKERS`, else 4).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+        max_parallel: Option<u16>,
         /// Limit on the whole run, e.g. 30s, 5m, 1h30m.
         #[arg(long, value_name = "DURATION", value_parser = parse_timeout_arg)]
         timeout: Option<std::time::Duration>,
@@ -269,9 +269,9 @@ enum Command {
         /// Execution mode.
         #[arg(long, value_enum, default_value = "parallel")]
         mode: Mode,
-        /// Most steps running at once in parallel mode.
-        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
-        max_parallel: u16,
+        /// Most steps running at once in parallel mode (default: the config's `max_workers`, else `$ORCH_MAX_WORKERS`, else 4).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+        max_parallel: Option<u16>,
         /// Run `cache: true` steps even when a cached result exists (results are still stored).
         #[arg(long)]
         no_cache: bool,
@@ -318,9 +318,9 @@ enum Command {
         /// Execution mode.
         #[arg(long, value_enum, default_value = "parallel")]
         mode: Mode,
-        /// Most steps running at once in parallel mode.
-        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
-        max_parallel: u16,
+        /// Most steps running at once in parallel mode (default: the config's `max_workers`, else `$ORCH_MAX_WORKERS`, else 4).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+        max_parallel: Option<u16>,
         /// Limit on the rest of the run.
         #[arg(long, value_name = "DURATION", value_parser = parse_timeout_arg)]
         timeout: Option<std::time::Duration>,
@@ -459,7 +459,7 @@ fn main() -> ExitCode {
             let args = run::RunArgs {
                 params: Vec::new(),
                 mode: mode.into(),
-                max_parallel: usize::from(max_parallel),
+                max_parallel: max_parallel.map(usize::from),
                 no_cache: false,
                 modules: Vec::new(),
                 resources: None,
@@ -511,7 +511,7 @@ fn main() -> ExitCode {
                 let args = run::RunArgs {
                     params,
                     mode: mode.into(),
-                    max_parallel: usize::from(max_parallel),
+                    max_parallel: max_parallel.map(usize::from),
                     no_cache: false,
                     modules: Vec::new(),
                     resources: None,
@@ -563,7 +563,7 @@ fn main() -> ExitCode {
             let args = run::RunArgs {
                 params,
                 mode: mode.into(),
-                max_parallel: usize::from(max_parallel),
+                max_parallel: max_parallel.map(usize::from),
                 no_cache,
                 modules,
                 resources,

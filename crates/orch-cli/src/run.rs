@@ -23,8 +23,9 @@ pub struct RunArgs {
     pub params: Vec<String>,
     /// The execution mode.
     pub mode: ExecutionMode,
-    /// Most steps at once in parallel mode.
-    pub max_parallel: usize,
+    /// Most steps at once in parallel mode; `None`: the config's
+    /// `max_workers` (or `ORCH_MAX_WORKERS`), else 4.
+    pub max_parallel: Option<usize>,
     /// Ignore cached results (still store new ones).
     pub no_cache: bool,
     /// External modules, `NAME=PROGRAM`.
@@ -522,7 +523,11 @@ pub(crate) fn execute(engine: &orch_engine::OrchestrationEngine, job: Job, args:
     let cancel = tokio_util::sync::CancellationToken::new();
     let opts = RunOptions {
         mode: args.mode,
-        max_parallel: args.max_parallel,
+        max_parallel: args
+            .max_parallel
+            .or(engine.config().max_workers)
+            .unwrap_or(4)
+            .max(1),
         params,
         work_dir,
         run_id,

@@ -343,3 +343,60 @@ fn cached_results_survive_between_runs_and_can_be_cleared() {
         "removed 1 cached result"
     );
 }
+
+/// The steps of a `--json` report as (started, finished) pairs, in start order.
+fn step_spans(report: &serde_json::Value) -> Vec<(String, String)> {
+    let mut spans: Vec<(String, String)> = report["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| {
+            (
+                s["started_at"].as_str().expect("started").to_owned(),
+                s["finished_at"].as_str().expect("finished").to_owned(),
+            )
+        })
+        .collect();
+    spans.sort();
+    spans
+}
+
+#[test]
+fn max_workers_from_the_environment_or_the_config_bounds_parallelism_unless_the_flag_says() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "name: p\nsteps:\n  - {name: a, module: shell, action: exec, parameters: {program: sleep, args: ['0.3']}}\n  - {name: b, module: shell, action: exec, parameters: {program: sleep, args: ['0.3']}}\n  - {name: c, module: shell, action: exec, parameters: {program: sleep, args: ['0.3']}}\n",
+    )
+    .expect("write");
+    std::fs::write(dir.path().join("one.json"), r#"{"max_workers": 1}"#).expect("write");
+    let one_at_a_time = |report: &serde_json::Value| {
+        let spans = step_spans(report);
+        // RFC 3339 times in one zone compare as text.
+        spans.windows(2).all(|w| w[1].0 >= w[0].1)
+    };
+    let by_env = orch(dir.path())
+        .env("ORCH_MAX_WORKERS", "1")
+        .args(["run", "p.yaml", "--json"])
+        .output()
+        .expect("runs");
+    let report: serde_json::Value = serde_json::from_slice(&by_env.stdout).expect("json");
+    assert!(one_at_a_time(&report), "ORCH_MAX_WORKERS=1: {report}");
+    let by_config = orch(dir.path())
+        .args(["--config", "one.json", "run", "p.yaml", "--json"])
+        .output()
+        .expect("runs");
+    let report: serde_json::Value = serde_json::from_slice(&by_config.stdout).expect("json");
+    assert!(
+        one_at_a_time(&report),
+        "max_workers 1 in the config: {report}"
+    );
+    let by_flag = orch(dir.path())
+        .env("ORCH_MAX_WORKERS", "1")
+        .args(["run", "p.yaml", "--json", "--max-parallel", "3"])
+        .output()
+        .expect("runs");
+    let report: serde_json::Value = serde_json::from_slice(&by_flag.stdout).expect("json");
+    assert_eq!(report["success"], true, "{report}");
+    assert_eq!(step_spans(&report).len(), 3, "{report}");
+}
