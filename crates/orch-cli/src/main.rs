@@ -23,6 +23,7 @@ macro_rules! eprint {
 mod commands;
 mod interrupt;
 mod manage;
+mod reporter;
 mod run;
 mod runs;
 mod term;

@@ -3,18 +3,15 @@
 use crate::commands::{LoadError, limits, load, print_problems};
 use crate::term::{Table, escape_line};
 use crate::{ReadOptions, exit};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use orch_model::{ExecutionMode, OrchestrationError, TaskStatus};
+use orch_model::{ExecutionMode, OrchestrationError};
 use orch_model::{Format, Limits, ValidWorkflow};
 use orch_resources::ResourceManager;
-use orch_tasks::{
-    ActionRegistry, CacheKey, Event, ResultCache, RunOptions, RunReport, run_workflow,
-};
+use orch_tasks::{ActionRegistry, CacheKey, Event, ResultCache, RunOptions, run_workflow};
 use orch_workflows::WorkflowManager;
 use serde_json::{Map, Value, json};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Options of `orch run`.
 #[derive(Debug, Clone)]
@@ -57,156 +54,6 @@ fn parse_params(pairs: &[String]) -> Result<Map<String, Value>, String> {
         out.insert(k.to_owned(), value);
     }
     Ok(out)
-}
-
-fn status_word(s: TaskStatus) -> &'static str {
-    s.as_str()
-}
-
-fn fmt_duration(d: Duration) -> String {
-    if d.as_secs() >= 60 {
-        format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
-    } else if d.as_millis() >= 1000 {
-        format!("{:.2}s", d.as_secs_f64())
-    } else {
-        format!("{}ms", d.as_millis())
-    }
-}
-
-fn short(s: &str, max: usize) -> String {
-    let one_line = s.replace('\n', " ");
-    if one_line.chars().count() <= max {
-        one_line
-    } else {
-        let mut t: String = one_line.chars().take(max.saturating_sub(1)).collect();
-        t.push('…');
-        t
-    }
-}
-
-/// An event as one line, escaped (a message may hold anything).
-fn event_line(e: &Event) -> Option<String> {
-    event_text(e).map(|l| escape_line(&l).into_owned())
-}
-
-fn event_text(e: &Event) -> Option<String> {
-    Some(match e {
-        Event::RunStarted { run_id, total } => format!("run {run_id} started: {total} steps"),
-        Event::TaskReady { .. } => return None,
-        Event::TaskStarted { name, attempt, .. } if *attempt > 1 => {
-            format!("{name}: started (attempt {attempt})")
-        }
-        Event::TaskStarted { name, .. } => format!("{name}: started"),
-        Event::TaskSucceeded { name, duration, .. } => {
-            format!("{name}: completed in {}", fmt_duration(*duration))
-        }
-        Event::TaskFailed {
-            name,
-            error_type,
-            message,
-            ..
-        } => format!("{name}: failed: {error_type}: {}", short(message, 200)),
-        Event::TaskRetrying {
-            name,
-            attempt,
-            delay,
-            message,
-            ..
-        } => {
-            format!(
-                "{name}: attempt {attempt} failed ({}); retrying in {}",
-                short(message, 120),
-                fmt_duration(*delay)
-            )
-        }
-        Event::TaskSkipped { name, reason, .. } => format!("{name}: skipped: {reason}"),
-        Event::TaskCancelled { name, .. } => format!("{name}: cancelled"),
-        Event::TaskCached { name, .. } => format!("{name}: result from cache"),
-        Event::RunFinished {
-            status, duration, ..
-        } => format!("run {status} in {}", fmt_duration(*duration)),
-        _ => return None,
-    })
-}
-
-fn print_table(report: &RunReport) {
-    let row = |s: &orch_tasks::StepReport| {
-        let duration = match (s.started_at, s.finished_at) {
-            (Some(a), Some(b)) => (b - a).to_std().map(fmt_duration).unwrap_or_default(),
-            _ => "-".into(),
-        };
-        let cached = s.result.as_ref().is_some_and(|r| r.cached);
-        let note = match (&s.result, &s.note) {
-            (Some(r), _) if !r.success => {
-                format!(
-                    "{}: {}",
-                    r.error_type.as_deref().unwrap_or("Error"),
-                    short(r.error_message.as_deref().unwrap_or(""), 80)
-                )
-            }
-            (_, Some(n)) => short(n, 80),
-            _ => String::new(),
-        };
-        [
-            s.name.to_string(),
-            status_word(s.status).to_owned(),
-            s.attempts.to_string(),
-            duration,
-            if cached { "yes" } else { "-" }.to_owned(),
-            note,
-        ]
-    };
-    Table::new(&["STEP", "STATUS", "ATTEMPTS", "DURATION", "CACHED", "NOTE"])
-        .right(&[2, 3])
-        .print_rows(report.steps.iter().map(row));
-    let done = report
-        .steps
-        .iter()
-        .filter(|s| s.status == TaskStatus::Completed)
-        .count();
-    let failed = report
-        .steps
-        .iter()
-        .filter(|s| s.status == TaskStatus::Failed)
-        .count();
-    let skipped = report
-        .steps
-        .iter()
-        .filter(|s| s.status == TaskStatus::Skipped)
-        .count();
-    println!(
-        "workflow `{}` {}: {done} completed, {failed} failed, {skipped} skipped of {} steps in {} (run {})",
-        report.workflow,
-        report.status,
-        report.steps.len(),
-        fmt_duration(report.duration),
-        report.run_id
-    );
-    if let Some(e) = &report.error {
-        println!("{e}");
-    }
-}
-
-fn report_json(report: &RunReport) -> Value {
-    json!({
-        "run_id": report.run_id,
-        "workflow": report.workflow,
-        "status": report.status,
-        "success": report.succeeded(),
-        "execution_time": report.duration.as_secs_f64(),
-        "error": report.error,
-        "steps": report.steps.iter().map(|s| json!({
-            "name": &*s.name,
-            "status": s.status,
-            "attempts": s.attempts,
-            "created_at": s.created_at,
-            "ready_at": s.ready_at,
-            "started_at": s.started_at,
-            "finished_at": s.finished_at,
-            "result": s.result,
-            "note": s.note,
-        })).collect::<Vec<_>>(),
-    })
 }
 
 /// What `orch run` runs: a definition, where, and for which project.
@@ -481,13 +328,6 @@ pub(crate) struct Job {
     pub(crate) resume: Option<Vec<orch_model::store::TaskRecord>>,
 }
 
-/// Whether progress is a bar rather than a line per event: a bar needs a
-/// terminal that can move the cursor, so not a pipe and not `TERM=dumb`
-/// (where the bar stays hidden, and nothing would show until the end).
-fn progress_bar_wanted(stderr_is_terminal: bool, term: Option<&std::ffi::OsStr>) -> bool {
-    stderr_is_terminal && term.is_some_and(|t| !t.is_empty() && t != "dumb")
-}
-
 /// Runs a resolved workflow, recorded in the engine's store, with live
 /// progress; prints the table (or JSON) and returns the exit code.
 pub(crate) fn execute(engine: &orch_engine::OrchestrationEngine, job: Job, args: &RunArgs) -> u8 {
@@ -544,75 +384,16 @@ pub(crate) fn execute(engine: &orch_engine::OrchestrationEngine, job: Job, args:
         ..RunOptions::default()
     };
     let total = wf.workflow().steps.len();
-    let terminal = progress_bar_wanted(
+    let terminal = crate::reporter::progress_bar_wanted(
         std::io::stderr().is_terminal(),
         std::env::var_os("TERM").as_deref(),
     );
     let quiet = args.json;
     let result = runtime.block_on(async {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
         // SIGINT, SIGTERM and SIGHUP interrupt the run (see `crate::interrupt`).
         let (signals, grace) = (crate::interrupt::Signals::install(), opts.kill_grace);
-        let printer = tokio::spawn(async move {
-            let bar = (terminal && !quiet).then(|| {
-                let bar =
-                    ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
-                bar.set_style(
-                    ProgressStyle::with_template(
-                        "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} done {msg}",
-                    )
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
-                );
-                bar.enable_steady_tick(Duration::from_millis(120));
-                bar
-            });
-            let mut started = std::collections::HashSet::new();
-            let mut failed = 0usize;
-            let start = Instant::now();
-            // Events arrive in batches when the printer falls behind; the
-            // scheduler never waits for it (the channel is unbounded).
-            let mut batch = Vec::with_capacity(256);
-            while rx.recv_many(&mut batch, 256).await > 0 {
-                let mut done = 0u64;
-                for e in batch.drain(..) {
-                    match &e {
-                        Event::TaskStarted { task, .. } => {
-                            started.insert(*task);
-                        }
-                        Event::TaskFailed { .. } => failed += 1,
-                        _ => {}
-                    }
-                    if matches!(e.task_status(), Some(s) if s.is_terminal()) {
-                        done += 1;
-                        if let Some(t) = e.task() {
-                            started.remove(&t);
-                        }
-                    }
-                    match &bar {
-                        Some(bar) => {
-                            if matches!(e, Event::TaskFailed { .. } | Event::TaskRetrying { .. }) {
-                                if let Some(line) = event_line(&e) {
-                                    bar.println(line);
-                                }
-                            }
-                        }
-                        None if !quiet => {
-                            if let Some(line) = event_line(&e) {
-                                eprintln!("[{:>8}] {line}", fmt_duration(start.elapsed()));
-                            }
-                        }
-                        None => {}
-                    }
-                }
-                if let Some(bar) = &bar {
-                    bar.inc(done);
-                    bar.set_message(format!("| {} running | {failed} failed", started.len()));
-                }
-            }
-            if let Some(bar) = bar {
-                bar.finish_and_clear();
-            }
-        });
+        let printer = crate::reporter::spawn_printer(total, terminal, quiet, rx);
         // Driven as a task of its own (as `orch_tasks::drive` does): a step's
         // dependents start on the worker that finished it.
         let (run_wf, run_engine) = (wf.clone(), engine.clone());
@@ -653,11 +434,7 @@ pub(crate) fn execute(engine: &orch_engine::OrchestrationEngine, job: Job, args:
     }
     match result {
         Ok(report) => {
-            if args.json {
-                println!("{}", report_json(&report));
-            } else {
-                print_table(&report);
-            }
+            crate::reporter::print_report(&report, args.json);
             if report.succeeded() {
                 exit::OK
             } else {
@@ -808,19 +585,6 @@ mod tests {
             enclosing_project_for(&below, Some(owner.wrapping_add(1))).is_none(),
             "another user's project directory must not be used"
         );
-    }
-
-    #[test]
-    fn a_dumb_or_unknown_terminal_gets_a_line_per_event() {
-        use std::ffi::OsStr;
-        assert!(progress_bar_wanted(
-            true,
-            Some(OsStr::new("xterm-256color"))
-        ));
-        assert!(!progress_bar_wanted(true, Some(OsStr::new("dumb"))));
-        assert!(!progress_bar_wanted(true, Some(OsStr::new(""))));
-        assert!(!progress_bar_wanted(true, None));
-        assert!(!progress_bar_wanted(false, Some(OsStr::new("xterm"))));
     }
 
     #[test]
