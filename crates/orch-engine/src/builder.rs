@@ -137,8 +137,8 @@ impl EngineBuilder {
         )
         .registry(registry)
         .store(store.clone());
-        if let Some(c) = cache {
-            pb = pb.cache(c);
+        if let Some(c) = &cache {
+            pb = pb.cache(c.clone());
         }
         let projects = pb.build()?;
         let (events, _) = broadcast::channel(4096);
@@ -157,6 +157,7 @@ impl EngineBuilder {
                 resources,
                 store,
                 store_url,
+                cache,
                 max_workers,
                 sessions: Mutex::new(HashMap::new()),
                 ended: Mutex::new(VecDeque::new()),

@@ -122,3 +122,26 @@ impl ResultCache for StoreCache {
         answer.recv().unwrap_or(0)
     }
 }
+
+/// A cache that stores new results and serves none (`--no-cache`: every
+/// `cache: true` step runs, and what it returns replaces the cached value).
+#[derive(Debug)]
+pub struct WriteOnly(pub Arc<dyn ResultCache>);
+
+impl ResultCache for WriteOnly {
+    fn get(&self, _key: &CacheKey) -> Option<Value> {
+        None
+    }
+
+    fn put(&self, key: &CacheKey, value: &Value) {
+        self.0.put(key, value);
+    }
+
+    fn list(&self) -> Vec<(CacheKey, u64)> {
+        self.0.list()
+    }
+
+    fn clear(&self) -> usize {
+        self.0.clear()
+    }
+}

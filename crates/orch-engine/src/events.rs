@@ -216,6 +216,11 @@ impl EngineEvent {
 pub(crate) type Handler = Arc<dyn Fn(&EngineEvent) + Send + Sync>;
 
 impl OrchestrationEngine {
+    /// Whether anyone listens to engine events (a subscriber or a handler).
+    pub(crate) fn wants_events(&self) -> bool {
+        self.inner.events.receiver_count() > 0 || !lock(&self.inner.handlers).is_empty()
+    }
+
     pub(crate) fn emit(&self, ev: EngineEvent) {
         let kind = ev.kind();
         let handlers: Vec<Handler> = lock(&self.inner.handlers)

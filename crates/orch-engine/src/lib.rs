@@ -34,6 +34,8 @@ mod backends;
 mod builder;
 mod events;
 mod health;
+mod resume;
+mod run;
 mod seed;
 mod sessions;
 
@@ -42,9 +44,13 @@ pub use builder::EngineBuilder;
 use events::Handler;
 pub use events::{EVENT_KINDS, EngineEvent};
 pub use health::{ComponentHealth, EngineMetrics, HealthComponents, HealthReport, SystemStatus};
+pub use resume::{CancelOutcome, RunState, owner_words, run_state};
+pub use run::{
+    ResumeInfo, RunHandle, RunRequest, RunTarget, enclosing_project, enclosing_project_for,
+};
 use seed::TaskCounts;
 pub use seed::{COMPLEX_WORKFLOW_NAME, ComplexWorkflowResult, WorkflowRunResult};
-use sessions::SessionState;
+use sessions::{RunOverrides, SessionState};
 pub use sessions::{Session, SessionOptions, SessionStatus};
 
 use chrono::{DateTime, Utc};
@@ -86,6 +92,8 @@ struct Inner {
     resources: Arc<ResourceManager>,
     store: Arc<dyn Store>,
     store_url: String,
+    /// The result cache of `cache: true` steps (none when turned off).
+    cache: Option<Arc<dyn orch_tasks::ResultCache>>,
     max_workers: usize,
     session_timeout: u64,
     sessions: Mutex<HashMap<SessionId, SessionState>>,

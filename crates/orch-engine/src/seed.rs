@@ -70,18 +70,11 @@ impl OrchestrationEngine {
         session: Option<&SessionId>,
         params: Map<String, Value>,
     ) -> Result<WorkflowRunResult, OrchestrationError> {
-        if self.inner.workflows.get_workflow(name).is_none() {
-            self.inner.workflows.reload()?;
-        }
-        // Unknown names fail before a session is touched.
-        self.inner.workflows.execution_order(name)?;
-        let wm = self.inner.workflows.clone();
-        let label = name.to_owned();
-        let (sid, report) = self
-            .in_session(session, name, move |opts| async move {
-                wm.execute(&label, ExecuteOptions { params, ..opts }).await
-            })
-            .await?;
+        let mut req = RunRequest::new(RunTarget::Name(name.to_owned())).params(params);
+        req.session = session.copied();
+        let handle = self.run(req).await?;
+        let sid = handle.session_id();
+        let report = handle.report().await?;
         Ok(to_result(sid, &report))
     }
 
@@ -114,9 +107,12 @@ impl OrchestrationEngine {
         let wm = self.inner.workflows.clone();
         let name = wf.name.clone();
         let (sid, report) = self
-            .in_session(session, &name, move |opts| async move {
-                wm.execute_definition(&wf, opts).await
-            })
+            .in_session(
+                session,
+                &name,
+                RunOverrides::default(),
+                move |opts| async move { wm.execute_definition(&wf, opts).await },
+            )
             .await?;
         let plain = to_result(sid, &report);
         let mut results = Map::new();
@@ -188,17 +184,15 @@ impl OrchestrationEngine {
         session: Option<&SessionId>,
         params: Map<String, Value>,
     ) -> Result<WorkflowRunResult, OrchestrationError> {
-        if self.inner.projects.get_project(project).is_none() {
-            self.inner.projects.reload()?;
-        }
-        let pm = self.inner.projects.clone();
-        let (p, w) = (project.to_owned(), workflow.to_owned());
-        let (sid, report) = self
-            .in_session(session, workflow, move |opts| async move {
-                pm.execute_project_workflow_with(&p, &w, ExecuteOptions { params, ..opts })
-                    .await
-            })
-            .await?;
+        let mut req = RunRequest::new(RunTarget::Project {
+            project: project.to_owned(),
+            workflow: workflow.to_owned(),
+        })
+        .params(params);
+        req.session = session.copied();
+        let handle = self.run(req).await?;
+        let sid = handle.session_id();
+        let report = handle.report().await?;
         Ok(to_result(sid, &report))
     }
 
@@ -284,10 +278,15 @@ impl OrchestrationEngine {
         let (p, w) = (name.to_owned(), workflow.to_owned());
         let run = || async move {
             let label = w.clone();
-            self.in_session(None, &label, move |opts| async move {
-                pm.execute_project_workflow_with(&p, &w, ExecuteOptions { params, ..opts })
-                    .await
-            })
+            self.in_session(
+                None,
+                &label,
+                RunOverrides::default(),
+                move |opts| async move {
+                    pm.execute_project_workflow_with(&p, &w, ExecuteOptions { params, ..opts })
+                        .await
+                },
+            )
             .await
             .map(|(_, report)| report)
         };

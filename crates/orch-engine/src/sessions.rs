@@ -319,6 +319,7 @@ impl OrchestrationEngine {
         &self,
         session: Option<&SessionId>,
         workflow: &str,
+        ov: RunOverrides,
         f: F,
     ) -> Result<(SessionId, RunReport), OrchestrationError>
     where
@@ -329,9 +330,12 @@ impl OrchestrationEngine {
         self.sweep();
         let (sid, one_off) = match session {
             Some(id) => (*id, false),
-            None => (self.create_session(SessionOptions::default())?, true),
+            None => (
+                self.create_session(ov.one_off.clone().unwrap_or_default())?,
+                true,
+            ),
         };
-        let result = self.run_in(sid, workflow, f).await;
+        let result = self.run_in(sid, workflow, ov, f).await;
         if one_off {
             self.close_session(&sid);
         }
@@ -342,6 +346,7 @@ impl OrchestrationEngine {
         &self,
         sid: SessionId,
         workflow: &str,
+        ov: RunOverrides,
         f: F,
     ) -> Result<(SessionId, RunReport), OrchestrationError>
     where
@@ -390,7 +395,7 @@ impl OrchestrationEngine {
         self.check_accepting()?;
         let deadline = lock(&self.inner.sessions).get(&sid).map(|s| s.deadline);
         let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        if remaining == Some(Duration::ZERO) {
+        if remaining == Some(Duration::ZERO) && !ov.no_deadline {
             self.sweep();
             return Err(OrchestrationError::InvalidState {
                 message: format!("session {sid} expired"),
@@ -400,7 +405,7 @@ impl OrchestrationEngine {
         if let Some(s) = lock(&self.inner.sessions).get_mut(&sid) {
             s.info.running_workflows += 1;
         }
-        let run_id = RunId::new();
+        let run_id = ov.run_id.unwrap_or_default();
         let started = Instant::now();
         self.emit(EngineEvent::WorkflowStarted {
             session_id: sid,
@@ -410,7 +415,9 @@ impl OrchestrationEngine {
         });
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(RunId, Event)>();
         let me = self.clone();
+        let out = ov.events;
         let forward = tokio::spawn(async move {
+            let mut out = out;
             while let Some((rid, ev)) = rx.recv().await {
                 match &ev {
                     Event::TaskSucceeded { .. } | Event::TaskCached { .. } => {
@@ -433,22 +440,54 @@ impl OrchestrationEngine {
                     }
                     _ => {}
                 }
-                if let Some(e) = EngineEvent::from_run(rid, &ev) {
-                    me.emit(e);
+                // Engine events are built only when someone listens.
+                if me.wants_events() {
+                    if let Some(e) = EngineEvent::from_run(rid, &ev) {
+                        me.emit(e);
+                    }
+                }
+                // The run's own events go on to its handle (the top-level run's only).
+                if rid == run_id {
+                    if let Some(tx) = &out {
+                        if tx.send(ev).is_err() {
+                            out = None;
+                        }
+                    }
                 }
             }
         });
+        // The run stops when its session ends or when its handle cancels it.
+        let run_cancel = ov.cancel.unwrap_or_default();
+        let watch = {
+            let (session_cancel, run_cancel) = (cancel.clone(), run_cancel.clone());
+            tokio::spawn(async move {
+                session_cancel.cancelled().await;
+                run_cancel.cancel();
+            })
+        };
+        let timeout = if ov.no_deadline {
+            ov.timeout
+        } else {
+            match (ov.timeout, remaining) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        };
         let opts = ExecuteOptions {
-            mode: Some(mode),
-            max_parallel: Some(max_parallel),
-            timeout: remaining,
-            cancel: Some(cancel.child_token()),
+            mode: Some(ov.mode.unwrap_or(mode)),
+            max_parallel: Some(ov.max_parallel.unwrap_or(max_parallel)),
+            timeout,
+            cancel: Some(run_cancel),
             events: Some(tx),
             run_id: Some(run_id),
-            resources,
+            resources: ov.resources.or(resources),
+            cache: ov.cache,
+            resume: ov.resume,
+            work_dir: ov.work_dir,
             ..ExecuteOptions::default()
         };
         let result = f(opts).await;
+        watch.abort();
         let _ = forward.await;
         let elapsed = started.elapsed();
         let success = result.as_ref().is_ok_and(RunReport::succeeded);
@@ -475,4 +514,25 @@ impl OrchestrationEngine {
         let report = result?;
         Ok((sid, report))
     }
+}
+
+/// How one run differs from its session's rules (all optional; the seed's
+/// calls give none).
+#[derive(Debug, Default)]
+pub(crate) struct RunOverrides {
+    /// The session created for a run that names none (default options when absent).
+    pub(crate) one_off: Option<SessionOptions>,
+    /// The session's remaining time does not limit the run.
+    pub(crate) no_deadline: bool,
+    pub(crate) run_id: Option<RunId>,
+    pub(crate) mode: Option<ExecutionMode>,
+    pub(crate) max_parallel: Option<usize>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) resources: Option<Arc<ResourceManager>>,
+    pub(crate) cache: Option<Arc<dyn orch_tasks::ResultCache>>,
+    pub(crate) resume: Option<Vec<orch_model::store::TaskRecord>>,
+    pub(crate) work_dir: Option<PathBuf>,
+    pub(crate) cancel: Option<CancellationToken>,
+    /// Receives the run's events.
+    pub(crate) events: Option<tokio::sync::mpsc::UnboundedSender<Event>>,
 }

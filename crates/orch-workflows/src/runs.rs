@@ -3,11 +3,12 @@
 use crate::WorkflowManager;
 use crate::perf::RunPerf;
 use chrono::{DateTime, Utc};
+use orch_model::store::TaskRecord;
 use orch_model::{
     ExecutionMode, OrchestrationError, RunId, TaskStatus, ValidWorkflow, Workflow, WorkflowStatus,
 };
 use orch_resources::ResourceManager;
-use orch_tasks::{Event, RunOptions, RunReport, run_workflow};
+use orch_tasks::{Event, ResultCache, RunOptions, RunReport, run_workflow};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -94,6 +95,11 @@ pub struct ExecuteOptions {
     pub run_id: Option<RunId>,
     /// Resources for `resource_aware` mode (default: the manager's).
     pub resources: Option<Arc<ResourceManager>>,
+    /// The result cache of `cache: true` steps (default: the manager's).
+    pub cache: Option<Arc<dyn ResultCache>>,
+    /// Resume run `run_id` of the manager's store from these records of its
+    /// tasks (`Store::tasks`), after taking it over (`Store::take_over`).
+    pub resume: Option<Vec<TaskRecord>>,
 }
 
 impl WorkflowManager {
@@ -150,6 +156,34 @@ impl WorkflowManager {
         let valid = Arc::new(self.as_loaded(wf)?);
         self.check_definition_calls(&valid)?;
         self.run_valid(valid, opts, None).await
+    }
+
+    /// Reads a workflow built in memory back as the loader would read it,
+    /// and follows its literal `workflow.run` calls (a call to itself, or a
+    /// cycle through the known workflows, is an error).
+    ///
+    /// # Errors
+    /// `Validation` with every problem of the definition; `InvalidParameters`
+    /// for a call cycle.
+    pub fn check_definition(&self, wf: &Workflow) -> Result<ValidWorkflow, OrchestrationError> {
+        let valid = self.as_loaded(wf)?;
+        self.check_definition_calls(&valid)?;
+        Ok(valid)
+    }
+
+    /// Runs a workflow already read and validated (from a file, or a
+    /// project's), with the manager's actions, store, cache and history, as
+    /// a known one runs; its `workflow.run` steps call the manager's
+    /// workflows.
+    ///
+    /// # Errors
+    /// As [`WorkflowManager::execute`]. Nothing has run when an error is returned.
+    pub async fn execute_valid(
+        &self,
+        wf: Arc<ValidWorkflow>,
+        opts: ExecuteOptions,
+    ) -> Result<RunReport, OrchestrationError> {
+        self.run_valid(wf, opts, None).await
     }
 
     pub(crate) async fn run(
@@ -225,8 +259,9 @@ impl WorkflowManager {
             cancel: opts.cancel.unwrap_or_default(),
             project_path: opts.project_path,
             resources: opts.resources.or_else(|| self.inner.resources.clone()),
-            cache: self.inner.cache.clone(),
+            cache: opts.cache.or_else(|| self.inner.cache.clone()),
             store: self.inner.store.clone(),
+            resume: opts.resume,
             parent: parent.as_ref().map(|p| p.0),
             ..RunOptions::default()
         };
