@@ -21,6 +21,87 @@
 //! assert!(rm.deallocate_resources("task-1", Some(&[a.id])));
 //! ```
 
-mod manager;
+mod allocate;
+mod detect;
+mod health;
+mod persist;
+mod registry;
+mod release;
+mod slot;
+mod usage;
+mod waiting;
 
-pub use manager::{AllocateOptions, Allocation, ResourceManager, UserAllocation, detect_resources};
+pub use allocate::{AllocateOptions, Allocation};
+pub use detect::detect_resources;
+pub use usage::UserAllocation;
+
+use allocate::Held;
+use orch_model::resources::MAX_RESOURCE_AMOUNT;
+use orch_model::{AllocationId, OrchestrationError, Result};
+use slot::Slot;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Instant;
+use tokio::sync::Notify;
+use waiting::Waiter;
+
+/// Micro-units per unit: amounts are integers internally.
+const SCALE: f64 = 1_000_000.0;
+
+/// An amount in micro-units; `None` when it is negative, not finite or too large.
+fn to_units(v: f64) -> Option<u64> {
+    (v.is_finite() && (0.0..=MAX_RESOURCE_AMOUNT).contains(&v)).then(|| (v * SCALE).round() as u64)
+}
+
+/// Micro-units back to an amount.
+fn from_units(u: u64) -> f64 {
+    u as f64 / SCALE
+}
+
+/// A `ResourceAllocation` error.
+fn unavailable(msg: String) -> OrchestrationError {
+    OrchestrationError::ResourceAllocation { message: msg }
+}
+
+/// Everything behind the manager's lock: the resources, the allocations and the waiting line.
+#[derive(Debug, Default)]
+struct State {
+    slots: Vec<Slot>,
+    allocations: BTreeMap<AllocationId, Held>,
+    /// Requests waiting for capacity, first come first served. Only requests
+    /// that wait are here: one that is granted or refused at once never is.
+    queue: VecDeque<Waiter>,
+    /// Outcomes for waiters that were served while they slept, by ticket.
+    served: HashMap<u64, Result<Allocation>>,
+    next_ticket: u64,
+}
+
+/// Capacities, allocations and a first-come-first-served waiting queue.
+#[derive(Debug, Default)]
+pub struct ResourceManager {
+    state: Mutex<State>,
+    changed: Notify,
+}
+
+impl ResourceManager {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the state half-updated
+        // (every update is computed first, then applied), so recover it.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs `f` on the state after releasing expired allocations, and wakes
+    /// waiters when that changed anything.
+    fn with_state<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        let mut st = self.lock();
+        let changed = Self::tidy(&mut st, Instant::now());
+        let out = f(&mut st);
+        drop(st);
+        if changed {
+            self.changed.notify_waiters();
+        }
+        out
+    }
+}
