@@ -22,6 +22,7 @@
 //! ```
 
 mod allocate;
+pub mod atomic;
 mod detect;
 mod health;
 mod persist;

@@ -48,7 +48,7 @@ impl ResourceManager {
         Self::with_resources(resources)
     }
 
-    /// Saves the resources in the seed's format, atomically (temporary file, then rename).
+    /// Saves the resources in the seed's format, atomically and durably (see [`crate::atomic`]).
     ///
     /// # Errors
     /// `Io` when the file cannot be written; the old file is then unchanged.
@@ -66,14 +66,8 @@ impl ResourceManager {
         let text =
             serde_json::to_string_pretty(&json!({"resources": map, "updated_at": Utc::now()}))
                 .unwrap_or_default();
-        let io = |e: std::io::Error| OrchestrationError::Io {
+        crate::atomic::write_file(path, text.as_bytes()).map_err(|e| OrchestrationError::Io {
             message: format!("cannot write {}: {e}", path.display()),
-        };
-        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-        std::fs::write(&tmp, text).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            io(e)
         })
     }
 }
