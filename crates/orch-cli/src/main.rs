@@ -82,6 +82,9 @@ enum RunsAction {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// List every step (a run of more than 50 steps otherwise lists those that did not simply complete).
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -446,7 +449,7 @@ fn main() -> ExitCode {
     let code = guarded(|| match cli.command {
         Command::Runs { action } => match action {
             RunsAction::List { json, limit } => runs::list(config, json, limit),
-            RunsAction::Show { run, json } => runs::show(config, &run, json),
+            RunsAction::Show { run, json, all } => runs::show(config, &run, json, all),
         },
         Command::Logs { run, step, raw } => runs::logs(config, &run, &step, raw),
         Command::Cancel { run, wait } => runs::cancel(config, &run, wait),

@@ -2,6 +2,7 @@
 
 use crate::exit;
 use crate::manage::engine_with;
+use crate::reporter;
 use crate::run::{Job, RunArgs, execute};
 use crate::term::{Stream, Table, print_raw};
 use orch_engine::OrchestrationEngine;
@@ -252,8 +253,10 @@ fn task_line(t: &TaskRecord) -> (String, String, String) {
     (started, duration, note)
 }
 
-/// `orch runs show`.
-pub fn show(config: Option<&Path>, id: &str, json_out: bool) -> u8 {
+/// `orch runs show`: with `all`, or for a run of at most
+/// [`reporter::SMALL_RUN`] steps, every step; else the steps that did not
+/// simply complete (as `orch run`'s table lists them) and a summary.
+pub fn show(config: Option<&Path>, id: &str, json_out: bool, all: bool) -> u8 {
     let (_engine, store, rt) = match open_read_only(config) {
         Ok(x) => x,
         Err(c) => return c,
@@ -327,11 +330,32 @@ pub fn show(config: Option<&Path>, id: &str, json_out: bool) -> u8 {
             note,
         ]
     };
-    Table::new(&[
+    let table = Table::new(&[
         "STEP", "STATE", "ATTEMPTS", "STARTED", "DURATION", "CACHED", "NOTE",
     ])
-    .right(&[2, 4])
-    .print_rows(tasks.iter().map(row));
+    .right(&[2, 4]);
+    if all || tasks.len() <= reporter::SMALL_RUN {
+        table.print_rows(tasks.iter().map(row));
+        return exit::OK;
+    }
+    let kind = |t: &TaskRecord| {
+        let ran = match (t.started_at, t.finished_at) {
+            (Some(s), Some(f)) => (f - s).to_std().ok(),
+            _ => None,
+        };
+        reporter::Listed::of(t.status, t.attempt, ran)
+    };
+    let digest = reporter::Digest::new(tasks.iter().map(kind));
+    if digest.listed() > 0 {
+        table.print_rows(digest.select(&tasks, kind).map(row));
+    }
+    let mut counts = std::collections::BTreeMap::new();
+    for t in &tasks {
+        *counts.entry(t.status.as_str()).or_insert(0usize) += 1;
+    }
+    let counts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    println!("{} steps: {}", tasks.len(), counts.join(", "));
+    println!("{}", digest.hint(tasks.len(), &r.id.to_string()));
     exit::OK
 }
 

@@ -230,6 +230,120 @@ pub fn print_raw(stream: Stream, bytes: &[u8]) {
     }
 }
 
+/// Standard output as a buffered [`std::io::Write`], escaped as [`print()`]
+/// escapes: for a large document written piece by piece (`orch run
+/// --json` streams its report through it, never holding it whole).
+/// [`StdoutWriter::finish`] ends it with a newline; a failure to write ends
+/// the process as [`print()`] does.
+pub struct StdoutWriter {
+    out: Escaper<std::io::BufWriter<std::io::StdoutLock<'static>>>,
+    /// The start of a character that the last write cut in two.
+    partial: Vec<u8>,
+}
+
+impl std::fmt::Debug for StdoutWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StdoutWriter").finish_non_exhaustive()
+    }
+}
+
+impl StdoutWriter {
+    /// Standard output, locked for the writer's life, with a 64 KiB buffer.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            out: Escaper::new(
+                std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock()),
+                true,
+            ),
+            partial: Vec::new(),
+        }
+    }
+
+    /// Writes the final newline and flushes.
+    pub fn finish(mut self) {
+        let result = std::mem::take(&mut self.partial);
+        let done = self
+            .push_lossy(&result)
+            .and_then(|()| self.out.finish(true))
+            .and_then(|mut w| w.flush());
+        if let Err(e) = done {
+            stdout_failed(&e);
+        }
+    }
+
+    fn push_lossy(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(bytes);
+        self.out.push(&text)
+    }
+
+    /// Escapes and writes the whole characters of `bytes` (after what the
+    /// last write left), keeping a character cut at the end for the next.
+    fn write_text(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        if self.partial.is_empty() {
+            return self.write_whole(bytes);
+        }
+        let mut joined = std::mem::take(&mut self.partial);
+        joined.extend_from_slice(bytes);
+        self.write_whole(&joined)
+    }
+
+    fn write_whole(&mut self, mut rest: &[u8]) -> std::io::Result<()> {
+        loop {
+            match std::str::from_utf8(rest) {
+                Ok(s) => return self.out.push(s),
+                Err(e) => {
+                    let (good, bad) = rest.split_at(e.valid_up_to());
+                    // The prefix is valid UTF-8 by `valid_up_to`.
+                    self.out
+                        .push(std::str::from_utf8(good).unwrap_or_default())?;
+                    match e.error_len() {
+                        // A character cut at the end: wait for its rest.
+                        None => {
+                            self.partial = bad.to_vec();
+                            return Ok(());
+                        }
+                        Some(n) => {
+                            self.out.push("\u{fffd}")?;
+                            rest = &bad[n..];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Default for StdoutWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::io::Write for StdoutWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.write_text(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.out.flush()
+    }
+}
+
+/// Runs `write` on a [`StdoutWriter`] and finishes it; a failure to write
+/// ends the process as [`print()`] does.
+pub fn write_stdout(write: impl FnOnce(&mut StdoutWriter) -> std::io::Result<()>) {
+    let mut out = StdoutWriter::new();
+    if let Err(e) = write(&mut out) {
+        stdout_failed(&e);
+    }
+    out.finish();
+}
+
 /// Ends the process after standard output failed.
 fn stdout_failed(e: &std::io::Error) -> ! {
     if e.kind() == std::io::ErrorKind::BrokenPipe {

@@ -496,3 +496,30 @@ fn with_term_dumb_each_event_shows_as_it_happens() {
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("first: completed in"), "{text}");
 }
+
+#[test]
+fn on_a_terminal_the_bar_names_the_running_steps() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        "w.yaml",
+        "name: w\nsteps:\n  - {name: slow_one, module: shell, action: exec, parameters: {program: sleep, args: ['1']}}\n",
+    );
+    // A pseudo-terminal (that `script` opens) that can draw a bar.
+    let command = format!("'{}' run w.yaml", env!("CARGO_BIN_EXE_orch"));
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(dir.path())
+        .env("ORCH_HOME", dir.path().join(".orch"))
+        .env("TERM", "xterm")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script (util-linux) runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("1 running: slow_one | 0 failed"), "{text}");
+    assert!(
+        !text.contains("slow_one: started"),
+        "a bar, not a line per event: {text}"
+    );
+}
