@@ -13,7 +13,8 @@ impl ProjectManager {
     /// (seed: `archive_project`). Returns the archive's path.
     ///
     /// # Errors
-    /// `NotFound`; `Io` (no partial archive is left).
+    /// `NotFound`; `Io` (no partial archive is left; a symbolic link at
+    /// the archive's path is refused, not replaced).
     pub fn archive_project(
         &self,
         name: &str,
@@ -31,22 +32,26 @@ impl ProjectManager {
         );
         let dir = out.parent().unwrap_or(Path::new(".")).to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| io_err("cannot create", &dir, &e))?;
-        let tmp = tempfile::Builder::new()
-            .prefix(".orch-archive-")
-            .tempfile_in(&dir)
-            .map_err(|e| io_err("cannot create a temporary file in", &dir, &e))?;
-        {
-            let gz = flate2::write::GzEncoder::new(tmp.as_file(), flate2::Compression::default());
+        // Written through one atomic write (fsync of the file and its
+        // directory); a failure while archiving is told apart from one while writing.
+        let mut archived = false;
+        orch_resources::atomic::write_file_with(&out, |file| {
+            let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
             let mut tar = tar::Builder::new(gz);
             tar.follow_symlinks(false);
             tar.append_dir_all(name, &p.path)
                 .and_then(|()| tar.into_inner())
-                .and_then(flate2::write::GzEncoder::finish)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| project_err(format!("cannot archive `{}`: {e}", p.path)))?;
-        }
-        tmp.persist(&out)
-            .map_err(|e| io_err("cannot write", &out, &e.error))?;
+                .and_then(flate2::write::GzEncoder::finish)?;
+            archived = true;
+            Ok(())
+        })
+        .map_err(|e| {
+            if archived {
+                io_err("cannot write", &out, &e)
+            } else {
+                project_err(format!("cannot archive `{}`: {e}", p.path))
+            }
+        })?;
         self.update(name, |p| {
             p.status = ProjectStatus::Archived;
             p.updated_at = Utc::now();

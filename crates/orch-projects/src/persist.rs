@@ -29,7 +29,10 @@ fn read_project(file: &Path) -> Result<Project, String> {
 fn write_json(path: &Path, v: &impl Serialize) -> Result<(), OrchestrationError> {
     let mut text = serde_json::to_string_pretty(v).map_err(|e| project_err(e.to_string()))?;
     text.push('\n');
-    orch_tasks::fs::write_atomically(path, text.as_bytes(), true)
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| io_err("cannot create", dir, &e))?;
+    }
+    orch_resources::atomic::write_file(path, text.as_bytes())
         .map_err(|e| io_err("cannot write", path, &e))
 }
 

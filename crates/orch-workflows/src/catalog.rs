@@ -191,7 +191,7 @@ impl WorkflowManager {
             .map_err(|e| io("cannot create workflows directory", &self.inner.dir, &e))?;
         let mut text = wf.to_json_pretty();
         text.push('\n');
-        orch_tasks::fs::write_atomically(&path, text.as_bytes(), false)
+        orch_resources::atomic::write_file(&path, text.as_bytes())
             .map_err(|e| io("cannot write", &path, &e))?;
         self.state().workflows.insert(
             wf.name.clone(),
