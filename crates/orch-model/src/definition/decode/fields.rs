@@ -145,32 +145,19 @@ impl Decoder<'_> {
     }
 }
 
-/// The known field closest to a misspelled one, if it is close enough to be a typo.
+/// The known field closest to a misspelled one, if it is close enough to be
+/// a typo (at most 2 edits, or a quarter of the field's length). A name of
+/// more than 64 bytes is no typo of a field and is not compared.
 pub(super) fn closest<'a>(name: &str, fields: &[&'a str]) -> Option<&'a str> {
+    if name.len() > 64 {
+        return None;
+    }
     fields
         .iter()
-        .map(|f| (levenshtein(name, f), *f))
+        .map(|f| (strsim::levenshtein(name, f), *f))
         .filter(|(d, f)| *d <= 2.max(f.len() / 4))
         .min_by_key(|(d, _)| *d)
         .map(|(_, f)| f)
-}
-
-fn levenshtein(a: &str, b: &str) -> usize {
-    if a.len() > 64 {
-        return usize::MAX;
-    }
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for (i, ca) in a.chars().enumerate() {
-        cur[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    prev[b.len()]
 }
 
 #[cfg(test)]
@@ -182,5 +169,6 @@ mod tests {
         assert_eq!(closest("dependecies", STEP_FIELDS), Some("dependencies"));
         assert_eq!(closest("modul", STEP_FIELDS), Some("module"));
         assert_eq!(closest("zzzzzz", STEP_FIELDS), None);
+        assert_eq!(closest(&"m".repeat(65), STEP_FIELDS), None);
     }
 }
