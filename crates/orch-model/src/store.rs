@@ -460,6 +460,30 @@ pub trait Store: Send + Sync + fmt::Debug {
         }
         Ok(())
     }
+    /// `finish_and_append`, then `start_tasks` of `start` (tasks that the
+    /// finish made ready, or that were ready before): a journaled run's
+    /// whole turn. Returns the new attempt numbers of `start`, in order.
+    /// A backend that can do it in one transaction (one commit: the finish
+    /// is durable exactly when its dependents are recorded as started)
+    /// should; this default makes the two calls, so that a failed start
+    /// leaves the finish committed.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish_and_start(
+        &self,
+        run: RunId,
+        done: Vec<Finished>,
+        events: Vec<StoredEvent>,
+        start: &[u32],
+        worker: &str,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<u32>> {
+        self.finish_and_append(run, done, events, now).await?;
+        if start.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.start_tasks(run, start, worker, lease, now).await
+    }
     /// Makes a run's running tasks ready again; returns how many.
     async fn requeue_running(&self, run: RunId) -> Result<usize>;
     /// Sets a run's final status and end time.

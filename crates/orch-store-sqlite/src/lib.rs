@@ -183,6 +183,15 @@ pub const MIGRATIONS: &[&str] = &[
     // 8: the run that started a run through `workflow.run` (NULL: a
     // top-level run, and every run written before this version).
     "ALTER TABLE runs ADD COLUMN parent TEXT;",
+    // 9: each run's definition in a table of its own, keyed by the run's
+    // `ord`: in `runs` it made every update of a run's row (its owner, its
+    // status) rewrite the definition, hundreds of MiB for a million steps.
+    "CREATE TABLE definitions (
+        ord INTEGER PRIMARY KEY,
+        text TEXT NOT NULL
+    );
+    INSERT INTO definitions (ord, text) SELECT ord, definition FROM runs;
+    ALTER TABLE runs DROP COLUMN definition;",
 ];
 
 /// The schema version this build writes.
@@ -316,6 +325,13 @@ fn invalid(message: String) -> OrchestrationError {
 
 /// Opens a database as `options` say.
 fn connect(path: &Path, options: SqliteOptions) -> Result<Conn> {
+    let conn = connect_as(path, options)?;
+    // More statements are prepared and kept than rusqlite's default of 16.
+    conn.conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+fn connect_as(path: &Path, options: SqliteOptions) -> Result<Conn> {
     if options.read_only {
         return connect_read_only(path);
     }
@@ -495,37 +511,43 @@ fn connect_writable(path: &Path) -> Result<Connection> {
 
 /// Applies the migrations a database lacks, each in its own transaction.
 fn migrate(conn: &Connection) -> Result<()> {
-    loop {
-        conn.execute_batch("BEGIN IMMEDIATE").map_err(sql_err)?;
-        let version: u32 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(sql_err)?;
-        if version as usize >= MIGRATIONS.len() {
-            conn.execute_batch("COMMIT").map_err(sql_err)?;
-            if version > SCHEMA_VERSION {
-                return Err(store_err(
-                    "schema",
-                    format!(
-                        "the database is at schema version {version}, newer than this orch's {SCHEMA_VERSION}; use a newer orch"
-                    ),
-                ));
-            }
-            return Ok(());
+    // Every pending migration in one transaction: a process killed midway
+    // (kill -9) leaves the database as it was, never between two versions
+    // (which a command that only reads could not open).
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(sql_err)?;
+    let version: u32 = match conn.query_row("PRAGMA user_version", [], |r| r.get(0)) {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(sql_err(e));
         }
+    };
+    if version > SCHEMA_VERSION {
+        let _ = conn.execute_batch("ROLLBACK");
+        return Err(store_err(
+            "schema",
+            format!(
+                "the database is at schema version {version}, newer than this orch's {SCHEMA_VERSION}; use a newer orch"
+            ),
+        ));
+    }
+    for v in version as usize..MIGRATIONS.len() {
         let step = conn
-            .execute_batch(MIGRATIONS[version as usize])
-            .and_then(|()| conn.execute_batch(&format!("PRAGMA user_version = {}", version + 1)));
-        match step {
-            Ok(()) => conn.execute_batch("COMMIT").map_err(sql_err)?,
-            Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK");
-                return Err(store_err(
-                    &format!("migration to version {}", version + 1),
-                    e,
-                ));
-            }
+            .execute_batch(MIGRATIONS[v])
+            .and_then(|()| conn.execute_batch(&format!("PRAGMA user_version = {}", v + 1)));
+        if let Err(e) = step {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(store_err(&format!("migration to version {}", v + 1), e));
         }
     }
+    conn.execute_batch("COMMIT").map_err(sql_err)
+}
+
+/// Runs one statement through the connection's statement cache (a
+/// transaction's `BEGIN`, `COMMIT` and savepoints are run for every request;
+/// parsing them each time showed in profiles).
+fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
 /// The worker thread: group commit of everything queued. With no
@@ -569,7 +591,7 @@ fn serve(mut conn: Option<Conn>, path: PathBuf, options: SqliteOptions, rx: mpsc
         } else {
             "BEGIN IMMEDIATE"
         };
-        if let Err(e) = conn.execute_batch(begin) {
+        if let Err(e) = exec_cached(conn, begin) {
             // Answer every request with the error; nothing ran.
             let err = sql_err(e);
             for w in batch {
@@ -579,20 +601,35 @@ fn serve(mut conn: Option<Conn>, path: PathBuf, options: SqliteOptions, rx: mpsc
             continue;
         }
         let mut deliveries = Vec::with_capacity(batch.len());
+        // A lone request needs no savepoint: the transaction is its own,
+        // and a failure rolls the whole of it back.
+        let single = batch.len() == 1;
+        let mut rolled_back = false;
         for w in batch {
-            let _ = conn.execute_batch("SAVEPOINT req");
+            if single {
+                let (ok, deliver) = w(Ok(conn));
+                if !ok {
+                    let _ = exec_cached(conn, "ROLLBACK");
+                    rolled_back = true;
+                }
+                deliveries.push(deliver);
+                continue;
+            }
+            let _ = exec_cached(conn, "SAVEPOINT req");
             let (ok, deliver) = w(Ok(conn));
-            let end = if ok {
-                "RELEASE req"
-            } else {
-                "ROLLBACK TO req; RELEASE req"
-            };
-            let _ = conn.execute_batch(end);
+            if !ok {
+                let _ = exec_cached(conn, "ROLLBACK TO req");
+            }
+            let _ = exec_cached(conn, "RELEASE req");
             deliveries.push(deliver);
         }
-        let commit = conn.execute_batch("COMMIT").map_err(sql_err);
+        let commit = if rolled_back {
+            Ok(())
+        } else {
+            exec_cached(conn, "COMMIT").map_err(sql_err)
+        };
         if commit.is_err() {
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = exec_cached(conn, "ROLLBACK");
         }
         let mut err = commit.err();
         // Committed into the file this store opened: is it still the one
@@ -832,7 +869,8 @@ fn quarantine(conn: &Connection, run: &str, reason: &str) -> Result<()> {
     Ok(())
 }
 
-const RUN_COLUMNS: &str = "id, workflow, status, created_at, finished_at, params, definition, owner, cancel_requested, parent";
+const RUN_COLUMNS: &str = "id, workflow, status, created_at, finished_at, params, \
+    COALESCE((SELECT text FROM definitions d WHERE d.ord = runs.ord), '') AS definition, owner, cancel_requested, parent";
 /// As `RUN_COLUMNS`, without reading the definition (listing runs).
 const LIST_COLUMNS: &str = "id, workflow, status, created_at, finished_at, params, '' AS definition, owner, cancel_requested, parent";
 /// How many columns `RUN_COLUMNS` and `LIST_COLUMNS` name (the next one read is at this index).
@@ -1193,16 +1231,65 @@ fn finish_in(conn: &Connection, run: RunId, done: Vec<Finished>, now: DateTime<U
     finish_run_if_done(conn, &key, ord, n, now)
 }
 
+/// Starts ready tasks of the run with `ord` (`Store::start_tasks`): each
+/// is read, then written, by its key (a single `UPDATE .. RETURNING` over
+/// the batch made SQLite build a temporary table for the returned rows).
+fn start_in(
+    conn: &Connection,
+    ord: i64,
+    tasks: &[u32],
+    worker: &str,
+    until: i64,
+    now: DateTime<Utc>,
+) -> Result<Vec<u32>> {
+    let mut read = conn
+        .prepare_cached("SELECT name, status, attempt FROM tasks WHERE key = ?1 * 4294967296 + ?2")
+        .map_err(sql_err)?;
+    let mut write = conn
+        .prepare_cached(
+            "UPDATE tasks SET status = 'running', attempt = ?3, lease_worker = ?4,
+                 lease_until = ?5, started_at = ?6
+             WHERE key = ?1 * 4294967296 + ?2",
+        )
+        .map_err(sql_err)?;
+    let at = micros(now);
+    let mut out = Vec::with_capacity(tasks.len());
+    for &i in tasks {
+        let row = read
+            .query_row(params![ord, i], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, u32>(2)?,
+                ))
+            })
+            .optional()
+            .map_err(sql_err)?;
+        let Some((name, status, attempt)) = row else {
+            return Err(invalid(format!("start: the run has no task {i}")));
+        };
+        // A task named twice is running by its second mention.
+        if status != "ready" {
+            return Err(invalid(format!(
+                "start: task `{name}` is {status}, not ready (or named twice)"
+            )));
+        }
+        let next = attempt + 1;
+        write
+            .execute(params![ord, i, next, worker, until, at])
+            .map_err(sql_err)?;
+        out.push(next);
+    }
+    Ok(out)
+}
+
 /// Appends events to a run's log, numbering them (`Store::append_events`).
 fn append_in(conn: &Connection, run: RunId, events: Vec<StoredEvent>) -> Result<()> {
     let key = run.to_string();
     require_run(conn, &key)?;
     let next: u64 = conn
-        .query_row(
-            "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run = ?1",
-            params![key],
-            |r| r.get::<_, i64>(0),
-        )
+        .prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run = ?1")
+        .and_then(|mut s| s.query_row(params![key], |r| r.get::<_, i64>(0)))
         .map_err(sql_err)? as u64;
     let mut stmt = conn
         .prepare_cached(
@@ -1461,15 +1548,14 @@ impl Store for SqliteStore {
                 })
                 .map_err(sql_err)?;
             conn.execute(
-                "INSERT INTO runs (id, ord, workflow, status, created_at, params, definition, parent)
-                 VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7)",
+                "INSERT INTO runs (id, ord, workflow, status, created_at, params, parent)
+                 VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6)",
                 params![
                     id,
                     ord,
                     run.workflow,
                     micros(now),
                     serde_json::to_string(&run.params).map_err(|e| store_err("params", e))?,
-                    run.definition,
                     run.parent.map(|p| p.to_string()),
                 ],
             )
@@ -1483,6 +1569,11 @@ impl Store for SqliteStore {
                 }
                 _ => sql_err(e),
             })?;
+            conn.execute(
+                "INSERT OR REPLACE INTO definitions (ord, text) VALUES (?1, ?2)",
+                params![ord, run.definition],
+            )
+            .map_err(sql_err)?;
             conn.execute(
                 "INSERT OR REPLACE INTO run_open (run, open) VALUES (?1, ?2)",
                 params![id, n as i64],
@@ -1693,48 +1784,8 @@ impl Store for SqliteStore {
         let tasks = tasks.to_vec();
         let worker = worker.to_owned();
         self.call(move |conn| {
-            let key = run.to_string();
-            let ord = require_run(conn, &key)?;
-            let until = lease_until(now, lease);
-            let list = serde_json::to_string(&tasks).map_err(|e| store_err("indices", e))?;
-            // The whole batch in one statement; a task that is not ready
-            // leaves a gap, and the request (undone by its savepoint) fails.
-            let mut started = std::collections::HashMap::with_capacity(tasks.len());
-            {
-                let mut stmt = conn
-                    .prepare_cached(
-                        "UPDATE tasks SET status = 'running', attempt = attempt + 1, lease_worker = ?3,
-                             lease_until = ?4, started_at = ?5
-                         WHERE key IN (SELECT ?1 * 4294967296 + value FROM json_each(?2)) AND status = 'ready'
-                         RETURNING idx, attempt",
-                    )
-                    .map_err(sql_err)?;
-                let rows = stmt
-                    .query_map(params![ord, list, worker, until, micros(now)], |r| {
-                        Ok((r.get::<_, u32>(0)?, r.get::<_, u32>(1)?))
-                    })
-                    .map_err(sql_err)?;
-                for row in rows {
-                    let (i, a) = row.map_err(sql_err)?;
-                    started.insert(i, a);
-                }
-            }
-            let mut out = Vec::with_capacity(tasks.len());
-            for i in tasks {
-                match started.remove(&i) {
-                    Some(a) => out.push(a),
-                    None => {
-                        return Err(match task_state(conn, ord, i)? {
-                            Some((name, status, _)) => invalid(format!(
-                                "start: task `{name}` is {}, not ready (or named twice)",
-                                status.as_str()
-                            )),
-                            None => invalid(format!("start: the run has no task {i}")),
-                        });
-                    }
-                }
-            }
-            Ok(out)
+            let ord = require_run(conn, &run.to_string())?;
+            start_in(conn, ord, &tasks, &worker, lease_until(now, lease), now)
         })
         .await
     }
@@ -1764,6 +1815,36 @@ impl Store for SqliteStore {
                 append_in(conn, run, events)?;
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn finish_and_start(
+        &self,
+        run: RunId,
+        done: Vec<Finished>,
+        events: Vec<StoredEvent>,
+        start: &[u32],
+        worker: &str,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<u32>> {
+        let start = start.to_vec();
+        let worker = worker.to_owned();
+        // One request, one savepoint, one commit: the finish, its events and
+        // the start of what it released are durable together or not at all.
+        self.call(move |conn| {
+            if !done.is_empty() {
+                finish_in(conn, run, done, now)?;
+            }
+            if !events.is_empty() {
+                append_in(conn, run, events)?;
+            }
+            if start.is_empty() {
+                return Ok(Vec::new());
+            }
+            let ord = require_run(conn, &run.to_string())?;
+            start_in(conn, ord, &start, &worker, lease_until(now, lease), now)
         })
         .await
     }
