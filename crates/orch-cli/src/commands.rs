@@ -288,9 +288,9 @@ pub fn graph(
                 return exit::INVALID;
             }
         };
-        match crate::run::resolve(arg, None, read, &limits, &engine) {
-            Ok(target) => target.wf,
-            Err(code) => return code,
+        match engine.find_workflow(arg, std::env::current_dir().ok()) {
+            Ok(wf) => wf,
+            Err(e) => return crate::run::run_error(&e),
         }
     };
     let text = match format {

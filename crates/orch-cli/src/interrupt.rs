@@ -69,7 +69,7 @@ impl Signals {
     }
 }
 
-/// Drives `run` as a task of the runtime (as `orch_tasks::drive` does) until
+/// Drives `run` as a task of the runtime (as the engine drives a run) until
 /// it ends, or until a signal arrives: then interrupts it as the module says
 /// and returns the signal.
 pub(crate) async fn run_until_signal<T: Send + 'static>(
@@ -97,10 +97,10 @@ pub(crate) async fn run_until_signal<T: Send + 'static>(
         received.name
     );
     // No step process starts from now on; then the run stops where it is.
-    tokio::task::block_in_place(orch_tasks::process::begin_exit);
+    tokio::task::block_in_place(orch_engine::process::begin_exit);
     task.abort();
     let _ = task.await;
-    orch_tasks::process::terminate_owned(grace, async {
+    orch_engine::process::terminate_owned(grace, async {
         signals.recv().await;
     })
     .await;

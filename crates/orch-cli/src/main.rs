@@ -489,7 +489,7 @@ fn main() -> ExitCode {
                 &name,
                 &template,
                 path.as_deref(),
-                orch_projects::CreateOptions {
+                orch_engine::CreateOptions {
                     description,
                     author,
                     tags,

@@ -3,9 +3,8 @@
 use crate::exit;
 use crate::term::{Table, escape_line};
 use orch_engine::OrchestrationEngine;
+use orch_engine::{ActionRegistry, CreateOptions};
 use orch_model::{ErrorCode, OrchestrationError};
-use orch_projects::CreateOptions;
-use orch_tasks::ActionRegistry;
 use serde_json::Value;
 use std::path::Path;
 

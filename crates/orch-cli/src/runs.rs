@@ -3,13 +3,14 @@
 use crate::exit;
 use crate::manage::engine_with;
 use crate::reporter;
-use crate::run::{Job, RunArgs, execute};
+use crate::run::{RunArgs, execute};
 use crate::term::{Stream, Table, print_raw};
 use orch_engine::OrchestrationEngine;
-use orch_model::store::{RunRecord, TakeOver, TaskRecord};
-use orch_model::{Format, Limits, RunId, Store, TaskStatus, WorkflowStatus, load_workflow};
+use orch_engine::{CancelOutcome, RunRequest, RunTarget};
+use orch_model::store::{RunRecord, TaskRecord};
+use orch_model::{RunId, Store};
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,26 +47,9 @@ fn open_read_only(
     Ok((engine, store, rt))
 }
 
-/// An owner (`PID:START@HOST`) in words: `process PID on HOST`.
-fn owner_words(owner: &str) -> String {
-    match owner.split_once('@') {
-        Some((id, host)) => {
-            let pid = id.split_once(':').map_or(id, |(pid, _)| pid);
-            format!("process {pid} on {host}")
-        }
-        None => format!("`{owner}`"),
-    }
-}
-
 /// The state to show: a run still marked running whose process is gone was interrupted.
 pub fn shown_status(r: &RunRecord) -> &'static str {
-    if r.status == WorkflowStatus::Running
-        && !r.owner.as_deref().is_some_and(orch_tasks::run::owner_alive)
-    {
-        "interrupted"
-    } else {
-        r.status.as_str()
-    }
+    orch_engine::run_state(r).as_str()
 }
 
 /// A run by id, unique id prefix, or `last`, with its definition.
@@ -118,41 +102,6 @@ async fn find_listed(store: &Arc<dyn Store>, id: &str) -> Result<RunRecord, Stri
 /// store records with its parent), from runs listed newest first.
 fn newest_top_level(runs: Vec<RunRecord>) -> Option<RunRecord> {
     runs.into_iter().find(|r| r.parent.is_none())
-}
-
-/// Sub-workflow runs that `parent` (a run just taken over by `orch resume`)
-/// started before it was interrupted, and their own, that were interrupted
-/// with it: each is taken over from its dead owner and cancelled, since the
-/// resumed run's `workflow.run` step runs again and starts a new one.
-/// Returns each cancelled run with the owner it had (whose processes are to
-/// be stopped). A child that ended, or that another process drives, is left
-/// as it is.
-async fn supersede_children(
-    store: &Arc<dyn Store>,
-    parent: RunId,
-    me: &str,
-) -> orch_model::Result<Vec<(RunId, Option<String>)>> {
-    let runs = store.list_runs().await?;
-    let mut below = vec![parent];
-    let mut cancelled = Vec::new();
-    while let Some(p) = below.pop() {
-        for c in runs.iter().filter(|r| r.parent == Some(p)) {
-            below.push(c.id);
-            if shown_status(c) != "interrupted" {
-                continue;
-            }
-            if store.take_over(c.id, c.owner.as_deref(), me).await? == TakeOver::Taken {
-                let now = chrono::Utc::now();
-                store.cancel_run(c.id, now).await?;
-                store
-                    .finish_run(c.id, WorkflowStatus::Cancelled, now)
-                    .await?;
-                store.set_owner(c.id, None).await?;
-                cancelled.push((c.id, c.owner.clone()));
-            }
-        }
-    }
-    Ok(cancelled)
 }
 
 fn fmt_secs(d: chrono::TimeDelta) -> String {
@@ -457,194 +406,11 @@ pub fn resume(id: &str, args: &RunArgs) -> u8 {
             return exit::INVALID;
         }
     };
-    match shown_status(&r) {
-        "interrupted" => {}
-        "running" => {
-            eprintln!(
-                "orch: run {} is still running (process {}); wait for it, or stop it with `orch cancel {}`",
-                r.id,
-                r.owner.as_deref().unwrap_or("?"),
-                r.id
-            );
-            return exit::INVALID;
-        }
-        other => {
-            eprintln!(
-                "orch: run {} already ended ({other}); there is nothing to resume",
-                r.id
-            );
-            return exit::INVALID;
-        }
-    }
-    // A sub-workflow's run whose parent is unfinished: resuming the parent
-    // runs its `workflow.run` step again (a new child run), so resuming the
-    // child alone would do its work twice.
-    if let Some(p) = r.parent {
-        let parent = rt.block_on(store.get_run(p)).ok().flatten();
-        if let Some(state) = parent
-            .as_ref()
-            .map(shown_status)
-            .filter(|s| matches!(*s, "interrupted" | "running"))
-        {
-            eprintln!(
-                "orch: run {} is a sub-workflow run of run {p}, which is {state}; resume that one (`orch resume {p}`): its step runs the sub-workflow again",
-                r.id
-            );
-            return exit::INVALID;
-        }
-    }
-    // Taking the run over is one compare-and-set in the store (it becomes
-    // this process's only if its owner is still the dead one seen above):
-    // of two `orch resume` of one run, one goes on, the other runs nothing.
-    let taken = rt.block_on(async {
-        let me = orch_tasks::run::process_identity();
-        match store.take_over(r.id, r.owner.as_deref(), &me).await? {
-            TakeOver::Taken => {
-                // The run is this process's now: the sub-workflow runs it
-                // had started are superseded by those its steps start again.
-                let superseded = supersede_children(&store, r.id, &me).await;
-                Ok(Ok((store.tasks(r.id).await?, superseded)))
-            }
-            other => Ok(Err(other)),
-        }
-    });
     drop(rt);
-    let (tasks, superseded) = match taken {
-        Ok(Ok(x)) => x,
-        Ok(Err(TakeOver::Ended { status })) => {
-            eprintln!(
-                "orch: run {} already ended ({}); there is nothing to resume",
-                r.id,
-                status.as_str()
-            );
-            return exit::INVALID;
-        }
-        Ok(Err(other)) => {
-            let by = match other {
-                TakeOver::Held { owner: Some(o) } => format!(" by {}", owner_words(&o)),
-                _ => String::new(),
-            };
-            eprintln!(
-                "orch: run {} is already being resumed{by}; nothing was run. Wait for it (`orch runs show {}`), or stop it with `orch cancel {}`",
-                r.id, r.id, r.id
-            );
-            return exit::INVALID;
-        }
-        Err(e) => {
-            eprintln!("orch: run {} cannot be taken over: {e}", r.id);
-            return if matches!(
-                e,
-                orch_model::OrchestrationError::Io { .. }
-                    | orch_model::OrchestrationError::Store { .. }
-            ) {
-                exit::FAILED
-            } else {
-                exit::INVALID
-            };
-        }
-    };
-    // Processes the run's dead owner left running (a background job, a
-    // `setsid` child) are stopped before any step runs again.
-    let orphans =
-        orch_tasks::process::sweep_orphans(r.id, r.owner.as_deref(), Duration::from_secs(2));
-    if orphans > 0 && !args.json {
-        eprintln!(
-            "orch: stopped {orphans} process(es) left running by run {}'s previous orch",
-            r.id
-        );
-    }
-    match superseded {
-        Ok(children) => {
-            for (child, owner) in &children {
-                // Mostly the same dead owner, already swept above.
-                if owner != &r.owner {
-                    orch_tasks::process::sweep_orphans(
-                        *child,
-                        owner.as_deref(),
-                        Duration::from_secs(2),
-                    );
-                }
-            }
-            if !children.is_empty() && !args.json {
-                let ids: Vec<String> = children.iter().map(|(c, _)| c.to_string()).collect();
-                eprintln!(
-                    "orch: cancelled {} interrupted sub-workflow run(s) of run {} ({}); its steps start new ones",
-                    children.len(),
-                    r.id,
-                    ids.join(", ")
-                );
-            }
-        }
-        Err(e) => eprintln!(
-            "orch: note: the interrupted sub-workflow runs of run {} could not be cancelled ({e}); they stay listed as interrupted",
-            r.id
-        ),
-    }
-    let saved: Value = match serde_json::from_str(&r.definition) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!(
-                "orch: the stored definition of run {} is not JSON ({e}); it cannot be resumed",
-                r.id
-            );
-            return exit::INVALID;
-        }
-    };
-    let text = saved
-        .get("workflow")
-        .map(Value::to_string)
-        .unwrap_or_default();
-    let wf = match load_workflow(
-        &text,
-        Format::Json,
-        &Limits::default(),
-        Some("stored definition"),
-    ) {
-        Ok(wf) => wf,
-        Err(d) => {
-            eprintln!("orch: the stored definition of run {} does not load:", r.id);
-            for l in d.lines() {
-                eprintln!("{l}");
-            }
-            return exit::INVALID;
-        }
-    };
-    let work_dir = saved
-        .get("work_dir")
-        .and_then(Value::as_str)
-        .map(PathBuf::from)
-        .or_else(|| std::env::current_dir().ok())
-        .unwrap_or_else(|| PathBuf::from("."));
-    let project_path = saved
-        .get("project_path")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let done = tasks.iter().filter(|t| t.status.is_terminal()).count();
-    let interrupted = tasks
-        .iter()
-        .filter(|t| t.status == TaskStatus::Running)
-        .count();
-    if !args.json {
-        eprintln!(
-            "orch: resuming run {} of `{}`: {done} of {} steps done, {interrupted} interrupted (they run again)",
-            r.id,
-            r.workflow,
-            tasks.len()
-        );
-    }
-    execute(
-        &engine,
-        Job {
-            wf: Arc::new(wf),
-            params: r.params.clone(),
-            work_dir,
-            project_path,
-            project_name: None,
-            run_id: r.id,
-            resume: Some(tasks),
-        },
-        args,
-    )
+    // The engine takes the run over (one compare-and-set in the store: of
+    // two resumes of one run, one goes on), stops what its dead owner left
+    // running, and runs the rest.
+    execute(&engine, RunRequest::new(RunTarget::Resume(r.id)), args)
 }
 
 /// `orch cancel RUN`: stops a run from another terminal.
@@ -656,37 +422,34 @@ pub fn cancel(config: Option<&Path>, id: &str, wait: Duration) -> u8 {
     let store = engine.store().clone();
     let outcome = rt.block_on(async {
         let r = find_run(&store, id).await?;
-        let err = |e: orch_model::OrchestrationError| format!("orch: {e}");
-        match shown_status(&r) {
-            "running" => {
-                store.request_cancel(r.id).await.map_err(err)?;
-                let deadline = tokio::time::Instant::now() + wait;
-                loop {
-                    let now = store.get_run(r.id).await.map_err(err)?;
-                    if now.as_ref().is_none_or(|x| x.status != WorkflowStatus::Running) {
-                        return Ok((r.id, "cancelled; its running steps were stopped".to_owned(), exit::OK));
-                    }
-                    if tokio::time::Instant::now() >= deadline {
-                        return Ok((
-                            r.id,
-                            format!("asked to cancel; it has not stopped after {wait:?} (it will, at its next check)"),
-                            exit::FAILED,
-                        ));
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+        engine
+            .cancel_run(r.id, wait)
+            .await
+            .map(|o| (r.id, o))
+            .map_err(|e| match e {
+                orch_model::OrchestrationError::InvalidState { message } => {
+                    format!("orch: {message}")
                 }
-            }
-            "interrupted" => {
-                let now = chrono::Utc::now();
-                store.cancel_run(r.id, now).await.map_err(err)?;
-                store.finish_run(r.id, WorkflowStatus::Cancelled, now).await.map_err(err)?;
-                Ok((r.id, "was interrupted; marked cancelled".to_owned(), exit::OK))
-            }
-            other => Err(format!("orch: run {} already ended ({other}); there is nothing to cancel", r.id)),
-        }
+                other => format!("orch: {other}"),
+            })
     });
     match outcome {
-        Ok((rid, what, code)) => {
+        Ok((rid, o)) => {
+            let (what, code) = match o {
+                CancelOutcome::Stopped => (
+                    "cancelled; its running steps were stopped".to_owned(),
+                    exit::OK,
+                ),
+                CancelOutcome::Asked => (
+                    format!(
+                        "asked to cancel; it has not stopped after {wait:?} (it will, at its next check)"
+                    ),
+                    exit::FAILED,
+                ),
+                CancelOutcome::MarkedCancelled => {
+                    ("was interrupted; marked cancelled".to_owned(), exit::OK)
+                }
+            };
             println!("run {rid} {what}");
             code
         }
@@ -756,6 +519,7 @@ pub fn cache_clear(config: Option<&Path>) -> u8 {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+    use orch_model::WorkflowStatus;
 
     fn record(id: RunId, secs: i64, parent: Option<RunId>, finished: bool) -> RunRecord {
         let at = |s| chrono::Utc.timestamp_opt(s, 0).single().unwrap_or_default();

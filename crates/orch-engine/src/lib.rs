@@ -40,10 +40,14 @@ mod seed;
 mod sessions;
 
 pub use backends::{open_store, open_store_read_only};
+// What callers of the engine name without depending on the layers below it.
 pub use builder::EngineBuilder;
 use events::Handler;
 pub use events::{EVENT_KINDS, EngineEvent};
 pub use health::{ComponentHealth, EngineMetrics, HealthComponents, HealthReport, SystemStatus};
+pub use orch_projects::CreateOptions;
+pub use orch_resources::ResourceManager;
+pub use orch_tasks::{ActionRegistry, Event, External, RunReport, StepReport, process};
 pub use resume::{CancelOutcome, RunState, owner_words, run_state};
 pub use run::{
     ResumeInfo, RunHandle, RunRequest, RunTarget, enclosing_project, enclosing_project_for,
@@ -59,8 +63,7 @@ use orch_model::{
     Store, Task, TaskResult, TaskStatus, WorkflowStatus,
 };
 use orch_projects::ProjectManager;
-use orch_resources::ResourceManager;
-use orch_tasks::{ActionRegistry, Event, RunReport};
+
 use orch_workflows::{ExecuteOptions, PerformanceSummary, WorkflowManager};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};

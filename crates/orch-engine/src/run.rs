@@ -23,7 +23,7 @@ pub enum RunTarget {
     /// the engine's limits.
     File(PathBuf),
     /// A workflow built in memory; it is checked as the loader checks a file.
-    Workflow(Workflow),
+    Workflow(Box<Workflow>),
     /// A workflow already read and validated.
     Valid(Arc<ValidWorkflow>),
     /// A workflow by name: one of the project that encloses the work
@@ -368,8 +368,41 @@ impl OrchestrationEngine {
         })
     }
 
+    /// A workflow by name, as [`RunTarget::Name`] finds it (in the project
+    /// enclosing `work_dir` when one is given, else among the engine's).
+    ///
+    /// # Errors
+    /// `NotFound` (its hint lists the workflows there are); `Io` when the
+    /// workflows directory cannot be read.
+    pub fn find_workflow(
+        &self,
+        name: &str,
+        work_dir: Option<PathBuf>,
+    ) -> Result<Arc<ValidWorkflow>, OrchestrationError> {
+        let mut req = RunRequest::new(RunTarget::Name(name.to_owned()));
+        req.work_dir = work_dir;
+        self.resolve_now(&req).map(|r| r.wf)
+    }
+
     /// What a request names, read and checked.
     async fn resolve(&self, req: &RunRequest) -> Result<Resolved, OrchestrationError> {
+        if let RunTarget::Resume(id) = &req.target {
+            let (resumed, info) = take_over_for_resume(self, *id).await?;
+            return Ok(Resolved {
+                wf: resumed.workflow.clone(),
+                work_dir: resumed.work_dir.clone(),
+                params: resumed.params.clone(),
+                project_path: resumed.project_path.clone(),
+                project: None,
+                resume: Some((resumed, info)),
+                runner: Runner::Valid,
+            });
+        }
+        self.resolve_now(req)
+    }
+
+    /// [`Self::resolve`] for every target but a resume (which reads the store).
+    fn resolve_now(&self, req: &RunRequest) -> Result<Resolved, OrchestrationError> {
         let default_dir = || {
             req.work_dir
                 .clone()
@@ -409,7 +442,7 @@ impl OrchestrationEngine {
                         kind: EntityKind::Workflow,
                         name: name.clone(),
                         hint: Some(format!(
-                            "it is neither a file nor a known workflow; workflows in {}: {}{}",
+                            "workflows in {}: {}{}",
                             wm.workflows_dir().display(),
                             wm.list_workflows().join(", "),
                             wm.load_problems()
@@ -456,18 +489,9 @@ impl OrchestrationEngine {
                 let root = PathBuf::from(&p.path);
                 self.project_target(root, &p, workflow, req)
             }
-            RunTarget::Resume(id) => {
-                let (resumed, info) = take_over_for_resume(self, *id).await?;
-                Ok(Resolved {
-                    wf: resumed.workflow.clone(),
-                    work_dir: resumed.work_dir.clone(),
-                    params: resumed.params.clone(),
-                    project_path: resumed.project_path.clone(),
-                    project: None,
-                    resume: Some((resumed, info)),
-                    runner: Runner::Valid,
-                })
-            }
+            RunTarget::Resume(id) => Err(OrchestrationError::InvalidState {
+                message: format!("run {id} is resumed through `run`, not resolved by name"),
+            }),
         }
     }
 
