@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+mod doors;
+mod size;
+
 /// The layers: a crate may depend only on internal crates of a strictly lower layer.
 const LAYERS: &[(&str, u32)] = &[
     ("orch-model", 0),
