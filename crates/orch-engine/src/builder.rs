@@ -9,6 +9,8 @@ pub struct EngineBuilder {
     home: Option<PathBuf>,
     work_dir: Option<PathBuf>,
     registry: Option<ActionRegistry>,
+    store: Option<(Arc<dyn Store>, String)>,
+    stores: Option<StoreRegistry>,
     use_env: bool,
 }
 
@@ -51,6 +53,22 @@ impl EngineBuilder {
         self
     }
 
+    /// Records runs, sessions, projects and cached results in `store` (a
+    /// store written outside the workspace, a wrapper around one, a shared
+    /// one), instead of opening the configured `store_url`.
+    #[must_use]
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some((store, "custom://".to_owned()));
+        self
+    }
+
+    /// The schemes `store_url` may name (default: [`StoreRegistry::default`]).
+    #[must_use]
+    pub fn stores(mut self, stores: StoreRegistry) -> Self {
+        self.stores = Some(stores);
+        self
+    }
+
     /// The actions available (default: the built-ins).
     #[must_use]
     pub fn registry(mut self, registry: ActionRegistry) -> Self {
@@ -78,7 +96,15 @@ impl EngineBuilder {
             .store_url
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", home.join("orch.db").display()));
-        let store = open_store(&store_url)?;
+        let (store, store_url) = match self.store {
+            Some((store, label)) => (store, config.store_url.clone().unwrap_or(label)),
+            None => (
+                self.stores
+                    .unwrap_or_default()
+                    .open(&store_url, OpenOptions::default())?,
+                store_url,
+            ),
+        };
         let max_workers = config.max_workers.unwrap_or(4).max(1);
         let registry = self.registry.unwrap_or_else(ActionRegistry::with_builtins);
         let resources = match &config.resource_config {

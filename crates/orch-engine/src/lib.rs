@@ -39,7 +39,7 @@ mod run;
 mod seed;
 mod sessions;
 
-pub use backends::{open_store, open_store_read_only};
+pub use backends::{OpenOptions, StoreOpener, StoreRegistry, open_store, open_store_read_only};
 // What callers of the engine name without depending on the layers below it.
 pub use builder::EngineBuilder;
 use events::Handler;
