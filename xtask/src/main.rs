@@ -17,8 +17,9 @@ commands:
   ci            run exactly what CI runs (.ci/run), in order, stopping at the first failure:
                   cargo fmt --all -- --check
                   cargo clippy --workspace --all-targets -- -D warnings
+                  RUSTDOCFLAGS='-D warnings' cargo doc --workspace --no-deps
                   cargo test --workspace        (includes the tidy tests of xtask)
-                it takes no arguments and has no switch to skip a step: it always runs all three
+                it takes no arguments and has no switch to skip a step: it always runs all four
   tidy          run the architecture and convention checks: cargo test -p xtask
                 (they are ordinary tests in xtask/src/tidy.rs, so `cargo test --workspace` runs them too)
   bench [ARGS]  run the benchmarks: cargo bench -p orch-benches [-- ARGS] (criterion; ARGS are
@@ -46,10 +47,16 @@ fn main() -> ExitCode {
     let root = workspace_root();
     let total = steps.len();
     for (i, step) in steps.iter().enumerate() {
-        let shown = format!("cargo {}", step.args.join(" "));
+        let env: String = step
+            .env
+            .iter()
+            .map(|(k, v)| format!("{k}={v:?} "))
+            .collect();
+        let shown = format!("{env}cargo {}", step.args.join(" "));
         eprintln!("xtask {task}: step {}/{total}: $ {shown}", i + 1);
         let status = Command::new(&cargo)
             .args(&step.args)
+            .envs(step.env.iter().copied())
             .current_dir(&root)
             .status();
         match status {
@@ -91,6 +98,8 @@ enum Plan {
 struct Step {
     args: Vec<String>,
     on_failure: &'static str,
+    /// Environment variables set for it.
+    env: &'static [(&'static str, &'static str)],
 }
 
 fn plan(args: &[String]) -> Result<Plan, String> {
@@ -121,6 +130,14 @@ fn plan(args: &[String]) -> Result<Plan, String> {
                         "clippy --workspace --all-targets -- -D warnings",
                         "fix the warnings reported above",
                     ),
+                    Step {
+                        env: &[("RUSTDOCFLAGS", "-D warnings")],
+                        ..step(
+                            "doc --workspace --no-deps",
+                            "fix the documentation warnings above (a link that does not \
+                             resolve, a private item linked from public docs)",
+                        )
+                    },
                     step(
                         "test --workspace",
                         "see the failing tests above (tidy failures name the file and the fix)",
@@ -167,6 +184,7 @@ fn step(args: &str, on_failure: &'static str) -> Step {
     Step {
         args: args.split_whitespace().map(str::to_owned).collect(),
         on_failure,
+        env: &[],
     }
 }
 
@@ -192,16 +210,30 @@ mod tests {
     }
 
     #[test]
-    fn ci_runs_fmt_clippy_and_every_test_in_order() {
+    fn ci_runs_fmt_clippy_doc_and_every_test_in_order() {
         let plan = plan(&args("ci")).expect("ci is a command");
         assert_eq!(
             commands(plan),
             [
                 "fmt --all -- --check",
                 "clippy --workspace --all-targets -- -D warnings",
+                "doc --workspace --no-deps",
                 "test --workspace",
             ]
         );
+    }
+
+    #[test]
+    fn ci_builds_the_docs_with_warnings_as_errors() {
+        let Plan::Run { steps, .. } = plan(&args("ci")).expect("ci is a command") else {
+            panic!("expected steps, got help");
+        };
+        let doc = steps
+            .iter()
+            .find(|s| s.args.first().is_some_and(|a| a == "doc"))
+            .expect("a doc step");
+        assert_eq!(doc.env, [("RUSTDOCFLAGS", "-D warnings")]);
+        assert!(steps.iter().filter(|s| !s.env.is_empty()).count() == 1);
     }
 
     #[test]
