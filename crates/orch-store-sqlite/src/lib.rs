@@ -55,6 +55,7 @@ pub use schema::{MIGRATIONS, SCHEMA_VERSION};
 
 use std::path::PathBuf;
 use std::sync::mpsc;
+use thread::Work;
 
 /// The SQLite store. Cheap to share behind an `Arc`; dropping it stops its thread.
 #[derive(Debug)]

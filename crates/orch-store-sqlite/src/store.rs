@@ -1,0 +1,674 @@
+//! The `Store` contract, implemented on the store's thread.
+
+use crate::SqliteStore;
+use crate::error::{invalid, not_found, sql_err, store_err};
+use crate::finish::{
+    append_in, finish_in, finish_one, finish_run_if_done, remember_dependents, start_in,
+};
+use crate::rows::{lease_until, list_in, micros, read_run, read_tasks, require_run, time};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use orch_model::store::{
+    CacheEntry, Record, RecordKind, RunRecord, StoredEvent, TakeOver, TaskRecord,
+};
+use orch_model::{
+    Claim, EntityKind, Finished, NewRun, OrchestrationError, Result, RunId, Store,
+    StoreCapabilities, TaskOutcome, WorkflowStatus,
+};
+use rusqlite::{OptionalExtension, params};
+use serde_json::Value;
+use std::time::Duration;
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn capabilities(&self) -> StoreCapabilities {
+        StoreCapabilities {
+            durable: true,
+            distributed_claim: false,
+            notify: false,
+        }
+    }
+
+    async fn create_run(&self, run: NewRun, now: DateTime<Utc>) -> Result<()> {
+        self.call(move |conn| {
+            let id = run.id.to_string();
+            let n = run.tasks.len() as u32;
+            for (i, t) in run.tasks.iter().enumerate() {
+                if let Some(d) = t.deps.iter().find(|&&d| d >= n || d as usize == i) {
+                    return Err(OrchestrationError::invalid_parameters(format!(
+                        "task {i} (`{}`) depends on {d}, which is not another task of the run",
+                        t.name
+                    )));
+                }
+            }
+            let ord: i64 = conn
+                .query_row("SELECT COALESCE(MAX(ord), 0) + 1 FROM runs", [], |r| {
+                    r.get(0)
+                })
+                .map_err(sql_err)?;
+            conn.execute(
+                "INSERT INTO runs (id, ord, workflow, status, created_at, params, parent)
+                 VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6)",
+                params![
+                    id,
+                    ord,
+                    run.workflow,
+                    micros(now),
+                    serde_json::to_string(&run.params).map_err(|e| store_err("params", e))?,
+                    run.parent.map(|p| p.to_string()),
+                ],
+            )
+            .map_err(|e| match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::ConstraintViolation) => {
+                    OrchestrationError::AlreadyExists {
+                        kind: EntityKind::Run,
+                        name: id.clone(),
+                        hint: None,
+                    }
+                }
+                _ => sql_err(e),
+            })?;
+            conn.execute(
+                "INSERT OR REPLACE INTO definitions (ord, text) VALUES (?1, ?2)",
+                params![ord, run.definition],
+            )
+            .map_err(sql_err)?;
+            conn.execute(
+                "INSERT OR REPLACE INTO run_open (run, open) VALUES (?1, ?2)",
+                params![id, n as i64],
+            )
+            .map_err(sql_err)?;
+            // Each task's dependents, and its count of distinct dependencies.
+            let mut dependents: Vec<Vec<u32>> = vec![Vec::new(); run.tasks.len()];
+            let mut remaining = Vec::with_capacity(run.tasks.len());
+            for (i, t) in run.tasks.iter().enumerate() {
+                let mut deps = t.deps.clone();
+                deps.sort_unstable();
+                deps.dedup();
+                for &d in &deps {
+                    dependents[d as usize].push(i as u32);
+                }
+                remaining.push(deps.len() as u32);
+            }
+            let mut task = conn
+                .prepare_cached(
+                    "INSERT INTO tasks (key, run, idx, name, status, attempt, remaining, priority, dependents)
+                     VALUES (?1 * 4294967296 + ?2, ?1, ?2, ?3, ?4, 0, ?5, ?6, ?7)",
+                )
+                .map_err(sql_err)?;
+            for (i, t) in run.tasks.iter().enumerate() {
+                let status = if t.deps.is_empty() {
+                    "ready"
+                } else {
+                    "pending"
+                };
+                let ds = &dependents[i];
+                let list = if ds.is_empty() {
+                    None
+                } else {
+                    Some(serde_json::to_string(ds).map_err(|e| store_err("dependents", e))?)
+                };
+                task.execute(params![
+                    ord,
+                    i as u32,
+                    t.name,
+                    status,
+                    remaining[i],
+                    t.priority as i64,
+                    list
+                ])
+                .map_err(sql_err)?;
+            }
+            remember_dependents(&id, std::rc::Rc::new(dependents));
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_run(&self, id: RunId) -> Result<Option<RunRecord>> {
+        self.call_keeping(move |conn| read_run(conn, id), true)
+            .await
+    }
+
+    async fn list_runs(&self) -> Result<Vec<RunRecord>> {
+        self.call(|conn| list_in(conn, None)).await
+    }
+
+    async fn recent_runs(&self, limit: usize) -> Result<Vec<RunRecord>> {
+        self.call(move |conn| list_in(conn, Some(limit))).await
+    }
+
+    async fn tasks(&self, run: RunId) -> Result<Vec<TaskRecord>> {
+        self.call_keeping(move |conn| read_tasks(conn, run), true)
+            .await
+    }
+
+    async fn claim(
+        &self,
+        worker: &str,
+        max: usize,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Claim>> {
+        let worker = worker.to_owned();
+        self.call(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT r.id, t.idx, t.name, t.attempt, t.run FROM runs r JOIN tasks t
+                         ON t.key BETWEEN r.ord * 4294967296 AND r.ord * 4294967296 + 4294967295
+                     WHERE t.status = 'ready' AND r.status = 'running' AND r.quarantined IS NULL
+                     ORDER BY t.priority DESC, r.ord, t.idx LIMIT ?1",
+                )
+                .map_err(sql_err)?;
+            let picked: Vec<(String, u32, String, u32, i64)> = stmt
+                .query_map(params![max as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
+                .map_err(sql_err)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(sql_err)?;
+            let mut out = Vec::with_capacity(picked.len());
+            for (run, idx, name, attempt, ord) in picked {
+                conn.prepare_cached(
+                    "UPDATE tasks SET status = 'running', attempt = attempt + 1, lease_worker = ?3,
+                         lease_until = ?4, started_at = ?5 WHERE key = ?1 * 4294967296 + ?2",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        ord,
+                        idx,
+                        worker,
+                        lease_until(now, lease),
+                        micros(now)
+                    ])
+                })
+                .map_err(sql_err)?;
+                out.push(Claim {
+                    run: run.parse().map_err(|e| store_err("run id", e))?,
+                    index: idx,
+                    name,
+                    attempt: attempt + 1,
+                    worker: worker.clone(),
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn heartbeat(&self, claim: &Claim, lease: Duration, now: DateTime<Utc>) -> Result<bool> {
+        let c = claim.clone();
+        self.call(move |conn| {
+            let n = conn
+                .execute(
+                    "UPDATE tasks SET lease_until = ?4, lease_worker = ?5
+                     WHERE key = (SELECT ord FROM runs WHERE id = ?1) * 4294967296 + ?2 AND attempt = ?3
+                       AND status = 'running'",
+                    params![
+                        c.run.to_string(),
+                        c.index,
+                        c.attempt,
+                        lease_until(now, lease),
+                        c.worker
+                    ],
+                )
+                .map_err(sql_err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn complete(
+        &self,
+        claim: &Claim,
+        outcome: TaskOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let c = claim.clone();
+        self.call(move |conn| {
+            let run = c.run.to_string();
+            let ord = require_run(conn, &run)?;
+            if c.attempt == 0 {
+                return Err(invalid(format!(
+                    "complete: attempt 0 of task `{}` was never claimed",
+                    c.name
+                )));
+            }
+            finish_one(conn, &run, ord, c.index, c.attempt, outcome, now)?;
+            finish_run_if_done(conn, &run, ord, 1, now)
+        })
+        .await
+    }
+
+    async fn reclaim_expired(&self, now: DateTime<Utc>) -> Result<usize> {
+        self.call(move |conn| {
+            conn.execute(
+                "UPDATE tasks SET status = 'ready', lease_worker = NULL, lease_until = NULL
+                 WHERE key IN (
+                     SELECT t.key FROM runs r JOIN tasks t
+                         ON t.key BETWEEN r.ord * 4294967296 AND r.ord * 4294967296 + 4294967295
+                     WHERE r.status = 'running' AND t.status = 'running' AND t.lease_until < ?1)",
+                params![micros(now)],
+            )
+            .map_err(sql_err)
+        })
+        .await
+    }
+
+    async fn cancel_run(&self, run: RunId, now: DateTime<Utc>) -> Result<()> {
+        self.call(move |conn| {
+            let key = run.to_string();
+            let ord = require_run(conn, &key)?;
+            let n = conn
+                .execute(
+                    "UPDATE tasks SET status = 'cancelled', lease_worker = NULL, lease_until = NULL,
+                     finished_at = ?2
+                 WHERE key BETWEEN ?1 * 4294967296 AND ?1 * 4294967296 + 4294967295 AND status NOT IN ('completed', 'failed', 'cancelled', 'skipped')",
+                    params![ord, micros(now)],
+                )
+                .map_err(sql_err)?;
+            finish_run_if_done(conn, &key, ord, n as u64, now)
+        })
+        .await
+    }
+
+    async fn start_tasks(
+        &self,
+        run: RunId,
+        tasks: &[u32],
+        worker: &str,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<u32>> {
+        let tasks = tasks.to_vec();
+        let worker = worker.to_owned();
+        self.call(move |conn| {
+            let ord = require_run(conn, &run.to_string())?;
+            start_in(conn, ord, &tasks, &worker, lease_until(now, lease), now)
+        })
+        .await
+    }
+
+    async fn finish_tasks(
+        &self,
+        run: RunId,
+        done: Vec<Finished>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.call(move |conn| finish_in(conn, run, done, now)).await
+    }
+
+    async fn finish_and_append(
+        &self,
+        run: RunId,
+        done: Vec<Finished>,
+        events: Vec<StoredEvent>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        // One request, one savepoint: both happen or neither, in one commit.
+        self.call(move |conn| {
+            if !done.is_empty() {
+                finish_in(conn, run, done, now)?;
+            }
+            if !events.is_empty() {
+                append_in(conn, run, events)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn finish_and_start(
+        &self,
+        run: RunId,
+        done: Vec<Finished>,
+        events: Vec<StoredEvent>,
+        start: &[u32],
+        worker: &str,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<u32>> {
+        let start = start.to_vec();
+        let worker = worker.to_owned();
+        // One request, one savepoint, one commit: the finish, its events and
+        // the start of what it released are durable together or not at all.
+        self.call(move |conn| {
+            if !done.is_empty() {
+                finish_in(conn, run, done, now)?;
+            }
+            if !events.is_empty() {
+                append_in(conn, run, events)?;
+            }
+            if start.is_empty() {
+                return Ok(Vec::new());
+            }
+            let ord = require_run(conn, &run.to_string())?;
+            start_in(conn, ord, &start, &worker, lease_until(now, lease), now)
+        })
+        .await
+    }
+
+    async fn requeue_running(&self, run: RunId) -> Result<usize> {
+        self.call(move |conn| {
+            let key = run.to_string();
+            let ord = require_run(conn, &key)?;
+            let n = conn
+                .execute(
+                    "UPDATE tasks SET status = 'ready', lease_worker = NULL, lease_until = NULL
+                     WHERE key BETWEEN ?1 * 4294967296 AND ?1 * 4294967296 + 4294967295 AND status = 'running'",
+                    params![ord],
+                )
+                .map_err(sql_err)?;
+            if n > 0 {
+                conn.execute(
+                    "UPDATE runs SET status = 'running', finished_at = NULL WHERE id = ?1",
+                    params![key],
+                )
+                .map_err(sql_err)?;
+            }
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn finish_run(
+        &self,
+        run: RunId,
+        status: WorkflowStatus,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.call(move |conn| {
+            let n = conn
+                .execute(
+                    "UPDATE runs SET status = ?2, finished_at = ?3 WHERE id = ?1",
+                    params![run.to_string(), status.as_str(), micros(now)],
+                )
+                .map_err(sql_err)?;
+            if n == 0 { Err(not_found(run)) } else { Ok(()) }
+        })
+        .await
+    }
+
+    async fn set_owner(&self, run: RunId, owner: Option<String>) -> Result<()> {
+        self.call(move |conn| {
+            let n = conn
+                .execute(
+                    "UPDATE runs SET owner = ?2 WHERE id = ?1",
+                    params![run.to_string(), owner],
+                )
+                .map_err(sql_err)?;
+            if n == 0 { Err(not_found(run)) } else { Ok(()) }
+        })
+        .await
+    }
+
+    async fn take_over(&self, run: RunId, expected: Option<&str>, owner: &str) -> Result<TakeOver> {
+        let (expected, owner) = (expected.map(str::to_owned), owner.to_owned());
+        self.call(move |conn| {
+            let key = run.to_string();
+            // One statement compares and sets, under the write lock of the
+            // transaction (`BEGIN IMMEDIATE`): of two processes, the second
+            // sees the first one's owner and changes nothing.
+            let n = conn
+                .execute(
+                    "UPDATE runs SET owner = ?3
+                     WHERE id = ?1 AND status = 'running' AND owner IS ?2",
+                    params![key, expected, owner],
+                )
+                .map_err(sql_err)?;
+            if n == 1 {
+                return Ok(TakeOver::Taken);
+            }
+            let now: Option<(String, Option<String>)> = conn
+                .query_row(
+                    "SELECT status, owner FROM runs WHERE id = ?1",
+                    params![key],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(sql_err)?;
+            match now {
+                None => Err(not_found(run)),
+                Some((status, owner)) => match status.parse::<WorkflowStatus>() {
+                    Ok(WorkflowStatus::Running) => Ok(TakeOver::Held { owner }),
+                    Ok(status) => Ok(TakeOver::Ended { status }),
+                    Err(e) => Err(store_err(&format!("run {key}"), format!("bad status: {e}"))),
+                },
+            }
+        })
+        .await
+    }
+
+    async fn request_cancel(&self, run: RunId) -> Result<bool> {
+        self.call(move |conn| {
+            let key = run.to_string();
+            require_run(conn, &key)?;
+            let n = conn
+                .execute(
+                    "UPDATE runs SET cancel_requested = 1 WHERE id = ?1 AND status = 'running'",
+                    params![key],
+                )
+                .map_err(sql_err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn cancel_requested(&self, run: RunId) -> Result<bool> {
+        self.call(move |conn| {
+            conn.query_row(
+                "SELECT cancel_requested FROM runs WHERE id = ?1",
+                params![run.to_string()],
+                |r| r.get::<_, bool>(0),
+            )
+            .optional()
+            .map_err(sql_err)
+            .map(|v| v.unwrap_or(false))
+        })
+        .await
+    }
+
+    async fn problems(&self) -> Result<Vec<String>> {
+        self.call(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT tbl, key, reason FROM quarantine ORDER BY id")
+                .map_err(sql_err)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(format!(
+                        "{} row {} set aside: {}",
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?
+                    ))
+                })
+                .map_err(sql_err)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(sql_err)?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn append_events(&self, run: RunId, events: Vec<StoredEvent>) -> Result<()> {
+        self.call(move |conn| append_in(conn, run, events)).await
+    }
+    async fn events(&self, run: RunId, after: u64) -> Result<Vec<StoredEvent>> {
+        self.call(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT seq, at, kind, task, data FROM events WHERE run = ?1 AND seq > ?2 ORDER BY seq")
+                .map_err(sql_err)?;
+            let rows = stmt
+                .query_map(params![run.to_string(), after as i64], |r| {
+                    let data: String = r.get(4)?;
+                    Ok(StoredEvent {
+                        seq: r.get::<_, i64>(0)? as u64,
+                        at: time(r.get(1)?),
+                        kind: r.get(2)?,
+                        task: r.get(3)?,
+                        data: serde_json::from_str(&data).unwrap_or(Value::String(data)),
+                    })
+                })
+                .map_err(sql_err)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(sql_err)?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn cache_get(&self, key: &str) -> Result<Option<CacheEntry>> {
+        let key = key.to_owned();
+        self.call(move |conn| {
+            let row = conn
+                .query_row(
+                    "SELECT value, created_at FROM cache WHERE key = ?1",
+                    params![key],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+                )
+                .optional()
+                .map_err(sql_err)?;
+            Ok(row.and_then(|(v, at)| {
+                // An unreadable entry is a miss; it is overwritten by the next put.
+                serde_json::from_str(&v).ok().map(|value| CacheEntry {
+                    key,
+                    value,
+                    created_at: time(at),
+                })
+            }))
+        })
+        .await
+    }
+
+    async fn cache_put(&self, entry: CacheEntry) -> Result<()> {
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT OR REPLACE INTO cache (key, value, created_at) VALUES (?1, ?2, ?3)",
+                params![
+                    entry.key,
+                    serde_json::to_string(&entry.value).map_err(|e| store_err("cache value", e))?,
+                    micros(entry.created_at)
+                ],
+            )
+            .map_err(sql_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn cache_list(&self) -> Result<Vec<CacheEntry>> {
+        self.call(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT key, value, created_at FROM cache ORDER BY key")
+                .map_err(sql_err)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })
+                .map_err(sql_err)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(sql_err)?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|(key, v, at)| {
+                    serde_json::from_str(&v).ok().map(|value| CacheEntry {
+                        key,
+                        value,
+                        created_at: time(at),
+                    })
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn cache_clear(&self) -> Result<usize> {
+        self.call(|conn| conn.execute("DELETE FROM cache", []).map_err(sql_err))
+            .await
+    }
+
+    async fn put_record(&self, record: Record) -> Result<()> {
+        self.call(move |conn| {
+            let data = serde_json::to_string(&record.data).map_err(|e| store_err("record", e))?;
+            conn.execute(
+                "INSERT OR REPLACE INTO records (kind, key, data, updated_at, seq)
+                 VALUES (?1, ?2, ?3, ?4, (SELECT COALESCE(MAX(seq), 0) + 1 FROM records))",
+                params![
+                    record.kind.as_str(),
+                    record.key,
+                    data,
+                    micros(record.updated_at)
+                ],
+            )
+            .map_err(sql_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove_record(&self, kind: RecordKind, key: &str) -> Result<bool> {
+        let key = key.to_owned();
+        self.call(move |conn| {
+            conn.execute(
+                "DELETE FROM records WHERE kind = ?1 AND key = ?2",
+                params![kind.as_str(), key],
+            )
+            .map(|n| n > 0)
+            .map_err(sql_err)
+        })
+        .await
+    }
+
+    async fn records(&self, kind: RecordKind) -> Result<Vec<Record>> {
+        self.call(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT key, data, updated_at FROM records WHERE kind = ?1 ORDER BY seq",
+                )
+                .map_err(sql_err)?;
+            let rows = stmt
+                .query_map(params![kind.as_str()], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })
+                .map_err(sql_err)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (key, data, at) = row.map_err(sql_err)?;
+                // A record that does not parse is skipped and reported, not fatal.
+                match serde_json::from_str(&data) {
+                    Ok(data) => out.push(Record {
+                        kind,
+                        key,
+                        data,
+                        updated_at: time(at),
+                    }),
+                    // Read-only: skipped, and not written down.
+                    Err(_) if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) => {}
+                    Err(e) => conn
+                        .execute(
+                            "INSERT INTO quarantine (tbl, key, reason, at)
+                             SELECT 'records', ?1, ?2, ?3 WHERE NOT EXISTS
+                                 (SELECT 1 FROM quarantine WHERE tbl = 'records' AND key = ?1)",
+                            params![
+                                format!("{}:{key}", kind.as_str()),
+                                format!("bad record JSON: {e}"),
+                                micros(Utc::now())
+                            ],
+                        )
+                        .map(|_| ())
+                        .map_err(sql_err)?,
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
