@@ -26,6 +26,9 @@ commands:
                 passed to it, e.g. a name filter), then the tables of docs/benchmarks.md:
                   cargo run --release -p orch-benches --bin definition-report
                   cargo run --release -p orch-benches --bin scheduler-report
+                  cargo build --release -p orch-cli --bin orch
+                  cargo run --release -p orch-benches --bin cli-report   (the orch binary as a user
+                                runs it; with --quick among ARGS: 10,000-step workloads only)
   help          show this message (also: no command, -h, --help)
 
 exit status: 0 when every step succeeded, 1 when a step failed, 2 on a usage error";
@@ -157,6 +160,16 @@ fn plan(args: &[String]) -> Result<Plan, String> {
         }
         "bench" => {
             let mut criterion = step("bench -p orch-benches", "see the errors above");
+            // The binary's table, from the release `orch` built just before.
+            let mut cli_report = step(
+                "run --release --quiet -p orch-benches --bin cli-report",
+                "see the errors above (cli-report names the orch run that failed)",
+            );
+            if rest.iter().any(|a| a == "--quick") {
+                cli_report
+                    .args
+                    .extend(["--".to_owned(), "--quick".to_owned()]);
+            }
             if !rest.is_empty() {
                 criterion.args.push("--".to_owned());
                 criterion.args.extend(rest.iter().cloned());
@@ -173,6 +186,11 @@ fn plan(args: &[String]) -> Result<Plan, String> {
                         "run --release --quiet -p orch-benches --bin scheduler-report",
                         "see the errors above",
                     ),
+                    step(
+                        "build --release --quiet -p orch-cli --bin orch",
+                        "see the errors above",
+                    ),
+                    cli_report,
                 ],
             })
         }
@@ -256,7 +274,30 @@ mod tests {
         assert_eq!(plain[0], "bench -p orch-benches");
         let filtered = commands(plan(&args("bench W1 --quick")).expect("bench is a command"));
         assert_eq!(filtered[0], "bench -p orch-benches -- W1 --quick");
-        assert!(filtered[1..].iter().all(|c| c.starts_with("run --release")));
+        assert!(
+            filtered[1..]
+                .iter()
+                .all(|c| c.starts_with("run --release") || c.starts_with("build --release"))
+        );
+    }
+
+    #[test]
+    fn bench_measures_the_release_binary_after_building_it() {
+        let plain = commands(plan(&args("bench")).expect("bench is a command"));
+        let build = plain
+            .iter()
+            .position(|c| c == "build --release --quiet -p orch-cli --bin orch")
+            .expect("the binary is built");
+        let report = plain
+            .iter()
+            .position(|c| c == "run --release --quiet -p orch-benches --bin cli-report")
+            .expect("the binary's table");
+        assert!(build < report);
+        let quick = commands(plan(&args("bench --quick")).expect("bench is a command"));
+        assert_eq!(
+            quick.last().map(String::as_str),
+            Some("run --release --quiet -p orch-benches --bin cli-report -- --quick")
+        );
     }
 
     #[test]
