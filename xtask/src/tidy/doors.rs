@@ -11,16 +11,10 @@ const CLI: &str = "orch-cli";
 /// The engine: the CLI's door, and the layer below which no crate picks a store.
 const ENGINE: &str = "orch-engine";
 
-/// Crates below orch-engine that orch-cli still depends on while issue 11
-/// moves its runs into the engine: removed as issue 11 lands. (An entry
-/// that is no longer needed is not an error, so that the change that drops
-/// a dependency does not also have to edit this list; empty it then.)
-const TEMPORARY_CLI_DEPS: &[&str] = &[
-    "orch-tasks",
-    "orch-workflows",
-    "orch-projects",
-    "orch-resources",
-];
+/// Crates below orch-engine that orch-cli may still depend on while code
+/// moves into the engine (none since issue 11: every run goes through
+/// `OrchestrationEngine::run`).
+const TEMPORARY_CLI_DEPS: &[&str] = &[];
 
 /// Among the project's library crates, orch-cli depends (in any way) on
 /// orch-engine, orch-model and crates above the engine only (SPEC §8a: the
