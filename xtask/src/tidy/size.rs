@@ -21,7 +21,6 @@ const BEING_SPLIT: &str = "being split (issue 11)";
 /// workspace root, sorted).
 const LONG_FILES: &[(&str, &str)] = &[
     ("crates/orch-model/src/testkit.rs", BEING_SPLIT),
-    ("crates/orch-store-sqlite/src/lib.rs", BEING_SPLIT),
     (
         "crates/orch-tasks/src/confined.rs",
         "one type, `Root`, whose operations all resolve beneath its descriptor; its error \
