@@ -2,16 +2,28 @@
 //!
 //! Each check takes a fresh, empty store and panics with a message naming
 //! the broken rule. Times are passed explicitly, so lease expiry is tested
-//! without sleeping.
-
+//! without sleeping. A backend's tests run them with
+//! [`store_conformance_tests!`](crate::store_conformance_tests), one test
+//! per check:
+//!
+//! ```text
+//! orch_model::store_conformance_tests!(MemoryStore::new());
+//! ```
+//!
+//! A check of an optional concern (claims, records, the cache, taking a run
+//! over) that the store's capabilities leave out asserts that each of its
+//! calls fails with `Unsupported`, instead of being skipped.
 use crate::enums::{TaskPriority, TaskStatus, WorkflowStatus};
+use crate::error::{OrchestrationError, Result};
 use crate::ids::RunId;
 use crate::store::{
-    CacheEntry, Finished, NewRun, NewTask, Store, StoredEvent, TakeOver, TaskCounts, TaskOutcome,
+    CacheEntry, Claim, Concern, Finished, NewRun, NewTask, RunRecord, Store, StoreCapabilities,
+    StoredEvent, TakeOver, TaskCounts, TaskOutcome, TaskRecord,
 };
 use crate::task::TaskResult;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Map, Value, json};
+use std::fmt;
 use std::time::Duration;
 
 fn t0() -> DateTime<Utc> {
@@ -65,21 +77,259 @@ async fn statuses(store: &dyn Store, run: RunId) -> Vec<TaskStatus> {
         .collect()
 }
 
-/// Runs every check against stores made by `make` (one fresh store per check).
-pub async fn conformance<S: Store, F: Fn() -> S>(make: F) {
-    create_and_read(&make()).await;
-    claims_follow_priority_and_release_dependents(&make()).await;
-    stale_attempts_are_fenced_off(&make()).await;
-    run_status_follows_its_tasks(&make()).await;
-    events_are_numbered_in_order(&make()).await;
-    cache_entries(&make()).await;
-    local_scheduling(&make()).await;
-    finishing_with_events(&make()).await;
-    resuming_and_cancelling(&make()).await;
-    records(&make()).await;
-    taking_over_a_run(&make()).await;
-    listing_counts_tasks(&make()).await;
-    runs_keep_their_parent(&make()).await;
+/// Makes one `#[test]` per conformance check, each on a fresh store from
+/// `$make` (an expression evaluated once per test: a store, or a
+/// `(guard, store)` pair whose guard, a temporary directory for instance,
+/// lives as long as the test). The tests need no async runtime
+/// ([`block_on`]); a store whose futures need one (a Tokio timer, I/O
+/// driver) must make its own inside.
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($make:expr) => {
+        $crate::store_conformance_tests!(@checks $make;
+            create_and_read,
+            claims_follow_priority_and_release_dependents,
+            stale_attempts_are_fenced_off,
+            run_status_follows_its_tasks,
+            events_are_numbered_in_order,
+            cache_entries,
+            local_scheduling,
+            finishing_with_events,
+            finishing_and_starting_in_one_turn,
+            resuming_and_cancelling,
+            records,
+            taking_over_a_run,
+            listing_counts_tasks,
+            runs_keep_their_parent,
+            capabilities_match_the_concerns,
+        );
+    };
+    (bare: $make:expr) => {
+        $crate::store_conformance_tests!($crate::testkit::Bare($make));
+    };
+    (@checks $make:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $check() {
+                let fixture = $make;
+                $crate::testkit::block_on($crate::testkit::$check(
+                    $crate::testkit::Fixture::store(&fixture),
+                ));
+            }
+        )*
+    };
+}
+
+/// A store that keeps only what every backend must (runs, the local
+/// journal, events) of the store it wraps, and none of the optional
+/// concerns: `store_conformance_tests!(bare: make())` runs the suite on it,
+/// which checks that each optional call then fails with `Unsupported`.
+#[derive(Debug)]
+pub struct Bare<F>(pub F);
+
+#[async_trait::async_trait]
+impl<F: Fixture + fmt::Debug + Send + Sync> Store for Bare<F> {
+    fn backend(&self) -> &'static str {
+        "bare"
+    }
+    fn capabilities(&self) -> StoreCapabilities {
+        StoreCapabilities {
+            claims: false,
+            records: false,
+            cache: false,
+            take_over: false,
+            distributed_claim: false,
+            ..self.0.store().capabilities()
+        }
+    }
+    async fn create_run(&self, run: NewRun, now: DateTime<Utc>) -> Result<()> {
+        self.0.store().create_run(run, now).await
+    }
+    async fn get_run(&self, id: RunId) -> Result<Option<RunRecord>> {
+        self.0.store().get_run(id).await
+    }
+    async fn list_runs(&self) -> Result<Vec<RunRecord>> {
+        self.0.store().list_runs().await
+    }
+    async fn tasks(&self, run: RunId) -> Result<Vec<TaskRecord>> {
+        self.0.store().tasks(run).await
+    }
+    async fn cancel_run(&self, run: RunId, now: DateTime<Utc>) -> Result<()> {
+        self.0.store().cancel_run(run, now).await
+    }
+    async fn finish_run(
+        &self,
+        run: RunId,
+        status: WorkflowStatus,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.0.store().finish_run(run, status, now).await
+    }
+    async fn set_owner(&self, run: RunId, owner: Option<String>) -> Result<()> {
+        self.0.store().set_owner(run, owner).await
+    }
+    async fn request_cancel(&self, run: RunId) -> Result<bool> {
+        self.0.store().request_cancel(run).await
+    }
+    async fn start_tasks(
+        &self,
+        run: RunId,
+        tasks: &[u32],
+        worker: &str,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<u32>> {
+        self.0
+            .store()
+            .start_tasks(run, tasks, worker, lease, now)
+            .await
+    }
+    async fn finish_tasks(
+        &self,
+        run: RunId,
+        done: Vec<Finished>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.0.store().finish_tasks(run, done, now).await
+    }
+    async fn requeue_running(&self, run: RunId) -> Result<usize> {
+        self.0.store().requeue_running(run).await
+    }
+    async fn append_events(&self, run: RunId, events: Vec<StoredEvent>) -> Result<()> {
+        self.0.store().append_events(run, events).await
+    }
+    async fn events(&self, run: RunId, after: u64) -> Result<Vec<StoredEvent>> {
+        self.0.store().events(run, after).await
+    }
+}
+
+/// What [`store_conformance_tests!`](crate::store_conformance_tests) makes
+/// a store from: a store, or a `(guard, store)` pair.
+pub trait Fixture {
+    /// The store to check.
+    fn store(&self) -> &dyn Store;
+}
+
+impl<S: Store> Fixture for S {
+    fn store(&self) -> &dyn Store {
+        self
+    }
+}
+
+impl<G, S: Store> Fixture for (G, S) {
+    fn store(&self) -> &dyn Store {
+        &self.1
+    }
+}
+
+/// Runs a future to its end on this thread (the checks need no runtime:
+/// they pass times explicitly and never sleep).
+pub fn block_on<F: Future>(f: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
+/// Asserts that `r`, the answer of `call` on a store without `concern`, is
+/// `Unsupported` naming the store's backend.
+fn expect_unsupported<T: std::fmt::Debug>(
+    store: &dyn Store,
+    concern: Concern,
+    call: &str,
+    r: Result<T>,
+) {
+    match r {
+        Err(OrchestrationError::Unsupported { message }) => assert!(
+            message.contains(store.backend()),
+            "{call}: the Unsupported error names the backend `{}`: {message}",
+            store.backend()
+        ),
+        other => panic!(
+            "{call}: the store's capabilities leave out {concern:?}, so it must fail with Unsupported, not {other:?}"
+        ),
+    }
+}
+
+/// For a store without claims: every call of the concern is `Unsupported`.
+async fn claims_are_unsupported(store: &dyn Store) {
+    let c = Concern::Claims;
+    let claim = Claim {
+        run: RunId::new(),
+        index: 0,
+        name: "a".into(),
+        attempt: 1,
+        worker: "w".into(),
+    };
+    expect_unsupported(store, c, "claim", store.claim("w", 1, LEASE, at(1)).await);
+    expect_unsupported(
+        store,
+        c,
+        "heartbeat",
+        store.heartbeat(&claim, LEASE, at(1)).await,
+    );
+    expect_unsupported(
+        store,
+        c,
+        "complete",
+        store.complete(&claim, ok(json!(1)), at(1)).await,
+    );
+    expect_unsupported(
+        store,
+        c,
+        "reclaim_expired",
+        store.reclaim_expired(at(1)).await,
+    );
+}
+
+/// The store's capabilities agree with what it offers: each optional
+/// concern it claims has its accessor, and each one it leaves out fails
+/// with `Unsupported`.
+pub async fn capabilities_match_the_concerns(store: &dyn Store) {
+    let caps = store.capabilities();
+    assert_eq!(
+        caps.claims,
+        store.claims().is_some(),
+        "capabilities.claims and claims()"
+    );
+    assert_eq!(
+        caps.records,
+        store.record_store().is_some(),
+        "capabilities.records and record_store()"
+    );
+    assert_eq!(
+        caps.cache,
+        store.cache_store().is_some(),
+        "capabilities.cache and cache_store()"
+    );
+    assert!(!store.backend().is_empty(), "the backend has a name");
+    if caps.distributed_claim {
+        assert!(caps.claims, "distributed claims are claims");
+    }
+    if !caps.claims {
+        claims_are_unsupported(store).await;
+    }
+    if !caps.take_over {
+        let id = RunId::new();
+        store.create_run(diamond(id), t0()).await.expect("create");
+        expect_unsupported(
+            store,
+            Concern::TakeOver,
+            "take_over",
+            store.take_over(id, None, "me").await,
+        );
+    }
 }
 
 /// Polls both futures until both are done, so that neither completes before
@@ -114,6 +364,12 @@ async fn both<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
 /// take-overs from the same (dead) owner exactly one wins, and the loser
 /// learns who won; an ended run cannot be taken over.
 pub async fn taking_over_a_run(store: &dyn Store) {
+    if !store.capabilities().take_over {
+        let id = RunId::new();
+        store.create_run(diamond(id), t0()).await.expect("create");
+        let r = store.take_over(id, None, "me").await;
+        return expect_unsupported(store, Concern::TakeOver, "take_over", r);
+    }
     let id = RunId::new();
     store.create_run(diamond(id), t0()).await.expect("create");
     store
@@ -402,9 +658,103 @@ pub async fn finishing_with_events(store: &dyn Store) {
     assert_eq!(store.events(id, 0).await.expect("events").len(), 3);
 }
 
+/// `finish_and_start`: a turn's finish, its events and the start of what it
+/// released, with the new attempt numbers; a start of a task the finish did
+/// not make ready is refused (and starts nothing).
+pub async fn finishing_and_starting_in_one_turn(store: &dyn Store) {
+    let id = RunId::new();
+    store.create_run(diamond(id), t0()).await.expect("create");
+    let first = store
+        .finish_and_start(id, Vec::new(), Vec::new(), &[0, 4], "local", LEASE, at(1))
+        .await
+        .expect("start a and e");
+    assert_eq!(first, vec![1, 1], "first attempts");
+    let done = |index, attempt| Finished {
+        index,
+        attempt,
+        retries: 0,
+        outcome: ok(json!(index)),
+    };
+    let ev = StoredEvent {
+        seq: 0,
+        at: at(2),
+        kind: "tasks_finished".into(),
+        task: Some(0),
+        data: json!({}),
+    };
+    let next = store
+        .finish_and_start(
+            id,
+            vec![done(0, 1)],
+            vec![ev],
+            &[1, 2],
+            "local",
+            LEASE,
+            at(2),
+        )
+        .await
+        .expect("finish a, start b and c");
+    assert_eq!(next, vec![1, 1]);
+    assert_eq!(
+        statuses(store, id).await,
+        [
+            TaskStatus::Completed,
+            TaskStatus::Running,
+            TaskStatus::Running,
+            TaskStatus::Pending,
+            TaskStatus::Running
+        ]
+    );
+    assert_eq!(store.events(id, 0).await.expect("events").len(), 1);
+    // d waits for c: starting it with b's finish alone is refused.
+    assert!(
+        store
+            .finish_and_start(
+                id,
+                vec![done(1, 1)],
+                Vec::new(),
+                &[3],
+                "local",
+                LEASE,
+                at(3)
+            )
+            .await
+            .is_err(),
+        "a task that is not ready does not start"
+    );
+    assert_ne!(
+        statuses(store, id).await[3],
+        TaskStatus::Running,
+        "a refused start starts nothing"
+    );
+}
+
 /// Records: put replaces by kind and key, kinds are separate, order is by last write.
 pub async fn records(store: &dyn Store) {
     use crate::store::{Record, RecordKind};
+    if !store.capabilities().records {
+        let c = Concern::Records;
+        let r = Record {
+            kind: RecordKind::Session,
+            key: "k".into(),
+            data: json!({}),
+            updated_at: at(1),
+        };
+        expect_unsupported(store, c, "put_record", store.put_record(r).await);
+        expect_unsupported(
+            store,
+            c,
+            "remove_record",
+            store.remove_record(RecordKind::Session, "k").await,
+        );
+        expect_unsupported(
+            store,
+            c,
+            "records",
+            store.records(RecordKind::Session).await,
+        );
+        return;
+    }
     let rec = |kind, key: &str, data: Value, t| Record {
         kind,
         key: key.to_owned(),
@@ -516,6 +866,9 @@ pub async fn create_and_read(store: &dyn Store) {
 
 /// Claims go by priority, then index; completing releases exactly the dependents whose counters reach zero.
 pub async fn claims_follow_priority_and_release_dependents(store: &dyn Store) {
+    if !store.capabilities().claims {
+        return claims_are_unsupported(store).await;
+    }
     let id = RunId::new();
     store
         .create_run(diamond(id), t0())
@@ -589,6 +942,9 @@ pub async fn claims_follow_priority_and_release_dependents(store: &dyn Store) {
 
 /// A stale attempt can neither renew nor complete; a lapsed lease makes the task claimable again.
 pub async fn stale_attempts_are_fenced_off(store: &dyn Store) {
+    if !store.capabilities().claims {
+        return claims_are_unsupported(store).await;
+    }
     let id = RunId::new();
     store
         .create_run(diamond(id), t0())
@@ -657,6 +1013,9 @@ pub async fn stale_attempts_are_fenced_off(store: &dyn Store) {
 
 /// The run ends completed, failed or cancelled when its last task does.
 pub async fn run_status_follows_its_tasks(store: &dyn Store) {
+    if !store.capabilities().claims {
+        return claims_are_unsupported(store).await;
+    }
     let single = |id| NewRun {
         id,
         workflow: "one".into(),
@@ -785,6 +1144,19 @@ pub async fn events_are_numbered_in_order(store: &dyn Store) {
 
 /// Cache entries are stored, replaced, listed and cleared.
 pub async fn cache_entries(store: &dyn Store) {
+    if !store.capabilities().cache {
+        let c = Concern::Cache;
+        let e = CacheEntry {
+            key: "k".into(),
+            value: json!(1),
+            created_at: at(1),
+        };
+        expect_unsupported(store, c, "cache_get", store.cache_get("k").await);
+        expect_unsupported(store, c, "cache_put", store.cache_put(e).await);
+        expect_unsupported(store, c, "cache_list", store.cache_list().await);
+        expect_unsupported(store, c, "cache_clear", store.cache_clear().await);
+        return;
+    }
     let entry = |key: &str, v| CacheEntry {
         key: key.into(),
         value: v,

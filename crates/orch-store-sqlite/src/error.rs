@@ -1,14 +1,17 @@
 //! Errors of the store: SQLite's mapped to `OrchestrationError` (a full disk
 //! and I/O failures are `Io`; busy and locked are retryable).
 
+use orch_model::store::store_error;
 use orch_model::{EntityKind, OrchestrationError, RunId};
 use std::path::Path;
 
+/// The backend's name in its errors and messages.
+pub(crate) const BACKEND: &str = "sqlite";
+
+/// A failure of the store: `Store`, naming the backend, what it was doing
+/// and the source error.
 pub(crate) fn store_err(what: &str, e: impl std::fmt::Display) -> OrchestrationError {
-    OrchestrationError::Store {
-        message: format!("sqlite: {what}: {e}"),
-        retryable: false,
-    }
+    store_error(BACKEND, what, e, false)
 }
 
 pub(crate) fn sql_err(e: rusqlite::Error) -> OrchestrationError {
@@ -22,19 +25,23 @@ pub(crate) fn sql_err(e: rusqlite::Error) -> OrchestrationError {
         Some(rusqlite::ErrorCode::SystemIoFailure) => OrchestrationError::Io {
             message: format!("the store's database could not be read or written: sqlite: {e}"),
         },
-        Some(rusqlite::ErrorCode::ReadOnly) => OrchestrationError::Store {
-            message: format!(
-                "sqlite: {e}: the database was opened read-only (a command that only reads), or its file or directory is not writable"
+        Some(rusqlite::ErrorCode::ReadOnly) => store_error(
+            BACKEND,
+            "",
+            format!(
+                "{e}: the database was opened read-only (a command that only reads), or its file or directory is not writable"
             ),
-            retryable: false,
-        },
-        code => OrchestrationError::Store {
-            message: format!("sqlite: {e}"),
-            retryable: matches!(
+            false,
+        ),
+        code => store_error(
+            BACKEND,
+            "",
+            e,
+            matches!(
                 code,
                 Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
             ),
-        },
+        ),
     }
 }
 

@@ -3,10 +3,11 @@
 //! memory by the store thread), the run's final status, events.
 
 use crate::error::{invalid, sql_err, store_err};
-use crate::rows::{micros, require_run, task_state};
+use crate::rows::{count_tasks, micros, parse_status, require_run, task_state};
 use chrono::{DateTime, Utc};
 use orch_model::store::StoredEvent;
-use orch_model::{Finished, Result, RunId, TaskOutcome, TaskStatus, WorkflowStatus};
+use orch_model::store::{check_finish, check_start, final_status};
+use orch_model::{Finished, Result, RunId, TaskOutcome, TaskStatus};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// Finishes one task, checked, and releases its dependents (inside the
@@ -195,11 +196,8 @@ pub(crate) fn start_in(
             return Err(invalid(format!("start: the run has no task {i}")));
         };
         // A task named twice is running by its second mention.
-        if status != "ready" {
-            return Err(invalid(format!(
-                "start: task `{name}` is {status}, not ready (or named twice)"
-            )));
-        }
+        let status = parse_status(&status).map_err(|e| store_err("task status", e))?;
+        check_start(&name, status)?;
         let next = attempt + 1;
         write
             .execute(params![ord, i, next, worker, until, at])
@@ -286,32 +284,7 @@ fn finish_state(
         let Some((name, status, current)) = task_state(conn, ord, idx)? else {
             return Err(invalid(format!("finish: the run has no task {idx}")));
         };
-        let fits = if attempt > 0 {
-            status == TaskStatus::Running && current == attempt
-        } else {
-            status != TaskStatus::Running && !status.is_terminal()
-        };
-        if !fits {
-            return Err(invalid(format!(
-                "finish: attempt {attempt} of task `{name}` is no longer current (it is {} at attempt {current})",
-                status.as_str()
-            )));
-        }
-        let mut check = status;
-        if check.transition(next).is_err() {
-            let mut via = status;
-            if !(attempt == 0
-                && status == TaskStatus::Pending
-                && via.transition(TaskStatus::Ready).is_ok()
-                && via.transition(next).is_ok())
-            {
-                return Err(invalid(format!(
-                    "finish: task `{name}` cannot go from {} to {}",
-                    status.as_str(),
-                    next.as_str()
-                )));
-            }
-        }
+        check_finish(&name, status, current, attempt, next)?;
         conn.prepare_cached(
             "UPDATE tasks SET status = ?3, result = ?4, note = COALESCE(?5, note), finished_at = ?6,
                  lease_worker = NULL, lease_until = NULL,
@@ -376,25 +349,9 @@ pub(crate) fn finish_run_if_done(
     if open > 0 {
         return Ok(());
     }
-    let (failed, cancelled): (i64, i64) = conn
-        .prepare_cached(
-            "SELECT SUM(status = 'failed'), SUM(status = 'cancelled') FROM tasks WHERE key BETWEEN ?1 * 4294967296 AND ?1 * 4294967296 + 4294967295",
-        )
-        .and_then(|mut s| {
-            s.query_row(params![ord], |r| {
-                Ok((
-                    r.get::<_, Option<i64>>(0)?.unwrap_or(0),
-                    r.get::<_, Option<i64>>(1)?.unwrap_or(0),
-                ))
-            })
-        })
-        .map_err(sql_err)?;
-    let status = if failed > 0 {
-        WorkflowStatus::Failed
-    } else if cancelled > 0 {
-        WorkflowStatus::Cancelled
-    } else {
-        WorkflowStatus::Completed
+    // Every task is final: the run's status follows from their states.
+    let Some(status) = final_status(&count_tasks(conn, ord)?) else {
+        return Ok(());
     };
     conn.prepare_cached(
         "UPDATE runs SET status = ?2, finished_at = ?3 WHERE id = ?1 AND status = 'running'",

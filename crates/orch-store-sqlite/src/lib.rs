@@ -42,9 +42,11 @@
 //! });
 //! ```
 
+mod claims;
 mod error;
 mod finish;
 mod open;
+mod records;
 mod rows;
 mod schema;
 mod store;

@@ -1,19 +1,17 @@
 //! The `Store` contract, implemented on the store's thread.
 
 use crate::SqliteStore;
-use crate::error::{invalid, not_found, sql_err, store_err};
-use crate::finish::{
-    append_in, finish_in, finish_one, finish_run_if_done, remember_dependents, start_in,
-};
+use crate::error::{not_found, sql_err, store_err};
+use crate::finish::{append_in, finish_in, finish_run_if_done, remember_dependents, start_in};
 use crate::rows::{lease_until, list_in, micros, read_run, read_tasks, require_run, time};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use orch_model::store::{
-    CacheEntry, Record, RecordKind, RunRecord, StoredEvent, TakeOver, TaskRecord,
+    CacheStore, ClaimStore, RecordStore, RunRecord, StoredEvent, TakeOver, TaskRecord,
 };
 use orch_model::{
-    Claim, EntityKind, Finished, NewRun, OrchestrationError, Result, RunId, Store,
-    StoreCapabilities, TaskOutcome, WorkflowStatus,
+    EntityKind, Finished, NewRun, OrchestrationError, Result, RunId, Store, StoreCapabilities,
+    WorkflowStatus,
 };
 use rusqlite::{OptionalExtension, params};
 use serde_json::Value;
@@ -21,12 +19,31 @@ use std::time::Duration;
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        crate::error::BACKEND
+    }
+
     fn capabilities(&self) -> StoreCapabilities {
         StoreCapabilities {
             durable: true,
             distributed_claim: false,
             notify: false,
+            claims: true,
+            records: true,
+            cache: true,
+            take_over: true,
         }
+    }
+    fn claims(&self) -> Option<&dyn ClaimStore> {
+        Some(self)
+    }
+
+    fn record_store(&self) -> Option<&dyn RecordStore> {
+        Some(self)
+    }
+
+    fn cache_store(&self) -> Option<&dyn CacheStore> {
+        Some(self)
     }
 
     async fn create_run(&self, run: NewRun, now: DateTime<Utc>) -> Result<()> {
@@ -141,118 +158,6 @@ impl Store for SqliteStore {
     async fn tasks(&self, run: RunId) -> Result<Vec<TaskRecord>> {
         self.call_keeping(move |conn| read_tasks(conn, run), true)
             .await
-    }
-
-    async fn claim(
-        &self,
-        worker: &str,
-        max: usize,
-        lease: Duration,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Claim>> {
-        let worker = worker.to_owned();
-        self.call(move |conn| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT r.id, t.idx, t.name, t.attempt, t.run FROM runs r JOIN tasks t
-                         ON t.key BETWEEN r.ord * 4294967296 AND r.ord * 4294967296 + 4294967295
-                     WHERE t.status = 'ready' AND r.status = 'running' AND r.quarantined IS NULL
-                     ORDER BY t.priority DESC, r.ord, t.idx LIMIT ?1",
-                )
-                .map_err(sql_err)?;
-            let picked: Vec<(String, u32, String, u32, i64)> = stmt
-                .query_map(params![max as i64], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-                })
-                .map_err(sql_err)?
-                .collect::<rusqlite::Result<_>>()
-                .map_err(sql_err)?;
-            let mut out = Vec::with_capacity(picked.len());
-            for (run, idx, name, attempt, ord) in picked {
-                conn.prepare_cached(
-                    "UPDATE tasks SET status = 'running', attempt = attempt + 1, lease_worker = ?3,
-                         lease_until = ?4, started_at = ?5 WHERE key = ?1 * 4294967296 + ?2",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        ord,
-                        idx,
-                        worker,
-                        lease_until(now, lease),
-                        micros(now)
-                    ])
-                })
-                .map_err(sql_err)?;
-                out.push(Claim {
-                    run: run.parse().map_err(|e| store_err("run id", e))?,
-                    index: idx,
-                    name,
-                    attempt: attempt + 1,
-                    worker: worker.clone(),
-                });
-            }
-            Ok(out)
-        })
-        .await
-    }
-
-    async fn heartbeat(&self, claim: &Claim, lease: Duration, now: DateTime<Utc>) -> Result<bool> {
-        let c = claim.clone();
-        self.call(move |conn| {
-            let n = conn
-                .execute(
-                    "UPDATE tasks SET lease_until = ?4, lease_worker = ?5
-                     WHERE key = (SELECT ord FROM runs WHERE id = ?1) * 4294967296 + ?2 AND attempt = ?3
-                       AND status = 'running'",
-                    params![
-                        c.run.to_string(),
-                        c.index,
-                        c.attempt,
-                        lease_until(now, lease),
-                        c.worker
-                    ],
-                )
-                .map_err(sql_err)?;
-            Ok(n == 1)
-        })
-        .await
-    }
-
-    async fn complete(
-        &self,
-        claim: &Claim,
-        outcome: TaskOutcome,
-        now: DateTime<Utc>,
-    ) -> Result<()> {
-        let c = claim.clone();
-        self.call(move |conn| {
-            let run = c.run.to_string();
-            let ord = require_run(conn, &run)?;
-            if c.attempt == 0 {
-                return Err(invalid(format!(
-                    "complete: attempt 0 of task `{}` was never claimed",
-                    c.name
-                )));
-            }
-            finish_one(conn, &run, ord, c.index, c.attempt, outcome, now)?;
-            finish_run_if_done(conn, &run, ord, 1, now)
-        })
-        .await
-    }
-
-    async fn reclaim_expired(&self, now: DateTime<Utc>) -> Result<usize> {
-        self.call(move |conn| {
-            conn.execute(
-                "UPDATE tasks SET status = 'ready', lease_worker = NULL, lease_until = NULL
-                 WHERE key IN (
-                     SELECT t.key FROM runs r JOIN tasks t
-                         ON t.key BETWEEN r.ord * 4294967296 AND r.ord * 4294967296 + 4294967295
-                     WHERE r.status = 'running' AND t.status = 'running' AND t.lease_until < ?1)",
-                params![micros(now)],
-            )
-            .map_err(sql_err)
-        })
-        .await
     }
 
     async fn cancel_run(&self, run: RunId, now: DateTime<Utc>) -> Result<()> {
@@ -513,161 +418,6 @@ impl Store for SqliteStore {
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(sql_err)?;
             Ok(rows)
-        })
-        .await
-    }
-
-    async fn cache_get(&self, key: &str) -> Result<Option<CacheEntry>> {
-        let key = key.to_owned();
-        self.call(move |conn| {
-            let row = conn
-                .query_row(
-                    "SELECT value, created_at FROM cache WHERE key = ?1",
-                    params![key],
-                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
-                )
-                .optional()
-                .map_err(sql_err)?;
-            Ok(row.and_then(|(v, at)| {
-                // An unreadable entry is a miss; it is overwritten by the next put.
-                serde_json::from_str(&v).ok().map(|value| CacheEntry {
-                    key,
-                    value,
-                    created_at: time(at),
-                })
-            }))
-        })
-        .await
-    }
-
-    async fn cache_put(&self, entry: CacheEntry) -> Result<()> {
-        self.call(move |conn| {
-            conn.execute(
-                "INSERT OR REPLACE INTO cache (key, value, created_at) VALUES (?1, ?2, ?3)",
-                params![
-                    entry.key,
-                    serde_json::to_string(&entry.value).map_err(|e| store_err("cache value", e))?,
-                    micros(entry.created_at)
-                ],
-            )
-            .map_err(sql_err)?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn cache_list(&self) -> Result<Vec<CacheEntry>> {
-        self.call(|conn| {
-            let mut stmt = conn
-                .prepare("SELECT key, value, created_at FROM cache ORDER BY key")
-                .map_err(sql_err)?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, i64>(2)?,
-                    ))
-                })
-                .map_err(sql_err)?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(sql_err)?;
-            Ok(rows
-                .into_iter()
-                .filter_map(|(key, v, at)| {
-                    serde_json::from_str(&v).ok().map(|value| CacheEntry {
-                        key,
-                        value,
-                        created_at: time(at),
-                    })
-                })
-                .collect())
-        })
-        .await
-    }
-
-    async fn cache_clear(&self) -> Result<usize> {
-        self.call(|conn| conn.execute("DELETE FROM cache", []).map_err(sql_err))
-            .await
-    }
-
-    async fn put_record(&self, record: Record) -> Result<()> {
-        self.call(move |conn| {
-            let data = serde_json::to_string(&record.data).map_err(|e| store_err("record", e))?;
-            conn.execute(
-                "INSERT OR REPLACE INTO records (kind, key, data, updated_at, seq)
-                 VALUES (?1, ?2, ?3, ?4, (SELECT COALESCE(MAX(seq), 0) + 1 FROM records))",
-                params![
-                    record.kind.as_str(),
-                    record.key,
-                    data,
-                    micros(record.updated_at)
-                ],
-            )
-            .map_err(sql_err)?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn remove_record(&self, kind: RecordKind, key: &str) -> Result<bool> {
-        let key = key.to_owned();
-        self.call(move |conn| {
-            conn.execute(
-                "DELETE FROM records WHERE kind = ?1 AND key = ?2",
-                params![kind.as_str(), key],
-            )
-            .map(|n| n > 0)
-            .map_err(sql_err)
-        })
-        .await
-    }
-
-    async fn records(&self, kind: RecordKind) -> Result<Vec<Record>> {
-        self.call(move |conn| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT key, data, updated_at FROM records WHERE kind = ?1 ORDER BY seq",
-                )
-                .map_err(sql_err)?;
-            let rows = stmt
-                .query_map(params![kind.as_str()], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, i64>(2)?,
-                    ))
-                })
-                .map_err(sql_err)?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (key, data, at) = row.map_err(sql_err)?;
-                // A record that does not parse is skipped and reported, not fatal.
-                match serde_json::from_str(&data) {
-                    Ok(data) => out.push(Record {
-                        kind,
-                        key,
-                        data,
-                        updated_at: time(at),
-                    }),
-                    // Read-only: skipped, and not written down.
-                    Err(_) if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) => {}
-                    Err(e) => conn
-                        .execute(
-                            "INSERT INTO quarantine (tbl, key, reason, at)
-                             SELECT 'records', ?1, ?2, ?3 WHERE NOT EXISTS
-                                 (SELECT 1 FROM quarantine WHERE tbl = 'records' AND key = ?1)",
-                            params![
-                                format!("{}:{key}", kind.as_str()),
-                                format!("bad record JSON: {e}"),
-                                micros(Utc::now())
-                            ],
-                        )
-                        .map(|_| ())
-                        .map_err(sql_err)?,
-                }
-            }
-            Ok(out)
         })
         .await
     }

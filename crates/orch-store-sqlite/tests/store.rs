@@ -5,16 +5,17 @@ mod common;
 use common::{rt, run};
 use orch_model::{NewRun, Store};
 use orch_store_sqlite::{MIGRATIONS, SCHEMA_VERSION, SqliteStore};
-use std::sync::atomic::{AtomicU32, Ordering};
 
-#[test]
-fn the_conformance_suite_passes() {
+/// A fresh store in a directory of its own (kept as long as the store).
+fn fresh() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let n = AtomicU32::new(0);
-    rt().block_on(orch_model::testkit::conformance(|| {
-        let i = n.fetch_add(1, Ordering::Relaxed);
-        SqliteStore::open(&dir.path().join(format!("s{i}.db"))).expect("open")
-    }));
+    let store = SqliteStore::open(&dir.path().join("orch.db")).expect("open");
+    (dir, store)
+}
+
+/// The conformance suite, one test per check.
+mod conformance {
+    orch_model::store_conformance_tests!(super::fresh());
 }
 
 #[test]

@@ -3,7 +3,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use orch_model::store::{
-    CacheEntry, Lease, Record, RecordKind, RunRecord, StoredEvent, TakeOver, TaskCounts, TaskRecord,
+    self, CacheEntry, CacheStore, ClaimStore, Lease, Record, RecordKind, RecordStore, RunRecord,
+    StoredEvent, TakeOver, TaskCounts, TaskRecord,
 };
 use orch_model::{
     Claim, EntityKind, NewRun, OrchestrationError, Result, RunId, Store, StoreCapabilities,
@@ -75,7 +76,7 @@ fn stale(what: &str, claim: &Claim) -> OrchestrationError {
     }
 }
 
-/// Whether task `i` may end in `next` with this attempt.
+/// Whether task `i` may end in `next` with this attempt (the shared rule).
 fn check_finish(run: &RunState, i: u32, attempt: u32, next: TaskStatus) -> Result<()> {
     let t = run
         .tasks
@@ -83,31 +84,7 @@ fn check_finish(run: &RunState, i: u32, attempt: u32, next: TaskStatus) -> Resul
         .ok_or_else(|| OrchestrationError::InvalidState {
             message: format!("finish: the run has no task {i}"),
         })?;
-    let fits = if attempt > 0 {
-        t.status == TaskStatus::Running && t.attempt == attempt
-    } else {
-        t.status != TaskStatus::Running && !t.status.is_terminal()
-    };
-    let mut direct = t.status;
-    let mut via = t.status;
-    let can = direct.transition(next).is_ok()
-        || (attempt == 0
-            && t.status == TaskStatus::Pending
-            && via.transition(TaskStatus::Ready).is_ok()
-            && via.transition(next).is_ok());
-    if fits && can {
-        Ok(())
-    } else {
-        Err(OrchestrationError::InvalidState {
-            message: format!(
-                "finish: task `{}` is {} at attempt {}, not finishable as {} with attempt {attempt}",
-                t.name,
-                t.status.as_str(),
-                t.attempt,
-                next.as_str()
-            ),
-        })
-    }
+    store::check_finish(&t.name, t.status, t.attempt, attempt, next)
 }
 
 /// Finishes task `i` of `run` (attempt 0: a task that never started) and
@@ -167,15 +144,10 @@ fn finish_run_if_done(run: &mut RunState, now: DateTime<Utc>) {
     if run.record.status != WorkflowStatus::Running || run.open > 0 {
         return;
     }
-    let has = |s| run.tasks.iter().any(|t| t.status == s);
-    run.record.status = if has(TaskStatus::Failed) {
-        WorkflowStatus::Failed
-    } else if has(TaskStatus::Cancelled) {
-        WorkflowStatus::Cancelled
-    } else {
-        WorkflowStatus::Completed
-    };
-    run.record.finished_at = Some(now);
+    if let Some(status) = store::final_status(&TaskCounts::of(&run.tasks)) {
+        run.record.status = status;
+        run.record.finished_at = Some(now);
+    }
 }
 
 #[async_trait]
@@ -185,7 +157,27 @@ impl Store for MemoryStore {
             durable: false,
             distributed_claim: false,
             notify: false,
+            claims: true,
+            records: true,
+            cache: true,
+            take_over: true,
         }
+    }
+
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    fn claims(&self) -> Option<&dyn ClaimStore> {
+        Some(self)
+    }
+
+    fn record_store(&self) -> Option<&dyn RecordStore> {
+        Some(self)
+    }
+
+    fn cache_store(&self) -> Option<&dyn CacheStore> {
+        Some(self)
     }
 
     async fn create_run(&self, run: NewRun, now: DateTime<Utc>) -> Result<()> {
@@ -308,101 +300,6 @@ impl Store for MemoryStore {
             .unwrap_or_default())
     }
 
-    async fn claim(
-        &self,
-        worker: &str,
-        max: usize,
-        lease: Duration,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Claim>> {
-        let mut inner = self.lock();
-        let mut candidates: Vec<(std::cmp::Reverse<orch_model::TaskPriority>, u64, u32, RunId)> =
-            inner
-                .runs
-                .values()
-                .filter(|r| r.record.status == WorkflowStatus::Running)
-                .flat_map(|r| {
-                    r.tasks
-                        .iter()
-                        .filter(|t| t.status == TaskStatus::Ready)
-                        .map(move |t| {
-                            (std::cmp::Reverse(t.priority), r.order, t.index, r.record.id)
-                        })
-                })
-                .collect();
-        candidates.sort();
-        let mut out = Vec::new();
-        for (_, _, index, run) in candidates.into_iter().take(max) {
-            let Some(t) = inner
-                .runs
-                .get_mut(&run)
-                .and_then(|r| r.tasks.get_mut(index as usize))
-            else {
-                continue;
-            };
-            if t.status.transition(TaskStatus::Running).is_err() {
-                continue;
-            }
-            t.attempt += 1;
-            t.started_at = Some(now);
-            t.lease = Some(Lease {
-                worker: worker.to_owned(),
-                until: lease_until(now, lease),
-            });
-            out.push(Claim {
-                run,
-                index,
-                name: t.name.clone(),
-                attempt: t.attempt,
-                worker: worker.to_owned(),
-            });
-        }
-        Ok(out)
-    }
-
-    async fn heartbeat(&self, claim: &Claim, lease: Duration, now: DateTime<Utc>) -> Result<bool> {
-        let mut inner = self.lock();
-        let Some(t) = inner
-            .runs
-            .get_mut(&claim.run)
-            .and_then(|r| r.tasks.get_mut(claim.index as usize))
-        else {
-            return Ok(false);
-        };
-        if t.status != TaskStatus::Running || t.attempt != claim.attempt {
-            return Ok(false);
-        }
-        t.lease = Some(Lease {
-            worker: claim.worker.clone(),
-            until: lease_until(now, lease),
-        });
-        Ok(true)
-    }
-
-    async fn complete(
-        &self,
-        claim: &Claim,
-        outcome: TaskOutcome,
-        now: DateTime<Utc>,
-    ) -> Result<()> {
-        let mut inner = self.lock();
-        let run = inner.run_mut(claim.run)?;
-        if claim.attempt == 0 {
-            return Err(stale("complete", claim));
-        }
-        finish_one(
-            run,
-            claim.index,
-            Some(claim),
-            claim.attempt,
-            0,
-            outcome,
-            now,
-        )?;
-        finish_run_if_done(run, now);
-        Ok(())
-    }
-
     async fn start_tasks(
         &self,
         run: RunId,
@@ -415,16 +312,7 @@ impl Store for MemoryStore {
         let r = inner.run_mut(run)?;
         for &i in tasks {
             match r.tasks.get(i as usize) {
-                Some(t) if t.status == TaskStatus::Ready => {}
-                Some(t) => {
-                    return Err(OrchestrationError::InvalidState {
-                        message: format!(
-                            "start: task `{}` is {}, not ready",
-                            t.name,
-                            t.status.as_str()
-                        ),
-                    });
-                }
+                Some(t) => store::check_start(&t.name, t.status)?,
                 None => {
                     return Err(OrchestrationError::InvalidState {
                         message: format!("start: the run has no task {i}"),
@@ -547,24 +435,6 @@ impl Store for MemoryStore {
             .is_some_and(|r| r.record.cancel_requested))
     }
 
-    async fn reclaim_expired(&self, now: DateTime<Utc>) -> Result<usize> {
-        let mut inner = self.lock();
-        let mut n = 0;
-        for run in inner.runs.values_mut() {
-            for t in &mut run.tasks {
-                if t.status == TaskStatus::Running
-                    && t.lease.as_ref().is_some_and(|l| l.until < now)
-                {
-                    if t.status.transition(TaskStatus::Ready).is_ok() {
-                        t.lease = None;
-                        n += 1;
-                    }
-                }
-            }
-        }
-        Ok(n)
-    }
-
     async fn cancel_run(&self, run: RunId, now: DateTime<Utc>) -> Result<()> {
         let mut inner = self.lock();
         let r = inner.run_mut(run)?;
@@ -597,27 +467,126 @@ impl Store for MemoryStore {
             .map(|r| r.events.iter().filter(|e| e.seq > after).cloned().collect())
             .unwrap_or_default())
     }
+}
 
-    async fn cache_get(&self, key: &str) -> Result<Option<CacheEntry>> {
-        Ok(self.lock().cache.get(key).cloned())
+#[async_trait]
+impl ClaimStore for MemoryStore {
+    async fn claim(
+        &self,
+        worker: &str,
+        max: usize,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Claim>> {
+        let mut inner = self.lock();
+        let mut candidates: Vec<(std::cmp::Reverse<orch_model::TaskPriority>, u64, u32, RunId)> =
+            inner
+                .runs
+                .values()
+                .filter(|r| r.record.status == WorkflowStatus::Running)
+                .flat_map(|r| {
+                    r.tasks
+                        .iter()
+                        .filter(|t| t.status == TaskStatus::Ready)
+                        .map(move |t| {
+                            (std::cmp::Reverse(t.priority), r.order, t.index, r.record.id)
+                        })
+                })
+                .collect();
+        candidates.sort();
+        let mut out = Vec::new();
+        for (_, _, index, run) in candidates.into_iter().take(max) {
+            let Some(t) = inner
+                .runs
+                .get_mut(&run)
+                .and_then(|r| r.tasks.get_mut(index as usize))
+            else {
+                continue;
+            };
+            if t.status.transition(TaskStatus::Running).is_err() {
+                continue;
+            }
+            t.attempt += 1;
+            t.started_at = Some(now);
+            t.lease = Some(Lease {
+                worker: worker.to_owned(),
+                until: lease_until(now, lease),
+            });
+            out.push(Claim {
+                run,
+                index,
+                name: t.name.clone(),
+                attempt: t.attempt,
+                worker: worker.to_owned(),
+            });
+        }
+        Ok(out)
     }
 
-    async fn cache_put(&self, entry: CacheEntry) -> Result<()> {
-        self.lock().cache.insert(entry.key.clone(), entry);
+    async fn heartbeat(&self, claim: &Claim, lease: Duration, now: DateTime<Utc>) -> Result<bool> {
+        let mut inner = self.lock();
+        let Some(t) = inner
+            .runs
+            .get_mut(&claim.run)
+            .and_then(|r| r.tasks.get_mut(claim.index as usize))
+        else {
+            return Ok(false);
+        };
+        if t.status != TaskStatus::Running || t.attempt != claim.attempt {
+            return Ok(false);
+        }
+        t.lease = Some(Lease {
+            worker: claim.worker.clone(),
+            until: lease_until(now, lease),
+        });
+        Ok(true)
+    }
+
+    async fn complete(
+        &self,
+        claim: &Claim,
+        outcome: TaskOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut inner = self.lock();
+        let run = inner.run_mut(claim.run)?;
+        if claim.attempt == 0 {
+            return Err(stale("complete", claim));
+        }
+        finish_one(
+            run,
+            claim.index,
+            Some(claim),
+            claim.attempt,
+            0,
+            outcome,
+            now,
+        )?;
+        finish_run_if_done(run, now);
         Ok(())
     }
 
-    async fn cache_list(&self) -> Result<Vec<CacheEntry>> {
-        Ok(self.lock().cache.values().cloned().collect())
-    }
-
-    async fn cache_clear(&self) -> Result<usize> {
+    async fn reclaim_expired(&self, now: DateTime<Utc>) -> Result<usize> {
         let mut inner = self.lock();
-        let n = inner.cache.len();
-        inner.cache.clear();
+        let mut n = 0;
+        for run in inner.runs.values_mut() {
+            for t in &mut run.tasks {
+                if t.status == TaskStatus::Running
+                    && t.lease.as_ref().is_some_and(|l| l.until < now)
+                {
+                    if t.status.transition(TaskStatus::Ready).is_ok() {
+                        t.lease = None;
+                        n += 1;
+                    }
+                }
+            }
+        }
         Ok(n)
     }
+}
 
+#[async_trait]
+impl RecordStore for MemoryStore {
     async fn put_record(&self, record: Record) -> Result<()> {
         let mut inner = self.lock();
         inner.write_seq += 1;
@@ -645,5 +614,28 @@ impl Store for MemoryStore {
             .collect();
         v.sort_by_key(|(seq, _)| *seq);
         Ok(v.into_iter().map(|(_, r)| r.clone()).collect())
+    }
+}
+
+#[async_trait]
+impl CacheStore for MemoryStore {
+    async fn cache_get(&self, key: &str) -> Result<Option<CacheEntry>> {
+        Ok(self.lock().cache.get(key).cloned())
+    }
+
+    async fn cache_put(&self, entry: CacheEntry) -> Result<()> {
+        self.lock().cache.insert(entry.key.clone(), entry);
+        Ok(())
+    }
+
+    async fn cache_list(&self) -> Result<Vec<CacheEntry>> {
+        Ok(self.lock().cache.values().cloned().collect())
+    }
+
+    async fn cache_clear(&self) -> Result<usize> {
+        let mut inner = self.lock();
+        let n = inner.cache.len();
+        inner.cache.clear();
+        Ok(n)
     }
 }

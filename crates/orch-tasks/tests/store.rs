@@ -2,12 +2,15 @@
 
 use orch_tasks::MemoryStore;
 
-#[test]
-fn memory_store_passes_the_conformance_suite() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("runtime");
-    rt.block_on(orch_model::testkit::conformance(MemoryStore::new));
+/// The conformance suite, one test per check.
+mod conformance {
+    orch_model::store_conformance_tests!(orch_tasks::MemoryStore::new());
+}
+
+/// The same checks on a store without the optional concerns (claims,
+/// records, the cache, taking over): each of their calls is `Unsupported`.
+mod without_optional_concerns {
+    orch_model::store_conformance_tests!(bare: orch_tasks::MemoryStore::new());
 }
 
 #[test]

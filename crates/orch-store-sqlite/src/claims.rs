@@ -1,0 +1,129 @@
+//! Claims with leases and fencing (`ClaimStore`): workers pull ready tasks
+//! across runs. The SQLite store supports them within one machine (its
+//! capabilities say `distributed_claim: false`).
+
+use crate::SqliteStore;
+use crate::error::{invalid, sql_err, store_err};
+use crate::finish::{finish_one, finish_run_if_done};
+use crate::rows::{lease_until, micros, require_run};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use orch_model::store::ClaimStore;
+use orch_model::{Claim, Result, TaskOutcome};
+use rusqlite::params;
+use std::time::Duration;
+
+#[async_trait]
+impl ClaimStore for SqliteStore {
+    async fn claim(
+        &self,
+        worker: &str,
+        max: usize,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Claim>> {
+        let worker = worker.to_owned();
+        self.call(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT r.id, t.idx, t.name, t.attempt, t.run FROM runs r JOIN tasks t
+                         ON t.key BETWEEN r.ord * 4294967296 AND r.ord * 4294967296 + 4294967295
+                     WHERE t.status = 'ready' AND r.status = 'running' AND r.quarantined IS NULL
+                     ORDER BY t.priority DESC, r.ord, t.idx LIMIT ?1",
+                )
+                .map_err(sql_err)?;
+            let picked: Vec<(String, u32, String, u32, i64)> = stmt
+                .query_map(params![max as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
+                .map_err(sql_err)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(sql_err)?;
+            let mut out = Vec::with_capacity(picked.len());
+            for (run, idx, name, attempt, ord) in picked {
+                conn.prepare_cached(
+                    "UPDATE tasks SET status = 'running', attempt = attempt + 1, lease_worker = ?3,
+                         lease_until = ?4, started_at = ?5 WHERE key = ?1 * 4294967296 + ?2",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        ord,
+                        idx,
+                        worker,
+                        lease_until(now, lease),
+                        micros(now)
+                    ])
+                })
+                .map_err(sql_err)?;
+                out.push(Claim {
+                    run: run.parse().map_err(|e| store_err("run id", e))?,
+                    index: idx,
+                    name,
+                    attempt: attempt + 1,
+                    worker: worker.clone(),
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn heartbeat(&self, claim: &Claim, lease: Duration, now: DateTime<Utc>) -> Result<bool> {
+        let c = claim.clone();
+        self.call(move |conn| {
+            let n = conn
+                .execute(
+                    "UPDATE tasks SET lease_until = ?4, lease_worker = ?5
+                     WHERE key = (SELECT ord FROM runs WHERE id = ?1) * 4294967296 + ?2 AND attempt = ?3
+                       AND status = 'running'",
+                    params![
+                        c.run.to_string(),
+                        c.index,
+                        c.attempt,
+                        lease_until(now, lease),
+                        c.worker
+                    ],
+                )
+                .map_err(sql_err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn complete(
+        &self,
+        claim: &Claim,
+        outcome: TaskOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let c = claim.clone();
+        self.call(move |conn| {
+            let run = c.run.to_string();
+            let ord = require_run(conn, &run)?;
+            if c.attempt == 0 {
+                return Err(invalid(format!(
+                    "complete: attempt 0 of task `{}` was never claimed",
+                    c.name
+                )));
+            }
+            finish_one(conn, &run, ord, c.index, c.attempt, outcome, now)?;
+            finish_run_if_done(conn, &run, ord, 1, now)
+        })
+        .await
+    }
+
+    async fn reclaim_expired(&self, now: DateTime<Utc>) -> Result<usize> {
+        self.call(move |conn| {
+            conn.execute(
+                "UPDATE tasks SET status = 'ready', lease_worker = NULL, lease_until = NULL
+                 WHERE key IN (
+                     SELECT t.key FROM runs r JOIN tasks t
+                         ON t.key BETWEEN r.ord * 4294967296 AND r.ord * 4294967296 + 4294967295
+                     WHERE r.status = 'running' AND t.status = 'running' AND t.lease_until < ?1)",
+                params![micros(now)],
+            )
+            .map_err(sql_err)
+        })
+        .await
+    }
+}
