@@ -292,23 +292,55 @@ struct Journal {
     last_poll: Instant,
 }
 
-/// Commits what the journal holds, then releases the dependents of the
-/// committed steps; repeats while releasing produces more final states
-/// (skips). Every completion is committed before its dependents start.
+/// Commits what the journal holds (the steps `started` in this turn, which
+/// are recorded as started first, and every final state), then releases the
+/// dependents of the committed steps; repeats while releasing produces more
+/// final states (skips). Every completion is committed before its
+/// dependents start.
 async fn flush(
     st: &mut State<'_>,
     dependents: &orch_model::graph::DepGraph,
+    started: &[u32],
 ) -> Result<(), OrchestrationError> {
+    let mut started = started;
     loop {
         let Some(j) = st.journal.as_mut() else {
             return Ok(());
         };
-        if j.finished.is_empty() && j.deferred.is_empty() && j.events.is_empty() {
+        if started.is_empty()
+            && j.finished.is_empty()
+            && j.deferred.is_empty()
+            && j.events.is_empty()
+        {
             return Ok(());
         }
-        let done = std::mem::take(&mut j.finished);
-        let deferred = std::mem::take(&mut j.deferred);
         let now = Utc::now();
+        let starting = std::mem::take(&mut started);
+        if !starting.is_empty() {
+            // The store gives a started task its next attempt number: the
+            // one after the attempt it holds (checked below).
+            let mut list = Vec::with_capacity(starting.len());
+            for &i in starting {
+                let a = &mut j.attempts[i as usize];
+                *a += 1;
+                list.push(serde_json::json!([i, *a]));
+            }
+            // One event per turn: which steps started, with their attempt numbers.
+            j.events.push(StoredEvent {
+                seq: 0,
+                at: now,
+                kind: "tasks_started".into(),
+                task: (starting.len() == 1).then(|| starting[0]),
+                data: serde_json::json!({ "tasks": list }),
+            });
+        }
+        let mut done = std::mem::take(&mut j.finished);
+        for f in &mut done {
+            if f.attempt == STARTED {
+                f.attempt = j.attempts[f.index as usize];
+            }
+        }
+        let deferred = std::mem::take(&mut j.deferred);
         let mut events = std::mem::take(&mut j.events);
         if !done.is_empty() {
             // One event per commit: which steps ended how.
@@ -325,13 +357,77 @@ async fn flush(
             });
         }
         let (store, run) = (j.store.clone(), j.run_id);
-        // One request: a durable store commits the finish and its events together.
-        store.finish_and_append(run, done, events, now).await?;
+        if starting.is_empty() {
+            // One request: a durable store commits the finish and its events together.
+            store.finish_and_append(run, done, events, now).await?;
+        } else if done.len() + starting.len() <= PIPELINE {
+            // A small turn (a chain's): the start and the finish are sent
+            // together, and a store that commits in groups commits them
+            // once. A store that ran the finish first rejected it and
+            // changed nothing (each request is one transaction): it is sent
+            // again once the start is in.
+            let retry = (done.clone(), events.clone());
+            let (begun, ended) = tokio::join!(
+                store.start_tasks(run, starting, "local", LEASE, now),
+                store.finish_and_append(run, done, events, now)
+            );
+            let given = begun?;
+            let same = fix_attempts(st, starting, &given);
+            if ended.is_err() || !same {
+                let (mut done, events) = retry;
+                if let Some(j) = st.journal.as_ref() {
+                    for f in &mut done {
+                        if f.attempt != 0 {
+                            f.attempt = j.attempts[f.index as usize];
+                        }
+                    }
+                }
+                store.finish_and_append(run, done, events, now).await?;
+            }
+        } else {
+            let given = store
+                .start_tasks(run, starting, "local", LEASE, now)
+                .await?;
+            if !fix_attempts(st, starting, &given) {
+                if let Some(j) = st.journal.as_ref() {
+                    for f in &mut done {
+                        if f.attempt != 0 {
+                            f.attempt = j.attempts[f.index as usize];
+                        }
+                    }
+                }
+            }
+            store.finish_and_append(run, done, events, now).await?;
+        }
         for (i, at, cancelled) in deferred {
             st.finish(i, dependents, cancelled, at);
         }
     }
 }
+
+/// Records the attempt numbers the store gave `started`; false when one
+/// differs from the number expected.
+fn fix_attempts(st: &mut State<'_>, started: &[u32], given: &[u32]) -> bool {
+    let Some(j) = st.journal.as_mut() else {
+        return true;
+    };
+    let mut same = given.len() == started.len();
+    for (&i, &a) in started.iter().zip(given) {
+        let mine = &mut j.attempts[i as usize];
+        if *mine != a {
+            *mine = a;
+            same = false;
+        }
+    }
+    same
+}
+
+/// Most starts and finishes of a turn sent to the store together (see `flush`).
+const PIPELINE: usize = 256;
+
+/// The lease a local start takes (the run's owner, not the lease, says
+/// whether it is still driven).
+const LEASE: Duration = Duration::from_secs(3600);
 
 /// What the scheduler reads of a step each time it releases or starts it,
 /// packed into 3 bytes: a plain step's definition (248 bytes, in a million-
@@ -464,6 +560,13 @@ impl State<'_> {
     /// A step's name, for an event (inline up to 24 bytes: a copy, no allocation).
     fn name(&self, i: u32) -> CompactString {
         self.reports[i as usize].name.clone()
+    }
+
+    /// Whether step `i` finishes when started, without waiting: a plain
+    /// step (no timeout, no retries) of an immediate action.
+    fn is_inline(&self, i: u32) -> bool {
+        self.hot[i as usize].is(Hot::PLAIN)
+            && self.actions.immediate[self.actions.of[i as usize] as usize]
     }
 
     /// A step's name.
@@ -630,7 +733,10 @@ impl State<'_> {
             };
             j.finished.push(Finished {
                 index: i,
-                attempt: j.attempts[i as usize],
+                // Any non-zero value: `flush` writes the attempt the store
+                // gave the step's start (recorded later in the same turn
+                // for a step that finished inline).
+                attempt: STARTED,
                 retries: out.attempts.saturating_sub(1),
                 outcome,
             });
@@ -966,7 +1072,9 @@ pub async fn run_workflow(
     let deadline = opts.run_timeout.map(|t| tokio::time::Instant::now() + t);
     let mut timed_out = false;
     let mut set: JoinSet<Outcome> = JoinSet::new();
-    let mut picked: Vec<u32> = Vec::new();
+    // Journaled: the steps started in this turn, recorded in one commit.
+    let mut started: Vec<u32> = Vec::new();
+    let sequential = opts.mode == ExecutionMode::Sequential;
     loop {
         if st.journal.is_some() {
             if let Err(e) = journal_turn(&mut st, &dependents, &cancel).await {
@@ -979,7 +1087,9 @@ pub async fn run_workflow(
         // steps during a run of inline completions (reading the token takes a
         // lock): nothing is spawned after a cancellation has been seen.
         let mut since_check = 0u32;
-        while set.len() + picked.len() < limit {
+        // Steps taken in this turn; a journaled turn ends in one commit.
+        let mut taken = 0usize;
+        while taken < TURN {
             if since_check == 0 {
                 if cancel.is_cancelled() {
                     break;
@@ -1005,6 +1115,15 @@ pub async fn run_workflow(
                     continue;
                 }
             }
+            // `max_parallel` bounds the steps that wait (spawned); a step that
+            // finishes at once (an immediate action of a plain step) is never
+            // running beside another, so it needs no slot, except in
+            // sequential mode, where nothing starts beside a running step.
+            let needs_slot = sequential || !st.is_inline(i);
+            if needs_slot && set.len() >= limit {
+                st.ready.put_back(&[i], &st.hot);
+                break;
+            }
             if let Some(rm) = &resources {
                 let req = &wf.workflow().steps[i as usize].resources;
                 if !req.is_empty() {
@@ -1018,10 +1137,10 @@ pub async fn run_workflow(
                     }
                 }
             }
+            taken += 1;
             if st.journal.is_some() {
-                // Journaled: steps are recorded as started in batches, below.
-                picked.push(i);
-                continue;
+                // Recorded as started with the rest of the turn, below.
+                started.push(i);
             }
             if let Some(out) = start_step(&mut st, i, &opts, &mut set) {
                 st.release_resources(i, resources.as_deref(), opts.run_id);
@@ -1035,23 +1154,20 @@ pub async fn run_workflow(
         }
         let all_blocked = !blocked.is_empty();
         st.ready.put_back(&blocked, &st.hot);
-        if !picked.is_empty() {
-            // Record the batch as started (committed), then run it.
-            let batch = std::mem::take(&mut picked);
-            if let Err(e) = journal_start(&mut st, &batch).await {
+        if !started.is_empty() {
+            // One turn, two requests: the steps it started, then what of them
+            // (and of earlier ones) finished, after which their dependents
+            // are released. A crash before the commit re-runs the turn's
+            // steps: none of them counts as done until it is committed.
+            let flushed = flush(&mut st, &dependents, &started).await;
+            started.clear();
+            if let Err(e) = flushed {
                 return Err(abandon(&cancel, &mut set, e).await);
             }
-            for i in batch {
-                if let Some(out) = start_step(&mut st, i, &opts, &mut set) {
-                    st.release_resources(i, resources.as_deref(), opts.run_id);
-                    let cancelled = out.status == TaskStatus::Cancelled;
-                    st.complete(out, &dependents, cancelled, opts.cache.as_deref());
-                }
-            }
-            // Commit what completed inline and release its dependents.
-            if let Err(e) = flush(&mut st, &dependents).await {
-                return Err(abandon(&cancel, &mut set, e).await);
-            }
+            continue;
+        }
+        if taken == TURN {
+            // The turn ended at its bound, not for want of work.
             continue;
         }
         if st
@@ -1135,7 +1251,7 @@ pub async fn run_workflow(
         // Nothing is deferred any more: every step is final.
         j.deferred.clear();
         let store = j.store.clone();
-        flush(&mut st, &dependents).await?;
+        flush(&mut st, &dependents, &[]).await?;
         store.finish_run(opts.run_id, status, Utc::now()).await?;
     }
     let duration = start.elapsed();
@@ -1162,6 +1278,14 @@ pub async fn run_workflow(
 
 /// How often a journaled run asks its store whether someone wants it cancelled.
 const CANCEL_POLL: Duration = Duration::from_millis(250);
+
+/// `Finished::attempt` of a step that started: replaced by its attempt
+/// number when the journal is committed.
+const STARTED: u32 = u32::MAX;
+
+/// Most steps started in one turn of the coordinator: a journaled run
+/// commits each turn's starts and finishes together.
+const TURN: usize = 65_536;
 
 /// A name for this process that says whether it still runs: `PID:START@HOST`
 /// (START is the process's start time in clock ticks since boot, so a reused
@@ -1315,7 +1439,7 @@ async fn journal_turn(
     dependents: &orch_model::graph::DepGraph,
     cancel: &CancellationToken,
 ) -> Result<(), OrchestrationError> {
-    flush(st, dependents).await?;
+    flush(st, dependents, &[]).await?;
     let Some(j) = st.journal.as_mut() else {
         return Ok(());
     };
@@ -1325,32 +1449,6 @@ async fn journal_turn(
             cancel.cancel();
         }
     }
-    Ok(())
-}
-
-/// Records a batch of steps as started (their attempt numbers come from the store).
-async fn journal_start(st: &mut State<'_>, batch: &[u32]) -> Result<(), OrchestrationError> {
-    let Some(j) = st.journal.as_mut() else {
-        return Ok(());
-    };
-    let now = Utc::now();
-    let attempts = j
-        .store
-        .start_tasks(j.run_id, batch, "local", Duration::from_secs(3600), now)
-        .await?;
-    let mut started = Vec::with_capacity(batch.len());
-    for (&i, a) in batch.iter().zip(attempts) {
-        j.attempts[i as usize] = a;
-        started.push(serde_json::json!([i, a]));
-    }
-    // One event per batch: which steps started, with their attempt numbers.
-    j.events.push(StoredEvent {
-        seq: 0,
-        at: now,
-        kind: "tasks_started".into(),
-        task: (batch.len() == 1).then(|| batch[0]),
-        data: serde_json::json!({ "tasks": started }),
-    });
     Ok(())
 }
 
@@ -1381,7 +1479,7 @@ fn start_step(
         .map_or_else(|| Value::Object(Map::new()), |b| *b);
     st.set_status(i, TaskStatus::Running);
     let k = st.actions.of[i as usize] as usize;
-    if st.actions.immediate[k] && st.hot[i as usize].is(Hot::PLAIN) {
+    if st.is_inline(i) {
         return Some(run_immediate(st, i, k, params));
     }
     let action = st.actions.impls[k].clone();

@@ -245,3 +245,124 @@ fn a_cancellation_requested_through_the_store_stops_the_run() {
         .expect("run");
     assert_eq!(run.status, WorkflowStatus::Cancelled);
 }
+
+/// An action that waits a little and records how many of its kind ran at once.
+#[derive(Debug, Default)]
+struct Overlap {
+    now: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl Action for Overlap {
+    async fn run(&self, params: Value, _ctx: &ActionContext) -> Result<Value, ActionError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let n = self.now.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(n, SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        self.now.fetch_sub(1, SeqCst);
+        Ok(params)
+    }
+}
+
+#[test]
+fn max_parallel_bounds_waiting_steps_but_not_the_journal() {
+    // 2,000 independent no-op steps (immediate: they finish when started)
+    // and 6 steps that wait, journaled with max_parallel 1.
+    let mut steps: Vec<Value> = (0..2000)
+        .map(|i| json!({"name": format!("n{i}"), "module": "core", "action": "noop"}))
+        .collect();
+    steps.extend((0..6).map(|i| json!({"name": format!("w{i}"), "module": "t", "action": "wait"})));
+    let text = json!({"name": "mix", "steps": steps}).to_string();
+    let wf = load_workflow(&text, Format::Json, &Limits::default(), None).expect("valid");
+    let overlap = Arc::new(Overlap::default());
+    let mut reg = ActionRegistry::with_builtins();
+    reg.register("t", "wait", overlap.clone());
+    let store = Arc::new(MemoryStore::new());
+    let opts = RunOptions {
+        store: Some(store.clone()),
+        max_parallel: 1,
+        ..RunOptions::default()
+    };
+    let run_id = opts.run_id;
+    let rt = rt();
+    let report = rt
+        .block_on(run_workflow(&wf, &reg, opts, None))
+        .expect("ran");
+    assert!(report.succeeded());
+    assert_eq!(
+        overlap.most.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "at most max_parallel waiting steps run at once"
+    );
+    let tasks = rt.block_on(store.tasks(run_id)).expect("tasks");
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t.status == TaskStatus::Completed && t.attempt == 1),
+        "every step is recorded with its one attempt"
+    );
+    let events = rt.block_on(store.events(run_id, 0)).expect("events");
+    let commits = events.iter().filter(|e| e.kind == "tasks_finished").count();
+    // The no-op steps do not wait for a slot: they are committed in the
+    // turns of the waiting steps (about one commit per waiting step), not
+    // one commit per step.
+    assert!(commits <= 12, "{commits} commits for 2,006 steps");
+}
+
+#[test]
+fn a_chain_commits_each_step_before_the_next_starts() {
+    // Each step reads its predecessor's result: it can only have it if the
+    // predecessor's outcome reached the store first (checked through the
+    // store's events: every finish precedes the next start).
+    let steps: Vec<Value> = (0..50)
+        .map(|i| {
+            let mut s = json!({"name": format!("s{i}"), "module": "core", "action": "noop"});
+            if i > 0 {
+                s["dependencies"] = json!([format!("s{}", i - 1)]);
+            }
+            s
+        })
+        .collect();
+    let text = json!({"name": "chain", "steps": steps}).to_string();
+    let wf = load_workflow(&text, Format::Json, &Limits::default(), None).expect("valid");
+    let store = Arc::new(MemoryStore::new());
+    let opts = RunOptions {
+        store: Some(store.clone()),
+        ..RunOptions::default()
+    };
+    let run_id = opts.run_id;
+    let rt = rt();
+    let report = rt
+        .block_on(run_workflow(
+            &wf,
+            &ActionRegistry::with_builtins(),
+            opts,
+            None,
+        ))
+        .expect("ran");
+    assert!(report.succeeded());
+    let events = rt.block_on(store.events(run_id, 0)).expect("events");
+    let mut finished_at = vec![None; 50];
+    let mut started_at = vec![None; 50];
+    for e in &events {
+        for t in e.data["tasks"].as_array().into_iter().flatten() {
+            let i = t[0].as_u64().expect("index") as usize;
+            match e.kind.as_str() {
+                "tasks_started" => started_at[i] = Some(e.seq),
+                "tasks_finished" => finished_at[i] = Some(e.seq),
+                _ => {}
+            }
+        }
+    }
+    for i in 1..50 {
+        let (done, next) = (
+            finished_at[i - 1].expect("finished"),
+            started_at[i].expect("started"),
+        );
+        assert!(
+            done < next,
+            "step {i} started (event {next}) before its dependency was committed (event {done})"
+        );
+    }
+}
