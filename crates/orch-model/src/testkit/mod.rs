@@ -1,0 +1,230 @@
+//! The `Store` conformance suite (feature `testkit`): every backend runs it unchanged.
+//!
+//! Each check takes a fresh, empty store and panics with a message naming
+//! the broken rule. Times are passed explicitly, so lease expiry is tested
+//! without sleeping. A backend's tests run them with
+//! [`store_conformance_tests!`](crate::store_conformance_tests), one test
+//! per check:
+//!
+//! ```text
+//! orch_model::store_conformance_tests!(MemoryStore::new());
+//! ```
+//!
+//! A check of an optional concern (claims, records, the cache, taking a run
+//! over) that the store's capabilities leave out asserts that each of its
+//! calls fails with `Unsupported`, instead of being skipped.
+use crate::enums::{TaskPriority, TaskStatus, WorkflowStatus};
+use crate::error::{OrchestrationError, Result};
+use crate::ids::RunId;
+use crate::store::{
+    CacheEntry, Claim, Concern, Finished, NewRun, NewTask, RunRecord, Store, StoreCapabilities,
+    StoredEvent, TakeOver, TaskCounts, TaskOutcome, TaskRecord,
+};
+use crate::task::TaskResult;
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::{Map, Value, json};
+use std::fmt;
+
+mod bare;
+mod concerns;
+mod journal;
+mod runs;
+
+pub use bare::Bare;
+pub use concerns::{
+    cache_entries, capabilities_match_the_concerns, claims_follow_priority_and_release_dependents,
+    records, stale_attempts_are_fenced_off,
+};
+pub use journal::{
+    events_are_numbered_in_order, finishing_and_starting_in_one_turn, finishing_with_events,
+    local_scheduling,
+};
+pub use runs::{
+    create_and_read, listing_counts_tasks, resuming_and_cancelling, run_status_follows_its_tasks,
+    runs_keep_their_parent, taking_over_a_run,
+};
+use std::time::Duration;
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()
+        .unwrap_or_default()
+}
+
+fn at(secs: i64) -> DateTime<Utc> {
+    t0() + chrono::Duration::seconds(secs)
+}
+
+const LEASE: Duration = Duration::from_secs(30);
+
+/// A diamond `a → {b, c} → d` plus an independent high-priority `e`.
+fn diamond(id: RunId) -> NewRun {
+    let task = |name: &str, deps: &[u32], priority| NewTask {
+        name: name.into(),
+        deps: deps.to_vec(),
+        priority,
+    };
+    NewRun {
+        id,
+        workflow: "diamond".into(),
+        definition: r#"{"name":"diamond"}"#.to_owned(),
+        params: Map::new(),
+        tasks: vec![
+            task("a", &[], TaskPriority::Normal),
+            task("b", &[0], TaskPriority::Normal),
+            task("c", &[0], TaskPriority::Normal),
+            task("d", &[1, 2], TaskPriority::Normal),
+            task("e", &[], TaskPriority::High),
+        ],
+        parent: None,
+    }
+}
+
+fn ok(v: Value) -> TaskOutcome {
+    TaskOutcome::Succeeded {
+        result: TaskResult::ok(v),
+    }
+}
+
+async fn statuses(store: &dyn Store, run: RunId) -> Vec<TaskStatus> {
+    store
+        .tasks(run)
+        .await
+        .expect("tasks")
+        .iter()
+        .map(|t| t.status)
+        .collect()
+}
+
+/// Makes one `#[test]` per conformance check, each on a fresh store from
+/// `$make` (an expression evaluated once per test: a store, or a
+/// `(guard, store)` pair whose guard, a temporary directory for instance,
+/// lives as long as the test). The tests need no async runtime
+/// ([`block_on`]); a store whose futures need one (a Tokio timer, I/O
+/// driver) must make its own inside.
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($make:expr) => {
+        $crate::store_conformance_tests!(@checks $make;
+            create_and_read,
+            claims_follow_priority_and_release_dependents,
+            stale_attempts_are_fenced_off,
+            run_status_follows_its_tasks,
+            events_are_numbered_in_order,
+            cache_entries,
+            local_scheduling,
+            finishing_with_events,
+            finishing_and_starting_in_one_turn,
+            resuming_and_cancelling,
+            records,
+            taking_over_a_run,
+            listing_counts_tasks,
+            runs_keep_their_parent,
+            capabilities_match_the_concerns,
+        );
+    };
+    (bare: $make:expr) => {
+        $crate::store_conformance_tests!($crate::testkit::Bare($make));
+    };
+    (@checks $make:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $check() {
+                let fixture = $make;
+                $crate::testkit::block_on($crate::testkit::$check(
+                    $crate::testkit::Fixture::store(&fixture),
+                ));
+            }
+        )*
+    };
+}
+
+/// What [`store_conformance_tests!`](crate::store_conformance_tests) makes
+/// a store from: a store, or a `(guard, store)` pair.
+pub trait Fixture {
+    /// The store to check.
+    fn store(&self) -> &dyn Store;
+}
+
+impl<S: Store> Fixture for S {
+    fn store(&self) -> &dyn Store {
+        self
+    }
+}
+
+impl<G, S: Store> Fixture for (G, S) {
+    fn store(&self) -> &dyn Store {
+        &self.1
+    }
+}
+
+/// Runs a future to its end on this thread (the checks need no runtime:
+/// they pass times explicitly and never sleep).
+pub fn block_on<F: Future>(f: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
+/// Asserts that `r`, the answer of `call` on a store without `concern`, is
+/// `Unsupported` naming the store's backend.
+fn expect_unsupported<T: std::fmt::Debug>(
+    store: &dyn Store,
+    concern: Concern,
+    call: &str,
+    r: Result<T>,
+) {
+    match r {
+        Err(OrchestrationError::Unsupported { message }) => assert!(
+            message.contains(store.backend()),
+            "{call}: the Unsupported error names the backend `{}`: {message}",
+            store.backend()
+        ),
+        other => panic!(
+            "{call}: the store's capabilities leave out {concern:?}, so it must fail with Unsupported, not {other:?}"
+        ),
+    }
+}
+
+/// For a store without claims: every call of the concern is `Unsupported`.
+async fn claims_are_unsupported(store: &dyn Store) {
+    let c = Concern::Claims;
+    let claim = Claim {
+        run: RunId::new(),
+        index: 0,
+        name: "a".into(),
+        attempt: 1,
+        worker: "w".into(),
+    };
+    expect_unsupported(store, c, "claim", store.claim("w", 1, LEASE, at(1)).await);
+    expect_unsupported(
+        store,
+        c,
+        "heartbeat",
+        store.heartbeat(&claim, LEASE, at(1)).await,
+    );
+    expect_unsupported(
+        store,
+        c,
+        "complete",
+        store.complete(&claim, ok(json!(1)), at(1)).await,
+    );
+    expect_unsupported(
+        store,
+        c,
+        "reclaim_expired",
+        store.reclaim_expired(at(1)).await,
+    );
+}
