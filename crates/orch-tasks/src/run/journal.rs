@@ -1,0 +1,304 @@
+//! The journal of a run kept in a `Store`: the run recorded at its start (or
+//! taken over on resume), each turn's starts and final states committed
+//! together before dependents are released, and cancellation asked through the
+//! store.
+
+use super::identity::process_identity;
+use super::options::RunOptions;
+use super::state::State;
+use chrono::{DateTime, Utc};
+use orch_model::store::StoredEvent;
+use orch_model::{Finished, NewRun, NewTask, OrchestrationError, RunId, Store};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// The store side of a journaled run: outcomes waiting to be committed, and
+/// the completions whose dependents wait for that commit.
+pub(super) struct Journal {
+    pub(super) store: Arc<dyn Store>,
+    pub(super) run_id: RunId,
+    /// Final states to commit, in order.
+    pub(super) finished: Vec<Finished>,
+    /// Steps whose dependents are released once `finished` is committed.
+    pub(super) deferred: Vec<(u32, DateTime<Utc>, bool)>,
+    /// The store's attempt number of each step's current attempt.
+    pub(super) attempts: Vec<u32>,
+    /// Attempts made before this process took the run over (resume).
+    pub(super) prior: Vec<u32>,
+    /// Events to append with the next commit.
+    pub(super) events: Vec<StoredEvent>,
+    /// When the store was last asked whether someone wants the run cancelled.
+    pub(super) last_poll: Instant,
+}
+
+/// Commits what the journal holds (the steps `started` in this turn, which
+/// are recorded as started first, and every final state), then releases the
+/// dependents of the committed steps; repeats while releasing produces more
+/// final states (skips). Every completion is committed before its
+/// dependents start.
+pub(super) async fn flush(
+    st: &mut State<'_>,
+    dependents: &orch_model::graph::DepGraph,
+    started: &[u32],
+) -> Result<(), OrchestrationError> {
+    let mut started = started;
+    loop {
+        let Some(j) = st.journal.as_mut() else {
+            return Ok(());
+        };
+        if started.is_empty()
+            && j.finished.is_empty()
+            && j.deferred.is_empty()
+            && j.events.is_empty()
+        {
+            return Ok(());
+        }
+        let now = Utc::now();
+        let starting = std::mem::take(&mut started);
+        if !starting.is_empty() {
+            // The store gives a started task its next attempt number: the
+            // one after the attempt it holds (checked below).
+            let mut list = Vec::with_capacity(starting.len());
+            for &i in starting {
+                let a = &mut j.attempts[i as usize];
+                *a += 1;
+                list.push(serde_json::json!([i, *a]));
+            }
+            // One event per turn: which steps started, with their attempt numbers.
+            j.events.push(StoredEvent {
+                seq: 0,
+                at: now,
+                kind: "tasks_started".into(),
+                task: (starting.len() == 1).then(|| starting[0]),
+                data: serde_json::json!({ "tasks": list }),
+            });
+        }
+        let mut done = std::mem::take(&mut j.finished);
+        for f in &mut done {
+            if f.attempt == STARTED {
+                f.attempt = j.attempts[f.index as usize];
+            }
+        }
+        let deferred = std::mem::take(&mut j.deferred);
+        let mut events = std::mem::take(&mut j.events);
+        if !done.is_empty() {
+            // One event per commit: which steps ended how.
+            let ended: Vec<Value> = done
+                .iter()
+                .map(|f| serde_json::json!([f.index, f.outcome.status().as_str(), f.attempt]))
+                .collect();
+            events.push(StoredEvent {
+                seq: 0,
+                at: now,
+                kind: "tasks_finished".into(),
+                task: (done.len() == 1).then(|| done[0].index),
+                data: serde_json::json!({"tasks": ended}),
+            });
+        }
+        let (store, run) = (j.store.clone(), j.run_id);
+        if starting.is_empty() {
+            // One request: a durable store commits the finish and its events together.
+            store.finish_and_append(run, done, events, now).await?;
+        } else if done.len() + starting.len() <= PIPELINE {
+            // A small turn (a chain's): the start and the finish are sent
+            // together, and a store that commits in groups commits them
+            // once. A store that ran the finish first rejected it and
+            // changed nothing (each request is one transaction): it is sent
+            // again once the start is in.
+            let retry = (done.clone(), events.clone());
+            let (begun, ended) = tokio::join!(
+                store.start_tasks(run, starting, "local", LEASE, now),
+                store.finish_and_append(run, done, events, now)
+            );
+            let given = begun?;
+            let same = fix_attempts(st, starting, &given);
+            if ended.is_err() || !same {
+                let (mut done, events) = retry;
+                if let Some(j) = st.journal.as_ref() {
+                    for f in &mut done {
+                        if f.attempt != 0 {
+                            f.attempt = j.attempts[f.index as usize];
+                        }
+                    }
+                }
+                store.finish_and_append(run, done, events, now).await?;
+            }
+        } else {
+            let given = store
+                .start_tasks(run, starting, "local", LEASE, now)
+                .await?;
+            if !fix_attempts(st, starting, &given) {
+                if let Some(j) = st.journal.as_ref() {
+                    for f in &mut done {
+                        if f.attempt != 0 {
+                            f.attempt = j.attempts[f.index as usize];
+                        }
+                    }
+                }
+            }
+            store.finish_and_append(run, done, events, now).await?;
+        }
+        for (i, at, cancelled) in deferred {
+            st.finish(i, dependents, cancelled, at);
+        }
+    }
+}
+
+/// Records the attempt numbers the store gave `started`; false when one
+/// differs from the number expected.
+pub(super) fn fix_attempts(st: &mut State<'_>, started: &[u32], given: &[u32]) -> bool {
+    let Some(j) = st.journal.as_mut() else {
+        return true;
+    };
+    let mut same = given.len() == started.len();
+    for (&i, &a) in started.iter().zip(given) {
+        let mine = &mut j.attempts[i as usize];
+        if *mine != a {
+            *mine = a;
+            same = false;
+        }
+    }
+    same
+}
+
+/// Most starts and finishes of a turn sent to the store together (see `flush`).
+pub(super) const PIPELINE: usize = 256;
+
+/// The lease a local start takes (the run's owner, not the lease, says
+/// whether it is still driven).
+pub(super) const LEASE: Duration = Duration::from_secs(3600);
+
+/// How often a journaled run asks its store whether someone wants it cancelled.
+pub(super) const CANCEL_POLL: Duration = Duration::from_millis(250);
+
+/// `Finished::attempt` of a step that started: replaced by its attempt
+/// number when the journal is committed.
+pub(super) const STARTED: u32 = u32::MAX;
+
+/// Records a new run in the store (or takes over a run being resumed) and
+/// returns its journal. For a resumed run, the steps' recorded outcomes are
+/// applied to `st` first.
+pub(super) async fn open_journal(
+    st: &mut State<'_>,
+    store: Arc<dyn Store>,
+    opts: &RunOptions,
+    now: DateTime<Utc>,
+) -> Result<Journal, OrchestrationError> {
+    let wf = st.wf;
+    let n = wf.workflow().steps.len();
+    let mut prior = vec![0u32; n];
+    match &opts.resume {
+        None => {
+            let tasks = wf
+                .workflow()
+                .steps
+                .iter()
+                .enumerate()
+                .map(|(i, s)| NewTask {
+                    name: s.name.to_string(),
+                    deps: wf.graph().deps(i as u32).to_vec(),
+                    priority: s.priority,
+                })
+                .collect();
+            /// What a resumed run needs, written straight to JSON text.
+            #[derive(serde::Serialize)]
+            struct Saved<'a> {
+                workflow: &'a orch_model::Workflow,
+                work_dir: &'a std::path::Path,
+                project_path: Option<&'a str>,
+            }
+            let definition = serde_json::to_string(&Saved {
+                workflow: wf.workflow(),
+                work_dir: &opts.work_dir,
+                project_path: opts.project_path.as_deref(),
+            })
+            .map_err(|e| OrchestrationError::Store {
+                message: format!("the definition does not serialize: {e}"),
+                retryable: false,
+            })?;
+            store
+                .create_run(
+                    NewRun {
+                        id: opts.run_id,
+                        workflow: wf.workflow().name.clone(),
+                        definition,
+                        params: st.params.clone(),
+                        tasks,
+                        parent: opts.parent,
+                    },
+                    now,
+                )
+                .await?;
+        }
+        Some(records) => {
+            if records.len() != n {
+                return Err(OrchestrationError::InvalidState {
+                    message: format!(
+                        "run {} has {} tasks in the store but its workflow has {n} steps",
+                        opts.run_id,
+                        records.len()
+                    ),
+                });
+            }
+            store.requeue_running(opts.run_id).await?;
+            for r in records {
+                let i = r.index as usize;
+                prior[i] = r.attempt;
+                if r.status.is_terminal() {
+                    st.status[i] = r.status;
+                    let rep = &mut st.reports[i];
+                    rep.status = r.status;
+                    rep.attempts = r.attempt;
+                    rep.started_at = r.started_at;
+                    rep.finished_at = r.finished_at;
+                    rep.result.clone_from(&r.result);
+                    rep.note.clone_from(&r.note);
+                }
+            }
+            // Dependencies that already ended no longer hold anything back.
+            for i in 0..n {
+                st.remaining[i] = wf
+                    .graph()
+                    .deps(i as u32)
+                    .iter()
+                    .filter(|&&d| !st.status[d as usize].is_terminal())
+                    .count() as u32;
+            }
+        }
+    }
+    store
+        .set_owner(opts.run_id, Some(process_identity()))
+        .await?;
+    Ok(Journal {
+        store,
+        run_id: opts.run_id,
+        finished: Vec::new(),
+        deferred: Vec::new(),
+        attempts: prior.clone(),
+        prior,
+        events: Vec::new(),
+        last_poll: Instant::now(),
+    })
+}
+
+/// Between turns of a journaled run: commit what completed, and ask the
+/// store (at most every `CANCEL_POLL`) whether someone cancelled the run.
+pub(super) async fn journal_turn(
+    st: &mut State<'_>,
+    dependents: &orch_model::graph::DepGraph,
+    cancel: &CancellationToken,
+) -> Result<(), OrchestrationError> {
+    flush(st, dependents, &[]).await?;
+    let Some(j) = st.journal.as_mut() else {
+        return Ok(());
+    };
+    if j.last_poll.elapsed() >= CANCEL_POLL && !cancel.is_cancelled() {
+        j.last_poll = Instant::now();
+        if j.store.cancel_requested(j.run_id).await? {
+            cancel.cancel();
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,29 @@
+//! Running a validated workflow: the dependency-counting scheduler with a priority ready queue.
+//!
+//! One coordinator owns all state (flat arrays indexed by step). Each step
+//! that starts runs as its own tokio task, which performs the attempts
+//! (timeouts, retries with backoff) and reports one outcome back. Finishing a
+//! step costs O(its dependents): their counters drop, and a step whose counter
+//! reaches zero is released (trigger rule, `when`, `${...}` resolution) into
+//! the ready queue, which starts steps by priority, FIFO within a priority.
+//!
+//! One concept per file: `options` (what a run is given and reports),
+//! `preflight` (checks before anything runs), `queue` (the ready queue),
+//! `state` (per-step arrays, release and completion), `coordinator` (the
+//! main loop), `journal` (the run kept in a store), `attempt` (a step's
+//! attempts), `identity` (which process drives a run).
+
+mod attempt;
+mod coordinator;
+mod identity;
+mod journal;
+mod options;
+mod preflight;
+mod queue;
+mod state;
+
+pub(crate) use attempt::{Job, Outcome};
+pub use coordinator::{drive, run_workflow};
+pub use identity::{owner_alive, process_identity};
+pub use options::{RunOptions, RunReport, StepReport};
+pub use preflight::prepare;
