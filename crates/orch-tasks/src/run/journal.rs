@@ -8,7 +8,9 @@ use super::options::RunOptions;
 use super::state::State;
 use chrono::{DateTime, Utc};
 use orch_model::store::StoredEvent;
-use orch_model::{Finished, NewRun, NewTask, OrchestrationError, RunId, Store};
+use orch_model::{
+    Finished, NewRun, NewTask, OrchestrationError, RunId, RunSettings, SavedRun, Store,
+};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -202,22 +204,18 @@ pub(super) async fn open_journal(
                     priority: s.priority,
                 })
                 .collect();
-            /// What a resumed run needs, written straight to JSON text.
-            #[derive(serde::Serialize)]
-            struct Saved<'a> {
-                workflow: &'a orch_model::Workflow,
-                work_dir: &'a std::path::Path,
-                project_path: Option<&'a str>,
-            }
-            let definition = serde_json::to_string(&Saved {
-                workflow: wf.workflow(),
-                work_dir: &opts.work_dir,
-                project_path: opts.project_path.as_deref(),
-            })
-            .map_err(|e| OrchestrationError::Store {
-                message: format!("the definition does not serialize: {e}"),
-                retryable: false,
-            })?;
+            // What a resumed run needs, written straight to JSON text.
+            let settings = RunSettings {
+                work_dir: Some(opts.work_dir.clone()),
+                project_path: opts.project_path.clone(),
+                project_name: opts.project_name.clone(),
+                mode: Some(opts.mode),
+                max_parallel: Some(opts.max_parallel),
+                run_timeout_ms: opts
+                    .run_timeout
+                    .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            };
+            let definition = SavedRun::write_json(wf.workflow(), &settings)?;
             store
                 .create_run(
                     NewRun {

@@ -35,6 +35,9 @@ pub struct RunOptions {
     pub cancel: CancellationToken,
     /// `${project.path}`, when the run belongs to a project.
     pub project_path: Option<String>,
+    /// The project's name, when the run belongs to a project (kept in the
+    /// store's saved run, for whoever resumes it).
+    pub project_name: Option<String>,
     /// The resources `resource_aware` mode allocates from (the machine's,
     /// detected, when absent).
     pub resources: Option<Arc<ResourceManager>>,
@@ -66,6 +69,7 @@ impl Default for RunOptions {
             output_limit: 1024 * 1024,
             cancel: CancellationToken::new(),
             project_path: None,
+            project_name: None,
             resources: None,
             cache: None,
             store: None,

@@ -1,0 +1,308 @@
+//! `SavedRun`: what a journaled run keeps in its store so that it can be
+//! resumed from the store alone (the run's `definition` text).
+//!
+//! The scheduler writes it when the run is created; whoever resumes the run
+//! reads it back with [`SavedRun::from_json`]. The JSON shape is an object
+//! with the workflow under `workflow` and the [`RunSettings`] beside it:
+//!
+//! ```
+//! use orch_model::{Format, Limits, RunSettings, SavedRun, load_workflow};
+//!
+//! let wf = load_workflow(
+//!     r#"{"name": "w", "steps": [{"name": "a", "module": "core", "action": "noop"}]}"#,
+//!     Format::Json,
+//!     &Limits::default(),
+//!     None,
+//! )
+//! .unwrap();
+//! let settings = RunSettings {
+//!     work_dir: Some("/srv/work".into()),
+//!     max_parallel: Some(8),
+//!     ..RunSettings::default()
+//! };
+//! let text = SavedRun::write_json(wf.workflow(), &settings).unwrap();
+//! let back = SavedRun::from_json(&text).unwrap();
+//! assert_eq!(back.workflow.workflow().name, "w");
+//! assert_eq!(back.settings, settings);
+//! ```
+//!
+//! Every setting is optional (`#[serde(default)]`): records written before a
+//! setting existed still read, with the setting absent.
+
+use crate::definition::{ValidWorkflow, Workflow};
+use crate::enums::ExecutionMode;
+use crate::error::OrchestrationError;
+use crate::limits::Limits;
+use crate::node::Format;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::path::PathBuf;
+
+/// How a run was started, as far as resuming it needs besides its workflow.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunSettings {
+    /// The directory the run's actions work in (absent: the directory of
+    /// whoever resumes it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub work_dir: Option<PathBuf>,
+    /// `${project.path}`, when the run belongs to a project.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project_path: Option<String>,
+    /// The project's name, when the run belongs to a project.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project_name: Option<String>,
+    /// The mode it ran in (absent: the default, `parallel`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<ExecutionMode>,
+    /// The most steps it ran at once (absent: the resumer's default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_parallel: Option<usize>,
+    /// Its run timeout in milliseconds (absent: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_timeout_ms: Option<u64>,
+}
+
+/// A run's saved definition: the validated workflow and how it was started.
+#[derive(Debug, Clone)]
+pub struct SavedRun {
+    /// The workflow, validated again when read back.
+    pub workflow: ValidWorkflow,
+    /// How the run was started.
+    pub settings: RunSettings,
+}
+
+/// The JSON written: the workflow and the settings side by side.
+#[derive(Serialize)]
+struct Out<'a> {
+    workflow: &'a Workflow,
+    #[serde(flatten)]
+    settings: &'a RunSettings,
+}
+
+impl SavedRun {
+    /// The JSON text of this record (what a store keeps as the run's definition).
+    ///
+    /// # Errors
+    /// `Store` when the workflow does not serialize (a parameter value JSON
+    /// cannot hold).
+    pub fn to_json(&self) -> Result<String, OrchestrationError> {
+        Self::write_json(self.workflow.workflow(), &self.settings)
+    }
+
+    /// The JSON text of a record of `workflow` and `settings`, without
+    /// building a `SavedRun` (the scheduler writes one for a workflow it
+    /// only borrows).
+    ///
+    /// # Errors
+    /// As [`SavedRun::to_json`].
+    pub fn write_json(
+        workflow: &Workflow,
+        settings: &RunSettings,
+    ) -> Result<String, OrchestrationError> {
+        serde_json::to_string(&Out { workflow, settings }).map_err(|e| OrchestrationError::Store {
+            message: format!("the run's definition does not serialize: {e}"),
+            retryable: false,
+        })
+    }
+
+    /// Reads a record written by [`SavedRun::to_json`] (or by an earlier
+    /// version: settings it lacks are absent) and validates its workflow.
+    /// The workflow's text goes to the definition parser as it is, without
+    /// building a JSON tree of it.
+    ///
+    /// # Errors
+    /// `InvalidState` when the text is not such a record, `Validation` when
+    /// its workflow does not load.
+    pub fn from_json(text: &str) -> Result<Self, OrchestrationError> {
+        let bad = |why: String| OrchestrationError::InvalidState {
+            message: format!("the saved run is not readable: {why}"),
+        };
+        let members = top_level_members(text).map_err(bad)?;
+        let mut rest = Map::new();
+        let mut workflow = None;
+        for (key, raw) in members {
+            if key == "workflow" {
+                workflow = Some(raw);
+            } else {
+                let v: Value =
+                    serde_json::from_str(raw).map_err(|e| bad(format!("member `{key}`: {e}")))?;
+                rest.insert(key, v);
+            }
+        }
+        let Some(raw) = workflow else {
+            return Err(bad("it has no `workflow`".to_owned()));
+        };
+        let settings: RunSettings =
+            serde_json::from_value(Value::Object(rest)).map_err(|e| bad(e.to_string()))?;
+        let workflow = crate::load_workflow(
+            raw,
+            Format::Json,
+            &Limits::default(),
+            Some("saved definition"),
+        )
+        .map_err(OrchestrationError::Validation)?;
+        Ok(Self { workflow, settings })
+    }
+}
+
+/// The members of a JSON object: each key (unescaped) with its value's text.
+/// Values are skipped by matching brackets outside strings, not parsed.
+fn top_level_members(text: &str) -> Result<Vec<(String, &str)>, String> {
+    let b = text.as_bytes();
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return Err("it is not a JSON object".to_owned());
+    }
+    i = skip_ws(b, i + 1);
+    let mut out = Vec::new();
+    if b.get(i) == Some(&b'}') {
+        return Ok(out);
+    }
+    loop {
+        if b.get(i) != Some(&b'"') {
+            return Err(format!("a key was expected at byte {i}"));
+        }
+        let end = string_end(b, i)?;
+        let key: String =
+            serde_json::from_str(&text[i..end]).map_err(|e| format!("key at byte {i}: {e}"))?;
+        i = skip_ws(b, end);
+        if b.get(i) != Some(&b':') {
+            return Err(format!("`:` was expected at byte {i}"));
+        }
+        let start = skip_ws(b, i + 1);
+        let stop = value_end(b, start)?;
+        out.push((key, &text[start..stop]));
+        i = skip_ws(b, stop);
+        match b.get(i) {
+            Some(b',') => i = skip_ws(b, i + 1),
+            Some(b'}') => return Ok(out),
+            _ => return Err(format!("`,` or `}}` was expected at byte {i}")),
+        }
+    }
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+/// The index just past the string that starts (with `"`) at `i`.
+fn string_end(b: &[u8], i: usize) -> Result<usize, String> {
+    let mut j = i + 1;
+    while j < b.len() {
+        match b[j] {
+            b'\\' => j += 2,
+            b'"' => return Ok(j + 1),
+            _ => j += 1,
+        }
+    }
+    Err(format!("the string at byte {i} does not end"))
+}
+
+/// The index just past the value that starts at `i`.
+fn value_end(b: &[u8], i: usize) -> Result<usize, String> {
+    match b.get(i) {
+        Some(b'"') => string_end(b, i),
+        Some(b'{' | b'[') => {
+            let mut depth = 0usize;
+            let mut j = i;
+            while j < b.len() {
+                match b[j] {
+                    b'"' => {
+                        j = string_end(b, j)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Ok(j + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+            Err(format!("the value at byte {i} does not end"))
+        }
+        Some(_) => {
+            // A number, `true`, `false` or `null`: up to the next delimiter.
+            let mut j = i;
+            while j < b.len() && !matches!(b[j], b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+            {
+                j += 1;
+            }
+            Ok(j)
+        }
+        None => Err(format!("a value was expected at byte {i}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wf() -> ValidWorkflow {
+        crate::load_workflow(
+            r#"{"name": "w", "parameters": {"p": "x \"}{ y"}, "steps": [{"name": "a", "module": "core", "action": "noop", "parameters": {"s": "${params.p}"}}]}"#,
+            Format::Json,
+            &Limits::default(),
+            None,
+        )
+        .expect("valid")
+    }
+
+    #[test]
+    fn a_record_reads_back_with_every_setting() {
+        let saved = SavedRun {
+            workflow: wf(),
+            settings: RunSettings {
+                work_dir: Some("/tmp/x".into()),
+                project_path: Some("/p".into()),
+                project_name: Some("proj".into()),
+                mode: Some(ExecutionMode::Sequential),
+                max_parallel: Some(3),
+                run_timeout_ms: Some(1500),
+            },
+        };
+        let text = saved.to_json().expect("json");
+        let back = SavedRun::from_json(&text).expect("reads");
+        assert_eq!(back.settings, saved.settings);
+        assert_eq!(back.workflow.workflow(), saved.workflow.workflow());
+    }
+
+    #[test]
+    fn a_record_of_an_earlier_version_reads_with_absent_settings() {
+        // The shape written before `SavedRun` existed: workflow first, no settings but these.
+        let w = serde_json::to_string(wf().workflow()).expect("json");
+        let text = format!(r#"{{ "workflow": {w}, "work_dir": "/old", "project_path": null }}"#);
+        let back = SavedRun::from_json(&text).expect("reads");
+        assert_eq!(back.settings.work_dir, Some(PathBuf::from("/old")));
+        assert_eq!(back.settings.project_path, None);
+        assert_eq!(back.settings.max_parallel, None);
+        assert_eq!(back.workflow.workflow().steps.len(), 1);
+    }
+
+    #[test]
+    fn text_that_is_no_record_is_a_clear_error() {
+        for bad in [
+            "",
+            "[]",
+            "{\"work_dir\": \"/x\"}",
+            "{\"workflow\": {",
+            "{\"workflow\" 1}",
+        ] {
+            let e = SavedRun::from_json(bad).expect_err(bad);
+            assert!(
+                matches!(e, OrchestrationError::InvalidState { .. }),
+                "{bad}: {e:?}"
+            );
+        }
+        let e = SavedRun::from_json(r#"{"workflow": {"name": "w", "steps": 3}}"#)
+            .expect_err("a workflow that does not load");
+        assert!(matches!(e, OrchestrationError::Validation(_)), "{e:?}");
+    }
+}
