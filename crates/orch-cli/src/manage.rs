@@ -336,7 +336,7 @@ pub fn health(config: Option<&Path>, json_out: bool) -> u8 {
             print_issue(i);
         }
     }
-    if h.overall_status == "healthy" {
+    if h.overall_status.is_healthy() {
         exit::OK
     } else {
         exit::FAILED

@@ -2,11 +2,13 @@
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
+use orch_model::HealthStatus;
+
 /// One component's health.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ComponentHealth {
     /// `healthy`, `degraded` or `unhealthy`.
-    pub status: String,
+    pub status: HealthStatus,
     /// Figures behind the status.
     pub details: Value,
 }
@@ -27,8 +29,9 @@ pub struct HealthComponents {
 /// The seed's `health_check()`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HealthReport {
-    /// `healthy`, `degraded` (something needs attention) or `unhealthy` (something does not work).
-    pub overall_status: String,
+    /// `healthy`, `degraded` (something needs attention) or `unhealthy`
+    /// (something does not work): the worst of the components'.
+    pub overall_status: HealthStatus,
     /// When it was taken.
     pub timestamp: DateTime<Utc>,
     /// Per component.
@@ -183,14 +186,14 @@ impl OrchestrationEngine {
         let mut issues = Vec::new();
         let wm = &self.inner.workflows;
         let wm_dir = wm.workflows_dir().to_path_buf();
-        let mut wm_status = "healthy";
+        let mut wm_status = HealthStatus::Healthy;
         if let Err(e) = wm.reload() {
             issues.push(format!("workflow_manager: {e}"));
-            wm_status = "unhealthy";
+            wm_status = HealthStatus::Unhealthy;
         }
         let wm_problems = wm.load_problems();
-        if !wm_problems.is_empty() && wm_status == "healthy" {
-            wm_status = "degraded";
+        if !wm_problems.is_empty() {
+            wm_status = wm_status.worst(HealthStatus::Degraded);
         }
         issues.extend(
             wm_problems
@@ -199,51 +202,38 @@ impl OrchestrationEngine {
         );
 
         let pm = &self.inner.projects;
-        let mut pm_status = "healthy";
+        let mut pm_status = HealthStatus::Healthy;
         if let Err(e) = pm.reload() {
             issues.push(format!("project_manager: {e}"));
-            pm_status = "unhealthy";
+            pm_status = HealthStatus::Unhealthy;
         }
         let pm_problems = pm.load_problems();
-        if !pm_problems.is_empty() && pm_status == "healthy" {
-            pm_status = "degraded";
+        if !pm_problems.is_empty() {
+            pm_status = pm_status.worst(HealthStatus::Degraded);
         }
         issues.extend(pm_problems.iter().map(|p| format!("project_manager: {p}")));
 
         let accepting = self.inner.accepting.load(Ordering::SeqCst);
-        let to_status = if accepting { "healthy" } else { "degraded" };
+        let to_status = if accepting {
+            HealthStatus::Healthy
+        } else {
+            HealthStatus::Degraded
+        };
         if !accepting {
             issues.push(
                 "task_orchestrator: the engine is shutting down; no new work is accepted".into(),
             );
         }
         let rm = self.inner.resources.health_check();
-        let rm_status = rm["overall_status"]
-            .as_str()
-            .unwrap_or("unhealthy")
-            .to_owned();
-        if let Some(list) = rm["issues"].as_array() {
-            issues.extend(
-                list.iter()
-                    .filter_map(Value::as_str)
-                    .map(|i| format!("resource_manager: {i}")),
-            );
-        }
+        let rm_status = rm.overall_status;
+        issues.extend(rm.issues.iter().map(|i| format!("resource_manager: {i}")));
         let m = self.get_metrics();
-        let statuses = [wm_status, to_status, pm_status, rm_status.as_str()];
-        let overall = if statuses.contains(&"unhealthy") {
-            "unhealthy"
-        } else if statuses.contains(&"degraded") {
-            "degraded"
-        } else {
-            "healthy"
-        };
         HealthReport {
-            overall_status: overall.to_owned(),
+            overall_status: HealthStatus::worst_of([wm_status, to_status, pm_status, rm_status]),
             timestamp: Utc::now(),
             components: HealthComponents {
                 workflow_manager: ComponentHealth {
-                    status: wm_status.to_owned(),
+                    status: wm_status,
                     details: json!({
                         "workflows_dir": wm_dir.display().to_string(),
                         "total_workflows": wm.list_workflows().len(),
@@ -252,7 +242,7 @@ impl OrchestrationEngine {
                     }),
                 },
                 task_orchestrator: ComponentHealth {
-                    status: to_status.to_owned(),
+                    status: to_status,
                     details: json!({
                         "accepting_work": accepting,
                         "running_workflows": m.workflows_running,
@@ -261,7 +251,7 @@ impl OrchestrationEngine {
                     }),
                 },
                 project_manager: ComponentHealth {
-                    status: pm_status.to_owned(),
+                    status: pm_status,
                     details: json!({
                         "projects_dir": pm.projects_dir().display().to_string(),
                         "total_projects": pm.list_projects().len(),
@@ -271,7 +261,7 @@ impl OrchestrationEngine {
                 },
                 resource_manager: ComponentHealth {
                     status: rm_status,
-                    details: rm["resources"].clone(),
+                    details: serde_json::to_value(&rm.resources).unwrap_or(Value::Null),
                 },
             },
             issues,

@@ -21,7 +21,7 @@
 //! let result = rt.block_on(engine.execute_workflow("hello", Some(&session), Default::default())).unwrap();
 //! assert!(result.success);
 //! assert_eq!(result.results["greet"], json!("hi"));
-//! assert_eq!(engine.health_check().overall_status, "healthy");
+//! assert!(engine.health_check().overall_status.is_healthy());
 //! ```
 
 pub mod cache;

@@ -5,7 +5,8 @@ mod common;
 use common::{drain, four_cores_file, params, rt};
 use orch_engine::{EngineConfig, EngineEvent, OrchestrationEngine, SessionOptions, SessionStatus};
 use orch_model::{
-    ErrorCode, ExecutionMode, ResourceRequest, ResourceType, Task, Workflow, WorkflowStep,
+    ErrorCode, ExecutionMode, HealthStatus, ResourceRequest, ResourceType, Task, Workflow,
+    WorkflowStep,
 };
 use orch_resources::ResourceManager;
 use serde_json::{Map, Value, json};
@@ -532,10 +533,10 @@ fn health_degrades_for_real_reasons_with_one_line_each() {
         })
         .expect("session");
     let h = engine.health_check();
-    assert_eq!(h.overall_status, "degraded");
-    assert_eq!(h.components.workflow_manager.status, "degraded");
-    assert_eq!(h.components.resource_manager.status, "degraded");
-    assert_eq!(h.components.project_manager.status, "healthy");
+    assert_eq!(h.overall_status, HealthStatus::Degraded);
+    assert_eq!(h.components.workflow_manager.status, HealthStatus::Degraded);
+    assert_eq!(h.components.resource_manager.status, HealthStatus::Degraded);
+    assert_eq!(h.components.project_manager.status, HealthStatus::Healthy);
     assert_eq!(h.issues.len(), 2, "{:?}", h.issues);
     assert!(
         h.issues[0].starts_with("workflow_manager: definition does not load: ")
@@ -553,16 +554,16 @@ fn health_degrades_for_real_reasons_with_one_line_each() {
 fn health_is_unhealthy_when_a_directory_cannot_be_read() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = engine(dir.path());
-    assert_eq!(engine.health_check().overall_status, "healthy");
+    assert_eq!(engine.health_check().overall_status, HealthStatus::Healthy);
     // The projects directory replaced by a file: projects cannot be listed.
     let projects = engine.project_manager().projects_dir().to_path_buf();
     let _ = std::fs::remove_dir_all(&projects);
     std::fs::create_dir_all(projects.parent().expect("parent")).expect("mkdir");
     std::fs::write(&projects, "not a directory").expect("write");
     let h = engine.health_check();
-    assert_eq!(h.overall_status, "unhealthy");
-    assert_eq!(h.components.project_manager.status, "unhealthy");
-    assert_eq!(h.components.workflow_manager.status, "healthy");
+    assert_eq!(h.overall_status, HealthStatus::Unhealthy);
+    assert_eq!(h.components.project_manager.status, HealthStatus::Unhealthy);
+    assert_eq!(h.components.workflow_manager.status, HealthStatus::Healthy);
     assert_eq!(h.issues.len(), 1, "{:?}", h.issues);
     assert!(
         h.issues[0].starts_with("project_manager: cannot list projects directory"),
@@ -655,7 +656,7 @@ fn shutdown_waits_then_stops_what_runs_and_refuses_new_work() {
     assert_eq!(e.error_code(), ErrorCode::InvalidState);
     assert_eq!(
         engine.health_check().components.task_orchestrator.status,
-        "degraded"
+        HealthStatus::Degraded
     );
 }
 

@@ -45,6 +45,7 @@ pub mod duration;
 pub mod enums;
 pub mod error;
 pub mod graph;
+mod health;
 pub mod ids;
 pub mod limits;
 pub mod map;
@@ -52,7 +53,6 @@ pub mod node;
 pub mod project;
 pub mod reference;
 pub mod resources;
-mod saved_run;
 pub mod store;
 pub mod task;
 #[cfg(feature = "testkit")]
@@ -68,13 +68,13 @@ pub use enums::{
     ResourceType, RunIf, TaskPriority, TaskStatus, WorkflowStatus,
 };
 pub use error::{EntityKind, ErrorCode, ErrorResponse, OrchestrationError, Result};
+pub use health::HealthStatus;
 pub use ids::{AllocationId, EventId, ProjectId, RunId, SessionId, TaskId};
 pub use limits::Limits;
 pub use map::CompactMap;
 pub use node::{Format, Pos};
 pub use project::{Project, Resource};
 pub use resources::ResourceRequest;
-pub use saved_run::{RunSettings, SavedRun};
 pub use store::{
     Claim, Finished, NewRun, NewTask, Record, RecordKind, Store, StoreCapabilities, TaskOutcome,
 };

@@ -1,9 +1,82 @@
-//! Usage figures and health in the seed's JSON shapes.
+//! Usage figures and health in the seed's JSON shapes; health is typed
+//! ([`ResourceHealth`]) and serializes to that shape.
 
 use crate::ResourceManager;
-use chrono::Utc;
-use orch_model::{Resource, ResourceStatus, ResourceType};
+use chrono::{DateTime, Utc};
+use orch_model::{HealthStatus, Resource, ResourceStatus, ResourceType};
+use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
 use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+
+/// The resource manager's health ([`ResourceManager::health_check`]),
+/// serialized as the seed's `{overall_status, timestamp, resources: {id:
+/// {status, utilization, users, healthy}}, issues}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResourceHealth {
+    /// `healthy` without issues, `degraded` with 1 to 4, `unhealthy` with 5 or more.
+    pub overall_status: HealthStatus,
+    /// When it was taken.
+    pub timestamp: DateTime<Utc>,
+    /// One entry per resource, in the manager's order.
+    pub resources: ResourceHealthMap,
+    /// One line per problem (`Resource NAME is over 90% utilized`,
+    /// `Resource NAME is not available`).
+    pub issues: Vec<String>,
+}
+
+/// The health of one resource.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResourceHealthEntry {
+    /// The resource's id (the key of the entry in the JSON object).
+    #[serde(skip)]
+    pub id: String,
+    /// Its status.
+    pub status: ResourceStatus,
+    /// Percent used, per capacity key.
+    pub utilization: BTreeMap<String, f64>,
+    /// How many users hold some of it.
+    pub users: usize,
+    /// Available and no key over 90 % used.
+    pub healthy: bool,
+}
+
+/// The health of every resource, in the manager's order; serialized as an
+/// object keyed by resource id (`{id: {status, utilization, users, healthy}}`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ResourceHealthMap(pub Vec<ResourceHealthEntry>);
+
+impl ResourceHealthMap {
+    /// The entry of one resource.
+    pub fn get(&self, id: &str) -> Option<&ResourceHealthEntry> {
+        self.0.iter().find(|e| e.id == id)
+    }
+
+    /// The entries, in the manager's order.
+    pub fn iter(&self) -> std::slice::Iter<'_, ResourceHealthEntry> {
+        self.0.iter()
+    }
+
+    /// How many resources there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for ResourceHealthMap {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for e in &self.0 {
+            map.serialize_entry(&e.id, e)?;
+        }
+        map.end()
+    }
+}
 
 impl ResourceManager {
     /// Usage of one resource (`{resource_id, name, type, status, capacity,
@@ -65,28 +138,37 @@ impl ResourceManager {
     /// {id: {status, utilization, users, healthy}}, issues}`; a resource over
     /// 90 % used or not available is an issue; 1–4 issues are `degraded`, 5 or
     /// more `unhealthy`.
-    pub fn health_check(&self) -> Value {
+    pub fn health_check(&self) -> ResourceHealth {
         let mut issues = Vec::new();
-        let mut per = Map::new();
+        let mut resources = Vec::new();
         for r in self.list_resources() {
-            let util = r.utilization();
-            let over = util.values().any(|u| *u > 90.0);
+            let utilization = r.utilization();
+            let over = utilization.values().any(|u| *u > 90.0);
             if over {
                 issues.push(format!("Resource {} is over 90% utilized", r.name));
             }
-            if r.status != ResourceStatus::Available {
+            let available = r.status == ResourceStatus::Available;
+            if !available {
                 issues.push(format!("Resource {} is not available", r.name));
             }
-            per.insert(
-                r.id.clone(),
-                json!({"status": r.status, "utilization": util, "users": r.current_users.len(), "healthy": !over && r.status == ResourceStatus::Available}),
-            );
+            resources.push(ResourceHealthEntry {
+                id: r.id,
+                status: r.status,
+                utilization,
+                users: r.current_users.len(),
+                healthy: !over && available,
+            });
         }
-        let overall = match issues.len() {
-            0 => "healthy",
-            1..=4 => "degraded",
-            _ => "unhealthy",
+        let overall_status = match issues.len() {
+            0 => HealthStatus::Healthy,
+            1..=4 => HealthStatus::Degraded,
+            _ => HealthStatus::Unhealthy,
         };
-        json!({"overall_status": overall, "timestamp": Utc::now(), "resources": per, "issues": issues})
+        ResourceHealth {
+            overall_status,
+            timestamp: Utc::now(),
+            resources: ResourceHealthMap(resources),
+            issues,
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! Behaviour tests of the ResourceManager: all-or-nothing, never over-committing, FIFO waiting, errors, the file.
 
-use orch_model::{ErrorCode, ResourceRequest, ResourceType};
+use orch_model::{ErrorCode, HealthStatus, ResourceRequest, ResourceType};
 use orch_resources::ResourceManager;
 use proptest::prelude::*;
 use std::sync::Arc;
@@ -215,7 +215,14 @@ fn detected_resources_describe_this_machine() {
         list.iter()
             .any(|r| r.id == "system_memory" && r.capacity["gb"] > 0.0)
     );
-    assert_eq!(rm.health_check()["overall_status"], "healthy");
+    let health = rm.health_check();
+    assert_eq!(
+        health.overall_status,
+        HealthStatus::Healthy,
+        "{:?}",
+        health.issues
+    );
+    assert_eq!(health.resources.len(), list.len());
 }
 
 proptest! {
@@ -252,4 +259,56 @@ proptest! {
         prop_assert!(peak_cores.load(Ordering::SeqCst) <= 4);
         prop_assert_eq!(rm.get_resource_usage(Some("cpu"))["allocated"]["cores"].as_f64(), Some(0.0));
     }
+}
+
+#[test]
+fn health_is_typed_and_serializes_in_the_seed_shape_in_the_managers_order() {
+    use orch_model::ResourceStatus;
+    let rm = machine();
+    let fresh = rm.health_check();
+    assert_eq!(fresh.overall_status, HealthStatus::Healthy);
+    assert!(fresh.issues.is_empty(), "{:?}", fresh.issues);
+    // 3.8 of 4 cores: one issue, degraded.
+    rm.try_allocate("hog", &req(3.8, 0.0))
+        .expect("valid")
+        .expect("granted");
+    let h = rm.health_check();
+    assert_eq!(h.overall_status, HealthStatus::Degraded);
+    assert_eq!(h.issues, vec!["Resource cpu is over 90% utilized"]);
+    let cpu = h.resources.get("cpu").expect("cpu entry");
+    assert!(!cpu.healthy);
+    assert_eq!(cpu.users, 1);
+    let mut json = serde_json::to_value(&h).expect("json");
+    assert!(json["timestamp"].is_string());
+    json["timestamp"] = serde_json::Value::Null;
+    assert_eq!(
+        serde_json::to_string(&json).expect("text"),
+        serde_json::json!({
+            "overall_status": "degraded",
+            "timestamp": null,
+            "resources": {
+                "cpu": {"status": "available", "utilization": {"cores": 95.0}, "users": 1, "healthy": false},
+                "mem": {"status": "available", "utilization": {"gb": 0.0}, "users": 0, "healthy": true},
+                "api": {"status": "available", "utilization": {"requests_per_minute": 0.0}, "users": 0, "healthy": true}
+            },
+            "issues": ["Resource cpu is over 90% utilized"]
+        })
+        .to_string(),
+        "same keys in the same order"
+    );
+    // Five issues or more: unhealthy.
+    rm.add_resource(ResourceManager::resource(
+        "disk",
+        ResourceType::Disk,
+        &[("gb", 10.0)],
+    ))
+    .expect("added");
+    for id in ["cpu", "mem", "api", "disk"] {
+        rm.set_resource_status(id, ResourceStatus::Maintenance)
+            .expect("status");
+    }
+    let h = rm.health_check();
+    assert_eq!(h.issues.len(), 5, "{:?}", h.issues);
+    assert_eq!(h.overall_status, HealthStatus::Unhealthy);
+    assert!(h.resources.iter().all(|r| !r.healthy));
 }
