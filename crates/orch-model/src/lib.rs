@@ -53,6 +53,7 @@ pub mod node;
 pub mod project;
 pub mod reference;
 pub mod resources;
+mod saved_run;
 pub mod store;
 pub mod task;
 #[cfg(feature = "testkit")]
@@ -75,6 +76,7 @@ pub use map::CompactMap;
 pub use node::{Format, Pos};
 pub use project::{Project, Resource};
 pub use resources::ResourceRequest;
+pub use saved_run::{RunSettings, SavedRun};
 pub use store::{
     Claim, Finished, NewRun, NewTask, Record, RecordKind, Store, StoreCapabilities, TaskOutcome,
 };
