@@ -8,58 +8,15 @@ use crate::run::ResumeInfo;
 use orch_model::store::{RunRecord, TakeOver, TaskRecord};
 use orch_model::{Format, Limits, ValidWorkflow};
 
-/// A run's state as users see it: the store's status, with a run still
-/// marked running whose process is gone shown as interrupted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunState {
-    /// Its process runs it now.
-    Running,
-    /// Its process ended before the run did: `orch resume` continues it.
-    Interrupted,
-    /// Every step completed or was skipped.
-    Completed,
-    /// A step failed, or the run timed out.
-    Failed,
-    /// It was cancelled.
-    Cancelled,
-    /// Another status of the store (`draft`, `ready`, `paused`).
-    Other(WorkflowStatus),
-}
+pub use orch_model::store::RunState;
 
-impl RunState {
-    /// The state's name (`running`, `interrupted`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Running => "running",
-            Self::Interrupted => "interrupted",
-            Self::Completed => "completed",
-            Self::Failed => "failed",
-            Self::Cancelled => "cancelled",
-            Self::Other(s) => s.as_str(),
-        }
-    }
-}
-
-impl std::fmt::Display for RunState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The state of a run of the store (see [`RunState`]).
+/// The state of a run of the store (see [`RunState`]): its owner's
+/// liveness is checked on this machine (`orch_tasks::run::owner_alive`).
 pub fn run_state(r: &RunRecord) -> RunState {
-    match r.status {
-        WorkflowStatus::Running
-            if !r.owner.as_deref().is_some_and(orch_tasks::run::owner_alive) =>
-        {
-            RunState::Interrupted
-        }
-        WorkflowStatus::Running => RunState::Running,
-        WorkflowStatus::Completed => RunState::Completed,
-        WorkflowStatus::Failed => RunState::Failed,
-        WorkflowStatus::Cancelled => RunState::Cancelled,
-        other => RunState::Other(other),
-    }
+    RunState::derive(
+        r.status,
+        r.owner.as_deref().is_some_and(orch_tasks::run::owner_alive),
+    )
 }
 
 /// An owner (`PID:START@HOST`) in words: `process PID on HOST`.
