@@ -369,36 +369,23 @@ pub(crate) fn validate_into(
     }
 }
 
+/// The `did you mean` (or `remove it`) tail of an unknown dependency's
+/// message: the step name closest to `dep` by edit distance, when it is within
+/// a third of the longer name (at least 1 edit). Names whose lengths differ by
+/// more than 3, or a `dep` of more than 64 bytes, are not compared: they are
+/// no typo of each other, and a million steps stay cheap to search.
 fn suggest(dep: &str, wf: &Workflow) -> String {
     let best = wf
         .steps
         .iter()
-        .map(|s| (strsim(dep, &s.name), s.name.as_str()))
+        .filter(|s| dep.len() <= 64 && s.name.len().abs_diff(dep.len()) <= 3)
+        .map(|s| (strsim::levenshtein(dep, &s.name), s.name.as_str()))
         .filter(|(dist, name)| *dist <= (name.len().max(dep.len()) / 3).max(1))
         .min_by_key(|(dist, _)| *dist);
     match best {
         Some((_, name)) => format!("; did you mean `{name}`?"),
         None => format!("; remove it or add a step named {}", display_snippet(dep)),
     }
-}
-
-fn strsim(a: &str, b: &str) -> usize {
-    if a.len().abs_diff(b.len()) > 3 || a.len() > 64 {
-        return usize::MAX;
-    }
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for (i, ca) in a.chars().enumerate() {
-        cur[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    prev[b.len()]
 }
 
 /// Step names to step indices. The table holds only the indices (4 bytes
@@ -597,5 +584,53 @@ impl RefCheck<'_, '_> {
             }
             Reference::RunId | Reference::ProjectPath => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::suggest;
+    use crate::{Workflow, WorkflowStep};
+
+    fn wf(names: &[&str]) -> Workflow {
+        names.iter().fold(Workflow::new("w", ""), |w, n| {
+            w.step(WorkflowStep::new(*n, "core", "noop"))
+        })
+    }
+
+    #[test]
+    fn an_unknown_dependency_is_matched_to_the_closest_step_name() {
+        let w = wf(&["extract", "transform", "load"]);
+        assert_eq!(suggest("extrct", &w), "; did you mean `extract`?");
+        assert_eq!(suggest("transfrom", &w), "; did you mean `transform`?");
+        assert_eq!(suggest("lod", &w), "; did you mean `load`?");
+        // Of two candidates within reach (2 edits and 1), the closer wins.
+        let w = wf(&["stop_12", "step_12", "other"]);
+        assert_eq!(suggest("step_1", &w), "; did you mean `step_12`?");
+        // Characters, not bytes, are counted.
+        assert_eq!(suggest("café", &wf(&["cafe"])), "; did you mean `cafe`?");
+    }
+
+    #[test]
+    fn names_too_far_apart_get_no_suggestion() {
+        let w = wf(&["extract", "transform", "load"]);
+        assert_eq!(
+            suggest("zz", &w),
+            "; remove it or add a step named `zz`",
+            "too many edits"
+        );
+        // A prefix is one edit per missing letter, but more than 3 letters
+        // of difference in length is never a typo.
+        assert_eq!(
+            suggest("transformation", &wf(&["transform"])),
+            "; remove it or add a step named `transformation`"
+        );
+        // A dependency longer than 64 bytes is not compared.
+        let long = "a".repeat(65);
+        let near = format!("{long}b");
+        assert!(
+            suggest(&long, &wf(&[near.as_str()])).starts_with("; remove it"),
+            "no suggestion for a 65-byte name"
+        );
     }
 }
