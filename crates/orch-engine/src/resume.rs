@@ -5,8 +5,8 @@
 #[allow(clippy::wildcard_imports)]
 use super::*;
 use crate::run::ResumeInfo;
+use orch_model::ValidWorkflow;
 use orch_model::store::{RunRecord, TakeOver, TaskRecord};
-use orch_model::{Format, Limits, ValidWorkflow};
 
 pub use orch_model::store::RunState;
 
@@ -39,6 +39,8 @@ pub(crate) struct Resumed {
     pub(crate) project_path: Option<String>,
     pub(crate) params: Map<String, Value>,
     pub(crate) tasks: Vec<TaskRecord>,
+    /// How it ran (mode, parallelism, run timeout), kept when it resumes.
+    pub(crate) settings: orch_model::RunSettings,
 }
 
 fn invalid(message: String) -> OrchestrationError {
@@ -97,39 +99,26 @@ pub(crate) async fn take_over_for_resume(
     }
     // The stored definition is read before the run is taken over: a run
     // that cannot be resumed is left as it was.
-    let saved: Value = serde_json::from_str(&r.definition).map_err(|e| {
+    let saved = orch_model::SavedRun::from_json(&r.definition).map_err(|e| {
         invalid(format!(
-            "the stored definition of run {} is not JSON ({e}); it cannot be resumed",
-            r.id
-        ))
-    })?;
-    let text = saved
-        .get("workflow")
-        .map(Value::to_string)
-        .unwrap_or_default();
-    let wf = orch_model::load_workflow(
-        &text,
-        Format::Json,
-        &Limits::default(),
-        Some("stored definition"),
-    )
-    .map_err(|d| {
-        invalid(format!(
-            "the stored definition of run {} does not load:\n{}",
+            "the stored definition of run {} cannot be resumed: {}",
             r.id,
-            d.lines().collect::<Vec<_>>().join("\n")
+            match e {
+                OrchestrationError::InvalidState { message } => message,
+                other => other.to_string(),
+            }
         ))
     })?;
-    let work_dir = saved
-        .get("work_dir")
-        .and_then(Value::as_str)
-        .map(PathBuf::from)
+    let orch_model::SavedRun {
+        workflow: wf,
+        settings,
+    } = saved;
+    let work_dir = settings
+        .work_dir
+        .clone()
         .or_else(|| std::env::current_dir().ok())
         .unwrap_or_else(|| PathBuf::from("."));
-    let project_path = saved
-        .get("project_path")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
+    let project_path = settings.project_path.clone();
     let me = orch_tasks::run::process_identity();
     match store.take_over(r.id, r.owner.as_deref(), &me).await? {
         TakeOver::Taken => {}
@@ -199,6 +188,7 @@ pub(crate) async fn take_over_for_resume(
             project_path,
             params: r.params.clone(),
             tasks,
+            settings,
         },
         info,
     ))

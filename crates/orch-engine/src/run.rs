@@ -289,16 +289,22 @@ impl OrchestrationEngine {
         } = resolved;
         // A project's own runner counts the run in the project itself.
         let counted_in = project.filter(|_| matches!(runner, Runner::Valid));
-        let (resume_records, resumed) = match resume {
-            Some((r, info)) => (Some(r.tasks), Some(info)),
-            None => (None, None),
+        // A resumed run keeps how it ran, unless the request says otherwise.
+        let (resume_records, resumed, saved) = match resume {
+            Some((r, info)) => (Some(r.tasks), Some(info), r.settings),
+            None => (None, None, orch_model::RunSettings::default()),
         };
+        let mode = req.mode.or(saved.mode);
+        let max_parallel = req.max_parallel.or(saved.max_parallel);
+        let run_timeout = req
+            .run_timeout
+            .or(saved.run_timeout_ms.map(Duration::from_millis));
         let (sid, one_off) = match req.session {
             Some(s) => (s, false),
             None => (
                 self.create_session(SessionOptions {
-                    mode: req.mode.unwrap_or(ExecutionMode::Parallel),
-                    max_parallel_tasks: req.max_parallel,
+                    mode: mode.unwrap_or(ExecutionMode::Parallel),
+                    max_parallel_tasks: max_parallel,
                     ..SessionOptions::default()
                 })?,
                 true,
@@ -309,9 +315,9 @@ impl OrchestrationEngine {
             // A session made for this run does not limit it; a caller's does.
             no_deadline: one_off,
             run_id: Some(run_id),
-            mode: req.mode,
-            max_parallel: req.max_parallel,
-            timeout: req.run_timeout,
+            mode,
+            max_parallel,
+            timeout: run_timeout,
             resources: req.resources.clone(),
             cache,
             resume: resume_records,
