@@ -73,33 +73,47 @@ impl<W: std::io::Write> Escaper<W> {
                 self.escaped('\r')?;
             }
         }
+        let bytes = s.as_bytes();
         let mut start = 0;
-        let mut chars = s.char_indices().peekable();
-        while let Some((i, c)) = chars.next() {
+        let mut i = 0;
+        // Printable ASCII is never escaped: skip it a byte at a time (most
+        // of a large JSON document), decode only the rest.
+        while let Some(p) = bytes[i..].iter().position(|&b| !(0x20..0x7f).contains(&b)) {
+            i += p;
+            let Some(c) = s[i..].chars().next() else {
+                break;
+            };
+            let next = i + c.len_utf8();
             if !is_unsafe(c) {
+                i = next;
                 continue;
             }
             if self.keep_newlines {
                 if c == '\n' || c == '\t' {
+                    i = next;
                     continue;
                 }
                 if c == '\r' {
-                    match chars.peek() {
-                        Some((_, '\n')) => continue,
+                    match bytes.get(next) {
+                        Some(b'\n') => {
+                            i = next;
+                            continue;
+                        }
                         Some(_) => {}
                         None => {
-                            self.out.write_all(&s.as_bytes()[start..i])?;
+                            self.out.write_all(&bytes[start..i])?;
                             self.pending_cr = true;
                             return Ok(());
                         }
                     }
                 }
             }
-            self.out.write_all(&s.as_bytes()[start..i])?;
+            self.out.write_all(&bytes[start..i])?;
             self.escaped(c)?;
-            start = i + c.len_utf8();
+            start = next;
+            i = next;
         }
-        self.out.write_all(&s.as_bytes()[start..])
+        self.out.write_all(&bytes[start..])
     }
 
     /// Ends the text; `newline` adds one.
@@ -230,118 +244,108 @@ pub fn print_raw(stream: Stream, bytes: &[u8]) {
     }
 }
 
-/// Standard output as a buffered [`std::io::Write`], escaped as [`print()`]
-/// escapes: for a large document written piece by piece (`orch run
-/// --json` streams its report through it, never holding it whole).
-/// [`StdoutWriter::finish`] ends it with a newline; a failure to write ends
-/// the process as [`print()`] does.
-pub struct StdoutWriter {
-    out: Escaper<std::io::BufWriter<std::io::StdoutLock<'static>>>,
-    /// The start of a character that the last write cut in two.
-    partial: Vec<u8>,
+/// A [`std::io::Write`] that escapes what it is given as [`print()`] does,
+/// for a large document written piece by piece: it gathers [`CHUNK`] bytes,
+/// then escapes them at once (a serializer writes a few bytes at a time); a
+/// character cut in two between writes waits for its rest.
+pub struct Escaping<W: std::io::Write> {
+    out: Escaper<W>,
+    pending: Vec<u8>,
 }
 
-impl std::fmt::Debug for StdoutWriter {
+/// How much [`Escaping`] gathers before it escapes and writes.
+const CHUNK: usize = 1 << 16;
+
+impl<W: std::io::Write> std::fmt::Debug for Escaping<W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StdoutWriter").finish_non_exhaustive()
+        f.debug_struct("Escaping").finish_non_exhaustive()
     }
 }
 
-impl StdoutWriter {
-    /// Standard output, locked for the writer's life, with a 64 KiB buffer.
-    #[must_use]
-    pub fn new() -> Self {
+impl<W: std::io::Write> Escaping<W> {
+    /// Escapes into `out` (newlines and tabs are kept).
+    pub fn new(out: W) -> Self {
         Self {
-            out: Escaper::new(
-                std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock()),
-                true,
-            ),
-            partial: Vec::new(),
+            out: Escaper::new(out, true),
+            pending: Vec::with_capacity(CHUNK),
         }
     }
 
-    /// Writes the final newline and flushes.
-    pub fn finish(mut self) {
-        let result = std::mem::take(&mut self.partial);
-        let done = self
-            .push_lossy(&result)
-            .and_then(|()| self.out.finish(true))
-            .and_then(|mut w| w.flush());
-        if let Err(e) = done {
-            stdout_failed(&e);
-        }
+    /// Writes what is pending and a final newline; gives back the writer.
+    pub fn finish(mut self) -> std::io::Result<W> {
+        self.drain(true)?;
+        self.out.finish(true)
     }
 
-    fn push_lossy(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        if bytes.is_empty() {
-            return Ok(());
-        }
-        let text = String::from_utf8_lossy(bytes);
-        self.out.push(&text)
-    }
-
-    /// Escapes and writes the whole characters of `bytes` (after what the
-    /// last write left), keeping a character cut at the end for the next.
-    fn write_text(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        if self.partial.is_empty() {
-            return self.write_whole(bytes);
-        }
-        let mut joined = std::mem::take(&mut self.partial);
-        joined.extend_from_slice(bytes);
-        self.write_whole(&joined)
-    }
-
-    fn write_whole(&mut self, mut rest: &[u8]) -> std::io::Result<()> {
-        loop {
-            match std::str::from_utf8(rest) {
-                Ok(s) => return self.out.push(s),
+    /// Escapes and writes the whole characters of what is pending; at the
+    /// end (`last`) a cut character too, as U+FFFD. Bytes that are not
+    /// UTF-8 are written as U+FFFD.
+    fn drain(&mut self, last: bool) -> std::io::Result<()> {
+        let mut pending = std::mem::take(&mut self.pending);
+        let mut at = 0;
+        let keep_from = loop {
+            match std::str::from_utf8(&pending[at..]) {
+                Ok(s) => {
+                    self.out.push(s)?;
+                    break pending.len();
+                }
                 Err(e) => {
-                    let (good, bad) = rest.split_at(e.valid_up_to());
-                    // The prefix is valid UTF-8 by `valid_up_to`.
+                    let good = at + e.valid_up_to();
+                    // Valid UTF-8 up to `good`, by `valid_up_to`.
                     self.out
-                        .push(std::str::from_utf8(good).unwrap_or_default())?;
+                        .push(std::str::from_utf8(&pending[at..good]).unwrap_or_default())?;
                     match e.error_len() {
-                        // A character cut at the end: wait for its rest.
+                        None if !last => break good,
                         None => {
-                            self.partial = bad.to_vec();
-                            return Ok(());
+                            self.out.push("\u{fffd}")?;
+                            break pending.len();
                         }
                         Some(n) => {
                             self.out.push("\u{fffd}")?;
-                            rest = &bad[n..];
+                            at = good + n;
                         }
                     }
                 }
             }
-        }
+        };
+        pending.drain(..keep_from);
+        self.pending = pending;
+        Ok(())
     }
 }
 
-impl Default for StdoutWriter {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl std::io::Write for StdoutWriter {
+impl<W: std::io::Write> std::io::Write for Escaping<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.write_text(buf)?;
+        self.pending.extend_from_slice(buf);
+        if self.pending.len() >= CHUNK {
+            self.drain(false)?;
+        }
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
+        self.drain(false)?;
         self.out.out.flush()
     }
 }
 
-/// Runs `write` on a [`StdoutWriter`] and finishes it; a failure to write
-/// ends the process as [`print()`] does.
+/// Standard output, locked, buffered and escaped: what `orch run --json`
+/// streams its report through.
+pub type StdoutWriter = Escaping<std::io::BufWriter<std::io::StdoutLock<'static>>>;
+
+/// Runs `write` on a [`StdoutWriter`] and finishes it with a newline; a
+/// failure to write ends the process as [`print()`] does.
 pub fn write_stdout(write: impl FnOnce(&mut StdoutWriter) -> std::io::Result<()>) {
-    let mut out = StdoutWriter::new();
-    if let Err(e) = write(&mut out) {
+    let mut out = Escaping::new(std::io::BufWriter::with_capacity(
+        CHUNK,
+        std::io::stdout().lock(),
+    ));
+    let done = write(&mut out)
+        .and_then(|()| out.finish())
+        .and_then(|mut w| w.flush());
+    if let Err(e) = done {
         stdout_failed(&e);
     }
-    out.finish();
 }
 
 /// Ends the process after standard output failed.
@@ -556,5 +560,38 @@ mod tests {
         let mut out = Vec::new();
         t.render(rows, |l| out.push(l.to_owned()));
         assert_eq!(out, ["  A  B", "  1  x", " 22  x", "333  x"]);
+    }
+
+    #[test]
+    fn a_writer_escapes_across_writes_and_keeps_cut_characters_whole() {
+        use std::io::Write as _;
+        let text = "{\"k\":\"a\u{1b}b \u{9b} \u{65e5}\u{672c} \r\n\"}";
+        let bytes = text.as_bytes();
+        // Written a byte at a time: every character is cut somewhere.
+        let mut w = Escaping::new(Vec::new());
+        for b in bytes {
+            w.write_all(std::slice::from_ref(b)).expect("writes");
+        }
+        let out = w.finish().expect("finishes");
+        let mut expected = escape(text).into_owned();
+        expected.push('\n');
+        assert_eq!(String::from_utf8(out).expect("UTF-8"), expected);
+        // More than a chunk, bytes that are not UTF-8, a cut end.
+        let mut w = Escaping::new(Vec::new());
+        let long = "x".repeat(CHUNK + 3);
+        w.write_all(long.as_bytes()).expect("writes");
+        w.write_all(b"\xff\x1b").expect("writes");
+        w.write_all(&"\u{65e5}".as_bytes()[..2]).expect("writes");
+        let out = String::from_utf8(w.finish().expect("finishes")).expect("UTF-8");
+        assert_eq!(out, format!("{long}\u{fffd}\\u001b\u{fffd}\n"));
+        // A character cut where a chunk is escaped waits for its rest.
+        let mut w = Escaping::new(Vec::new());
+        let day = "\u{65e5}".as_bytes();
+        let mut first = "y".repeat(CHUNK - 1).into_bytes();
+        first.extend_from_slice(&day[..2]);
+        w.write_all(&first).expect("writes");
+        w.write_all(&day[2..]).expect("writes");
+        let out = String::from_utf8(w.finish().expect("finishes")).expect("UTF-8");
+        assert_eq!(out, format!("{}\u{65e5}\n", "y".repeat(CHUNK - 1)));
     }
 }
