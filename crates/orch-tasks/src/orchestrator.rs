@@ -7,8 +7,8 @@
 //! finished tasks when a task is released.
 
 use crate::action::{ActionContext, ActionRegistry};
+use crate::executor::{Attempt, AttemptPolicy, Executor, Outcome, OutcomeSink};
 use crate::resolve::{Scope, resolve_parameters};
-use crate::run::{Job, Outcome};
 use chrono::Utc;
 use orch_model::definition::{NameKind, check_name};
 use orch_model::duration::check_timeout;
@@ -64,6 +64,8 @@ pub struct OrchestratorConfig {
     pub resources: Option<Arc<ResourceManager>>,
     /// Where actions run.
     pub work_dir: PathBuf,
+    /// Where attempts run (`None`: [`crate::executor::default_executor`]).
+    pub executor: Option<Arc<dyn Executor>>,
 }
 
 impl Default for OrchestratorConfig {
@@ -74,6 +76,7 @@ impl Default for OrchestratorConfig {
             registry: Arc::new(ActionRegistry::with_builtins()),
             resources: None,
             work_dir: PathBuf::from("."),
+            executor: None,
         }
     }
 }
@@ -513,33 +516,53 @@ impl TaskOrchestrator {
             Ok(p) => p,
             Err(e) => return TaskResult::failed("ReferenceError", e),
         };
-        self.job(
+        let attempt = self.attempt(
             u32::MAX,
             task,
             action,
             params,
             self.shared.cancel.child_token(),
+        );
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sink: Arc<dyn OutcomeSink> = Arc::new(Once(Mutex::new(Some(tx))));
+        let mut done = Vec::new();
+        self.executor().submit(vec![attempt], &mut done, &sink);
+        let out = match done.pop() {
+            Some(out) => Some(out),
+            None => rx.await.ok(),
+        };
+        out.map_or_else(
+            || TaskResult::failed("InternalError", "the attempt ended without an outcome"),
+            |o| o.result,
         )
-        .run()
-        .await
-        .result
     }
 
-    fn job(
+    /// Where this orchestrator's attempts run.
+    fn executor(&self) -> Arc<dyn Executor> {
+        self.shared
+            .cfg
+            .executor
+            .clone()
+            .unwrap_or_else(crate::executor::default_executor)
+    }
+
+    fn attempt(
         &self,
         index: u32,
         task: &Task,
         action: Arc<dyn crate::action::Action>,
         params: Value,
         cancel: CancellationToken,
-    ) -> Job {
-        Job {
+    ) -> Attempt {
+        Attempt {
             task: index,
             action,
             params,
-            timeout: task.timeout,
-            max_retries: task.max_retries,
-            retry: task.retry.clone(),
+            policy: AttemptPolicy {
+                timeout: task.timeout,
+                max_retries: task.max_retries,
+                retry: task.retry.clone(),
+            },
             ctx: ActionContext {
                 run_id: self.shared.run_id,
                 step: CompactString::from(task.name.as_str()),
@@ -550,13 +573,14 @@ impl TaskOrchestrator {
                 kill_grace: Duration::from_secs(2),
                 output_limit: 1024 * 1024,
             },
+            run_cancel: None,
             events: None,
             epoch: (Utc::now(), std::time::Instant::now()),
         }
     }
 
     /// Releases pending tasks whose dependencies finished; returns the ready ones to start.
-    fn release(&self, st: &mut State) -> Vec<(usize, Job)> {
+    fn release(&self, st: &mut State) -> Vec<Attempt> {
         let now = Utc::now();
         for i in 0..st.tasks.len() {
             if st.tasks[i].status != TaskStatus::Pending {
@@ -621,7 +645,7 @@ impl TaskOrchestrator {
                     st.running += 1;
                     let task = st.tasks[i].clone();
                     let token = st.tokens[i].clone();
-                    jobs.push((i, self.job(i as u32, &task, action, params, token)));
+                    jobs.push(self.attempt(i as u32, &task, action, params, token));
                 }
                 Err(e) => {
                     let _ = t.status.transition(TaskStatus::Failed);
@@ -671,12 +695,15 @@ impl TaskOrchestrator {
                 self.release(&mut st)
             };
             let released_any = !jobs.is_empty();
-            for (i, job) in jobs {
-                let me = self.clone();
-                tokio::spawn(async move {
-                    let out = job.run().await;
-                    me.finish(i, out);
-                });
+            if released_any {
+                // The same executor as workflow runs: outcomes known at once
+                // here, the others through the sink as they come.
+                let sink: Arc<dyn OutcomeSink> = Arc::new(Finisher(self.clone()));
+                let mut done = Vec::new();
+                self.executor().submit(jobs, &mut done, &sink);
+                for out in done {
+                    self.finish(out.task as usize, out);
+                }
             }
             // Skips and failures at release change state too: tell the waiters.
             self.shared.progress.notify_waiters();
@@ -694,6 +721,31 @@ impl TaskOrchestrator {
                     self.shared.wake.notified().await;
                 }
             }
+        }
+    }
+}
+
+/// Records the outcomes an executor delivers later.
+struct Finisher(TaskOrchestrator);
+
+impl OutcomeSink for Finisher {
+    fn deliver(&self, outcome: Outcome) {
+        self.0.finish(outcome.task as usize, outcome);
+    }
+}
+
+/// Hands the one outcome of `execute_task` to its caller.
+struct Once(Mutex<Option<tokio::sync::oneshot::Sender<Outcome>>>);
+
+impl OutcomeSink for Once {
+    fn deliver(&self, outcome: Outcome) {
+        let tx = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(tx) = tx {
+            let _ = tx.send(outcome);
         }
     }
 }

@@ -2,7 +2,7 @@
 //! mode's limits, collects their outcomes, and ends the run; `drive` runs it as
 //! a task of the runtime.
 
-use super::attempt::{Job, Outcome, run_immediate};
+use super::attempt::run_immediate;
 use super::journal::{CANCEL_POLL, flush, journal_turn, open_journal};
 use super::options::{RunOptions, RunReport, StepReport};
 use super::preflight::{check_resources, lookup_actions, merge_params};
@@ -10,19 +10,18 @@ use super::queue::{Hot, ReadyQueue};
 use super::state::State;
 use crate::action::{ActionContext, ActionRegistry};
 use crate::event::Event;
+use crate::executor::{Attempt, AttemptPolicy, ChannelSink, Outcome, OutcomeSink};
 use chrono::Utc;
 use orch_model::CompactString;
 use orch_model::{
-    ExecutionMode, Finished, OrchestrationError, RetryPolicy, TaskOutcome, TaskStatus,
-    ValidWorkflow, WorkflowStatus,
+    ExecutionMode, Finished, OrchestrationError, TaskOutcome, TaskStatus, ValidWorkflow,
+    WorkflowStatus,
 };
 use orch_resources::ResourceManager;
 use serde_json::{Map, Value};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// Drives `run` (typically a `run_workflow` future that owns its inputs)
@@ -111,6 +110,10 @@ pub async fn run_workflow(
         });
         hot.push(Hot::of(s));
     }
+    // The run's own token: the caller's cancels it, and so does dropping
+    // the run (attempts still running stop: their actions watch it).
+    let cancel = opts.cancel.child_token();
+    let _stop_on_drop = cancel.clone().drop_guard();
     let mut st = State {
         wf,
         run_id: opts.run_id,
@@ -125,10 +128,14 @@ pub async fn run_workflow(
             action: CompactString::default(),
             attempt: 1,
             work_dir: Arc::from(opts.work_dir.as_path()),
-            cancel: opts.cancel.clone(),
+            cancel: cancel.clone(),
             kill_grace: opts.kill_grace,
             output_limit: opts.output_limit,
         },
+        executor: opts
+            .executor
+            .clone()
+            .unwrap_or_else(crate::executor::default_executor),
         work_dir: Arc::from(opts.work_dir.as_path()),
         status: vec![TaskStatus::Pending; n],
         reports,
@@ -163,7 +170,6 @@ pub async fn run_workflow(
         ExecutionMode::Sequential => 1,
         _ => opts.max_parallel.max(1),
     };
-    let cancel = opts.cancel.clone();
     for i in 0..n as u32 {
         if st.remaining[i as usize] == 0
             && st.status[i as usize] == TaskStatus::Pending
@@ -174,7 +180,14 @@ pub async fn run_workflow(
     }
     let deadline = opts.run_timeout.map(|t| tokio::time::Instant::now() + t);
     let mut timed_out = false;
-    let mut set: JoinSet<Outcome> = JoinSet::new();
+    // Attempts that did not finish when submitted report here, in batches.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Outcome>();
+    let sink: Arc<dyn OutcomeSink> = Arc::new(ChannelSink(tx));
+    let mut set = Running {
+        count: 0,
+        rx: &mut rx,
+    };
+    let mut arrived: Vec<Outcome> = Vec::new();
     // Journaled: the steps started in this turn, recorded in one commit.
     let mut started: Vec<u32> = Vec::new();
     let sequential = opts.mode == ExecutionMode::Sequential;
@@ -223,7 +236,7 @@ pub async fn run_workflow(
             // running beside another, so it needs no slot, except in
             // sequential mode, where nothing starts beside a running step.
             let needs_slot = sequential || !st.is_inline(i);
-            if needs_slot && set.len() >= limit {
+            if needs_slot && set.count >= limit {
                 st.ready.put_back(&[i], &st.hot);
                 break;
             }
@@ -245,7 +258,7 @@ pub async fn run_workflow(
                 // Recorded as started with the rest of the turn, below.
                 started.push(i);
             }
-            if let Some(out) = start_step(&mut st, i, &opts, &mut set) {
+            if let Some(out) = start_step(&mut st, i, &opts, &sink, &mut set) {
                 st.release_resources(i, resources.as_deref(), opts.run_id);
                 // Not cancelled as of the last check: cancellation cannot be
                 // observed between starting and completing an inline step.
@@ -280,10 +293,10 @@ pub async fn run_workflow(
         {
             continue;
         }
-        if set.is_empty() && (stopping || st.ready.is_empty()) {
+        if set.count == 0 && (stopping || st.ready.is_empty()) {
             break;
         }
-        if set.is_empty() && all_blocked {
+        if set.count == 0 && all_blocked {
             // Everything ready waits for capacity held outside this run: look again shortly.
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_millis(50)) => {}
@@ -292,20 +305,10 @@ pub async fn run_workflow(
             continue;
         }
         tokio::select! {
-            joined = set.join_next() => {
-                let Some(joined) = joined else { continue };
-                let out = match joined {
-                    Ok(out) => out,
-                    Err(e) => {
-                        // Panics inside actions are caught per attempt (`CatchPanic`); a
-                        // failure here is the runtime's own, and the run cannot go on.
-                        return Err(OrchestrationError::TaskExecution { message: format!("a step's task failed: {e}") });
-                    }
-                };
-                st.release_resources(out.task, resources.as_deref(), opts.run_id);
-                st.complete(out, &dependents, cancel.is_cancelled(), opts.cache.as_deref());
-                // Collect every other step that finished meanwhile: one commit for all.
-                while let Some(Ok(out)) = set.try_join_next() {
+            got = set.rx.recv_many(&mut arrived, 4096), if set.count > 0 => {
+                // Every step that finished meanwhile: one commit for all.
+                set.count -= got;
+                for out in arrived.drain(..) {
                     st.release_resources(out.task, resources.as_deref(), opts.run_id);
                     st.complete(out, &dependents, cancel.is_cancelled(), opts.cache.as_deref());
                 }
@@ -388,67 +391,87 @@ pub(super) const TURN: usize = 65_536;
 /// can be resumed.
 pub(super) async fn abandon(
     cancel: &CancellationToken,
-    set: &mut JoinSet<Outcome>,
+    set: &mut Running<'_>,
     e: OrchestrationError,
 ) -> OrchestrationError {
     cancel.cancel();
-    while set.join_next().await.is_some() {}
+    while set.count > 0 {
+        if set.rx.recv().await.is_none() {
+            break;
+        }
+        set.count -= 1;
+    }
     e
 }
 
-/// Starts step `i`. An action that finishes without waiting (an in-process
-/// action such as `core.set`) completes right here and its outcome is
-/// returned; one that waits is spawned onto the runtime.
+/// The attempts submitted and not yet reported, and where they report.
+pub(super) struct Running<'a> {
+    pub(super) count: usize,
+    pub(super) rx: &'a mut tokio::sync::mpsc::UnboundedReceiver<Outcome>,
+}
+
+/// Starts step `i`. An immediate action of a plain step runs right here
+/// (`Executor::run_now`); any other step is submitted to the run's executor.
+/// An outcome known at once is returned; otherwise the step counts as
+/// running until its outcome arrives.
 pub(super) fn start_step(
     st: &mut State<'_>,
     i: u32,
     opts: &RunOptions,
-    set: &mut JoinSet<Outcome>,
+    sink: &Arc<dyn OutcomeSink>,
+    set: &mut Running<'_>,
 ) -> Option<Outcome> {
     let params = st.resolved[i as usize]
         .take()
         .map_or_else(|| Value::Object(Map::new()), |b| *b);
     st.set_status(i, TaskStatus::Running);
     let k = st.actions.of[i as usize] as usize;
-    if st.is_inline(i) {
-        return Some(run_immediate(st, i, k, params));
-    }
-    let action = st.actions.impls[k].clone();
+    let params = if st.is_inline(i) {
+        match run_immediate(st, i, k, params) {
+            Ok(out) => return Some(out),
+            // The executor runs nothing here: submitted as any other step.
+            Err(params) => params,
+        }
+    } else {
+        params
+    };
     let name = st.name(i);
     // A plain step (no timeout, no retries) needs nothing more of its definition.
-    let (timeout, max_retries, retry) = if st.hot[i as usize].is(Hot::PLAIN) {
-        (None, 0, RetryPolicy::default())
+    let policy = if st.hot[i as usize].is(Hot::PLAIN) {
+        AttemptPolicy::default()
     } else {
         let step = &st.wf.workflow().steps[i as usize];
-        (step.timeout, step.max_retries, step.retry.clone())
+        AttemptPolicy {
+            timeout: step.timeout,
+            max_retries: step.max_retries,
+            retry: step.retry.clone(),
+        }
     };
-    let job = Job {
+    let attempt = Attempt {
         task: i,
-        action,
+        action: st.actions.impls[k].clone(),
         params,
-        timeout,
-        max_retries,
-        retry,
+        policy,
         ctx: ActionContext {
             run_id: opts.run_id,
             step: name,
             action: st.actions.names[k].clone(),
             attempt: 1,
             work_dir: st.work_dir.clone(),
-            cancel: opts.cancel.clone(),
+            cancel: st.ctx.cancel.clone(),
             kill_grace: opts.kill_grace,
             output_limit: opts.output_limit,
         },
+        run_cancel: None,
         events: st.events.clone(),
         epoch: st.epoch,
     };
-    let mut fut = Box::pin(job.run());
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match fut.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(out) => Some(out),
-        std::task::Poll::Pending => {
-            // Polled again on the runtime with a real waker; futures re-register on every poll.
-            set.spawn(fut);
+    let mut done = Vec::new();
+    st.executor.submit(vec![attempt], &mut done, sink);
+    match done.pop() {
+        Some(out) => Some(out),
+        None => {
+            set.count += 1;
             None
         }
     }

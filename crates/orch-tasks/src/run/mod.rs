@@ -22,7 +22,6 @@ mod preflight;
 mod queue;
 mod state;
 
-pub(crate) use attempt::{Job, Outcome};
 pub use coordinator::{drive, run_workflow};
 pub use identity::{owner_alive, process_identity};
 pub use options::{RunOptions, RunReport, StepReport};

@@ -51,6 +51,9 @@ pub struct RunOptions {
     /// (`Store::tasks`): finished steps keep their outcome and do not run
     /// again; steps that were running run once more.
     pub resume: Option<Vec<TaskRecord>>,
+    /// Where attempts run (`None`: [`crate::executor::default_executor`],
+    /// in this process, with retries, timeouts and panics caught).
+    pub executor: Option<Arc<dyn crate::executor::Executor>>,
     /// The run that started this one through a `workflow.run` step
     /// (recorded as the store run's parent); `None` for a top-level run.
     pub parent: Option<RunId>,
@@ -75,6 +78,7 @@ impl Default for RunOptions {
             store: None,
             resume: None,
             parent: None,
+            executor: None,
         }
     }
 }

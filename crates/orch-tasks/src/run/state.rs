@@ -2,7 +2,6 @@
 //! when its dependencies end (release: trigger rule, `when`, `${...}`), when it
 //! ends (completion), and when it is skipped or served from the cache.
 
-use super::attempt::Outcome;
 use super::journal::{Journal, STARTED};
 use super::options::StepReport;
 use super::preflight::ActionTable;
@@ -10,6 +9,7 @@ use super::queue::{Hot, ReadyQueue};
 use crate::action::ActionContext;
 use crate::cache::{CacheKey, ResultCache, cache_key};
 use crate::event::Event;
+use crate::executor::Outcome;
 use crate::resolve::{Scope, evaluate, resolve_parameters};
 use chrono::{DateTime, Utc};
 use orch_model::CompactString;
@@ -36,6 +36,8 @@ pub(super) struct State<'w> {
     /// The context immediate actions run with (`Action::immediate`): made
     /// once per run, its step, action and attempt set for each step.
     pub(super) ctx: ActionContext,
+    /// Where attempts run (`RunOptions::executor`).
+    pub(super) executor: Arc<dyn crate::executor::Executor>,
     pub(super) work_dir: Arc<std::path::Path>,
     pub(super) status: Vec<TaskStatus>,
     pub(super) reports: Vec<StepReport>,
