@@ -72,7 +72,10 @@ fn every_outcome_of_a_journaled_run_is_in_the_store() {
     let saved = orch_model::SavedRun::from_json(&run.definition).expect("a saved run");
     assert_eq!(saved.workflow.workflow().name, "j");
     assert_eq!(saved.settings.max_parallel, Some(4));
-    assert_eq!(saved.settings.mode, Some(orch_model::ExecutionMode::Parallel));
+    assert_eq!(
+        saved.settings.mode,
+        Some(orch_model::ExecutionMode::Parallel)
+    );
     assert_eq!(saved.settings.work_dir, Some(std::path::PathBuf::from(".")));
     let got: Vec<(TaskStatus, u32)> = tasks.iter().map(|t| (t.status, t.attempt)).collect();
     assert_eq!(
