@@ -3,7 +3,7 @@
 //! a task of the runtime.
 
 use super::attempt::run_immediate;
-use super::journal::{CANCEL_POLL, flush, journal_turn, open_journal};
+use super::journal::{CANCEL_POLL, flush, journal_turn, open_journal, record_starts};
 use super::options::{RunOptions, RunReport, StepReport};
 use super::preflight::{check_resources, lookup_actions, merge_params};
 use super::queue::{Hot, ReadyQueue};
@@ -190,6 +190,8 @@ pub async fn run_workflow(
     let mut arrived: Vec<Outcome> = Vec::new();
     // Journaled: the steps started in this turn, recorded in one commit.
     let mut started: Vec<u32> = Vec::new();
+    // Journaled: steps of this turn that may wait, started once recorded.
+    let mut to_spawn: Vec<u32> = Vec::new();
     let sequential = opts.mode == ExecutionMode::Sequential;
     loop {
         if st.journal.is_some() {
@@ -236,7 +238,7 @@ pub async fn run_workflow(
             // running beside another, so it needs no slot, except in
             // sequential mode, where nothing starts beside a running step.
             let needs_slot = sequential || !st.is_inline(i);
-            if needs_slot && set.count >= limit {
+            if needs_slot && set.count + to_spawn.len() >= limit {
                 st.ready.put_back(&[i], &st.hot);
                 break;
             }
@@ -255,7 +257,14 @@ pub async fn run_workflow(
             }
             taken += 1;
             if st.journal.is_some() {
-                // Recorded as started with the rest of the turn, below.
+                if needs_slot && !st.is_inline(i) {
+                    // A step that may wait (and do things outside this
+                    // process) is recorded as started before it runs:
+                    // every run of it is a recorded attempt. Below.
+                    to_spawn.push(i);
+                    continue;
+                }
+                // Finishes now: recorded as started with its finish, below.
                 started.push(i);
             }
             if let Some(out) = start_step(&mut st, i, &opts, &sink, &mut set) {
@@ -270,6 +279,24 @@ pub async fn run_workflow(
         }
         let all_blocked = !blocked.is_empty();
         st.ready.put_back(&blocked, &st.hot);
+        if !to_spawn.is_empty() {
+            // Their starts committed first, then they run.
+            if let Err(e) = record_starts(&mut st, &to_spawn).await {
+                return Err(abandon(&cancel, &mut set, e).await);
+            }
+            for i in to_spawn.drain(..) {
+                if let Some(out) = start_step(&mut st, i, &opts, &sink, &mut set) {
+                    st.release_resources(i, resources.as_deref(), opts.run_id);
+                    let cancelled = out.status == TaskStatus::Cancelled;
+                    st.complete(out, &dependents, cancelled, opts.cache.as_deref());
+                }
+            }
+            if let Err(e) = flush(&mut st, &dependents, &started).await {
+                return Err(abandon(&cancel, &mut set, e).await);
+            }
+            started.clear();
+            continue;
+        }
         if !started.is_empty() {
             // One turn, two requests: the steps it started, then what of them
             // (and of earlier ones) finished, after which their dependents

@@ -300,3 +300,34 @@ pub(super) async fn journal_turn(
     }
     Ok(())
 }
+
+/// Records `batch` as started, committed, before any of it runs (steps that
+/// may wait: every run of such a step is a recorded attempt). Their attempt
+/// numbers come from the store; the `tasks_started` event goes with the
+/// next commit.
+pub(super) async fn record_starts(
+    st: &mut State<'_>,
+    batch: &[u32],
+) -> Result<(), OrchestrationError> {
+    let Some(j) = st.journal.as_mut() else {
+        return Ok(());
+    };
+    let now = Utc::now();
+    let given = j
+        .store
+        .start_tasks(j.run_id, batch, "local", LEASE, now)
+        .await?;
+    let mut list = Vec::with_capacity(batch.len());
+    for (&i, &a) in batch.iter().zip(&given) {
+        j.attempts[i as usize] = a;
+        list.push(serde_json::json!([i, a]));
+    }
+    j.events.push(StoredEvent {
+        seq: 0,
+        at: now,
+        kind: "tasks_started".into(),
+        task: (batch.len() == 1).then(|| batch[0]),
+        data: serde_json::json!({ "tasks": list }),
+    });
+    Ok(())
+}
