@@ -11,7 +11,7 @@
 //!
 //! The schema has a version (`PRAGMA user_version`) and forward migrations,
 //! applied when a database is opened. A row that cannot be read is set aside
-//! (its run is marked quarantined and reported by [`Store::problems`]),
+//! (its run is marked quarantined and reported by [`Store::problems`](orch_model::Store::problems)),
 //! never a crash; other runs stay usable.
 //!
 //! Options ([`SqliteOptions`], or a URL's query: `sqlite://PATH?mode=ro`):
