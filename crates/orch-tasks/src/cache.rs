@@ -134,7 +134,8 @@ impl ResultCache for MemoryCache {
     }
 }
 
-/// A cache in a directory: one `KEY.json` file per entry, written atomically,
+/// A cache in a directory: one `KEY.json` file per entry, written atomically
+/// and durably ([`orch_resources::atomic::write_file`]),
 /// so it survives between runs of `orch run` (until the durable store of a
 /// later issue takes over).
 #[derive(Debug, Clone)]
@@ -168,12 +169,8 @@ impl ResultCache for DirCache {
         if std::fs::create_dir_all(&self.dir).is_err() {
             return;
         }
-        let tmp = self.dir.join(format!(".{key}.{}.tmp", std::process::id()));
-        if std::fs::write(&tmp, value.to_string()).is_ok()
-            && std::fs::rename(&tmp, self.path(key)).is_err()
-        {
-            let _ = std::fs::remove_file(&tmp);
-        }
+        // A failed write leaves no temporary file and the old entry, if any (a cache miss later).
+        let _ = orch_resources::atomic::write_file(&self.path(key), value.to_string().as_bytes());
     }
 
     fn list(&self) -> Vec<(CacheKey, u64)> {
@@ -258,6 +255,14 @@ mod tests {
         assert_eq!(c.get(&k), None);
         c.put(&k, &json!({"v": 1}));
         assert_eq!(c.get(&k), Some(json!({"v": 1})));
+        c.put(&k, &json!({"v": 2}));
+        assert_eq!(c.get(&k), Some(json!({"v": 2})));
+        // Replaced in place: no temporary file is left beside the entry.
+        let names: Vec<_> = std::fs::read_dir(c.dir())
+            .expect("the cache directory lists")
+            .map(|e| e.expect("an entry").file_name())
+            .collect();
+        assert_eq!(names, [std::ffi::OsString::from(format!("{k}.json"))]);
         assert_eq!(c.list().len(), 1);
         assert_eq!(c.clear(), 1);
         assert_eq!(c.get(&k), None);

@@ -12,7 +12,8 @@
 //!
 //! Absolute paths, `..` and symbolic links anywhere along a path are refused.
 //! Regular files are written through a temporary file created in the same
-//! directory descriptor and renamed into place with `renameat`, so a reader
+//! directory descriptor and renamed into place with `renameat`, then the
+//! directory is synced (`orch_resources::atomic::write_in_dir`), so a reader
 //! never sees a half-written file and nothing is created outside the target's
 //! directory. Files are read only when they are regular files with exactly one
 //! link: a second hard link may be a name of a file outside the root, which
@@ -454,11 +455,13 @@ impl Root {
         }
     }
 
-    /// Writes the file `path` atomically: `fill` writes the content into a
-    /// temporary file created in the same directory (by descriptor), which is
-    /// then synced and renamed over `path`. A reader sees the old file or the
-    /// new one, never a part. With `create_dirs`, missing parent directories
-    /// are created. A link at `path` is refused, not replaced.
+    /// Writes the file `path` atomically and durably: `fill` writes the
+    /// content into a temporary file created in the same directory (by
+    /// descriptor), which is then synced and renamed over `path`, and the
+    /// directory is synced ([`orch_resources::atomic::write_in_dir`], on the
+    /// descriptor this root resolved). A reader sees the old file or the new
+    /// one, never a part. With `create_dirs`, missing parent directories are
+    /// created. A link at `path` is refused, not replaced.
     ///
     /// Returns what `fill` returned.
     ///
@@ -477,30 +480,8 @@ impl Root {
                 return Err(self.err(path, ErrorKind::Link(path.to_path_buf())));
             }
         }
-        // Unique per process and per write, so concurrent writers never share a temporary file.
-        let n = NEXT_TMP.fetch_add(1, Ordering::Relaxed);
-        let mut tmp_name = OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(format!(".orch-tmp-{}-{n}", std::process::id()));
-        let fd = rustix::fs::openat(
-            &dir,
-            tmp_name.as_os_str(),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o666),
-        )
-        .map_err(|e| self.io_err(path, e))?;
-        let mut file = File::from(fd);
-        let result = (|| {
-            let value = fill(&mut file)?;
-            file.sync_all()?;
-            rustix::fs::renameat(&dir, tmp_name.as_os_str(), &dir, name)?;
-            Ok::<T, io::Error>(value)
-        })();
-        drop(file);
-        result.map_err(|e| {
-            let _ = rustix::fs::unlinkat(&dir, tmp_name.as_os_str(), AtFlags::empty());
-            self.io_err(path, e)
-        })
+        orch_resources::atomic::write_in_dir(dir.as_fd(), name, fill)
+            .map_err(|e| self.io_err(path, e))
     }
 
     /// Writes `bytes` to `path` atomically (see [`Root::write_with`]).

@@ -7,8 +7,9 @@
 //! every path is resolved beneath its descriptor one component at a time
 //! without following links, at the moment it is used (no check-then-open
 //! race). Writes go to a temporary file in the same directory (by
-//! descriptor) that is then renamed into place: a reader never sees a
-//! half-written file. `fs.read` and `fs.copy` read only regular files with a
+//! descriptor) that is then synced and renamed into place, and the directory
+//! synced (`orch_resources::atomic`): a reader never sees a half-written
+//! file. `fs.read` and `fs.copy` read only regular files with a
 //! single link (a hard link may be a name of a file outside); `fs.copy`
 //! streams, so the file is never held in memory.
 
@@ -61,7 +62,11 @@ pub(crate) fn work_root(ctx: &ActionContext) -> Result<Root, ActionError> {
         })
 }
 
-/// Writes `bytes` to `target` through a temporary sibling and a rename.
+/// Writes `bytes` to `target` through a temporary sibling, a rename and a
+/// sync of the directory: [`crate::confined::Root::write_bytes`] on
+/// `target`'s directory, which is [`orch_resources::atomic::write_in_dir`]
+/// (the workspace's one atomic write) after the root's checks, so a link at
+/// `target` is a `PermissionDenied` error.
 ///
 /// The temporary file is created and renamed relative to a descriptor of
 /// `target`'s directory, so both happen in the same directory even if its
