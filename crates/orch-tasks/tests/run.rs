@@ -345,9 +345,13 @@ fn cancellation_stops_running_processes_and_starts_nothing_new() {
                 break;
             }
         }
+        // The shell creates the file before `echo` writes the pid into it:
+        // wait for the whole line.
         let pidfile = dir.path().join("leader.pid");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !pidfile.exists() && Instant::now() < deadline {
+        while !std::fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n'))
+            && Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         cancel.cancel();
