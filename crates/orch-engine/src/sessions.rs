@@ -413,48 +413,12 @@ impl OrchestrationEngine {
             run_id,
             timestamp: Utc::now(),
         });
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(RunId, Event)>();
-        let me = self.clone();
-        let out = ov.events;
-        let forward = tokio::spawn(async move {
-            let mut out = out;
-            while let Some((rid, ev)) = rx.recv().await {
-                match &ev {
-                    Event::TaskSucceeded { .. } | Event::TaskCached { .. } => {
-                        me.inner
-                            .counters
-                            .tasks_completed
-                            .fetch_add(1, Ordering::Relaxed);
-                    }
-                    Event::TaskFailed { .. } => {
-                        me.inner
-                            .counters
-                            .tasks_failed
-                            .fetch_add(1, Ordering::Relaxed);
-                    }
-                    Event::TaskRetrying { .. } => {
-                        me.inner
-                            .counters
-                            .tasks_retried
-                            .fetch_add(1, Ordering::Relaxed);
-                    }
-                    _ => {}
-                }
-                // Engine events are built only when someone listens.
-                if me.wants_events() {
-                    if let Some(e) = EngineEvent::from_run(rid, &ev) {
-                        me.emit(e);
-                    }
-                }
-                // The run's own events go on to its handle (the top-level run's only).
-                if rid == run_id {
-                    if let Some(tx) = &out {
-                        if tx.send(ev).is_err() {
-                            out = None;
-                        }
-                    }
-                }
-            }
+        // The engine consumes the run's events as they happen (counters,
+        // engine events), and hands the run's own on to its handle.
+        let sink = Arc::new(EngineSink {
+            engine: self.clone(),
+            top: run_id,
+            out: ov.events,
         });
         // The run stops when its session ends or when its handle cancels it.
         let run_cancel = ov.cancel.unwrap_or_default();
@@ -478,7 +442,7 @@ impl OrchestrationEngine {
             max_parallel: Some(ov.max_parallel.unwrap_or(max_parallel)),
             timeout,
             cancel: Some(run_cancel),
-            events: Some(tx),
+            sink: Some(sink.clone()),
             run_id: Some(run_id),
             resources: ov.resources.or(resources),
             cache: ov.cache,
@@ -488,7 +452,7 @@ impl OrchestrationEngine {
         };
         let result = f(opts).await;
         watch.abort();
-        let _ = forward.await;
+        drop(sink);
         let elapsed = started.elapsed();
         let success = result.as_ref().is_ok_and(RunReport::succeeded);
         let c = &self.inner.counters;
@@ -535,4 +499,51 @@ pub(crate) struct RunOverrides {
     pub(crate) cancel: Option<CancellationToken>,
     /// Receives the run's events.
     pub(crate) events: Option<tokio::sync::mpsc::UnboundedSender<Event>>,
+}
+
+/// The engine's consumer of a run's events (and of the sub-workflow runs
+/// it starts): its counters and engine events, and the top-level run's
+/// events on to the run's handle.
+struct EngineSink {
+    engine: OrchestrationEngine,
+    top: RunId,
+    out: Option<tokio::sync::mpsc::UnboundedSender<Event>>,
+}
+
+impl std::fmt::Debug for EngineSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineSink")
+            .field("run", &self.top)
+            .finish_non_exhaustive()
+    }
+}
+
+impl orch_tasks::EventSink for EngineSink {
+    fn event(&self, run: RunId, ev: Event) {
+        let c = &self.engine.inner.counters;
+        match &ev {
+            Event::TaskSucceeded { .. } | Event::TaskCached { .. } => {
+                c.tasks_completed.fetch_add(1, Ordering::Relaxed);
+            }
+            Event::TaskFailed { .. } => {
+                c.tasks_failed.fetch_add(1, Ordering::Relaxed);
+            }
+            Event::TaskRetrying { .. } => {
+                c.tasks_retried.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        // Engine events are built only when someone listens.
+        if self.engine.wants_events() {
+            if let Some(e) = EngineEvent::from_run(run, &ev) {
+                self.engine.emit(e);
+            }
+        }
+        if run == self.top {
+            if let Some(tx) = &self.out {
+                // A handle that stopped reading only stops listening.
+                let _ = tx.send(ev);
+            }
+        }
+    }
 }

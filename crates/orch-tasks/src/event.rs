@@ -133,3 +133,75 @@ impl Event {
         }
     }
 }
+
+/// A consumer of a run's events (the one stream of a run: the workflow
+/// manager's progress, the engine's counters and events, a printer's
+/// channel). The scheduler and the executor call it synchronously, in the
+/// order the events happen, on the thread that emits them, with the id of
+/// the run: it must be quick (count, or hand the event to a channel).
+pub trait EventSink: Send + Sync + std::fmt::Debug {
+    /// Takes one event of run `run`.
+    fn event(&self, run: RunId, event: Event);
+}
+
+/// A channel of events is a sink (the run's id is dropped).
+impl EventSink for tokio::sync::mpsc::UnboundedSender<Event> {
+    fn event(&self, _run: RunId, event: Event) {
+        // A receiver that went away only stops listening.
+        let _ = self.send(event);
+    }
+}
+
+/// A channel of events with their run's id is a sink.
+impl EventSink for tokio::sync::mpsc::UnboundedSender<(RunId, Event)> {
+    fn event(&self, run: RunId, event: Event) {
+        let _ = self.send((run, event));
+    }
+}
+
+/// Several sinks, each given every event, in order.
+pub struct Fanout(pub Vec<std::sync::Arc<dyn EventSink>>);
+
+impl std::fmt::Debug for Fanout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Fanout({} sinks)", self.0.len())
+    }
+}
+
+impl EventSink for Fanout {
+    fn event(&self, run: RunId, event: Event) {
+        if let Some((last, first)) = self.0.split_last() {
+            for s in first {
+                s.event(run, event.clone());
+            }
+            last.event(run, event);
+        }
+    }
+}
+
+/// Where one run's events go: its sink, with the run's id.
+#[derive(Clone)]
+pub struct Emitter {
+    run: RunId,
+    sink: std::sync::Arc<dyn EventSink>,
+}
+
+impl std::fmt::Debug for Emitter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emitter")
+            .field("run", &self.run)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Emitter {
+    /// Run `run`'s events, to `sink`.
+    pub fn new(run: RunId, sink: std::sync::Arc<dyn EventSink>) -> Self {
+        Self { run, sink }
+    }
+
+    /// Hands one event to the sink.
+    pub fn send(&self, event: Event) {
+        self.sink.event(self.run, event);
+    }
+}

@@ -54,7 +54,7 @@ pub mod run;
 pub use action::{Action, ActionContext, ActionError, ActionRegistry, Immediate};
 pub use builtin::{Exec, External, Script, fs};
 pub use cache::{CacheKey, DirCache, MemoryCache, ResultCache};
-pub use event::Event;
+pub use event::{Emitter, Event, EventSink, Fanout};
 pub use executor::{Executor, LocalExecutor};
 pub use memory_store::MemoryStore;
 pub use orchestrator::{ExecutionStats, OrchestratorConfig, TaskOptions, TaskOrchestrator};

@@ -8,14 +8,14 @@ use orch_model::{
     ExecutionMode, OrchestrationError, RunId, TaskStatus, ValidWorkflow, Workflow, WorkflowStatus,
 };
 use orch_resources::ResourceManager;
-use orch_tasks::{Event, ResultCache, RunOptions, RunReport, run_workflow};
+use orch_tasks::{Event, EventSink, Fanout, ResultCache, RunOptions, RunReport, run_workflow};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
+use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 /// How many finished runs the manager remembers.
@@ -91,6 +91,9 @@ pub struct ExecuteOptions {
     pub cancel: Option<CancellationToken>,
     /// Receives every event of the run, with its run id.
     pub events: Option<UnboundedSender<(RunId, Event)>>,
+    /// Takes every event of the run, synchronously, in order, after the
+    /// manager has counted it (the engine's counters and events).
+    pub sink: Option<Arc<dyn EventSink>>,
     /// The run's id (default: a new one).
     pub run_id: Option<RunId>,
     /// Resources for `resource_aware` mode (default: the manager's).
@@ -236,18 +239,19 @@ impl WorkflowManager {
             st.latest.insert(name.to_owned(), run_id);
             st.stacks.insert(run_id, stack);
         }
-        // Progress is counted from the run's events, then passed on to the caller's listener.
-        let (tx, mut rx) = unbounded_channel::<Event>();
-        let me = self.clone();
-        let forward = opts.events.clone();
-        let counter = tokio::spawn(async move {
-            let mut running = vec![false; total];
-            while let Some(ev) = rx.recv().await {
-                me.count(run_id, &ev, &mut running);
-                if let Some(f) = &forward {
-                    let _ = f.send((run_id, ev));
-                }
-            }
+        // Progress is counted from the run's events as they happen, then
+        // they go on to the caller's sink and channel: one stream.
+        let mut next: Vec<Arc<dyn EventSink>> = Vec::new();
+        if let Some(s) = opts.sink.clone() {
+            next.push(s);
+        }
+        if let Some(tx) = opts.events.clone() {
+            next.push(Arc::new(tx));
+        }
+        let progress = Arc::new(ProgressSink {
+            manager: self.clone(),
+            running: std::sync::Mutex::new(vec![false; total]),
+            next: Fanout(next),
         });
         let run_opts = RunOptions {
             run_id,
@@ -263,6 +267,7 @@ impl WorkflowManager {
             store: self.inner.store.clone(),
             resume: opts.resume,
             parent: parent.as_ref().map(|p| p.0),
+            sink: Some(progress.clone()),
             ..RunOptions::default()
         };
         // Driven as a task of its own (see `orch_tasks::drive`: a step's
@@ -270,11 +275,10 @@ impl WorkflowManager {
         let me = self.clone();
         let perf_wf = wf.clone();
         let result = orch_tasks::drive(async move {
-            run_workflow(&wf, &me.inner.registry, run_opts, Some(tx)).await
+            run_workflow(&wf, &me.inner.registry, run_opts, None).await
         })
         .await;
-        // The sender was moved into the run and is dropped by now: the counter drains and ends.
-        let _ = counter.await;
+        drop(progress);
         let mut st = self.state();
         st.stacks.remove(&run_id);
         if let Some(rec) = st.runs.get_mut(&run_id) {
@@ -324,7 +328,7 @@ impl WorkflowManager {
         result
     }
 
-    fn count(&self, run_id: RunId, ev: &Event, running: &mut [bool]) {
+    pub(crate) fn count(&self, run_id: RunId, ev: &Event, running: &mut [bool]) {
         let mut st = self.state();
         let Some(rec) = st.runs.get_mut(&run_id) else {
             return;
@@ -426,4 +430,32 @@ pub(crate) fn failure_summary(r: &RunReport) -> Option<String> {
                 .unwrap_or_default();
             format!("step `{}` failed: {msg}", s.name)
         })
+}
+
+/// The manager's consumer of a run's events: counts its progress, then
+/// hands each event on.
+struct ProgressSink {
+    manager: WorkflowManager,
+    /// Which steps run now.
+    running: std::sync::Mutex<Vec<bool>>,
+    next: Fanout,
+}
+
+impl std::fmt::Debug for ProgressSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProgressSink").finish_non_exhaustive()
+    }
+}
+
+impl EventSink for ProgressSink {
+    fn event(&self, run: RunId, event: Event) {
+        {
+            let mut running = self
+                .running
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.manager.count(run, &event, &mut running);
+        }
+        self.next.event(run, event);
+    }
 }

@@ -69,7 +69,7 @@ pub struct Attempt {
     /// fired was cancelled.
     pub run_cancel: Option<CancellationToken>,
     /// Where `TaskStarted` and `TaskRetrying` go, when someone listens.
-    pub events: Option<UnboundedSender<Event>>,
+    pub events: Option<crate::event::Emitter>,
     /// The same moment on the wall clock and the monotonic clock: attempt
     /// times are read once, monotonically, and placed on the wall clock from it.
     pub epoch: (DateTime<Utc>, Instant),
@@ -87,7 +87,7 @@ impl Attempt {
     /// Sends an event, building it only when someone listens.
     pub fn emit(&self, e: impl FnOnce() -> Event) {
         if let Some(tx) = &self.events {
-            let _ = tx.send(e());
+            tx.send(e());
         }
     }
 }

@@ -28,7 +28,7 @@ pub(super) fn run_immediate(
     ctx.action.clone_from(&st.actions.names[k]);
     ctx.attempt = 1;
     if let Some(tx) = &st.events {
-        let _ = tx.send(Event::TaskStarted {
+        tx.send(Event::TaskStarted {
             task: i,
             name,
             attempt: 1,

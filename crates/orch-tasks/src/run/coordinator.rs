@@ -71,6 +71,16 @@ pub async fn run_workflow(
     opts: RunOptions,
     events: Option<UnboundedSender<Event>>,
 ) -> Result<RunReport, OrchestrationError> {
+    // One stream: the channel and the options' sink get every event, in order.
+    let emitter = match (opts.sink.clone(), events) {
+        (Some(s), Some(tx)) => Some(crate::event::Emitter::new(
+            opts.run_id,
+            Arc::new(crate::event::Fanout(vec![s, Arc::new(tx)])),
+        )),
+        (Some(s), None) => Some(crate::event::Emitter::new(opts.run_id, s)),
+        (None, Some(tx)) => Some(crate::event::Emitter::new(opts.run_id, Arc::new(tx))),
+        (None, None) => None,
+    };
     let resources = match (opts.mode, &opts.resources) {
         (ExecutionMode::ResourceAware, Some(rm)) => Some(rm.clone()),
         (ExecutionMode::ResourceAware, None) => Some(Arc::new(ResourceManager::detect())),
@@ -157,7 +167,7 @@ pub async fn run_workflow(
         work: Vec::new(),
         journal: None,
         epoch: (created, start),
-        events,
+        events: emitter,
     };
     if let Some(store) = &opts.store {
         st.journal = Some(open_journal(&mut st, store.clone(), &opts, created).await?);

@@ -57,6 +57,10 @@ pub struct RunOptions {
     /// The run that started this one through a `workflow.run` step
     /// (recorded as the store run's parent); `None` for a top-level run.
     pub parent: Option<RunId>,
+    /// Takes every event of the run, synchronously and in order (the
+    /// workflow manager's progress, the engine's counters), besides the
+    /// channel `run_workflow` may be given.
+    pub sink: Option<Arc<dyn crate::event::EventSink>>,
 }
 
 impl Default for RunOptions {
@@ -78,6 +82,7 @@ impl Default for RunOptions {
             store: None,
             resume: None,
             parent: None,
+            sink: None,
             executor: None,
         }
     }

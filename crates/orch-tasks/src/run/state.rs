@@ -20,7 +20,6 @@ use orch_resources::ResourceManager;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc::UnboundedSender;
 
 pub(super) struct State<'w> {
     pub(super) wf: &'w ValidWorkflow,
@@ -52,7 +51,7 @@ pub(super) struct State<'w> {
     /// Where the run is recorded, when it is (`RunOptions::store`).
     pub(super) journal: Option<Journal>,
     pub(super) epoch: (DateTime<Utc>, Instant),
-    pub(super) events: Option<UnboundedSender<Event>>,
+    pub(super) events: Option<crate::event::Emitter>,
 }
 
 impl Scope for State<'_> {
@@ -115,7 +114,7 @@ impl State<'_> {
     /// Sends an event, building it only when someone listens.
     pub(super) fn emit(&self, e: impl FnOnce() -> Event) {
         if let Some(tx) = &self.events {
-            let _ = tx.send(e());
+            tx.send(e());
         }
     }
 
