@@ -104,16 +104,12 @@ impl OrchestrationEngine {
         session: Option<&SessionId>,
     ) -> Result<ComplexWorkflowResult, OrchestrationError> {
         let wf = complex_definition(definition, self.inner.workflows.limits())?;
-        let wm = self.inner.workflows.clone();
-        let name = wf.name.clone();
-        let (sid, report) = self
-            .in_session(
-                session,
-                &name,
-                RunOverrides::default(),
-                move |opts| async move { wm.execute_definition(&wf, opts).await },
-            )
-            .await?;
+        // Through the one door, as every run.
+        let mut req = RunRequest::new(RunTarget::Workflow(Box::new(wf)));
+        req.session = session.copied();
+        let handle = self.run(req).await?;
+        let sid = handle.session_id();
+        let report = handle.report().await?;
         let plain = to_result(sid, &report);
         let mut results = Map::new();
         let mut stats = orch_tasks::ExecutionStats {
