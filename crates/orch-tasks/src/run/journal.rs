@@ -74,7 +74,7 @@ pub(super) async fn flush(
                 at: now,
                 kind: "tasks_started".into(),
                 task: (starting.len() == 1).then(|| starting[0]),
-                data: serde_json::json!({ "tasks": list }),
+                data: tasks_data(list),
             });
         }
         let mut done = std::mem::take(&mut j.finished);
@@ -96,7 +96,7 @@ pub(super) async fn flush(
                 at: now,
                 kind: "tasks_finished".into(),
                 task: (done.len() == 1).then(|| done[0].index),
-                data: serde_json::json!({"tasks": ended}),
+                data: tasks_data(ended),
             });
         }
         let (store, run) = (j.store.clone(), j.run_id);
@@ -327,7 +327,15 @@ pub(super) async fn record_starts(
         at: now,
         kind: "tasks_started".into(),
         task: (batch.len() == 1).then(|| batch[0]),
-        data: serde_json::json!({ "tasks": list }),
+        data: tasks_data(list),
     });
     Ok(())
+}
+
+/// `{"tasks": list}`, the list moved in (`json!` would serialize a copy of
+/// it: a deep clone of every entry of a turn of up to 65,536 steps).
+fn tasks_data(list: Vec<serde_json::Value>) -> serde_json::Value {
+    let mut m = serde_json::Map::with_capacity(1);
+    m.insert("tasks".to_owned(), serde_json::Value::Array(list));
+    serde_json::Value::Object(m)
 }
