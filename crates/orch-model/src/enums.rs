@@ -56,6 +56,21 @@ macro_rules! text_enum {
 }
 
 text_enum!(
+    /// How well a component works, ordered from best to worst, so that the
+    /// status of several components is the greatest (`HealthStatus::worst`,
+    /// in `health.rs`). Serialized as the seed's `health_check()` reports it.
+    HealthStatus [Default] {
+        /// Everything works.
+        #[default]
+        Healthy => "healthy",
+        /// Something needs attention, but work runs.
+        Degraded => "degraded",
+        /// Something does not work.
+        Unhealthy => "unhealthy",
+    }
+);
+
+text_enum!(
     /// The life cycle of a workflow (seed: `WorkflowStatus`).
     WorkflowStatus [Default] {
         /// Being designed.

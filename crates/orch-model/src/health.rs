@@ -1,46 +1,11 @@
 //! The health of a component: [`HealthStatus`], shared by the resource
 //! manager's check and the engine's report.
 
-use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::str::FromStr;
-
-/// How well a component works, ordered from best to worst, so that the
-/// status of several components is the greatest ([`HealthStatus::worst`]).
-///
-/// Serialized in snake_case (`"healthy"`, `"degraded"`, `"unhealthy"`), as
-/// the seed's `health_check()` reports it.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum HealthStatus {
-    /// Everything works.
-    #[default]
-    Healthy,
-    /// Something needs attention, but work runs.
-    Degraded,
-    /// Something does not work.
-    Unhealthy,
-}
+// The enum itself (snake_case text, `ALL`, `as_str`, `Display`, `FromStr`,
+// ordered from best to worst) is one of the text enums of `enums.rs`.
+pub use crate::enums::HealthStatus;
 
 impl HealthStatus {
-    /// Every variant, from best to worst.
-    pub const ALL: &'static [HealthStatus] = &[
-        HealthStatus::Healthy,
-        HealthStatus::Degraded,
-        HealthStatus::Unhealthy,
-    ];
-
-    /// The snake_case text of the variant, as serialized.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            HealthStatus::Healthy => "healthy",
-            HealthStatus::Degraded => "degraded",
-            HealthStatus::Unhealthy => "unhealthy",
-        }
-    }
-
     /// Whether this is [`HealthStatus::Healthy`].
     pub fn is_healthy(&self) -> bool {
         *self == HealthStatus::Healthy
@@ -57,27 +22,6 @@ impl HealthStatus {
         statuses
             .into_iter()
             .fold(HealthStatus::Healthy, HealthStatus::worst)
-    }
-}
-
-impl fmt::Display for HealthStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for HealthStatus {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let lower = s.trim().to_ascii_lowercase();
-        Self::ALL
-            .iter()
-            .copied()
-            .find(|v| v.as_str() == lower)
-            .ok_or_else(|| {
-                format!("`{s}` is not a valid HealthStatus; expected one of: healthy, degraded, unhealthy")
-            })
     }
 }
 
