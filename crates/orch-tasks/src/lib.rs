@@ -48,6 +48,7 @@ mod memory_store;
 pub mod orchestrator;
 pub mod process;
 pub mod records;
+pub mod release;
 pub mod resolve;
 pub mod run;
 

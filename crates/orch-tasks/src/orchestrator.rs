@@ -8,6 +8,7 @@
 
 use crate::action::{ActionContext, ActionRegistry};
 use crate::executor::{Attempt, AttemptPolicy, Executor, Outcome, OutcomeSink};
+use crate::release::{Gate, ReadyQueue, Release, decide, slot_limit};
 use crate::resolve::{Scope, resolve_parameters};
 use chrono::Utc;
 use orch_model::definition::{NameKind, check_name};
@@ -118,6 +119,37 @@ struct State {
     stopped: bool,
     /// The last release left a ready task that did not fit the resources.
     blocked: bool,
+    /// Per task: dependencies that have not ended yet.
+    remaining: Vec<u32>,
+    /// Per task: the tasks that wait for it (added after it).
+    dependents: Vec<Vec<u32>>,
+    /// Pending tasks whose dependencies have all ended: released next.
+    released: Vec<u32>,
+    /// Ready tasks, by priority then release order (as in workflow runs).
+    ready: ReadyQueue,
+    /// Parameters of ready tasks, resolved when they were released.
+    resolved: Vec<Option<Value>>,
+}
+
+impl State {
+    /// Task `i` reached a final state: the tasks waiting for it may be released.
+    fn ended(&mut self, i: usize) {
+        for k in std::mem::take(&mut self.dependents[i]) {
+            let r = &mut self.remaining[k as usize];
+            *r = r.saturating_sub(1);
+            if *r == 0 {
+                self.released.push(k);
+            }
+        }
+    }
+
+    /// Moves task `i` to a final `status` at `now` (if the move is allowed).
+    fn end(&mut self, i: usize, status: TaskStatus, now: chrono::DateTime<Utc>) {
+        if self.tasks[i].status.transition(status).is_ok() {
+            self.tasks[i].completed_at = Some(now);
+            self.ended(i);
+        }
+    }
 }
 
 impl Scope for State {
@@ -345,6 +377,20 @@ impl TaskOrchestrator {
             st.by_name.insert(task.name.clone(), i);
             st.tokens.push(self.shared.cancel.child_token());
             st.allocations.push(None);
+            st.resolved.push(None);
+            st.dependents.push(Vec::new());
+            let mut waiting = 0;
+            for d in &task.dependencies {
+                let j = st.by_id[d];
+                if !st.tasks[j].status.is_terminal() {
+                    st.dependents[j].push(i as u32);
+                    waiting += 1;
+                }
+            }
+            st.remaining.push(waiting);
+            if waiting == 0 {
+                st.released.push(i as u32);
+            }
             st.tasks.push(task.clone());
             task
         };
@@ -392,10 +438,8 @@ impl TaskOrchestrator {
         if !st.started {
             // No driver will ever look at these: cancel them here.
             let now = Utc::now();
-            for t in st.tasks.iter_mut().filter(|t| !t.status.is_terminal()) {
-                if t.status.transition(TaskStatus::Cancelled).is_ok() {
-                    t.completed_at = Some(now);
-                }
+            for i in 0..st.tasks.len() {
+                st.end(i, TaskStatus::Cancelled, now);
             }
         }
         drop(st);
@@ -416,10 +460,8 @@ impl TaskOrchestrator {
             return false;
         }
         st.tokens[i].cancel();
-        if status != TaskStatus::Running
-            && st.tasks[i].status.transition(TaskStatus::Cancelled).is_ok()
-        {
-            st.tasks[i].completed_at = Some(Utc::now());
+        if status != TaskStatus::Running {
+            st.end(i, TaskStatus::Cancelled, Utc::now());
         }
         drop(st);
         self.shared.wake.notify_one();
@@ -579,44 +621,54 @@ impl TaskOrchestrator {
         }
     }
 
-    /// Releases pending tasks whose dependencies finished; returns the ready ones to start.
+    /// Releases pending tasks whose dependencies have all ended (by the
+    /// rule of workflow runs, `crate::release`), then returns the ready ones
+    /// to start, by priority, within the mode's limits.
     fn release(&self, st: &mut State) -> Vec<Attempt> {
         let now = Utc::now();
-        for i in 0..st.tasks.len() {
+        while let Some(i) = st.released.pop() {
+            let i = i as usize;
             if st.tasks[i].status != TaskStatus::Pending {
                 continue;
             }
-            let deps: Vec<TaskStatus> = st.tasks[i]
-                .dependencies
-                .iter()
-                .filter_map(|d| st.by_id.get(d).map(|&j| st.tasks[j].status))
-                .collect();
-            if !deps.iter().all(|s| s.is_terminal()) {
-                continue;
-            }
-            let t = &mut st.tasks[i];
-            if deps.iter().all(|s| *s == TaskStatus::Completed) {
-                let _ = t.status.transition(TaskStatus::Ready);
-                t.ready_at = Some(now);
-            } else {
-                let _ = t.status.transition(TaskStatus::Skipped);
-                t.completed_at = Some(now);
+            let t = &st.tasks[i];
+            let gate = Gate {
+                run_if: orch_model::RunIf::Success,
+                when: None,
+                params: Some((&t.module, &t.action, &t.parameters)),
+            };
+            let deps = t.dependencies.iter().filter_map(|d| {
+                let &j = st.by_id.get(d)?;
+                Some((st.tasks[j].status, st.tasks[j].name.as_str()))
+            });
+            match decide(gate, deps, &*st) {
+                Release::Run(params) => {
+                    st.resolved[i] = Some(Value::Object(params.unwrap_or_default()));
+                    let t = &mut st.tasks[i];
+                    let _ = t.status.transition(TaskStatus::Ready);
+                    t.ready_at = Some(now);
+                    let p = t.priority;
+                    st.ready.push(p, i as u32);
+                }
+                Release::Skip(_) => st.end(i, TaskStatus::Skipped, now),
+                Release::Fail(e) => {
+                    let _ = st.tasks[i].status.transition(TaskStatus::Ready);
+                    st.tasks[i].result = Some(TaskResult::failed("ReferenceError", e));
+                    st.end(i, TaskStatus::Failed, now);
+                }
             }
         }
-        let limit = match self.shared.cfg.mode {
-            ExecutionMode::Sequential => 1,
-            _ => self.shared.cfg.max_parallel_tasks.max(1),
-        };
-        let mut ready: Vec<usize> = (0..st.tasks.len())
-            .filter(|&i| st.tasks[i].status == TaskStatus::Ready)
-            .collect();
-        // Highest priority first, then creation order.
-        ready.sort_by_key(|&i| (std::cmp::Reverse(st.tasks[i].priority), i));
+        let limit = slot_limit(self.shared.cfg.mode, self.shared.cfg.max_parallel_tasks);
         let mut jobs = Vec::new();
-        st.blocked = false;
-        for i in ready {
-            if st.running >= limit || st.stopped {
+        let mut blocked = Vec::new();
+        while st.running < limit && !st.stopped {
+            let Some(k) = st.ready.pop() else {
                 break;
+            };
+            let i = k as usize;
+            // Cancelled while it waited for a slot.
+            if st.tasks[i].status != TaskStatus::Ready {
+                continue;
             }
             if let Some(rm) = &self.shared.resources {
                 let req = &st.tasks[i].resources;
@@ -624,36 +676,37 @@ impl TaskOrchestrator {
                     match rm.try_allocate(&st.tasks[i].id.to_string(), req) {
                         Ok(Some(a)) => st.allocations[i] = Some(a.id),
                         _ => {
-                            st.blocked = true;
+                            blocked.push(k);
                             continue;
                         }
                     }
                 }
             }
-            let t = &st.tasks[i];
-            let params =
-                resolve_parameters(&t.module, &t.action, &t.parameters, &*st).map(Value::Object);
-            let t = &mut st.tasks[i];
-            let Some(action) = self.shared.cfg.registry.get(&t.module, &t.action) else {
+            let Some(action) = self
+                .shared
+                .cfg
+                .registry
+                .get(&st.tasks[i].module, &st.tasks[i].action)
+            else {
+                // `insert` checked the action: unreachable, but never a panic.
+                st.end(i, TaskStatus::Failed, now);
                 continue;
             };
-            match params {
-                Ok(params) => {
-                    let _ = t.status.transition(TaskStatus::Running);
-                    t.started_at = Some(now);
-                    t.attempts = 0;
-                    st.running += 1;
-                    let task = st.tasks[i].clone();
-                    let token = st.tokens[i].clone();
-                    jobs.push(self.attempt(i as u32, &task, action, params, token));
-                }
-                Err(e) => {
-                    let _ = t.status.transition(TaskStatus::Failed);
-                    t.completed_at = Some(now);
-                    t.result = Some(TaskResult::failed("ReferenceError", e));
-                }
-            }
+            let params = st.resolved[i]
+                .take()
+                .unwrap_or_else(|| Value::Object(Map::new()));
+            let t = &mut st.tasks[i];
+            let _ = t.status.transition(TaskStatus::Running);
+            t.started_at = Some(now);
+            t.attempts = 0;
+            st.running += 1;
+            let task = st.tasks[i].clone();
+            let token = st.tokens[i].clone();
+            jobs.push(self.attempt(k, &task, action, params, token));
         }
+        st.blocked = !blocked.is_empty();
+        let tasks = &st.tasks;
+        st.ready.put_back(&blocked, |k| tasks[k as usize].priority);
         jobs
     }
 
@@ -661,13 +714,16 @@ impl TaskOrchestrator {
         let mut st = self.lock();
         st.running = st.running.saturating_sub(1);
         let alloc = st.allocations[i].take();
+        let ended = st.tasks[i].status.transition(out.status).is_ok();
         let t = &mut st.tasks[i];
-        let _ = t.status.transition(out.status);
         t.attempts = out.attempts;
         t.started_at = out.started_at.or(t.started_at);
         t.completed_at = Some(out.finished_at);
         t.result = Some(out.result);
         let user = t.id.to_string();
+        if ended {
+            st.ended(i);
+        }
         drop(st);
         if let (Some(rm), Some(a)) = (&self.shared.resources, alloc) {
             rm.deallocate_resources(&user, Some(&[a]));
@@ -683,10 +739,8 @@ impl TaskOrchestrator {
                 if st.stopped && st.running == 0 {
                     // Whatever never started is cancelled.
                     let now = Utc::now();
-                    for t in st.tasks.iter_mut().filter(|t| !t.status.is_terminal()) {
-                        if t.status.transition(TaskStatus::Cancelled).is_ok() {
-                            t.completed_at = Some(now);
-                        }
+                    for i in 0..st.tasks.len() {
+                        st.end(i, TaskStatus::Cancelled, now);
                     }
                     drop(st);
                     self.shared.progress.notify_waiters();

@@ -560,3 +560,65 @@ fn a_task_blocked_by_an_outside_holder_starts_when_they_release() {
         }
     });
 }
+
+#[test]
+fn a_long_chain_grows_while_it_runs_and_a_bad_reference_fails_at_release() {
+    rt().block_on(async {
+        let o = TaskOrchestrator::default();
+        o.start_execution().expect("start");
+        // Each task passes the count on: released one by one as its
+        // dependency ends, some added after their dependency finished.
+        let mut prev = o
+            .create_task(
+                "n0",
+                "core",
+                "set",
+                TaskOptions {
+                    parameters: params(json!({"value": 0})),
+                    ..TaskOptions::default()
+                },
+            )
+            .expect("created");
+        for k in 1..=2000 {
+            if k % 500 == 0 {
+                assert!(o.wait_for_completion(Some(Duration::from_secs(30))).await);
+            }
+            prev = o
+                .create_task(
+                    &format!("n{k}"),
+                    "core",
+                    "set",
+                    TaskOptions {
+                        parameters: params(json!({"value": format!("${{n{}.result}}", k - 1)})),
+                        dependencies: vec![prev.id],
+                        ..TaskOptions::default()
+                    },
+                )
+                .expect("created");
+        }
+        let bad = o
+            .create_task(
+                "bad",
+                "core",
+                "noop",
+                TaskOptions {
+                    parameters: params(json!({"x": "${n2000.result.missing}"})),
+                    dependencies: vec![prev.id],
+                    ..TaskOptions::default()
+                },
+            )
+            .expect("created");
+        assert!(o.wait_for_completion(Some(Duration::from_secs(60))).await);
+        assert_eq!(
+            o.get_task_result(prev.id).map(|r| r.data),
+            Some(json!(0)),
+            "the value went through 2000 releases"
+        );
+        let failed = o.get_task(bad.id).expect("bad");
+        assert_eq!(failed.status, TaskStatus::Failed);
+        let r = failed.result.expect("a result");
+        assert_eq!(r.error_type.as_deref(), Some("ReferenceError"));
+        let s = o.get_execution_stats();
+        assert_eq!((s.completed, s.failed, s.skipped), (2001, 1, 0));
+    });
+}

@@ -6,11 +6,12 @@ use super::attempt::run_immediate;
 use super::journal::{CANCEL_POLL, flush, journal_turn, open_journal, record_starts};
 use super::options::{RunOptions, RunReport, StepReport};
 use super::preflight::{check_resources, lookup_actions, merge_params};
-use super::queue::{Hot, ReadyQueue};
+use super::queue::Hot;
 use super::state::State;
 use crate::action::{ActionContext, ActionRegistry};
 use crate::event::Event;
 use crate::executor::{Attempt, AttemptPolicy, ChannelSink, Outcome, OutcomeSink};
+use crate::release::{ReadyQueue, slot_limit};
 use chrono::Utc;
 use orch_model::CompactString;
 use orch_model::{
@@ -176,10 +177,7 @@ pub async fn run_workflow(
         run_id: opts.run_id,
         total: n,
     });
-    let limit = match opts.mode {
-        ExecutionMode::Sequential => 1,
-        _ => opts.max_parallel.max(1),
-    };
+    let limit = slot_limit(opts.mode, opts.max_parallel);
     for i in 0..n as u32 {
         if st.remaining[i as usize] == 0
             && st.status[i as usize] == TaskStatus::Pending
@@ -249,7 +247,7 @@ pub async fn run_workflow(
             // sequential mode, where nothing starts beside a running step.
             let needs_slot = sequential || !st.is_inline(i);
             if needs_slot && set.count + to_spawn.len() >= limit {
-                st.ready.put_back(&[i], &st.hot);
+                st.ready.put_back(&[i], |k| st.hot[k as usize].priority);
                 break;
             }
             if let Some(rm) = &resources {
@@ -288,7 +286,7 @@ pub async fn run_workflow(
             }
         }
         let all_blocked = !blocked.is_empty();
-        st.ready.put_back(&blocked, &st.hot);
+        st.ready.put_back(&blocked, |k| st.hot[k as usize].priority);
         if !to_spawn.is_empty() {
             // Their starts committed first, then they run.
             if let Err(e) = record_starts(&mut st, &to_spawn).await {

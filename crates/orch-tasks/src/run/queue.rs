@@ -1,5 +1,5 @@
-//! The ready queue (one FIFO per priority) and `Hot`, what the scheduler reads
-//! of a step's definition, packed.
+//! `Hot`: what the scheduler reads of a step's definition, packed (the ready
+//! queue is `crate::release::ReadyQueue`, shared with the task orchestrator).
 
 use orch_model::{RunIf, TaskPriority};
 
@@ -46,37 +46,5 @@ impl Hot {
 
     pub(super) fn is(self, flag: u8) -> bool {
         self.flags & flag != 0
-    }
-}
-
-/// Ready steps: one FIFO per priority, highest priority first. Push and pop
-/// are O(1), and the order is exactly "by priority, then by release order".
-#[derive(Default)]
-pub(super) struct ReadyQueue {
-    pub(super) queues: [std::collections::VecDeque<u32>; TaskPriority::ALL.len()],
-}
-
-impl ReadyQueue {
-    pub(super) fn slot(p: TaskPriority) -> usize {
-        p as usize - TaskPriority::Low as usize
-    }
-
-    pub(super) fn push(&mut self, p: TaskPriority, i: u32) {
-        self.queues[Self::slot(p)].push_back(i);
-    }
-
-    pub(super) fn pop(&mut self) -> Option<u32> {
-        self.queues.iter_mut().rev().find_map(|q| q.pop_front())
-    }
-
-    /// Returns steps taken by `pop` (in the order popped) to the front of their queues.
-    pub(super) fn put_back(&mut self, popped: &[u32], hot: &[Hot]) {
-        for &i in popped.iter().rev() {
-            self.queues[Self::slot(hot[i as usize].priority)].push_front(i);
-        }
-    }
-
-    pub(super) fn is_empty(&self) -> bool {
-        self.queues.iter().all(std::collections::VecDeque::is_empty)
     }
 }

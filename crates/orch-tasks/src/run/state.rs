@@ -5,16 +5,17 @@
 use super::journal::{Journal, STARTED};
 use super::options::StepReport;
 use super::preflight::ActionTable;
-use super::queue::{Hot, ReadyQueue};
+use super::queue::Hot;
 use crate::action::ActionContext;
 use crate::cache::{CacheKey, ResultCache, cache_key};
 use crate::event::Event;
 use crate::executor::Outcome;
-use crate::resolve::{Scope, evaluate, resolve_parameters};
+use crate::release::{Gate, ReadyQueue, Release, decide};
+use crate::resolve::Scope;
 use chrono::{DateTime, Utc};
 use orch_model::CompactString;
 use orch_model::{
-    AllocationId, Finished, RunId, RunIf, TaskOutcome, TaskResult, TaskStatus, ValidWorkflow,
+    AllocationId, Finished, RunId, TaskOutcome, TaskResult, TaskStatus, ValidWorkflow,
 };
 use orch_resources::ResourceManager;
 use serde_json::{Map, Value};
@@ -310,64 +311,40 @@ impl State<'_> {
         self.work = work;
     }
 
-    /// Decides whether step `j` runs; returns true when it ended at once
-    /// (skipped, or failed to resolve) so its dependents must be released too.
+    /// Decides whether step `j` runs (`crate::release::decide`); returns
+    /// true when it ended at once (skipped, or failed to resolve) so its
+    /// dependents must be released too.
     pub(super) fn release(&mut self, j: u32, now: DateTime<Utc>) -> bool {
         let hot = self.hot[j as usize];
-        let deps = self.wf.graph().deps(j);
-        let all_ok = deps
-            .iter()
-            .all(|&d| self.status[d as usize] == TaskStatus::Completed);
-        let failed: Vec<&str> = deps
-            .iter()
-            .filter(|&&d| self.status[d as usize] == TaskStatus::Failed)
-            .map(|&d| self.wf.workflow().steps[d as usize].name.as_str())
-            .collect();
-        let skip = match hot.run_if {
-            RunIf::Success if !all_ok => {
-                let not_ok: Vec<&str> = deps
-                    .iter()
-                    .filter(|&&d| self.status[d as usize] != TaskStatus::Completed)
-                    .map(|&d| self.wf.workflow().steps[d as usize].name.as_str())
-                    .collect();
-                Some(format!(
-                    "upstream step(s) {} did not succeed",
-                    not_ok.join(", ")
-                ))
-            }
-            RunIf::Failure if failed.is_empty() => {
-                Some("no upstream step failed (run_if: failure)".to_owned())
-            }
-            _ => None,
+        let wf = self.wf;
+        let steps = &wf.workflow().steps;
+        let step = &steps[j as usize];
+        // The flags first: a plain step's definition is not read at all.
+        let gate = Gate {
+            run_if: hot.run_if,
+            when: if hot.is(Hot::WHEN) {
+                step.conditions.when.as_deref()
+            } else {
+                None
+            },
+            params: hot.is(Hot::PARAMS).then(|| {
+                (
+                    step.module.as_str(),
+                    step.action.as_str(),
+                    &*step.parameters,
+                )
+            }),
         };
-        if let Some(reason) = skip {
-            return self.skip(j, reason, now);
-        }
-        let step = &self.wf.workflow().steps[j as usize];
-        // The flag first: a step without one is not read at all.
-        let when = if hot.is(Hot::WHEN) {
-            step.conditions.when.as_deref()
-        } else {
-            None
-        };
-        if let Some(when) = when {
-            match evaluate(when, self) {
-                Ok(true) => {}
-                Ok(false) => {
-                    let reason = crate::resolve::skip_reason(when, self);
-                    return self.skip(j, reason, now);
-                }
-                Err(e) => return self.fail_at_release(j, e, now),
-            }
-        }
+        let deps = wf
+            .graph()
+            .deps(j)
+            .iter()
+            .map(|&d| (self.status[d as usize], steps[d as usize].name.as_str()));
         // `None` stands for `{}`: a step without parameters builds no map.
-        let resolved = if hot.is(Hot::PARAMS) {
-            match resolve_parameters(&step.module, &step.action, &step.parameters, self) {
-                Ok(params) => (!params.is_empty()).then(|| Box::new(Value::Object(params))),
-                Err(e) => return self.fail_at_release(j, e, now),
-            }
-        } else {
-            None
+        let resolved = match decide(gate, deps, self) {
+            Release::Run(params) => params.map(|p| Box::new(Value::Object(p))),
+            Release::Skip(reason) => return self.skip(j, reason, now),
+            Release::Fail(message) => return self.fail_at_release(j, message, now),
         };
         self.resolved[j as usize] = resolved;
         self.set_status(j, TaskStatus::Ready);
