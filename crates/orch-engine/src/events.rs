@@ -152,7 +152,13 @@ impl EngineEvent {
         }
     }
 
-    pub(crate) fn from_run(run_id: RunId, ev: &Event) -> Option<Self> {
+    /// The engine event of one of run `run_id`'s events (`orch_tasks::Event`,
+    /// the run's one stream); `None` for the events that have no engine
+    /// counterpart (a step became ready, the run started or ended: the
+    /// engine tells those as `WorkflowStarted` / `WorkflowCompleted`). The
+    /// run's id comes beside the event, as every `EventSink` gets it: a
+    /// step's event does not repeat it.
+    pub fn from_event(run_id: RunId, ev: &Event) -> Option<Self> {
         let timestamp = Utc::now();
         Some(match ev {
             Event::TaskStarted { name, attempt, .. } => Self::TaskStarted {

@@ -535,7 +535,7 @@ impl orch_tasks::EventSink for EngineSink {
         }
         // Engine events are built only when someone listens.
         if self.engine.wants_events() {
-            if let Some(e) = EngineEvent::from_run(run, &ev) {
+            if let Some(e) = EngineEvent::from_event(run, &ev) {
                 self.engine.emit(e);
             }
         }

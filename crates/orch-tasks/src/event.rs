@@ -1,4 +1,14 @@
-//! The closed set of events a run emits; the CLI and (later) the store consume them.
+//! The closed set of events a run emits, and their consumers.
+//!
+//! A run has one stream of events. The scheduler emits each step's change
+//! once, at one place (its state's `record`), and the consumers see the same
+//! events in the same order: first the run's journal (the store), which
+//! turns each final state into a record committed at the end of the turn
+//! (dependents are released only after that commit: the commit barrier),
+//! then the run's [`EventSink`] (the workflow manager's progress, the
+//! engine's counters, metrics and engine events, the run handle's channel,
+//! which the CLI prints). Attempt-level events (an attempt started, a retry)
+//! are emitted by the executor where the attempt runs.
 
 use orch_model::CompactString;
 use orch_model::{RunId, TaskStatus, WorkflowStatus};
@@ -84,6 +94,9 @@ pub enum Event {
         task: u32,
         /// Step name.
         name: CompactString,
+        /// Attempts it made in this run before it was stopped; 0 when it
+        /// never started.
+        attempts: u32,
     },
     /// The step's result came from the cache (emitted once result caching is
     /// implemented; it is part of the contract now so consumers handle it).

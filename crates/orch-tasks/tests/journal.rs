@@ -233,13 +233,14 @@ fn a_cancellation_requested_through_the_store_stops_the_run() {
     let run_id = opts.run_id;
     let rt = rt();
     let t = std::time::Instant::now();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let report = rt.block_on(async {
         let s2 = store.clone();
         tokio::spawn(async move {
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
             assert!(s2.request_cancel(run_id).await.expect("request"));
         });
-        run_workflow(&wf, &ActionRegistry::with_builtins(), opts, None)
+        run_workflow(&wf, &ActionRegistry::with_builtins(), opts, Some(tx))
             .await
             .expect("ran")
     });
@@ -253,6 +254,33 @@ fn a_cancellation_requested_through_the_store_stops_the_run() {
         .expect("get")
         .expect("run");
     assert_eq!(run.status, WorkflowStatus::Cancelled);
+    // The journal consumed the same events the channel got: the step that
+    // was running ends with its recorded attempt, the one that never
+    // started with none.
+    let mut cancelled = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        if let orch_tasks::Event::TaskCancelled { name, attempts, .. } = e {
+            cancelled.push((name.to_string(), attempts));
+        }
+    }
+    assert_eq!(
+        cancelled,
+        [("nap".to_owned(), 1), ("later".to_owned(), 0)],
+        "the events"
+    );
+    let tasks = rt.block_on(store.tasks(run_id)).expect("tasks");
+    let stored: Vec<(&str, TaskStatus, u32)> = tasks
+        .iter()
+        .map(|t| (t.name.as_str(), t.status, t.attempt))
+        .collect();
+    assert_eq!(
+        stored,
+        [
+            ("nap", TaskStatus::Cancelled, 1),
+            ("later", TaskStatus::Cancelled, 0)
+        ],
+        "the store"
+    );
 }
 
 /// An action that waits a little and records how many of its kind ran at once.

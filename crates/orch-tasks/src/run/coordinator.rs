@@ -14,10 +14,7 @@ use crate::executor::{Attempt, AttemptPolicy, ChannelSink, Outcome, OutcomeSink}
 use crate::release::{ReadyQueue, slot_limit};
 use chrono::Utc;
 use orch_model::CompactString;
-use orch_model::{
-    ExecutionMode, Finished, OrchestrationError, TaskOutcome, TaskStatus, ValidWorkflow,
-    WorkflowStatus,
-};
+use orch_model::{ExecutionMode, OrchestrationError, TaskStatus, ValidWorkflow, WorkflowStatus};
 use orch_resources::ResourceManager;
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -367,16 +364,12 @@ pub async fn run_workflow(
         if !st.status[i as usize].is_terminal() {
             st.set_status(i, TaskStatus::Cancelled);
             st.reports[i as usize].finished_at = Some(now);
-            if let Some(j) = &mut st.journal {
-                j.finished.push(Finished {
-                    index: i,
-                    attempt: 0,
-                    retries: 0,
-                    outcome: TaskOutcome::Cancelled,
-                });
-            }
             let name = st.name(i);
-            st.emit(|| Event::TaskCancelled { task: i, name });
+            st.record(Event::TaskCancelled {
+                task: i,
+                name,
+                attempts: 0,
+            });
         }
     }
     let any_failed = st.status.contains(&TaskStatus::Failed);

@@ -4,12 +4,13 @@
 //! store.
 
 use super::identity::process_identity;
-use super::options::RunOptions;
+use super::options::{RunOptions, StepReport};
 use super::state::State;
+use crate::event::Event;
 use chrono::{DateTime, Utc};
 use orch_model::store::StoredEvent;
 use orch_model::{
-    Finished, NewRun, NewTask, OrchestrationError, RunId, RunSettings, SavedRun, Store,
+    Finished, NewRun, NewTask, OrchestrationError, RunId, RunSettings, SavedRun, Store, TaskOutcome,
 };
 use serde_json::Value;
 use std::sync::Arc;
@@ -33,6 +34,58 @@ pub(super) struct Journal {
     pub(super) events: Vec<StoredEvent>,
     /// When the store was last asked whether someone wants the run cancelled.
     pub(super) last_poll: Instant,
+}
+
+impl Journal {
+    /// Consumes one of the run's events (`State::record`): a step's final
+    /// state becomes a record to commit with the turn, read from the event
+    /// and from the step's report (its result). Other events change nothing
+    /// here: starts are recorded by the coordinator at the commit barrier
+    /// (`flush`, `record_starts`).
+    pub(super) fn observe(&mut self, e: &Event, report: &StepReport) {
+        let result = || report.result.clone().unwrap_or_default();
+        // A step that started ends with the attempt the store gave its
+        // start (`STARTED`, filled in by `flush`); one that never started,
+        // with 0.
+        let (index, attempt, retries, outcome) = match e {
+            Event::TaskSucceeded { task, attempts, .. } => (
+                *task,
+                STARTED,
+                attempts.saturating_sub(1),
+                TaskOutcome::Succeeded { result: result() },
+            ),
+            Event::TaskCached { task, .. } => {
+                (*task, 0, 0, TaskOutcome::Succeeded { result: result() })
+            }
+            Event::TaskFailed { task, attempts, .. } => (
+                *task,
+                if *attempts == 0 { 0 } else { STARTED },
+                attempts.saturating_sub(1),
+                TaskOutcome::Failed { result: result() },
+            ),
+            Event::TaskSkipped { task, reason, .. } => (
+                *task,
+                0,
+                0,
+                TaskOutcome::Skipped {
+                    reason: reason.clone(),
+                },
+            ),
+            Event::TaskCancelled { task, attempts, .. } => (
+                *task,
+                if *attempts == 0 { 0 } else { STARTED },
+                attempts.saturating_sub(1),
+                TaskOutcome::Cancelled,
+            ),
+            _ => return,
+        };
+        self.finished.push(Finished {
+            index,
+            attempt,
+            retries,
+            outcome,
+        });
+    }
 }
 
 /// Commits what the journal holds (the steps `started` in this turn, which

@@ -2,7 +2,7 @@
 //! when its dependencies end (release: trigger rule, `when`, `${...}`), when it
 //! ends (completion), and when it is skipped or served from the cache.
 
-use super::journal::{Journal, STARTED};
+use super::journal::Journal;
 use super::options::StepReport;
 use super::preflight::ActionTable;
 use super::queue::Hot;
@@ -14,9 +14,7 @@ use crate::release::{Gate, ReadyQueue, Release, decide};
 use crate::resolve::Scope;
 use chrono::{DateTime, Utc};
 use orch_model::CompactString;
-use orch_model::{
-    AllocationId, Finished, RunId, TaskOutcome, TaskResult, TaskStatus, ValidWorkflow,
-};
+use orch_model::{AllocationId, RunId, TaskResult, TaskStatus, ValidWorkflow};
 use orch_resources::ResourceManager;
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -112,10 +110,23 @@ impl State<'_> {
         r.result.as_ref().filter(|r| r.success).map(|r| &r.data)
     }
 
-    /// Sends an event, building it only when someone listens.
+    /// Sends an event that changes nothing durable (a step became ready,
+    /// the run started or ended), building it only when someone listens.
     pub(super) fn emit(&self, e: impl FnOnce() -> Event) {
         if let Some(tx) = &self.events {
             tx.send(e());
+        }
+    }
+
+    /// The one place a step's final state is told: the journal consumes the
+    /// event first (with the step's report, which holds the result the event
+    /// does not carry), then the run's sink gets it.
+    pub(super) fn record(&mut self, e: Event) {
+        if let (Some(j), Some(i)) = (&mut self.journal, e.task()) {
+            j.observe(&e, &self.reports[i as usize]);
+        }
+        if let Some(tx) = &self.events {
+            tx.send(e);
         }
     }
 
@@ -161,19 +172,9 @@ impl State<'_> {
                     cached: true,
                     ..TaskResult::default()
                 };
-                if let Some(j) = &mut self.journal {
-                    j.finished.push(Finished {
-                        index: i,
-                        attempt: 0,
-                        retries: 0,
-                        outcome: TaskOutcome::Succeeded {
-                            result: result.clone(),
-                        },
-                    });
-                }
                 let r = &mut self.reports[i as usize];
                 r.result = Some(result);
-                self.emit(|| Event::TaskCached {
+                self.record(Event::TaskCached {
                     task: i,
                     name: self.name(i),
                 });
@@ -221,54 +222,36 @@ impl State<'_> {
         }
         let i = out.task;
         st.set_status(i, out.status);
-        match out.status {
-            TaskStatus::Completed => {
-                st.emit(|| Event::TaskSucceeded {
-                    task: i,
-                    name: st.name(i),
-                    attempts: out.attempts,
-                    duration: Duration::from_secs_f64(out.result.execution_time),
-                });
-            }
-            TaskStatus::Cancelled => st.emit(|| Event::TaskCancelled {
-                task: i,
-                name: st.name(i),
-            }),
-            _ => st.emit(|| Event::TaskFailed {
-                task: i,
-                name: st.name(i),
-                attempts: out.attempts,
-                error_type: out.result.error_type.clone().unwrap_or_default(),
-                message: out.result.error_message.clone().unwrap_or_default(),
-            }),
-        }
-        let out_finished = out.finished_at;
-        if let Some(j) = &mut st.journal {
-            let outcome = match out.status {
-                TaskStatus::Completed => TaskOutcome::Succeeded {
-                    result: out.result.clone(),
-                },
-                TaskStatus::Cancelled => TaskOutcome::Cancelled,
-                _ => TaskOutcome::Failed {
-                    result: out.result.clone(),
-                },
-            };
-            j.finished.push(Finished {
-                index: i,
-                // Any non-zero value: `flush` writes the attempt the store
-                // gave the step's start (recorded later in the same turn
-                // for a step that finished inline).
-                attempt: STARTED,
-                retries: out.attempts.saturating_sub(1),
-                outcome,
-            });
-        }
         let prior = st.journal.as_ref().map_or(0, |j| j.prior[i as usize]);
         let r = &mut st.reports[i as usize];
         r.attempts = prior + out.attempts;
         r.started_at = out.started_at;
         r.finished_at = Some(out.finished_at);
-        r.result = Some(out.result);
+        let event = match out.status {
+            TaskStatus::Completed => Event::TaskSucceeded {
+                task: i,
+                name: st.name(i),
+                attempts: out.attempts,
+                duration: Duration::from_secs_f64(out.result.execution_time),
+            },
+            TaskStatus::Cancelled => Event::TaskCancelled {
+                task: i,
+                name: st.name(i),
+                // It was started (and recorded so), even if it was stopped
+                // before its action ran.
+                attempts: out.attempts.max(1),
+            },
+            _ => Event::TaskFailed {
+                task: i,
+                name: st.name(i),
+                attempts: out.attempts.max(1),
+                error_type: out.result.error_type.clone().unwrap_or_default(),
+                message: out.result.error_message.clone().unwrap_or_default(),
+            },
+        };
+        st.reports[i as usize].result = Some(out.result);
+        st.record(event);
+        let out_finished = out.finished_at;
         st.done(i, dependents, cancelled, out_finished);
     }
 
@@ -362,17 +345,7 @@ impl State<'_> {
         let r = &mut self.reports[j as usize];
         r.finished_at = Some(now);
         r.note = Some(reason.clone());
-        if let Some(jn) = &mut self.journal {
-            jn.finished.push(Finished {
-                index: j,
-                attempt: 0,
-                retries: 0,
-                outcome: TaskOutcome::Skipped {
-                    reason: reason.clone(),
-                },
-            });
-        }
-        self.emit(|| Event::TaskSkipped {
+        self.record(Event::TaskSkipped {
             task: j,
             name: self.name(j),
             reason,
@@ -387,17 +360,7 @@ impl State<'_> {
         r.ready_at = Some(now);
         r.finished_at = Some(now);
         r.result = Some(TaskResult::failed("ReferenceError", message.clone()));
-        if let Some(jn) = &mut self.journal {
-            jn.finished.push(Finished {
-                index: j,
-                attempt: 0,
-                retries: 0,
-                outcome: TaskOutcome::Failed {
-                    result: TaskResult::failed("ReferenceError", message.clone()),
-                },
-            });
-        }
-        self.emit(|| Event::TaskFailed {
+        self.record(Event::TaskFailed {
             task: j,
             name: self.name(j),
             attempts: 0,
