@@ -51,6 +51,7 @@ pub mod records;
 pub mod release;
 pub mod resolve;
 pub mod run;
+pub mod worker;
 
 pub use action::{Action, ActionContext, ActionError, ActionRegistry, Immediate};
 pub use builtin::{Exec, External, Script, fs};

@@ -163,6 +163,17 @@ pub trait Store: Send + Sync + fmt::Debug {
     }
     /// The tasks of a run, by index.
     async fn tasks(&self, run: RunId) -> Result<Vec<TaskRecord>>;
+    /// The tasks `indices` of a run, in the order given (an index the run
+    /// does not have is left out): what a worker reads of a claimed task's
+    /// dependencies. This default reads every task of the run with
+    /// [`Store::tasks`]; a backend that can read a few rows should.
+    async fn task_records(&self, run: RunId, indices: &[u32]) -> Result<Vec<TaskRecord>> {
+        let all = self.tasks(run).await?;
+        Ok(indices
+            .iter()
+            .filter_map(|&i| all.get(i as usize).filter(|t| t.index == i).cloned())
+            .collect())
+    }
     /// Cancels what is left of a run.
     async fn cancel_run(&self, run: RunId, now: DateTime<Utc>) -> Result<()>;
     /// Sets a run's final status and end time.

@@ -15,7 +15,9 @@ use std::fmt;
 /// attempt (an older one is fenced off: another attempt took over, or the
 /// task finished). `attempt == 0` ends a task that never started (skipped,
 /// cancelled, or failed before it could start): it must be neither running
-/// nor final, and a pending task may end by way of ready.
+/// nor final, and a pending task may end by way of ready. A claimed task
+/// (running, its current attempt) may also end `skipped` by way of ready: the
+/// worker that claimed it decided at release that it does not run.
 ///
 /// # Errors
 /// `InvalidState` saying which rule the finish broke.
@@ -40,9 +42,14 @@ pub fn check_finish(
         });
     }
     let (mut direct, mut via) = (status, status);
+    // Two ways go through `ready`: a task that never started may end from
+    // `pending`, and a claimed task whose worker decided at release that
+    // it does not run (its trigger rule or `when` said no) ends `skipped`
+    // with its claim, as if it had been decided before the claim.
+    let through_ready = (attempt == 0 && status == TaskStatus::Pending)
+        || (attempt > 0 && status == TaskStatus::Running && next == TaskStatus::Skipped);
     let can = direct.transition(next).is_ok()
-        || (attempt == 0
-            && status == TaskStatus::Pending
+        || (through_ready
             && via.transition(TaskStatus::Ready).is_ok()
             && via.transition(next).is_ok());
     if can {

@@ -212,6 +212,9 @@ pub enum RecordKind {
     Session,
     /// A project: its name, root directory and last known state.
     Project,
+    /// A worker (`orch worker`): its slots, capacity, what it runs and when
+    /// it was last seen, keyed by its id.
+    Worker,
 }
 
 impl RecordKind {
@@ -220,6 +223,7 @@ impl RecordKind {
         match self {
             Self::Session => "session",
             Self::Project => "project",
+            Self::Worker => "worker",
         }
     }
 }

@@ -1,0 +1,332 @@
+//! One claimed task on a worker: its run's definition, the release rule
+//! (`crate::release::decide`), its share of the worker's capacity, the
+//! attempt through the executor with its lease renewed, and the completion
+//! (or, when the claim went stale, nothing).
+
+use super::Shared;
+use super::definitions::{ClaimScope, RunDef};
+use crate::action::ActionContext;
+use crate::executor::{Attempt, AttemptPolicy, Outcome, OutcomeSink};
+use crate::release::{Gate, Release, decide};
+use chrono::Utc;
+use orch_model::store::StoredEvent;
+use orch_model::{Claim, OrchestrationError, TaskOutcome, TaskResult, TaskStatus, WorkflowStatus};
+use serde_json::{Map, Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+/// How a claim ended on this worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    /// Completed in the store with this final state.
+    Completed(TaskStatus),
+    /// The claim went stale (lease lost, task finished or cancelled
+    /// elsewhere): its outcome was dropped.
+    Stale,
+    /// Handed back (the worker stops, or the step can never fit it).
+    HandedBack,
+    /// The store failed; the lease will lapse and the task be reclaimed.
+    StoreError,
+}
+
+/// Delivers the one outcome of one attempt into a oneshot channel.
+struct OneShot(Mutex<Option<oneshot::Sender<Outcome>>>);
+
+impl OutcomeSink for OneShot {
+    fn deliver(&self, outcome: Outcome) {
+        let tx = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(tx) = tx {
+            let _ = tx.send(outcome);
+        }
+    }
+}
+
+/// Serves one claim to its end.
+pub(crate) async fn serve(sh: Arc<Shared>, claim: Claim) -> End {
+    let end = serve_inner(&sh, &claim).await;
+    sh.release_held(&claim);
+    end
+}
+
+async fn serve_inner(sh: &Shared, claim: &Claim) -> End {
+    let store = sh.store.as_ref();
+    let def = match sh.defs.get(store, claim.run).await {
+        Ok(d) => d,
+        Err(e) if e.is_retryable() => return End::StoreError,
+        Err(e) => {
+            let msg = format!("the worker cannot read the run's saved definition: {e}");
+            return finish(sh, claim, failed("DefinitionError", msg)).await;
+        }
+    };
+    let steps = &def.workflow.workflow().steps;
+    let Some(step) = steps
+        .get(claim.index as usize)
+        .filter(|s| s.name == claim.name.as_str())
+    else {
+        let msg = format!(
+            "the run's saved definition has no step `{}` at index {}",
+            claim.name, claim.index
+        );
+        return finish(sh, claim, failed("DefinitionError", msg)).await;
+    };
+    // The release rule, over the dependencies' final states as stored.
+    let deps_idx = def.workflow.graph().deps(claim.index);
+    let deps = match store.task_records(claim.run, deps_idx).await {
+        Ok(d) => d,
+        Err(_) => return End::StoreError,
+    };
+    let decided = {
+        let scope = ClaimScope {
+            def: &def,
+            run: claim.run,
+            deps: &deps,
+        };
+        let gate = Gate {
+            run_if: step.conditions.run_if,
+            when: step.conditions.when.as_deref(),
+            params: (!step.parameters.is_empty()).then(|| {
+                (
+                    step.module.as_str(),
+                    step.action.as_str(),
+                    &*step.parameters,
+                )
+            }),
+        };
+        let states = deps.iter().map(|t| (t.status, t.name.as_str()));
+        decide(gate, states, &scope)
+    };
+    let params = match decided {
+        Release::Run(p) => Value::Object(p.unwrap_or_else(Map::new)),
+        Release::Skip(reason) => return finish(sh, claim, TaskOutcome::Skipped { reason }).await,
+        Release::Fail(message) => {
+            return finish(sh, claim, failed("ReferenceError", message)).await;
+        }
+    };
+    let Some(action) = sh.registry.get(&step.module, &step.action) else {
+        let msg = format!(
+            "worker {} has no action `{}.{}` (an external module is registered with --module NAME=PROGRAM)",
+            sh.opts.id, step.module, step.action
+        );
+        return finish(sh, claim, failed("ModuleNotFound", msg)).await;
+    };
+    // Its share of the worker's capacity: never more than declared.
+    let too_small = sh.pool.capacity().too_small_for(&step.resources);
+    if !too_small.is_empty() {
+        sh.backoff.store(true, std::sync::atomic::Ordering::Relaxed);
+        return hand_back(sh, claim).await;
+    }
+    let token = sh.hard.child_token();
+    {
+        let take = sh.pool.take(&step.resources);
+        tokio::pin!(take);
+        loop {
+            tokio::select! {
+                () = &mut take => break,
+                () = token.cancelled() => return hand_back(sh, claim).await,
+                () = tokio::time::sleep(sh.opts.lease / 3) => {
+                    match store.heartbeat(claim, sh.opts.lease, Utc::now()).await {
+                        Ok(true) => {}
+                        Ok(false) => return End::Stale,
+                        Err(_) => {}
+                    }
+                }
+            }
+        }
+    }
+    let end = run_attempt(sh, claim, &def, step, action, params, token).await;
+    sh.pool.give(&step.resources);
+    end
+}
+
+/// The attempt itself, its lease renewed every lease/3 while it runs.
+#[allow(clippy::too_many_arguments)]
+async fn run_attempt(
+    sh: &Shared,
+    claim: &Claim,
+    def: &RunDef,
+    step: &orch_model::WorkflowStep,
+    action: Arc<dyn crate::action::Action>,
+    params: Value,
+    token: CancellationToken,
+) -> End {
+    let store = sh.store.as_ref();
+    let work_dir = sh.work_dir_for(def);
+    let (tx, mut rx) = oneshot::channel();
+    let sink: Arc<dyn OutcomeSink> = Arc::new(OneShot(Mutex::new(Some(tx))));
+    let attempt = Attempt {
+        task: claim.index,
+        action,
+        params,
+        policy: AttemptPolicy {
+            timeout: step.timeout,
+            max_retries: step.max_retries,
+            retry: step.retry.clone(),
+        },
+        ctx: ActionContext {
+            run_id: claim.run,
+            step: step.name.clone(),
+            action: step.action.clone(),
+            attempt: 1,
+            work_dir,
+            cancel: token.clone(),
+            kill_grace: sh.opts.kill_grace,
+            output_limit: sh.opts.output_limit,
+        },
+        run_cancel: None,
+        events: None,
+        epoch: (Utc::now(), Instant::now()),
+    };
+    let mut done = Vec::new();
+    sh.executor.submit(vec![attempt], &mut done, &sink);
+    // Why the attempt was stopped, when it was.
+    let mut stopped: Option<End> = None;
+    let mut run_cancelled = false;
+    let outcome = match done.pop() {
+        Some(o) => Some(o),
+        None => {
+            let mut beat = tokio::time::interval(sh.opts.lease / 3);
+            beat.tick().await;
+            let mut failing_since: Option<Instant> = None;
+            loop {
+                tokio::select! {
+                    o = &mut rx => break o.ok(),
+                    () = sh.hard.cancelled(), if stopped.is_none() => {
+                        stopped = Some(End::HandedBack);
+                        token.cancel();
+                    }
+                    _ = beat.tick(), if stopped.is_none() => {
+                        let now = Utc::now();
+                        match store.heartbeat(claim, sh.opts.lease, now).await {
+                            Ok(true) => failing_since = None,
+                            Ok(false) => {
+                                // Stale: another attempt took over, or the
+                                // task ended (its run was cancelled).
+                                stopped = Some(End::Stale);
+                                token.cancel();
+                                continue;
+                            }
+                            Err(_) => {
+                                // The store may come back; past the lease,
+                                // the task is someone else's.
+                                let since = *failing_since.get_or_insert_with(Instant::now);
+                                if since.elapsed() >= sh.opts.lease {
+                                    stopped = Some(End::Stale);
+                                    token.cancel();
+                                }
+                                continue;
+                            }
+                        }
+                        if store.cancel_requested(claim.run).await.unwrap_or(false) {
+                            run_cancelled = true;
+                            token.cancel();
+                        }
+                    }
+                }
+            }
+        }
+    };
+    match stopped {
+        Some(End::HandedBack) => return hand_back(sh, claim).await,
+        Some(other) => return other,
+        None => {}
+    }
+    if run_cancelled {
+        // The run was asked to stop: this worker ends it in the store (its
+        // other tasks are cancelled; their workers see it at their next
+        // heartbeat). Its own claim is cancelled with it.
+        let now = Utc::now();
+        let _ = store.cancel_run(claim.run, now).await;
+        let _ = store
+            .finish_run(claim.run, WorkflowStatus::Cancelled, now)
+            .await;
+        events_finished(sh, claim, TaskStatus::Cancelled).await;
+        return End::Completed(TaskStatus::Cancelled);
+    }
+    let outcome = match outcome {
+        // Stopped because the worker stops: handed back, not cancelled.
+        Some(o) if o.status == TaskStatus::Cancelled && sh.hard.is_cancelled() => {
+            return hand_back(sh, claim).await;
+        }
+        Some(o) => o,
+        None => {
+            return finish(
+                sh,
+                claim,
+                failed("ActionPanic", "the attempt ended without an outcome"),
+            )
+            .await;
+        }
+    };
+    let to_store = match outcome.status {
+        TaskStatus::Completed => TaskOutcome::Succeeded {
+            result: outcome.result,
+        },
+        TaskStatus::Cancelled => TaskOutcome::Cancelled,
+        _ => TaskOutcome::Failed {
+            result: outcome.result,
+        },
+    };
+    finish(sh, claim, to_store).await
+}
+
+fn failed(kind: &str, message: impl Into<String>) -> TaskOutcome {
+    TaskOutcome::Failed {
+        result: TaskResult::failed(kind, message.into()),
+    }
+}
+
+/// Completes the claim with `outcome` (fenced by its attempt number in the
+/// store) and records a `tasks_finished` event.
+async fn finish(sh: &Shared, claim: &Claim, outcome: TaskOutcome) -> End {
+    let status = outcome.status();
+    match sh.store.complete(claim, outcome, Utc::now()).await {
+        Ok(()) => {
+            events_finished(sh, claim, status).await;
+            End::Completed(status)
+        }
+        Err(OrchestrationError::InvalidState { .. }) => End::Stale,
+        Err(_) => End::StoreError,
+    }
+}
+
+/// The `tasks_finished` event a journaled run would record, so that
+/// followers of the run see it.
+async fn events_finished(sh: &Shared, claim: &Claim, status: TaskStatus) {
+    let e = StoredEvent {
+        seq: 0,
+        at: Utc::now(),
+        kind: "tasks_finished".into(),
+        task: Some(claim.index),
+        data: json!({
+            "tasks": [[claim.index, status.as_str(), claim.attempt]],
+            "worker": sh.opts.id,
+        }),
+    };
+    // Progress only: the completion is what counts.
+    let _ = sh.store.append_events(claim.run, vec![e]).await;
+}
+
+/// Gives the claim back: its lease ends now and the task is ready again for
+/// any worker (its next claim has the next attempt number).
+pub(crate) async fn hand_back(sh: &Shared, claim: &Claim) -> End {
+    let store = sh.store.as_ref();
+    let now = Utc::now();
+    // A lease of zero ends at `now`; reclaiming at the next millisecond
+    // makes the task ready (with any other lease that lapsed by then).
+    match store.heartbeat(claim, Duration::ZERO, now).await {
+        Ok(true) => {
+            let _ = store
+                .reclaim_expired(now + chrono::Duration::milliseconds(1))
+                .await;
+            End::HandedBack
+        }
+        Ok(false) => End::Stale,
+        Err(_) => End::StoreError,
+    }
+}

@@ -1,0 +1,441 @@
+//! A worker: claims ready tasks from a shared [`Store`] and runs them (SPEC
+//! §7, §8a): what `orch worker` runs, on as many machines as the store
+//! reaches.
+//!
+//! The loop claims up to its free slots at once (`Store::claim` with a
+//! lease), and serves each claim on a task of its own:
+//! 1. the run's definition is read once per run (`get_run`, `SavedRun`) and
+//!    kept in a bounded cache;
+//! 2. the release rule decides ([`crate::release::decide`]: the trigger rule
+//!    over the dependencies' final states as stored, `when`, `${...}` from
+//!    their results and the run's parameters): a step that is skipped, or
+//!    whose references do not resolve, is completed so at once;
+//! 3. the step takes its share of the worker's declared [`Capacity`] (a step
+//!    that can never fit is handed back for another worker);
+//! 4. the attempt runs through an [`Executor`] (default
+//!    [`default_executor`](crate::executor::default_executor), with the
+//!    step's timeout and retries), its lease renewed every lease/3. A renewal
+//!    the store refuses means the claim is stale (its lease lapsed and the
+//!    task was reclaimed, or its run was cancelled): the attempt is
+//!    cancelled (its process group killed) and its outcome dropped. A run
+//!    someone asked to cancel is cancelled by the worker that notices it;
+//! 5. `complete` records the outcome (the store fences it by attempt
+//!    number) and a `tasks_finished` event tells followers of the run.
+//!
+//! Every worker also reclaims lapsed leases (`reclaim_expired`) now and
+//! then, and writes its [`WorkerRecord`] every few seconds. On shutdown it
+//! claims nothing more, waits up to its grace period for what runs, and
+//! hands back what still runs (its lease ends at once, so another worker
+//! takes it over without waiting for the lease).
+//!
+//! An idle worker polls; a store that can wake workers plugs in through
+//! [`WakeUp`].
+
+mod capacity;
+mod claim;
+mod definitions;
+mod registration;
+mod submit;
+
+pub use capacity::{Capacity, demand};
+pub use submit::{SUBMITTED_OWNER, new_run, submit};
+pub use registration::{
+    HeldTask, WorkerRecord, WorkerStatus, hostname, list_workers, put_worker, worker_id,
+};
+
+use crate::action::ActionRegistry;
+use crate::executor::Executor;
+use async_trait::async_trait;
+use chrono::Utc;
+use claim::End;
+use definitions::{Definitions, RunDef};
+use orch_model::store::StoredEvent;
+use orch_model::store::Concern;
+use orch_model::{Claim, OrchestrationError, RecordKind, RunId, Store, TaskStatus};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// How a worker works.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Its id, also the lease holder's name (default: [`worker_id`]).
+    pub id: String,
+    /// Most tasks it holds at once.
+    pub slots: usize,
+    /// What it can hold at once (default: unlimited).
+    pub capacity: Capacity,
+    /// The lease of each claim; renewed every third of it.
+    pub lease: Duration,
+    /// How long an idle worker waits before claiming again.
+    pub poll: Duration,
+    /// On shutdown, how long running attempts may go on before they are
+    /// stopped and handed back.
+    pub grace: Duration,
+    /// How often it writes its record.
+    pub register_every: Duration,
+    /// How often it reclaims lapsed leases.
+    pub reclaim_every: Duration,
+    /// Where steps work: this directory for every run; `None`: the
+    /// directory the run was submitted from when it exists here, else the
+    /// worker's current directory.
+    pub work_dir: Option<PathBuf>,
+    /// Time between SIGTERM and SIGKILL when a step's process is stopped.
+    pub kill_grace: Duration,
+    /// Most bytes of stdout and of stderr kept per process.
+    pub output_limit: usize,
+    /// Where attempts run (`None`: the default stack).
+    pub executor: Option<Arc<dyn Executor>>,
+    /// What wakes an idle worker before its poll interval ends (`None`: it polls).
+    pub wake: Option<Arc<dyn WakeUp>>,
+    /// Most run definitions kept parsed.
+    pub definitions: usize,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        Self {
+            id: worker_id(),
+            slots: 4,
+            capacity: Capacity::default(),
+            lease: Duration::from_secs(30),
+            poll: Duration::from_millis(200),
+            grace: Duration::from_secs(30),
+            register_every: Duration::from_secs(5),
+            reclaim_every: Duration::from_secs(5),
+            work_dir: None,
+            kill_grace: Duration::from_secs(2),
+            output_limit: 1024 * 1024,
+            executor: None,
+            wake: None,
+            definitions: 64,
+        }
+    }
+}
+
+/// Wakes an idle worker when new work may be ready (a store's notifications,
+/// e.g. PostgreSQL's LISTEN/NOTIFY). Without one, the worker polls.
+#[async_trait]
+pub trait WakeUp: Send + Sync + std::fmt::Debug {
+    /// Returns when work may be ready, or after `timeout` at the latest.
+    async fn wait_for_work(&self, timeout: Duration);
+}
+
+/// What a worker did, when it stops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerSummary {
+    /// Tasks claimed.
+    pub claimed: u64,
+    /// Completed (succeeded) by it.
+    pub completed: u64,
+    /// Failed by it (including steps whose references did not resolve).
+    pub failed: u64,
+    /// Skipped at release.
+    pub skipped: u64,
+    /// Cancelled (their run was cancelled).
+    pub cancelled: u64,
+    /// Claims that went stale; their outcome was dropped.
+    pub stale: u64,
+    /// Claims handed back (on shutdown, or too big for its capacity).
+    pub handed_back: u64,
+    /// Claims left to lapse because the store failed.
+    pub store_errors: u64,
+}
+
+/// What every claim of a worker shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) registry: Arc<ActionRegistry>,
+    pub(crate) executor: Arc<dyn Executor>,
+    pub(crate) opts: WorkerOptions,
+    pub(crate) defs: Definitions,
+    pub(crate) pool: capacity::Pool,
+    /// Cancelled when the grace period of a shutdown is over: attempts stop
+    /// and are handed back.
+    pub(crate) hard: CancellationToken,
+    /// What it holds now, for its record.
+    held: Mutex<BTreeMap<(RunId, u32), HeldTask>>,
+    cwd: PathBuf,
+    /// Set when a claim was handed back for want of capacity: the loop
+    /// waits its poll interval before claiming again.
+    pub(crate) backoff: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    fn hold(&self, c: &Claim) {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(
+                (c.run, c.index),
+                HeldTask {
+                    run: c.run,
+                    index: c.index,
+                    step: c.name.clone(),
+                    attempt: c.attempt,
+                    since: Utc::now(),
+                },
+            );
+    }
+
+    pub(crate) fn release_held(&self, c: &Claim) {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&(c.run, c.index));
+    }
+
+    /// Where a run's steps work on this worker.
+    pub(crate) fn work_dir_for(&self, def: &RunDef) -> Arc<Path> {
+        let dir = match (&self.opts.work_dir, &def.settings.work_dir) {
+            (Some(d), _) => d.clone(),
+            (None, Some(d)) if d.is_dir() => d.clone(),
+            _ => self.cwd.clone(),
+        };
+        Arc::from(dir.as_path())
+    }
+}
+
+/// A worker of a store (see the module's documentation).
+#[derive(Debug)]
+pub struct Worker {
+    shared: Arc<Shared>,
+    started_at: chrono::DateTime<Utc>,
+}
+
+impl Worker {
+    /// A worker claiming from `store`, running the actions of `registry`.
+    ///
+    /// # Errors
+    /// `Unsupported` when the store does not hand out claims;
+    /// `InvalidParameters` for zero slots or a lease under 30 ms.
+    pub fn new(
+        store: Arc<dyn Store>,
+        registry: Arc<ActionRegistry>,
+        opts: WorkerOptions,
+    ) -> Result<Self, OrchestrationError> {
+        if !store.capabilities().supports(Concern::Claims) {
+            return Err(OrchestrationError::Unsupported {
+                message: format!(
+                    "the {} store does not hand out claims, so no worker can serve it; use a store that does (sqlite://PATH on one machine, postgres://... across machines)",
+                    store.backend()
+                ),
+            });
+        }
+        if opts.slots == 0 {
+            return Err(OrchestrationError::invalid_parameters(
+                "a worker needs at least one slot",
+            ));
+        }
+        if opts.lease < Duration::from_millis(30) {
+            return Err(OrchestrationError::invalid_parameters(format!(
+                "a worker's lease of {:?} is too short (at least 30ms; it is renewed every third of it)",
+                opts.lease
+            )));
+        }
+        let executor = opts
+            .executor
+            .clone()
+            .unwrap_or_else(crate::executor::default_executor);
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        Ok(Self {
+            shared: Arc::new(Shared {
+                store,
+                registry,
+                executor,
+                defs: Definitions::new(opts.definitions),
+                pool: capacity::Pool::new(opts.capacity.clone()),
+                hard: CancellationToken::new(),
+                held: Mutex::new(BTreeMap::new()),
+                cwd,
+                backoff: std::sync::atomic::AtomicBool::new(false),
+                opts,
+            }),
+            started_at: Utc::now(),
+        })
+    }
+
+    /// Its id.
+    pub fn id(&self) -> &str {
+        &self.shared.opts.id
+    }
+
+    /// Its record as of now.
+    pub fn record(&self, state: &str) -> WorkerRecord {
+        let o = &self.shared.opts;
+        WorkerRecord {
+            id: o.id.clone(),
+            host: hostname(),
+            pid: std::process::id(),
+            slots: o.slots,
+            capacity: o.capacity.to_map(),
+            lease_ms: u64::try_from(o.lease.as_millis()).unwrap_or(u64::MAX),
+            running: self
+                .shared
+                .held
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .values()
+                .cloned()
+                .collect(),
+            started_at: self.started_at,
+            last_seen: Utc::now(),
+            state: state.to_owned(),
+        }
+    }
+
+    async fn register(&self, state: &str) {
+        if self.shared.store.record_store().is_some() {
+            // Its record is for people; the work goes on without it.
+            let _ = put_worker(self.shared.store.as_ref(), &self.record(state)).await;
+        }
+    }
+
+    /// Claims and runs tasks until `shutdown` is cancelled, then stops as
+    /// the module says, removes its record and reports what it did.
+    ///
+    /// Store errors while claiming do not end the worker: it tries again
+    /// after its poll interval (a store that comes back finds it working).
+    pub async fn run(self, shutdown: CancellationToken) -> WorkerSummary {
+        let sh = self.shared.clone();
+        let mut summary = WorkerSummary::default();
+        let mut running: JoinSet<End> = JoinSet::new();
+        let mut next_register = tokio::time::Instant::now();
+        let mut next_reclaim = tokio::time::Instant::now();
+        let mut failures = 0u32;
+        while !shutdown.is_cancelled() {
+            while let Some(r) = running.try_join_next() {
+                count(&mut summary, r);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= next_register {
+                self.register("running").await;
+                next_register = now + sh.opts.register_every;
+            }
+            if now >= next_reclaim {
+                let _ = sh.store.reclaim_expired(Utc::now()).await;
+                next_reclaim = now + sh.opts.reclaim_every;
+            }
+            let free = sh.opts.slots.saturating_sub(running.len());
+            let mut claimed = 0;
+            if free > 0 {
+                match sh
+                    .store
+                    .claim(&sh.opts.id, free, sh.opts.lease, Utc::now())
+                    .await
+                {
+                    Ok(claims) => {
+                        failures = 0;
+                        claimed = claims.len();
+                        summary.claimed += claims.len() as u64;
+                        started_events(&sh, &claims).await;
+                        for c in claims {
+                            sh.hold(&c);
+                            running.spawn(claim::serve(sh.clone(), c));
+                        }
+                        if claimed > 0 {
+                            // Its record says at once what it runs.
+                            next_register = tokio::time::Instant::now();
+                        }
+                    }
+                    Err(_) => failures = failures.saturating_add(1),
+                }
+            }
+            if sh.backoff.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                // A claim was too big for this worker and handed back: it
+                // would be claimed again at once.
+            } else if claimed == free && free > 0 {
+                // There may be more: claim again at once.
+                continue;
+            }
+            // Backs off while the store fails (up to 16 poll intervals).
+            let wait = sh.opts.poll * failures.clamp(1, 16);
+            let wake = sh.opts.wake.clone();
+            tokio::select! {
+                r = running.join_next(), if !running.is_empty() => {
+                    if let Some(r) = r {
+                        count(&mut summary, r);
+                    }
+                }
+                () = async {
+                    match wake {
+                        Some(w) => w.wait_for_work(wait).await,
+                        None => tokio::time::sleep(wait).await,
+                    }
+                } => {}
+                () = tokio::time::sleep_until(next_register) => {}
+                () = shutdown.cancelled() => {}
+            }
+        }
+        // Stopping: nothing new is claimed; what runs gets the grace period.
+        self.register("stopping").await;
+        let deadline = tokio::time::Instant::now() + sh.opts.grace;
+        loop {
+            tokio::select! {
+                r = running.join_next() => match r {
+                    Some(r) => count(&mut summary, r),
+                    None => break,
+                },
+                () = tokio::time::sleep_until(deadline) => {
+                    // Past the grace period: stopped and handed back.
+                    sh.hard.cancel();
+                    while let Some(r) = running.join_next().await {
+                        count(&mut summary, r);
+                    }
+                    break;
+                }
+            }
+        }
+        if sh.store.record_store().is_some() {
+            let _ = sh
+                .store
+                .remove_record(RecordKind::Worker, &sh.opts.id)
+                .await;
+        }
+        summary
+    }
+}
+
+fn count(s: &mut WorkerSummary, r: Result<End, tokio::task::JoinError>) {
+    match r {
+        Ok(End::Completed(TaskStatus::Completed)) => s.completed += 1,
+        Ok(End::Completed(TaskStatus::Skipped)) => s.skipped += 1,
+        Ok(End::Completed(TaskStatus::Cancelled)) => s.cancelled += 1,
+        Ok(End::Completed(_)) => s.failed += 1,
+        Ok(End::Stale) => s.stale += 1,
+        Ok(End::HandedBack) => s.handed_back += 1,
+        Ok(End::StoreError) | Err(_) => s.store_errors += 1,
+    }
+}
+
+/// One `tasks_started` event per run of a batch of claims, as a journaled
+/// run records its starts, naming the worker.
+async fn started_events(sh: &Shared, claims: &[Claim]) {
+    let mut by_run: BTreeMap<RunId, Vec<serde_json::Value>> = BTreeMap::new();
+    for c in claims {
+        by_run
+            .entry(c.run)
+            .or_default()
+            .push(json!([c.index, c.attempt]));
+    }
+    let now = Utc::now();
+    for (run, list) in by_run {
+        let task = (list.len() == 1)
+            .then(|| list[0].get(0).and_then(serde_json::Value::as_u64))
+            .flatten()
+            .and_then(|i| u32::try_from(i).ok());
+        let e = StoredEvent {
+            seq: 0,
+            at: now,
+            kind: "tasks_started".into(),
+            task,
+            data: json!({"tasks": list, "worker": sh.opts.id}),
+        };
+        let _ = sh.store.append_events(run, vec![e]).await;
+    }
+}

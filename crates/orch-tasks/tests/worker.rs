@@ -1,0 +1,541 @@
+//! Workers sharing one store: runs submitted to it are claimed, decided
+//! (trigger rules, `when`, `${...}`), run and completed by whichever worker
+//! holds them; stale claims cannot complete; cancelling a run reaches the
+//! worker that runs its step; a stopping worker hands back what it holds.
+
+mod common;
+
+use chrono::Utc;
+use common::{process_gone, rt, yaml};
+use orch_model::{RunId, RunSettings, Store, TaskStatus, WorkflowStatus};
+use orch_tasks::worker::{Capacity, Worker, WorkerOptions, WorkerSummary, list_workers, submit};
+use orch_tasks::{ActionRegistry, MemoryStore};
+use serde_json::{Map, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Waits (polling the store) until `cond` holds; panics after a generous
+/// deadline, only so that a broken test does not hang.
+async fn until<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+struct Running {
+    stop: CancellationToken,
+    task: JoinHandle<WorkerSummary>,
+}
+
+impl Running {
+    async fn stop(self) -> WorkerSummary {
+        self.stop.cancel();
+        self.task.await.expect("the worker's task")
+    }
+}
+
+fn options(id: &str) -> WorkerOptions {
+    WorkerOptions {
+        id: id.to_owned(),
+        slots: 2,
+        lease: Duration::from_millis(900),
+        poll: Duration::from_millis(10),
+        grace: Duration::from_secs(5),
+        register_every: Duration::from_millis(50),
+        ..WorkerOptions::default()
+    }
+}
+
+fn start(store: &Arc<dyn Store>, opts: WorkerOptions) -> Running {
+    let w = Worker::new(
+        store.clone(),
+        Arc::new(ActionRegistry::with_builtins()),
+        opts,
+    )
+    .expect("a worker");
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(w.run(stop.clone()));
+    Running { stop, task }
+}
+
+async fn submit_yaml(store: &Arc<dyn Store>, text: &str, dir: &std::path::Path) -> RunId {
+    let wf = yaml(text);
+    let settings = RunSettings {
+        work_dir: Some(dir.to_path_buf()),
+        ..RunSettings::default()
+    };
+    submit(
+        store.as_ref(),
+        &wf,
+        &ActionRegistry::with_builtins(),
+        &Map::new(),
+        &settings,
+        RunId::new(),
+    )
+    .await
+    .expect("submitted")
+}
+
+async fn finished(store: &Arc<dyn Store>, run: RunId) -> WorkflowStatus {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = store
+            .get_run(run)
+            .await
+            .expect("get_run")
+            .expect("the run")
+            .status;
+        if status != WorkflowStatus::Running {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for the run to end"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn memory() -> Arc<dyn Store> {
+    Arc::new(MemoryStore::new())
+}
+
+#[test]
+fn two_workers_run_a_diamond_with_results_passed_between_them() {
+    rt().block_on(async {
+        let store = memory();
+        let dir = tempfile::tempdir().expect("dir");
+        let run = submit_yaml(
+            &store,
+            "name: diamond\nsteps:\n  - { name: a, module: core, action: set, parameters: { value: { n: 20 } } }\n  - { name: b, module: core, action: set, parameters: { value: '${a.result.n}' } }\n  - { name: c, module: core, action: set, parameters: { value: 'c saw ${a.result.n}' } }\n  - { name: d, module: core, action: set, parameters: { value: ['${b.result}', '${c.result}'] } }\n",
+            dir.path(),
+        )
+        .await;
+        let (w1, w2) = (start(&store, options("w1")), start(&store, options("w2")));
+        assert_eq!(finished(&store, run).await, WorkflowStatus::Completed);
+        let tasks = store.tasks(run).await.expect("tasks");
+        let data = |i: usize| tasks[i].result.as_ref().expect("a result").data.clone();
+        assert_eq!(data(1), json!(20), "the number keeps its JSON type");
+        assert_eq!(data(2), json!("c saw 20"));
+        assert_eq!(data(3), json!([20, "c saw 20"]));
+        let (s1, s2) = (w1.stop().await, w2.stop().await);
+        assert_eq!(s1.completed + s2.completed, 4);
+        assert_eq!(s1.stale + s2.stale, 0);
+    });
+}
+
+#[test]
+fn a_result_reaches_a_step_claimed_by_another_worker() {
+    rt().block_on(async {
+        let store = memory();
+        let dir = tempfile::tempdir().expect("dir");
+        // `b` asks for more CPU than the first worker declares: `a` can run
+        // on either, `b` only on the second.
+        let run = submit_yaml(
+            &store,
+            "name: pass\nsteps:\n  - { name: a, module: core, action: set, parameters: { value: { msg: hello } } }\n  - { name: b, module: core, action: set, parameters: { value: '${a.result.msg} world' }, resources: { cpu: { cores: 8 } } }\n",
+            dir.path(),
+        )
+        .await;
+        let first = start(&store, WorkerOptions { capacity: Capacity::parse("cpu=1").expect("cap"), ..options("first") });
+        until("a to complete", || async {
+            store.tasks(run).await.expect("tasks")[0].status == TaskStatus::Completed
+        })
+        .await;
+        let second = start(&store, WorkerOptions { capacity: Capacity::parse("cpu=8").expect("cap"), ..options("second") });
+        assert_eq!(finished(&store, run).await, WorkflowStatus::Completed);
+        let (s1, s2) = (first.stop().await, second.stop().await);
+        let tasks = store.tasks(run).await.expect("tasks");
+        assert_eq!(
+            tasks[1].result.as_ref().expect("b's result").data,
+            json!("hello world")
+        );
+        assert_eq!((s1.completed, s2.completed), (1, 1), "{s1:?} {s2:?}");
+        // Which worker finished which step is in the run's events.
+        let events = store.events(run, 0).await.expect("events");
+        let by = |step: u32| {
+            events
+                .iter()
+                .filter(|e| e.kind == "tasks_finished" && e.task == Some(step))
+                .filter_map(|e| e.data["worker"].as_str().map(str::to_owned))
+                .next()
+        };
+        assert_eq!(by(0).as_deref(), Some("first"));
+        assert_eq!(by(1).as_deref(), Some("second"));
+    });
+}
+
+#[test]
+fn skipped_and_failing_steps_end_as_a_local_run_would() {
+    rt().block_on(async {
+        let store = memory();
+        let dir = tempfile::tempdir().expect("dir");
+        let run = submit_yaml(
+            &store,
+            "name: rules\nsteps:\n  - { name: bad, module: core, action: fail, parameters: { message: boom } }\n  - { name: after, module: core, action: noop, dependencies: [bad] }\n  - { name: rescue, module: core, action: set, parameters: { value: rescued }, dependencies: [bad], conditions: { run_if: failure } }\n  - { name: never, module: core, action: noop, conditions: { when: { ref: '${params.go}', op: truthy } } }\nparameters: { go: false }\n",
+            dir.path(),
+        )
+        .await;
+        let w = start(&store, options("w"));
+        assert_eq!(finished(&store, run).await, WorkflowStatus::Failed);
+        let s = w.stop().await;
+        let tasks = store.tasks(run).await.expect("tasks");
+        assert_eq!(tasks[0].status, TaskStatus::Failed);
+        assert_eq!(
+            tasks[0].result.as_ref().and_then(|r| r.error_message.clone()).as_deref(),
+            Some("boom")
+        );
+        assert_eq!(tasks[1].status, TaskStatus::Skipped);
+        assert_eq!(
+            tasks[1].note.as_deref(),
+            Some("upstream step(s) bad did not succeed")
+        );
+        assert_eq!(tasks[2].status, TaskStatus::Completed);
+        assert_eq!(tasks[3].status, TaskStatus::Skipped);
+        assert!(tasks[3].note.as_deref().is_some_and(|n| n.contains("params.go")), "{:?}", tasks[3].note);
+        assert_eq!((s.failed, s.skipped, s.completed), (1, 2, 1));
+    });
+}
+
+#[test]
+fn a_200_step_layered_workflow_shared_by_two_workers_runs_every_step_once() {
+    rt().block_on(async {
+        let store = memory();
+        let dir = tempfile::tempdir().expect("dir");
+        // W3: 10 layers of 20, each step depending on two of the layer above.
+        let mut text = String::from("name: w3\nsteps:\n");
+        for layer in 0..10 {
+            for k in 0..20 {
+                let deps = if layer == 0 {
+                    String::new()
+                } else {
+                    format!(
+                        ", dependencies: [s{}_{}, s{}_{}]",
+                        layer - 1,
+                        (k * 7) % 20,
+                        layer - 1,
+                        (k * 13 + 5) % 20
+                    )
+                };
+                text.push_str(&format!(
+                    "  - {{ name: s{layer}_{k}, module: core, action: noop{deps} }}\n"
+                ));
+            }
+        }
+        let run = submit_yaml(&store, &text, dir.path()).await;
+        let w1 = start(
+            &store,
+            WorkerOptions {
+                slots: 8,
+                ..options("w1")
+            },
+        );
+        let w2 = start(
+            &store,
+            WorkerOptions {
+                slots: 8,
+                ..options("w2")
+            },
+        );
+        assert_eq!(finished(&store, run).await, WorkflowStatus::Completed);
+        let (s1, s2) = (w1.stop().await, w2.stop().await);
+        assert_eq!(s1.completed + s2.completed, 200);
+        let tasks = store.tasks(run).await.expect("tasks");
+        assert!(
+            tasks
+                .iter()
+                .all(|t| t.status == TaskStatus::Completed && t.attempt == 1)
+        );
+        // Every step ran after its dependencies finished.
+        let wf = yaml(&text);
+        for (i, t) in tasks.iter().enumerate() {
+            for &d in wf.graph().deps(i as u32) {
+                assert!(
+                    tasks[d as usize].finished_at <= t.started_at,
+                    "{} before {}",
+                    t.name,
+                    tasks[d as usize].name
+                );
+            }
+        }
+    });
+}
+
+#[test]
+fn a_stale_claim_cannot_complete_and_its_attempt_is_stopped() {
+    rt().block_on(async {
+        let store = memory();
+        let dir = tempfile::tempdir().expect("dir");
+        let run = submit_yaml(
+            &store,
+            "name: stale\nsteps:\n  - { name: slow, module: core, action: sleep, parameters: { ms: 600000 } }\n",
+            dir.path(),
+        )
+        .await;
+        let w = start(&store, WorkerOptions { slots: 1, ..options("w") });
+        until("the step to run", || async {
+            store.tasks(run).await.expect("tasks")[0].status == TaskStatus::Running
+        })
+        .await;
+        // The worker's lease is taken from it: as if it had been silent past
+        // its lease, the store reclaims the task, and another claim takes it.
+        let later = Utc::now() + chrono::Duration::hours(1);
+        assert_eq!(store.reclaim_expired(later).await.expect("reclaim"), 1);
+        let other = store
+            .claim("other", 1, Duration::from_secs(3600), Utc::now())
+            .await
+            .expect("claim");
+        assert_eq!(other.len(), 1);
+        assert_eq!(other[0].attempt, 2);
+        // The worker's next heartbeat is refused: it stops its attempt and drops it.
+        let s = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                if w.task.is_finished() {
+                    break;
+                }
+                let recs = list_workers(store.as_ref(), Utc::now()).await.expect("workers");
+                if recs.iter().any(|r| r.record.id == "w" && r.record.running.is_empty()) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        s.await.expect("the worker lets go");
+        let summary = w.stop().await;
+        assert_eq!(summary.stale, 1, "{summary:?}");
+        assert_eq!(summary.completed, 0);
+        // The reclaimer's attempt is the one that counts.
+        let t = &store.tasks(run).await.expect("tasks")[0];
+        assert_eq!((t.status, t.attempt), (TaskStatus::Running, 2));
+        store
+            .complete(&other[0], orch_model::TaskOutcome::Cancelled, Utc::now())
+            .await
+            .expect("the current claim completes");
+    });
+}
+
+#[test]
+fn cancelling_a_run_reaches_the_worker_and_kills_its_process() {
+    rt().block_on(async {
+        let store = memory();
+        let dir = tempfile::tempdir().expect("dir");
+        let run = submit_yaml(
+            &store,
+            "name: cancel\nsteps:\n  - { name: sleeper, module: shell, action: exec, parameters: { program: sh, args: ['-c', 'echo $$ > sleeper.pid; exec sleep 600'] } }\n  - { name: next, module: core, action: noop, dependencies: [sleeper] }\n",
+            dir.path(),
+        )
+        .await;
+        let w = start(&store, WorkerOptions { lease: Duration::from_millis(300), ..options("w") });
+        let pid_file = dir.path().join("sleeper.pid");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let pid: i32 = loop {
+            let text = std::fs::read_to_string(&pid_file).unwrap_or_default();
+            if text.ends_with('\n') {
+                break text.trim().parse().expect("a pid");
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for the step's process");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert!(store.request_cancel(run).await.expect("request_cancel"));
+        assert_eq!(finished(&store, run).await, WorkflowStatus::Cancelled);
+        until("the process to be gone", || async move { process_gone(pid) }).await;
+        let tasks = store.tasks(run).await.expect("tasks");
+        assert!(tasks.iter().all(|t| t.status == TaskStatus::Cancelled), "{tasks:?}");
+        w.stop().await;
+    });
+}
+
+#[test]
+fn a_stopping_worker_hands_back_what_still_runs() {
+    rt().block_on(async {
+        let store = memory();
+        let dir = tempfile::tempdir().expect("dir");
+        let run = submit_yaml(
+            &store,
+            "name: long\nsteps:\n  - { name: slow, module: core, action: sleep, parameters: { ms: 600000 } }\n",
+            dir.path(),
+        )
+        .await;
+        let w = start(&store, WorkerOptions { grace: Duration::from_millis(50), ..options("w") });
+        until("the step to run", || async {
+            store.tasks(run).await.expect("tasks")[0].status == TaskStatus::Running
+        })
+        .await;
+        let s = w.stop().await;
+        assert_eq!(s.handed_back, 1, "{s:?}");
+        let t = &store.tasks(run).await.expect("tasks")[0];
+        assert_eq!(t.status, TaskStatus::Ready, "ready for another worker at once");
+        assert!(list_workers(store.as_ref(), Utc::now()).await.expect("workers").is_empty(), "its record is gone");
+    });
+}
+
+#[test]
+fn a_step_bigger_than_the_capacity_is_handed_back_and_one_that_fits_runs() {
+    rt().block_on(async {
+        let store = memory();
+        let dir = tempfile::tempdir().expect("dir");
+        let run = submit_yaml(
+            &store,
+            "name: cap\nsteps:\n  - { name: big, module: core, action: noop, resources: { cpu: { cores: 8 } } }\n  - { name: small, module: core, action: noop, resources: { cpu: { cores: 1 } } }\n",
+            dir.path(),
+        )
+        .await;
+        let small = start(&store, WorkerOptions { capacity: Capacity::parse("cpu=2").expect("cap"), ..options("small") });
+        until("the small step", || async {
+            store.tasks(run).await.expect("tasks")[1].status == TaskStatus::Completed
+        })
+        .await;
+        // The big one waits for a worker that can hold it.
+        let big = start(&store, WorkerOptions { capacity: Capacity::parse("cpu=16").expect("cap"), ..options("big") });
+        assert_eq!(finished(&store, run).await, WorkflowStatus::Completed);
+        let (s, b) = (small.stop().await, big.stop().await);
+        assert_eq!(s.completed, 1);
+        assert!(s.handed_back >= 1, "{s:?}");
+        assert_eq!(b.completed, 1);
+    });
+}
+
+#[test]
+fn a_worker_is_listed_with_what_it_runs_and_a_silent_one_is_lost() {
+    rt().block_on(async {
+        let store = memory();
+        let dir = tempfile::tempdir().expect("dir");
+        let run = submit_yaml(
+            &store,
+            "name: seen\nsteps:\n  - { name: slow, module: core, action: sleep, parameters: { ms: 600000 } }\n",
+            dir.path(),
+        )
+        .await;
+        let w = start(&store, WorkerOptions { capacity: Capacity::parse("cpu=4,memory=8GiB").expect("cap"), ..options("seen") });
+        until("the worker's record to show its step", || async {
+            list_workers(store.as_ref(), Utc::now())
+                .await
+                .expect("workers")
+                .iter()
+                .any(|s| s.record.running.iter().any(|t| t.step == "slow" && t.run == run))
+        })
+        .await;
+        let now = list_workers(store.as_ref(), Utc::now()).await.expect("workers");
+        assert_eq!(now.len(), 1);
+        assert_eq!(now[0].state(), "running");
+        assert_eq!(now[0].record.slots, 2);
+        assert_eq!(now[0].record.capacity["memory"], 8.0);
+        // Seen from two lease periods later, it is lost.
+        let later = Utc::now() + chrono::Duration::seconds(10);
+        let then = list_workers(store.as_ref(), later).await.expect("workers");
+        assert_eq!(then[0].state(), "lost");
+        assert!(then[0].lost);
+        store.request_cancel(run).await.expect("cancel");
+        w.stop().await;
+    });
+}
+
+#[test]
+fn a_store_without_claims_is_refused_with_a_clear_error() {
+    #[derive(Debug)]
+    struct NoClaims(MemoryStore);
+    // The memory store with its claims hidden.
+    #[async_trait::async_trait]
+    impl Store for NoClaims {
+        fn capabilities(&self) -> orch_model::StoreCapabilities {
+            orch_model::StoreCapabilities {
+                claims: false,
+                ..self.0.capabilities()
+            }
+        }
+        async fn create_run(
+            &self,
+            run: orch_model::NewRun,
+            now: chrono::DateTime<Utc>,
+        ) -> orch_model::Result<()> {
+            self.0.create_run(run, now).await
+        }
+        async fn get_run(
+            &self,
+            id: RunId,
+        ) -> orch_model::Result<Option<orch_model::store::RunRecord>> {
+            self.0.get_run(id).await
+        }
+        async fn list_runs(&self) -> orch_model::Result<Vec<orch_model::store::RunRecord>> {
+            self.0.list_runs().await
+        }
+        async fn tasks(
+            &self,
+            run: RunId,
+        ) -> orch_model::Result<Vec<orch_model::store::TaskRecord>> {
+            self.0.tasks(run).await
+        }
+        async fn cancel_run(
+            &self,
+            run: RunId,
+            now: chrono::DateTime<Utc>,
+        ) -> orch_model::Result<()> {
+            self.0.cancel_run(run, now).await
+        }
+        async fn finish_run(
+            &self,
+            run: RunId,
+            s: WorkflowStatus,
+            now: chrono::DateTime<Utc>,
+        ) -> orch_model::Result<()> {
+            self.0.finish_run(run, s, now).await
+        }
+        async fn set_owner(&self, run: RunId, owner: Option<String>) -> orch_model::Result<()> {
+            self.0.set_owner(run, owner).await
+        }
+        async fn request_cancel(&self, run: RunId) -> orch_model::Result<bool> {
+            self.0.request_cancel(run).await
+        }
+        async fn start_tasks(
+            &self,
+            run: RunId,
+            t: &[u32],
+            w: &str,
+            l: Duration,
+            now: chrono::DateTime<Utc>,
+        ) -> orch_model::Result<Vec<u32>> {
+            self.0.start_tasks(run, t, w, l, now).await
+        }
+        async fn finish_tasks(
+            &self,
+            run: RunId,
+            d: Vec<orch_model::Finished>,
+            now: chrono::DateTime<Utc>,
+        ) -> orch_model::Result<()> {
+            self.0.finish_tasks(run, d, now).await
+        }
+        async fn requeue_running(&self, run: RunId) -> orch_model::Result<usize> {
+            self.0.requeue_running(run).await
+        }
+        async fn append_events(
+            &self,
+            run: RunId,
+            e: Vec<orch_model::store::StoredEvent>,
+        ) -> orch_model::Result<()> {
+            self.0.append_events(run, e).await
+        }
+        async fn events(
+            &self,
+            run: RunId,
+            after: u64,
+        ) -> orch_model::Result<Vec<orch_model::store::StoredEvent>> {
+            self.0.events(run, after).await
+        }
+    }
+    let store: Arc<dyn Store> = Arc::new(NoClaims(MemoryStore::new()));
+    let e = Worker::new(
+        store,
+        Arc::new(ActionRegistry::with_builtins()),
+        WorkerOptions::default(),
+    )
+    .expect_err("refused");
+    assert!(e.to_string().contains("does not hand out claims"), "{e}");
+}
