@@ -205,7 +205,8 @@ fn unreachable(inner: &Inner, tried: u32, took: Duration, why: &str) -> Orchestr
         BACKEND,
         &format!("cannot connect to {}", where_(inner)),
         format!(
-            "{why} ({tried} attempts over {:.1} s); is the server running and accepting connections there? Check with `pg_isready -h {host} -p {port}`, and check the store URL {}",
+            "{why} ({tried} {} over {:.1} s); is the server running and accepting connections there? Check with `pg_isready -h {host} -p {port}`, and check the store URL {}",
+            if tried == 1 { "attempt" } else { "attempts" },
             took.as_secs_f64(),
             inner.options.redacted_url()
         ),
