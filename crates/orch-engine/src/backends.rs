@@ -1,7 +1,8 @@
 //! Stores by URL: a registry of schemes, each opened by a backend.
 //!
 //! `memory://` is always there; `sqlite://PATH` comes with the `sqlite`
-//! Cargo feature (on by default); a store written outside the workspace is
+//! Cargo feature (on by default), `postgres://...` and `postgresql://...`
+//! with the `postgres` feature; a store written outside the workspace is
 //! registered under a scheme of its own ([`StoreRegistry::register`], then
 //! [`crate::EngineBuilder::stores`]) or handed to the engine as it is
 //! ([`crate::EngineBuilder::store`]).
@@ -36,7 +37,8 @@ impl std::fmt::Debug for StoreRegistry {
 }
 
 impl Default for StoreRegistry {
-    /// `memory://`, and `sqlite://PATH` when the `sqlite` feature is on.
+    /// `memory://`, `sqlite://PATH` when the `sqlite` feature is on, and
+    /// `postgres://...` (or `postgresql://...`) when the `postgres` one is.
     fn default() -> Self {
         let mut r = Self::empty();
         r.register(
@@ -57,6 +59,20 @@ impl Default for StoreRegistry {
                 )?) as Arc<dyn Store>)
             }),
         );
+        #[cfg(feature = "postgres")]
+        for scheme in ["postgres", "postgresql"] {
+            r.register(
+                scheme,
+                Arc::new(|url: &str, o: OpenOptions| {
+                    let mut options = orch_store_postgres::PostgresOptions::parse_url(url)?;
+                    options.read_only |= o.read_only;
+                    Ok(
+                        Arc::new(orch_store_postgres::PostgresStore::connect_with(options)?)
+                            as Arc<dyn Store>,
+                    )
+                }),
+            );
+        }
         r
     }
 }
@@ -101,7 +117,7 @@ impl StoreRegistry {
                         .collect::<Vec<_>>()
                         .join(", "),
                     if scheme == "postgres" || scheme == "postgresql" {
-                        " (PostgreSQL is not built yet)"
+                        " (this build has no PostgreSQL store: build orch-engine with its `postgres` feature)"
                     } else {
                         ""
                     }

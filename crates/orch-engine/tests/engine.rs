@@ -731,8 +731,9 @@ fn execute_task_runs_one_action() {
     assert!(!dir.path().join("late.txt").exists());
 }
 
+#[cfg(not(feature = "postgres"))]
 #[test]
-fn a_postgres_store_is_not_supported_yet() {
+fn a_postgres_store_is_not_in_a_build_without_the_feature() {
     let e = OrchestrationEngine::builder()
         .config(EngineConfig {
             store_url: Some("postgres://localhost/orch".into()),
@@ -741,6 +742,22 @@ fn a_postgres_store_is_not_supported_yet() {
         .build()
         .expect_err("unsupported");
     assert!(e.to_string().contains("not supported"), "{e}");
+    assert!(e.to_string().contains("`postgres` feature"), "{e}");
+}
+
+/// With the feature, `postgres://` reaches the PostgreSQL backend (a bad
+/// option is its error, found before any connection is tried).
+#[cfg(feature = "postgres")]
+#[test]
+fn a_postgres_url_reaches_the_postgres_backend() {
+    let e = OrchestrationEngine::builder()
+        .config(EngineConfig {
+            store_url: Some("postgresql://localhost/orch?pool_size=0".into()),
+            ..EngineConfig::default()
+        })
+        .build()
+        .expect_err("bad option");
+    assert!(e.to_string().contains("pool_size=0"), "{e}");
 }
 
 #[test]
