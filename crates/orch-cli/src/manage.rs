@@ -266,23 +266,21 @@ pub fn status(config: Option<&Path>, json_out: bool) -> u8 {
         println!("{}", pretty(&s));
         return exit::OK;
     }
-    let get = |v: &Value, k: &str| v.get(k).cloned().unwrap_or(Value::Null);
     println!("orch status at {}", s.timestamp.to_rfc3339());
     println!(
         "  workflows:  {} defined in {}",
-        get(&s.workflow_manager, "total_workflows"),
+        s.workflow_manager.total_workflows,
         engine.workflow_manager().workflows_dir().display()
     );
     println!(
         "  projects:   {} in {} (templates: {})",
-        get(&s.project_manager, "total_projects"),
+        s.project_manager.summary.total_projects,
         engine.project_manager().projects_dir().display(),
         engine.project_manager().list_templates().join(", ")
     );
     println!(
         "  resources:  {} ({} allocations)",
-        get(&s.resource_manager, "total_resources"),
-        get(&s.resource_manager, "total_allocations")
+        s.resource_manager.total_resources, s.resource_manager.total_allocations
     );
     let mut table = Table::new(&["ID", "TYPE", "CAPACITY"]);
     for r in engine.resource_manager().list_resources() {

@@ -40,24 +40,69 @@ pub struct HealthReport {
     pub issues: Vec<String>,
 }
 
-/// The seed's `get_system_status()`.
+/// The engine's part of the status.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EngineStatus {
+    /// Sessions active now.
+    pub active_sessions: usize,
+    /// Event handlers registered, per event type.
+    pub event_handlers: BTreeMap<String, usize>,
+}
+
+/// Definitions and runs, at a glance.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WorkflowsStatus {
+    /// Definitions known.
+    pub total_workflows: usize,
+    /// Runs going on now.
+    pub running_workflows: usize,
+}
+
+/// Steps and tasks over the runs remembered (and the seed's
+/// `execute_task` tasks since the engine started).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TasksStatus {
+    /// All of them.
+    pub total_tasks: usize,
+    /// Not started yet, in runs going on.
+    pub pending: usize,
+    /// Running now.
+    pub running: usize,
+    /// Completed.
+    pub completed: usize,
+    /// Failed.
+    pub failed: usize,
+}
+
+/// Projects at a glance, with the templates they are made from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProjectsStatus {
+    /// Counts and recent activity.
+    #[serde(flatten)]
+    pub summary: orch_projects::ProjectsSummary,
+    /// Template names.
+    pub templates: Vec<String>,
+}
+
+/// The seed's `get_system_status()`: each component's figures, typed (as
+/// JSON, the seed's shape).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SystemStatus {
     /// When it was taken.
     pub timestamp: DateTime<Utc>,
-    /// `{active_sessions, event_handlers: {type: count}}`.
-    pub orchestration_engine: Value,
-    /// `{total_workflows, running_workflows}`.
-    pub workflow_manager: Value,
-    /// `{total_tasks, pending, running, completed, failed}` over the runs remembered.
-    pub task_orchestrator: Value,
-    /// The projects summary.
-    pub project_manager: Value,
-    /// The resource usage.
-    pub resource_manager: Value,
+    /// Sessions and event handlers.
+    pub orchestration_engine: EngineStatus,
+    /// Definitions and runs.
+    pub workflow_manager: WorkflowsStatus,
+    /// Steps and tasks.
+    pub task_orchestrator: TasksStatus,
+    /// Projects and templates.
+    pub project_manager: ProjectsStatus,
+    /// Resource usage.
+    pub resource_manager: orch_resources::ResourceUsage,
     /// Engine metrics, when `performance_monitoring` is on.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub performance: Option<Value>,
+    pub performance: Option<EngineMetrics>,
 }
 
 /// Counters since the engine started.
@@ -149,31 +194,28 @@ impl OrchestrationEngine {
         let summary = self.inner.projects.get_projects_summary();
         SystemStatus {
             timestamp: Utc::now(),
-            orchestration_engine: json!({
-                "active_sessions": self.active_sessions(),
-                "event_handlers": handlers,
-            }),
-            workflow_manager: json!({
-                "total_workflows": wm.list_workflows().len(),
-                "running_workflows": wm.running_count(),
-            }),
-            task_orchestrator: json!({
-                "total_tasks": total,
-                "pending": pending,
-                "running": running,
-                "completed": completed,
-                "failed": failed,
-            }),
-            project_manager: json!({
-                "total_projects": summary.total_projects,
-                "by_status": summary.by_status,
-                "by_type": summary.by_type,
-                "recent_activity": summary.recent_activity,
-                "templates": self.inner.projects.list_templates(),
-            }),
-            resource_manager: self.inner.resources.get_resource_usage(None),
+            orchestration_engine: EngineStatus {
+                active_sessions: self.active_sessions(),
+                event_handlers: handlers,
+            },
+            workflow_manager: WorkflowsStatus {
+                total_workflows: wm.list_workflows().len(),
+                running_workflows: wm.running_count(),
+            },
+            task_orchestrator: TasksStatus {
+                total_tasks: total,
+                pending,
+                running,
+                completed,
+                failed,
+            },
+            project_manager: ProjectsStatus {
+                summary,
+                templates: self.inner.projects.list_templates(),
+            },
+            resource_manager: self.inner.resources.usage_summary(),
             performance: (self.inner.config.performance_monitoring != Some(false))
-                .then(|| serde_json::to_value(self.get_metrics()).unwrap_or(Value::Null)),
+                .then(|| self.get_metrics()),
         }
     }
 

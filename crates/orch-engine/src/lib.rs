@@ -44,7 +44,10 @@ pub use backends::{OpenOptions, StoreOpener, StoreRegistry, open_store, open_sto
 pub use builder::EngineBuilder;
 use events::Handler;
 pub use events::{EVENT_KINDS, EngineEvent};
-pub use health::{ComponentHealth, EngineMetrics, HealthComponents, HealthReport, SystemStatus};
+pub use health::{
+    ComponentHealth, EngineMetrics, EngineStatus, HealthComponents, HealthReport, ProjectsStatus,
+    SystemStatus, TasksStatus, WorkflowsStatus,
+};
 pub use orch_projects::CreateOptions;
 pub use orch_resources::ResourceManager;
 pub use orch_tasks::{ActionRegistry, Event, External, RunReport, StepReport, process};

@@ -236,7 +236,7 @@ fn execute_task_is_seen_by_status_and_metrics() {
     assert!(!rt.block_on(engine.execute_task(&bad)).success);
     let status = engine.get_system_status();
     assert_eq!(
-        status.task_orchestrator,
+        serde_json::to_value(status.task_orchestrator).expect("json"),
         json!({"total_tasks": 2, "pending": 0, "running": 0, "completed": 1, "failed": 1})
     );
     let m = engine.get_metrics();
@@ -249,7 +249,7 @@ fn execute_task_is_seen_by_status_and_metrics() {
     let running = rt.spawn(async move { e2.execute_task(&long).await });
     rt.block_on(async {
         tokio::time::timeout(Duration::from_secs(20), async {
-            while engine.get_system_status().task_orchestrator["running"] != 1 {
+            while engine.get_system_status().task_orchestrator.running != 1 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         })
@@ -264,8 +264,8 @@ fn execute_task_is_seen_by_status_and_metrics() {
     let r = rt.block_on(running).expect("joined");
     assert!(!r.success, "stopped by the shutdown: {r:?}");
     let status = engine.get_system_status();
-    assert_eq!(status.task_orchestrator["running"], 0);
-    assert_eq!(status.task_orchestrator["failed"], 2);
+    assert_eq!(status.task_orchestrator.running, 0);
+    assert_eq!(status.task_orchestrator.failed, 2);
 }
 
 // Item 16: ended sessions are bounded.
@@ -352,7 +352,8 @@ fn archiving_updates_the_project_and_the_status_shows_recent_activity() {
         after.updated_at
     );
     let status = engine.get_system_status();
-    let recent = &status.project_manager["recent_activity"];
+    let recent =
+        serde_json::to_value(&status.project_manager.summary.recent_activity).expect("json");
     assert_eq!(
         recent[0]["name"], "a",
         "the archived one changed last: {recent}"

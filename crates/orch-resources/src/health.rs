@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use orch_model::{HealthStatus, Resource, ResourceStatus, ResourceType};
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
 /// The resource manager's health ([`ResourceManager::health_check`]),
@@ -78,6 +78,19 @@ impl Serialize for ResourceHealthMap {
     }
 }
 
+/// Usage of all resources (seed: `get_resource_usage()` without an id).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResourceUsage {
+    /// How many resources are registered.
+    pub total_resources: usize,
+    /// Allocations held now.
+    pub total_allocations: usize,
+    /// Resources per type (every type, 0 included).
+    pub resources_by_type: BTreeMap<String, usize>,
+    /// Mean utilization (0-1, two decimals) per type that has resources.
+    pub utilization_summary: BTreeMap<String, f64>,
+}
+
 impl ResourceManager {
     /// Usage of one resource (`{resource_id, name, type, status, capacity,
     /// allocated, utilization, current_users, total_allocations}`, `{}` when
@@ -85,7 +98,6 @@ impl ResourceManager {
     /// total_allocations, resources_by_type, utilization_summary}`), as the seed.
     pub fn get_resource_usage(&self, resource_id: Option<&str>) -> Value {
         let resources = self.list_resources();
-        let allocations = self.lock().allocations.len();
         match resource_id {
             Some(id) => match resources.iter().find(|r| r.id == id) {
                 Some(r) => json!({
@@ -101,36 +113,41 @@ impl ResourceManager {
                 }),
                 None => json!({}),
             },
-            None => {
-                let mut by_type = Map::new();
-                let mut summary = Map::new();
-                for t in ResourceType::ALL {
-                    let of: Vec<&Resource> =
-                        resources.iter().filter(|r| r.resource_type == *t).collect();
-                    by_type.insert(t.as_str().into(), json!(of.len()));
-                    if !of.is_empty() {
-                        let means: Vec<f64> = of
-                            .iter()
-                            .map(|r| {
-                                let u = r.utilization();
-                                if u.is_empty() {
-                                    0.0
-                                } else {
-                                    u.values().sum::<f64>() / u.len() as f64
-                                }
-                            })
-                            .collect();
-                        let avg = means.iter().sum::<f64>() / means.len() as f64;
-                        summary.insert(t.as_str().into(), json!((avg * 100.0).round() / 100.0));
-                    }
-                }
-                json!({
-                    "total_resources": resources.len(),
-                    "total_allocations": allocations,
-                    "resources_by_type": by_type,
-                    "utilization_summary": summary,
-                })
+            None => serde_json::to_value(self.usage_summary()).unwrap_or(Value::Null),
+        }
+    }
+
+    /// Usage of all resources, typed (what `get_resource_usage(None)` gives
+    /// as JSON).
+    pub fn usage_summary(&self) -> ResourceUsage {
+        let resources = self.list_resources();
+        let total_allocations = self.lock().allocations.len();
+        let mut resources_by_type = BTreeMap::new();
+        let mut utilization_summary = BTreeMap::new();
+        for t in ResourceType::ALL {
+            let of: Vec<&Resource> = resources.iter().filter(|r| r.resource_type == *t).collect();
+            resources_by_type.insert(t.as_str().to_owned(), of.len());
+            if !of.is_empty() {
+                let means: Vec<f64> = of
+                    .iter()
+                    .map(|r| {
+                        let u = r.utilization();
+                        if u.is_empty() {
+                            0.0
+                        } else {
+                            u.values().sum::<f64>() / u.len() as f64
+                        }
+                    })
+                    .collect();
+                let avg = means.iter().sum::<f64>() / means.len() as f64;
+                utilization_summary.insert(t.as_str().to_owned(), (avg * 100.0).round() / 100.0);
             }
+        }
+        ResourceUsage {
+            total_resources: resources.len(),
+            total_allocations,
+            resources_by_type,
+            utilization_summary,
         }
     }
 

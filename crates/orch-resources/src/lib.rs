@@ -34,7 +34,7 @@ mod waiting;
 
 pub use allocate::{AllocateOptions, Allocation};
 pub use detect::detect_resources;
-pub use health::{ResourceHealth, ResourceHealthEntry, ResourceHealthMap};
+pub use health::{ResourceHealth, ResourceHealthEntry, ResourceHealthMap, ResourceUsage};
 pub use usage::UserAllocation;
 
 use allocate::Held;
