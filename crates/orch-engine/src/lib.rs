@@ -38,6 +38,8 @@ mod resume;
 mod run;
 mod seed;
 mod sessions;
+mod submit;
+mod worker;
 
 pub use backends::{OpenOptions, StoreOpener, StoreRegistry, open_store, open_store_read_only};
 // What callers of the engine name without depending on the layers below it.
@@ -50,6 +52,9 @@ pub use health::{
 };
 pub use orch_projects::CreateOptions;
 pub use orch_resources::ResourceManager;
+pub use orch_tasks::worker::{
+    Capacity, HeldTask, SUBMITTED_OWNER, WorkerOptions, WorkerRecord, WorkerStatus, WorkerSummary,
+};
 pub use orch_tasks::{ActionRegistry, Event, External, RunReport, StepReport, process};
 pub use resume::{CancelOutcome, RunState, owner_words, run_state};
 pub use run::{
@@ -59,6 +64,7 @@ use seed::TaskCounts;
 pub use seed::{COMPLEX_WORKFLOW_NAME, ComplexWorkflowResult, WorkflowRunResult};
 use sessions::{RunOverrides, SessionState};
 pub use sessions::{Session, SessionOptions, SessionStatus};
+pub use worker::{WorkerHandle, WorkerReport};
 
 use chrono::{DateTime, Utc};
 use orch_model::{

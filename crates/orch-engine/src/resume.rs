@@ -13,9 +13,13 @@ pub use orch_model::store::RunState;
 /// The state of a run of the store (see [`RunState`]): its owner's
 /// liveness is checked on this machine (`orch_tasks::run::owner_alive`).
 pub fn run_state(r: &RunRecord) -> RunState {
+    // A submitted run is the workers' (`SUBMITTED_OWNER`): running while
+    // its status says so.
     RunState::derive(
         r.status,
-        r.owner.as_deref().is_some_and(orch_tasks::run::owner_alive),
+        r.owner.as_deref().is_some_and(|o| {
+            o == orch_tasks::worker::SUBMITTED_OWNER || orch_tasks::run::owner_alive(o)
+        }),
     )
 }
 
@@ -265,6 +269,15 @@ impl OrchestrationEngine {
                 hint: Some("`orch runs list` shows the runs".into()),
             })?;
         match run_state(&r) {
+            RunState::Running
+                if r.owner.as_deref() == Some(orch_tasks::worker::SUBMITTED_OWNER) =>
+            {
+                // No process drives it to see the request: it is cancelled
+                // in the store, and the workers running its steps stop them
+                // at their next heartbeat.
+                crate::submit::cancel_submitted(store.as_ref(), r.id).await?;
+                Ok(CancelOutcome::Stopped)
+            }
             RunState::Running => {
                 store.request_cancel(r.id).await?;
                 let deadline = tokio::time::Instant::now() + wait;

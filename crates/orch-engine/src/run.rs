@@ -75,6 +75,12 @@ pub struct RunRequest {
     /// Whether [`RunHandle::events`] gives the run's events (they are kept
     /// until read, so ask only when you read them).
     pub events: bool,
+    /// Submit the run for the store's workers (`orch worker`) instead of
+    /// running it here: it is recorded and the handle follows it from the
+    /// store (its events, its report); dropping the handle leaves the run
+    /// to the workers. A store whose capabilities say `distributed_claim`
+    /// submits every new run this way.
+    pub detach: bool,
 }
 
 impl RunRequest {
@@ -92,6 +98,7 @@ impl RunRequest {
             session: None,
             run_id: None,
             events: false,
+            detach: false,
         }
     }
 
@@ -287,6 +294,34 @@ impl OrchestrationEngine {
             resume,
             runner,
         } = resolved;
+        if resume.is_none() && (req.detach || self.store().capabilities().distributed_claim) {
+            let (sid, task) = self
+                .submit(
+                    crate::submit::Submission {
+                        run_id,
+                        wf: wf.clone(),
+                        work_dir,
+                        params,
+                        project_path,
+                        project_name: project,
+                        mode: req.mode,
+                        max_parallel: req.max_parallel,
+                        run_timeout: req.run_timeout,
+                    },
+                    cancel.clone(),
+                    tx,
+                )
+                .await?;
+            return Ok(RunHandle {
+                run_id,
+                session_id: sid,
+                workflow: wf,
+                events: rx,
+                cancel,
+                task: Some(task),
+                resumed: None,
+            });
+        }
         // A project's own runner counts the run in the project itself.
         let counted_in = project.filter(|_| matches!(runner, Runner::Valid));
         // A resumed run keeps how it ran, unless the request says otherwise.

@@ -1,0 +1,276 @@
+//! Submitted runs: recorded in the store for its workers instead of driven
+//! here (`RunRequest::detach`, or a store whose capabilities say
+//! `distributed_claim`), and followed from the store: its events become the
+//! handle's [`Event`]s, and its tasks the final report.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+use orch_model::store::{StoredEvent, TaskRecord};
+use orch_model::{CompactString, RunSettings, ValidWorkflow};
+use orch_tasks::StepReport;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::JoinHandle;
+
+/// What a submitted run needs from the request the engine resolved.
+pub(crate) struct Submission {
+    pub(crate) run_id: RunId,
+    pub(crate) wf: Arc<ValidWorkflow>,
+    pub(crate) work_dir: PathBuf,
+    pub(crate) params: Map<String, Value>,
+    pub(crate) project_path: Option<String>,
+    pub(crate) project_name: Option<String>,
+    pub(crate) mode: Option<ExecutionMode>,
+    pub(crate) max_parallel: Option<usize>,
+    pub(crate) run_timeout: Option<Duration>,
+}
+
+/// Most time between two looks at the store while following a run.
+const FOLLOW_MAX: Duration = Duration::from_millis(500);
+/// Least time between two looks at the store while following a run.
+const FOLLOW_MIN: Duration = Duration::from_millis(20);
+
+impl OrchestrationEngine {
+    /// Records the run for the store's workers and starts following it:
+    /// returns the session it was submitted in (closed at once: the run
+    /// outlives this process) and the task that follows it to its report.
+    pub(crate) async fn submit(
+        &self,
+        s: Submission,
+        cancel: CancellationToken,
+        events: Option<UnboundedSender<Event>>,
+    ) -> Result<(SessionId, JoinHandle<Result<RunReport, OrchestrationError>>), OrchestrationError>
+    {
+        let settings = RunSettings {
+            work_dir: Some(s.work_dir),
+            project_path: s.project_path,
+            project_name: s.project_name,
+            mode: s.mode,
+            max_parallel: s.max_parallel,
+            run_timeout_ms: s
+                .run_timeout
+                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        };
+        let store = self.inner.store.clone();
+        orch_tasks::worker::submit(
+            store.as_ref(),
+            &s.wf,
+            self.inner.workflows.registry(),
+            &s.params,
+            &settings,
+            s.run_id,
+        )
+        .await?;
+        let sid = self.create_session(SessionOptions {
+            mode: s.mode.unwrap_or(ExecutionMode::Parallel),
+            max_parallel_tasks: s.max_parallel,
+            ..SessionOptions::default()
+        })?;
+        self.close_session(&sid);
+        let task = tokio::spawn(follow(store, s.run_id, s.wf, events, cancel));
+        Ok((sid, task))
+    }
+}
+
+/// Follows run `id` in `store` until it ends: its stored events are sent
+/// as [`Event`]s, `cancel` cancels it in the store, and its tasks make the
+/// report. The store is read with a backoff from 20 to 500 ms while
+/// nothing happens.
+pub(crate) async fn follow(
+    store: Arc<dyn Store>,
+    id: RunId,
+    wf: Arc<ValidWorkflow>,
+    events: Option<UnboundedSender<Event>>,
+    cancel: CancellationToken,
+) -> Result<RunReport, OrchestrationError> {
+    let started = Instant::now();
+    let steps = &wf.workflow().steps;
+    let name = |i: u32| -> CompactString {
+        steps
+            .get(i as usize)
+            .map(|s| s.name.clone())
+            .unwrap_or_default()
+    };
+    let send = |e: Event| {
+        if let Some(tx) = &events {
+            let _ = tx.send(e);
+        }
+    };
+    send(Event::RunStarted {
+        run_id: id,
+        total: steps.len(),
+    });
+    let mut after = 0u64;
+    let mut wait = FOLLOW_MIN;
+    let mut asked = false;
+    let record = loop {
+        if cancel.is_cancelled() && !asked {
+            asked = true;
+            cancel_submitted(store.as_ref(), id).await?;
+        }
+        let got = store.events(id, after).await?;
+        if let Some(last) = got.last() {
+            after = last.seq;
+        }
+        if events.is_some() {
+            for e in &got {
+                for ev in translate(store.as_ref(), id, e, &name).await {
+                    send(ev);
+                }
+            }
+        }
+        if !got.is_empty() {
+            wait = FOLLOW_MIN;
+            continue;
+        }
+        let r = store
+            .get_run(id)
+            .await?
+            .ok_or_else(|| OrchestrationError::not_found(EntityKind::Run, id.to_string()))?;
+        if r.status != WorkflowStatus::Running {
+            // Its last events were appended after its last task ended.
+            for e in &store.events(id, after).await? {
+                for ev in translate(store.as_ref(), id, e, &name).await {
+                    send(ev);
+                }
+            }
+            break r;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = cancel.cancelled(), if !asked => {}
+        }
+        wait = (wait * 2).min(FOLLOW_MAX);
+    };
+    let tasks = store.tasks(id).await?;
+    let report = RunReport {
+        run_id: id,
+        workflow: record.workflow.clone(),
+        status: record.status,
+        duration: started.elapsed(),
+        steps: tasks
+            .into_iter()
+            .map(|t| step_report(t, record.created_at))
+            .collect(),
+        error: None,
+    };
+    send(Event::RunFinished {
+        run_id: id,
+        status: report.status,
+        duration: report.duration,
+    });
+    Ok(report)
+}
+
+/// Cancels a submitted run in the store: asked (for the workers to see),
+/// every task that is not final cancelled (a worker running one sees its
+/// lease refused at its next heartbeat and stops its process), and the run
+/// marked cancelled.
+pub(crate) async fn cancel_submitted(
+    store: &dyn Store,
+    id: RunId,
+) -> Result<(), OrchestrationError> {
+    if !store.request_cancel(id).await? {
+        return Ok(());
+    }
+    let now = Utc::now();
+    store.cancel_run(id, now).await?;
+    store.finish_run(id, WorkflowStatus::Cancelled, now).await
+}
+
+fn step_report(t: TaskRecord, created_at: DateTime<Utc>) -> StepReport {
+    StepReport {
+        name: CompactString::from(t.name.as_str()),
+        status: t.status,
+        attempts: t.attempt,
+        created_at,
+        ready_at: None,
+        started_at: t.started_at,
+        finished_at: t.finished_at,
+        result: t.result,
+        note: t.note,
+    }
+}
+
+/// The [`Event`]s of one stored event (`tasks_started`, `tasks_finished`,
+/// as journaled runs and workers record them). Failures and skips read the
+/// task's record for their message.
+async fn translate(
+    store: &dyn Store,
+    run: RunId,
+    e: &StoredEvent,
+    name: &(dyn Fn(u32) -> CompactString + Sync),
+) -> Vec<Event> {
+    let list = e.data.get("tasks").and_then(Value::as_array);
+    let Some(list) = list else {
+        return Vec::new();
+    };
+    let num = |v: Option<&Value>| {
+        v.and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok())
+    };
+    let mut out = Vec::with_capacity(list.len());
+    match e.kind.as_str() {
+        "tasks_started" => {
+            for t in list {
+                if let (Some(i), Some(a)) = (num(t.get(0)), num(t.get(1))) {
+                    out.push(Event::TaskStarted {
+                        task: i,
+                        name: name(i),
+                        attempt: a,
+                    });
+                }
+            }
+        }
+        "tasks_finished" => {
+            for t in list {
+                let (Some(i), Some(status), a) = (
+                    num(t.get(0)),
+                    t.get(1).and_then(Value::as_str),
+                    num(t.get(2)).unwrap_or(0),
+                ) else {
+                    continue;
+                };
+                let rec = || async {
+                    store
+                        .task_records(run, &[i])
+                        .await
+                        .ok()
+                        .and_then(|mut v| v.pop())
+                };
+                out.push(match status {
+                    "completed" => Event::TaskSucceeded {
+                        task: i,
+                        name: name(i),
+                        attempts: a,
+                        duration: Duration::ZERO,
+                    },
+                    "skipped" => Event::TaskSkipped {
+                        task: i,
+                        name: name(i),
+                        reason: rec().await.and_then(|r| r.note).unwrap_or_default(),
+                    },
+                    "cancelled" => Event::TaskCancelled {
+                        task: i,
+                        name: name(i),
+                        attempts: a,
+                    },
+                    _ => {
+                        let r = rec().await.and_then(|r| r.result);
+                        Event::TaskFailed {
+                            task: i,
+                            name: name(i),
+                            attempts: a,
+                            error_type: r
+                                .as_ref()
+                                .and_then(|r| r.error_type.clone())
+                                .unwrap_or_default(),
+                            message: r.and_then(|r| r.error_message).unwrap_or_default(),
+                        }
+                    }
+                });
+            }
+        }
+        _ => {}
+    }
+    out
+}
