@@ -27,6 +27,7 @@ mod reporter;
 mod run;
 mod runs;
 mod term;
+mod worker;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -295,6 +296,10 @@ enum Command {
         /// Print the run's report as JSON instead of progress and a table.
         #[arg(long)]
         json: bool,
+        /// Submit the run for `orch worker`s of the store and print its id at once
+        /// (follow it with `orch runs show ID`).
+        #[arg(long)]
+        detach: bool,
     },
     /// Inspect recorded runs.
     Runs {
@@ -377,6 +382,38 @@ enum Command {
         /// Print JSON (the overall status, each component's, and the issues).
         #[arg(long)]
         json: bool,
+    },
+    /// Claim and run the steps of runs submitted to a shared store (`orch run --detach`,
+    /// or any run on postgres://), until SIGTERM or SIGINT.
+    Worker {
+        /// Most steps it runs at once.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+        slots: u16,
+        /// What it can hold at once, e.g. cpu=4,memory=8GiB (a step asking for more is left for
+        /// another worker); default: unlimited.
+        #[arg(long, value_name = "NAME=AMOUNT,...")]
+        capacity: Option<String>,
+        /// Serve a module by an external program, NAME=PROGRAM (repeatable), as `orch run --module`.
+        #[arg(long = "module", value_name = "NAME=PROGRAM")]
+        modules: Vec<String>,
+        /// The lease of each claimed step, renewed every third of it; a worker silent for two
+        /// leases is shown as lost, and its steps are taken over.
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_timeout_arg)]
+        lease: std::time::Duration,
+        /// On SIGTERM or SIGINT, how long running steps may go on before they are stopped and
+        /// handed back to other workers.
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration_arg)]
+        grace: std::time::Duration,
+        /// How often an idle worker looks for work.
+        #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = parse_timeout_arg)]
+        poll: std::time::Duration,
+        /// The worker's id (default HOST-PID-RANDOM).
+        #[arg(long)]
+        id: Option<String>,
+        /// Where steps work (default: the directory the run was submitted from when it exists
+        /// here, else the current directory).
+        #[arg(long, value_name = "DIR")]
+        work_dir: Option<PathBuf>,
     },
     /// Print a workflow's dependency graph as Mermaid or Graphviz DOT.
     ///
@@ -470,6 +507,7 @@ fn main() -> ExitCode {
                 timeout,
                 json,
                 config: cli.config.clone(),
+                detach: false,
             };
             runs::resume(&run, &args)
         }
@@ -522,6 +560,7 @@ fn main() -> ExitCode {
                     timeout,
                     json,
                     config: cli.config.clone(),
+                    detach: false,
                 };
                 let read = ReadOptions {
                     input_format: None,
@@ -563,6 +602,7 @@ fn main() -> ExitCode {
             timeout,
             read,
             json,
+            detach,
         } => {
             let args = run::RunArgs {
                 params,
@@ -574,9 +614,32 @@ fn main() -> ExitCode {
                 timeout,
                 json,
                 config: cli.config.clone(),
+                detach,
             };
             run::run(&file, None, &read, &args)
         }
+        Command::Worker {
+            slots,
+            capacity,
+            modules,
+            lease,
+            grace,
+            poll,
+            id,
+            work_dir,
+        } => worker::worker(
+            config,
+            &worker::WorkerArgs {
+                slots: usize::from(slots),
+                capacity,
+                modules,
+                lease,
+                grace,
+                poll,
+                id,
+                work_dir,
+            },
+        ),
     });
     ExitCode::from(code)
 }

@@ -262,8 +262,9 @@ pub fn project_archive(config: Option<&Path>, name: &str, output: Option<&Path>)
 pub fn status(config: Option<&Path>, json_out: bool) -> u8 {
     let engine = engine_or_exit!(config);
     let s = engine.get_system_status();
+    let workers = crate::worker::report(&engine);
     if json_out {
-        println!("{}", pretty(&s));
+        println!("{}", pretty(&crate::worker::with_workers(&s, &workers)));
         return exit::OK;
     }
     println!("orch status at {}", s.timestamp.to_rfc3339());
@@ -298,6 +299,7 @@ pub fn status(config: Option<&Path>, json_out: bool) -> u8 {
     for line in table.lines() {
         println!("    {line}");
     }
+    crate::worker::print_workers(&workers);
     exit::OK
 }
 
@@ -316,9 +318,10 @@ fn print_issue(issue: &str) {
 /// `orch health`: exit 0 when healthy, 1 when degraded or unhealthy.
 pub fn health(config: Option<&Path>, json_out: bool) -> u8 {
     let engine = engine_or_exit!(config);
-    let h = engine.health_check();
+    let workers = crate::worker::report(&engine);
+    let h = crate::worker::health_with_workers(engine.health_check(), &workers);
     if json_out {
-        println!("{}", pretty(&h));
+        println!("{}", pretty(&crate::worker::with_workers(&h, &workers)));
     } else {
         println!("overall: {}", h.overall_status);
         let c = &h.components;
@@ -333,6 +336,7 @@ pub fn health(config: Option<&Path>, json_out: bool) -> u8 {
         for i in &h.issues {
             print_issue(i);
         }
+        crate::worker::print_workers(&workers);
     }
     if h.overall_status.is_healthy() {
         exit::OK

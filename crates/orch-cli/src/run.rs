@@ -3,7 +3,7 @@
 use crate::commands::{LoadError, limits, load, print_problems};
 use crate::term::{Table, escape_line};
 use crate::{ReadOptions, exit};
-use orch_engine::{ActionRegistry, OrchestrationEngine, ResourceManager, RunRequest, RunTarget};
+use orch_engine::{OrchestrationEngine, ResourceManager, RunRequest, RunTarget};
 use orch_model::{EntityKind, ExecutionMode, Format, OrchestrationError};
 use serde_json::{Map, Value, json};
 use std::io::IsTerminal;
@@ -32,6 +32,8 @@ pub struct RunArgs {
     pub json: bool,
     /// The engine's config file (for resolving workflow and project names).
     pub config: Option<PathBuf>,
+    /// Submit the run for the store's workers and print its id at once.
+    pub detach: bool,
 }
 
 /// `key=value`: the value is JSON when it parses as JSON (numbers, booleans,
@@ -79,32 +81,13 @@ pub fn run(arg: &str, project: Option<&str>, read: &ReadOptions, args: &RunArgs)
             return exit::INVALID;
         }
     };
-    let mut registry = ActionRegistry::with_builtins();
-    for m in &args.modules {
-        let Some((name, program)) = m.split_once('=') else {
-            eprintln!(
-                "orch: --module `{m}`: expected NAME=PROGRAM, e.g. --module analysis=./analysis.py"
-            );
-            return exit::INVALID;
-        };
-        let ok = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        if !ok || program.is_empty() {
-            eprintln!(
-                "orch: --module `{m}`: NAME must be letters, digits, `_` or `-`, and PROGRAM must not be empty"
-            );
+    let registry = match crate::worker::registry_with_modules(&args.modules) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
             return exit::INVALID;
         }
-        registry.register_module(
-            name,
-            std::sync::Arc::new(orch_engine::External {
-                program: program.into(),
-                args: Vec::new(),
-            }),
-        );
-    }
+    };
     // The engine resolves names and gives `workflow.run` its workflows.
     let engine = match crate::manage::engine_with(args.config.as_deref(), Some(registry)) {
         Ok(e) => e,
@@ -169,6 +152,29 @@ pub(crate) fn execute(engine: &OrchestrationEngine, mut req: RunRequest, args: &
     req.max_parallel = args.max_parallel;
     req.run_timeout = args.timeout;
     req.no_cache = args.no_cache;
+    req.detach = args.detach;
+    if args.detach && !engine.store().capabilities().durable {
+        eprintln!(
+            "orch: --detach: the store {} lives in this process only, so no worker could run the run; use --store sqlite://PATH (workers on this machine) or postgres://...",
+            engine.store_url()
+        );
+        return exit::INVALID;
+    }
+    if args.detach {
+        return match runtime.block_on(engine.run(req)) {
+            Ok(handle) => {
+                // Dropping the handle stops following; the run is the workers'.
+                let id = handle.run_id();
+                if args.json {
+                    println!("{}", json!({"run_id": id, "status": "submitted"}));
+                } else {
+                    println!("{id}");
+                }
+                exit::OK
+            }
+            Err(e) => run_error(&e),
+        };
+    }
     req.events = true;
     let terminal = crate::reporter::progress_bar_wanted(
         std::io::stderr().is_terminal(),

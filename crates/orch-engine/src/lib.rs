@@ -64,7 +64,7 @@ use seed::TaskCounts;
 pub use seed::{COMPLEX_WORKFLOW_NAME, ComplexWorkflowResult, WorkflowRunResult};
 use sessions::{RunOverrides, SessionState};
 pub use sessions::{Session, SessionOptions, SessionStatus};
-pub use worker::{WorkerHandle, WorkerReport};
+pub use worker::{WorkerHandle, WorkerReport, worker_report};
 
 use chrono::{DateTime, Utc};
 use orch_model::{

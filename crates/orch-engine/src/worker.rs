@@ -100,38 +100,44 @@ impl OrchestrationEngine {
         list_workers(self.inner.store.as_ref(), Utc::now()).await
     }
 
-    /// The workers with a verdict: degraded when one is lost. A store that
-    /// cannot be read makes it degraded too, with the reason.
+    /// The workers with a verdict ([`worker_report`] of the engine's store).
     pub async fn worker_report(&self) -> WorkerReport {
-        match self.workers().await {
-            Ok(workers) => {
-                let issues: Vec<String> = workers
-                    .iter()
-                    .filter(|w| w.lost)
-                    .map(|w| {
-                        format!(
-                            "workers: worker {} on {} is lost (last seen {}; the tasks it held are reclaimed when their leases end)",
-                            w.record.id,
-                            w.record.host,
-                            w.record.last_seen.to_rfc3339()
-                        )
-                    })
-                    .collect();
-                WorkerReport {
-                    status: if issues.is_empty() {
-                        HealthStatus::Healthy
-                    } else {
-                        HealthStatus::Degraded
-                    },
-                    workers,
-                    issues,
-                }
+        worker_report(self.inner.store.as_ref()).await
+    }
+}
+
+/// The workers `store` has records of, with a verdict: degraded when one is
+/// lost, or when the records cannot be read (with the reason). A store
+/// opened read-only does (what `orch status` and `orch health` use).
+pub async fn worker_report(store: &dyn Store) -> WorkerReport {
+    match list_workers(store, Utc::now()).await {
+        Ok(workers) => {
+            let issues: Vec<String> = workers
+                .iter()
+                .filter(|w| w.lost)
+                .map(|w| {
+                    format!(
+                        "workers: worker {} on {} is lost (last seen {}; the tasks it held are reclaimed when their leases end)",
+                        w.record.id,
+                        w.record.host,
+                        w.record.last_seen.to_rfc3339()
+                    )
+                })
+                .collect();
+            WorkerReport {
+                status: if issues.is_empty() {
+                    HealthStatus::Healthy
+                } else {
+                    HealthStatus::Degraded
+                },
+                workers,
+                issues,
             }
-            Err(e) => WorkerReport {
-                status: HealthStatus::Degraded,
-                workers: Vec::new(),
-                issues: vec![format!("workers: cannot read the workers' records: {e}")],
-            },
         }
+        Err(e) => WorkerReport {
+            status: HealthStatus::Degraded,
+            workers: Vec::new(),
+            issues: vec![format!("workers: cannot read the workers' records: {e}")],
+        },
     }
 }

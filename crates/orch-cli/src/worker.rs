@@ -1,0 +1,252 @@
+//! `orch worker`: claim and run the steps of runs submitted to a shared
+//! store, until SIGTERM or SIGINT; and the workers section of `orch status`
+//! and `orch health`.
+
+use crate::exit;
+use crate::term::{Table, escape_line};
+use orch_engine::{
+    ActionRegistry, Capacity, HealthReport, OrchestrationEngine, WorkerOptions, WorkerReport,
+};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
+
+/// Options of `orch worker`.
+#[derive(Debug, Clone)]
+pub struct WorkerArgs {
+    /// Most steps at once.
+    pub slots: usize,
+    /// `cpu=4,memory=8GiB`.
+    pub capacity: Option<String>,
+    /// External modules, `NAME=PROGRAM`.
+    pub modules: Vec<String>,
+    /// The lease of each claim.
+    pub lease: Duration,
+    /// On SIGTERM/SIGINT, how long running steps may go on.
+    pub grace: Duration,
+    /// How often an idle worker looks for work.
+    pub poll: Duration,
+    /// Its id (default HOST-PID-RANDOM).
+    pub id: Option<String>,
+    /// Where steps work (default: the directory the run was submitted
+    /// from when it exists here, else the current directory).
+    pub work_dir: Option<PathBuf>,
+}
+
+/// The built-in actions plus `--module NAME=PROGRAM` external modules.
+///
+/// # Errors
+/// One printable line about the first bad entry.
+pub(crate) fn registry_with_modules(modules: &[String]) -> Result<ActionRegistry, String> {
+    let mut registry = ActionRegistry::with_builtins();
+    for m in modules {
+        let Some((name, program)) = m.split_once('=') else {
+            return Err(format!(
+                "orch: --module `{m}`: expected NAME=PROGRAM, e.g. --module analysis=./analysis.py"
+            ));
+        };
+        let ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !ok || program.is_empty() {
+            return Err(format!(
+                "orch: --module `{m}`: NAME must be letters, digits, `_` or `-`, and PROGRAM must not be empty"
+            ));
+        }
+        registry.register_module(
+            name,
+            Arc::new(orch_engine::External {
+                program: program.into(),
+                args: Vec::new(),
+            }),
+        );
+    }
+    Ok(registry)
+}
+
+/// Runs `orch worker` until a signal, then stops as `--grace` allows.
+pub fn worker(config: Option<&Path>, args: &WorkerArgs) -> u8 {
+    let registry = match registry_with_modules(&args.modules) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return exit::INVALID;
+        }
+    };
+    let capacity = match Capacity::parse(args.capacity.as_deref().unwrap_or("")) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("orch: --{e}");
+            return exit::INVALID;
+        }
+    };
+    let engine = match crate::manage::engine_with(config, Some(registry)) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("{e}");
+            return exit::INVALID;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("orch: cannot start the runtime: {e}");
+            return exit::INTERNAL;
+        }
+    };
+    let mut opts = WorkerOptions {
+        slots: args.slots,
+        capacity,
+        lease: args.lease,
+        grace: args.grace,
+        poll: args.poll,
+        work_dir: args.work_dir.clone(),
+        ..WorkerOptions::default()
+    };
+    if let Some(id) = &args.id {
+        opts.id.clone_from(id);
+    }
+    runtime.block_on(async {
+        let (mut term, mut int) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(t), Ok(i)) => (t, i),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("orch: cannot listen to SIGTERM and SIGINT ({e}); not starting a worker that could not stop cleanly");
+                return exit::INTERNAL;
+            }
+        };
+        let handle = match engine.worker(opts) {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("orch: {}", escape_line(&e.to_string()));
+                return exit::INVALID;
+            }
+        };
+        eprintln!(
+            "orch: worker {} serving {} with {} slot(s); SIGTERM or SIGINT stops it (running steps get {:?})",
+            handle.id(),
+            engine.store_url(),
+            args.slots,
+            args.grace
+        );
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        eprintln!(
+            "orch: {name}: worker {} claims nothing more; running steps get up to {:?}, then are stopped and handed back",
+            handle.id(),
+            args.grace
+        );
+        handle.stop();
+        match handle.join().await {
+            Ok(s) => {
+                eprintln!(
+                    "orch: worker stopped: {} claimed, {} completed, {} failed, {} skipped, {} cancelled, {} handed back, {} stale",
+                    s.claimed, s.completed, s.failed, s.skipped, s.cancelled, s.handed_back, s.stale
+                );
+                exit::OK
+            }
+            Err(e) => {
+                eprintln!("orch: {e}");
+                exit::INTERNAL
+            }
+        }
+    })
+}
+
+/// The workers of the engine's store, read through a read-only opening (no
+/// database is created for it).
+pub(crate) fn report(engine: &OrchestrationEngine) -> WorkerReport {
+    let store = match orch_engine::open_store_read_only(engine.store_url()) {
+        Ok(s) => s,
+        Err(e) => {
+            return WorkerReport {
+                status: orch_model::HealthStatus::Degraded,
+                workers: Vec::new(),
+                issues: vec![format!("workers: cannot open the store: {e}")],
+            };
+        }
+    };
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(orch_engine::worker_report(store.as_ref())),
+        Err(e) => WorkerReport {
+            status: orch_model::HealthStatus::Degraded,
+            workers: Vec::new(),
+            issues: vec![format!("workers: cannot start a runtime: {e}")],
+        },
+    }
+}
+
+/// `value` (a status or health report as JSON) with `workers` added, when
+/// there are any.
+pub(crate) fn with_workers(value: &impl serde::Serialize, r: &WorkerReport) -> Value {
+    let mut v = serde_json::to_value(value).unwrap_or(Value::Null);
+    if let (Value::Object(m), false) = (&mut v, r.workers.is_empty()) {
+        m.insert(
+            "workers".to_owned(),
+            serde_json::to_value(&r.workers).unwrap_or(Value::Null),
+        );
+    }
+    v
+}
+
+/// A health report with the workers' verdict: its issues added and the
+/// overall status the worse of the two.
+pub(crate) fn health_with_workers(mut h: HealthReport, r: &WorkerReport) -> HealthReport {
+    h.overall_status = h.overall_status.worst(r.status);
+    h.issues.extend(r.issues.iter().cloned());
+    h
+}
+
+/// The workers as a table (nothing when there are none).
+pub(crate) fn print_workers(r: &WorkerReport) {
+    if r.workers.is_empty() {
+        return;
+    }
+    println!("  workers:    {}", r.workers.len());
+    let mut table = Table::new(&["ID", "STATE", "SLOTS", "RUNNING", "LAST SEEN"]);
+    let now = chrono::Utc::now();
+    for w in &r.workers {
+        let running: Vec<String> = w
+            .record
+            .running
+            .iter()
+            .map(|t| format!("{}:{}", short(&t.run.to_string()), t.step))
+            .collect();
+        let ago = now
+            .signed_duration_since(w.record.last_seen)
+            .num_seconds()
+            .max(0);
+        table.row([
+            w.record.id.clone(),
+            w.state().to_owned(),
+            format!("{}/{}", w.record.running.len(), w.record.slots),
+            if running.is_empty() {
+                "-".to_owned()
+            } else {
+                running.join(", ")
+            },
+            format!("{ago}s ago"),
+        ]);
+    }
+    for line in table.lines() {
+        println!("    {line}");
+    }
+}
+
+/// The first 8 characters of a run id (what `orch runs` accepts as a prefix).
+fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
