@@ -38,10 +38,10 @@ mod registration;
 mod submit;
 
 pub use capacity::{Capacity, demand};
-pub use submit::{SUBMITTED_OWNER, new_run, submit};
 pub use registration::{
     HeldTask, WorkerRecord, WorkerStatus, hostname, list_workers, put_worker, worker_id,
 };
+pub use submit::{SUBMITTED_OWNER, new_run, submit};
 
 use crate::action::ActionRegistry;
 use crate::executor::Executor;
@@ -49,8 +49,8 @@ use async_trait::async_trait;
 use chrono::Utc;
 use claim::End;
 use definitions::{Definitions, RunDef};
-use orch_model::store::StoredEvent;
 use orch_model::store::Concern;
+use orch_model::store::StoredEvent;
 use orch_model::{Claim, OrchestrationError, RecordKind, RunId, Store, TaskStatus};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -308,13 +308,21 @@ impl Worker {
         let mut next_register = tokio::time::Instant::now();
         let mut next_reclaim = tokio::time::Instant::now();
         let mut failures = 0u32;
+        // What it holds changed since its record was written: the record is
+        // written again soon (at most once a second), not at every claim.
+        let mut changed = false;
+        let soon = sh.opts.register_every.min(Duration::from_secs(1));
+        let mut last_register = tokio::time::Instant::now();
         while !shutdown.is_cancelled() {
             while let Some(r) = running.try_join_next() {
                 count(&mut summary, r);
+                changed = true;
             }
             let now = tokio::time::Instant::now();
-            if now >= next_register {
+            if now >= next_register || (changed && now >= last_register + soon) {
                 self.register("running").await;
+                last_register = now;
+                changed = false;
                 next_register = now + sh.opts.register_every;
             }
             if now >= next_reclaim {
@@ -338,10 +346,7 @@ impl Worker {
                             sh.hold(&c);
                             running.spawn(claim::serve(sh.clone(), c));
                         }
-                        if claimed > 0 {
-                            // Its record says at once what it runs.
-                            next_register = tokio::time::Instant::now();
-                        }
+                        changed |= claimed > 0;
                     }
                     Err(_) => failures = failures.saturating_add(1),
                 }
@@ -360,6 +365,7 @@ impl Worker {
                 r = running.join_next(), if !running.is_empty() => {
                     if let Some(r) = r {
                         count(&mut summary, r);
+                        changed = true;
                     }
                 }
                 () = async {
@@ -368,7 +374,11 @@ impl Worker {
                         None => tokio::time::sleep(wait).await,
                     }
                 } => {}
-                () = tokio::time::sleep_until(next_register) => {}
+                () = tokio::time::sleep_until(if changed {
+                    next_register.min(last_register + soon)
+                } else {
+                    next_register
+                }) => {}
                 () = shutdown.cancelled() => {}
             }
         }
