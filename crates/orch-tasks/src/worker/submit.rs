@@ -76,6 +76,8 @@ pub async fn submit(
     store
         .create_run(new_run(id, wf, params, settings, None)?, Utc::now())
         .await?;
-    store.set_owner(id, Some(SUBMITTED_OWNER.to_owned())).await?;
+    store
+        .set_owner(id, Some(SUBMITTED_OWNER.to_owned()))
+        .await?;
     Ok(id)
 }
