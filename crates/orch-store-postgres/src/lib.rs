@@ -6,6 +6,32 @@
 //! renew it, and complete the tasks, which releases their dependents in the
 //! same transaction. It depends on `orch-model` only.
 //!
+//! ```no_run
+//! use orch_model::{NewRun, NewTask, RunId, Store, TaskOutcome, TaskPriority, TaskResult};
+//! use orch_store_postgres::PostgresStore;
+//! use std::time::Duration;
+//!
+//! // Not run by `cargo test`: it needs a server (this crate's tests use one).
+//! let store = PostgresStore::connect("postgres://postgres@127.0.0.1:5432/test?schema=orch")?;
+//! // The store's futures run under any runtime, or none.
+//! let rt = tokio::runtime::Runtime::new()?;
+//! rt.block_on(async {
+//!     let task = NewTask { name: "a".into(), deps: vec![], priority: TaskPriority::Normal };
+//!     let id = RunId::new();
+//!     let run = NewRun { id, workflow: "w".into(), definition: "{}".into(), params: Default::default(), tasks: vec![task], parent: None };
+//!     store.create_run(run, chrono::Utc::now()).await?;
+//!     // A worker: claim up to 8 ready tasks with a 30 s lease, run them, complete them.
+//!     for claim in store.claim("worker-1", 8, Duration::from_secs(30), chrono::Utc::now()).await? {
+//!         let done = TaskOutcome::Succeeded { result: TaskResult::ok(serde_json::json!("done")) };
+//!         store.complete(&claim, done, chrono::Utc::now()).await?;
+//!     }
+//!     // Nothing left: sleep until another process makes work, or 5 s pass.
+//!     store.wait_for_work(Duration::from_secs(5)).await?;
+//!     Ok::<(), orch_model::OrchestrationError>(())
+//! })?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Opening
 //!
 //! [`PostgresStore::connect`] takes a URL, `postgres://USER@HOST:PORT/DATABASE`
