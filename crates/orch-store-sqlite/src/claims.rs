@@ -23,7 +23,7 @@ impl ClaimStore for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<Vec<Claim>> {
         let worker = worker.to_owned();
-        self.call(move |conn| {
+        self.call_small(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT r.id, t.idx, t.name, t.attempt, t.run FROM runs r JOIN tasks t
@@ -70,7 +70,7 @@ impl ClaimStore for SqliteStore {
 
     async fn heartbeat(&self, claim: &Claim, lease: Duration, now: DateTime<Utc>) -> Result<bool> {
         let c = claim.clone();
-        self.call(move |conn| {
+        self.call_small(move |conn| {
             let n = conn
                 .execute(
                     "UPDATE tasks SET lease_until = ?4, lease_worker = ?5
@@ -97,7 +97,7 @@ impl ClaimStore for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<()> {
         let c = claim.clone();
-        self.call(move |conn| {
+        self.call_small(move |conn| {
             let run = c.run.to_string();
             let ord = require_run(conn, &run)?;
             if c.attempt == 0 {
@@ -113,7 +113,7 @@ impl ClaimStore for SqliteStore {
     }
 
     async fn reclaim_expired(&self, now: DateTime<Utc>) -> Result<usize> {
-        self.call(move |conn| {
+        self.call_small(move |conn| {
             conn.execute(
                 "UPDATE tasks SET status = 'ready', lease_worker = NULL, lease_until = NULL
                  WHERE key IN (

@@ -1,9 +1,10 @@
 //! `orch-store-sqlite`: the embedded durable store (`sqlite://PATH`), the CLI's default.
 //!
-//! One connection, owned by a dedicated thread, serves every call in arrival
+//! One connection, used by a dedicated thread, serves every call in arrival
 //! order. The thread commits in groups: it takes every request waiting in its
 //! queue, runs each in a savepoint of one transaction, commits once, and only
-//! then answers, so an answer always means "durable" (WAL with
+//! then answers (a small request, a journaled run's turn, runs on its
+//! caller's thread when the connection is free and nothing is queued), so an answer always means "durable" (WAL with
 //! `synchronous=NORMAL`: a committed transaction survives the process being
 //! killed at any moment; a power loss may lose the last ones). Several
 //! processes may use one database file: SQLite's locks and a busy timeout
@@ -64,6 +65,7 @@ use thread::Work;
 pub struct SqliteStore {
     path: PathBuf,
     options: SqliteOptions,
+    shared: std::sync::Arc<thread::Shared>,
     tx: Option<mpsc::Sender<Work>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }

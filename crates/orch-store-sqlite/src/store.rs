@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use orch_model::store::{
     CacheStore, ClaimStore, RecordStore, RunRecord, StoredEvent, TakeOver, TaskRecord,
+    started_attempts,
 };
 use orch_model::{
     EntityKind, Finished, NewRun, OrchestrationError, Result, RunId, Store, StoreCapabilities,
@@ -16,6 +17,10 @@ use orch_model::{
 use rusqlite::{OptionalExtension, params};
 use serde_json::Value;
 use std::time::Duration;
+
+/// Most tasks in a request run on its caller's thread (`call_small`): a
+/// bigger one would hold that thread (an async runtime's worker) too long.
+const SMALL: usize = 256;
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -185,13 +190,18 @@ impl Store for SqliteStore {
         lease: Duration,
         now: DateTime<Utc>,
     ) -> Result<Vec<u32>> {
+        let small = tasks.len() <= SMALL;
         let tasks = tasks.to_vec();
         let worker = worker.to_owned();
-        self.call(move |conn| {
+        let start = move |conn: &rusqlite::Connection| {
             let ord = require_run(conn, &run.to_string())?;
             start_in(conn, ord, &tasks, &worker, lease_until(now, lease), now)
-        })
-        .await
+        };
+        if small {
+            self.call_small(start).await
+        } else {
+            self.call(start).await
+        }
     }
 
     async fn finish_tasks(
@@ -211,7 +221,8 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<()> {
         // One request, one savepoint: both happen or neither, in one commit.
-        self.call(move |conn| {
+        let small = done.len() <= SMALL;
+        let finish = move |conn: &rusqlite::Connection| {
             if !done.is_empty() {
                 finish_in(conn, run, done, now)?;
             }
@@ -219,8 +230,50 @@ impl Store for SqliteStore {
                 append_in(conn, run, events)?;
             }
             Ok(())
-        })
-        .await
+        };
+        if small {
+            self.call_small(finish).await
+        } else {
+            self.call(finish).await
+        }
+    }
+
+    async fn start_and_finish(
+        &self,
+        run: RunId,
+        start: &[u32],
+        worker: &str,
+        lease: Duration,
+        mut done: Vec<Finished>,
+        events: Vec<StoredEvent>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<u32>> {
+        let small = start.len() + done.len() <= SMALL;
+        let start = start.to_vec();
+        let worker = worker.to_owned();
+        // One request, one commit: a turn's starts, its finishes and their
+        // events are durable together or not at all.
+        let turn = move |conn: &rusqlite::Connection| {
+            let given = if start.is_empty() {
+                Vec::new()
+            } else {
+                let ord = require_run(conn, &run.to_string())?;
+                start_in(conn, ord, &start, &worker, lease_until(now, lease), now)?
+            };
+            started_attempts(&start, &given, &mut done);
+            if !done.is_empty() {
+                finish_in(conn, run, done, now)?;
+            }
+            if !events.is_empty() {
+                append_in(conn, run, events)?;
+            }
+            Ok(given)
+        };
+        if small {
+            self.call_small(turn).await
+        } else {
+            self.call(turn).await
+        }
     }
 
     async fn finish_and_start(
@@ -360,7 +413,7 @@ impl Store for SqliteStore {
     }
 
     async fn cancel_requested(&self, run: RunId) -> Result<bool> {
-        self.call(move |conn| {
+        self.call_small(move |conn| {
             conn.query_row(
                 "SELECT cancel_requested FROM runs WHERE id = ?1",
                 params![run.to_string()],

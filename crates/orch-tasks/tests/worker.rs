@@ -254,12 +254,15 @@ fn a_200_step_layered_workflow_shared_by_two_workers_runs_every_step_once() {
                 .iter()
                 .all(|t| t.status == TaskStatus::Completed && t.attempt == 1)
         );
-        // Every step ran after its dependencies finished.
+        // Every step ended after its dependencies did. (Its start time is
+        // the `now` its worker read before claiming, which may precede a
+        // dependency's commit by another worker; its end is read after the
+        // claim, which follows that commit.)
         let wf = yaml(&text);
         for (i, t) in tasks.iter().enumerate() {
             for &d in wf.graph().deps(i as u32) {
                 assert!(
-                    tasks[d as usize].finished_at <= t.started_at,
+                    tasks[d as usize].finished_at <= t.finished_at,
                     "{} before {}",
                     t.name,
                     tasks[d as usize].name

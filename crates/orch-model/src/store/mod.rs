@@ -14,7 +14,8 @@ mod types;
 
 pub use concerns::{CacheStore, ClaimStore, RecordStore};
 pub use rules::{
-    Concern, RunState, check_finish, check_start, final_status, store_error, unsupported,
+    Concern, RunState, check_finish, check_start, final_status, started_attempts, store_error,
+    unsupported,
 };
 pub use types::{
     CacheEntry, Claim, Finished, Lease, NewRun, NewTask, Record, RecordKind, RunRecord,
@@ -262,6 +263,35 @@ pub trait Store: Send + Sync + fmt::Debug {
             return Ok(Vec::new());
         }
         self.start_tasks(run, start, worker, lease, now).await
+    }
+    /// A locally driven run's turn: `start_tasks` of `start`, then
+    /// `finish_and_append` of `done` and `events`. An entry of `done` whose
+    /// task is in `start` ends with the attempt this start gives it (its own
+    /// `attempt` is not read); the others are fenced as `finish_tasks` says.
+    /// Returns the attempt numbers of `start`, in order. A backend that can
+    /// do it in one transaction (one commit: a step started and finished in
+    /// the same turn is recorded as both, or as neither) should; this
+    /// default makes the two calls, so that a failed finish leaves the start
+    /// committed.
+    #[allow(clippy::too_many_arguments)]
+    async fn start_and_finish(
+        &self,
+        run: RunId,
+        start: &[u32],
+        worker: &str,
+        lease: Duration,
+        mut done: Vec<Finished>,
+        events: Vec<StoredEvent>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<u32>> {
+        let given = if start.is_empty() {
+            Vec::new()
+        } else {
+            self.start_tasks(run, start, worker, lease, now).await?
+        };
+        started_attempts(start, &given, &mut done);
+        self.finish_and_append(run, done, events, now).await?;
+        Ok(given)
     }
     /// Makes a run's running tasks ready again; returns how many.
     async fn requeue_running(&self, run: RunId) -> Result<usize>;

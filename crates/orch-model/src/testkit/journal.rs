@@ -331,3 +331,97 @@ pub async fn events_are_numbered_in_order(store: &dyn Store) {
             .is_empty()
     );
 }
+
+/// A turn of a journaled run in one call (`start_and_finish`): the steps it
+/// started, then what ended, where a step started in the same call ends
+/// with the attempt that start gave it (whatever attempt it names).
+pub async fn starting_and_finishing_in_one_turn(store: &dyn Store) {
+    let id = RunId::new();
+    store.create_run(diamond(id), t0()).await.expect("create");
+    let done = |index, attempt| Finished {
+        index,
+        attempt,
+        retries: 0,
+        outcome: ok(json!(index)),
+    };
+    let ev = StoredEvent {
+        seq: 0,
+        at: at(1),
+        kind: "tasks_finished".into(),
+        task: None,
+        data: json!({}),
+    };
+    // a and e start and end in the same turn; e's entry names no real
+    // attempt: the start's is used.
+    let given = store
+        .start_and_finish(
+            id,
+            &[0, 4],
+            "local",
+            LEASE,
+            vec![done(0, 1), done(4, u32::MAX)],
+            vec![ev],
+            at(1),
+        )
+        .await
+        .expect("a turn");
+    assert_eq!(given, vec![1, 1], "first attempts");
+    let tasks = store.tasks(id).await.expect("tasks");
+    assert_eq!(
+        tasks
+            .iter()
+            .map(|t| (t.status, t.attempt))
+            .collect::<Vec<_>>(),
+        [
+            (TaskStatus::Completed, 1),
+            (TaskStatus::Ready, 0),
+            (TaskStatus::Ready, 0),
+            (TaskStatus::Pending, 0),
+            (TaskStatus::Completed, 1)
+        ],
+        "a and e ended, b and c were released"
+    );
+    assert_eq!(store.events(id, 0).await.expect("events").len(), 1);
+    // b starts and ends in one turn while c only starts; a finish of a task
+    // that neither started here nor runs is refused, and the store keeps
+    // what it had before the call (or, for a backend that makes two calls,
+    // the start).
+    let given = store
+        .start_and_finish(
+            id,
+            &[1, 2],
+            "local",
+            LEASE,
+            vec![done(1, 7)],
+            Vec::new(),
+            at(2),
+        )
+        .await
+        .expect("b and c start, b ends");
+    assert_eq!(given, vec![1, 1]);
+    assert_eq!(
+        statuses(store, id).await,
+        [
+            TaskStatus::Completed,
+            TaskStatus::Completed,
+            TaskStatus::Running,
+            TaskStatus::Pending,
+            TaskStatus::Completed
+        ]
+    );
+    assert!(
+        store
+            .start_and_finish(id, &[], "local", LEASE, vec![done(3, 1)], Vec::new(), at(3))
+            .await
+            .is_err(),
+        "d never started: its finish is refused"
+    );
+    assert_eq!(statuses(store, id).await[3], TaskStatus::Pending);
+    // c ends in a turn that starts nothing: its attempt is checked.
+    store
+        .start_and_finish(id, &[], "local", LEASE, vec![done(2, 1)], Vec::new(), at(4))
+        .await
+        .expect("c ends");
+    let run = store.get_run(id).await.expect("get").expect("run");
+    assert_eq!(run.status, WorkflowStatus::Running, "d is left");
+}

@@ -37,7 +37,7 @@ pub use concerns::{
 };
 pub use journal::{
     events_are_numbered_in_order, finishing_and_starting_in_one_turn, finishing_with_events,
-    local_scheduling,
+    local_scheduling, starting_and_finishing_in_one_turn,
 };
 pub use runs::{
     create_and_read, listing_counts_tasks, resuming_and_cancelling, run_status_follows_its_tasks,
@@ -115,6 +115,7 @@ macro_rules! store_conformance_tests {
             local_scheduling,
             finishing_with_events,
             finishing_and_starting_in_one_turn,
+            starting_and_finishing_in_one_turn,
             resuming_and_cancelling,
             records,
             taking_over_a_run,

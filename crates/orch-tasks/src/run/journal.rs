@@ -153,48 +153,13 @@ pub(super) async fn flush(
             });
         }
         let (store, run) = (j.store.clone(), j.run_id);
-        if starting.is_empty() {
-            // One request: a durable store commits the finish and its events together.
-            store.finish_and_append(run, done, events, now).await?;
-        } else if done.len() + starting.len() <= PIPELINE {
-            // A small turn (a chain's): the start and the finish are sent
-            // together, and a store that commits in groups commits them
-            // once. A store that ran the finish first rejected it and
-            // changed nothing (each request is one transaction): it is sent
-            // again once the start is in.
-            let retry = (done.clone(), events.clone());
-            let (begun, ended) = tokio::join!(
-                store.start_tasks(run, starting, "local", LEASE, now),
-                store.finish_and_append(run, done, events, now)
-            );
-            let given = begun?;
-            let same = fix_attempts(st, starting, &given);
-            if ended.is_err() || !same {
-                let (mut done, events) = retry;
-                if let Some(j) = st.journal.as_ref() {
-                    for f in &mut done {
-                        if f.attempt != 0 {
-                            f.attempt = j.attempts[f.index as usize];
-                        }
-                    }
-                }
-                store.finish_and_append(run, done, events, now).await?;
-            }
-        } else {
-            let given = store
-                .start_tasks(run, starting, "local", LEASE, now)
-                .await?;
-            if !fix_attempts(st, starting, &given) {
-                if let Some(j) = st.journal.as_ref() {
-                    for f in &mut done {
-                        if f.attempt != 0 {
-                            f.attempt = j.attempts[f.index as usize];
-                        }
-                    }
-                }
-            }
-            store.finish_and_append(run, done, events, now).await?;
-        }
+        // One request: the turn's starts, then its finishes (a step started
+        // in this turn ends with the attempt the start gives it) and their
+        // events; a durable store commits them together.
+        let given = store
+            .start_and_finish(run, starting, "local", LEASE, done, events, now)
+            .await?;
+        fix_attempts(st, starting, &given);
         for (i, at, cancelled) in deferred {
             st.finish(i, dependents, cancelled, at);
         }
@@ -217,9 +182,6 @@ pub(super) fn fix_attempts(st: &mut State<'_>, started: &[u32], given: &[u32]) -
     }
     same
 }
-
-/// Most starts and finishes of a turn sent to the store together (see `flush`).
-pub(super) const PIPELINE: usize = 256;
 
 /// The lease a local start takes (the run's owner, not the lease, says
 /// whether it is still driven).
