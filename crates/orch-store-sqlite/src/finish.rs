@@ -140,10 +140,24 @@ pub(crate) fn finish_in(
     done: Vec<Finished>,
     now: DateTime<Utc>,
 ) -> Result<()> {
+    finish_in_with(conn, run, done, &[], now)
+}
+
+/// [`finish_in`], where the tasks `ended` were already finished in this
+/// transaction (by [`start_and_finish_one`]): their dependents are
+/// released and they are counted with the others.
+pub(crate) fn finish_in_with(
+    conn: &Connection,
+    run: RunId,
+    done: Vec<Finished>,
+    ended: &[u32],
+    now: DateTime<Utc>,
+) -> Result<()> {
     let key = run.to_string();
     let ord = require_run(conn, &key)?;
-    let n = done.len() as u64;
+    let n = (done.len() + ended.len()) as u64;
     let mut indices: Vec<u32> = done.iter().map(|f| f.index).collect();
+    indices.extend_from_slice(ended);
     indices.sort_unstable();
     if indices.windows(2).any(|w| w[0] == w[1]) {
         return Err(invalid("finish: a task appears twice in one batch".into()));
@@ -156,6 +170,60 @@ pub(crate) fn finish_in(
     }
     release_dependents(conn, &key, ord, &indices)?;
     finish_run_if_done(conn, &key, ord, n, now)
+}
+
+/// Starts and finishes a task in one write, when it is ready and its
+/// attempt number is the one before `f.attempt` (the attempt the caller
+/// expects its start to give): a step that ran to its end within one turn
+/// of a journaled run. Its dependents are not released here
+/// ([`finish_in_with`] does). Gives `f` back, untouched, when the task is
+/// in any other state, or the outcome is not one a started task can have:
+/// the caller then starts and finishes it the checked way.
+pub(crate) fn start_and_finish_one(
+    conn: &Connection,
+    ord: i64,
+    f: Finished,
+    now: DateTime<Utc>,
+) -> Result<Option<Finished>> {
+    let next = f.outcome.status();
+    if f.attempt == 0
+        || !matches!(
+            next,
+            TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled
+        )
+    {
+        return Ok(Some(f));
+    }
+    let (result, note) = match &f.outcome {
+        TaskOutcome::Succeeded { result } | TaskOutcome::Failed { result } => (
+            Some(serde_json::to_string(result).map_err(|e| store_err("result", e))?),
+            None,
+        ),
+        TaskOutcome::Skipped { reason } => (None, Some(reason.clone())),
+        TaskOutcome::Cancelled => (None, None),
+    };
+    let at = micros(now);
+    let changed = conn
+        .prepare_cached(
+            "UPDATE tasks SET status = ?3, result = ?4, note = COALESCE(?5, note),
+                 started_at = ?6, finished_at = ?6, lease_worker = NULL, lease_until = NULL,
+                 attempt = ?7 + ?8
+             WHERE key = ?1 * 4294967296 + ?2 AND status = 'ready' AND attempt = ?7 - 1",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                ord,
+                f.index,
+                next.as_str(),
+                result,
+                note,
+                at,
+                f.attempt,
+                f.retries
+            ])
+        })
+        .map_err(sql_err)?;
+    Ok(if changed == 1 { None } else { Some(f) })
 }
 
 /// Starts ready tasks of the run with `ord` (`Store::start_tasks`): each

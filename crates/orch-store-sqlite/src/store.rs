@@ -2,7 +2,10 @@
 
 use crate::SqliteStore;
 use crate::error::{not_found, sql_err, store_err};
-use crate::finish::{append_in, finish_in, finish_run_if_done, remember_dependents, start_in};
+use crate::finish::{
+    append_in, finish_in, finish_in_with, finish_run_if_done, remember_dependents,
+    start_and_finish_one, start_in,
+};
 use crate::rows::{lease_until, list_in, micros, read_run, read_tasks, require_run, time};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -244,7 +247,7 @@ impl Store for SqliteStore {
         start: &[u32],
         worker: &str,
         lease: Duration,
-        mut done: Vec<Finished>,
+        done: Vec<Finished>,
         events: Vec<StoredEvent>,
         now: DateTime<Utc>,
     ) -> Result<Vec<u32>> {
@@ -254,15 +257,50 @@ impl Store for SqliteStore {
         // One request, one commit: a turn's starts, its finishes and their
         // events are durable together or not at all.
         let turn = move |conn: &rusqlite::Connection| {
-            let given = if start.is_empty() {
-                Vec::new()
+            let ord = require_run(conn, &run.to_string())?;
+            // A step that started and ended within the turn (the caller's
+            // entry names the attempt it expects the start to give): one
+            // write, when the task is as expected. The others: started,
+            // then finished, the checked way.
+            let mut given = vec![0u32; start.len()];
+            let mut ended = Vec::new();
+            let mut rest = Vec::with_capacity(done.len());
+            if start.is_empty() {
+                rest = done;
             } else {
-                let ord = require_run(conn, &run.to_string())?;
-                start_in(conn, ord, &start, &worker, lease_until(now, lease), now)?
-            };
-            started_attempts(&start, &given, &mut done);
-            if !done.is_empty() {
-                finish_in(conn, run, done, now)?;
+                let at: rustc_hash::FxHashMap<u32, usize> =
+                    start.iter().enumerate().map(|(k, &i)| (i, k)).collect();
+                for f in done {
+                    let Some(&k) = at.get(&f.index) else {
+                        rest.push(f);
+                        continue;
+                    };
+                    let (index, attempt) = (f.index, f.attempt);
+                    match start_and_finish_one(conn, ord, f, now)? {
+                        None => {
+                            given[k] = attempt;
+                            ended.push(index);
+                        }
+                        Some(f) => rest.push(f),
+                    }
+                }
+            }
+            let starting: Vec<u32> = start
+                .iter()
+                .zip(&given)
+                .filter(|&(_, &g)| g == 0)
+                .map(|(&i, _)| i)
+                .collect();
+            if !starting.is_empty() {
+                let fresh = start_in(conn, ord, &starting, &worker, lease_until(now, lease), now)?;
+                started_attempts(&starting, &fresh, &mut rest);
+                let mut fresh = fresh.into_iter();
+                for g in given.iter_mut().filter(|g| **g == 0) {
+                    *g = fresh.next().unwrap_or_default();
+                }
+            }
+            if !rest.is_empty() || !ended.is_empty() {
+                finish_in_with(conn, run, rest, &ended, now)?;
             }
             if !events.is_empty() {
                 append_in(conn, run, events)?;
