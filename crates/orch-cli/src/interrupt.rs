@@ -10,6 +10,10 @@
 //! plus the signal's number (130, 143, 129). Once orch has exited the run
 //! shows as `interrupted`: `orch resume RUN` re-runs the steps that were
 //! running and continues, `orch cancel RUN` marks it cancelled.
+//!
+//! A run submitted to the store's workers (`orch run` on a `postgres://`
+//! store) is not this process's to interrupt: a signal only stops following
+//! it, and orch says how to follow or cancel it (same exit code).
 
 use crate::exit;
 use orch_model::OrchestrationError;
@@ -71,11 +75,14 @@ impl Signals {
 
 /// Drives `run` as a task of the runtime (as the engine drives a run) until
 /// it ends, or until a signal arrives: then interrupts it as the module says
-/// and returns the signal.
+/// and returns the signal. A `submitted` run (the store's workers run it;
+/// this process only follows it) is left to its workers: only the
+/// following stops.
 pub(crate) async fn run_until_signal<T: Send + 'static>(
     run: impl Future<Output = Result<T, OrchestrationError>> + Send + 'static,
     signals: Option<Signals>,
     grace: Duration,
+    submitted: bool,
 ) -> Result<Result<T, OrchestrationError>, Received> {
     let joined = |r: Result<Result<T, OrchestrationError>, tokio::task::JoinError>| {
         r.unwrap_or_else(|e| {
@@ -92,6 +99,12 @@ pub(crate) async fn run_until_signal<T: Send + 'static>(
         r = &mut task => return Ok(joined(r)),
         s = signals.recv() => s,
     };
+    if submitted {
+        // Nothing of the run is in this process: it goes on on the workers.
+        task.abort();
+        let _ = task.await;
+        return Err(received);
+    }
     eprintln!(
         "orch: {}: stopping the running steps (up to {grace:?}; a second signal kills them at once)",
         received.name
@@ -136,5 +149,30 @@ pub(crate) fn report(
             received.name
         );
     }
+    received.exit_code()
+}
+
+/// Says that following a submitted run stopped while the run goes on on the
+/// store's workers, how to follow or cancel it, and returns the exit code.
+pub(crate) fn report_submitted(
+    received: Received,
+    run_id: orch_model::RunId,
+    json_out: bool,
+) -> u8 {
+    if json_out {
+        println!(
+            "{}",
+            serde_json::json!({
+                "run_id": run_id,
+                "status": "running",
+                "success": false,
+                "signal": received.name,
+            })
+        );
+    }
+    eprintln!(
+        "orch: {}: stopped following run {run_id}; it goes on on the workers: `orch runs show {run_id}` shows its progress, `orch cancel {run_id}` stops it",
+        received.name
+    );
     received.exit_code()
 }

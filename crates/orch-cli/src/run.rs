@@ -195,13 +195,18 @@ pub(crate) fn execute(engine: &OrchestrationEngine, mut req: RunRequest, args: &
         }
     }
     let total = handle.workflow().workflow().steps.len();
+    // A run submitted to the store's workers goes on without this process:
+    // the engine submits every new run on a store shared across machines
+    // (`distributed_claim`), and never a resumed one.
+    let submitted = handle.resumed().is_none() && engine.store().capabilities().distributed_claim;
     let result = runtime.block_on(async {
         // SIGINT, SIGTERM and SIGHUP interrupt the run (see `crate::interrupt`).
         let signals = crate::interrupt::Signals::install();
         let printer = handle
             .events()
             .map(|rx| crate::reporter::spawn_printer(total, terminal, quiet, rx));
-        let report = crate::interrupt::run_until_signal(handle.report(), signals, grace).await;
+        let report =
+            crate::interrupt::run_until_signal(handle.report(), signals, grace, submitted).await;
         if let Some(p) = printer {
             let _ = p.await;
         }
@@ -209,6 +214,9 @@ pub(crate) fn execute(engine: &OrchestrationEngine, mut req: RunRequest, args: &
     });
     let result = match result {
         Ok(r) => r,
+        Err(received) if submitted => {
+            return crate::interrupt::report_submitted(received, run_id, args.json);
+        }
         Err(received) => {
             let recorded = runtime
                 .block_on(engine.store().get_run(run_id))
