@@ -100,6 +100,7 @@ pub fn worker(config: Option<&Path>, args: &WorkerArgs) -> u8 {
             return exit::INTERNAL;
         }
     };
+    let defaults = WorkerOptions::default();
     let mut opts = WorkerOptions {
         slots: args.slots,
         capacity,
@@ -107,7 +108,10 @@ pub fn worker(config: Option<&Path>, args: &WorkerArgs) -> u8 {
         grace: args.grace,
         poll: args.poll,
         work_dir: args.work_dir.clone(),
-        ..WorkerOptions::default()
+        // Lapsed leases are reclaimed at least twice a lease: a lost
+        // worker's steps start again within two leases of its last renewal.
+        reclaim_every: defaults.reclaim_every.min(args.lease / 2),
+        ..defaults
     };
     if let Some(id) = &args.id {
         opts.id.clone_from(id);
