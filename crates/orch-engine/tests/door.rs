@@ -62,13 +62,11 @@ impl Store for Counting {
     }
     async fn claim(
         &self,
-        worker: &str,
-        max: usize,
-        lease: Duration,
+        req: &orch_model::store::ClaimRequest,
         now: DateTime<Utc>,
     ) -> Result<Vec<Claim>> {
         self.count("claim");
-        self.inner.claim(worker, max, lease, now).await
+        self.inner.claim(req, now).await
     }
     async fn heartbeat(&self, claim: &Claim, lease: Duration, now: DateTime<Utc>) -> Result<bool> {
         self.count("heartbeat");

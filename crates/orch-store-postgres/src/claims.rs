@@ -2,14 +2,14 @@
 //! workers on any number of machines: `FOR UPDATE SKIP LOCKED` over the
 //! partial index of ready rows; the attempt number fences every write.
 
-use crate::PostgresStore;
 use crate::error::{db, invalid, store_err};
 use crate::journal::{finish_in, notify_in};
-use crate::rows::{lease_until, require_run};
+use crate::rows::{TASK_COLUMNS, decode_task, lease_until, require_run};
+use crate::{Inner, PostgresStore, batch};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use orch_model::store::ClaimStore;
-use orch_model::{Claim, Finished, Result, RunId, TaskOutcome};
+use orch_model::store::{ClaimRequest, ClaimStore, ResourceAmounts, StoredEvent, TaskRecord};
+use orch_model::{Claim, Finished, ResourceType, Result, RunId, TaskOutcome};
 use std::time::Duration;
 
 /// The claim: one statement locks up to `$1` ready rows in claim order,
@@ -26,7 +26,32 @@ const CLAIM: &str = "WITH picked AS MATERIALIZED (
         lease_until = $3, started_at = $4
     FROM picked p
     WHERE t.run_ord = p.run_ord AND t.idx = p.idx
-    RETURNING (SELECT r.id FROM runs r WHERE r.ord = t.run_ord), t.idx, t.name, t.attempt, t.priority, t.run_ord";
+    RETURNING (SELECT r.id FROM runs r WHERE r.ord = t.run_ord), t.idx, t.name, t.attempt, t.priority, t.run_ord, t.needs";
+
+/// A claim that fits a capacity, first step: a window of ready rows in
+/// claim order, each of which fits the whole of what is free on its own
+/// (`$2`: one amount per kind, `Infinity` where not limited), locked.
+const CANDIDATES: &str = "SELECT t.run_ord, t.idx, t.needs FROM tasks t
+    WHERE t.status = 'ready'
+      AND EXISTS (SELECT 1 FROM runs r WHERE r.ord = t.run_ord AND r.status = 'running')
+      AND (t.needs IS NULL OR NOT EXISTS (
+          SELECT 1 FROM unnest(t.needs, $2::float8[]) AS x(need, free) WHERE x.need > x.free + 1e-9))
+    ORDER BY t.priority DESC, t.run_ord, t.idx
+    LIMIT $1
+    FOR UPDATE OF t SKIP LOCKED";
+
+/// Second step: the rows picked from the window (greedily, in claim order,
+/// each if it fits what the ones before it left) are leased.
+const LEASE_PICKED: &str = "UPDATE tasks t SET status = 'running', attempt = t.attempt + 1, worker = $3,
+        lease_until = $4, started_at = $5
+    FROM unnest($1::bigint[], $2::int[]) AS p(run_ord, idx)
+    WHERE t.run_ord = p.run_ord AND t.idx = p.idx
+    RETURNING (SELECT r.id FROM runs r WHERE r.ord = t.run_ord), t.idx, t.name, t.attempt, t.priority, t.run_ord, t.needs";
+
+/// How many more candidates than `max` a fitting claim looks at: rows that
+/// fit the capacity alone but not beside the ones before them are passed
+/// over, and the window bounds that search.
+const WINDOW_FACTOR: usize = 4;
 
 /// Lapsed leases, skipping rows a completion holds (it decides first).
 const RECLAIM: &str = "WITH lapsed AS MATERIALIZED (
@@ -39,54 +64,122 @@ const RECLAIM: &str = "WITH lapsed AS MATERIALIZED (
     FROM lapsed l
     WHERE t.run_ord = l.run_ord AND t.idx = l.idx";
 
+/// The claims of `rows` (from [`CLAIM`] or [`LEASE_PICKED`]), in claim
+/// order (`RETURNING` keeps none).
+fn claims_of(rows: &[tokio_postgres::Row], worker: &str) -> Result<Vec<Claim>> {
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let run: Option<uuid::Uuid> = r.get(0);
+        let run = run.ok_or_else(|| store_err("claim", "a claimed task has no run"))?;
+        let key = (
+            -i32::from(r.get::<_, i16>(4)),
+            r.get::<_, i64>(5),
+            r.get::<_, i32>(1),
+        );
+        let needs: Option<Vec<f64>> = r.get(6);
+        let claim = Claim {
+            run: RunId(run),
+            index: r.get::<_, i32>(1) as u32,
+            name: r.get(2),
+            attempt: r.get::<_, i32>(3) as u32,
+            worker: worker.to_owned(),
+            needs: needs
+                .map(|n| ResourceAmounts::from_dense(&n))
+                .unwrap_or_default(),
+        };
+        out.push((key, claim));
+    }
+    out.sort_by_key(|(k, _)| *k);
+    Ok(out.into_iter().map(|(_, c)| c).collect())
+}
+
+/// A claim that fits `req.free`: candidates locked, picked greedily, leased,
+/// in one transaction.
+async fn claim_fitting(
+    inner: &Inner,
+    req: &ClaimRequest,
+    now: DateTime<Utc>,
+) -> Result<Vec<Claim>> {
+    let mut client = inner.client("claim").await?;
+    let tx = client.transaction().await.map_err(db("claim: BEGIN"))?;
+    let free: Vec<f64> = ResourceType::ALL
+        .iter()
+        .map(|k| req.free.0.get(k).copied().unwrap_or(f64::INFINITY))
+        .collect();
+    let window = i64::try_from(req.max.saturating_mul(WINDOW_FACTOR)).unwrap_or(i64::MAX);
+    let stmt = tx.prepare_cached(CANDIDATES).await.map_err(db(
+        "claim: prepare SELECT ready tasks that fit .. SKIP LOCKED",
+    ))?;
+    let rows = tx
+        .query(&stmt, &[&window, &free])
+        .await
+        .map_err(db("claim: SELECT ready tasks that fit .. SKIP LOCKED"))?;
+    let mut left = req.free.clone();
+    let (mut ords, mut idx) = (Vec::new(), Vec::new());
+    for r in &rows {
+        if ords.len() >= req.max {
+            break;
+        }
+        let needs: Option<Vec<f64>> = r.get(2);
+        let needs = needs
+            .map(|n| ResourceAmounts::from_dense(&n))
+            .unwrap_or_default();
+        if left.take_if_fits(&needs) {
+            ords.push(r.get::<_, i64>(0));
+            idx.push(r.get::<_, i32>(1));
+        }
+    }
+    if ords.is_empty() {
+        tx.commit().await.map_err(db("claim: COMMIT"))?;
+        return Ok(Vec::new());
+    }
+    let stmt = tx
+        .prepare_cached(LEASE_PICKED)
+        .await
+        .map_err(db("claim: prepare UPDATE tasks (picked)"))?;
+    let rows = tx
+        .query(
+            &stmt,
+            &[&ords, &idx, &req.worker, &lease_until(now, req.lease), &now],
+        )
+        .await
+        .map_err(db("claim: UPDATE tasks SET status = 'running' (picked)"))?;
+    tx.commit().await.map_err(db("claim: COMMIT"))?;
+    claims_of(&rows, &req.worker)
+}
+
 #[async_trait]
 impl ClaimStore for PostgresStore {
-    async fn claim(
-        &self,
-        worker: &str,
-        max: usize,
-        lease: Duration,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Claim>> {
-        if max == 0 {
+    async fn claim(&self, req: &ClaimRequest, now: DateTime<Utc>) -> Result<Vec<Claim>> {
+        if req.max == 0 {
             return Ok(Vec::new());
         }
         let inner = self.inner.clone();
-        let worker = worker.to_owned();
+        let req = req.clone();
         self.call(async move {
+            if !req.free.is_empty() {
+                return claim_fitting(&inner, &req, now).await;
+            }
             let client = inner.client("claim").await?;
             let stmt = client
                 .prepare_cached(CLAIM)
                 .await
                 .map_err(db("claim: prepare UPDATE tasks .. FOR UPDATE SKIP LOCKED"))?;
-            let limit = i64::try_from(max).unwrap_or(i64::MAX);
+            let limit = i64::try_from(req.max).unwrap_or(i64::MAX);
             let rows = client
-                .query(&stmt, &[&limit, &worker, &lease_until(now, lease), &now])
+                .query(
+                    &stmt,
+                    &[&limit, &req.worker, &lease_until(now, req.lease), &now],
+                )
                 .await
                 .map_err(db("claim: UPDATE tasks .. FOR UPDATE SKIP LOCKED"))?;
-            let mut out = Vec::with_capacity(rows.len());
-            for r in rows {
-                let run: Option<uuid::Uuid> = r.get(0);
-                let run = run.ok_or_else(|| store_err("claim", "a claimed task has no run"))?;
-                let key = (
-                    -i32::from(r.get::<_, i16>(4)),
-                    r.get::<_, i64>(5),
-                    r.get::<_, i32>(1),
-                );
-                let claim = Claim {
-                    run: RunId(run),
-                    index: r.get::<_, i32>(1) as u32,
-                    name: r.get(2),
-                    attempt: r.get::<_, i32>(3) as u32,
-                    worker: worker.clone(),
-                };
-                out.push((key, claim));
-            }
-            // `RETURNING` keeps no order: give the claims in claim order.
-            out.sort_by_key(|(k, _)| *k);
-            Ok(out.into_iter().map(|(_, c)| c).collect())
+            claims_of(&rows, &req.worker)
         })
         .await
+    }
+
+    fn fits_capacity(&self) -> bool {
+        true
     }
 
     async fn heartbeat(&self, claim: &Claim, lease: Duration, now: DateTime<Utc>) -> Result<bool> {
@@ -148,6 +241,73 @@ impl ClaimStore for PostgresStore {
                 notify_in(&tx, &inner.tag).await?;
             }
             tx.commit().await.map_err(db("complete: COMMIT"))
+        })
+        .await
+    }
+
+    async fn complete_many(
+        &self,
+        done: Vec<(Claim, TaskOutcome)>,
+        events: Vec<(RunId, StoredEvent)>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<()>>> {
+        let inner = self.inner.clone();
+        self.call(batch::complete_many(inner, done, events, now))
+            .await
+    }
+
+    async fn release_claim(&self, claim: &Claim, _now: DateTime<Utc>) -> Result<bool> {
+        let inner = self.inner.clone();
+        let c = claim.clone();
+        self.call(async move {
+            let mut client = inner.client("release_claim").await?;
+            let tx = client
+                .transaction()
+                .await
+                .map_err(db("release_claim: BEGIN"))?;
+            let n = tx
+                .execute(
+                    "UPDATE tasks SET status = 'ready', worker = NULL, lease_until = NULL
+                     WHERE run_ord = (SELECT ord FROM runs WHERE id = $1) AND idx = $2
+                       AND attempt = $3 AND status = 'running'",
+                    &[&c.run.0, &(c.index as i32), &(c.attempt as i32)],
+                )
+                .await
+                .map_err(db("release_claim: UPDATE tasks SET status = 'ready'"))?;
+            if n == 1 {
+                notify_in(&tx, &inner.tag).await?;
+            }
+            tx.commit().await.map_err(db("release_claim: COMMIT"))?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn task_records(&self, run: RunId, indices: &[u32]) -> Result<Vec<TaskRecord>> {
+        let inner = self.inner.clone();
+        let idx: Vec<i32> = indices.iter().map(|&i| i as i32).collect();
+        self.call(async move {
+            let client = inner.client("task_records").await?;
+            let stmt = client
+                .prepare_cached(&format!(
+                    "SELECT {TASK_COLUMNS} FROM tasks t
+                     WHERE t.run_ord = (SELECT ord FROM runs WHERE id = $1) AND t.idx = ANY($2)"
+                ))
+                .await
+                .map_err(db("task_records: prepare SELECT FROM tasks"))?;
+            let rows = client
+                .query(&stmt, &[&run.0, &idx])
+                .await
+                .map_err(db("task_records: SELECT FROM tasks .. idx = ANY"))?;
+            let mut by_idx = std::collections::HashMap::with_capacity(rows.len());
+            for r in &rows {
+                let t = decode_task(run, r)?;
+                by_idx.insert(t.index, t);
+            }
+            Ok(idx
+                .iter()
+                .filter_map(|&i| by_idx.get(&(i as u32)).cloned())
+                .collect())
         })
         .await
     }

@@ -170,7 +170,11 @@ async fn finish_checked(
 
 /// Lowers the counters of the dependents of the finished tasks `done`; those
 /// reaching zero become ready. Returns how many did.
-async fn release_dependents(tx: &Transaction<'_>, ord: i64, done: &[i32]) -> Result<u64> {
+pub(crate) async fn release_dependents(
+    tx: &Transaction<'_>,
+    ord: i64,
+    done: &[i32],
+) -> Result<u64> {
     let stmt = tx
         .prepare_cached(
             "WITH d AS (

@@ -8,6 +8,7 @@
 //!
 //! ```no_run
 //! use orch_model::{NewRun, NewTask, RunId, Store, TaskOutcome, TaskPriority, TaskResult};
+//! use orch_model::store::ClaimRequest;
 //! use orch_store_postgres::PostgresStore;
 //! use std::time::Duration;
 //!
@@ -16,12 +17,12 @@
 //! // The store's futures run under any runtime, or none.
 //! let rt = tokio::runtime::Runtime::new()?;
 //! rt.block_on(async {
-//!     let task = NewTask { name: "a".into(), deps: vec![], priority: TaskPriority::Normal };
+//!     let task = NewTask { name: "a".into(), deps: vec![], priority: TaskPriority::Normal, needs: Default::default() };
 //!     let id = RunId::new();
 //!     let run = NewRun { id, workflow: "w".into(), definition: "{}".into(), params: Default::default(), tasks: vec![task], parent: None };
 //!     store.create_run(run, chrono::Utc::now()).await?;
 //!     // A worker: claim up to 8 ready tasks with a 30 s lease, run them, complete them.
-//!     for claim in store.claim("worker-1", 8, Duration::from_secs(30), chrono::Utc::now()).await? {
+//!     for claim in store.claim(&ClaimRequest::new("worker-1", 8, Duration::from_secs(30)), chrono::Utc::now()).await? {
 //!         let done = TaskOutcome::Succeeded { result: TaskResult::ok(serde_json::json!("done")) };
 //!         store.complete(&claim, done, chrono::Utc::now()).await?;
 //!     }
@@ -112,6 +113,7 @@
 //! polls anyway when the timeout passes (a notification sent while no one
 //! listened is not lost work, only a later claim).
 
+mod batch;
 mod claims;
 mod error;
 mod journal;

@@ -7,7 +7,10 @@ use orch_model::Result;
 
 /// The schema, one entry per version: entry `i` takes a schema from version
 /// `i` to `i + 1`. Never edit an entry; add one.
-pub const MIGRATIONS: &[&str] = &[include_str!("sql/0001_init.sql")];
+pub const MIGRATIONS: &[&str] = &[
+    include_str!("sql/0001_init.sql"),
+    include_str!("sql/0002_needs.sql"),
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

@@ -81,10 +81,10 @@ pub(crate) async fn create(inner: Arc<Inner>, run: NewRun, now: DateTime<Utc>) -
     .map_err(db("create_run: INSERT INTO definitions"))?;
     let insert = tx
         .prepare_cached(
-            "INSERT INTO tasks (run_ord, idx, name, status, priority, remaining, dependents)
-             SELECT $1, u.idx, u.name, u.status, u.priority, u.remaining, u.deps::int[]
-             FROM unnest($2::int[], $3::text[], $4::text[], $5::smallint[], $6::int[], $7::text[])
-                 AS u(idx, name, status, priority, remaining, deps)",
+            "INSERT INTO tasks (run_ord, idx, name, status, priority, remaining, dependents, needs)
+             SELECT $1, u.idx, u.name, u.status, u.priority, u.remaining, u.deps::int[], u.needs::float8[]
+             FROM unnest($2::int[], $3::text[], $4::text[], $5::smallint[], $6::int[], $7::text[], $8::text[])
+                 AS u(idx, name, status, priority, remaining, deps, needs)",
         )
         .await
         .map_err(db("create_run: prepare INSERT INTO tasks"))?;
@@ -114,6 +114,16 @@ pub(crate) async fn create(inner: Arc<Inner>, run: NewRun, now: DateTime<Utc>) -
                 })
             })
             .collect();
+        // Each task's needs as an array literal (NULL: nothing).
+        let needs: Vec<Option<String>> = tasks
+            .iter()
+            .map(|t| {
+                t.needs.to_dense().map(|row| {
+                    let list: Vec<String> = row.iter().map(f64::to_string).collect();
+                    format!("{{{}}}", list.join(","))
+                })
+            })
+            .collect();
         tx.execute(
             &insert,
             &[
@@ -124,6 +134,7 @@ pub(crate) async fn create(inner: Arc<Inner>, run: NewRun, now: DateTime<Utc>) -
                 &priority,
                 &&remaining[start..end],
                 &deps,
+                &needs,
             ],
         )
         .await

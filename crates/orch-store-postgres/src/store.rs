@@ -9,7 +9,7 @@ use crate::runs;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use orch_model::store::{
-    CacheStore, ClaimStore, RecordStore, RunRecord, StoredEvent, TakeOver, TaskRecord,
+    CacheStore, ClaimStore, RecordStore, RunRecord, StoredEvent, TakeOver, TaskRecord, WakeStore,
 };
 use orch_model::{Finished, NewRun, Result, RunId, Store, StoreCapabilities, WorkflowStatus};
 use std::time::Duration;
@@ -41,6 +41,10 @@ impl Store for PostgresStore {
     }
 
     fn cache_store(&self) -> Option<&dyn CacheStore> {
+        Some(self)
+    }
+
+    fn wake(&self) -> Option<&dyn WakeStore> {
         Some(self)
     }
 
@@ -206,5 +210,12 @@ impl Store for PostgresStore {
     async fn events(&self, run: RunId, after: u64) -> Result<Vec<StoredEvent>> {
         self.call(runs::events(self.inner.clone(), run, after))
             .await
+    }
+}
+
+#[async_trait]
+impl WakeStore for PostgresStore {
+    async fn wait_for_work(&self, timeout: Duration) -> Result<bool> {
+        PostgresStore::wait_for_work(self, timeout).await
     }
 }

@@ -5,6 +5,7 @@ mod common;
 
 use chrono::{Duration as Span, Utc};
 use common::{Schema, rt, wide};
+use orch_model::store::ClaimRequest;
 use orch_model::testkit::block_on;
 use orch_model::{
     Claim, NewRun, NewTask, OrchestrationError, RunId, Store, TaskOutcome, TaskPriority,
@@ -43,7 +44,9 @@ fn four_workers_claim_every_task_exactly_once() {
                 let mut seen = Vec::new();
                 let name = format!("w{w}");
                 loop {
-                    let claims = block_on(store.claim(&name, 8, LEASE, Utc::now())).expect("claim");
+                    let claims =
+                        block_on(store.claim(&ClaimRequest::new(&name, 8, LEASE), Utc::now()))
+                            .expect("claim");
                     if claims.is_empty() {
                         let run = block_on(store.get_run(id)).expect("get").expect("run");
                         if run.status != WorkflowStatus::Running {
@@ -99,7 +102,7 @@ fn a_stale_claim_after_reclaim_cannot_complete_or_heartbeat() {
     let id = RunId::new();
     let t = Utc::now();
     block_on(a.create_run(wide(id, 1), t)).expect("create");
-    let old: Claim = block_on(a.claim("slow", 1, Duration::from_secs(1), t))
+    let old: Claim = block_on(a.claim(&ClaimRequest::new("slow", 1, Duration::from_secs(1)), t))
         .expect("claim")
         .pop()
         .expect("one");
@@ -107,7 +110,7 @@ fn a_stale_claim_after_reclaim_cannot_complete_or_heartbeat() {
         block_on(b.reclaim_expired(t + Span::seconds(2))).expect("reclaim"),
         1
     );
-    let new = block_on(b.claim("fast", 1, LEASE, t + Span::seconds(3)))
+    let new = block_on(b.claim(&ClaimRequest::new("fast", 1, LEASE), t + Span::seconds(3)))
         .expect("claim")
         .pop()
         .expect("again");
@@ -180,7 +183,7 @@ fn listen_notify_wakes_a_waiting_worker() {
         "woken at once, not by the timeout: {took:?}"
     );
     // A completion that releases the dependent wakes it again.
-    let c = block_on(worker.claim("w", 1, LEASE, Utc::now()))
+    let c = block_on(worker.claim(&ClaimRequest::new("w", 1, LEASE), Utc::now()))
         .expect("claim")
         .pop()
         .expect("t0");
@@ -193,7 +196,8 @@ fn listen_notify_wakes_a_waiting_worker() {
     block_on(other.complete(&c, ok(json!(0)), Utc::now())).expect("complete");
     let (woken, worker) = waiter.join().expect("waiter");
     assert!(woken, "the released dependent woke the worker");
-    let next = block_on(worker.claim("w", 1, LEASE, Utc::now())).expect("claim");
+    let next =
+        block_on(worker.claim(&ClaimRequest::new("w", 1, LEASE), Utc::now())).expect("claim");
     assert_eq!(next.iter().map(|c| c.index).collect::<Vec<_>>(), [1]);
 }
 
@@ -222,7 +226,7 @@ fn the_store_runs_inside_another_tokio_runtime() {
             .await
             .expect("create");
         let claims = store
-            .claim("w", 10, LEASE, Utc::now())
+            .claim(&ClaimRequest::new("w", 10, LEASE), Utc::now())
             .await
             .expect("claim");
         assert_eq!(claims.len(), 3);
@@ -257,6 +261,7 @@ fn a_run_of_100k_tasks_is_created_in_batches() {
                 vec![i - 1000, (i - 1000 + 1) % 1000 + (i / 1000 - 1) * 1000]
             },
             priority: TaskPriority::Normal,
+            needs: Default::default(),
         })
         .collect();
     let run = NewRun {
@@ -273,7 +278,8 @@ fn a_run_of_100k_tasks_is_created_in_batches() {
         .expect("run")
         .tasks;
     assert_eq!((counts.ready, counts.pending), (1000, 99_000));
-    let claims = block_on(store.claim("w", 1000, LEASE, Utc::now())).expect("claim");
+    let claims =
+        block_on(store.claim(&ClaimRequest::new("w", 1000, LEASE), Utc::now())).expect("claim");
     assert_eq!(claims.len(), 1000);
     assert!(claims.iter().all(|c| c.index < 1000), "the first layer");
     let done = claims

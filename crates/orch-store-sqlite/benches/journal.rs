@@ -102,6 +102,7 @@ fn new_run(w: &str, deps: &[Vec<u32>]) -> NewRun {
                 name: format!("t{i}"),
                 deps: d.clone(),
                 priority: TaskPriority::Normal,
+                needs: Default::default(),
             })
             .collect(),
         parent: None,

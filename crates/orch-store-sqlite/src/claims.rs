@@ -1,28 +1,50 @@
 //! Claims with leases and fencing (`ClaimStore`): workers pull ready tasks
 //! across runs. The SQLite store supports them within one machine (its
 //! capabilities say `distributed_claim: false`).
+//!
+//! Its tasks keep no resource needs (that needs a column written by
+//! `create_run`), so its claims cannot fit a claimer's capacity:
+//! `fits_capacity` is false, and a claim with a limited `free` is refused.
 
 use crate::SqliteStore;
 use crate::error::{invalid, sql_err, store_err};
-use crate::finish::{finish_one, finish_run_if_done};
-use crate::rows::{lease_until, micros, require_run};
+use crate::finish::{append_in, finish_one, finish_run_if_done};
+use crate::rows::{decode_task, lease_until, micros, quarantine, require_run, run_ord};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use orch_model::store::ClaimStore;
-use orch_model::{Claim, Result, TaskOutcome};
-use rusqlite::params;
+use orch_model::store::{ClaimRequest, ClaimStore, ResourceAmounts, StoredEvent, TaskRecord};
+use orch_model::{Claim, OrchestrationError, Result, RunId, TaskOutcome};
+use rusqlite::{Connection, OptionalExtension, params};
 use std::time::Duration;
+
+/// Completes one claim inside the caller's transaction.
+fn complete_in(
+    conn: &Connection,
+    c: &Claim,
+    outcome: TaskOutcome,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let run = c.run.to_string();
+    let ord = require_run(conn, &run)?;
+    if c.attempt == 0 {
+        return Err(invalid(format!(
+            "complete: attempt 0 of task `{}` was never claimed",
+            c.name
+        )));
+    }
+    finish_one(conn, &run, ord, c.index, c.attempt, outcome, now)?;
+    finish_run_if_done(conn, &run, ord, 1, now)
+}
 
 #[async_trait]
 impl ClaimStore for SqliteStore {
-    async fn claim(
-        &self,
-        worker: &str,
-        max: usize,
-        lease: Duration,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Claim>> {
-        let worker = worker.to_owned();
+    async fn claim(&self, req: &ClaimRequest, now: DateTime<Utc>) -> Result<Vec<Claim>> {
+        if !req.free.is_empty() {
+            return Err(OrchestrationError::Unsupported {
+                message: "the sqlite store cannot fit claims to a worker's capacity (its tasks keep no resource needs): claim without a capacity and check each task's needs in the worker".into(),
+            });
+        }
+        let (worker, max, lease) = (req.worker.clone(), req.max, req.lease);
         self.call_small(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
@@ -61,6 +83,7 @@ impl ClaimStore for SqliteStore {
                     name,
                     attempt: attempt + 1,
                     worker: worker.clone(),
+                    needs: ResourceAmounts::default(),
                 });
             }
             Ok(out)
@@ -97,17 +120,86 @@ impl ClaimStore for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<()> {
         let c = claim.clone();
+        self.call_small(move |conn| complete_in(conn, &c, outcome, now))
+            .await
+    }
+
+    async fn complete_many(
+        &self,
+        done: Vec<(Claim, TaskOutcome)>,
+        events: Vec<(RunId, StoredEvent)>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<()>>> {
         self.call_small(move |conn| {
-            let run = c.run.to_string();
-            let ord = require_run(conn, &run)?;
-            if c.attempt == 0 {
-                return Err(invalid(format!(
-                    "complete: attempt 0 of task `{}` was never claimed",
-                    c.name
-                )));
+            let mut answers = Vec::with_capacity(done.len());
+            for (c, outcome) in done {
+                // Each claim on its own account: a refused one rolls back
+                // only what it wrote.
+                conn.execute_batch("SAVEPOINT claim").map_err(sql_err)?;
+                let answer = complete_in(conn, &c, outcome, now);
+                let end = if answer.is_ok() {
+                    "RELEASE claim"
+                } else {
+                    "ROLLBACK TO claim; RELEASE claim"
+                };
+                conn.execute_batch(end).map_err(sql_err)?;
+                answers.push(answer);
             }
-            finish_one(conn, &run, ord, c.index, c.attempt, outcome, now)?;
-            finish_run_if_done(conn, &run, ord, 1, now)
+            if answers.iter().all(Result::is_ok) {
+                for (run, e) in events {
+                    append_in(conn, run, vec![e])?;
+                }
+            }
+            Ok(answers)
+        })
+        .await
+    }
+
+    async fn release_claim(&self, claim: &Claim, _now: DateTime<Utc>) -> Result<bool> {
+        let c = claim.clone();
+        self.call_small(move |conn| {
+            let n = conn
+                .execute(
+                    "UPDATE tasks SET status = 'ready', lease_worker = NULL, lease_until = NULL
+                     WHERE key = (SELECT ord FROM runs WHERE id = ?1) * 4294967296 + ?2 AND attempt = ?3
+                       AND status = 'running'",
+                    params![c.run.to_string(), c.index, c.attempt],
+                )
+                .map_err(sql_err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn task_records(&self, run: RunId, indices: &[u32]) -> Result<Vec<TaskRecord>> {
+        let indices = indices.to_vec();
+        self.call_small(move |conn| {
+            let key = run.to_string();
+            let Some(ord) = run_ord(conn, &key)? else {
+                return Ok(Vec::new());
+            };
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT idx, name, status, attempt, remaining, priority, lease_worker, lease_until, result, note, started_at, finished_at
+                     FROM tasks WHERE key = ?1 * 4294967296 + ?2",
+                )
+                .map_err(sql_err)?;
+            let mut out = Vec::with_capacity(indices.len());
+            for i in indices {
+                let row = stmt
+                    .query_row(params![ord, i], |r| decode_task(run, r))
+                    .optional()
+                    .map_err(sql_err)?;
+                match row {
+                    None => {}
+                    Some(Ok(t)) => out.push(t),
+                    Some(Err(why)) => {
+                        quarantine(conn, &key, &why)?;
+                        return Err(store_err(&format!("run {key} is quarantined"), why));
+                    }
+                }
+            }
+            Ok(out)
         })
         .await
     }

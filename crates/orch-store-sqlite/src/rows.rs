@@ -183,7 +183,7 @@ pub(crate) fn read_run(conn: &Connection, run: RunId) -> Result<Option<RunRecord
     }
 }
 
-fn decode_task(
+pub(crate) fn decode_task(
     run: RunId,
     r: &rusqlite::Row<'_>,
 ) -> rusqlite::Result<std::result::Result<TaskRecord, String>> {

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use orch_model::store::{
-    self, CacheEntry, CacheStore, ClaimStore, Lease, Record, RecordKind, RecordStore, RunRecord,
-    StoredEvent, TakeOver, TaskCounts, TaskRecord,
+    self, CacheEntry, CacheStore, ClaimRequest, ClaimStore, Lease, Record, RecordKind, RecordStore,
+    ResourceAmounts, RunRecord, StoredEvent, TakeOver, TaskCounts, TaskRecord,
 };
 use orch_model::{
     Claim, EntityKind, NewRun, OrchestrationError, Result, RunId, Store, StoreCapabilities,
@@ -19,6 +19,9 @@ struct RunState {
     record: RunRecord,
     tasks: Vec<TaskRecord>,
     dependents: Vec<Vec<u32>>,
+    /// What each task takes of a worker's capacity (empty when no task
+    /// needs anything).
+    needs: Vec<ResourceAmounts>,
     events: Vec<StoredEvent>,
     order: u64,
     /// Tasks not yet in a final state (so "is the run done?" costs O(1)).
@@ -229,6 +232,11 @@ impl Store for MemoryStore {
                 finished_at: None,
             })
             .collect();
+        let needs: Vec<ResourceAmounts> = if run.tasks.iter().all(|t| t.needs.is_empty()) {
+            Vec::new()
+        } else {
+            run.tasks.iter().map(|t| t.needs.clone()).collect()
+        };
         inner.created += 1;
         let order = inner.created;
         let record = RunRecord {
@@ -251,6 +259,7 @@ impl Store for MemoryStore {
                 record,
                 tasks,
                 dependents,
+                needs,
                 events: Vec::new(),
                 order,
             },
@@ -471,13 +480,7 @@ impl Store for MemoryStore {
 
 #[async_trait]
 impl ClaimStore for MemoryStore {
-    async fn claim(
-        &self,
-        worker: &str,
-        max: usize,
-        lease: Duration,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Claim>> {
+    async fn claim(&self, req: &ClaimRequest, now: DateTime<Utc>) -> Result<Vec<Claim>> {
         let mut inner = self.lock();
         let mut candidates: Vec<(std::cmp::Reverse<orch_model::TaskPriority>, u64, u32, RunId)> =
             inner
@@ -494,33 +497,43 @@ impl ClaimStore for MemoryStore {
                 })
                 .collect();
         candidates.sort();
+        let mut free = req.free.clone();
         let mut out = Vec::new();
-        for (_, _, index, run) in candidates.into_iter().take(max) {
-            let Some(t) = inner
-                .runs
-                .get_mut(&run)
-                .and_then(|r| r.tasks.get_mut(index as usize))
-            else {
+        for (_, _, index, run) in candidates {
+            if out.len() >= req.max {
+                break;
+            }
+            let Some(r) = inner.runs.get_mut(&run) else {
                 continue;
             };
-            if t.status.transition(TaskStatus::Running).is_err() {
+            let needs = r.needs.get(index as usize).cloned().unwrap_or_default();
+            let Some(t) = r.tasks.get_mut(index as usize) else {
+                continue;
+            };
+            if !free.fits(&needs) || t.status.transition(TaskStatus::Running).is_err() {
                 continue;
             }
+            free.take_if_fits(&needs);
             t.attempt += 1;
             t.started_at = Some(now);
             t.lease = Some(Lease {
-                worker: worker.to_owned(),
-                until: lease_until(now, lease),
+                worker: req.worker.clone(),
+                until: lease_until(now, req.lease),
             });
             out.push(Claim {
                 run,
                 index,
                 name: t.name.clone(),
                 attempt: t.attempt,
-                worker: worker.to_owned(),
+                worker: req.worker.clone(),
+                needs,
             });
         }
         Ok(out)
+    }
+
+    fn fits_capacity(&self) -> bool {
+        true
     }
 
     async fn heartbeat(&self, claim: &Claim, lease: Duration, now: DateTime<Utc>) -> Result<bool> {
@@ -564,6 +577,74 @@ impl ClaimStore for MemoryStore {
         )?;
         finish_run_if_done(run, now);
         Ok(())
+    }
+
+    async fn complete_many(
+        &self,
+        done: Vec<(Claim, TaskOutcome)>,
+        events: Vec<(RunId, StoredEvent)>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<()>>> {
+        let mut inner = self.lock();
+        let mut answers = Vec::with_capacity(done.len());
+        for (claim, outcome) in done {
+            let answer = inner.run_mut(claim.run).and_then(|run| {
+                if claim.attempt == 0 {
+                    return Err(stale("complete", &claim));
+                }
+                finish_one(
+                    run,
+                    claim.index,
+                    Some(&claim),
+                    claim.attempt,
+                    0,
+                    outcome,
+                    now,
+                )?;
+                finish_run_if_done(run, now);
+                Ok(())
+            });
+            answers.push(answer);
+        }
+        if answers.iter().all(Result::is_ok) {
+            for (run, mut e) in events {
+                if let Some(r) = inner.runs.get_mut(&run) {
+                    e.seq = r.events.len() as u64 + 1;
+                    r.events.push(e);
+                }
+            }
+        }
+        Ok(answers)
+    }
+
+    async fn release_claim(&self, claim: &Claim, _now: DateTime<Utc>) -> Result<bool> {
+        let mut inner = self.lock();
+        let Some(t) = inner
+            .runs
+            .get_mut(&claim.run)
+            .and_then(|r| r.tasks.get_mut(claim.index as usize))
+        else {
+            return Ok(false);
+        };
+        if t.status != TaskStatus::Running || t.attempt != claim.attempt {
+            return Ok(false);
+        }
+        if t.status.transition(TaskStatus::Ready).is_err() {
+            return Ok(false);
+        }
+        t.lease = None;
+        Ok(true)
+    }
+
+    async fn task_records(&self, run: RunId, indices: &[u32]) -> Result<Vec<TaskRecord>> {
+        let inner = self.lock();
+        let Some(r) = inner.runs.get(&run) else {
+            return Ok(Vec::new());
+        };
+        Ok(indices
+            .iter()
+            .filter_map(|&i| r.tasks.get(i as usize).cloned())
+            .collect())
     }
 
     async fn reclaim_expired(&self, now: DateTime<Utc>) -> Result<usize> {

@@ -293,7 +293,7 @@ fn a_stale_claim_cannot_complete_and_its_attempt_is_stopped() {
         let later = Utc::now() + chrono::Duration::hours(1);
         assert_eq!(store.reclaim_expired(later).await.expect("reclaim"), 1);
         let other = store
-            .claim("other", 1, Duration::from_secs(3600), Utc::now())
+            .claim(&orch_model::store::ClaimRequest::new("other", 1, Duration::from_secs(3600)), Utc::now())
             .await
             .expect("claim");
         assert_eq!(other.len(), 1);
@@ -381,7 +381,7 @@ fn a_stopping_worker_hands_back_what_still_runs() {
 }
 
 #[test]
-fn a_step_bigger_than_the_capacity_is_handed_back_and_one_that_fits_runs() {
+fn a_step_bigger_than_the_capacity_is_left_for_a_bigger_worker_and_one_that_fits_runs() {
     rt().block_on(async {
         let store = memory();
         let dir = tempfile::tempdir().expect("dir");
@@ -401,8 +401,9 @@ fn a_step_bigger_than_the_capacity_is_handed_back_and_one_that_fits_runs() {
         assert_eq!(finished(&store, run).await, WorkflowStatus::Completed);
         let (s, b) = (small.stop().await, big.stop().await);
         assert_eq!(s.completed, 1);
-        assert!(s.handed_back >= 1, "{s:?}");
+        assert_eq!((s.claimed, s.handed_back), (1, 0), "the store never hands the small worker the big step: {s:?}");
         assert_eq!(b.completed, 1);
+        assert_eq!(store.tasks(run).await.expect("tasks")[0].attempt, 1, "one attempt: never claimed and handed back");
     });
 }
 
@@ -541,4 +542,82 @@ fn a_store_without_claims_is_refused_with_a_clear_error() {
     )
     .expect_err("refused");
     assert!(e.to_string().contains("does not hand out claims"), "{e}");
+}
+
+/// Counts what runs at once on one worker: `cores` (in thousandths) now and
+/// at most, in a test action that sleeps a few milliseconds.
+#[derive(Debug, Default)]
+struct Usage {
+    now: std::sync::atomic::AtomicU64,
+    peak: std::sync::atomic::AtomicU64,
+    runs: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug)]
+struct Hold(Arc<Usage>);
+
+#[async_trait::async_trait]
+impl orch_tasks::Action for Hold {
+    async fn run(
+        &self,
+        params: serde_json::Value,
+        _ctx: &orch_tasks::ActionContext,
+    ) -> Result<serde_json::Value, orch_tasks::ActionError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let milli = (params["cores"].as_f64().unwrap_or(0.0) * 1000.0) as u64;
+        let now = self.0.now.fetch_add(milli, SeqCst) + milli;
+        self.0.peak.fetch_max(now, SeqCst);
+        self.0.runs.fetch_add(1, SeqCst);
+        tokio::time::sleep(Duration::from_millis(params["ms"].as_u64().unwrap_or(1))).await;
+        self.0.now.fetch_sub(milli, SeqCst);
+        Ok(json!(milli))
+    }
+}
+
+#[test]
+fn two_workers_of_different_capacities_never_hold_more_than_they_declared() {
+    rt().block_on(async {
+        let store = memory();
+        let dir = tempfile::tempdir().expect("dir");
+        // 120 steps in three layers asking for 0.5 to 4 cores, some with
+        // memory; the small worker declares 3 cores (a 4-core step never
+        // fits it), the large one 6.
+        let mut text = String::from("name: mixed\nsteps:\n");
+        let sizes = [0.5, 1.0, 1.5, 2.0, 3.0, 4.0];
+        for i in 0..120usize {
+            let cores = sizes[(i * 7) % sizes.len()];
+            let deps = if i >= 40 { format!(", dependencies: [s{}]", i - 40) } else { String::new() };
+            let memory = if i % 5 == 0 { ", memory: { gb: 1 }" } else { "" };
+            text.push_str(&format!(
+                "  - {{ name: s{i}, module: test, action: hold, parameters: {{ cores: {cores}, ms: {} }}, resources: {{ cpu: {{ cores: {cores} }}{memory} }}{deps} }}\n",
+                1 + (i % 4) * 3
+            ));
+        }
+        let wf = yaml(&text);
+        let mut submit_reg = ActionRegistry::with_builtins();
+        submit_reg.register("test", "hold", Arc::new(Hold(Arc::default())));
+        let settings = RunSettings { work_dir: Some(dir.path().to_path_buf()), ..RunSettings::default() };
+        let run = submit(store.as_ref(), &wf, &submit_reg, &Map::new(), &settings, RunId::new())
+            .await
+            .expect("submitted");
+        let worker = |id: &str, cap: &str, usage: &Arc<Usage>| {
+            let mut reg = ActionRegistry::with_builtins();
+            reg.register("test", "hold", Arc::new(Hold(usage.clone())));
+            let opts = WorkerOptions { slots: 8, capacity: Capacity::parse(cap).expect("cap"), ..options(id) };
+            let w = Worker::new(store.clone(), Arc::new(reg), opts).expect("a worker");
+            let stop = CancellationToken::new();
+            Running { task: tokio::spawn(w.run(stop.clone())), stop }
+        };
+        let (small_use, large_use) = (Arc::new(Usage::default()), Arc::new(Usage::default()));
+        let small = worker("small", "cpu=3,memory=1", &small_use);
+        let large = worker("large", "cpu=6", &large_use);
+        assert_eq!(finished(&store, run).await, WorkflowStatus::Completed);
+        let (s, l) = (small.stop().await, large.stop().await);
+        use std::sync::atomic::Ordering::SeqCst;
+        assert_eq!(small_use.runs.load(SeqCst) + large_use.runs.load(SeqCst), 120);
+        assert!(small_use.peak.load(SeqCst) <= 3000, "small held {} millicores at once", small_use.peak.load(SeqCst));
+        assert!(large_use.peak.load(SeqCst) <= 6000, "large held {} millicores at once", large_use.peak.load(SeqCst));
+        assert!(s.completed > 0 && l.completed > 0, "both worked: {s:?} {l:?}");
+        assert_eq!(s.handed_back + l.handed_back, 0, "nothing was claimed that did not fit");
+    });
 }

@@ -2,41 +2,84 @@
 //! a backend implements the ones it supports and returns itself from the
 //! matching accessor of `Store` (`claims`, `record_store`, `cache_store`).
 
-use super::types::{CacheEntry, Claim, Record, RecordKind, TaskOutcome};
+use super::types::{
+    CacheEntry, Claim, ClaimRequest, Record, RecordKind, StoredEvent, TaskOutcome, TaskRecord,
+};
 use crate::error::Result;
+use crate::ids::RunId;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 
 /// Claims with leases and fencing: workers pull ready tasks.
 ///
-/// - `claim` hands out up to `max` ready tasks, highest priority first, then
-///   lowest index, across runs; each becomes `running` with `attempt`
-///   incremented (the fencing token) and a lease until `now + lease`.
+/// - `claim` hands out up to `req.max` ready tasks, highest priority first,
+///   then the oldest run, then lowest index, across runs, each only if its
+///   [`needs`](super::NewTask::needs) fit what `req.free` has left after the
+///   tasks handed out before it (greedy, in claim order; a task that does
+///   not fit is passed over and stays ready for a worker with more free).
+///   Each becomes `running` with `attempt` incremented (the fencing token)
+///   and a lease until `now + req.lease`. A backend that cannot compare
+///   needs ([`ClaimStore::fits_capacity`] false) refuses a request with a
+///   limited `free` with `Unsupported`.
 /// - `heartbeat` renews a lease; it returns false (and changes nothing) when
 ///   the claim is stale (another attempt took over, or the task finished).
 /// - `complete` is one transaction: the task becomes terminal with its
 ///   outcome, its dependents are released, and the run ends with its last
 ///   task. A stale claim is rejected with `InvalidState` and changes nothing.
+/// - `complete_many` completes a batch in one transaction, each claim on
+///   its own account: a stale one is refused (its entry is `InvalidState`)
+///   and the others complete. The events are appended in the same
+///   transaction when every claim completed; otherwise none is (the caller
+///   appends what describes the ones that did).
+/// - `release_claim` hands a claim back: the task is ready again at once,
+///   without waiting for its lease to lapse (and without reclaiming anyone
+///   else's lapsed lease); its next claim gets the next attempt number (a
+///   fencing token is never given twice). False when the claim is stale.
 /// - `reclaim_expired` makes every running task whose lease ended before
 ///   `now` ready again (its next claim gets the next attempt number).
+/// - `task_records` reads a few tasks of a run (a claimed task's
+///   dependencies), in the order given, leaving out indices the run does
+///   not have.
 #[async_trait]
 pub trait ClaimStore: Send + Sync {
-    /// Claims ready tasks.
-    async fn claim(
-        &self,
-        worker: &str,
-        max: usize,
-        lease: Duration,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Claim>>;
+    /// Claims ready tasks that fit `req.free`.
+    async fn claim(&self, req: &ClaimRequest, now: DateTime<Utc>) -> Result<Vec<Claim>>;
+    /// Whether `claim` compares tasks' needs with what the claimer has free
+    /// (otherwise a request with a limited `free` is `Unsupported`, and the
+    /// claimer has to check each task's needs itself).
+    fn fits_capacity(&self) -> bool {
+        false
+    }
     /// Renews a lease; false when the claim is stale.
     async fn heartbeat(&self, claim: &Claim, lease: Duration, now: DateTime<Utc>) -> Result<bool>;
     /// Finishes a claimed task and releases its dependents, atomically.
     async fn complete(&self, claim: &Claim, outcome: TaskOutcome, now: DateTime<Utc>)
     -> Result<()>;
+    /// Completes many claims (of any runs) in one transaction, then appends
+    /// `events` (to their runs) in it when every claim completed. Returns
+    /// one answer per claim, in order; `Err` only when the store failed
+    /// (then nothing changed).
+    async fn complete_many(
+        &self,
+        done: Vec<(Claim, TaskOutcome)>,
+        events: Vec<(RunId, StoredEvent)>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<()>>>;
+    /// Hands a claim back: ready again now; false when the claim is stale.
+    async fn release_claim(&self, claim: &Claim, now: DateTime<Utc>) -> Result<bool>;
     /// Makes tasks with lapsed leases ready again; returns how many.
     async fn reclaim_expired(&self, now: DateTime<Utc>) -> Result<usize>;
+    /// The tasks `indices` of a run, in the order given.
+    async fn task_records(&self, run: RunId, indices: &[u32]) -> Result<Vec<TaskRecord>>;
+}
+
+/// Wakes idle workers when work may be ready (PostgreSQL's LISTEN/NOTIFY).
+#[async_trait]
+pub trait WakeStore: Send + Sync {
+    /// Returns when work may have become ready, or after `timeout` at the
+    /// latest: true when woken by the store, false at the timeout.
+    async fn wait_for_work(&self, timeout: Duration) -> Result<bool>;
 }
 
 /// Records that the layers above the scheduler keep (engine sessions,

@@ -12,14 +12,14 @@ mod concerns;
 mod rules;
 mod types;
 
-pub use concerns::{CacheStore, ClaimStore, RecordStore};
+pub use concerns::{CacheStore, ClaimStore, RecordStore, WakeStore};
 pub use rules::{
     Concern, RunState, check_finish, check_start, final_status, started_attempts, store_error,
     unsupported,
 };
 pub use types::{
-    CacheEntry, Claim, Finished, Lease, NewRun, NewTask, Record, RecordKind, RunRecord,
-    StoredEvent, TakeOver, TaskCounts, TaskOutcome, TaskRecord,
+    CacheEntry, Claim, ClaimRequest, Finished, Lease, NewRun, NewTask, Record, RecordKind,
+    ResourceAmounts, RunRecord, StoredEvent, TakeOver, TaskCounts, TaskOutcome, TaskRecord,
 };
 
 use crate::enums::WorkflowStatus;
@@ -74,7 +74,8 @@ impl StoreCapabilities {
 /// - `create_run` stores a run and its tasks at once; tasks without
 ///   dependencies are `ready`, the others `pending` with `remaining` set.
 /// - `claim` hands out up to `max` ready tasks, highest priority first, then
-///   lowest index, across runs; each becomes `running` with `attempt`
+///   lowest index, across runs, each only if its needs fit what the
+///   claimer has left free; each becomes `running` with `attempt`
 ///   incremented (the fencing token) and a lease until `now + lease`.
 /// - `heartbeat` renews a lease; it returns false (and changes nothing) when
 ///   the claim is stale (another attempt took over, or the task finished).
@@ -166,9 +167,13 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn tasks(&self, run: RunId) -> Result<Vec<TaskRecord>>;
     /// The tasks `indices` of a run, in the order given (an index the run
     /// does not have is left out): what a worker reads of a claimed task's
-    /// dependencies. This default reads every task of the run with
-    /// [`Store::tasks`]; a backend that can read a few rows should.
+    /// dependencies. This default asks the backend's claims
+    /// ([`ClaimStore::task_records`]), else reads every task of the run with
+    /// [`Store::tasks`].
     async fn task_records(&self, run: RunId, indices: &[u32]) -> Result<Vec<TaskRecord>> {
+        if let Some(c) = self.claims() {
+            return c.task_records(run, indices).await;
+        }
         let all = self.tasks(run).await?;
         Ok(indices
             .iter()
@@ -317,19 +322,19 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn cache_store(&self) -> Option<&dyn CacheStore> {
         None
     }
+    /// What wakes idle workers when work may be ready, if the backend can
+    /// (otherwise workers poll).
+    fn wake(&self) -> Option<&dyn WakeStore> {
+        None
+    }
 
     // ----- Claims (optional: `claims()`; `Unsupported` without) -----
 
-    /// Claims ready tasks ([`ClaimStore::claim`]).
-    async fn claim(
-        &self,
-        worker: &str,
-        max: usize,
-        lease: Duration,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Claim>> {
+    /// Claims ready tasks that fit what the worker has free
+    /// ([`ClaimStore::claim`]).
+    async fn claim(&self, req: &ClaimRequest, now: DateTime<Utc>) -> Result<Vec<Claim>> {
         match self.claims() {
-            Some(c) => c.claim(worker, max, lease, now).await,
+            Some(c) => c.claim(req, now).await,
             None => Err(unsupported(self.backend(), Concern::Claims, "claim")),
         }
     }
@@ -351,6 +356,35 @@ pub trait Store: Send + Sync + fmt::Debug {
         match self.claims() {
             Some(c) => c.complete(claim, outcome, now).await,
             None => Err(unsupported(self.backend(), Concern::Claims, "complete")),
+        }
+    }
+    /// Completes many claims in one transaction, with `events` when all
+    /// completed; one answer per claim ([`ClaimStore::complete_many`]).
+    async fn complete_many(
+        &self,
+        done: Vec<(Claim, TaskOutcome)>,
+        events: Vec<(RunId, StoredEvent)>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<()>>> {
+        match self.claims() {
+            Some(c) => c.complete_many(done, events, now).await,
+            None => Err(unsupported(
+                self.backend(),
+                Concern::Claims,
+                "complete_many",
+            )),
+        }
+    }
+    /// Hands a claim back, ready again now; false when it is stale
+    /// ([`ClaimStore::release_claim`]).
+    async fn release_claim(&self, claim: &Claim, now: DateTime<Utc>) -> Result<bool> {
+        match self.claims() {
+            Some(c) => c.release_claim(claim, now).await,
+            None => Err(unsupported(
+                self.backend(),
+                Concern::Claims,
+                "release_claim",
+            )),
         }
     }
     /// Makes tasks with lapsed leases ready again; returns how many

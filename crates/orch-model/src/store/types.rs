@@ -1,12 +1,15 @@
 //! The data the `Store` contract moves: runs and tasks to create, stored
 //! records, claims, outcomes, events, cache entries.
 
-use crate::enums::{TaskPriority, TaskStatus, WorkflowStatus};
+use crate::enums::{ResourceType, TaskPriority, TaskStatus, WorkflowStatus};
 use crate::ids::RunId;
+use crate::resources::ResourceRequest;
 use crate::task::TaskResult;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// A run to create, with its tasks in definition order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,6 +43,157 @@ pub struct NewTask {
     pub deps: Vec<u32>,
     /// Claim order among ready tasks.
     pub priority: TaskPriority,
+    /// What it takes of a worker's capacity while it runs (its step's
+    /// resource request, [`ResourceAmounts::of`]); empty: nothing. A claim
+    /// hands it only to a worker that has this much free.
+    #[serde(default, skip_serializing_if = "ResourceAmounts::is_empty")]
+    pub needs: ResourceAmounts,
+}
+
+/// Amounts of resources by kind, in each kind's unit (cores for `cpu`, GiB
+/// for `memory` and `disk`, a count for `gpu`; other kinds: the sum of
+/// what a request names of them). The same type says what a task needs
+/// (a kind it does not name: none) and what a worker has free (a kind it
+/// does not name: unlimited).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ResourceAmounts(pub BTreeMap<ResourceType, f64>);
+
+/// Slack in comparisons of amounts (sums of fractions of cores or GiB).
+const AMOUNT_EPSILON: f64 = 1e-9;
+
+impl ResourceAmounts {
+    /// The key of a step's request that is a kind's amount (`cpu.cores`,
+    /// `memory.gb`, `disk.gb`, `gpu.count`); other kinds add up their keys.
+    pub fn unit_key(kind: ResourceType) -> Option<&'static str> {
+        match kind {
+            ResourceType::Cpu => Some("cores"),
+            ResourceType::Memory | ResourceType::Disk => Some("gb"),
+            ResourceType::Gpu => Some("count"),
+            _ => None,
+        }
+    }
+
+    /// How much of `kind` a request asks for: its amount in the kind's unit,
+    /// else the sum of what it asks of the kind.
+    pub fn demand(req: &ResourceRequest, kind: ResourceType) -> f64 {
+        let Some(m) = req.0.get(&kind) else {
+            return 0.0;
+        };
+        match Self::unit_key(kind).and_then(|k| m.get(k)) {
+            Some(v) => *v,
+            None => m.values().sum(),
+        }
+    }
+
+    /// What a step's resource request takes of a worker (kinds asked for
+    /// with a positive amount).
+    pub fn of(req: &ResourceRequest) -> Self {
+        Self(
+            req.0
+                .keys()
+                .map(|&k| (k, Self::demand(req, k)))
+                .filter(|(_, v)| *v > 0.0)
+                .collect(),
+        )
+    }
+
+    /// Adds `amount` of `kind`, builder style.
+    #[must_use]
+    pub fn with(mut self, kind: ResourceType, amount: f64) -> Self {
+        self.0.insert(kind, amount);
+        self
+    }
+
+    /// Whether no kind is named (as needs: nothing; as what is free:
+    /// nothing limited). A kind named with 0 is not empty: as what is free,
+    /// none of it.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The amount of `kind` (0 when not named).
+    pub fn get(&self, kind: ResourceType) -> f64 {
+        self.0.get(&kind).copied().unwrap_or(0.0)
+    }
+
+    /// As what is free: whether `needs` fits (every kind named here is at
+    /// least what `needs` asks of it; kinds not named are not limited).
+    pub fn fits(&self, needs: &ResourceAmounts) -> bool {
+        self.0
+            .iter()
+            .all(|(&k, &free)| needs.get(k) <= free + AMOUNT_EPSILON)
+    }
+
+    /// As what is free: takes `needs` if it fits (the greedy step of a
+    /// claim: candidates in claim order, each taken if it fits what the
+    /// ones before it left). False, and nothing taken, when it does not.
+    pub fn take_if_fits(&mut self, needs: &ResourceAmounts) -> bool {
+        if !self.fits(needs) {
+            return false;
+        }
+        for (k, free) in &mut self.0 {
+            *free = (*free - needs.get(*k)).max(0.0);
+        }
+        true
+    }
+
+    /// The amounts in the order of [`ResourceType::ALL`] (0 for a kind not
+    /// named): a compact row for a store; `None` when it needs nothing.
+    pub fn to_dense(&self) -> Option<Vec<f64>> {
+        self.0
+            .values()
+            .any(|v| *v > 0.0)
+            .then(|| ResourceType::ALL.iter().map(|&k| self.get(k)).collect())
+    }
+
+    /// The amounts of a row written by [`ResourceAmounts::to_dense`].
+    pub fn from_dense(row: &[f64]) -> Self {
+        Self(
+            ResourceType::ALL
+                .iter()
+                .zip(row)
+                .filter(|(_, v)| **v > 0.0)
+                .map(|(&k, &v)| (k, v))
+                .collect(),
+        )
+    }
+}
+
+/// What a worker asks of [`ClaimStore::claim`](super::ClaimStore::claim).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimRequest {
+    /// The worker: the lease holder's name.
+    pub worker: String,
+    /// Most tasks to hand out.
+    pub max: usize,
+    /// Each claim's lease, from the claim's `now`.
+    pub lease: Duration,
+    /// What the worker has free: tasks are handed out in claim order while
+    /// their needs fit what the ones before them left (a task that does not
+    /// fit is passed over and stays ready). A kind not named is not
+    /// limited; empty: nothing is.
+    pub free: ResourceAmounts,
+}
+
+impl ClaimRequest {
+    /// Up to `max` tasks for `worker`, each with a lease of `lease`, whatever
+    /// their needs.
+    pub fn new(worker: impl Into<String>, max: usize, lease: Duration) -> Self {
+        Self {
+            worker: worker.into(),
+            max,
+            lease,
+            free: ResourceAmounts::default(),
+        }
+    }
+
+    /// Only what fits `free`, builder style.
+    #[must_use]
+    pub fn fitting(mut self, free: ResourceAmounts) -> Self {
+        self.free = free;
+        self
+    }
 }
 
 /// A stored run.
@@ -252,7 +406,7 @@ pub struct Lease {
 }
 
 /// A claimed task: run it, renew the lease, then complete it with this claim.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Claim {
     /// Its run.
     pub run: RunId,
@@ -264,6 +418,9 @@ pub struct Claim {
     pub attempt: u32,
     /// The worker holding it.
     pub worker: String,
+    /// What the task takes of the worker's capacity ([`NewTask::needs`]).
+    #[serde(default, skip_serializing_if = "ResourceAmounts::is_empty")]
+    pub needs: ResourceAmounts,
 }
 
 /// How a claimed task ended.

@@ -52,11 +52,17 @@ pub async fn claims_follow_priority_and_release_dependents(store: &dyn Store) {
         .create_run(diamond(id), t0())
         .await
         .expect("create_run");
-    let first = store.claim("w1", 1, LEASE, at(1)).await.expect("claim");
+    let first = store
+        .claim(&ClaimRequest::new("w1", 1, LEASE), at(1))
+        .await
+        .expect("claim");
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].name, "e", "the high-priority task first");
     assert_eq!(first[0].attempt, 1);
-    let second = store.claim("w1", 10, LEASE, at(1)).await.expect("claim");
+    let second = store
+        .claim(&ClaimRequest::new("w1", 10, LEASE), at(1))
+        .await
+        .expect("claim");
     assert_eq!(
         second.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
         ["a"],
@@ -64,7 +70,7 @@ pub async fn claims_follow_priority_and_release_dependents(store: &dyn Store) {
     );
     assert!(
         store
-            .claim("w2", 10, LEASE, at(1))
+            .claim(&ClaimRequest::new("w2", 10, LEASE), at(1))
             .await
             .expect("claim")
             .is_empty()
@@ -81,7 +87,10 @@ pub async fn claims_follow_priority_and_release_dependents(store: &dyn Store) {
         statuses(store, id).await[1..4],
         [TaskStatus::Ready, TaskStatus::Ready, TaskStatus::Pending]
     );
-    let bc = store.claim("w2", 10, LEASE, at(3)).await.expect("claim");
+    let bc = store
+        .claim(&ClaimRequest::new("w2", 10, LEASE), at(3))
+        .await
+        .expect("claim");
     assert_eq!(
         bc.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
         ["b", "c"]
@@ -128,9 +137,12 @@ pub async fn stale_attempts_are_fenced_off(store: &dyn Store) {
         .create_run(diamond(id), t0())
         .await
         .expect("create_run");
-    let _e = store.claim("w1", 1, LEASE, at(0)).await.expect("claim");
+    let _e = store
+        .claim(&ClaimRequest::new("w1", 1, LEASE), at(0))
+        .await
+        .expect("claim");
     let old = store
-        .claim("w1", 1, LEASE, at(0))
+        .claim(&ClaimRequest::new("w1", 1, LEASE), at(0))
         .await
         .expect("claim")
         .pop()
@@ -153,7 +165,10 @@ pub async fn stale_attempts_are_fenced_off(store: &dyn Store) {
         "both leases lapsed"
     );
     assert_eq!(statuses(store, id).await[0], TaskStatus::Ready);
-    let new = store.claim("w2", 2, LEASE, at(42)).await.expect("claim");
+    let new = store
+        .claim(&ClaimRequest::new("w2", 2, LEASE), at(42))
+        .await
+        .expect("claim");
     let new_a = new.iter().find(|c| c.name == "a").expect("a again");
     assert_eq!(new_a.attempt, 2, "the next claim gets the next attempt");
     assert!(

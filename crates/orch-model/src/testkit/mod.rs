@@ -17,8 +17,9 @@ use crate::enums::{TaskPriority, TaskStatus, WorkflowStatus};
 use crate::error::{OrchestrationError, Result};
 use crate::ids::RunId;
 use crate::store::{
-    CacheEntry, Claim, Concern, Finished, NewRun, NewTask, RunRecord, Store, StoreCapabilities,
-    StoredEvent, TakeOver, TaskCounts, TaskOutcome, TaskRecord,
+    CacheEntry, Claim, ClaimRequest, Concern, Finished, NewRun, NewTask, ResourceAmounts,
+    RunRecord, Store, StoreCapabilities, StoredEvent, TakeOver, TaskCounts, TaskOutcome,
+    TaskRecord,
 };
 use crate::task::TaskResult;
 use chrono::{DateTime, TimeZone, Utc};
@@ -26,11 +27,15 @@ use serde_json::{Map, Value, json};
 use std::fmt;
 
 mod bare;
+mod batches;
+mod capacity;
 mod concerns;
 mod journal;
 mod runs;
 
 pub use bare::Bare;
+pub use batches::{completing_in_batches, handing_a_claim_back, reading_a_few_tasks};
+pub use capacity::claims_fit_the_claimers_capacity;
 pub use concerns::{
     cache_entries, capabilities_match_the_concerns, claims_follow_priority_and_release_dependents,
     records, stale_attempts_are_fenced_off,
@@ -63,6 +68,7 @@ fn diamond(id: RunId) -> NewRun {
         name: name.into(),
         deps: deps.to_vec(),
         priority,
+        needs: ResourceAmounts::default(),
     };
     NewRun {
         id,
@@ -122,6 +128,10 @@ macro_rules! store_conformance_tests {
             listing_counts_tasks,
             runs_keep_their_parent,
             capabilities_match_the_concerns,
+            claims_fit_the_claimers_capacity,
+            completing_in_batches,
+            handing_a_claim_back,
+            reading_a_few_tasks,
         );
     };
     (bare: $make:expr) => {
@@ -208,8 +218,14 @@ async fn claims_are_unsupported(store: &dyn Store) {
         name: "a".into(),
         attempt: 1,
         worker: "w".into(),
+        needs: ResourceAmounts::default(),
     };
-    expect_unsupported(store, c, "claim", store.claim("w", 1, LEASE, at(1)).await);
+    expect_unsupported(
+        store,
+        c,
+        "claim",
+        store.claim(&ClaimRequest::new("w", 1, LEASE), at(1)).await,
+    );
     expect_unsupported(
         store,
         c,
@@ -221,6 +237,20 @@ async fn claims_are_unsupported(store: &dyn Store) {
         c,
         "complete",
         store.complete(&claim, ok(json!(1)), at(1)).await,
+    );
+    expect_unsupported(
+        store,
+        c,
+        "complete_many",
+        store
+            .complete_many(vec![(claim.clone(), ok(json!(1)))], Vec::new(), at(1))
+            .await,
+    );
+    expect_unsupported(
+        store,
+        c,
+        "release_claim",
+        store.release_claim(&claim, at(1)).await,
     );
     expect_unsupported(
         store,

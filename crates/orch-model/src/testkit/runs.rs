@@ -215,13 +215,14 @@ pub async fn run_status_follows_its_tasks(store: &dyn Store) {
             name: "x".into(),
             deps: vec![],
             priority: TaskPriority::Normal,
+            needs: ResourceAmounts::default(),
         }],
         parent: None,
     };
     let good = RunId::new();
     store.create_run(single(good), t0()).await.expect("create");
     let c = store
-        .claim("w", 1, LEASE, at(1))
+        .claim(&ClaimRequest::new("w", 1, LEASE), at(1))
         .await
         .expect("claim")
         .pop()
@@ -236,7 +237,7 @@ pub async fn run_status_follows_its_tasks(store: &dyn Store) {
     let bad = RunId::new();
     store.create_run(single(bad), t0()).await.expect("create");
     let c = store
-        .claim("w", 1, LEASE, at(3))
+        .claim(&ClaimRequest::new("w", 1, LEASE), at(3))
         .await
         .expect("claim")
         .pop()
@@ -261,7 +262,7 @@ pub async fn run_status_follows_its_tasks(store: &dyn Store) {
         .await
         .expect("create");
     let running = store
-        .claim("w", 1, LEASE, at(5))
+        .claim(&ClaimRequest::new("w", 1, LEASE), at(5))
         .await
         .expect("claim")
         .pop()
@@ -284,7 +285,7 @@ pub async fn run_status_follows_its_tasks(store: &dyn Store) {
     );
     assert!(
         store
-            .claim("w", 10, LEASE, at(7))
+            .claim(&ClaimRequest::new("w", 10, LEASE), at(7))
             .await
             .expect("claim")
             .is_empty(),

@@ -108,6 +108,7 @@ pub fn wide(id: RunId, n: usize) -> NewRun {
                 name: format!("t{i}"),
                 deps: vec![],
                 priority: TaskPriority::Normal,
+                needs: Default::default(),
             })
             .collect(),
         parent: None,

@@ -21,6 +21,7 @@ pub fn run(id: RunId) -> NewRun {
             name: "a".into(),
             deps: vec![],
             priority: TaskPriority::Normal,
+            needs: Default::default(),
         }],
         parent: None,
     }

@@ -217,6 +217,7 @@ pub(super) async fn open_journal(
                     name: s.name.to_string(),
                     deps: wf.graph().deps(i as u32).to_vec(),
                     priority: s.priority,
+                    needs: orch_model::store::ResourceAmounts::of(&s.resources),
                 })
                 .collect();
             // What a resumed run needs, written straight to JSON text.

@@ -1,13 +1,16 @@
 //! What a worker declares it can hold at once (`--capacity cpu=4,memory=8GiB`)
 //! and the pool its attempts take their share from.
 //!
-//! The store's `claim` has no capacity parameter, so the worker keeps its own
-//! account: a claimed step whose resource request exceeds the worker's whole
-//! capacity is handed back at once (another worker may hold it); one that
-//! fits the capacity but not what is free now waits, its lease renewed,
-//! until running attempts give enough back. The worker never runs more than
-//! it declared.
+//! A store whose claims fit capacities (`ClaimStore::fits_capacity`) is
+//! asked only for what fits what is free now: the worker takes each claim's
+//! needs from its pool as the claim arrives. With a store that cannot, the
+//! worker keeps its own account: a claimed step whose resource request
+//! exceeds the worker's whole capacity is handed back at once (another
+//! worker may hold it); one that fits the capacity but not what is free now
+//! waits, its lease renewed, until running attempts give enough back. The
+//! worker never runs more than it declared.
 
+use orch_model::store::ResourceAmounts;
 use orch_model::{ResourceRequest, ResourceType};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -22,26 +25,11 @@ pub struct Capacity {
     pub limits: BTreeMap<ResourceType, f64>,
 }
 
-/// The key of a step's request that a kind's capacity is compared with.
-fn unit_key(kind: ResourceType) -> Option<&'static str> {
-    match kind {
-        ResourceType::Cpu => Some("cores"),
-        ResourceType::Memory | ResourceType::Disk => Some("gb"),
-        ResourceType::Gpu => Some("count"),
-        _ => None,
-    }
-}
-
 /// How much of `kind` a request asks for: its amount in the kind's unit
-/// (`cpu.cores`, `memory.gb`, ...), else the sum of what it asks of the kind.
+/// (`cpu.cores`, `memory.gb`, ...), else the sum of what it asks of the kind
+/// ([`ResourceAmounts::demand`]).
 pub fn demand(req: &ResourceRequest, kind: ResourceType) -> f64 {
-    let Some(m) = req.0.get(&kind) else {
-        return 0.0;
-    };
-    match unit_key(kind).and_then(|k| m.get(k)) {
-        Some(v) => *v,
-        None => m.values().sum(),
-    }
+    ResourceAmounts::demand(req, kind)
 }
 
 impl Capacity {
@@ -142,27 +130,45 @@ impl Pool {
         &self.capacity
     }
 
-    /// Takes `req`'s share if it fits what is free now.
-    fn try_take(&self, req: &ResourceRequest) -> bool {
-        let mut used = self
-            .used
+    fn used(&self) -> std::sync::MutexGuard<'_, BTreeMap<ResourceType, f64>> {
+        self.used
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// What is free now, per limited kind (empty: nothing is limited).
+    pub(crate) fn free(&self) -> ResourceAmounts {
+        let used = self.used();
+        ResourceAmounts(
+            self.capacity
+                .limits
+                .iter()
+                .map(|(&k, &cap)| (k, (cap - used.get(&k).copied().unwrap_or(0.0)).max(0.0)))
+                .collect(),
+        )
+    }
+
+    /// Takes `needs` if it fits what is free now.
+    pub(crate) fn try_take(&self, needs: &ResourceAmounts) -> bool {
+        if self.capacity.is_unlimited() {
+            return true;
+        }
+        let mut used = self.used();
         let fits =
             self.capacity.limits.iter().all(|(&k, &cap)| {
-                demand(req, k) + used.get(&k).copied().unwrap_or(0.0) <= cap + 1e-9
+                needs.get(k) + used.get(&k).copied().unwrap_or(0.0) <= cap + 1e-9
             });
         if fits {
             for &k in self.capacity.limits.keys() {
-                *used.entry(k).or_insert(0.0) += demand(req, k);
+                *used.entry(k).or_insert(0.0) += needs.get(k);
             }
         }
         fits
     }
 
-    /// Waits until `req` fits and takes its share (the caller must have
-    /// checked that it fits the whole capacity).
-    pub(crate) async fn take(&self, req: &ResourceRequest) {
+    /// Waits until `needs` fits and takes it (the caller must have checked
+    /// that it fits the whole capacity).
+    pub(crate) async fn take(&self, needs: &ResourceAmounts) {
         if self.capacity.is_unlimited() {
             return;
         }
@@ -170,26 +176,23 @@ impl Pool {
             let freed = self.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
-            if self.try_take(req) {
+            if self.try_take(needs) {
                 return;
             }
             freed.await;
         }
     }
 
-    /// Gives `req`'s share back.
-    pub(crate) fn give(&self, req: &ResourceRequest) {
+    /// Gives `needs` back.
+    pub(crate) fn give(&self, needs: &ResourceAmounts) {
         if self.capacity.is_unlimited() {
             return;
         }
         {
-            let mut used = self
-                .used
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut used = self.used();
             for &k in self.capacity.limits.keys() {
                 let u = used.entry(k).or_insert(0.0);
-                *u = (*u - demand(req, k)).max(0.0);
+                *u = (*u - needs.get(k)).max(0.0);
             }
         }
         self.freed.notify_waiters();
@@ -224,8 +227,11 @@ mod tests {
         assert!(c.too_small_for(&small).is_empty());
         assert_eq!(c.too_small_for(&big), ["cpu: 3 > 2"]);
         let pool = Pool::new(c);
+        let small = ResourceAmounts::of(&small);
         assert!(pool.try_take(&small));
         assert!(!pool.try_take(&small), "the cores are taken");
+        assert_eq!(pool.free().get(ResourceType::Cpu), 0.0);
+        assert_eq!(pool.free().get(ResourceType::Memory), 4.0);
         pool.give(&small);
         assert!(pool.try_take(&small));
     }

@@ -4,16 +4,17 @@
 //! (or, when the claim went stale, nothing).
 
 use super::Shared;
+use super::complete::Completion;
 use super::definitions::{ClaimScope, RunDef};
 use crate::action::ActionContext;
 use crate::executor::{Attempt, AttemptPolicy, Outcome, OutcomeSink};
 use crate::release::{Gate, Release, decide};
 use chrono::Utc;
-use orch_model::store::StoredEvent;
+use orch_model::store::{ResourceAmounts, StoredEvent};
 use orch_model::{Claim, OrchestrationError, TaskOutcome, TaskResult, TaskStatus, WorkflowStatus};
 use serde_json::{Map, Value, json};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
@@ -47,14 +48,18 @@ impl OutcomeSink for OneShot {
     }
 }
 
-/// Serves one claim to its end.
-pub(crate) async fn serve(sh: Arc<Shared>, claim: Claim) -> End {
-    let end = serve_inner(&sh, &claim).await;
+/// Serves one claim to its end. `reserved`: the claim's needs were taken
+/// from the worker's pool when it arrived (they are given back here).
+pub(crate) async fn serve(sh: Arc<Shared>, claim: Claim, reserved: bool) -> End {
+    let end = serve_inner(&sh, &claim, reserved).await;
+    if reserved {
+        sh.pool.give(&claim.needs);
+    }
     sh.release_held(&claim);
     end
 }
 
-async fn serve_inner(sh: &Shared, claim: &Claim) -> End {
+async fn serve_inner(sh: &Shared, claim: &Claim, reserved: bool) -> End {
     let store = sh.store.as_ref();
     let def = match sh.defs.get(store, claim.run).await {
         Ok(d) => d,
@@ -77,9 +82,13 @@ async fn serve_inner(sh: &Shared, claim: &Claim) -> End {
     };
     // The release rule, over the dependencies' final states as stored.
     let deps_idx = def.workflow.graph().deps(claim.index);
-    let deps = match store.task_records(claim.run, deps_idx).await {
-        Ok(d) => d,
-        Err(_) => return End::StoreError,
+    let deps = if deps_idx.is_empty() {
+        Vec::new()
+    } else {
+        match store.task_records(claim.run, deps_idx).await {
+            Ok(d) => d,
+            Err(_) => return End::StoreError,
+        }
     };
     let decided = {
         let scope = ClaimScope {
@@ -115,15 +124,21 @@ async fn serve_inner(sh: &Shared, claim: &Claim) -> End {
         );
         return finish(sh, claim, failed("ModuleNotFound", msg)).await;
     };
+    let token = sh.hard.child_token();
+    if reserved {
+        // Its share was taken when the store handed it out.
+        return run_attempt(sh, claim, &def, step, action, params, token).await;
+    }
+    // A store that does not fit claims to capacities: the worker checks.
     // Its share of the worker's capacity: never more than declared.
     let too_small = sh.pool.capacity().too_small_for(&step.resources);
     if !too_small.is_empty() {
         sh.backoff.store(true, std::sync::atomic::Ordering::Relaxed);
         return hand_back(sh, claim).await;
     }
-    let token = sh.hard.child_token();
+    let needs = ResourceAmounts::of(&step.resources);
     {
-        let take = sh.pool.take(&step.resources);
+        let take = sh.pool.take(&needs);
         tokio::pin!(take);
         loop {
             tokio::select! {
@@ -140,7 +155,7 @@ async fn serve_inner(sh: &Shared, claim: &Claim) -> End {
         }
     }
     let end = run_attempt(sh, claim, &def, step, action, params, token).await;
-    sh.pool.give(&step.resources);
+    sh.pool.give(&needs);
     end
 }
 
@@ -282,16 +297,23 @@ fn failed(kind: &str, message: impl Into<String>) -> TaskOutcome {
 }
 
 /// Completes the claim with `outcome` (fenced by its attempt number in the
-/// store) and records a `tasks_finished` event.
+/// store), in a batch with the other outcomes that arrive meanwhile, with a
+/// `tasks_finished` event.
 async fn finish(sh: &Shared, claim: &Claim, outcome: TaskOutcome) -> End {
     let status = outcome.status();
-    match sh.store.complete(claim, outcome, Utc::now()).await {
-        Ok(()) => {
-            events_finished(sh, claim, status).await;
-            End::Completed(status)
-        }
-        Err(OrchestrationError::InvalidState { .. }) => End::Stale,
-        Err(_) => End::StoreError,
+    let (reply, answer) = oneshot::channel();
+    let sent = sh.completions.send(Completion {
+        claim: claim.clone(),
+        outcome,
+        reply,
+    });
+    if sent.is_err() {
+        return End::StoreError;
+    }
+    match answer.await {
+        Ok(Ok(())) => End::Completed(status),
+        Ok(Err(OrchestrationError::InvalidState { .. })) => End::Stale,
+        Ok(Err(_)) | Err(_) => End::StoreError,
     }
 }
 
@@ -312,20 +334,11 @@ async fn events_finished(sh: &Shared, claim: &Claim, status: TaskStatus) {
     let _ = sh.store.append_events(claim.run, vec![e]).await;
 }
 
-/// Gives the claim back: its lease ends now and the task is ready again for
-/// any worker (its next claim has the next attempt number).
+/// Gives the claim back: the task is ready again at once for any worker
+/// (its next claim has the next attempt number).
 pub(crate) async fn hand_back(sh: &Shared, claim: &Claim) -> End {
-    let store = sh.store.as_ref();
-    let now = Utc::now();
-    // A lease of zero ends at `now`; reclaiming at the next millisecond
-    // makes the task ready (with any other lease that lapsed by then).
-    match store.heartbeat(claim, Duration::ZERO, now).await {
-        Ok(true) => {
-            let _ = store
-                .reclaim_expired(now + chrono::Duration::milliseconds(1))
-                .await;
-            End::HandedBack
-        }
+    match sh.store.release_claim(claim, Utc::now()).await {
+        Ok(true) => End::HandedBack,
         Ok(false) => End::Stale,
         Err(_) => End::StoreError,
     }

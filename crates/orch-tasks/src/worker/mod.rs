@@ -3,15 +3,18 @@
 //! reaches.
 //!
 //! The loop claims up to its free slots at once (`Store::claim` with a
-//! lease), and serves each claim on a task of its own:
+//! lease and what is free of its declared [`Capacity`]: the store hands out
+//! only what fits), and serves each claim on a task of its own:
 //! 1. the run's definition is read once per run (`get_run`, `SavedRun`) and
 //!    kept in a bounded cache;
 //! 2. the release rule decides ([`crate::release::decide`]: the trigger rule
 //!    over the dependencies' final states as stored, `when`, `${...}` from
 //!    their results and the run's parameters): a step that is skipped, or
 //!    whose references do not resolve, is completed so at once;
-//! 3. the step takes its share of the worker's declared [`Capacity`] (a step
-//!    that can never fit is handed back for another worker);
+//! 3. the step holds its share of the worker's declared [`Capacity`] from
+//!    its claim on (with a store whose claims cannot fit capacities, the
+//!    worker checks: a step that can never fit is handed back for another
+//!    worker, one that does not fit now waits);
 //! 4. the attempt runs through an [`Executor`] (default
 //!    [`default_executor`](crate::executor::default_executor), with the
 //!    step's timeout and retries), its lease renewed every lease/3. A renewal
@@ -19,8 +22,10 @@
 //!    task was reclaimed, or its run was cancelled): the attempt is
 //!    cancelled (its process group killed) and its outcome dropped. A run
 //!    someone asked to cancel is cancelled by the worker that notices it;
-//! 5. `complete` records the outcome (the store fences it by attempt
-//!    number) and a `tasks_finished` event tells followers of the run.
+//! 5. the outcome is completed (the store fences it by attempt number) with
+//!    the outcomes of other claims that ended meanwhile, in one
+//!    `complete_many` with the `tasks_finished` event that tells followers
+//!    of the run.
 //!
 //! Every worker also reclaims lapsed leases (`reclaim_expired`) now and
 //! then, and writes its [`WorkerRecord`] every few seconds. On shutdown it
@@ -28,11 +33,13 @@
 //! hands back what still runs (its lease ends at once, so another worker
 //! takes it over without waiting for the lease).
 //!
-//! An idle worker polls; a store that can wake workers plugs in through
-//! [`WakeUp`].
+//! An idle worker waits for the store's wake-up ([`Store::wake`], e.g.
+//! PostgreSQL's LISTEN/NOTIFY) or its poll interval, whichever comes first;
+//! another source of wake-ups plugs in through [`WakeUp`].
 
 mod capacity;
 mod claim;
+mod complete;
 mod definitions;
 mod registration;
 mod submit;
@@ -49,8 +56,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use claim::End;
 use definitions::{Definitions, RunDef};
-use orch_model::store::Concern;
-use orch_model::store::StoredEvent;
+use orch_model::store::{ClaimRequest, Concern, StoredEvent};
 use orch_model::{Claim, OrchestrationError, RecordKind, RunId, Store, TaskStatus};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -164,6 +170,12 @@ pub(crate) struct Shared {
     /// Set when a claim was handed back for want of capacity: the loop
     /// waits its poll interval before claiming again.
     pub(crate) backoff: std::sync::atomic::AtomicBool,
+    /// Whether the store's claims fit what the worker has free (then each
+    /// claim's needs are taken from the pool as it arrives).
+    pub(crate) fitted: bool,
+    /// Where claims put their outcomes, completed in batches.
+    pub(crate) completions: complete::Queue,
+    queue: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<complete::Completion>>>,
 }
 
 impl Shared {
@@ -243,6 +255,8 @@ impl Worker {
             .clone()
             .unwrap_or_else(crate::executor::default_executor);
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        let fitted = store.claims().is_some_and(|c| c.fits_capacity());
+        let (completions, queue) = tokio::sync::mpsc::unbounded_channel();
         Ok(Self {
             shared: Arc::new(Shared {
                 store,
@@ -254,6 +268,9 @@ impl Worker {
                 held: Mutex::new(BTreeMap::new()),
                 cwd,
                 backoff: std::sync::atomic::AtomicBool::new(false),
+                fitted,
+                completions,
+                queue: Mutex::new(Some(queue)),
                 opts,
             }),
             started_at: Utc::now(),
@@ -303,6 +320,12 @@ impl Worker {
     /// after its poll interval (a store that comes back finds it working).
     pub async fn run(self, shutdown: CancellationToken) -> WorkerSummary {
         let sh = self.shared.clone();
+        let queue = sh
+            .queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let completer = queue.map(|q| tokio::spawn(complete::batches(sh.clone(), q)));
         let mut summary = WorkerSummary::default();
         let mut running: JoinSet<End> = JoinSet::new();
         let mut next_register = tokio::time::Instant::now();
@@ -332,11 +355,11 @@ impl Worker {
             let free = sh.opts.slots.saturating_sub(running.len());
             let mut claimed = 0;
             if free > 0 {
-                match sh
-                    .store
-                    .claim(&sh.opts.id, free, sh.opts.lease, Utc::now())
-                    .await
-                {
+                let mut req = ClaimRequest::new(sh.opts.id.as_str(), free, sh.opts.lease);
+                if sh.fitted {
+                    req.free = sh.pool.free();
+                }
+                match sh.store.claim(&req, Utc::now()).await {
                     Ok(claims) => {
                         failures = 0;
                         claimed = claims.len();
@@ -344,7 +367,10 @@ impl Worker {
                         started_events(&sh, &claims).await;
                         for c in claims {
                             sh.hold(&c);
-                            running.spawn(claim::serve(sh.clone(), c));
+                            // The store handed it out as fitting what is
+                            // free: its share is held from now on.
+                            let reserved = sh.fitted && sh.pool.try_take(&c.needs);
+                            running.spawn(claim::serve(sh.clone(), c, reserved));
                         }
                         changed |= claimed > 0;
                     }
@@ -361,6 +387,7 @@ impl Worker {
             // Backs off while the store fails (up to 16 poll intervals).
             let wait = sh.opts.poll * failures.clamp(1, 16);
             let wake = sh.opts.wake.clone();
+            let store_wake = sh.store.wake();
             tokio::select! {
                 r = running.join_next(), if !running.is_empty() => {
                     if let Some(r) = r {
@@ -369,9 +396,14 @@ impl Worker {
                     }
                 }
                 () = async {
-                    match wake {
-                        Some(w) => w.wait_for_work(wait).await,
-                        None => tokio::time::sleep(wait).await,
+                    match (wake, store_wake) {
+                        (Some(w), _) => w.wait_for_work(wait).await,
+                        (None, Some(w)) => {
+                            if w.wait_for_work(wait).await.is_err() {
+                                tokio::time::sleep(wait).await;
+                            }
+                        }
+                        (None, None) => tokio::time::sleep(wait).await,
                     }
                 } => {}
                 () = tokio::time::sleep_until(if changed {
@@ -400,6 +432,10 @@ impl Worker {
                     break;
                 }
             }
+        }
+        if let Some(c) = completer {
+            // Every claim has its answer: the queue is empty.
+            c.abort();
         }
         if sh.store.record_store().is_some() {
             let _ = sh

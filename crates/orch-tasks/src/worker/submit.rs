@@ -4,6 +4,7 @@
 
 use crate::action::ActionRegistry;
 use chrono::Utc;
+use orch_model::store::ResourceAmounts;
 use orch_model::{
     NewRun, NewTask, OrchestrationError, RunId, RunSettings, SavedRun, Store, ValidWorkflow,
 };
@@ -35,6 +36,7 @@ pub fn new_run(
             name: s.name.to_string(),
             deps: wf.graph().deps(i as u32).to_vec(),
             priority: s.priority,
+            needs: ResourceAmounts::of(&s.resources),
         })
         .collect();
     Ok(NewRun {
