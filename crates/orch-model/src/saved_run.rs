@@ -100,7 +100,19 @@ impl SavedRun {
         workflow: &Workflow,
         settings: &RunSettings,
     ) -> Result<String, OrchestrationError> {
-        serde_json::to_string(&Out { workflow, settings }).map_err(|e| OrchestrationError::Store {
+        // The short form: fields at their default are left out.
+        // Sized for a typical step up front: a million-step definition
+        // grown by doubling would hold up to twice its size meanwhile.
+        let mut out = Vec::with_capacity(256 + 96 * workflow.steps.len());
+        crate::definition::saved::short(|| {
+            serde_json::to_writer(&mut out, &Out { workflow, settings })
+        })
+        .map_err(|e| OrchestrationError::Store {
+            message: format!("the run's definition does not serialize: {e}"),
+            retryable: false,
+        })?;
+        // serde_json writes UTF-8 only.
+        String::from_utf8(out).map_err(|e| OrchestrationError::Store {
             message: format!("the run's definition does not serialize: {e}"),
             retryable: false,
         })
@@ -304,5 +316,37 @@ mod tests {
         let e = SavedRun::from_json(r#"{"workflow": {"name": "w", "steps": 3}}"#)
             .expect_err("a workflow that does not load");
         assert!(matches!(e, OrchestrationError::Validation(_)), "{e:?}");
+    }
+
+    #[test]
+    fn the_short_form_leaves_defaults_out_and_reads_back_the_same_workflow() {
+        let full = crate::load_workflow(
+            r#"{"name": "w", "steps": [
+                {"name": "a", "module": "core", "action": "noop"},
+                {"name": "b", "module": "core", "action": "set", "description": "d",
+                 "parameters": {"value": 1}, "dependencies": ["a"], "timeout": 2.5,
+                 "retry_count": 0, "max_retries": 3, "priority": "high", "cache": true,
+                 "retry": {"backoff": "linear", "initial_delay": 1, "max_delay": 4, "multiplier": 3, "jitter": false},
+                 "conditions": {"run_if": "always", "when": {"ref": "${a.result}", "op": "exists"}},
+                 "resources": {"cpu": {"cores": 1}}}
+            ]}"#,
+            Format::Json,
+            &Limits::default(),
+            None,
+        )
+        .expect("valid");
+        let text = SavedRun::write_json(full.workflow(), &RunSettings::default()).expect("json");
+        assert!(
+            !text.contains("\"retry_count\"") && !text.contains("\"timeout\":null"),
+            "{text}"
+        );
+        let back = SavedRun::from_json(&text).expect("reads");
+        assert_eq!(back.workflow.workflow(), full.workflow());
+        // Everywhere else, the seed's shape keeps every field.
+        let seed = serde_json::to_string(full.workflow()).expect("json");
+        assert!(
+            seed.contains("\"retry_count\":0") && seed.contains("\"timeout\":null"),
+            "{seed}"
+        );
     }
 }

@@ -195,10 +195,9 @@ pub(crate) fn start_and_finish_one(
         return Ok(Some(f));
     }
     let (result, note) = match &f.outcome {
-        TaskOutcome::Succeeded { result } | TaskOutcome::Failed { result } => (
-            Some(serde_json::to_string(result).map_err(|e| store_err("result", e))?),
-            None,
-        ),
+        TaskOutcome::Succeeded { result } | TaskOutcome::Failed { result } => {
+            (Some(result_json(result)?), None)
+        }
         TaskOutcome::Skipped { reason } => (None, Some(reason.clone())),
         TaskOutcome::Cancelled => (None, None),
     };
@@ -315,10 +314,9 @@ fn finish_state(
 ) -> Result<()> {
     let next = outcome.status();
     let (result, note) = match outcome {
-        TaskOutcome::Succeeded { result } | TaskOutcome::Failed { result } => (
-            Some(serde_json::to_string(&result).map_err(|e| store_err("result", e))?),
-            None,
-        ),
+        TaskOutcome::Succeeded { result } | TaskOutcome::Failed { result } => {
+            (Some(result_json(&result)?), None)
+        }
         TaskOutcome::Skipped { reason } => (None, Some(reason)),
         TaskOutcome::Cancelled => (None, None),
     };
@@ -374,6 +372,46 @@ fn finish_state(
         .map_err(sql_err)?;
     }
     Ok(())
+}
+
+/// A task's result as stored: its JSON without the fields that hold their
+/// default (no error, no memory figure, no metadata), which reading fills
+/// back in. A no-op's result is a third of its full JSON, and a million of
+/// them are written in a large run.
+fn result_json(r: &orch_model::TaskResult) -> Result<String> {
+    serde_json::to_string(&StoredResult(r)).map_err(|e| store_err("result", e))
+}
+
+/// [`result_json`]'s shape (borrowed: a large result is not copied).
+struct StoredResult<'a>(&'a orch_model::TaskResult);
+
+impl serde::Serialize for StoredResult<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let r = self.0;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("success", &r.success)?;
+        if !r.data.is_null() {
+            m.serialize_entry("data", &r.data)?;
+        }
+        if let Some(e) = &r.error_message {
+            m.serialize_entry("error_message", e)?;
+        }
+        if let Some(e) = &r.error_type {
+            m.serialize_entry("error_type", e)?;
+        }
+        m.serialize_entry("execution_time", &r.execution_time)?;
+        if r.memory_usage != 0.0 {
+            m.serialize_entry("memory_usage", &r.memory_usage)?;
+        }
+        if r.cached {
+            m.serialize_entry("cached", &true)?;
+        }
+        if !r.metadata.is_empty() {
+            m.serialize_entry("metadata", &r.metadata)?;
+        }
+        m.end()
+    }
 }
 
 /// Counts `done` more tasks of the run as final, and sets the run's final

@@ -15,26 +15,22 @@ pub(crate) struct RunPerf {
 
 impl RunPerf {
     pub(crate) fn of(r: &RunReport, wf: &ValidWorkflow) -> Self {
-        let module_of: HashMap<&str, &str> = wf
-            .workflow()
-            .steps
-            .iter()
-            .map(|s| (s.name.as_str(), s.module.as_str()))
-            .collect();
-        let mut modules: BTreeMap<String, ModuleUsage> = BTreeMap::new();
-        for s in &r.steps {
+        // The report has one entry per step, in the definition's order.
+        let mut by_module: HashMap<&str, ModuleUsage> = HashMap::new();
+        for (s, step) in r.steps.iter().zip(&wf.workflow().steps) {
             let Some(res) = &s.result else { continue };
             // Steps that ran: not skipped, not cancelled before starting, not served from the cache.
             if s.attempts == 0 || res.cached {
                 continue;
             }
-            let Some(module) = module_of.get(s.name.as_str()) else {
-                continue;
-            };
-            let u = modules.entry((*module).to_owned()).or_default();
+            let u = by_module.entry(step.module.as_str()).or_default();
             u.count += 1;
             u.total_time += res.execution_time;
         }
+        let modules: BTreeMap<String, ModuleUsage> = by_module
+            .into_iter()
+            .map(|(m, u)| (m.to_owned(), u))
+            .collect();
         Self {
             seconds: r.duration.as_secs_f64(),
             modules,

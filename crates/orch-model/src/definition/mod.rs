@@ -101,6 +101,52 @@ impl StepDefaults {
     }
 }
 
+/// The short form of a step's JSON: while a run's definition is saved
+/// (`SavedRun::write_json`), the fields the seed's shape always shows are
+/// left out when they hold their default (a million-step definition is half
+/// as long), which reading fills back in. Everywhere else every field of the
+/// seed's shape is written.
+pub(crate) mod saved {
+    use super::{CompactString, Duration};
+    use std::cell::Cell;
+
+    thread_local! {
+        static SHORT: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Runs `f` with the short form on (on this thread).
+    pub(crate) fn short<R>(f: impl FnOnce() -> R) -> R {
+        struct Reset(bool);
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                SHORT.with(|c| c.set(self.0));
+            }
+        }
+        let _reset = Reset(SHORT.with(|c| c.replace(true)));
+        f()
+    }
+
+    fn on() -> bool {
+        SHORT.with(Cell::get)
+    }
+
+    pub(crate) fn empty_map(m: &crate::map::CompactMap) -> bool {
+        on() && m.is_empty()
+    }
+
+    pub(crate) fn empty_list(v: &[CompactString]) -> bool {
+        on() && v.is_empty()
+    }
+
+    pub(crate) fn no_timeout(t: &Option<Duration>) -> bool {
+        on() && t.is_none()
+    }
+
+    pub(crate) fn zero(n: &u32) -> bool {
+        on() && *n == 0
+    }
+}
+
 /// One step of a workflow (seed: `WorkflowStep`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WorkflowStep {
@@ -118,20 +164,24 @@ pub struct WorkflowStep {
     /// The action's parameters, a JSON object; strings may hold `${...}`
     /// references. A [`CompactMap`](crate::CompactMap): reads and writes as a
     /// `Map`, one pointer while empty.
+    #[serde(skip_serializing_if = "saved::empty_map")]
     pub parameters: crate::map::CompactMap,
     /// Names of the steps this one waits for (references to a step's result add
     /// implicit dependencies on top of these).
+    #[serde(skip_serializing_if = "saved::empty_list")]
     pub dependencies: Vec<CompactString>,
     /// When the step runs.
     #[serde(skip_serializing_if = "Conditions::is_default")]
     pub conditions: Conditions,
     /// Longest time one attempt may take; `None` means no limit.
-    #[serde(with = "serde_secs::option")]
+    #[serde(with = "serde_secs::option", skip_serializing_if = "saved::no_timeout")]
     pub timeout: Option<Duration>,
     /// The seed's persisted retry counter; accepted for compatibility, always
     /// 0 in definitions (attempts are counted per run).
+    #[serde(skip_serializing_if = "saved::zero")]
     pub retry_count: u32,
     /// How many times a retryable failure is retried (0 = run once).
+    #[serde(skip_serializing_if = "saved::zero")]
     pub max_retries: u32,
     /// How long to wait between attempts.
     #[serde(skip_serializing_if = "RetryPolicy::is_default")]

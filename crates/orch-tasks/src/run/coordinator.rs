@@ -3,7 +3,7 @@
 //! a task of the runtime.
 
 use super::attempt::run_immediate;
-use super::journal::{CANCEL_POLL, flush, journal_turn, open_journal, record_starts};
+use super::journal::{CANCEL_POLL, create_run, flush, journal_turn, open_journal, record_starts};
 use super::options::{RunOptions, RunReport, StepReport};
 use super::preflight::{check_resources, lookup_actions, merge_params};
 use super::queue::Hot;
@@ -99,6 +99,11 @@ pub async fn run_workflow(
     let n = w.steps.len();
     let created = Utc::now();
     let start = Instant::now();
+    if let (Some(store), None) = (&opts.store, &opts.resume) {
+        // Recorded first: the definition's text and the task list are gone
+        // before the per-step state below is built.
+        create_run(wf, &params, store.as_ref(), &opts, created).await?;
+    }
     let dependents = wf.graph().dependents();
     // One pass over the definition: the reports, and what the scheduler
     // reads of each step (so that the run itself leaves the definition alone).
@@ -168,7 +173,7 @@ pub async fn run_workflow(
         events: emitter,
     };
     if let Some(store) = &opts.store {
-        st.journal = Some(open_journal(&mut st, store.clone(), &opts, created).await?);
+        st.journal = Some(open_journal(&mut st, store.clone(), &opts).await?);
     }
     st.emit(|| Event::RunStarted {
         run_id: opts.run_id,

@@ -10,9 +10,10 @@ use crate::event::Event;
 use chrono::{DateTime, Utc};
 use orch_model::store::StoredEvent;
 use orch_model::{
-    Finished, NewRun, NewTask, OrchestrationError, RunId, RunSettings, SavedRun, Store, TaskOutcome,
+    Finished, NewRun, NewTask, OrchestrationError, RunId, RunSettings, SavedRun, Store,
+    TaskOutcome, ValidWorkflow,
 };
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -194,92 +195,100 @@ pub(super) const CANCEL_POLL: Duration = Duration::from_millis(250);
 /// number when the journal is committed.
 pub(super) const STARTED: u32 = u32::MAX;
 
-/// Records a new run in the store (or takes over a run being resumed) and
-/// returns its journal. For a resumed run, the steps' recorded outcomes are
-/// applied to `st` first.
+/// Records a new run in the store: its tasks and its saved definition.
+/// Called before the run's per-step state is built, so that the
+/// definition's text and the task list, as large as the workflow, are gone
+/// before the reports take their place.
+pub(super) async fn create_run(
+    wf: &ValidWorkflow,
+    params: &Map<String, Value>,
+    store: &dyn Store,
+    opts: &RunOptions,
+    now: DateTime<Utc>,
+) -> Result<(), OrchestrationError> {
+    let tasks = wf
+        .workflow()
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| NewTask {
+            name: s.name.to_string(),
+            deps: wf.graph().deps(i as u32).to_vec(),
+            priority: s.priority,
+            needs: orch_model::store::ResourceAmounts::of(&s.resources),
+        })
+        .collect();
+    // What a resumed run needs, written straight to JSON text.
+    let settings = RunSettings {
+        work_dir: Some(opts.work_dir.clone()),
+        project_path: opts.project_path.clone(),
+        project_name: opts.project_name.clone(),
+        mode: Some(opts.mode),
+        max_parallel: Some(opts.max_parallel),
+        run_timeout_ms: opts
+            .run_timeout
+            .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+    };
+    let definition = SavedRun::write_json(wf.workflow(), &settings)?;
+    store
+        .create_run(
+            NewRun {
+                id: opts.run_id,
+                workflow: wf.workflow().name.clone(),
+                definition,
+                params: params.clone(),
+                tasks,
+                parent: opts.parent,
+            },
+            now,
+        )
+        .await
+}
+
+/// The journal of a run in `store`: a new run (already recorded by
+/// [`create_run`]), or a run being resumed, whose steps' recorded outcomes
+/// are applied to `st` first. Either way the run becomes this process's.
 pub(super) async fn open_journal(
     st: &mut State<'_>,
     store: Arc<dyn Store>,
     opts: &RunOptions,
-    now: DateTime<Utc>,
 ) -> Result<Journal, OrchestrationError> {
     let wf = st.wf;
     let n = wf.workflow().steps.len();
     let mut prior = vec![0u32; n];
-    match &opts.resume {
-        None => {
-            let tasks = wf
-                .workflow()
-                .steps
-                .iter()
-                .enumerate()
-                .map(|(i, s)| NewTask {
-                    name: s.name.to_string(),
-                    deps: wf.graph().deps(i as u32).to_vec(),
-                    priority: s.priority,
-                    needs: orch_model::store::ResourceAmounts::of(&s.resources),
-                })
-                .collect();
-            // What a resumed run needs, written straight to JSON text.
-            let settings = RunSettings {
-                work_dir: Some(opts.work_dir.clone()),
-                project_path: opts.project_path.clone(),
-                project_name: opts.project_name.clone(),
-                mode: Some(opts.mode),
-                max_parallel: Some(opts.max_parallel),
-                run_timeout_ms: opts
-                    .run_timeout
-                    .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
-            };
-            let definition = SavedRun::write_json(wf.workflow(), &settings)?;
-            store
-                .create_run(
-                    NewRun {
-                        id: opts.run_id,
-                        workflow: wf.workflow().name.clone(),
-                        definition,
-                        params: st.params.clone(),
-                        tasks,
-                        parent: opts.parent,
-                    },
-                    now,
-                )
-                .await?;
+    if let Some(records) = &opts.resume {
+        if records.len() != n {
+            return Err(OrchestrationError::InvalidState {
+                message: format!(
+                    "run {} has {} tasks in the store but its workflow has {n} steps",
+                    opts.run_id,
+                    records.len()
+                ),
+            });
         }
-        Some(records) => {
-            if records.len() != n {
-                return Err(OrchestrationError::InvalidState {
-                    message: format!(
-                        "run {} has {} tasks in the store but its workflow has {n} steps",
-                        opts.run_id,
-                        records.len()
-                    ),
-                });
+        store.requeue_running(opts.run_id).await?;
+        for r in records {
+            let i = r.index as usize;
+            prior[i] = r.attempt;
+            if r.status.is_terminal() {
+                st.status[i] = r.status;
+                let rep = &mut st.reports[i];
+                rep.status = r.status;
+                rep.attempts = r.attempt;
+                rep.started_at = r.started_at;
+                rep.finished_at = r.finished_at;
+                rep.result.clone_from(&r.result);
+                rep.note.clone_from(&r.note);
             }
-            store.requeue_running(opts.run_id).await?;
-            for r in records {
-                let i = r.index as usize;
-                prior[i] = r.attempt;
-                if r.status.is_terminal() {
-                    st.status[i] = r.status;
-                    let rep = &mut st.reports[i];
-                    rep.status = r.status;
-                    rep.attempts = r.attempt;
-                    rep.started_at = r.started_at;
-                    rep.finished_at = r.finished_at;
-                    rep.result.clone_from(&r.result);
-                    rep.note.clone_from(&r.note);
-                }
-            }
-            // Dependencies that already ended no longer hold anything back.
-            for i in 0..n {
-                st.remaining[i] = wf
-                    .graph()
-                    .deps(i as u32)
-                    .iter()
-                    .filter(|&&d| !st.status[d as usize].is_terminal())
-                    .count() as u32;
-            }
+        }
+        // Dependencies that already ended no longer hold anything back.
+        for i in 0..n {
+            st.remaining[i] = wf
+                .graph()
+                .deps(i as u32)
+                .iter()
+                .filter(|&&d| !st.status[d as usize].is_terminal())
+                .count() as u32;
         }
     }
     store
