@@ -5,7 +5,7 @@
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
-use orch_model::store::{StoredEvent, TaskRecord};
+use orch_model::store::{Progress, StoredEvent, TaskRecord};
 use orch_model::{CompactString, RunSettings, ValidWorkflow};
 use orch_tasks::StepReport;
 use tokio::sync::mpsc::UnboundedSender;
@@ -200,36 +200,24 @@ async fn translate(
     e: &StoredEvent,
     name: &(dyn Fn(u32) -> CompactString + Sync),
 ) -> Vec<Event> {
-    let list = e.data.get("tasks").and_then(Value::as_array);
-    let Some(list) = list else {
+    let Some(progress) = Progress::read(e) else {
         return Vec::new();
     };
-    let num = |v: Option<&Value>| {
-        v.and_then(Value::as_u64)
-            .and_then(|n| u32::try_from(n).ok())
-    };
-    let mut out = Vec::with_capacity(list.len());
-    match e.kind.as_str() {
-        "tasks_started" => {
-            for t in list {
-                if let (Some(i), Some(a)) = (num(t.get(0)), num(t.get(1))) {
-                    out.push(Event::TaskStarted {
-                        task: i,
-                        name: name(i),
-                        attempt: a,
-                    });
-                }
+    let mut out = Vec::new();
+    match progress {
+        Progress::Started(list) => {
+            out.reserve(list.len());
+            for (i, a) in list {
+                out.push(Event::TaskStarted {
+                    task: i,
+                    name: name(i),
+                    attempt: a,
+                });
             }
         }
-        "tasks_finished" => {
-            for t in list {
-                let (Some(i), Some(status), a) = (
-                    num(t.get(0)),
-                    t.get(1).and_then(Value::as_str),
-                    num(t.get(2)).unwrap_or(0),
-                ) else {
-                    continue;
-                };
+        Progress::Finished(list) => {
+            out.reserve(list.len());
+            for (i, status, a) in list {
                 let rec = || async {
                     store
                         .task_records(run, &[i])
@@ -238,18 +226,18 @@ async fn translate(
                         .and_then(|mut v| v.pop())
                 };
                 out.push(match status {
-                    "completed" => Event::TaskSucceeded {
+                    TaskStatus::Completed => Event::TaskSucceeded {
                         task: i,
                         name: name(i),
                         attempts: a,
                         duration: Duration::ZERO,
                     },
-                    "skipped" => Event::TaskSkipped {
+                    TaskStatus::Skipped => Event::TaskSkipped {
                         task: i,
                         name: name(i),
                         reason: rec().await.and_then(|r| r.note).unwrap_or_default(),
                     },
-                    "cancelled" => Event::TaskCancelled {
+                    TaskStatus::Cancelled => Event::TaskCancelled {
                         task: i,
                         name: name(i),
                         attempts: a,
@@ -270,7 +258,6 @@ async fn translate(
                 });
             }
         }
-        _ => {}
     }
     out
 }

@@ -267,10 +267,11 @@ fn the_handle_the_engine_and_the_journal_see_the_same_events_in_the_same_order()
         .block_on(store.inner.events(report.run_id, 0))
         .expect("events");
     let mut journal_order = Vec::new();
-    for e in stored.iter().filter(|e| e.kind == "tasks_finished") {
-        for t in e.data["tasks"].as_array().into_iter().flatten() {
-            let i = t[0].as_u64().expect("index") as usize;
-            journal_order.push(report.steps[i].name.to_string());
+    for p in stored.iter().filter_map(orch_model::store::Progress::read) {
+        if let orch_model::store::Progress::Finished(list) = p {
+            for (i, _, _) in list {
+                journal_order.push(report.steps[i as usize].name.to_string());
+            }
         }
     }
     assert_eq!(journal_order, handle_order, "the store's journal");

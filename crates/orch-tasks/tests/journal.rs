@@ -4,6 +4,7 @@ mod common;
 
 use async_trait::async_trait;
 use common::rt;
+use orch_model::store::Progress;
 use orch_model::{Format, Limits, Store, TaskStatus, WorkflowStatus, load_workflow};
 use orch_tasks::{
     Action, ActionContext, ActionError, ActionRegistry, MemoryStore, RunOptions, run_workflow,
@@ -96,15 +97,18 @@ fn every_outcome_of_a_journaled_run_is_in_the_store() {
     let events = rt.block_on(store.events(run_id, 0)).expect("events");
     let started: usize = events
         .iter()
-        .filter(|e| e.kind == "tasks_started")
-        .map(|e| e.data["tasks"].as_array().map_or(0, Vec::len))
+        .filter_map(Progress::read)
+        .map(|p| match p {
+            Progress::Started(list) => list.len(),
+            Progress::Finished(_) => 0,
+        })
         .sum();
     assert_eq!(started, 5, "every started step is in a tasks_started event");
     assert!(
-        events.iter().any(|e| e.kind == "tasks_finished"
-            && e.data["tasks"]
-                .as_array()
-                .is_some_and(|t| t.contains(&json!([5, "skipped", 0])))),
+        events.iter().filter_map(Progress::read).any(|p| matches!(
+            p,
+            Progress::Finished(list) if list.contains(&(5, TaskStatus::Skipped, 0))
+        )),
         "{events:?}"
     );
 }
@@ -384,13 +388,18 @@ fn a_chain_commits_each_step_before_the_next_starts() {
     let mut finished_at = vec![None; 50];
     let mut started_at = vec![None; 50];
     for e in &events {
-        for t in e.data["tasks"].as_array().into_iter().flatten() {
-            let i = t[0].as_u64().expect("index") as usize;
-            match e.kind.as_str() {
-                "tasks_started" => started_at[i] = Some(e.seq),
-                "tasks_finished" => finished_at[i] = Some(e.seq),
-                _ => {}
+        match Progress::read(e) {
+            Some(Progress::Started(list)) => {
+                for (i, _) in list {
+                    started_at[i as usize] = Some(e.seq);
+                }
             }
+            Some(Progress::Finished(list)) => {
+                for (i, _, _) in list {
+                    finished_at[i as usize] = Some(e.seq);
+                }
+            }
+            None => {}
         }
     }
     for i in 1..50 {

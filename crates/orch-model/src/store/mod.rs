@@ -9,10 +9,12 @@
 //! against every backend, one test per rule.
 
 mod concerns;
+mod progress;
 mod rules;
 mod types;
 
 pub use concerns::{CacheStore, ClaimStore, RecordStore, WakeStore};
+pub use progress::{Progress, TASKS_FINISHED, TASKS_STARTED};
 pub use rules::{
     Concern, RunState, check_finish, check_start, final_status, started_attempts, store_error,
     unsupported,

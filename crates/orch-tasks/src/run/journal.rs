@@ -8,7 +8,7 @@ use super::options::{RunOptions, StepReport};
 use super::state::State;
 use crate::event::Event;
 use chrono::{DateTime, Utc};
-use orch_model::store::StoredEvent;
+use orch_model::store::{Progress, StoredEvent};
 use orch_model::{
     Finished, NewRun, NewTask, OrchestrationError, RunId, RunSettings, SavedRun, Store,
     TaskOutcome, ValidWorkflow,
@@ -116,20 +116,13 @@ pub(super) async fn flush(
         if !starting.is_empty() {
             // The store gives a started task its next attempt number: the
             // one after the attempt it holds (checked below).
-            let mut list = Vec::with_capacity(starting.len());
             for &i in starting {
-                let a = &mut j.attempts[i as usize];
-                *a += 1;
-                list.push(serde_json::json!([i, *a]));
+                j.attempts[i as usize] += 1;
             }
             // One event per turn: which steps started, with their attempt numbers.
-            j.events.push(StoredEvent {
-                seq: 0,
-                at: now,
-                kind: "tasks_started".into(),
-                task: (starting.len() == 1).then(|| starting[0]),
-                data: tasks_data(list),
-            });
+            let attempts = &j.attempts;
+            let list = starting.iter().map(|&i| (i, attempts[i as usize]));
+            j.events.push(Progress::started(now, list));
         }
         let mut done = std::mem::take(&mut j.finished);
         for f in &mut done {
@@ -141,17 +134,10 @@ pub(super) async fn flush(
         let mut events = std::mem::take(&mut j.events);
         if !done.is_empty() {
             // One event per commit: which steps ended how.
-            let ended: Vec<Value> = done
+            let ended = done
                 .iter()
-                .map(|f| serde_json::json!([f.index, f.outcome.status().as_str(), f.attempt]))
-                .collect();
-            events.push(StoredEvent {
-                seq: 0,
-                at: now,
-                kind: "tasks_finished".into(),
-                task: (done.len() == 1).then(|| done[0].index),
-                data: tasks_data(ended),
-            });
+                .map(|f| (f.index, f.outcome.status(), f.attempt));
+            events.push(Progress::finished(now, ended));
         }
         let (store, run) = (j.store.clone(), j.run_id);
         // One request: the turn's starts, then its finishes (a step started
@@ -342,25 +328,12 @@ pub(super) async fn record_starts(
         .store
         .start_tasks(j.run_id, batch, "local", LEASE, now)
         .await?;
-    let mut list = Vec::with_capacity(batch.len());
     for (&i, &a) in batch.iter().zip(&given) {
         j.attempts[i as usize] = a;
-        list.push(serde_json::json!([i, a]));
     }
-    j.events.push(StoredEvent {
-        seq: 0,
-        at: now,
-        kind: "tasks_started".into(),
-        task: (batch.len() == 1).then(|| batch[0]),
-        data: tasks_data(list),
-    });
+    j.events.push(Progress::started(
+        now,
+        batch.iter().copied().zip(given.iter().copied()),
+    ));
     Ok(())
-}
-
-/// `{"tasks": list}`, the list moved in (`json!` would serialize a copy of
-/// it: a deep clone of every entry of a turn of up to 65,536 steps).
-fn tasks_data(list: Vec<serde_json::Value>) -> serde_json::Value {
-    let mut m = serde_json::Map::with_capacity(1);
-    m.insert("tasks".to_owned(), serde_json::Value::Array(list));
-    serde_json::Value::Object(m)
 }
