@@ -56,7 +56,8 @@ pub struct Cli {
     /// resource_config, ...; see docs/cli.md); default `$ORCH_CONFIG`, else none.
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Where runs are recorded: sqlite://PATH (default sqlite://$ORCH_HOME/orch.db) or memory://;
+    /// Where runs are recorded: sqlite://PATH (default sqlite://$ORCH_HOME/orch.db),
+    /// postgres://USER@HOST/DB[?schema=NAME] (shared with workers) or memory://;
     /// default `$ORCH_STORE_URL`.
     #[arg(long, global = true, value_name = "URL")]
     store: Option<String>,

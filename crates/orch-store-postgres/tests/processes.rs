@@ -357,3 +357,71 @@ fn interrupting_orch_run_leaves_a_submitted_run_to_the_workers() {
     assert_eq!(f.wait_end(run).status, WorkflowStatus::Completed);
     assert!(w.stop().success(), "{}", w.log());
 }
+
+/// With `ORCH_STORE_URL` naming the PostgreSQL store once, the commands that
+/// read runs work as they do on SQLite: `runs list`, `runs show`, `logs`,
+/// `status` (which lists the worker) and `health`.
+#[test]
+fn the_run_commands_read_a_postgres_store_named_once_in_the_environment() {
+    let _one = one_at_a_time();
+    let f = Fixture::new();
+    f.write("ok.yaml", OK);
+    let mut w = f.worker("w1", &[]);
+    let orch = |args: &[&str]| {
+        let out = f
+            .orch()
+            .env("ORCH_STORE_URL", &f.url)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("orch runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "orch {args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let run: serde_json::Value =
+        serde_json::from_str(&orch(&["run", "ok.yaml", "--json"])).expect("json");
+    assert_eq!(run["status"], "completed", "{run}");
+    let id = run["run_id"].as_str().expect("run id").to_owned();
+
+    let list: serde_json::Value =
+        serde_json::from_str(&orch(&["runs", "list", "--json"])).expect("json");
+    let listed = list.as_array().expect("a list");
+    assert_eq!(listed.len(), 1, "{list}");
+    assert_eq!(listed[0]["run_id"], id.as_str());
+    assert_eq!(listed[0]["status"], "completed");
+    assert_eq!(listed[0]["done"], 2);
+
+    let show: serde_json::Value =
+        serde_json::from_str(&orch(&["runs", "show", &id, "--json"])).expect("json");
+    let steps: Vec<(&str, &str)> = show["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap_or_default(),
+                t["status"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(steps, [("a", "completed"), ("b", "completed")], "{show}");
+    // `${a.result.n}` was resolved on a worker from the stored result.
+    assert_eq!(orch(&["logs", &id, "b"]).trim(), "2");
+
+    let status: serde_json::Value =
+        serde_json::from_str(&orch(&["status", "--json"])).expect("json");
+    let workers = status["workers"].as_array().expect("workers listed");
+    assert!(
+        workers.iter().any(|x| x["id"] == "w1"),
+        "the worker is listed: {status}"
+    );
+    let health: serde_json::Value =
+        serde_json::from_str(&orch(&["health", "--json"])).expect("json");
+    assert!(health["overall_status"].is_string(), "{health}");
+    assert!(w.stop().success(), "{}", w.log());
+}
