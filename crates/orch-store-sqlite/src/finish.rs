@@ -26,41 +26,41 @@ pub(crate) fn finish_one(
 }
 
 /// The dependents of each task of one run, by task index.
-type Dependents = std::rc::Rc<Vec<Vec<u32>>>;
+type Dependents = std::sync::Arc<Vec<Vec<u32>>>;
 
-thread_local! {
-    /// The dependents of each task of the runs this thread worked on last,
-    /// so that finishing a task needs no read to find them. They never
-    /// change once a run is created; a run missing here is loaded from
-    /// the `dependents` column of its tasks. Keyed by the run's id, not its
-    /// `ord`: an `ord` taken by a create that rolled back can be taken again
-    /// by another process's run.
-    static DEPENDENTS: std::cell::RefCell<Vec<(String, Dependents)>> =
-        const { std::cell::RefCell::new(Vec::new()) };
-}
+/// The dependents of each task of the runs worked on last, so that finishing
+/// a task needs no read to find them. They never change once a run is
+/// created; a run missing here is loaded from the `dependents` column of its
+/// tasks. Keyed by the run's id, not its `ord`: an `ord` taken by a create
+/// that rolled back can be taken again by another process's run. Shared by
+/// every thread that runs requests (the store's and its callers').
+static DEPENDENTS: std::sync::Mutex<Vec<(String, Dependents)>> = std::sync::Mutex::new(Vec::new());
 
-/// How many runs' dependents the store thread keeps.
+/// How many runs' dependents are kept.
 const DEPENDENTS_KEPT: usize = 4;
 
+fn kept() -> std::sync::MutexGuard<'static, Vec<(String, Dependents)>> {
+    DEPENDENTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 pub(crate) fn remember_dependents(run: &str, dependents: Dependents) {
-    DEPENDENTS.with(|c| {
-        let mut c = c.borrow_mut();
-        c.retain(|(r, _)| r != run);
-        if c.len() >= DEPENDENTS_KEPT {
-            c.remove(0);
-        }
-        c.push((run.to_owned(), dependents));
-    });
+    let mut c = kept();
+    c.retain(|(r, _)| r != run);
+    if c.len() >= DEPENDENTS_KEPT {
+        c.remove(0);
+    }
+    c.push((run.to_owned(), dependents));
 }
 
 /// The dependents of every task of `run`, from memory or from the database.
 fn dependents_of(conn: &Connection, run: &str, ord: i64) -> Result<Dependents> {
-    if let Some(d) = DEPENDENTS.with(|c| {
-        c.borrow()
-            .iter()
-            .find(|(r, _)| r == run)
-            .map(|(_, d)| d.clone())
-    }) {
+    if let Some(d) = kept()
+        .iter()
+        .find(|(r, _)| r == run)
+        .map(|(_, d)| d.clone())
+    {
         return Ok(d);
     }
     let n: u32 = conn
@@ -89,7 +89,7 @@ fn dependents_of(conn: &Connection, run: &str, ord: i64) -> Result<Dependents> {
             *slot = ds;
         }
     }
-    let all = std::rc::Rc::new(all);
+    let all = std::sync::Arc::new(all);
     remember_dependents(run, all.clone());
     Ok(all)
 }

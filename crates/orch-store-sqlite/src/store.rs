@@ -144,7 +144,7 @@ impl Store for SqliteStore {
                 ])
                 .map_err(sql_err)?;
             }
-            remember_dependents(&id, std::rc::Rc::new(dependents));
+            remember_dependents(&id, std::sync::Arc::new(dependents));
             Ok(())
         })
         .await
