@@ -319,7 +319,15 @@ impl Store for MemoryStore {
     ) -> Result<Vec<u32>> {
         let mut inner = self.lock();
         let r = inner.run_mut(run)?;
+        // All or nothing: every entry checked first, a task named twice
+        // included (its second mention would find it running).
+        let mut seen = rustc_hash::FxHashSet::default();
         for &i in tasks {
+            if !seen.insert(i) {
+                return Err(OrchestrationError::InvalidState {
+                    message: format!("start: task {i} is named twice"),
+                });
+            }
             match r.tasks.get(i as usize) {
                 Some(t) => store::check_start(&t.name, t.status)?,
                 None => {
@@ -354,7 +362,8 @@ impl Store for MemoryStore {
         let r = inner.run_mut(run)?;
         // All or nothing: check every entry first (each task at most once),
         // then apply them all; applying a checked entry cannot fail.
-        let mut seen = std::collections::HashSet::with_capacity(done.len());
+        let mut seen = rustc_hash::FxHashSet::default();
+        seen.reserve(done.len());
         for f in &done {
             if !seen.insert(f.index) {
                 return Err(OrchestrationError::InvalidState {

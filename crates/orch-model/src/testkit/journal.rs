@@ -424,4 +424,24 @@ pub async fn starting_and_finishing_in_one_turn(store: &dyn Store) {
         .expect("c ends");
     let run = store.get_run(id).await.expect("get").expect("run");
     assert_eq!(run.status, WorkflowStatus::Running, "d is left");
+    // A start that names a task twice is refused whole: d stays ready.
+    assert!(
+        store
+            .start_and_finish(id, &[3, 3], "local", LEASE, Vec::new(), Vec::new(), at(5))
+            .await
+            .is_err(),
+        "a task named twice"
+    );
+    assert!(
+        store
+            .start_tasks(id, &[3, 3], "local", LEASE, at(5))
+            .await
+            .is_err(),
+        "a task named twice"
+    );
+    assert_eq!(
+        statuses(store, id).await[3],
+        TaskStatus::Ready,
+        "nothing started"
+    );
 }
