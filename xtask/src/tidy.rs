@@ -24,9 +24,10 @@ const LAYERS: &[(&str, u32)] = &[
     ("orch-workflows", 3),
     ("orch-projects", 4),
     ("orch-engine", 5),
-    ("orch-cli", 6),
+    ("orch-mcp", 6),
+    ("orch-cli", 7),
 ];
-const LAYER_CHAIN: &str = "orch-model <- orch-resources <- orch-tasks <- orch-workflows <- orch-projects <- orch-engine <- orch-cli";
+const LAYER_CHAIN: &str = "orch-model <- orch-resources <- orch-tasks <- orch-workflows <- orch-projects <- orch-engine <- {orch-mcp, orch-server} <- orch-cli";
 /// Store backends: beside orch-model, depending on it only.
 const STORES: &[&str] = &["orch-store-sqlite", "orch-store-postgres"];
 /// The crates that may pick a store backend.

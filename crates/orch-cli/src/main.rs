@@ -23,6 +23,7 @@ macro_rules! eprint {
 mod commands;
 mod interrupt;
 mod manage;
+mod mcp;
 mod reporter;
 mod run;
 mod runs;
@@ -416,6 +417,8 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         work_dir: Option<PathBuf>,
     },
+    /// Serve the Model Context Protocol on stdin/stdout (for AI agents): the tools of docs/mcp.md.
+    Mcp,
     /// Print a workflow's dependency graph as Mermaid or Graphviz DOT.
     ///
     /// The argument is a definition file (`-` for standard input, with
@@ -581,6 +584,7 @@ fn main() -> ExitCode {
             }
             commands::validate(&files, &read, json)
         }
+        Command::Mcp => mcp::mcp(config),
         Command::Graph {
             file,
             format,

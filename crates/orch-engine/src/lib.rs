@@ -50,7 +50,7 @@ pub use health::{
     ComponentHealth, EngineMetrics, EngineStatus, HealthComponents, HealthReport, ProjectsStatus,
     SystemStatus, TasksStatus, WorkflowsStatus,
 };
-pub use orch_projects::CreateOptions;
+pub use orch_projects::{CreateOptions, ProjectUpdate};
 pub use orch_resources::ResourceManager;
 pub use orch_tasks::worker::{
     Capacity, HeldTask, SUBMITTED_OWNER, WorkerOptions, WorkerRecord, WorkerStatus, WorkerSummary,

@@ -161,6 +161,20 @@ impl OrchestrationEngine {
         })
     }
 
+    /// The workflow a complex-workflow definition describes (what
+    /// [`OrchestrationEngine::execute_complex_workflow`] runs), read and
+    /// checked with the engine's limits, for a caller that starts it through
+    /// [`OrchestrationEngine::run`] (to follow or cancel it).
+    ///
+    /// # Errors
+    /// As [`OrchestrationEngine::execute_complex_workflow`] for the definition.
+    pub fn complex_workflow(
+        &self,
+        definition: &Value,
+    ) -> Result<orch_model::Workflow, OrchestrationError> {
+        complex_definition(definition, self.inner.workflows.limits())
+    }
+
     /// What the workflow runs remembered by the engine's workflow manager
     /// took, for one workflow or all (seed: `get_performance_summary`): see
     /// [`WorkflowManager::get_performance_summary`]. Project workflows run in
