@@ -688,6 +688,7 @@ mod tests {
                 "orch-engine",
                 &[("orch-projects", Normal), ("orch-store-sqlite", Normal)],
             ),
+            member("orch-mcp", &[("orch-engine", Normal)]),
             member(
                 "orch-cli",
                 &[
