@@ -496,6 +496,7 @@ fn every_example_has_a_check() {
             "README.md",
             "docs/actions.md",
             "docs/cli.md",
+            "docs/mcp.md",
             "docs/workflow-format.md",
         ]
         .contains(&p.as_str());
@@ -536,6 +537,11 @@ fn actions_examples_run() {
 #[test]
 fn cli_examples_run() {
     run_page("docs/cli.md");
+}
+
+#[test]
+fn mcp_examples_run() {
+    run_page("docs/mcp.md");
 }
 
 #[test]

@@ -160,7 +160,7 @@ fn run_data(base: &Value, r: &RunReport) -> Value {
                 "attempts": attempts,
             }),
         );
-        m.insert("steps".into(), Value::Array(steps));
+        m.insert("step_reports".into(), Value::Array(steps));
     }
     v
 }
@@ -391,7 +391,7 @@ impl McpServer {
                 json!({
                     "name": w.name,
                     "description": w.description,
-                    "steps": w.steps.len(),
+                    "steps_count": w.steps.len(),
                     "parameters": w.parameters,
                     "path": wm.workflow_path(&w.name),
                 })

@@ -197,6 +197,9 @@ async fn a_failed_step_is_a_result_with_status_failure() {
         "{run}"
     );
     assert_eq!(run["metrics"]["steps_failed"], json!(1));
+    assert_eq!(run["step_reports"][0]["name"], json!("f"));
+    assert_eq!(run["step_reports"][0]["status"], json!("failed"));
+    assert_eq!(run["step_reports"][0]["error_message"], json!("broken"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
