@@ -25,6 +25,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("orch-projects", 4),
     ("orch-engine", 5),
     ("orch-mcp", 6),
+    ("orch-server", 6),
     ("orch-cli", 7),
 ];
 const LAYER_CHAIN: &str = "orch-model <- orch-resources <- orch-tasks <- orch-workflows <- orch-projects <- orch-engine <- {orch-mcp, orch-server} <- orch-cli";
@@ -689,6 +690,7 @@ mod tests {
                 &[("orch-projects", Normal), ("orch-store-sqlite", Normal)],
             ),
             member("orch-mcp", &[("orch-engine", Normal)]),
+            member("orch-server", &[("orch-engine", Normal)]),
             member(
                 "orch-cli",
                 &[

@@ -27,6 +27,7 @@ mod mcp;
 mod reporter;
 mod run;
 mod runs;
+mod serve;
 mod term;
 mod worker;
 
@@ -419,6 +420,20 @@ enum Command {
     },
     /// Serve the Model Context Protocol on stdin/stdout (for AI agents): the tools of docs/mcp.md.
     Mcp,
+    /// Serve the HTTP API (docs/server.md): workflows, runs, live events, projects, status; until
+    /// SIGINT or SIGTERM. Every route but /health needs the token of $ORCH_HOME/server-token.
+    Serve {
+        /// Where to listen; an address other machines can reach prints a warning.
+        #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+        bind: std::net::SocketAddr,
+        /// Allow this one origin (e.g. http://localhost:3000) to call the API from a browser;
+        /// default: no CORS.
+        #[arg(long, value_name = "ORIGIN")]
+        cors: Option<String>,
+        /// The largest request body, in bytes (default 16 MiB).
+        #[arg(long, value_name = "BYTES", default_value_t = orch_server::DEFAULT_BODY_LIMIT)]
+        body_limit: usize,
+    },
     /// Print a workflow's dependency graph as Mermaid or Graphviz DOT.
     ///
     /// The argument is a definition file (`-` for standard input, with
@@ -585,6 +600,18 @@ fn main() -> ExitCode {
             commands::validate(&files, &read, json)
         }
         Command::Mcp => mcp::mcp(config),
+        Command::Serve {
+            bind,
+            cors,
+            body_limit,
+        } => serve::serve(
+            config,
+            &serve::ServeArgs {
+                bind,
+                cors,
+                body_limit,
+            },
+        ),
         Command::Graph {
             file,
             format,

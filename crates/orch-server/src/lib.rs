@@ -1,0 +1,212 @@
+//! `orch-server`: the HTTP face of the engine (`orch serve`): a JSON API, Server-Sent Events of a run's events, and an OpenAPI document made from the route table.
+//!
+//! The server is a client of [`OrchestrationEngine`], beside the CLI and
+//! the MCP server: every run starts through `OrchestrationEngine::run`, and
+//! runs, steps and events are read from the engine's store, so a run of
+//! another process (or of `orch worker`s) is seen as well as one started
+//! here. Every route but `GET /health` needs `Authorization: Bearer TOKEN`;
+//! errors are the seed's `ErrorResponse` with a fitting status code.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use orch_server::{ServerConfig, Token};
+//! let engine = orch_engine::OrchestrationEngine::builder().from_env().build()?;
+//! let token = Token::load_or_create(engine.home())?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! orch_server::serve(engine, token, ServerConfig::default(), listener, std::future::pending()).await?;
+//! # Ok(()) }
+//! ```
+
+mod error;
+mod guard;
+mod params;
+mod routes;
+mod token;
+
+mod projects;
+mod runs;
+mod stream;
+mod system;
+mod workflows;
+
+pub use error::{ApiError, ApiResult, JsonBody, status_of};
+pub use routes::{ROUTES, Route, openapi};
+pub use token::{TOKEN_FILE, Token, constant_time_eq};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use orch_engine::OrchestrationEngine;
+use orch_model::RunId;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+
+/// The default request body limit: 16 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 16 << 20;
+
+/// How the server behaves (the listener and the token are given apart).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The largest request body accepted (bytes); larger ones get 413.
+    pub body_limit: usize,
+    /// The one origin allowed by CORS (`--cors ORIGIN`); none by default.
+    pub cors: Option<String>,
+    /// How often a stream looks in the store for a run's new events.
+    pub poll: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            body_limit: DEFAULT_BODY_LIMIT,
+            cors: None,
+            poll: Duration::from_millis(200),
+        }
+    }
+}
+
+/// A run this server started and still drives: asked to stop by its token.
+struct Driven {
+    cancel: tokio_util::sync::CancellationToken,
+}
+
+struct Shared {
+    engine: OrchestrationEngine,
+    token: Token,
+    config: ServerConfig,
+    /// Runs started here that have not ended (their handles are held by
+    /// tasks of the runtime; dropping one would abort its run).
+    driven: Mutex<HashMap<RunId, Driven>>,
+    /// Set when the server stops, so that event streams end.
+    stopping: watch::Receiver<bool>,
+    /// Woken when a run started here ends (streams look at once).
+    ended: Notify,
+}
+
+/// What every handler gets.
+#[derive(Clone)]
+pub(crate) struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub(crate) fn engine(&self) -> &OrchestrationEngine {
+        &self.0.engine
+    }
+    pub(crate) fn token(&self) -> &Token {
+        &self.0.token
+    }
+    pub(crate) fn cors(&self) -> Option<&str> {
+        self.0.config.cors.as_deref()
+    }
+    pub(crate) fn poll(&self) -> Duration {
+        self.0.config.poll
+    }
+    pub(crate) fn stopping(&self) -> watch::Receiver<bool> {
+        self.0.stopping.clone()
+    }
+    pub(crate) fn ended(&self) -> &Notify {
+        &self.0.ended
+    }
+    fn driven(&self) -> MutexGuard<'_, HashMap<RunId, Driven>> {
+        self.0
+            .driven
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+    /// Keeps a run started here until it ends.
+    pub(crate) fn drive(&self, handle: orch_engine::RunHandle) {
+        let id = handle.run_id();
+        self.driven().insert(
+            id,
+            Driven {
+                cancel: handle.cancel_token(),
+            },
+        );
+        let st = self.clone();
+        tokio::spawn(async move {
+            // The outcome is in the store; a run that could not be recorded
+            // has nothing more to tell here.
+            let _ = handle.report().await;
+            st.driven().remove(&id);
+            st.ended().notify_waiters();
+        });
+    }
+    /// Asks a run started here to stop; false when it is not one.
+    pub(crate) fn cancel_driven(&self, id: RunId) -> bool {
+        match self.driven().get(&id) {
+            Some(d) => {
+                d.cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+/// The application: every route of [`ROUTES`], behind the path check, CORS
+/// (when configured), the token check and the body limit. `stopping` turns
+/// true when the server stops (event streams then end).
+pub fn router(
+    engine: OrchestrationEngine,
+    token: Token,
+    config: ServerConfig,
+    stopping: watch::Receiver<bool>,
+) -> Router {
+    let limit = config.body_limit;
+    let st = AppState(Arc::new(Shared {
+        engine,
+        token,
+        config,
+        driven: Mutex::new(HashMap::new()),
+        stopping,
+        ended: Notify::new(),
+    }));
+    let mut app: Router<AppState> = Router::new();
+    for r in ROUTES {
+        app = app.route(r.path, (r.handler)());
+    }
+    app.fallback(routes::no_route)
+        .method_not_allowed_fallback(routes::wrong_method)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            st.clone(),
+            guard::require_token,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            st.clone(),
+            guard::cors,
+        ))
+        .layer(axum::middleware::from_fn(guard::check_path))
+        .with_state(st)
+}
+
+/// Serves the API on `listener` until `shutdown` completes; then stops
+/// taking connections, ends the event streams, and waits for the requests
+/// in flight. Runs started here go on: stop them with
+/// [`OrchestrationEngine::shutdown`] after this returns.
+///
+/// # Errors
+/// The listener's I/O error.
+pub async fn serve(
+    engine: OrchestrationEngine,
+    token: Token,
+    config: ServerConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (tx, rx) = watch::channel(false);
+    let app = router(engine, token, config, rx);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = tx.send(true);
+        })
+        .await
+}

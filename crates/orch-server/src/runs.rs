@@ -1,0 +1,464 @@
+//! Runs: start one (by name, posted definition, or a project's workflow), list, read one with its steps, events and logs, cancel, resume.
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult, JsonBody};
+use crate::params::{self, find_run};
+use crate::workflows;
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use orch_engine::{CancelOutcome, RunRequest, RunState, RunTarget, run_state};
+use orch_model::definition::NameKind;
+use orch_model::store::{RunRecord, TaskRecord};
+use orch_model::{ExecutionMode, RunId, TaskStatus};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The query of a request, checked against the keys its route documents.
+pub(crate) type RawQuery = Result<Query<HashMap<String, String>>, QueryRejection>;
+
+/// The query's values; 400 for a malformed query or a key the route does not take.
+pub(crate) fn query(q: RawQuery, known: &[&str]) -> ApiResult<HashMap<String, String>> {
+    let Query(map) = q.map_err(|e| ApiError::bad_request(format!("bad query: {e}")))?;
+    if let Some(k) = map.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(ApiError::bad_request(format!(
+            "unknown query parameter `{k}`; this route takes: {}",
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        )));
+    }
+    Ok(map)
+}
+
+/// A number from the query, within `max`.
+pub(crate) fn num(
+    q: &HashMap<String, String>,
+    key: &str,
+    default: u64,
+    max: u64,
+) -> ApiResult<u64> {
+    match q.get(key) {
+        None => Ok(default),
+        Some(s) => match s.parse::<u64>() {
+            Ok(n) if n <= max => Ok(n),
+            _ => Err(ApiError::bad_request(format!(
+                "`{key}` must be a whole number from 0 to {max}, not {s:?}"
+            ))),
+        },
+    }
+}
+
+/// How a posted run runs (`POST /runs`, `POST /projects/{name}/runs`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RunBody {
+    #[serde(default)]
+    pub(crate) workflow: Option<String>,
+    #[serde(default)]
+    definition: Option<Value>,
+    #[serde(default)]
+    format: Option<String>,
+    #[serde(default)]
+    params: Map<String, Value>,
+    #[serde(default)]
+    mode: Option<ExecutionMode>,
+    #[serde(default)]
+    max_parallel: Option<usize>,
+    #[serde(default)]
+    timeout: Option<Value>,
+    #[serde(default)]
+    no_cache: bool,
+    #[serde(default)]
+    detach: bool,
+    #[serde(default)]
+    wait: bool,
+}
+
+impl RunBody {
+    /// Whether a definition was posted (a project's run takes none).
+    pub(crate) fn has_definition(&self) -> bool {
+        self.definition.is_some()
+    }
+}
+
+fn timeout_of(v: Option<&Value>) -> ApiResult<Option<Duration>> {
+    let bad = |why: String| {
+        ApiError::bad_request(format!(
+            "`timeout` {why}: give seconds (a positive number) or a duration like \"30s\", \"5m\""
+        ))
+    };
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(s) if s > 0.0 && s.is_finite() && s < 1e9 => Ok(Some(Duration::from_secs_f64(s))),
+            _ => Err(bad(format!("is {n}"))),
+        },
+        Some(Value::String(s)) => orch_model::duration::parse_timeout(s)
+            .map(Some)
+            .map_err(&bad),
+        Some(other) => Err(bad(format!("is {other}"))),
+    }
+}
+
+/// A run as the API shows it (its definition only when asked for).
+pub(crate) fn run_json(r: &RunRecord) -> Value {
+    json!({
+        "id": r.id,
+        "workflow": r.workflow,
+        "state": run_state(r).as_str(),
+        "status": r.status,
+        "created_at": r.created_at,
+        "finished_at": r.finished_at,
+        "params": r.params,
+        "owner": r.owner,
+        "cancel_requested": r.cancel_requested,
+        "parent": r.parent,
+        "tasks": r.tasks,
+    })
+}
+
+/// Starts `target` with `body`'s options; 202 with the run's id at once, or
+/// (with `wait`) 200 with the run once it has ended. Runs started here are
+/// driven by the server, whoever waits: a client that goes away does not
+/// stop its run.
+pub(crate) async fn start(
+    st: &AppState,
+    target: RunTarget,
+    body: RunBody,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    if body.max_parallel == Some(0) {
+        return Err(ApiError::bad_request(
+            "`max_parallel` must be at least 1".into(),
+        ));
+    }
+    let mut req = RunRequest::new(target).params(body.params);
+    req.mode = body.mode;
+    req.max_parallel = body.max_parallel;
+    req.run_timeout = timeout_of(body.timeout.as_ref())?;
+    req.no_cache = body.no_cache;
+    req.detach = body.detach;
+    let handle = st.engine().run(req).await?;
+    let (id, session) = (handle.run_id(), handle.session_id());
+    let workflow = handle.workflow().workflow().name.clone();
+    if body.detach {
+        // A submitted run is the workers'; its handle only follows it.
+        drop(handle);
+    } else {
+        st.drive(handle);
+    }
+    if body.wait {
+        let r = wait_for_end(st, id).await?;
+        return Ok((StatusCode::OK, Json(run_json(&r))));
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "run_id": id,
+            "session_id": session,
+            "workflow": workflow,
+            "state": "running",
+            "links": {
+                "run": format!("/runs/{id}"),
+                "steps": format!("/runs/{id}/steps"),
+                "events": format!("/runs/{id}/events"),
+                "stream": format!("/runs/{id}/events/stream"),
+            },
+        })),
+    ))
+}
+
+/// Waits until the store says run `id` is no longer running.
+pub(crate) async fn wait_for_end(st: &AppState, id: RunId) -> ApiResult<RunRecord> {
+    let mut stopping = st.stopping();
+    loop {
+        let ended = st.ended().notified();
+        let r = st
+            .engine()
+            .store()
+            .get_run(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("run `{id}` is not in the store")))?;
+        if run_state(&r) != RunState::Running {
+            return Ok(r);
+        }
+        tokio::select! {
+            () = ended => {}
+            () = tokio::time::sleep(st.poll()) => {}
+            _ = stopping.changed() => {
+                return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, orch_model::ErrorCode::Cancelled,
+                    "ShutdownError", format!("the server is stopping; run {id} is still running")));
+            }
+        }
+    }
+}
+
+/// `POST /runs`: a workflow by name, or a posted definition.
+pub(crate) async fn submit(
+    State(st): State<AppState>,
+    JsonBody(mut body): JsonBody<RunBody>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let limits = st.engine().workflow_manager().limits().clone();
+    let target = match (body.workflow.take(), body.definition.take()) {
+        (Some(name), None) => {
+            params::name(NameKind::Workflow, &name, &limits)?;
+            RunTarget::Name(name)
+        }
+        (None, Some(def)) => {
+            let valid = workflows::load(&def, body.format.as_deref(), &limits)??;
+            RunTarget::Valid(Arc::new(valid))
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "give either `workflow` (a workflow's name) or `definition` (its text or a JSON \
+                 object), not both"
+                    .into(),
+            ));
+        }
+    };
+    start(&st, target, body).await
+}
+
+/// `GET /runs`.
+pub(crate) async fn list(State(st): State<AppState>, q: RawQuery) -> ApiResult<Json<Value>> {
+    let q = query(q, &["status", "workflow", "since", "until", "limit"])?;
+    let limit = num(&q, "limit", 50, 10_000)? as usize;
+    let state = q.get("status").map(String::as_str);
+    const STATES: &[&str] = &["running", "completed", "failed", "cancelled", "interrupted"];
+    if let Some(s) = state {
+        if !STATES.contains(&s) {
+            return Err(ApiError::bad_request(format!(
+                "unknown status {s:?}; give one of: {}",
+                STATES.join(", ")
+            )));
+        }
+    }
+    let time = |key: &str| -> ApiResult<Option<DateTime<Utc>>> {
+        q.get(key)
+            .map(|s| {
+                DateTime::parse_from_rfc3339(s)
+                    .map(|t| t.with_timezone(&Utc))
+                    .map_err(|e| {
+                        ApiError::bad_request(format!(
+                            "`{key}` {s:?} is not an RFC 3339 time ({e}), e.g. 2025-01-31T12:00:00Z"
+                        ))
+                    })
+            })
+            .transpose()
+    };
+    let (since, until) = (time("since")?, time("until")?);
+    let workflow = q.get("workflow");
+    let filtered = state.is_some() || workflow.is_some() || since.is_some() || until.is_some();
+    let store = st.engine().store();
+    let rows = if filtered {
+        store.list_runs().await?
+    } else {
+        store.recent_runs(limit).await?
+    };
+    let runs: Vec<Value> = rows
+        .iter()
+        .filter(|r| state.is_none_or(|s| run_state(r).as_str() == s))
+        .filter(|r| workflow.is_none_or(|w| &r.workflow == w))
+        .filter(|r| since.is_none_or(|t| r.created_at >= t))
+        .filter(|r| until.is_none_or(|t| r.created_at < t))
+        .take(limit)
+        .map(run_json)
+        .collect();
+    Ok(Json(json!({ "runs": runs, "count": runs.len() })))
+}
+
+/// `GET /runs/{id}`.
+pub(crate) async fn get(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    q: RawQuery,
+) -> ApiResult<Json<Value>> {
+    let q = query(q, &["definition"])?;
+    let with_def = match q.get("definition").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(o) => {
+            return Err(ApiError::bad_request(format!(
+                "`definition` is true or false, not {o:?}"
+            )));
+        }
+    };
+    let store = st.engine().store();
+    let mut r = find_run(store, &id).await?;
+    let mut v = run_json(&r);
+    if with_def {
+        if r.definition.is_empty() {
+            if let Some(full) = store.get_run(r.id).await? {
+                r = full;
+            }
+        }
+        v["definition"] =
+            serde_json::from_str(&r.definition).unwrap_or(Value::String(r.definition));
+    }
+    Ok(Json(v))
+}
+
+fn step_json(t: &TaskRecord) -> Value {
+    json!({
+        "index": t.index,
+        "name": t.name,
+        "status": t.status,
+        "attempt": t.attempt,
+        "priority": t.priority,
+        "lease": t.lease,
+        "started_at": t.started_at,
+        "finished_at": t.finished_at,
+        "note": t.note,
+        "result": t.result,
+    })
+}
+
+/// `GET /runs/{id}/steps`.
+pub(crate) async fn steps(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    q: RawQuery,
+) -> ApiResult<Json<Value>> {
+    let q = query(q, &["status", "offset", "limit"])?;
+    let offset = num(&q, "offset", 0, u64::from(u32::MAX))? as usize;
+    let limit = num(&q, "limit", 1000, 100_000)? as usize;
+    let status = q
+        .get("status")
+        .map(|s| s.parse::<TaskStatus>().map_err(ApiError::bad_request))
+        .transpose()?;
+    let store = st.engine().store();
+    let r = find_run(store, &id).await?;
+    let tasks = store.tasks(r.id).await?;
+    let total = tasks.len();
+    let steps: Vec<Value> = tasks
+        .iter()
+        .filter(|t| status.is_none_or(|s| t.status == s))
+        .skip(offset)
+        .take(limit)
+        .map(step_json)
+        .collect();
+    Ok(Json(
+        json!({ "run_id": r.id, "total": total, "steps": steps }),
+    ))
+}
+
+/// The step `step` of run `id` (400 for a name that breaks the rules, 404 when the run has none).
+async fn find_step(st: &AppState, id: &str, step: &str) -> ApiResult<(RunRecord, TaskRecord)> {
+    params::name(
+        NameKind::Step,
+        step,
+        st.engine().workflow_manager().limits(),
+    )?;
+    let store = st.engine().store();
+    let r = find_run(store, id).await?;
+    let t = store
+        .tasks(r.id)
+        .await?
+        .into_iter()
+        .find(|t| t.name == step)
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "run {} has no step `{step}`; GET /runs/{}/steps lists them",
+                r.id, r.id
+            ))
+        })?;
+    Ok((r, t))
+}
+
+/// `GET /runs/{id}/steps/{step}`.
+pub(crate) async fn step(
+    State(st): State<AppState>,
+    Path((id, step)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let (r, t) = find_step(&st, &id, &step).await?;
+    let mut v = step_json(&t);
+    v["run_id"] = json!(r.id);
+    Ok(Json(v))
+}
+
+/// `GET /runs/{id}/steps/{step}/logs`: what the step printed, once it has
+/// ended (output is stored with the step's result, not while it runs).
+pub(crate) async fn logs(
+    State(st): State<AppState>,
+    Path((id, step)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let (r, t) = find_step(&st, &id, &step).await?;
+    let data = t.result.as_ref().map(|x| &x.data);
+    let text = |k: &str| data.and_then(|d| d.get(k)).and_then(Value::as_str);
+    Ok(Json(json!({
+        "run_id": r.id,
+        "step": t.name,
+        "status": t.status,
+        "ended": t.status.is_terminal(),
+        "stdout": text("stdout"),
+        "stderr": text("stderr"),
+        "exit_code": data.and_then(|d| d.get("exit_code")),
+        "success": t.result.as_ref().map(|x| x.success),
+        "error_type": t.result.as_ref().and_then(|x| x.error_type.clone()),
+        "error_message": t.result.as_ref().and_then(|x| x.error_message.clone()),
+    })))
+}
+
+/// `GET /runs/{id}/events`.
+pub(crate) async fn events(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    q: RawQuery,
+) -> ApiResult<Json<Value>> {
+    let q = query(q, &["after", "limit"])?;
+    let after = num(&q, "after", 0, u64::MAX)?;
+    let limit = num(&q, "limit", 1000, 100_000)? as usize;
+    let store = st.engine().store();
+    let r = find_run(store, &id).await?;
+    let mut evs = store.events(r.id, after).await?;
+    let more = evs.len() > limit;
+    evs.truncate(limit);
+    let next = evs.last().map_or(after, |e| e.seq);
+    Ok(Json(json!({
+        "run_id": r.id,
+        "events": evs,
+        "next": next,
+        "more": more,
+        "state": run_state(&r).as_str(),
+    })))
+}
+
+/// `POST /runs/{id}/cancel`: 200 with what was done; 409 when the run has ended.
+pub(crate) async fn cancel(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    q: RawQuery,
+) -> ApiResult<Json<Value>> {
+    let q = query(q, &["wait"])?;
+    let wait = Duration::from_secs(num(&q, "wait", 10, 600)?);
+    let r = find_run(st.engine().store(), &id).await?;
+    // A run driven here stops at once; any other is asked through the store.
+    st.cancel_driven(r.id);
+    let outcome = st.engine().cancel_run(r.id, wait).await?;
+    let after = st.engine().store().get_run(r.id).await?;
+    Ok(Json(json!({
+        "run_id": r.id,
+        "outcome": match outcome {
+            CancelOutcome::Stopped => "stopped",
+            CancelOutcome::Asked => "asked",
+            CancelOutcome::MarkedCancelled => "marked_cancelled",
+        },
+        "run": after.as_ref().map(run_json),
+    })))
+}
+
+/// `POST /runs/{id}/resume`: 202; 409 when the run is not interrupted.
+pub(crate) async fn resume(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let r = find_run(st.engine().store(), &id).await?;
+    start(&st, RunTarget::Resume(r.id), RunBody::default()).await
+}
