@@ -132,6 +132,10 @@ impl AppState {
             st.ended().notify_waiters();
         });
     }
+    /// Whether a run started here is still going.
+    pub(crate) fn is_driven(&self, id: RunId) -> bool {
+        self.driven().contains_key(&id)
+    }
     /// Asks a run started here to stop; false when it is not one.
     pub(crate) fn cancel_driven(&self, id: RunId) -> bool {
         match self.driven().get(&id) {

@@ -154,6 +154,9 @@ pub(crate) async fn start(
     } else {
         st.drive(handle);
     }
+    // The run is recorded by its own task: answer once the store has it, so
+    // that the id answered can be read at once.
+    wait_recorded(st, id).await?;
     if body.wait {
         let r = wait_for_end(st, id).await?;
         return Ok((StatusCode::OK, Json(run_json(&r))));
@@ -173,6 +176,32 @@ pub(crate) async fn start(
             },
         })),
     ))
+}
+
+/// How long a new run may take to appear in the store.
+const RECORD_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits until run `id` is in the store (or its task has ended without it).
+async fn wait_recorded(st: &AppState, id: RunId) -> ApiResult<()> {
+    let deadline = tokio::time::Instant::now() + RECORD_WAIT;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if st.engine().store().get_run(id).await?.is_some() {
+            return Ok(());
+        }
+        if !st.is_driven(id) || tokio::time::Instant::now() >= deadline {
+            return Err(ApiError::internal(format!(
+                "run {id} started but is not in the store ({}); GET /runs shows what was recorded",
+                if st.is_driven(id) {
+                    "still not after 30 s"
+                } else {
+                    "it ended before it was recorded"
+                }
+            )));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
 }
 
 /// Waits until the store says run `id` is no longer running.
