@@ -29,6 +29,8 @@ commands:
                   cargo build --release -p orch-cli --bin orch
                   cargo run --release -p orch-benches --bin cli-report   (the orch binary as a user
                                 runs it; with --quick among ARGS: 10,000-step workloads only)
+                  cargo run --release -p orch-benches --bin pg-report    (PostgreSQL on 127.0.0.1:5432
+                                with two orch workers; skipped when it does not answer)
   help          show this message (also: no command, -h, --help)
 
 exit status: 0 when every step succeeded, 1 when a step failed, 2 on a usage error";
@@ -165,10 +167,16 @@ fn plan(args: &[String]) -> Result<Plan, String> {
                 "run --release --quiet -p orch-benches --bin cli-report",
                 "see the errors above (cli-report names the orch run that failed)",
             );
+            // PostgreSQL with two `orch worker`s (skipped, with a line
+            // saying so, when the server does not answer).
+            let mut pg_report = step(
+                "run --release --quiet -p orch-benches --bin pg-report",
+                "see the errors above (pg-report names the workload that failed)",
+            );
             if rest.iter().any(|a| a == "--quick") {
-                cli_report
-                    .args
-                    .extend(["--".to_owned(), "--quick".to_owned()]);
+                for s in [&mut cli_report, &mut pg_report] {
+                    s.args.extend(["--".to_owned(), "--quick".to_owned()]);
+                }
             }
             if !rest.is_empty() {
                 criterion.args.push("--".to_owned());
@@ -191,6 +199,7 @@ fn plan(args: &[String]) -> Result<Plan, String> {
                         "see the errors above",
                     ),
                     cli_report,
+                    pg_report,
                 ],
             })
         }
@@ -293,10 +302,20 @@ mod tests {
             .position(|c| c == "run --release --quiet -p orch-benches --bin cli-report")
             .expect("the binary's table");
         assert!(build < report);
+        let pg = plain
+            .iter()
+            .position(|c| c == "run --release --quiet -p orch-benches --bin pg-report")
+            .expect("the PostgreSQL table");
+        assert!(build < pg, "pg-report runs the release orch worker");
         let quick = commands(plan(&args("bench --quick")).expect("bench is a command"));
+        assert!(
+            quick
+                .iter()
+                .any(|c| c == "run --release --quiet -p orch-benches --bin cli-report -- --quick")
+        );
         assert_eq!(
             quick.last().map(String::as_str),
-            Some("run --release --quiet -p orch-benches --bin cli-report -- --quick")
+            Some("run --release --quiet -p orch-benches --bin pg-report -- --quick")
         );
     }
 

@@ -497,6 +497,7 @@ fn every_example_has_a_check() {
             "docs/actions.md",
             "docs/cli.md",
             "docs/mcp.md",
+            "docs/server.md",
             "docs/workflow-format.md",
         ]
         .contains(&p.as_str());
@@ -542,6 +543,11 @@ fn cli_examples_run() {
 #[test]
 fn mcp_examples_run() {
     run_page("docs/mcp.md");
+}
+
+#[test]
+fn server_examples_run() {
+    run_page("docs/server.md");
 }
 
 #[test]

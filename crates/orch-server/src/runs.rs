@@ -170,7 +170,6 @@ pub(crate) async fn start(
             "state": "running",
             "links": {
                 "run": format!("/runs/{id}"),
-                "steps": format!("/runs/{id}/steps"),
                 "events": format!("/runs/{id}/events"),
                 "stream": format!("/runs/{id}/events/stream"),
             },
@@ -215,7 +214,9 @@ pub(crate) async fn wait_for_end(st: &AppState, id: RunId) -> ApiResult<RunRecor
             .get_run(id)
             .await?
             .ok_or_else(|| ApiError::not_found(format!("run `{id}` is not in the store")))?;
-        if run_state(&r) != RunState::Running {
+        // A run driven here is going on until its task ends, whatever the
+        // store shows meanwhile (its owner is recorded after the run is).
+        if !st.is_driven(id) && run_state(&r) != RunState::Running {
             return Ok(r);
         }
         tokio::select! {

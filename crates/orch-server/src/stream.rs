@@ -95,7 +95,9 @@ async fn follow(st: AppState, id: RunId, mut after: u64, tx: mpsc::Sender<Event>
                 return;
             }
         }
-        if run_state(&record) != RunState::Running {
+        // A run driven here is going on until its task ends (the store may
+        // show it without its owner for a moment after it is recorded).
+        if !st.is_driven(id) && run_state(&record) != RunState::Running {
             let end = Event::default()
                 .event("end")
                 .json_data(run_json(&record))

@@ -182,10 +182,16 @@ pub(crate) async fn release_dependents(
                  FROM tasks f CROSS JOIN LATERAL unnest(f.dependents) AS dep
                  WHERE f.run_ord = $1 AND f.idx = ANY($2) AND f.dependents IS NOT NULL
                  GROUP BY dep
+             ), locked AS MATERIALIZED (
+                 -- The dependents locked in index order: two transactions
+                 -- releasing overlapping dependents never deadlock.
+                 SELECT d.dep, d.n FROM d JOIN tasks x ON x.run_ord = $1 AND x.idx = d.dep
+                 ORDER BY d.dep
+                 FOR UPDATE OF x
              ), lowered AS (
                  UPDATE tasks t SET remaining = GREATEST(t.remaining - d.n, 0),
                      status = CASE WHEN t.status = 'pending' AND t.remaining <= d.n THEN 'ready' ELSE t.status END
-                 FROM d WHERE t.run_ord = $1 AND t.idx = d.dep AND t.remaining > 0
+                 FROM locked d WHERE t.run_ord = $1 AND t.idx = d.dep AND t.remaining > 0
                  RETURNING t.status
              )
              SELECT count(*) FILTER (WHERE status = 'ready') FROM lowered",

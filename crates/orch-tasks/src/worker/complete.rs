@@ -14,6 +14,9 @@ use tokio::sync::{mpsc, oneshot};
 /// Most completions in one batch.
 const MAX_BATCH: usize = 512;
 
+/// How often a batch is tried again after a retryable store failure.
+const RETRIES: usize = 4;
+
 /// A claim's outcome, waiting for its batch.
 pub(crate) struct Completion {
     pub(crate) claim: Claim,
@@ -79,7 +82,29 @@ async fn complete(sh: &Shared, batch: Vec<Completion>) {
         done.push((c.claim, c.outcome));
     }
     let claims: Vec<Claim> = done.iter().map(|(c, _)| c.clone()).collect();
-    match sh.store.complete_many(done, events, Utc::now()).await {
+    let mut answer = sh
+        .store
+        .complete_many(done.clone(), events.clone(), Utc::now())
+        .await;
+    // A retryable failure (a deadlock or serialization failure the store
+    // rolled back, a connection lost) is tried again: the fencing makes a
+    // replay of a batch that did commit answer "no longer current", never
+    // complete twice.
+    let mut wait = std::time::Duration::from_millis(5);
+    for _ in 0..RETRIES {
+        match &answer {
+            Err(e) if e.is_retryable() => {
+                tokio::time::sleep(wait).await;
+                wait *= 4;
+                answer = sh
+                    .store
+                    .complete_many(done.clone(), events.clone(), Utc::now())
+                    .await;
+            }
+            _ => break,
+        }
+    }
+    match answer {
         Ok(answers) => {
             if answers.iter().any(Result::is_err) {
                 // Some went stale: the events were not appended; these
