@@ -83,6 +83,18 @@ macro_rules! engine_or_exit {
     };
 }
 
+/// The multi-threaded runtime a long-running command (`serve`, `worker`,
+/// `mcp`) runs on; `Err` is the exit code after the reason was printed.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, u8> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("orch: cannot start the runtime: {e}");
+            exit::INTERNAL
+        })
+}
+
 fn pretty(v: &impl serde::Serialize) -> String {
     serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
 }

@@ -42,15 +42,9 @@ pub fn serve(config: Option<&Path>, args: &ServeArgs) -> u8 {
             return exit::INVALID;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::manage::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("orch: cannot start the runtime: {e}");
-            return exit::INTERNAL;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async {
         let (mut term, mut int) = match (

@@ -90,15 +90,9 @@ pub fn worker(config: Option<&Path>, args: &WorkerArgs) -> u8 {
             return exit::INVALID;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::manage::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("orch: cannot start the runtime: {e}");
-            return exit::INTERNAL;
-        }
+        Err(code) => return code,
     };
     let defaults = WorkerOptions::default();
     let mut opts = WorkerOptions {
