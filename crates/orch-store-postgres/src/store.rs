@@ -29,6 +29,7 @@ impl Store for PostgresStore {
             records: true,
             cache: true,
             take_over: true,
+            output: false,
         }
     }
 

@@ -40,6 +40,7 @@ impl Store for SqliteStore {
             records: true,
             cache: true,
             take_over: true,
+            output: false,
         }
     }
     fn claims(&self) -> Option<&dyn ClaimStore> {

@@ -30,6 +30,9 @@ pub struct ActionContext {
     pub kill_grace: Duration,
     /// The most bytes of stdout and of stderr an action keeps.
     pub output_limit: usize,
+    /// Where a process's output is kept while it runs (chunks in the
+    /// run's store, `crate::output`); `None`: only in the result.
+    pub output: Option<crate::output::StepOutput>,
 }
 
 impl ActionContext {
@@ -44,6 +47,7 @@ impl ActionContext {
             cancel: CancellationToken::new(),
             kill_grace: Duration::from_secs(2),
             output_limit: 1024 * 1024,
+            output: None,
         }
     }
 }

@@ -51,6 +51,9 @@ impl Inner {
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    /// Steps' output chunks (`memory_output.rs`), under a lock of their
+    /// own: appending output never waits for the scheduler's calls.
+    output: Mutex<crate::memory_output::Chunks>,
 }
 
 impl MemoryStore {
@@ -61,6 +64,20 @@ impl MemoryStore {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether run `run` has a task `task`.
+    pub(crate) fn has_task(&self, run: RunId, task: u32) -> bool {
+        self.lock()
+            .runs
+            .get(&run)
+            .is_some_and(|r| (task as usize) < r.tasks.len())
+    }
+
+    pub(crate) fn output_chunks(&self) -> std::sync::MutexGuard<'_, crate::memory_output::Chunks> {
+        self.output
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -164,11 +181,16 @@ impl Store for MemoryStore {
             records: true,
             cache: true,
             take_over: true,
+            output: true,
         }
     }
 
     fn backend(&self) -> &'static str {
         "memory"
+    }
+
+    fn output_store(&self) -> Option<&dyn store::OutputStore> {
+        Some(self)
     }
 
     fn claims(&self) -> Option<&dyn ClaimStore> {

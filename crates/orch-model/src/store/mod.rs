@@ -9,11 +9,15 @@
 //! against every backend, one test per rule.
 
 mod concerns;
+mod output;
 mod progress;
 mod rules;
 mod types;
 
 pub use concerns::{CacheStore, ClaimStore, RecordStore, WakeStore};
+pub use output::{
+    CHUNK_BYTES, FLUSH_INTERVAL, OutputChunk, OutputSoFar, OutputStore, OutputStream,
+};
 pub use progress::{Progress, TASKS_FINISHED, TASKS_STARTED};
 pub use rules::{
     Concern, RunState, check_finish, check_start, final_status, started_attempts, store_error,
@@ -56,6 +60,9 @@ pub struct StoreCapabilities {
     /// be resumed safely.
     #[serde(default)]
     pub take_over: bool,
+    /// A step's output is kept while it is produced ([`OutputStore`]).
+    #[serde(default)]
+    pub output: bool,
 }
 
 impl StoreCapabilities {
@@ -66,6 +73,7 @@ impl StoreCapabilities {
             Concern::Records => self.records,
             Concern::Cache => self.cache,
             Concern::TakeOver => self.take_over,
+            Concern::Output => self.output,
         }
     }
 }
@@ -119,10 +127,12 @@ impl StoreCapabilities {
 /// **local journal** (what a run driven by one process commits) and
 /// **events**: the methods of those sections have no default (or a default
 /// built on the others). **Claims** ([`ClaimStore`]), **records**
-/// ([`RecordStore`]) and the **cache** ([`CacheStore`]) are traits of their
-/// own: a backend that supports one implements it and returns itself from
-/// the accessor ([`Store::claims`], [`Store::record_store`],
-/// [`Store::cache_store`]); [`Store::capabilities`] says the same. Callers
+/// ([`RecordStore`]), the **cache** ([`CacheStore`]) and steps' **output**
+/// while it is produced ([`OutputStore`]) are traits of their own: a
+/// backend that supports one implements it and returns itself from the
+/// accessor ([`Store::claims`], [`Store::record_store`],
+/// [`Store::cache_store`], [`Store::output_store`]);
+/// [`Store::capabilities`] says the same. Callers
 /// call the methods on `Store` as before (`store.claim(..)`): for a concern
 /// the backend leaves out, they fail with `Unsupported` naming the backend
 /// and the concern ([`unsupported`]). `take_over` is optional the same way
@@ -329,6 +339,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn wake(&self) -> Option<&dyn WakeStore> {
         None
     }
+    /// The backend's output chunks, if it keeps a step's output while it
+    /// is produced. A wrapper store must forward this (and the other
+    /// accessors), or the concern is lost behind it.
+    fn output_store(&self) -> Option<&dyn OutputStore> {
+        None
+    }
 
     // ----- Claims (optional: `claims()`; `Unsupported` without) -----
 
@@ -399,6 +415,33 @@ pub trait Store: Send + Sync + fmt::Debug {
                 Concern::Claims,
                 "reclaim_expired",
             )),
+        }
+    }
+
+    // ----- Output (optional: `output_store()`; `Unsupported` without) -----
+
+    /// Appends chunks of steps' output ([`OutputStore::append_output`]).
+    async fn append_output(&self, chunks: Vec<OutputChunk>) -> Result<()> {
+        match self.output_store() {
+            Some(o) => o.append_output(chunks).await,
+            None => Err(unsupported(
+                self.backend(),
+                Concern::Output,
+                "append_output",
+            )),
+        }
+    }
+    /// A step's chunks after a cursor ([`OutputStore::output`]).
+    async fn output(
+        &self,
+        run: RunId,
+        task: u32,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<OutputChunk>> {
+        match self.output_store() {
+            Some(o) => o.output(run, task, after, limit).await,
+            None => Err(unsupported(self.backend(), Concern::Output, "output")),
         }
     }
 

@@ -190,6 +190,8 @@ pub enum Concern {
     Cache,
     /// Taking a run over atomically (`take_over`), which resuming needs.
     TakeOver,
+    /// Keeping a step's output while it is produced (`append_output`, `output`).
+    Output,
 }
 
 impl Concern {
@@ -200,6 +202,7 @@ impl Concern {
             Self::Records => "keeping records (sessions, projects)",
             Self::Cache => "caching results",
             Self::TakeOver => "taking a run over atomically (resuming a run)",
+            Self::Output => "keeping a step's output while it runs",
         }
     }
 }

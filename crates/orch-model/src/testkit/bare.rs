@@ -21,6 +21,7 @@ impl<F: Fixture + fmt::Debug + Send + Sync> Store for Bare<F> {
             records: false,
             cache: false,
             take_over: false,
+            output: false,
             distributed_claim: false,
             ..self.0.store().capabilities()
         }

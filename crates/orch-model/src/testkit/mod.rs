@@ -11,7 +11,7 @@
 //! ```
 //!
 //! A check of an optional concern (claims, records, the cache, taking a run
-//! over) that the store's capabilities leave out asserts that each of its
+//! over, output) that the store's capabilities leave out asserts that each of its
 //! calls fails with `Unsupported`, instead of being skipped.
 use crate::enums::{TaskPriority, TaskStatus, WorkflowStatus};
 use crate::error::{OrchestrationError, Result};
@@ -31,6 +31,7 @@ mod batches;
 mod capacity;
 mod concerns;
 mod journal;
+mod output;
 mod runs;
 
 pub use bare::Bare;
@@ -43,6 +44,10 @@ pub use concerns::{
 pub use journal::{
     events_are_numbered_in_order, finishing_and_starting_in_one_turn, finishing_with_events,
     local_scheduling, starting_and_finishing_in_one_turn,
+};
+pub use output::{
+    output_chunks_are_numbered_per_step, output_chunks_keep_their_bytes,
+    output_leaves_the_step_alone, output_of_an_unknown_step_is_refused,
 };
 pub use runs::{
     create_and_read, listing_counts_tasks, resuming_and_cancelling, run_status_follows_its_tasks,
@@ -132,6 +137,10 @@ macro_rules! store_conformance_tests {
             completing_in_batches,
             handing_a_claim_back,
             reading_a_few_tasks,
+            output_chunks_are_numbered_per_step,
+            output_chunks_keep_their_bytes,
+            output_of_an_unknown_step_is_refused,
+            output_leaves_the_step_alone,
         );
     };
     (bare: $make:expr) => {

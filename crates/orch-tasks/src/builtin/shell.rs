@@ -8,12 +8,17 @@
 //! killed too, so a step never leaves processes behind.
 //!
 //! Output is capped where it is stored: each stream keeps at most
-//! `output_limit` bytes of JSON text (escapes included), so 1 MiB of NUL
-//! bytes is not stored as 6 MiB of `\u0000`.
+//! `output_limit` bytes of JSON text (escapes included) in the result, so
+//! 1 MiB of NUL bytes is not stored as 6 MiB of `\u0000`. With
+//! `ActionContext::output`, the first `output_limit` bytes of each stream
+//! are also kept in the store while the process runs, in chunks
+//! (`crate::output`).
 
 use crate::action::{Action, ActionContext, ActionError};
+use crate::output::LiveStream;
 use crate::process;
 use async_trait::async_trait;
+use orch_model::store::OutputStream;
 use serde_json::{Map, Value, json};
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -213,23 +218,58 @@ impl Action for Script {
     }
 }
 
-async fn read_capped<R: AsyncRead + Unpin>(mut r: R, limit: usize) -> (Vec<u8>, bool) {
+/// Reads a stream to its end, keeping at most `limit` bytes; with `live`,
+/// what is kept also goes to the store in chunks as it arrives. Returns the
+/// bytes kept, whether some were not, and whether a chunk was sent.
+async fn read_capped<R: AsyncRead + Unpin>(
+    mut r: R,
+    limit: usize,
+    mut live: Option<LiveStream>,
+) -> (Vec<u8>, bool, bool) {
     let mut kept = Vec::new();
     let mut buf = [0u8; 8192];
     let mut truncated = false;
     loop {
-        match r.read(&mut buf).await {
+        let deadline = live.as_ref().and_then(LiveStream::deadline);
+        let read = match deadline {
+            // `read` is cancel safe: a timer that fires first loses nothing.
+            Some(d) => tokio::select! {
+                r = r.read(&mut buf) => r,
+                () = tokio::time::sleep_until(d) => {
+                    if let Some(l) = &mut live {
+                        l.tick();
+                    }
+                    continue;
+                }
+            },
+            None => r.read(&mut buf).await,
+        };
+        match read {
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 let room = limit.saturating_sub(kept.len());
                 if n > room {
                     truncated = true;
                 }
-                kept.extend_from_slice(&buf[..n.min(room)]);
             }
         }
     }
-    (kept, truncated)
+    let sent = match &mut live {
+        Some(l) => {
+            l.finish(false);
+            l.sent
+        }
+        None => false,
+    };
+    (kept, truncated, sent)
+                let take = n.min(room);
+                kept.extend_from_slice(&buf[..take]);
+                if let Some(l) = &mut live {
+                    l.push(&buf[..take]);
+                    if n > room && !truncated {
+                        l.finish(true);
+                    }
+                }
 }
 
 /// The bytes `c` takes inside a JSON string as serde_json writes it
@@ -338,13 +378,17 @@ pub(crate) async fn run_process(
 }
 
 /// Runs `cmd` as a step process (see [`crate::process`]) and collects its
-/// output, at most `ctx.output_limit` bytes of each stream.
+/// output, at most `ctx.output_limit` bytes of each stream; with
+/// `ctx.output`, also kept in the store as it arrives (`crate::output`).
 async fn capture(
     mut cmd: Command,
     program: &str,
     stdin: Option<String>,
     ctx: &ActionContext,
 ) -> Result<Captured, ActionError> {
+/// How long a stopped step waits for its output readers to end.
+const STOPPED_READERS: std::time::Duration = std::time::Duration::from_secs(1);
+
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
     } else {
@@ -385,11 +429,18 @@ async fn capture(
     let out = child
         .stdout
         .take()
-        .map(|s| tokio::spawn(read_capped(s, limit)));
+        .map(|s| tokio::spawn(read_capped(s, limit, live(OutputStream::Stderr))));
+    let collect = |h: Option<tokio::task::JoinHandle<(Vec<u8>, bool, bool)>>| async move {
+        match h {
+            Some(h) => h.await.unwrap_or_default(),
+            None => (Vec::new(), false, false),
+        }
+    };
     let err = child
         .stderr
         .take()
-        .map(|s| tokio::spawn(read_capped(s, limit)));
+        .map(|s| tokio::spawn(read_capped(s, limit, live(OutputStream::Stdout))));
+    let live = |stream| ctx.output.as_ref().map(|o| o.live(stream, ctx.attempt));
     let status = tokio::select! {
         s = child.wait() => s,
         () = ctx.cancel.cancelled() => {
@@ -402,14 +453,26 @@ async fn capture(
     // outlives the step.
     process::kill_rest(&spawned);
     spawned.guard.disarm();
-    let collect = |h: Option<tokio::task::JoinHandle<(Vec<u8>, bool)>>| async move {
-        match h {
-            Some(h) => h.await.unwrap_or_default(),
-            None => (Vec::new(), false),
+            if let Some(o) = &ctx.output {
+                // The group is gone, so the pipes close: what the readers
+                // had goes to the store before the step is told stopped
+                // (bounded, in case something still holds a pipe open).
+                let _ = tokio::time::timeout(STOPPED_READERS, async {
+                    collect(out).await;
+                    collect(err).await;
+                    o.flush().await;
+                })
+                .await;
+            }
+    let (stdout, out_truncated, out_sent) = collect(out).await;
+    let (stderr, err_truncated, err_sent) = collect(err).await;
+    if out_sent || err_sent {
+        if let Some(o) = &ctx.output {
+            // Written before the step's outcome is: whoever sees the step
+            // ended has all of its output.
+            o.flush().await;
         }
-    };
-    let (stdout, out_truncated) = collect(out).await;
-    let (stderr, err_truncated) = collect(err).await;
+    }
     let status = status.map_err(|e| {
         ActionError::retryable("SpawnError", format!("waiting for `{program}` failed: {e}"))
     })?;

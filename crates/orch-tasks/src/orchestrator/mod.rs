@@ -537,6 +537,7 @@ impl TaskOrchestrator {
                 cancel,
                 kill_grace: Duration::from_secs(2),
                 output_limit: 1024 * 1024,
+                output: None,
             },
             run_cancel: None,
             events: None,

@@ -145,6 +145,7 @@ pub async fn run_workflow(
             kill_grace: opts.kill_grace,
             output_limit: opts.output_limit,
         },
+            output: None,
         executor: opts
             .executor
             .clone()
@@ -170,6 +171,10 @@ pub async fn run_workflow(
         work: Vec::new(),
         journal: None,
         epoch: (created, start),
+        output: opts
+            .store
+            .as_ref()
+            .and_then(crate::output::OutputWriter::for_store),
         events: emitter,
     };
     if let Some(store) = &opts.store {
@@ -496,6 +501,10 @@ pub(super) fn start_step(
             output_limit: opts.output_limit,
         },
         run_cancel: None,
+            output: st.output.as_ref().map(|w| {
+                let attempt = st.journal.as_ref().map_or(1, |j| j.attempts[i as usize]);
+                w.step(opts.run_id, i, attempt)
+            }),
         events: st.events.clone(),
         epoch: st.epoch,
     };

@@ -49,6 +49,8 @@ pub(super) struct State<'w> {
     pub(super) work: Vec<u32>,
     /// Where the run is recorded, when it is (`RunOptions::store`).
     pub(super) journal: Option<Journal>,
+    /// Where steps' output goes while they run (a store that keeps it).
+    pub(super) output: Option<crate::output::OutputWriter>,
     pub(super) epoch: (DateTime<Utc>, Instant),
     pub(super) events: Option<crate::event::Emitter>,
 }

@@ -192,6 +192,10 @@ async fn run_attempt(
             cancel: token.clone(),
             kill_grace: sh.opts.kill_grace,
             output_limit: sh.opts.output_limit,
+            output: sh
+                .output
+                .as_ref()
+                .map(|w| w.step(claim.run, claim.index, claim.attempt)),
         },
         run_cancel: None,
         events: None,

@@ -176,6 +176,8 @@ pub(crate) struct Shared {
     /// Where claims put their outcomes, completed in batches.
     pub(crate) completions: complete::Queue,
     queue: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<complete::Completion>>>,
+    /// Where the output of its steps goes while they run, in batches.
+    pub(crate) output: Option<crate::output::OutputWriter>,
 }
 
 impl Shared {
@@ -257,8 +259,10 @@ impl Worker {
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
         let fitted = store.claims().is_some_and(|c| c.fits_capacity());
         let (completions, queue) = tokio::sync::mpsc::unbounded_channel();
+        let output = crate::output::OutputWriter::for_store(&store);
         Ok(Self {
             shared: Arc::new(Shared {
+                output,
                 store,
                 registry,
                 executor,
