@@ -47,6 +47,7 @@ mod claims;
 mod error;
 mod finish;
 mod open;
+mod output;
 mod records;
 mod rows;
 mod schema;

@@ -138,6 +138,21 @@ pub const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO definitions (ord, text) SELECT ord, definition FROM runs;
     ALTER TABLE runs DROP COLUMN definition;",
+    // 10: steps' output kept while it is produced, in chunks (`output.rs`):
+    // keyed by the run's `ord`, the step's index and the chunk's number
+    // (from 1 per step); `stream` is 1 (stdout) or 2 (stderr). A rowid
+    // table: a chunk may be 64 KiB, too large for a WITHOUT ROWID row.
+    "CREATE TABLE output (
+        run INTEGER NOT NULL,
+        idx INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        attempt INTEGER NOT NULL,
+        stream INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        truncated INTEGER NOT NULL,
+        at INTEGER NOT NULL,
+        PRIMARY KEY (run, idx, seq)
+    );",
 ];
 
 /// The schema version this build writes.

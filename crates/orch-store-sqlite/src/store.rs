@@ -40,7 +40,7 @@ impl Store for SqliteStore {
             records: true,
             cache: true,
             take_over: true,
-            output: false,
+            output: true,
         }
     }
     fn claims(&self) -> Option<&dyn ClaimStore> {
@@ -52,6 +52,10 @@ impl Store for SqliteStore {
     }
 
     fn cache_store(&self) -> Option<&dyn CacheStore> {
+        Some(self)
+    }
+
+    fn output_store(&self) -> Option<&dyn orch_model::store::OutputStore> {
         Some(self)
     }
 
