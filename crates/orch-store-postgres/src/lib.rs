@@ -66,6 +66,8 @@
 //!   `tasks_ready ON tasks (priority DESC, run_ord, idx) WHERE status = 'ready'`;
 //!   another the running rows by lease end.
 //! - `events` (per run, numbered from 1), `records`, `cache`.
+//! - `output`: steps' output while it is produced, one row a chunk, keyed
+//!   by `(run_ord, idx, seq)` (`seq` from 1 per step).
 //!
 //! # Claims, leases and fencing
 //!
@@ -121,6 +123,7 @@ mod migrate;
 mod notify;
 mod open;
 mod options;
+mod output;
 mod records;
 mod rows;
 mod runs;

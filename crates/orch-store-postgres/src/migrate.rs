@@ -10,6 +10,7 @@ use orch_model::Result;
 pub const MIGRATIONS: &[&str] = &[
     include_str!("sql/0001_init.sql"),
     include_str!("sql/0002_needs.sql"),
+    include_str!("sql/0003_output.sql"),
 ];
 
 /// The schema version this build writes.

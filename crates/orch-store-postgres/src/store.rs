@@ -29,7 +29,7 @@ impl Store for PostgresStore {
             records: true,
             cache: true,
             take_over: true,
-            output: false,
+            output: true,
         }
     }
 
@@ -46,6 +46,10 @@ impl Store for PostgresStore {
     }
 
     fn wake(&self) -> Option<&dyn WakeStore> {
+        Some(self)
+    }
+
+    fn output_store(&self) -> Option<&dyn orch_model::store::OutputStore> {
         Some(self)
     }
 
