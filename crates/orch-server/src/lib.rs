@@ -22,6 +22,7 @@ mod guard;
 mod params;
 mod routes;
 mod token;
+mod ui;
 
 mod projects;
 mod runs;
@@ -32,6 +33,7 @@ mod workflows;
 pub use error::{ApiError, ApiResult, JsonBody, status_of};
 pub use routes::{ROUTES, Route, openapi};
 pub use token::{TOKEN_FILE, Token, constant_time_eq};
+pub use ui::{ASSETS, Asset};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -176,7 +178,8 @@ pub fn router(
     for r in ROUTES {
         app = app.route(r.path, (r.handler)());
     }
-    app.fallback(routes::no_route)
+    let api = app
+        .fallback(routes::no_route)
         .method_not_allowed_fallback(routes::wrong_method)
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(
@@ -188,7 +191,10 @@ pub fn router(
             guard::cors,
         ))
         .layer(axum::middleware::from_fn(guard::check_path))
-        .with_state(st)
+        .with_state(st);
+    // The dashboard's files need no token (they hold no data); the API's
+    // layers stay around the API's routes only.
+    ui::router().merge(api)
 }
 
 /// Serves the API on `listener` until `shutdown` completes; then stops

@@ -1,0 +1,95 @@
+// One step of a run, beside its graph: its state, attempts and times, what
+// it printed (stdout, stderr, exit code) and its result. While the step
+// runs, its output is followed live when the server offers a stream of it.
+
+import { api, seg, stream } from "./api.js";
+import { badge, between, duration, errorBox, facts, fill, h, jsonBlock, time } from "./dom.js";
+import { isTerminal } from "./model.js";
+
+/** The route of a running step's output stream, if the server has one. */
+function outputRoute(routes) {
+  for (const r of routes) {
+    const m = /^GET (\/runs\/\{id\}\/steps\/\{step\}\/\S*stream\S*)$/.exec(r);
+    if (m) return m[1];
+  }
+  return null;
+}
+
+export function stepPanel(runId, routes, box, onClose) {
+  let current = 0;
+  let stopStream = null;
+  const liveRoute = outputRoute(routes);
+
+  async function show(st) {
+    const me = ++current;
+    stopStream?.();
+    stopStream = null;
+    const name = st.name;
+    const base = `/runs/${runId}/steps/${seg(name)}`;
+    const close = h("button", { type: "button", class: "link close", title: "Close", onclick: onClose }, "×");
+    fill(box, h("div", { class: "panel-head" }, h("h2", {}, name), badge(st.status), close), h("p", { class: "muted" }, "Loading…"));
+    let step;
+    let logs = null;
+    try {
+      [step, logs] = await Promise.all([api(base), api(`${base}/logs`)]);
+    } catch (e) {
+      if (me === current) fill(box, h("div", { class: "panel-head" }, h("h2", {}, name), close), errorBox(e));
+      return;
+    }
+    if (me !== current) return;
+    const r = step.result;
+    const out = h("pre", { class: "log", id: "step-stdout" }, logs.stdout ?? "");
+    const err = h("pre", { class: "log err", id: "step-stderr" }, logs.stderr ?? "");
+    const ended = isTerminal(step.status);
+    let outputNote = null;
+    if (!ended && liveRoute) {
+      outputNote = h("p", { class: "small muted" }, "Following the step's output as it is produced…");
+      out.textContent = "";
+      err.textContent = "";
+      stopStream = stream(liveRoute.replace("{id}", runId).replace("{step}", seg(name)), (ev) => {
+        if (ev.event === "end" || ev.event === "error") return;
+        const d = ev.data;
+        const text = typeof d === "string" ? d : d && (d.text ?? d.chunk ?? d.data);
+        if (typeof text !== "string") return;
+        (d && d.stream === "stderr" ? err : out).append(text);
+      });
+    } else if (!ended) {
+      outputNote = h("p", { class: "small muted" }, "The step has not ended: its output is shown when it does.");
+    }
+    fill(
+      box,
+      h("div", { class: "panel-head" }, h("h2", {}, name), badge(step.status), close),
+      facts([
+        ["Index", String(step.index)],
+        ["Attempts", String(step.attempt || 0)],
+        ["Priority", step.priority],
+        ["Started", time(step.started_at)],
+        ["Finished", time(step.finished_at)],
+        ["Took", step.started_at ? duration(between(step.started_at, step.finished_at)) : "—"],
+        step.note ? ["Note", step.note] : null,
+        r && r.error_type ? ["Error type", h("code", {}, r.error_type)] : null,
+        r && r.error_message ? ["Error", h("span", { class: "error" }, r.error_message)] : null,
+        logs.exit_code !== null && logs.exit_code !== undefined ? ["Exit code", String(logs.exit_code)] : null,
+      ]),
+      h("h3", {}, "Output"),
+      outputNote,
+      h("div", { class: "log-label" }, "stdout"),
+      out,
+      h("div", { class: "log-label" }, "stderr"),
+      err,
+      logs.stdout == null && logs.stderr == null && ended
+        ? h("p", { class: "small muted" }, "This step's action captures no output.")
+        : null,
+      h("details", { open: true }, h("summary", {}, "Result"), r ? jsonBlock(r.data) : h("p", { class: "muted" }, "No result yet.")),
+      r ? h("details", {}, h("summary", {}, "Full record"), jsonBlock(step)) : null,
+    );
+  }
+  return {
+    show,
+    stop: () => {
+      current++;
+      stopStream?.();
+      stopStream = null;
+    },
+  };
+}

@@ -1,0 +1,212 @@
+// System: health by component with its issues, the engine's status
+// (workflows, tasks, projects, performance, the store and what it can do),
+// the workers when the store keeps records of them, resources and their
+// use, and the sessions. Read again every five seconds.
+
+import { api } from "./api.js";
+import { badge, duration, errorBox, facts, fill, h, table, time, title } from "./dom.js";
+
+const EVERY_MS = 5000;
+
+export function systemPage() {
+  return async (main) => {
+    title("System");
+    let timer = null;
+    let stopped = false;
+    const draw = async () => {
+      try {
+        const [health, status, res, sessions] = await Promise.all([
+          api("/health", { ok: [503] }),
+          api("/status"),
+          api("/resources"),
+          api("/sessions"),
+        ]);
+        fill(
+          main,
+          h("div", { class: "page-head" }, h("h1", {}, "System"), h("span", { class: "live", title: "read every 5 s" }, "live")),
+          healthCard(health),
+          statusCard(status),
+          workersCard(status.workers),
+          resourcesCard(res),
+          sessionsCard(sessions.sessions || []),
+        );
+      } catch (e) {
+        fill(main, h("h1", {}, "System"), errorBox(e));
+      }
+      if (!stopped) timer = setTimeout(() => (document.hidden ? (timer = setTimeout(draw, EVERY_MS)) : draw()), EVERY_MS);
+    };
+    await draw();
+    return () => {
+      stopped = true;
+      clearTimeout(timer);
+    };
+  };
+}
+
+function hbadge(st) {
+  return h("span", { class: `badge hs-${st}` }, st);
+}
+
+function scalarFacts(obj) {
+  return facts(
+    Object.entries(obj || {}).map(([k, v]) => [
+      k.replaceAll("_", " "),
+      v && typeof v === "object" ? h("code", { class: "small" }, JSON.stringify(v)) : String(v),
+    ]),
+  );
+}
+
+function healthCard(r) {
+  return h(
+    "section",
+    { class: "card", id: "health-card" },
+    h("h2", {}, "Health ", hbadge(r.overall_status)),
+    h("p", { class: "muted small" }, "Checked ", time(r.timestamp)),
+    (r.issues || []).length ? h("ul", { class: "problems" }, r.issues.map((i) => h("li", {}, i))) : h("p", { class: "ok" }, "No issues."),
+    h(
+      "div",
+      { class: "grid" },
+      Object.entries(r.components || {}).map(([name, c]) =>
+        h(
+          "div",
+          { class: "component", "data-component": name },
+          h("h3", {}, name.replaceAll("_", " "), " ", hbadge(c.status)),
+          scalarFacts(Object.fromEntries(Object.entries(c.details || {}).filter(([, v]) => !(v && typeof v === "object" && "healthy" in v)))),
+        ),
+      ),
+    ),
+  );
+}
+
+function statusCard(st) {
+  const perf = st.performance;
+  const store = st.store || {};
+  return h(
+    "section",
+    { class: "card", id: "status-card" },
+    h("h2", {}, "Status"),
+    h(
+      "div",
+      { class: "grid" },
+      h("div", { class: "component" }, h("h3", {}, "Workflows"), scalarFacts(st.workflow_manager)),
+      h("div", { class: "component" }, h("h3", {}, "Tasks"), scalarFacts(st.task_orchestrator)),
+      h(
+        "div",
+        { class: "component" },
+        h("h3", {}, "Projects"),
+        facts([
+          ["total", String(st.project_manager?.total_projects ?? 0)],
+          ["templates", (st.project_manager?.templates || []).join(", ")],
+        ]),
+      ),
+      h(
+        "div",
+        { class: "component" },
+        h("h3", {}, "Store"),
+        facts([
+          ["backend", store.backend || "?"],
+          ["url", h("code", { class: "small" }, store.url || "")],
+          ["can", Object.entries(store.capabilities || {}).filter(([, v]) => v).map(([k]) => h("span", { class: "chip" }, k.replaceAll("_", " ")))],
+        ]),
+      ),
+      perf
+        ? h(
+            "div",
+            { class: "component" },
+            h("h3", {}, "Since start"),
+            facts([
+              ["uptime", duration(perf.uptime_seconds)],
+              ["runs", `${perf.workflows_executed} (${perf.workflows_succeeded} succeeded, ${perf.workflows_failed} failed, ${perf.workflows_running} running)`],
+              ["steps", `${perf.tasks_completed} completed, ${perf.tasks_failed} failed, ${perf.tasks_retried} retried`],
+              ["mean run", duration(perf.average_workflow_seconds)],
+              ["sessions", `${perf.active_sessions} active of ${perf.sessions_created}`],
+            ]),
+          )
+        : null,
+    ),
+  );
+}
+
+/** Workers, when the status lists them (a store that hands out claims keeps their records). */
+function workersCard(report) {
+  if (!report) return null;
+  const ws = report.workers || [];
+  return h(
+    "section",
+    { class: "card", id: "workers-card" },
+    h("h2", {}, "Workers ", report.status ? hbadge(report.status) : null),
+    (report.issues || []).length ? h("ul", { class: "problems" }, report.issues.map((i) => h("li", {}, i))) : null,
+    ws.length
+      ? table(
+          ["Worker", "Host", "State", "Last seen", "Details"],
+          ws.map((w) => {
+            const rec = w.record || w;
+            const { id, host, last_seen: seen, ...rest } = rec;
+            return h(
+              "tr",
+              { "data-worker": id },
+              h("td", { class: "mono" }, String(id)),
+              h("td", {}, host || ""),
+              h("td", {}, w.lost ? badge("failed") : badge("running"), w.lost ? " lost" : ""),
+              h("td", {}, time(seen)),
+              h("td", {}, h("code", { class: "small" }, JSON.stringify(rest))),
+            );
+          }),
+        )
+      : h("p", { class: "muted" }, "No worker has registered with this store."),
+  );
+}
+
+function resourcesCard(res) {
+  const rows = (res.resources || []).map((r) => {
+    const cap = r.capacity || {};
+    const alloc = r.allocated || {};
+    return h(
+      "tr",
+      { "data-resource": r.id },
+      h("td", {}, r.name || r.id),
+      h("td", {}, r.type),
+      h("td", {}, badge(r.status === "available" ? "completed" : r.status), " ", r.status),
+      h(
+        "td",
+        {},
+        Object.entries(cap).map(([k, c]) => {
+          const used = alloc[k] || 0;
+          const bar = h("div", { class: "meter", title: `${used} of ${c} ${k}` }, h("span"));
+          bar.firstChild.style.width = `${c ? Math.min(100, (100 * used) / c) : 0}%`;
+          return h("div", { class: "meter-row" }, h("span", { class: "small" }, `${k}: ${fmt(used)} / ${fmt(c)}`), bar);
+        }),
+      ),
+      h("td", {}, String((r.current_users || []).length)),
+    );
+  });
+  return h("section", { class: "card", id: "resources-card" }, h("h2", {}, "Resources"), table(["Resource", "Type", "State", "Allocated / capacity", "Users"], rows));
+}
+
+function fmt(n) {
+  return typeof n === "number" ? (Number.isInteger(n) ? String(n) : n.toFixed(2)) : String(n);
+}
+
+function sessionsCard(list) {
+  return h(
+    "section",
+    { class: "card", id: "sessions-card" },
+    h("h2", {}, "Sessions"),
+    list.length
+      ? table(
+          ["Session", "User", "Mode", "State", "Created"],
+          list.map((x) =>
+            h(
+              "tr",
+              {},
+              h("td", { class: "mono" }, String(x.session_id || x.id || "").slice(0, 8)),
+              h("td", {}, x.user_id || ""),
+              h("td", {}, x.mode || ""),
+              h("td", {}, x.status || (x.active === false ? "closed" : "open")),
+              h("td", {}, time(x.created_at)),
+            ),
+          ),
+        )
+      : h("p", { class: "muted" }, "No sessions."),
+  );
+}
