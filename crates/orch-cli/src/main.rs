@@ -28,6 +28,7 @@ mod reporter;
 mod run;
 mod runs;
 mod serve;
+mod telemetry;
 mod term;
 mod worker;
 
@@ -63,6 +64,14 @@ pub struct Cli {
     /// default `$ORCH_STORE_URL`.
     #[arg(long, global = true, value_name = "URL")]
     store: Option<String>,
+    /// Log what orch does on standard error: -v runs (INFO), -vv attempts (DEBUG), -vvv TRACE;
+    /// `RUST_LOG` (e.g. RUST_LOG=orch_tasks=debug), when set, decides instead.
+    #[arg(short = 'v', long = "verbose", global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    verbose: u8,
+    /// Print less: no live progress during a run (its table, errors and failures still print),
+    /// and only errors in the log.
+    #[arg(short = 'q', long = "quiet", global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -490,6 +499,10 @@ fn main() -> ExitCode {
     }));
     let cli = match parse_args() {
         Ok(cli) => cli,
+        Err(code) => return ExitCode::from(code),
+    };
+    let _telemetry = match telemetry::init(cli.verbose, cli.quiet) {
+        Ok(t) => t,
         Err(code) => return ExitCode::from(code),
     };
     let config = cli.config.as_deref();

@@ -176,11 +176,12 @@ pub(crate) fn execute(engine: &OrchestrationEngine, mut req: RunRequest, args: &
         };
     }
     req.events = true;
+    // Log lines (-v) would garble a bar: they get the plain lines instead.
     let terminal = crate::reporter::progress_bar_wanted(
         std::io::stderr().is_terminal(),
         std::env::var_os("TERM").as_deref(),
-    );
-    let quiet = args.json;
+    ) && !crate::telemetry::verbose();
+    let quiet = args.json || crate::telemetry::quiet();
     // Processes get this long between SIGTERM and SIGKILL when a signal stops the run.
     let grace = Duration::from_secs(2);
     let started = runtime.block_on(engine.run(req));

@@ -42,11 +42,28 @@ pub fn serve(config: Option<&Path>, args: &ServeArgs) -> u8 {
             return exit::INVALID;
         }
     };
+    // Installed before anything runs: every run's metrics are recorded.
+    let metrics = match crate::telemetry::install_prometheus() {
+        Ok(h) => h,
+        Err(msg) => {
+            eprintln!("{msg}");
+            return exit::INTERNAL;
+        }
+    };
     let runtime = match crate::manage::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
     runtime.block_on(async {
+        // Histogram samples are folded in now and then, not only when scraped.
+        let upkeep = metrics.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                upkeep.run_upkeep();
+            }
+        });
         let (mut term, mut int) = match (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
@@ -96,6 +113,7 @@ pub fn serve(config: Option<&Path>, args: &ServeArgs) -> u8 {
         let config = orch_server::ServerConfig {
             body_limit: args.body_limit,
             cors: args.cors.clone(),
+            metrics: Some(orch_server::MetricsRender::new(move || metrics.render())),
             ..orch_server::ServerConfig::default()
         };
         let served =

@@ -26,6 +26,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod metrics;
 
 pub use cache::StoreCache;
 pub use config::EngineConfig;

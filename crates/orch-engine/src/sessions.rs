@@ -419,6 +419,7 @@ impl OrchestrationEngine {
             engine: self.clone(),
             top: run_id,
             out: ov.events,
+            metrics: crate::metrics::RunMetrics::new(),
         });
         // The run stops when its session ends or when its handle cancels it.
         let run_cancel = ov.cancel.unwrap_or_default();
@@ -502,12 +503,13 @@ pub(crate) struct RunOverrides {
 }
 
 /// The engine's consumer of a run's events (and of the sub-workflow runs
-/// it starts): its counters and engine events, and the top-level run's
-/// events on to the run's handle.
+/// it starts): its counters, metrics and engine events, and the top-level
+/// run's events on to the run's handle.
 struct EngineSink {
     engine: OrchestrationEngine,
     top: RunId,
     out: Option<tokio::sync::mpsc::UnboundedSender<Event>>,
+    metrics: crate::metrics::RunMetrics,
 }
 
 impl std::fmt::Debug for EngineSink {
@@ -520,6 +522,7 @@ impl std::fmt::Debug for EngineSink {
 
 impl orch_tasks::EventSink for EngineSink {
     fn event(&self, run: RunId, ev: Event) {
+        self.metrics.event(&ev);
         let c = &self.engine.inner.counters;
         match &ev {
             Event::TaskSucceeded { .. } | Event::TaskCached { .. } => {

@@ -253,6 +253,7 @@ async fn translate(
                                 .and_then(|r| r.error_type.clone())
                                 .unwrap_or_default(),
                             message: r.and_then(|r| r.error_message).unwrap_or_default(),
+                            duration: Duration::ZERO,
                         }
                     }
                 });

@@ -19,6 +19,7 @@
 
 mod error;
 mod guard;
+mod metrics;
 mod params;
 mod routes;
 mod token;
@@ -31,6 +32,7 @@ mod system;
 mod workflows;
 
 pub use error::{ApiError, ApiResult, JsonBody, status_of};
+pub use metrics::{MetricsRender, PROMETHEUS_TEXT};
 pub use routes::{ROUTES, Route, openapi};
 pub use token::{TOKEN_FILE, Token, constant_time_eq};
 pub use ui::{ASSETS, Asset};
@@ -57,6 +59,9 @@ pub struct ServerConfig {
     pub cors: Option<String>,
     /// How often a stream looks in the store for a run's new events.
     pub poll: Duration,
+    /// What `GET /metrics` answers with (the binary's installed recorder);
+    /// none: the route answers 501.
+    pub metrics: Option<MetricsRender>,
 }
 
 impl Default for ServerConfig {
@@ -65,6 +70,7 @@ impl Default for ServerConfig {
             body_limit: DEFAULT_BODY_LIMIT,
             cors: None,
             poll: Duration::from_millis(200),
+            metrics: None,
         }
     }
 }
@@ -103,6 +109,9 @@ impl AppState {
     }
     pub(crate) fn poll(&self) -> Duration {
         self.0.config.poll
+    }
+    pub(crate) fn metrics(&self) -> Option<&MetricsRender> {
+        self.0.config.metrics.as_ref()
     }
     pub(crate) fn stopping(&self) -> watch::Receiver<bool> {
         self.0.stopping.clone()

@@ -1,7 +1,7 @@
 //! The route table: every route's method, path, summary, body and query, from which both the router and `/openapi.json` are made (so the two cannot differ).
 
 use crate::error::{ApiError, ApiResult};
-use crate::{AppState, projects, runs, stream, system, workflows};
+use crate::{AppState, metrics, projects, runs, stream, system, workflows};
 use axum::Json;
 use axum::http::{Method, Uri};
 use axum::routing::{MethodFilter, MethodRouter, on};
@@ -26,6 +26,8 @@ pub struct Route {
     pub auth: bool,
     /// Whether it answers with Server-Sent Events instead of JSON.
     pub sse: bool,
+    /// Whether it answers with text (Prometheus' format) instead of JSON.
+    pub text: bool,
     pub(crate) handler: fn() -> MethodRouter<AppState>,
 }
 
@@ -51,6 +53,7 @@ const BASE: Route = Route {
     query: &[],
     auth: true,
     sse: false,
+    text: false,
     handler: || MethodRouter::new(),
 };
 
@@ -63,6 +66,7 @@ const AFTER: (&str, &str) = (
 pub static ROUTES: &[Route] = &[
     route!(GET "/health", "The engine's health: overall status, each component's, issues (no token needed)", system::health, auth = false),
     route!(GET "/openapi.json", "This API's OpenAPI 3.1 document, made from the route table", openapi_doc),
+    route!(GET "/metrics", "This process's metrics in the Prometheus text format (docs/server.md lists them)", metrics::metrics, text = true),
     route!(GET "/status", "The system's status: workflows, projects, tasks, resources, performance", system::status),
     route!(GET "/resources", "The resources `resource_aware` runs allocate from, and their usage", system::resources),
     route!(GET "/sessions", "The engine's sessions (open and recently ended)", system::sessions),
@@ -140,6 +144,8 @@ pub fn openapi() -> Value {
         }));
         let content = if r.sse {
             json!({"text/event-stream": {"schema": {"type": "string"}}})
+        } else if r.text {
+            json!({"text/plain": {"schema": {"type": "string"}}})
         } else {
             json!({"application/json": {"schema": {"type": "object"}}})
         };

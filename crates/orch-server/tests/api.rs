@@ -222,6 +222,10 @@ async fn every_route_answers_over_http() {
     assert_eq!(st["store"]["backend"], json!("memory"), "{st}");
     let res = call("GET", "/resources", "/resources", None).await.json();
     assert!(res["resources"].is_array(), "{res}");
+    // Given no metrics renderer (tests/metrics.rs gives one): not supported.
+    call("GET", "/metrics", "/metrics", None)
+        .await
+        .error(501, "NOT_SUPPORTED");
 
     // Sessions.
     let created = call(

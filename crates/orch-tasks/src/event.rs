@@ -65,6 +65,8 @@ pub enum Event {
         error_type: String,
         /// What went wrong.
         message: String,
+        /// Time of the last attempt (zero when none ran: `attempts` is 0).
+        duration: Duration,
     },
     /// An attempt failed and another one follows after `delay`.
     TaskRetrying {
@@ -78,6 +80,8 @@ pub enum Event {
         delay: Duration,
         /// Why the attempt failed.
         message: String,
+        /// How long the failed attempt took.
+        duration: Duration,
     },
     /// The step will not run.
     TaskSkipped {

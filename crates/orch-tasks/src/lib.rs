@@ -53,6 +53,7 @@ pub mod records;
 pub mod release;
 pub mod resolve;
 pub mod run;
+pub mod telemetry;
 pub mod worker;
 
 pub use action::{Action, ActionContext, ActionError, ActionRegistry, Immediate};

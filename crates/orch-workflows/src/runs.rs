@@ -274,10 +274,20 @@ impl WorkflowManager {
         // dependents start on the worker that finished it).
         let me = self.clone();
         let perf_wf = wf.clone();
+        // Every run, a sub-workflow's too, in an INFO span (tracing).
+        let span = tracing::info_span!("run", run = %run_id, workflow = name, steps = total);
+        tracing::info!(parent: &span, "run started");
         let result = orch_tasks::drive(async move {
             run_workflow(&wf, &me.inner.registry, run_opts, None).await
-        })
-        .await;
+        });
+        let result = tracing::Instrument::instrument(result, span.clone()).await;
+        match &result {
+            Ok(r) => {
+                let seconds = r.duration.as_secs_f64();
+                tracing::info!(parent: &span, status = %r.status, seconds, "run ended");
+            }
+            Err(e) => tracing::info!(parent: &span, error = %e, "run did not start"),
+        }
         drop(progress);
         let mut st = self.state();
         st.stacks.remove(&run_id);

@@ -318,6 +318,7 @@ impl<E: Executor + 'static> Retrying<E> {
                 out.result.error_type.as_deref().unwrap_or_default(),
                 out.result.error_message.as_deref().unwrap_or_default()
             ),
+            duration: Duration::try_from_secs_f64(out.result.execution_time).unwrap_or_default(),
         });
         let mut next = copy(template);
         next.ctx.attempt = out.attempts + 1;

@@ -207,7 +207,10 @@ impl Executor for LocalExecutor {
 }
 
 /// One attempt, in this process: `TaskStarted`, the action, its outcome.
+/// The action runs in a DEBUG span `attempt` (nearly free when that level
+/// is off), a child of the run's span when the attempt starts in it.
 async fn run_attempt(mut a: Attempt) -> Outcome {
+    let span = tracing::debug_span!("attempt", run = %a.ctx.run_id, step = %a.ctx.step, attempt = a.ctx.attempt);
     let t0 = Instant::now();
     let started_at = wall_clock(a.epoch, t0);
     a.emit(|| Event::TaskStarted {
@@ -216,8 +219,10 @@ async fn run_attempt(mut a: Attempt) -> Outcome {
         attempt: a.ctx.attempt,
     });
     let params = std::mem::take(&mut a.params);
-    let r = a.action.run(params, &a.ctx).await;
-    outcome(&a, r, started_at, t0.elapsed())
+    let r = tracing::Instrument::instrument(a.action.run(params, &a.ctx), span.clone()).await;
+    let out = outcome(&a, r, started_at, t0.elapsed());
+    tracing::debug!(parent: &span, status = %out.status, seconds = out.result.execution_time, "attempt ended");
+    out
 }
 
 /// Delivers a failure for an attempt whose task ended without an outcome

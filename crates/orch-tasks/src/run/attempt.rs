@@ -27,6 +27,9 @@ pub(super) fn run_immediate(
     ctx.step.clone_from(&name);
     ctx.action.clone_from(&st.actions.names[k]);
     ctx.attempt = 1;
+    // The attempt's DEBUG span, as a submitted attempt's (nearly free when that level is off).
+    let span = tracing::debug_span!("attempt", run = %ctx.run_id, step = %ctx.step, attempt = 1);
+    let _in_span = span.enter();
     if let Some(tx) = &st.events {
         tx.send(Event::TaskStarted {
             task: i,
@@ -50,6 +53,7 @@ pub(super) fn run_immediate(
         Err(_) if st.ctx.cancel.is_cancelled() => TaskStatus::Cancelled,
         Err(_) => TaskStatus::Failed,
     };
+    tracing::debug!(status = %status, seconds = took.as_secs_f64(), "attempt ended");
     Ok(Outcome {
         task: i,
         status,

@@ -48,7 +48,8 @@ where
             self.0.abort();
         }
     }
-    let mut task = AbortOnDrop(tokio::spawn(run));
+    // The run's task goes on in the caller's span (the run's, see orch-workflows).
+    let mut task = AbortOnDrop(tokio::spawn(tracing::Instrument::in_current_span(run)));
     match (&mut task.0).await {
         Ok(r) => r,
         Err(e) => Err(OrchestrationError::TaskExecution {
@@ -396,7 +397,11 @@ pub async fn run_workflow(
         j.deferred.clear();
         let store = j.store.clone();
         flush(&mut st, &dependents, &[]).await?;
-        store.finish_run(opts.run_id, status, Utc::now()).await?;
+        crate::telemetry::timed(
+            "finish_run",
+            store.finish_run(opts.run_id, status, Utc::now()),
+        )
+        .await?;
     }
     let duration = start.elapsed();
     st.emit(|| Event::RunFinished {

@@ -143,9 +143,11 @@ pub(super) async fn flush(
         // One request: the turn's starts, then its finishes (a step started
         // in this turn ends with the attempt the start gives it) and their
         // events; a durable store commits them together.
-        let given = store
-            .start_and_finish(run, starting, "local", LEASE, done, events, now)
-            .await?;
+        let given = crate::telemetry::timed(
+            "start_and_finish",
+            store.start_and_finish(run, starting, "local", LEASE, done, events, now),
+        )
+        .await?;
         fix_attempts(st, starting, &given);
         for (i, at, cancelled) in deferred {
             st.finish(i, dependents, cancelled, at);
@@ -216,19 +218,15 @@ pub(super) async fn create_run(
             .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
     };
     let definition = SavedRun::write_json(wf.workflow(), &settings)?;
-    store
-        .create_run(
-            NewRun {
-                id: opts.run_id,
-                workflow: wf.workflow().name.clone(),
-                definition,
-                params: params.clone(),
-                tasks,
-                parent: opts.parent,
-            },
-            now,
-        )
-        .await
+    let run = NewRun {
+        id: opts.run_id,
+        workflow: wf.workflow().name.clone(),
+        definition,
+        params: params.clone(),
+        tasks,
+        parent: opts.parent,
+    };
+    crate::telemetry::timed("create_run", store.create_run(run, now)).await
 }
 
 /// The journal of a run in `store`: a new run (already recorded by
@@ -324,10 +322,11 @@ pub(super) async fn record_starts(
         return Ok(());
     };
     let now = Utc::now();
-    let given = j
-        .store
-        .start_tasks(j.run_id, batch, "local", LEASE, now)
-        .await?;
+    let given = crate::telemetry::timed(
+        "start_tasks",
+        j.store.start_tasks(j.run_id, batch, "local", LEASE, now),
+    )
+    .await?;
     for (&i, &a) in batch.iter().zip(&given) {
         j.attempts[i as usize] = a;
     }

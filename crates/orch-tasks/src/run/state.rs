@@ -249,6 +249,8 @@ impl State<'_> {
                 attempts: out.attempts.max(1),
                 error_type: out.result.error_type.clone().unwrap_or_default(),
                 message: out.result.error_message.clone().unwrap_or_default(),
+                duration: Duration::try_from_secs_f64(out.result.execution_time)
+                    .unwrap_or_default(),
             },
         };
         st.reports[i as usize].result = Some(out.result);
@@ -368,6 +370,7 @@ impl State<'_> {
             attempts: 0,
             error_type: "ReferenceError".into(),
             message,
+            duration: Duration::ZERO,
         });
         true
     }
