@@ -23,6 +23,7 @@ macro_rules! eprint {
 mod commands;
 mod interrupt;
 mod manage;
+mod logs;
 mod mcp;
 mod reporter;
 mod run;
@@ -327,6 +328,9 @@ enum Command {
         run: String,
         /// The step.
         step: String,
+    /// A running step shows what it printed so far; --follow prints its new
+    /// output as it comes, until the step ends (exit 0: completed or
+    /// skipped, 1: failed or cancelled).
         /// Print the step's stdout and stderr as captured, unescaped, on orch's
         /// stdout and stderr (for a file or a pipe; escape sequences reach a terminal).
         #[arg(long)]
@@ -336,6 +340,10 @@ enum Command {
     Resume {
         /// The run's id, a unique prefix of it, or `last` (the newest run started by `orch run`).
         run: String,
+        /// Keep printing the step's output as it is produced until the step ends;
+        /// the exit status then says how it ended.
+        #[arg(long, short = 'f')]
+        follow: bool,
         /// Execution mode.
         #[arg(long, value_enum, default_value = "parallel")]
         mode: Mode,
@@ -520,7 +528,12 @@ fn main() -> ExitCode {
             RunsAction::List { json, limit } => runs::list(config, json, limit),
             RunsAction::Show { run, json, all } => runs::show(config, &run, json, all),
         },
-        Command::Logs { run, step, raw } => runs::logs(config, &run, &step, raw),
+        Command::Logs {
+            run,
+            step,
+            raw,
+            follow,
+        } => logs::logs(config, &run, &step, raw, follow),
         Command::Cancel { run, wait } => runs::cancel(config, &run, wait),
         Command::Resume {
             run,

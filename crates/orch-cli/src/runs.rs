@@ -1,10 +1,10 @@
-//! `orch runs list|show`, `orch logs`, `orch resume`, `orch cancel`, `orch cache`: runs in the store.
+//! `orch runs list|show`, `orch resume`, `orch cancel`, `orch cache`: runs in the store (`orch logs` is `logs.rs`).
 
 use crate::exit;
 use crate::manage::engine_with;
 use crate::reporter;
 use crate::run::{RunArgs, execute};
-use crate::term::{Stream, Table, print_raw};
+use crate::term::Table;
 use orch_engine::OrchestrationEngine;
 use orch_engine::{CancelOutcome, RunRequest, RunTarget};
 use orch_model::store::{RunRecord, TaskRecord};
@@ -36,7 +36,7 @@ fn open(config: Option<&Path>) -> Result<(OrchestrationEngine, tokio::runtime::R
 /// [`open`] for a command that only reads: the store is opened read-only
 /// (no migration, no write, no write lock), so a database in a read-only
 /// file or directory can be read, and a run writing to it is not held up.
-fn open_read_only(
+pub(crate) fn open_read_only(
     config: Option<&Path>,
 ) -> Result<(OrchestrationEngine, Arc<dyn Store>, tokio::runtime::Runtime), u8> {
     let (engine, rt) = open(config)?;
@@ -53,7 +53,7 @@ pub fn shown_status(r: &RunRecord) -> &'static str {
 }
 
 /// A run by id, unique id prefix, or `last`, with its definition.
-async fn find_run(store: &Arc<dyn Store>, id: &str) -> Result<RunRecord, String> {
+pub(crate) async fn find_run(store: &Arc<dyn Store>, id: &str) -> Result<RunRecord, String> {
     let listed = find_listed(store, id).await?;
     if !listed.definition.is_empty() {
         return Ok(listed);
@@ -305,90 +305,6 @@ pub fn show(config: Option<&Path>, id: &str, json_out: bool, all: bool) -> u8 {
     let counts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
     println!("{} steps: {}", tasks.len(), counts.join(", "));
     println!("{}", digest.hint(tasks.len(), &r.id.to_string()));
-    exit::OK
-}
-
-/// `orch logs RUN STEP`: a step's captured output, escaped; with `raw`, a
-/// command's standard output and error as they were captured, unescaped,
-/// on orch's standard output and error.
-pub fn logs(config: Option<&Path>, id: &str, step: &str, raw: bool) -> u8 {
-    let (_engine, store, rt) = match open_read_only(config) {
-        Ok(x) => x,
-        Err(c) => return c,
-    };
-    let found = rt.block_on(async {
-        let r = find_run(&store, id).await?;
-        let tasks = store.tasks(r.id).await.map_err(|e| format!("orch: {e}"))?;
-        Ok::<_, String>((r, tasks))
-    });
-    let (r, tasks) = match found {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("{e}");
-            return exit::INVALID;
-        }
-    };
-    let Some(t) = tasks.iter().find(|t| t.name == step) else {
-        let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
-        eprintln!(
-            "orch: run {} has no step `{step}`; its steps: {}",
-            r.id,
-            names.join(", ")
-        );
-        return exit::INVALID;
-    };
-    let Some(result) = &t.result else {
-        println!(
-            "step `{step}` has no output ({}{})",
-            t.status.as_str(),
-            t.note
-                .as_ref()
-                .map(|n| format!(": {n}"))
-                .unwrap_or_default()
-        );
-        return exit::OK;
-    };
-    let data = &result.data;
-    if raw {
-        let mut printed = false;
-        for (key, stream) in [("stdout", Stream::Out), ("stderr", Stream::Err)] {
-            if let Some(text) = data.get(key).and_then(Value::as_str) {
-                print_raw(stream, text.as_bytes());
-                printed = true;
-            }
-        }
-        if !printed && !data.is_null() {
-            let text = serde_json::to_string_pretty(data).unwrap_or_default();
-            print_raw(Stream::Out, format!("{text}\n").as_bytes());
-        }
-        return exit::OK;
-    }
-    let mut printed = false;
-    for (key, label) in [("stdout", "stdout"), ("stderr", "stderr")] {
-        if let Some(text) = data.get(key).and_then(Value::as_str) {
-            if !text.is_empty() {
-                println!("--- {label} ---");
-                print!("{text}");
-                if !text.ends_with('\n') {
-                    println!();
-                }
-                printed = true;
-            }
-        }
-    }
-    if !printed && !data.is_null() {
-        println!("{}", serde_json::to_string_pretty(data).unwrap_or_default());
-    }
-    if let Some(code) = data.get("exit_code") {
-        println!("--- exit code {code} ---");
-    }
-    if !result.success {
-        println!(
-            "--- failed: {}: {} ---",
-            result.error_type.clone().unwrap_or_default(),
-            result.error_message.clone().unwrap_or_default()
-        );
-    }
     exit::OK
 }
 
