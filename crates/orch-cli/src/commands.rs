@@ -2,7 +2,7 @@
 
 use crate::term::escape_line;
 use crate::{GraphFormat, InputFormat, ReadOptions, exit};
-use orch_model::{Diagnostics, Format, Limits, ValidWorkflow, load_workflow};
+use orch_model::{ActionCatalog, Diagnostics, Format, Limits, ValidWorkflow};
 use serde_json::json;
 use std::io::Read;
 use std::path::Path;
@@ -31,10 +31,13 @@ pub(crate) enum LoadError {
 /// The name a definition read from standard input (`-`) is shown under.
 pub(crate) const STDIN_NAME: &str = "<stdin>";
 
+/// Reads and validates a definition file; with `actions`, each step's
+/// `module.action` and parameters are checked against them too.
 pub(crate) fn load(
     path: &Path,
     read: &ReadOptions,
     limits: &Limits,
+    actions: Option<&ActionCatalog>,
 ) -> Result<ValidWorkflow, LoadError> {
     let stdin = path.as_os_str() == "-";
     let shown = if stdin {
@@ -63,7 +66,8 @@ pub(crate) fn load(
         read_text(path, limits)
     }
     .map_err(|e| LoadError::File(format!("{shown}: {e}")))?;
-    load_workflow(&text, format, limits, Some(&shown)).map_err(LoadError::Invalid)
+    orch_model::definition::load_with(&text, format, limits, Some(&shown), actions)
+        .map_err(LoadError::Invalid)
 }
 
 /// Why `meta` is not a definition file, if it is not a regular file.
@@ -172,10 +176,44 @@ fn summarize_path(path: &[&str]) -> String {
     }
 }
 
+/// What `orch validate` checks steps against: the built-in actions, with
+/// `workflow.run`, and each `--module NAME[=PROGRAM]` as a module served
+/// whole (any action, any parameters), as `orch run --module` and `orch
+/// worker --module` serve it.
+fn validate_catalog(modules: &[String]) -> Result<ActionCatalog, String> {
+    let mut catalog = orch_engine::action_catalog(&orch_engine::ActionRegistry::with_builtins());
+    for m in modules {
+        let name = m.split_once('=').map_or(m.as_str(), |(n, _)| n);
+        let ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !ok {
+            return Err(format!(
+                "--module `{m}`: expected NAME or NAME=PROGRAM, NAME of letters, digits, `_` or `-`"
+            ));
+        }
+        catalog.add_module(name);
+    }
+    Ok(catalog)
+}
+
 /// `orch validate FILE...`: a summary line per valid file, every problem of invalid ones.
-pub fn validate(files: &[std::path::PathBuf], read: &ReadOptions, json_out: bool) -> u8 {
+pub fn validate(
+    files: &[std::path::PathBuf],
+    read: &ReadOptions,
+    modules: &[String],
+    json_out: bool,
+) -> u8 {
     let limits = match limits(read) {
         Ok(l) => l,
+        Err(e) => {
+            eprintln!("orch: {e}");
+            return exit::INVALID;
+        }
+    };
+    let catalog = match validate_catalog(modules) {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("orch: {e}");
             return exit::INVALID;
@@ -189,7 +227,7 @@ pub fn validate(files: &[std::path::PathBuf], read: &ReadOptions, json_out: bool
         } else {
             path.display().to_string()
         };
-        match load(path, read, &limits) {
+        match load(path, read, &limits, Some(&catalog)) {
             Ok(wf) => {
                 let longest = wf.longest_path();
                 let w = wf.workflow();
@@ -269,7 +307,7 @@ pub fn graph(
         }
     };
     let wf = if crate::run::names_a_file(arg) {
-        match load(Path::new(arg), read, &limits) {
+        match load(Path::new(arg), read, &limits, None) {
             Ok(wf) => std::sync::Arc::new(wf),
             Err(LoadError::File(msg)) => {
                 eprintln!("{}", escape_line(&msg));

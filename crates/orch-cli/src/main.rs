@@ -20,6 +20,7 @@ macro_rules! eprint {
     ($($arg:tt)*) => { $crate::term::print($crate::term::Stream::Err, format_args!($($arg)*), false) };
 }
 
+mod authoring;
 mod commands;
 mod interrupt;
 mod manage;
@@ -268,6 +269,10 @@ enum Command {
         format: Option<InputFormat>,
         #[command(flatten)]
         read: ReadOptions,
+        /// A module served by an external program (as `orch run --module` and `orch worker
+        /// --module` give it): its steps may name any action with any parameters (repeatable).
+        #[arg(long = "module", value_name = "NAME[=PROGRAM]")]
+        modules: Vec<String>,
         /// Print machine-readable JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -451,6 +456,15 @@ enum Command {
         #[arg(long, value_name = "BYTES", default_value_t = orch_server::DEFAULT_BODY_LIMIT)]
         body_limit: usize,
     },
+    /// Print the JSON Schema of the workflow format, for editors (docs/workflow-format.md):
+    /// every field, and the parameters of each built-in action.
+    Schema,
+    /// Print a shell's completion script: `orch completions bash > ~/.local/share/bash-completion/completions/orch`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Print a workflow's dependency graph as Mermaid or Graphviz DOT.
     ///
     /// The argument is a definition file (`-` for standard input, with
@@ -618,14 +632,17 @@ fn main() -> ExitCode {
             files,
             format,
             mut read,
+            modules,
             json,
         } => {
             if format.is_some() {
                 read.input_format = format;
             }
-            commands::validate(&files, &read, json)
+            commands::validate(&files, &read, &modules, json)
         }
         Command::Mcp => mcp::mcp(config),
+        Command::Schema => authoring::schema(),
+        Command::Completions { shell } => authoring::completions(shell),
         Command::Serve {
             bind,
             cors,

@@ -108,7 +108,12 @@ pub fn run(arg: &str, project: Option<&str>, read: &ReadOptions, args: &RunArgs)
             project: p.to_owned(),
             workflow: arg.to_owned(),
         },
-        None if names_a_file(arg) => match load(Path::new(arg), read, &limits) {
+        None if names_a_file(arg) => match load(
+            Path::new(arg),
+            read,
+            &limits,
+            Some(&engine.action_catalog()),
+        ) {
             Ok(wf) => RunTarget::Valid(std::sync::Arc::new(wf)),
             Err(LoadError::File(msg)) => {
                 eprintln!("{}", escape_line(&msg));

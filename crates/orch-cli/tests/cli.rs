@@ -42,6 +42,13 @@ fn validate_prints_a_summary_per_valid_file() {
         "code-report.yaml",
         "seed-analysis.json",
         "data-pipeline.toml",
+        // The modules examples/seed_modules.py serves to seed-analysis.json.
+        "--module",
+        "static_analysis",
+        "--module",
+        "data_visualization",
+        "--module",
+        "documentation=seed_modules.py",
     ]));
     assert_eq!(out.code, 0, "{}", out.stderr);
     insta::assert_snapshot!(out.stdout, @r"
@@ -97,7 +104,9 @@ fn validate_json_output_is_machine_readable() {
     let out = run(orch()
         .current_dir(dir.path())
         .args(["validate", "--json", "cycle.json"])
-        .arg(&ex));
+        .arg(&ex)
+        .args(["--module", "static_analysis", "--module", "data_visualization"])
+        .args(["--module", "documentation"]));
     assert_eq!(out.code, 2);
     let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON on stdout");
     assert_eq!(v[0]["valid"], false);

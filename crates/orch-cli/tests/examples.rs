@@ -589,7 +589,10 @@ fn every_example_definition_validates_and_runs() {
     for (file, args) in EXAMPLE_FILES {
         let Some(args) = args else { continue };
         let path = format!("examples/{file}");
-        s.orch(&["validate", &path], &path);
+        // `orch validate` takes the modules `orch run` serves.
+        let mut validate = vec!["validate", path.as_str()];
+        validate.extend_from_slice(args);
+        s.orch(&validate, &path);
         let mut run = vec!["run", path.as_str()];
         run.extend_from_slice(args);
         let out = s.orch(&run, &path);

@@ -120,7 +120,12 @@ fn invalid_input_exits_2() {
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("which no module provides"));
+    // Checked with the file's positions before the run: each unknown module at its line.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("seed-analysis.json:6:17: steps[0].module: unknown module `static_analysis`"),
+        "{err}"
+    );
     let out = orch(dir.path())
         .arg("run")
         .arg(examples().join("code-report.yaml"))

@@ -62,6 +62,15 @@ pub use run::{
     ResumeInfo, RunHandle, RunRequest, RunTarget, enclosing_project, enclosing_project_for,
 };
 use seed::TaskCounts;
+
+/// What a definition may name when it runs with `registry`'s actions in an
+/// engine: the registry's catalog with `workflow.run`, which every engine
+/// adds (for checking definitions without building an engine).
+pub fn action_catalog(registry: &ActionRegistry) -> orch_model::ActionCatalog {
+    let mut c = registry.catalog();
+    c.add_action("workflow", "run", Some(&orch_workflows::RUN_SPEC));
+    c
+}
 pub use seed::{COMPLEX_WORKFLOW_NAME, ComplexWorkflowResult, WorkflowRunResult};
 use sessions::{RunOverrides, SessionState};
 pub use sessions::{Session, SessionOptions, SessionStatus};
@@ -183,6 +192,12 @@ impl OrchestrationEngine {
     /// A builder.
     pub fn builder() -> EngineBuilder {
         EngineBuilder::default()
+    }
+
+    /// What definitions run by this engine may name: its actions (with
+    /// `workflow.run`) and their declared parameters.
+    pub fn action_catalog(&self) -> orch_model::ActionCatalog {
+        self.inner.workflows.registry().catalog()
     }
 
     /// The engine's workflow manager.

@@ -39,6 +39,7 @@
 //! assert_eq!(first, "w.yaml:6:5: steps[0].dependecies: unknown field `dependecies` in a step; did you mean `dependencies`?");
 //! ```
 
+pub mod actions;
 pub mod definition;
 pub mod diagnostic;
 pub mod duration;
@@ -59,6 +60,7 @@ pub mod task;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use actions::{ActionCatalog, ActionSpec, ParamSpec, ParamType};
 pub use compact_str::CompactString;
 pub use definition::{
     Conditions, RetryPolicy, SourceMap, StepDefaults, ValidWorkflow, When, Workflow, WorkflowStep,
@@ -96,4 +98,20 @@ pub fn load_workflow(
     source: Option<&str>,
 ) -> std::result::Result<ValidWorkflow, Diagnostics> {
     definition::load(text, format, limits, source)
+}
+
+/// Like [`load_workflow`], also checking every step's `module.action` and
+/// parameters against `actions` (an unknown module or action, a missing,
+/// unknown or mistyped parameter), each at its line and column.
+///
+/// # Errors
+/// Every problem found, sorted by position.
+pub fn load_workflow_with(
+    text: &str,
+    format: Format,
+    limits: &Limits,
+    source: Option<&str>,
+    actions: &ActionCatalog,
+) -> std::result::Result<ValidWorkflow, Diagnostics> {
+    definition::load_with(text, format, limits, source, Some(actions))
 }

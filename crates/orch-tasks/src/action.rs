@@ -139,6 +139,13 @@ pub trait Action: Send + Sync + fmt::Debug {
     fn immediate(&self) -> Option<&dyn Immediate> {
         None
     }
+
+    /// The parameters the action takes (names, types, which are required),
+    /// which `orch validate` checks steps against and `orch schema` shows;
+    /// `None`, the default, declares nothing and any parameters pass.
+    fn spec(&self) -> Option<&'static orch_model::ActionSpec> {
+        None
+    }
 }
 
 /// An action that finishes without waiting (see [`Action::immediate`]).
@@ -202,6 +209,21 @@ impl ActionRegistry {
             .get(module)
             .is_some_and(|m| m.contains_key(action))
             || self.modules.contains_key(module)
+    }
+
+    /// What a definition may name, as data: every registered `module.action`
+    /// with its declared parameters, and each module served whole.
+    pub fn catalog(&self) -> orch_model::ActionCatalog {
+        let mut c = orch_model::ActionCatalog::new();
+        for (m, acts) in &self.actions {
+            for (a, imp) in acts {
+                c.add_action(m, a, imp.spec());
+            }
+        }
+        for m in self.modules.keys() {
+            c.add_module(m);
+        }
+        c
     }
 
     /// Every registered `module.action` (and `module.*` for whole modules), sorted.

@@ -36,7 +36,7 @@ mod sub_workflow;
 pub use builder::WorkflowManagerBuilder;
 pub use perf::{DurationStats, ModuleUsage, PerformanceSummary};
 pub use runs::{ExecuteOptions, Progress, RUN_HISTORY, RunRecord, WorkflowStatusReport};
-pub use sub_workflow::MAX_SUB_WORKFLOW_DEPTH;
+pub use sub_workflow::{MAX_SUB_WORKFLOW_DEPTH, RUN_SPEC};
 
 use catalog::Entry;
 use orch_model::{ExecutionMode, Limits, OrchestrationError, RunId};

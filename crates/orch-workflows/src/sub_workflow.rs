@@ -90,6 +90,24 @@ impl WorkflowManager {
     }
 }
 
+/// What `workflow.run` takes (see `Action::spec`).
+pub static RUN_SPEC: orch_model::ActionSpec = orch_model::ActionSpec {
+    description: "Runs another workflow of the same workflows directory.",
+    params: &[
+        orch_model::ParamSpec::required(
+            "workflow",
+            orch_model::ParamType::STRING,
+            "the name of the workflow to run",
+        ),
+        orch_model::ParamSpec::optional(
+            "parameters",
+            orch_model::ParamType::OBJECT,
+            "its parameters' values",
+        ),
+    ],
+    open: false,
+};
+
 /// `workflow.run {workflow, parameters}` → `{run_id, workflow, status, results: {step: data}}`.
 #[derive(Debug)]
 pub(crate) struct SubWorkflow {
@@ -98,6 +116,10 @@ pub(crate) struct SubWorkflow {
 
 #[async_trait::async_trait]
 impl Action for SubWorkflow {
+    fn spec(&self) -> Option<&'static orch_model::ActionSpec> {
+        Some(&RUN_SPEC)
+    }
+
     async fn run(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError> {
         let Some(inner) = self.inner.upgrade() else {
             return Err(ActionError::permanent(

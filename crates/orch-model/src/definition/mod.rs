@@ -8,10 +8,12 @@
 
 mod decode;
 mod names;
+mod schema;
 mod validate;
 
 pub use decode::{SourceMap, from_value, parse_definition, parse_definition_with_source};
 pub use names::{NameKind, check_name, display_snippet};
+pub use schema::{SCHEMA_ID, workflow_schema};
 pub use validate::{ValidWorkflow, validate, validate_with_sources};
 
 /// Parses, decodes and validates in one pass over the problems: decoding and
@@ -25,7 +27,22 @@ pub fn load(
     limits: &crate::limits::Limits,
     source: Option<&str>,
 ) -> Result<ValidWorkflow, crate::diagnostic::Diagnostics> {
-    match decode::decode_partial(text, format, limits, source) {
+    load_with(text, format, limits, source, None)
+}
+
+/// Like [`load`], also checking each step's `module.action` and parameters
+/// against `actions` when given (see [`ActionCatalog`](crate::actions::ActionCatalog)).
+///
+/// # Errors
+/// Every problem found, sorted by position.
+pub fn load_with(
+    text: &str,
+    format: crate::node::Format,
+    limits: &crate::limits::Limits,
+    source: Option<&str>,
+    actions: Option<&crate::actions::ActionCatalog>,
+) -> Result<ValidWorkflow, crate::diagnostic::Diagnostics> {
+    match decode::decode_partial(text, format, limits, source, actions) {
         (Some((wf, map)), diags) => validate::validate_into(wf, &map, limits, diags),
         (None, mut diags) => {
             diags.sort();

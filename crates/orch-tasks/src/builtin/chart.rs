@@ -414,6 +414,10 @@ pub struct Bar;
 
 #[async_trait]
 impl Action for Bar {
+    fn spec(&self) -> Option<&'static orch_model::ActionSpec> {
+        Some(&super::specs::BAR)
+    }
+
     async fn run(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError> {
         draw(Kind::Bar, params, ctx).await
     }
@@ -426,6 +430,10 @@ pub struct Line;
 
 #[async_trait]
 impl Action for Line {
+    fn spec(&self) -> Option<&'static orch_model::ActionSpec> {
+        Some(&super::specs::LINE)
+    }
+
     async fn run(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError> {
         draw(Kind::Line, params, ctx).await
     }

@@ -527,6 +527,10 @@ pub struct Stats;
 
 #[async_trait]
 impl Action for Stats {
+    fn spec(&self) -> Option<&'static orch_model::ActionSpec> {
+        Some(&super::specs::STATS)
+    }
+
     async fn run(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError> {
         let rel = params
             .get("path")

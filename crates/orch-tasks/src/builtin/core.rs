@@ -9,7 +9,7 @@ use std::time::Duration;
 /// `Action` for an action that never waits: `run` is its `Immediate::run_now`,
 /// which it offers to the scheduler (`Action::immediate`).
 macro_rules! immediate_action {
-    ($t:ty) => {
+    ($t:ty, $spec:path) => {
         #[async_trait]
         impl Action for $t {
             async fn run(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError> {
@@ -17,6 +17,9 @@ macro_rules! immediate_action {
             }
             fn immediate(&self) -> Option<&dyn Immediate> {
                 Some(self)
+            }
+            fn spec(&self) -> Option<&'static orch_model::ActionSpec> {
+                Some(&$spec)
             }
         }
     };
@@ -26,7 +29,7 @@ macro_rules! immediate_action {
 #[derive(Debug)]
 pub struct Noop;
 
-immediate_action!(Noop);
+immediate_action!(Noop, super::specs::NOOP);
 
 impl Immediate for Noop {
     fn run_now(&self, params: Value, _ctx: &ActionContext) -> Result<Value, ActionError> {
@@ -40,6 +43,10 @@ pub struct Sleep;
 
 #[async_trait]
 impl Action for Sleep {
+    fn spec(&self) -> Option<&'static orch_model::ActionSpec> {
+        Some(&super::specs::SLEEP)
+    }
+
     async fn run(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError> {
         let ms = params.get("ms").and_then(Value::as_u64).ok_or_else(|| {
             ActionError::invalid_parameters("`ms` must be a non-negative integer of milliseconds")
@@ -56,7 +63,7 @@ impl Action for Sleep {
 #[derive(Debug)]
 pub struct Fail;
 
-immediate_action!(Fail);
+immediate_action!(Fail, super::specs::FAIL);
 
 impl Immediate for Fail {
     fn run_now(&self, params: Value, _ctx: &ActionContext) -> Result<Value, ActionError> {
@@ -81,7 +88,7 @@ impl Immediate for Fail {
 #[derive(Debug)]
 pub struct Set;
 
-immediate_action!(Set);
+immediate_action!(Set, super::specs::SET);
 
 impl Immediate for Set {
     fn run_now(&self, params: Value, _ctx: &ActionContext) -> Result<Value, ActionError> {
@@ -98,7 +105,7 @@ impl Immediate for Set {
 #[derive(Debug)]
 pub struct Coalesce;
 
-immediate_action!(Coalesce);
+immediate_action!(Coalesce, super::specs::COALESCE);
 
 impl Immediate for Coalesce {
     fn run_now(&self, params: Value, _ctx: &ActionContext) -> Result<Value, ActionError> {

@@ -192,6 +192,10 @@ pub struct Aggregate;
 
 #[async_trait]
 impl Action for Aggregate {
+    fn spec(&self) -> Option<&'static orch_model::ActionSpec> {
+        Some(&super::specs::AGGREGATE)
+    }
+
     async fn run(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError> {
         let input = rel_param(&params, "input", "data/raw")?;
         let output = rel_param(&params, "output", "data/processed")?;

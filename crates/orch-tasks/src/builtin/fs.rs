@@ -141,6 +141,10 @@ pub struct Read;
 
 #[async_trait]
 impl Action for Read {
+    fn spec(&self) -> Option<&'static orch_model::ActionSpec> {
+        Some(&super::specs::READ)
+    }
+
     async fn run(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError> {
         let rel = path_param(&params, "path")?.to_owned();
         let root = work_root(ctx)?;
@@ -180,6 +184,10 @@ pub struct Write;
 
 #[async_trait]
 impl Action for Write {
+    fn spec(&self) -> Option<&'static orch_model::ActionSpec> {
+        Some(&super::specs::WRITE)
+    }
+
     async fn run(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError> {
         let rel = path_param(&params, "path")?.to_owned();
         let content = match params.get("content") {
@@ -207,6 +215,10 @@ pub struct Copy;
 
 #[async_trait]
 impl Action for Copy {
+    fn spec(&self) -> Option<&'static orch_model::ActionSpec> {
+        Some(&super::specs::COPY)
+    }
+
     async fn run(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError> {
         let from = path_param(&params, "from")?.to_owned();
         let to = path_param(&params, "to")?.to_owned();
@@ -230,6 +242,10 @@ pub struct Mkdir;
 
 #[async_trait]
 impl Action for Mkdir {
+    fn spec(&self) -> Option<&'static orch_model::ActionSpec> {
+        Some(&super::specs::MKDIR)
+    }
+
     async fn run(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError> {
         let rel = path_param(&params, "path")?.to_owned();
         let root = work_root(ctx)?;
@@ -249,6 +265,10 @@ pub struct List;
 
 #[async_trait]
 impl Action for List {
+    fn spec(&self) -> Option<&'static orch_model::ActionSpec> {
+        Some(&super::specs::LIST)
+    }
+
     async fn run(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError> {
         let rel = params
             .get("path")

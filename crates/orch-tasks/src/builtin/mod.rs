@@ -10,6 +10,7 @@ mod data;
 pub mod fs;
 mod report;
 mod shell;
+pub mod specs;
 
 use crate::action::ActionRegistry;
 use std::sync::Arc;

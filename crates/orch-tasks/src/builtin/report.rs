@@ -170,6 +170,10 @@ pub struct Markdown;
 
 #[async_trait]
 impl Action for Markdown {
+    fn spec(&self) -> Option<&'static orch_model::ActionSpec> {
+        Some(&super::specs::MARKDOWN)
+    }
+
     async fn run(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError> {
         let rel = path_param(&params, "output")?.to_owned();
         let root = work_root(ctx)?;

@@ -178,6 +178,10 @@ fn configure(
 
 #[async_trait]
 impl Action for Exec {
+    fn spec(&self) -> Option<&'static orch_model::ActionSpec> {
+        Some(&super::specs::EXEC)
+    }
+
     async fn run(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError> {
         let p = params_map(&params)?;
         let program = match p.get("program") {
@@ -197,6 +201,10 @@ impl Action for Exec {
 
 #[async_trait]
 impl Action for Script {
+    fn spec(&self) -> Option<&'static orch_model::ActionSpec> {
+        Some(&super::specs::SCRIPT)
+    }
+
     async fn run(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError> {
         let p = params_map(&params)?;
         let script = match p.get("script") {

@@ -8,7 +8,7 @@ use crate::node::{Key, Node, NodeValue};
 /// The most fields any map of the format has.
 pub(super) const MAX_FIELDS: usize = 16;
 
-pub(super) const WORKFLOW_FIELDS: &[&str] = &[
+pub(crate) const WORKFLOW_FIELDS: &[&str] = &[
     "name",
     "description",
     "version",
@@ -20,7 +20,7 @@ pub(super) const WORKFLOW_FIELDS: &[&str] = &[
     "metadata",
 ];
 
-pub(super) const STEP_FIELDS: &[&str] = &[
+pub(crate) const STEP_FIELDS: &[&str] = &[
     "name",
     "module",
     "action",
@@ -37,7 +37,7 @@ pub(super) const STEP_FIELDS: &[&str] = &[
     "cache",
 ];
 
-pub(super) const DEFAULTS_FIELDS: &[&str] = &[
+pub(crate) const DEFAULTS_FIELDS: &[&str] = &[
     "timeout",
     "max_retries",
     "retry",
@@ -46,7 +46,7 @@ pub(super) const DEFAULTS_FIELDS: &[&str] = &[
     "resources",
 ];
 
-pub(super) const RETRY_FIELDS: &[&str] = &[
+pub(crate) const RETRY_FIELDS: &[&str] = &[
     "backoff",
     "initial_delay",
     "max_delay",
@@ -54,9 +54,9 @@ pub(super) const RETRY_FIELDS: &[&str] = &[
     "jitter",
 ];
 
-pub(super) const CONDITIONS_FIELDS: &[&str] = &["run_if", "when"];
+pub(crate) const CONDITIONS_FIELDS: &[&str] = &["run_if", "when"];
 
-pub(super) const WHEN_FIELDS: &[&str] = &["ref", "op", "value"];
+pub(crate) const WHEN_FIELDS: &[&str] = &["ref", "op", "value"];
 
 pub(super) struct Fields<'a> {
     fields: &'static [&'static str],

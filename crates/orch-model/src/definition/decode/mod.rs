@@ -5,14 +5,16 @@
 //! values, `workflow` the workflow and its steps, `blocks` a step's nested
 //! `retry`, `resources` and `conditions`, and `source_map` keeps positions.
 
+mod actions;
 mod blocks;
-mod fields;
+pub(crate) mod fields;
 mod scalars;
 mod source_map;
 mod workflow;
 
 pub use source_map::SourceMap;
 
+use crate::actions::ActionCatalog;
 use crate::definition::{Workflow, WorkflowStep};
 use crate::diagnostic::{DiagnosticKind as K, Diagnostics};
 use crate::limits::Limits;
@@ -44,7 +46,7 @@ pub fn parse_definition_with_source(
     limits: &Limits,
     source: Option<&str>,
 ) -> Result<(Workflow, SourceMap), Diagnostics> {
-    match decode_partial(text, format, limits, source) {
+    match decode_partial(text, format, limits, source, None) {
         (Some(ok), d) if d.is_empty() => Ok(ok),
         (_, d) => Err(d),
     }
@@ -52,12 +54,14 @@ pub fn parse_definition_with_source(
 
 /// Parses and decodes as far as possible: the workflow decoded so far (absent
 /// when the text could not be parsed or is not a map) and every problem found.
-/// Validation can then add its own problems to the same list.
+/// Validation can then add its own problems to the same list. With a
+/// catalog, each step's `module.action` and parameters are checked against it.
 pub(crate) fn decode_partial(
     text: &str,
     format: Format,
     limits: &Limits,
     source: Option<&str>,
+    actions: Option<&ActionCatalog>,
 ) -> (Option<(Workflow, SourceMap)>, Diagnostics) {
     let mut diags = Diagnostics::new(source.map(str::to_owned));
     if text.len() as u64 > limits.max_definition_bytes {
@@ -74,6 +78,7 @@ pub(crate) fn decode_partial(
         return (None, diags);
     }
     let mut d = Decoder::new(limits, diags);
+    d.actions = actions;
     // JSON steps are decoded while they are parsed (see `parse_with_step_sink`).
     let mut streamed: Vec<WorkflowStep> = Vec::new();
     let mut total = 0usize;
@@ -200,6 +205,10 @@ pub(super) struct Decoder<'l> {
     streamed: Option<(Vec<WorkflowStep>, usize)>,
     /// Per step, which defaultable fields it sets itself (`SET_*` bits).
     explicit: Vec<u8>,
+    /// What steps may run, when they are checked while decoding.
+    actions: Option<&'l ActionCatalog>,
+    /// The last `module.action` looked up in `actions`.
+    last_action: actions::LastAction<'l>,
 }
 
 impl<'l> Decoder<'l> {
@@ -210,6 +219,8 @@ impl<'l> Decoder<'l> {
             map: SourceMap::default(),
             streamed: None,
             explicit: Vec::new(),
+            actions: None,
+            last_action: None,
         }
     }
 

@@ -218,6 +218,7 @@ impl Decoder<'_> {
             self.map.module.push(pos);
             return s;
         };
+        let (mut module_pos, mut action_pos) = (pos, pos);
         for (field, target) in [("name", 0u8), ("module", 1), ("action", 2)] {
             match f.take(field) {
                 Some((_, n)) => {
@@ -232,9 +233,13 @@ impl Decoder<'_> {
                         }
                         1 => {
                             self.map.module.push(vpos);
+                            module_pos = vpos;
                             s.module = v;
                         }
-                        _ => s.action = v,
+                        _ => {
+                            action_pos = vpos;
+                            s.action = v;
+                        }
                     }
                 }
                 None => {
@@ -255,10 +260,22 @@ impl Decoder<'_> {
                 .string(n, &Path::Field(path, "description"))
                 .unwrap_or_default();
         }
-        if let Some((_, n)) = f.take("parameters") {
-            let p = Path::Field(path, "parameters");
-            if !matches!(n.value, NodeValue::Null) {
-                s.parameters = self.object(n, &p, Some(index)).unwrap_or_default().into();
+        let spec = self.step_action(&s.module, &s.action, path, module_pos, action_pos);
+        let action = (s.module.as_str(), s.action.as_str());
+        match f.take("parameters") {
+            Some((k, n)) => {
+                if let Some(spec) = spec {
+                    self.step_params(action, spec, &k, &n, path);
+                }
+                let p = Path::Field(path, "parameters");
+                if !matches!(n.value, NodeValue::Null) {
+                    s.parameters = self.object(n, &p, Some(index)).unwrap_or_default().into();
+                }
+            }
+            None => {
+                if let Some(spec) = spec {
+                    self.no_params(action, spec, action_pos, path);
+                }
             }
         }
         if let Some((_, n)) = f.take("dependencies") {
