@@ -25,6 +25,7 @@ mod routes;
 mod token;
 mod ui;
 
+mod output;
 mod projects;
 mod runs;
 mod stream;

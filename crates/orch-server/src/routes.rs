@@ -94,7 +94,10 @@ pub static ROUTES: &[Route] = &[
         ("limit", "most steps returned (default 1000, at most 100000)"),
     ]),
     route!(GET "/runs/{id}/steps/{step}", "One step of a run, with its result", runs::step),
-    route!(GET "/runs/{id}/steps/{step}/logs", "A step's captured output: stdout, stderr, exit code", runs::logs),
+    route!(GET "/runs/{id}/steps/{step}/logs", "A step's captured output: stdout, stderr, exit code (so far, while it runs)", runs::logs),
+    route!(GET "/runs/{id}/steps/{step}/logs/stream", "A step's output as Server-Sent Events, live, until the step ends", crate::output::stream, sse = true, query = &[
+        ("after", "only chunks with a number above this one (a cursor; default 0)"),
+    ]),
     route!(GET "/runs/{id}/events", "A run's stored events after a cursor", runs::events, query = &[
         AFTER,
         ("limit", "most events returned (default 1000, at most 100000)"),

@@ -380,7 +380,11 @@ pub(crate) async fn steps(
 }
 
 /// The step `step` of run `id` (400 for a name that breaks the rules, 404 when the run has none).
-async fn find_step(st: &AppState, id: &str, step: &str) -> ApiResult<(RunRecord, TaskRecord)> {
+pub(crate) async fn find_step(
+    st: &AppState,
+    id: &str,
+    step: &str,
+) -> ApiResult<(RunRecord, TaskRecord)> {
     params::name(
         NameKind::Step,
         step,
@@ -413,13 +417,18 @@ pub(crate) async fn step(
     Ok(Json(v))
 }
 
-/// `GET /runs/{id}/steps/{step}/logs`: what the step printed, once it has
-/// ended (output is stored with the step's result, not while it runs).
+/// `GET /runs/{id}/steps/{step}/logs`: what the step printed: its result
+/// once it has ended, its output so far while it runs (`output.rs`).
 pub(crate) async fn logs(
     State(st): State<AppState>,
     Path((id, step)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let (r, t) = find_step(&st, &id, &step).await?;
+    if !t.status.is_terminal() {
+        return crate::output::running_logs(st.engine().store(), r.id, &t)
+            .await
+            .map(Json);
+    }
     let data = t.result.as_ref().map(|x| &x.data);
     let text = |k: &str| data.and_then(|d| d.get(k)).and_then(Value::as_str);
     Ok(Json(json!({

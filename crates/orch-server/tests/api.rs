@@ -370,6 +370,16 @@ async fn every_route_answers_over_http() {
     .await
     .json();
     assert_eq!(logs["stdout"], json!("hi there\n"), "{logs}");
+    // An ended step's output stream: its chunks, then `end` (tests/live_output.rs follows a running one).
+    let out = call(
+        "GET",
+        "/runs/{id}/steps/{step}/logs/stream",
+        &format!("/runs/{id}/steps/hello/logs/stream"),
+        None,
+    )
+    .await;
+    assert!(out.body.contains("hi there"), "{}", out.body);
+    assert!(out.body.contains("event: end"), "{}", out.body);
     let evs = call(
         "GET",
         "/runs/{id}/events",
