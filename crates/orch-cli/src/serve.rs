@@ -1,7 +1,8 @@
 //! `orch serve`: the HTTP API (docs/server.md) on one engine, until SIGINT or SIGTERM.
 //!
 //! The bearer token is made at first start in `$ORCH_HOME/server-token`
-//! (mode 0600) and printed that once; later starts name the file. On a
+//! (mode 0600) and printed that once; later starts name the file. Every
+//! start prints the dashboard's link, with the token in its fragment. On a
 //! signal the server stops taking requests, its event streams end, and runs
 //! it started are given a few seconds, then cancelled (`orch resume` goes on
 //! with them).
@@ -93,13 +94,13 @@ pub fn serve(config: Option<&Path>, args: &ServeArgs) -> u8 {
         }
         if token.created() {
             println!("token: {}", token.value());
-            println!(
-                "(saved in {}, mode 0600; it is printed only this once)",
-                token.path().display()
-            );
+            println!("(saved in {}, mode 0600)", token.path().display());
         } else {
             println!("token: in {}", token.path().display());
         }
+        // The dashboard's link carries the token in its fragment, which the
+        // browser keeps to itself: it is never sent to the server.
+        println!("dashboard: http://{addr}/#token={}", token.value());
         println!(
             "orch serve: http://{addr} (store {}); GET /openapi.json lists the routes; Ctrl-C stops",
             engine.store_url()

@@ -20,7 +20,7 @@ pub(crate) async fn health(State(st): State<AppState>) -> (StatusCode, Json<Valu
     (code, Json(json!(report)))
 }
 
-/// `GET /status`.
+/// `GET /status`: with `workers` when the store distributes claims.
 pub(crate) async fn status(State(st): State<AppState>) -> Json<Value> {
     let mut v = json!(st.engine().get_system_status());
     v["store"] = json!({
@@ -28,6 +28,11 @@ pub(crate) async fn status(State(st): State<AppState>) -> Json<Value> {
         "backend": st.engine().store().backend(),
         "capabilities": st.engine().store().capabilities(),
     });
+    // A store that hands out work to other processes (PostgreSQL) keeps the
+    // workers' records: they are listed, lost ones marked.
+    if st.engine().store().capabilities().distributed_claim {
+        v["workers"] = json!(st.engine().worker_report().await);
+    }
     Json(v)
 }
 

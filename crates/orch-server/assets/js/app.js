@@ -15,6 +15,8 @@ const dialog = document.getElementById("token-dialog");
 
 /** What the current page set up and must stop when the page changes. */
 let cleanup = [];
+/** Counts page changes: a page still loading when another is opened is dropped. */
+let generation = 0;
 
 const ROUTES = [
   [/^#\/runs\/([^/]+)(?:\/steps\/(.+))?$/, (m) => runPage(m[1], m[2] && decodeURIComponent(m[2]))],
@@ -30,6 +32,7 @@ const ROUTES = [
 async function route() {
   for (const f of cleanup) f();
   cleanup = [];
+  const gen = ++generation;
   // A link with a new token may be opened in a tab that shows the dashboard.
   takeTokenFromFragment();
   const hash = location.hash || "#/runs";
@@ -45,12 +48,20 @@ async function route() {
   for (const [re, page] of ROUTES) {
     const m = re.exec(hash);
     if (!m) continue;
+    // Each page draws into a box of its own: one that is left while it
+    // loads goes on drawing into a box that is no longer shown.
+    const box = h("div", { class: "page" });
+    main.replaceChildren(box);
+    window.scrollTo(0, 0);
     try {
-      // A page draws into `main` and returns what stops its timers and streams.
-      const stop = await page(m)(main);
-      if (typeof stop === "function") cleanup.push(stop);
+      // A page returns what stops its timers and streams.
+      const stop = await page(m)(box);
+      if (typeof stop === "function") {
+        if (gen === generation) cleanup.push(stop);
+        else stop();
+      }
     } catch (e) {
-      fill(main, errorBox(e));
+      fill(box, errorBox(e));
     }
     return;
   }

@@ -132,7 +132,7 @@ export function fullGraph(model, onSelect) {
     {},
     s(
       "marker",
-      { id: "arrow", viewBox: "0 0 10 10", refX: 8, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" },
+      { id: "arrow", viewBox: "0 0 10 10", refX: 8, refY: 5, markerWidth: 9, markerHeight: 9, markerUnits: "userSpaceOnUse", orient: "auto" },
       s("path", { d: "M0,0 L10,5 L0,10 z", class: "arrowhead" }),
     ),
   );
@@ -183,7 +183,7 @@ export function aggregateGraph(model, onPick) {
       {},
       s(
         "marker",
-        { id: "arrow-agg", viewBox: "0 0 10 10", refX: 8, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto" },
+        { id: "arrow-agg", viewBox: "0 0 10 10", refX: 8, refY: 5, markerWidth: 9, markerHeight: 9, markerUnits: "userSpaceOnUse", orient: "auto" },
         s("path", { d: "M0,0 L10,5 L0,10 z", class: "arrowhead" }),
       ),
     ),

@@ -106,5 +106,15 @@ export function timeline(model, onSelect) {
     if (k >= 0) list.show(k);
   }
 
+  // The chart fills its width: drawn again when that changes (a step's
+  // panel opens beside it, the window is resized).
+  let width = 0;
+  new ResizeObserver(() => {
+    if (el.clientWidth && el.clientWidth !== width) {
+      width = el.clientWidth;
+      update();
+    }
+  }).observe(el);
+
   return { el, update, show };
 }

@@ -52,7 +52,7 @@ export function runPage(id, stepName) {
           ["Took", duration(between(r.created_at, r.finished_at))],
           Object.keys(r.params || {}).length ? ["Parameters", h("code", {}, JSON.stringify(r.params))] : null,
           r.owner ? ["Owner", h("span", { class: "mono" }, r.owner)] : null,
-          r.parent ? ["Parent run", h("a", { href: `#/runs/${r.parent}`, class: "mono" }, shortId(r.parent))] : null,
+          r.parent ? ["Parent run", h("a", { href: `#/runs/${r.parent}`, class: "mono" }, r.parent)] : null,
           r.cancel_requested && r.state === "running" ? ["Cancel", "requested; running steps are being stopped"] : null,
         ]),
       );
@@ -93,7 +93,7 @@ export function runPage(id, stepName) {
       gantt.show(i);
       table.show(i);
       const st = model.steps[i];
-      history.replaceState(null, "", `#/runs/${runId}/steps/${encodeURIComponent(st.name)}`);
+      if (main.isConnected) history.replaceState(null, "", `#/runs/${runId}/steps/${encodeURIComponent(st.name)}`);
       panelBox.hidden = false;
       panel.show(st);
     };
@@ -102,7 +102,7 @@ export function runPage(id, stepName) {
       selected = null;
       panelBox.hidden = true;
       graph.select(-1);
-      history.replaceState(null, "", `#/runs/${runId}`);
+      if (main.isConnected) history.replaceState(null, "", `#/runs/${runId}`);
     });
 
     stops.push(() => panel.stop());
@@ -310,7 +310,7 @@ function stepsTable(model, onSelect) {
       want = { ...want, from, to, state };
       stateSel.value = state;
       update();
-      el.scrollIntoView({ behavior: "smooth", block: "start" });
+      el.scrollIntoView({ block: "start" });
     },
   };
 }

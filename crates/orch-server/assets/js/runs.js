@@ -2,7 +2,7 @@
 // every two seconds while the tab is visible; and a form to start a run.
 
 import { api } from "./api.js";
-import { badge, between, duration, errorBox, fill, h, shortId, stateBar, table, time, title } from "./dom.js";
+import { badge, between, duration, errorBox, fill, h, stateBar, table, time, title } from "./dom.js";
 
 const RUN_STATES = ["running", "completed", "failed", "cancelled", "interrupted"];
 const EVERY_MS = 2000;
@@ -14,12 +14,13 @@ export function runsPage(query) {
     const workflow = query.get("workflow") || "";
     const names = (await api("/workflows")).workflows || [];
 
+    const live = h("span", { class: "live", title: "refreshed every 2 s" }, "live");
     const filters = h(
       "form",
       { class: "filters", onsubmit: (e) => e.preventDefault() },
       h("label", {}, "State ", select("status", ["", ...RUN_STATES], status, "any")),
       h("label", {}, "Workflow ", select("workflow", ["", ...names], workflow, "any")),
-      h("span", { class: "live", id: "runs-live", title: "refreshed every 2 s" }, "live"),
+      live,
     );
     filters.addEventListener("change", () => {
       const q = new URLSearchParams();
@@ -56,9 +57,9 @@ export function runsPage(query) {
         const r = await api(`/runs?${q}`);
         fill(body, r.runs.length ? r.runs.map(row) : emptyRow());
         note.textContent = `${r.count} run(s) shown, newest first; updated ${new Date().toLocaleTimeString()}`;
-        document.getElementById("runs-live")?.classList.remove("stale");
+        live.classList.remove("stale");
       } catch (e) {
-        document.getElementById("runs-live")?.classList.add("stale");
+        live.classList.add("stale");
         note.replaceChildren(errorBox(e));
       }
       if (!stopped) timer = setTimeout(tick, EVERY_MS);
@@ -95,7 +96,7 @@ function row(r) {
   return h(
     "tr",
     { "data-run-id": r.id, "data-state": r.state, class: "clickable", onclick: () => (location.hash = href) },
-    h("td", {}, h("a", { href, class: "mono", title: r.id }, shortId(r.id))),
+    h("td", {}, h("a", { href, class: "mono small" }, r.id)),
     h("td", {}, r.workflow),
     h("td", {}, badge(r.state), r.cancel_requested && r.state === "running" ? h("span", { class: "muted small" }, " cancelling") : null),
     h("td", { class: "progress" }, stateBar(r.tasks, n), h("span", { class: "small muted" }, `${done}/${n}`)),

@@ -4,7 +4,7 @@
 // use, and the sessions. Read again every five seconds.
 
 import { api } from "./api.js";
-import { badge, duration, errorBox, facts, fill, h, table, time, title } from "./dom.js";
+import { duration, errorBox, facts, fill, h, table, time, title } from "./dom.js";
 
 const EVERY_MS = 5000;
 
@@ -56,6 +56,23 @@ function scalarFacts(obj) {
   );
 }
 
+/** A component's details; parts with a verdict of their own (a resource) as one line each. */
+function componentFacts(details) {
+  const parts = Object.entries(details).filter(([, v]) => v && typeof v === "object" && "healthy" in v);
+  const rest = Object.fromEntries(Object.entries(details).filter(([k]) => !parts.some(([p]) => p === k)));
+  return [
+    scalarFacts(rest),
+    parts.length
+      ? facts(
+          parts.map(([k, v]) => [
+            k,
+            [hbadge(v.healthy ? "healthy" : "degraded"), " ", v.status || "", v.users ? ` · ${v.users} user(s)` : ""],
+          ]),
+        )
+      : null,
+  ];
+}
+
 function healthCard(r) {
   return h(
     "section",
@@ -71,7 +88,7 @@ function healthCard(r) {
           "div",
           { class: "component", "data-component": name },
           h("h3", {}, name.replaceAll("_", " "), " ", hbadge(c.status)),
-          scalarFacts(Object.fromEntries(Object.entries(c.details || {}).filter(([, v]) => !(v && typeof v === "object" && "healthy" in v)))),
+          componentFacts(c.details || {}),
         ),
       ),
     ),
@@ -127,7 +144,7 @@ function statusCard(st) {
   );
 }
 
-/** Workers, when the status lists them (a store that hands out claims keeps their records). */
+/** Workers, when the status lists them (a store that hands out claims to other processes). */
 function workersCard(report) {
   if (!report) return null;
   const ws = report.workers || [];
@@ -138,20 +155,27 @@ function workersCard(report) {
     (report.issues || []).length ? h("ul", { class: "problems" }, report.issues.map((i) => h("li", {}, i))) : null,
     ws.length
       ? table(
-          ["Worker", "Host", "State", "Last seen", "Details"],
-          ws.map((w) => {
-            const rec = w.record || w;
-            const { id, host, last_seen: seen, ...rest } = rec;
-            return h(
+          ["Worker", "Host", "State", "Slots in use", "Running", "Started", "Last seen"],
+          ws.map((w) =>
+            h(
               "tr",
-              { "data-worker": id },
-              h("td", { class: "mono" }, String(id)),
-              h("td", {}, host || ""),
-              h("td", {}, w.lost ? badge("failed") : badge("running"), w.lost ? " lost" : ""),
-              h("td", {}, time(seen)),
-              h("td", {}, h("code", { class: "small" }, JSON.stringify(rest))),
-            );
-          }),
+              { "data-worker": w.id },
+              h("td", { class: "mono" }, String(w.id)),
+              h("td", {}, w.host || ""),
+              h("td", {}, w.lost ? hbadge("unhealthy") : null, " ", w.lost ? "lost" : w.state || ""),
+              h("td", {}, `${(w.running || []).length} / ${w.slots ?? "?"}`),
+              h(
+                "td",
+                {},
+                (w.running || []).slice(0, 8).map((t) =>
+                  h("div", { class: "small" }, h("a", { href: `#/runs/${t.run}/steps/${encodeURIComponent(t.step)}` }, t.step), ` (attempt ${t.attempt})`),
+                ),
+                (w.running || []).length > 8 ? h("div", { class: "small muted" }, `and ${w.running.length - 8} more`) : null,
+              ),
+              h("td", {}, time(w.started_at)),
+              h("td", {}, time(w.last_seen)),
+            ),
+          ),
         )
       : h("p", { class: "muted" }, "No worker has registered with this store."),
   );
@@ -166,7 +190,7 @@ function resourcesCard(res) {
       { "data-resource": r.id },
       h("td", {}, r.name || r.id),
       h("td", {}, r.type),
-      h("td", {}, badge(r.status === "available" ? "completed" : r.status), " ", r.status),
+      h("td", {}, hbadge2(r.status)),
       h(
         "td",
         {},
@@ -181,6 +205,12 @@ function resourcesCard(res) {
     );
   });
   return h("section", { class: "card", id: "resources-card" }, h("h2", {}, "Resources"), table(["Resource", "Type", "State", "Allocated / capacity", "Users"], rows));
+}
+
+/** A resource's state, coloured as health: available and in use are fine. */
+function hbadge2(status) {
+  const tone = { available: "healthy", in_use: "healthy", reserved: "degraded", maintenance: "degraded" }[status] || "unhealthy";
+  return h("span", { class: `badge hs-${tone}` }, status || "?");
 }
 
 function fmt(n) {
@@ -199,7 +229,7 @@ function sessionsCard(list) {
             h(
               "tr",
               {},
-              h("td", { class: "mono" }, String(x.session_id || x.id || "").slice(0, 8)),
+              h("td", { class: "mono small" }, String(x.session_id || x.id || "")),
               h("td", {}, x.user_id || ""),
               h("td", {}, x.mode || ""),
               h("td", {}, x.status || (x.active === false ? "closed" : "open")),

@@ -85,7 +85,8 @@ export function workflowPage(name) {
       try {
         const r = await api("/validate", { method: "POST", body: { definition: editor.value(), format: "yaml" } });
         showProblems(r, editor, problems);
-        if (r.valid) drawGraph(graphBox, editor.value(), r);
+        // Unchanged, the saved definition keeps its graph with its edges.
+        if (r.valid && (isNew || editor.value() !== text)) drawGraph(graphBox, editor.value(), r);
         return r;
       } catch (e) {
         fill(problems, errorBox(e));
@@ -208,10 +209,13 @@ function codeEditor(text) {
     gutter.scrollTop = area.scrollTop;
   };
   area.addEventListener("input", lines);
+  const editor = h("div", { class: "editor" }, gutter, area);
+  // As tall as the text, within limits.
+  editor.style.height = `${Math.min(560, Math.max(200, text.split("\n").length * 18 + 16))}px`;
   area.addEventListener("scroll", () => (gutter.scrollTop = area.scrollTop));
   lines();
   return {
-    el: h("div", { class: "editor" }, gutter, area),
+    el: editor,
     value: () => area.value,
     mark(problems) {
       marks = new Map();
