@@ -134,7 +134,10 @@ describe("the dashboard", () => {
           name: "gate",
           module: "shell",
           action: "script",
-          parameters: { script: 'while [ ! -e "$1" ]; do sleep 0.05; done; echo "gate opened"', args: [gate] },
+          parameters: {
+            script: 'echo "waiting for the gate"; while [ ! -e "$1" ]; do sleep 0.05; done; echo "gate opened"',
+            args: [gate],
+          },
         },
         { name: "fetch", module: "shell", action: "exec", parameters: { program: "echo", args: ["fetched 42 rows"] }, dependencies: ["gate"] },
         { name: "transform", module: "core", action: "sleep", parameters: { ms: 300 }, dependencies: ["gate"] },
@@ -155,7 +158,15 @@ describe("the dashboard", () => {
     assert.ok((await x("transform")) < (await x("report")), "transform before report");
     assert.equal(await page.locator("svg.dag .edge").count(), 4);
     await shot("run-pending");
+    // The running step's output, live: what it printed so far, then the rest
+    // when it goes on.
+    await page.locator('svg.dag .node[data-step="gate"]').click();
+    await page.locator("#step-stdout", { hasText: "waiting for the gate" }).waitFor({ timeout: WAIT });
+    assert.doesNotMatch(await page.locator("#step-stdout").innerText(), /gate opened/);
+    await shot("step-live-output");
     writeFileSync(gate, "");
+    await page.locator("#step-stdout", { hasText: "gate opened" }).waitFor({ timeout: WAIT });
+    await page.locator('#step-panel .panel-head .badge[data-state="completed"]').waitFor({ timeout: WAIT });
     for (const s of ["gate", "fetch", "transform", "report"]) await nodeState(s, "completed");
     await page.locator('#main h1 .badge[data-state="completed"]').waitFor({ timeout: WAIT });
     // The timeline has a bar for each step's attempt.

@@ -173,6 +173,8 @@ export function runPage(id, stepName) {
       tick = setInterval(async () => {
         if (document.hidden) return;
         gantt.update();
+        table.update();
+        drawHead();
         if (++n % 5 === 0) {
           try {
             const r = await api(`/runs/${runId}`);

@@ -6,13 +6,10 @@ import { api, seg, stream } from "./api.js";
 import { badge, between, duration, errorBox, facts, fill, h, jsonBlock, time } from "./dom.js";
 import { isTerminal } from "./model.js";
 
-/** The route of a running step's output stream, if the server has one. */
+/** The route of a running step's output stream, if the server has it. */
 function outputRoute(routes) {
-  for (const r of routes) {
-    const m = /^GET (\/runs\/\{id\}\/steps\/\{step\}\/\S*stream\S*)$/.exec(r);
-    if (m) return m[1];
-  }
-  return null;
+  const path = "/runs/{id}/steps/{step}/logs/stream";
+  return routes.has(`GET ${path}`) ? path : null;
 }
 
 export function stepPanel(runId, routes, box, onClose) {
@@ -43,15 +40,30 @@ export function stepPanel(runId, routes, box, onClose) {
     const ended = isTerminal(step.status);
     let outputNote = null;
     if (!ended && liveRoute) {
-      outputNote = h("p", { class: "small muted" }, "Following the step's output as it is produced…");
-      out.textContent = "";
-      err.textContent = "";
-      stopStream = stream(liveRoute.replace("{id}", runId).replace("{step}", seg(name)), (ev) => {
-        if (ev.event === "end" || ev.event === "error") return;
-        const d = ev.data;
-        const text = typeof d === "string" ? d : d && (d.text ?? d.chunk ?? d.data);
-        if (typeof text !== "string") return;
-        (d && d.stream === "stderr" ? err : out).append(text);
+      // The output so far came with the logs; the stream goes on after it.
+      outputNote = h("p", { class: "small muted live-note" }, "Following the step's output as it is produced…");
+      let attempt = logs.attempt;
+      const path = liveRoute.replace("{id}", seg(runId)).replace("{step}", seg(name));
+      stopStream = stream(`${path}?after=${logs.next ?? 0}`, (ev) => {
+        if (me !== current) return;
+        if (ev.event === "end") {
+          // The step ended: its record, result and whole output, read again.
+          show({ ...st, status: (ev.data && ev.data.status) || st.status });
+          return;
+        }
+        if (ev.event !== "stdout" && ev.event !== "stderr") return;
+        const d = ev.data || {};
+        if (typeof d.text !== "string") return;
+        const pre = ev.event === "stderr" ? err : out;
+        if (d.attempt && attempt && d.attempt !== attempt) {
+          // A retry: its output follows a mark.
+          out.append(`\n--- attempt ${d.attempt} ---\n`);
+          err.append(`\n--- attempt ${d.attempt} ---\n`);
+        }
+        attempt = d.attempt || attempt;
+        const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+        pre.append(d.text);
+        if (atEnd) pre.scrollTop = pre.scrollHeight;
       });
     } else if (!ended) {
       outputNote = h("p", { class: "small muted" }, "The step has not ended: its output is shown when it does.");
