@@ -1,9 +1,7 @@
 //! Server-Sent Events of a run's events, read from the store's event log with a cursor (so a run of another process or of the workers streams as well), until the run ends.
 //!
-//! A step's output is stored with its result when the step ends, not in
-//! chunks as it is produced, so there is no live stream of a running step's
-//! output yet: `GET /runs/{id}/steps/{step}/logs` gives it once the step
-//! has ended.
+//! A running step's output streams apart (`output.rs`:
+//! `GET /runs/{id}/steps/{step}/logs/stream`).
 
 use crate::AppState;
 use crate::error::ApiResult;
