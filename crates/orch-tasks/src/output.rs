@@ -1,5 +1,5 @@
 //! A step's output kept while it is produced: the capture of a process's
-//! stdout and stderr cuts it into chunks ([`LiveStream`]), and one writer
+//! stdout and stderr cuts it into chunks (`LiveStream`), and one writer
 //! per run (or per worker) sends every chunk waiting to the store in one
 //! call ([`OutputWriter`]), so that a running step's output can be read.
 //!
