@@ -62,7 +62,9 @@ export function timeline(model, onSelect) {
     const every = steps.find((v) => span / v <= 8) || 86400;
     for (let v = 0; v <= span + 1e-9; v += every) {
       const px = x(t0 + v * 1000);
-      ticks.push(s("line", { x1: px, x2: px, y1: 16, y2: 24 }), s("text", { x: px + 3, y: 12 }, v === 0 ? "0" : duration(v)));
+      ticks.push(s("line", { x1: px, x2: px, y1: 16, y2: 24 }));
+      // A label that would be cut at the right edge is left out.
+      if (px + 48 <= chartW) ticks.push(s("text", { x: px + 3, y: 12 }, v === 0 ? "0" : duration(v)));
     }
     axis.replaceChildren(...ticks);
   }
