@@ -27,6 +27,7 @@ mod manage;
 mod logs;
 mod mcp;
 mod reporter;
+mod retry;
 mod run;
 mod runs;
 mod serve;
@@ -362,6 +363,27 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Retry a failed or cancelled run as a new run: completed steps keep their results; failed,
+    /// cancelled and skipped steps (and, with --from, that step) run again with what depends on them.
+    Retry {
+        /// The run's id, a unique prefix of it, or `last` (the newest run started by `orch run`).
+        run: String,
+        /// Also run this step again, and everything that depends on it, even if it completed.
+        #[arg(long, value_name = "STEP")]
+        from: Option<String>,
+        /// Execution mode.
+        #[arg(long, value_enum, default_value = "parallel")]
+        mode: Mode,
+        /// Most steps running at once in parallel mode (default: what the run had).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+        max_parallel: Option<u16>,
+        /// Limit on the new run.
+        #[arg(long, value_name = "DURATION", value_parser = parse_timeout_arg)]
+        timeout: Option<std::time::Duration>,
+        /// Print the run's report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Cancel a run from another terminal: its running processes stop, nothing new starts.
     Cancel {
         /// The run's id, a unique prefix of it, or `last` (the newest run started by `orch run`).
@@ -569,6 +591,28 @@ fn main() -> ExitCode {
                 detach: false,
             };
             runs::resume(&run, &args)
+        }
+        Command::Retry {
+            run,
+            from,
+            mode,
+            max_parallel,
+            timeout,
+            json,
+        } => {
+            let args = run::RunArgs {
+                params: Vec::new(),
+                mode: mode.into(),
+                max_parallel: max_parallel.map(usize::from),
+                no_cache: false,
+                modules: Vec::new(),
+                resources: None,
+                timeout,
+                json,
+                config: cli.config.clone(),
+                detach: false,
+            };
+            retry::retry(&run, from, &args)
         }
         Command::Templates { json } => manage::templates(config, json),
         Command::Status { json } => manage::status(config, json),

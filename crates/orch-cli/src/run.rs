@@ -245,6 +245,13 @@ pub(crate) fn execute(engine: &OrchestrationEngine, mut req: RunRequest, args: &
 
 /// What a resumed run had done, on standard error.
 fn say_resumed(run_id: orch_model::RunId, workflow: &str, info: &orch_engine::ResumeInfo) {
+    if let Some(old) = info.retry_of {
+        eprintln!(
+            "orch: retrying run {old} of `{workflow}` as run {run_id}: {} of {} steps kept (completed), the others run again",
+            info.done, info.total
+        );
+        return;
+    }
     if info.orphans_stopped > 0 {
         eprintln!(
             "orch: stopped {} process(es) left running by run {run_id}'s previous orch",

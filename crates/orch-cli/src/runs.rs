@@ -222,6 +222,10 @@ pub fn show(config: Option<&Path>, id: &str, json_out: bool, all: bool) -> u8 {
             return exit::INVALID;
         }
     };
+    // A retry names the run it retries in its saved settings.
+    let retry_of = orch_model::RunSettings::of_saved(&r.definition)
+        .ok()
+        .and_then(|s| s.retry_of);
     if json_out {
         let v = json!({
             "run_id": r.id.to_string(),
@@ -232,6 +236,7 @@ pub fn show(config: Option<&Path>, id: &str, json_out: bool, all: bool) -> u8 {
             "params": r.params,
             "owner": r.owner,
             "parent": r.parent.map(|p| p.to_string()),
+            "retry_of": retry_of.map(|p| p.to_string()),
             "tasks": tasks.iter().map(|t| json!({
                 "name": t.name,
                 "status": t.status,
@@ -261,6 +266,9 @@ pub fn show(config: Option<&Path>, id: &str, json_out: bool, all: bool) -> u8 {
     );
     if let Some(p) = r.parent {
         println!("parent: {p} (this run is a sub-workflow of it)");
+    }
+    if let Some(p) = retry_of {
+        println!("retry of: {p} (its completed steps were kept)");
     }
     let row = |t: &TaskRecord| {
         let (started, duration, note) = task_line(t);

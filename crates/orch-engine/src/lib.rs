@@ -36,6 +36,7 @@ mod builder;
 mod events;
 mod health;
 mod resume;
+mod retry;
 mod run;
 mod seed;
 mod sessions;

@@ -183,6 +183,7 @@ pub(crate) async fn take_over_for_resume(
         orphans_stopped: orphans,
         superseded,
         supersede_error,
+        retry_of: None,
     };
     Ok((
         Resumed {

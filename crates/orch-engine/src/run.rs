@@ -43,6 +43,17 @@ pub enum RunTarget {
     /// the run did): taken over, its interrupted steps run again, and the
     /// rest of it runs; finished steps keep their outcome.
     Resume(RunId),
+    /// A new attempt of a failed or cancelled run of the engine's store: a
+    /// new run (linked to it by `RunSettings::retry_of`) of the same
+    /// definition and parameters that keeps its completed steps' results
+    /// and runs the failed, cancelled and skipped steps, the `from` step when
+    /// one is named, and everything downstream of them.
+    Retry {
+        /// The run to retry.
+        run: RunId,
+        /// A step to run again even if it completed (with its downstream).
+        from: Option<String>,
+    },
 }
 
 /// What to run and how ([`OrchestrationEngine::run`]).
@@ -132,6 +143,9 @@ pub struct ResumeInfo {
     pub superseded: Vec<RunId>,
     /// Why the sub-workflow runs could not be cancelled, when they could not.
     pub supersede_error: Option<String>,
+    /// For a retry ([`RunTarget::Retry`]): the run it retries; `done` is
+    /// then the steps it kept.
+    pub retry_of: Option<RunId>,
 }
 
 /// A run that has started ([`OrchestrationEngine::run`]).
@@ -427,8 +441,14 @@ impl OrchestrationEngine {
 
     /// What a request names, read and checked.
     async fn resolve(&self, req: &RunRequest) -> Result<Resolved, OrchestrationError> {
-        if let RunTarget::Resume(id) = &req.target {
-            let (resumed, info) = take_over_for_resume(self, *id).await?;
+        let taken = match &req.target {
+            RunTarget::Resume(id) => Some(take_over_for_resume(self, *id).await?),
+            RunTarget::Retry { run, from } => {
+                Some(crate::retry::prepare_retry(self, *run, from.as_deref()).await?)
+            }
+            _ => None,
+        };
+        if let Some((resumed, info)) = taken {
             return Ok(Resolved {
                 wf: resumed.workflow.clone(),
                 work_dir: resumed.work_dir.clone(),
@@ -530,9 +550,13 @@ impl OrchestrationEngine {
                 let root = PathBuf::from(&p.path);
                 self.project_target(root, &p, workflow, req)
             }
-            RunTarget::Resume(id) => Err(OrchestrationError::InvalidState {
-                message: format!("run {id} is resumed through `run`, not resolved by name"),
-            }),
+            RunTarget::Resume(id) | RunTarget::Retry { run: id, .. } => {
+                Err(OrchestrationError::InvalidState {
+                    message: format!(
+                        "run {id} is resumed or retried through `run`, not resolved by name"
+                    ),
+                })
+            }
         }
     }
 

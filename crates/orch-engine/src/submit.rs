@@ -49,6 +49,7 @@ impl OrchestrationEngine {
             run_timeout_ms: s
                 .run_timeout
                 .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            retry_of: None,
         };
         let store = self.inner.store.clone();
         orch_tasks::worker::submit(

@@ -61,6 +61,10 @@ pub struct RunSettings {
     /// Its run timeout in milliseconds (absent: none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run_timeout_ms: Option<u64>,
+    /// The failed or cancelled run this one retries (`orch retry`), whose
+    /// completed steps it kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<crate::RunId>,
 }
 
 /// A run's saved definition: the validated workflow and how it was started.
@@ -155,6 +159,28 @@ impl SavedRun {
         )
         .map_err(OrchestrationError::Validation)?;
         Ok(Self { workflow, settings })
+    }
+}
+
+impl RunSettings {
+    /// The settings of a saved run's text (as [`SavedRun::to_json`] writes
+    /// it), without reading its workflow: cheap for any size of run.
+    ///
+    /// # Errors
+    /// `InvalidState` when the text is not such a record.
+    pub fn of_saved(text: &str) -> Result<Self, OrchestrationError> {
+        let bad = |why: String| OrchestrationError::InvalidState {
+            message: format!("the saved run is not readable: {why}"),
+        };
+        let mut rest = Map::new();
+        for (key, raw) in top_level_members(text).map_err(bad)? {
+            if key != "workflow" {
+                let v: Value = serde_json::from_str(raw)
+                    .map_err(|e| bad(format!("member `{key}`: {e}")))?;
+                rest.insert(key, v);
+            }
+        }
+        serde_json::from_value(Value::Object(rest)).map_err(|e| bad(e.to_string()))
     }
 }
 
@@ -278,11 +304,16 @@ mod tests {
                 mode: Some(ExecutionMode::Sequential),
                 max_parallel: Some(3),
                 run_timeout_ms: Some(1500),
+                retry_of: Some(crate::RunId::new()),
             },
         };
         let text = saved.to_json().expect("json");
         let back = SavedRun::from_json(&text).expect("reads");
         assert_eq!(back.settings, saved.settings);
+        assert_eq!(
+            RunSettings::of_saved(&text).expect("settings"),
+            saved.settings
+        );
         assert_eq!(back.workflow.workflow(), saved.workflow.workflow());
     }
 

@@ -107,6 +107,9 @@ pub static ROUTES: &[Route] = &[
         ("wait", "seconds to wait for the run to stop (default 10, at most 600)"),
     ]),
     route!(POST "/runs/{id}/resume", "Resume an interrupted run: finished steps keep their outcome", runs::resume, ok = 202),
+    route!(POST "/runs/{id}/retry", "Retry a failed or cancelled run as a new run that keeps its completed steps", runs::retry, ok = 202, query = &[
+        ("from", "a step to run again, with what depends on it, even if it completed"),
+    ]),
     route!(GET "/templates", "The project templates", projects::templates),
     route!(GET "/projects", "The projects, with a summary", projects::list),
     route!(POST "/projects", "Create a project from a template", projects::create, ok = 201, body = Some("ProjectCreate")),

@@ -493,6 +493,20 @@ pub(crate) async fn cancel(
     })))
 }
 
+/// `POST /runs/{id}/retry[?from=STEP]`: a new run that keeps the completed
+/// steps of a failed or cancelled one; 202; 409 for a run that did not fail
+/// and was not cancelled.
+pub(crate) async fn retry(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    q: RawQuery,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let q = query(q, &["from"])?;
+    let r = find_run(st.engine().store(), &id).await?;
+    let from = q.get("from").cloned();
+    start(&st, RunTarget::Retry { run: r.id, from }, RunBody::default()).await
+}
+
 /// `POST /runs/{id}/resume`: 202; 409 when the run is not interrupted.
 pub(crate) async fn resume(
     State(st): State<AppState>,

@@ -420,6 +420,15 @@ async fn every_route_answers_over_http() {
     )
     .await
     .error(409, "INVALID_STATE");
+    // Nor retried: it completed.
+    call(
+        "POST",
+        "/runs/{id}/retry",
+        &format!("/runs/{id}/retry"),
+        None,
+    )
+    .await
+    .error(409, "INVALID_STATE");
 
     // Projects.
     let t = call("GET", "/templates", "/templates", None).await.json();

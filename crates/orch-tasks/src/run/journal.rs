@@ -216,6 +216,7 @@ pub(super) async fn create_run(
         run_timeout_ms: opts
             .run_timeout
             .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        retry_of: None,
     };
     let definition = SavedRun::write_json(wf.workflow(), &settings)?;
     let run = NewRun {
