@@ -17,9 +17,11 @@ commands:
   ci            run exactly what CI runs (.ci/run), in order, stopping at the first failure:
                   cargo fmt --all -- --check
                   cargo clippy --workspace --all-targets -- -D warnings
+                  cargo clippy -p orch-cli --features otel -- -D warnings   (the optional
+                                OpenTelemetry export, off by default: about a minute more)
                   RUSTDOCFLAGS='-D warnings' cargo doc --workspace --no-deps
                   cargo test --workspace        (includes the tidy tests of xtask)
-                it takes no arguments and has no switch to skip a step: it always runs all four
+                it takes no arguments and has no switch to skip a step: it always runs all five
   tidy          run the architecture and convention checks: cargo test -p xtask
                 (they are ordinary tests in xtask/src/tidy.rs, so `cargo test --workspace` runs them too)
   bench [ARGS]  run the benchmarks: cargo bench -p orch-benches [-- ARGS] (criterion; ARGS are
@@ -135,6 +137,10 @@ fn plan(args: &[String]) -> Result<Plan, String> {
                         "clippy --workspace --all-targets -- -D warnings",
                         "fix the warnings reported above",
                     ),
+                    step(
+                        "clippy -p orch-cli --features otel -- -D warnings",
+                        "fix the build errors or warnings of orch-cli's `otel` feature above",
+                    ),
                     Step {
                         env: &[("RUSTDOCFLAGS", "-D warnings")],
                         ..step(
@@ -244,6 +250,7 @@ mod tests {
             [
                 "fmt --all -- --check",
                 "clippy --workspace --all-targets -- -D warnings",
+                "clippy -p orch-cli --features otel -- -D warnings",
                 "doc --workspace --no-deps",
                 "test --workspace",
             ]

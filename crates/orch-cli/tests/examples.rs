@@ -46,6 +46,11 @@ const NOT_RUN: &[(&str, &str, &str)] = &[
         "text ──parse──▶",
         "a diagram of the code, not a command",
     ),
+    (
+        "docs/server.md",
+        "scrape_configs:",
+        "Prometheus' configuration: Prometheus is not installed here (the session above scrapes /metrics with curl)",
+    ),
 ];
 
 /// Transcripts whose output is abridged from a test's snapshot (the input file is the test's own):

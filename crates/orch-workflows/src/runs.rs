@@ -275,7 +275,7 @@ impl WorkflowManager {
         let me = self.clone();
         let perf_wf = wf.clone();
         // Every run, a sub-workflow's too, in an INFO span (tracing).
-        let span = tracing::info_span!("run", run = %run_id, workflow = name, steps = total);
+        let span = tracing::info_span!("run", run = %run_id, workflow = %name, steps = total);
         tracing::info!(parent: &span, "run started");
         let result = orch_tasks::drive(async move {
             run_workflow(&wf, &me.inner.registry, run_opts, None).await
