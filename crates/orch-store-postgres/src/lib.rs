@@ -119,6 +119,7 @@ mod batch;
 mod claims;
 mod error;
 mod journal;
+mod leader;
 mod migrate;
 mod notify;
 mod open;

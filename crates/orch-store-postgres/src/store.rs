@@ -30,6 +30,7 @@ impl Store for PostgresStore {
             cache: true,
             take_over: true,
             output: true,
+            leaders: true,
         }
     }
 
@@ -50,6 +51,10 @@ impl Store for PostgresStore {
     }
 
     fn output_store(&self) -> Option<&dyn orch_model::store::OutputStore> {
+        Some(self)
+    }
+
+    fn leaders(&self) -> Option<&dyn orch_model::store::LeaderStore> {
         Some(self)
     }
 

@@ -19,7 +19,7 @@
 mod common;
 mod procs;
 
-use orch_model::{TaskStatus, WorkflowStatus};
+use orch_model::{Store, TaskStatus, WorkflowStatus};
 use procs::{
     Fixture, LEASE, PATIENCE, finished, gone, lanes_workflow, ledger, ledger_step, one_at_a_time,
     owner_of, result_token, send, wait_for,
@@ -248,7 +248,8 @@ fn workers_reconnect_when_their_connections_are_cut() {
 
 /// `orch cancel RUN` from another process stops the step running on a
 /// worker within a second: from the command's return to the step's
-/// process being gone.
+/// process being gone. The worker's lease is the default (30 s): the cancel
+/// does not wait for a lease renewal.
 #[test]
 fn cancel_from_another_process_stops_a_step_on_a_worker_within_a_second() {
     let _one = one_at_a_time();
@@ -258,7 +259,7 @@ fn cancel_from_another_process_stops_a_step_on_a_worker_within_a_second() {
         "name: long\nsteps:\n  - { name: sleeper, module: shell, action: exec, parameters: { program: sh, args: ['-c', 'echo $$ > pids/sleeper; exec sleep 600'] } }\n",
     );
     let run = f.submit("long.yaml");
-    let mut w = f.worker("w1", &[]);
+    let mut w = f.worker_leased("w1", Duration::from_secs(30), &[]);
     let mut pid = 0u32;
     wait_for("the step's process", PATIENCE, || {
         let t = f.read("pids/sleeper");
@@ -424,4 +425,42 @@ fn the_run_commands_read_a_postgres_store_named_once_in_the_environment() {
         serde_json::from_str(&orch(&["health", "--json"])).expect("json");
     assert!(health["overall_status"].is_string(), "{health}");
     assert!(w.stop().success(), "{}", w.log());
+}
+
+/// Of two workers, one at a time reclaims lapsed claims: the holder of the
+/// store's `reaper` lease. Killed (no chance to resign), its lease lapses
+/// and the other worker takes the job over; a worker that stops resigns,
+/// and the lease is free at once.
+#[test]
+fn one_worker_at_a_time_reclaims() {
+    let _one = one_at_a_time();
+    let f = Fixture::new();
+    let mut workers = [f.worker("w1", &[]), f.worker("w2", &[])];
+    let leader = |f: &Fixture| {
+        f.call("leader", |s| s.leader("reaper", chrono::Utc::now()))
+            .map(|(h, _)| h)
+    };
+    let mut first = None;
+    wait_for("a worker to lead", PATIENCE, || {
+        first = leader(&f);
+        first.is_some()
+    });
+    let first = first.expect("a leader");
+    assert!(first == "w1" || first == "w2", "{first}");
+    // The holder renews: it still leads a few reclaim periods later.
+    std::thread::sleep(LEASE * 2);
+    assert_eq!(
+        leader(&f).as_deref(),
+        Some(first.as_str()),
+        "the lease is renewed"
+    );
+    let (gone, other) = if first == "w1" { (0, 1) } else { (1, 0) };
+    send("KILL", workers[gone].pid());
+    let _ = workers[gone].wait_exit();
+    let next = workers[other].id.clone();
+    wait_for("the other worker to take the lease over", PATIENCE, || {
+        leader(&f).as_deref() == Some(next.as_str())
+    });
+    assert!(workers[other].stop().success(), "{}", workers[other].log());
+    assert_eq!(leader(&f), None, "a worker that stops resigns");
 }

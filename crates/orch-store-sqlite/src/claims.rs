@@ -2,9 +2,9 @@
 //! across runs. The SQLite store supports them within one machine (its
 //! capabilities say `distributed_claim: false`).
 //!
-//! Its tasks keep no resource needs (that needs a column written by
-//! `create_run`), so its claims cannot fit a claimer's capacity:
-//! `fits_capacity` is false, and a claim with a limited `free` is refused.
+//! Each task keeps what it takes of a claimer's capacity (`needs`, written
+//! by `create_run` for the tasks that need something), so a claim with a
+//! limited `free` hands out only tasks that fit it (`fits_capacity`).
 
 use crate::SqliteStore;
 use crate::error::{invalid, sql_err, store_err};
@@ -13,7 +13,7 @@ use crate::rows::{decode_task, lease_until, micros, quarantine, require_run, run
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use orch_model::store::{ClaimRequest, ClaimStore, ResourceAmounts, StoredEvent, TaskRecord};
-use orch_model::{Claim, OrchestrationError, Result, RunId, TaskOutcome};
+use orch_model::{Claim, Result, RunId, TaskOutcome};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::time::Duration;
 
@@ -39,30 +39,59 @@ fn complete_in(
 #[async_trait]
 impl ClaimStore for SqliteStore {
     async fn claim(&self, req: &ClaimRequest, now: DateTime<Utc>) -> Result<Vec<Claim>> {
-        if !req.free.is_empty() {
-            return Err(OrchestrationError::Unsupported {
-                message: "the sqlite store cannot fit claims to a worker's capacity (its tasks keep no resource needs): claim without a capacity and check each task's needs in the worker".into(),
-            });
-        }
         let (worker, max, lease) = (req.worker.clone(), req.max, req.lease);
+        let free = req.free.clone();
         self.call_small(move |conn| {
+            // With a capacity, a window of candidates in claim order is
+            // read and taken greedily, each if it fits what the ones before
+            // it left free (a task that needs more than is free is passed
+            // over, not waited for).
+            let fitting = !free.is_empty();
+            let window = if fitting {
+                max.saturating_mul(8).saturating_add(64)
+            } else {
+                max
+            };
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT r.id, t.idx, t.name, t.attempt, t.run FROM runs r JOIN tasks t
+                    "SELECT r.id, t.idx, t.name, t.attempt, t.run, t.needs FROM runs r JOIN tasks t
                          ON t.key BETWEEN r.ord * 4294967296 AND r.ord * 4294967296 + 4294967295
                      WHERE t.status = 'ready' AND r.status = 'running' AND r.quarantined IS NULL
                      ORDER BY t.priority DESC, r.ord, t.idx LIMIT ?1",
                 )
                 .map_err(sql_err)?;
-            let picked: Vec<(String, u32, String, u32, i64)> = stmt
-                .query_map(params![max as i64], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            let rows: Vec<(String, u32, String, u32, i64, Option<String>)> = stmt
+                .query_map(params![window as i64], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
                 })
                 .map_err(sql_err)?
                 .collect::<rusqlite::Result<_>>()
                 .map_err(sql_err)?;
+            let mut left = free;
+            let mut picked = Vec::with_capacity(max.min(rows.len()));
+            for (run, idx, name, attempt, ord, needs) in rows {
+                if picked.len() == max {
+                    break;
+                }
+                let needs: ResourceAmounts = match needs {
+                    Some(text) => serde_json::from_str(&text)
+                        .map_err(|e| store_err(&format!("needs of task {idx} of run {run}"), e))?,
+                    None => ResourceAmounts::default(),
+                };
+                if fitting && !left.take_if_fits(&needs) {
+                    continue;
+                }
+                picked.push((run, idx, name, attempt, ord, needs));
+            }
             let mut out = Vec::with_capacity(picked.len());
-            for (run, idx, name, attempt, ord) in picked {
+            for (run, idx, name, attempt, ord, needs) in picked {
                 conn.prepare_cached(
                     "UPDATE tasks SET status = 'running', attempt = attempt + 1, lease_worker = ?3,
                          lease_until = ?4, started_at = ?5 WHERE key = ?1 * 4294967296 + ?2",
@@ -83,12 +112,16 @@ impl ClaimStore for SqliteStore {
                     name,
                     attempt: attempt + 1,
                     worker: worker.clone(),
-                    needs: ResourceAmounts::default(),
+                    needs,
                 });
             }
             Ok(out)
         })
         .await
+    }
+
+    fn fits_capacity(&self) -> bool {
+        true
     }
 
     async fn heartbeat(&self, claim: &Claim, lease: Duration, now: DateTime<Utc>) -> Result<bool> {

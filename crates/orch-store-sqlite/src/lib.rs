@@ -46,6 +46,7 @@
 mod claims;
 mod error;
 mod finish;
+mod leader;
 mod open;
 mod output;
 mod records;

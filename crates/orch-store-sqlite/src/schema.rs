@@ -153,6 +153,15 @@ pub const MIGRATIONS: &[&str] = &[
         at INTEGER NOT NULL,
         PRIMARY KEY (run, idx, seq)
     );",
+    // 11: named leases that elect one holder at a time (`leader.rs`), and
+    // what each task takes of a claiming worker's capacity (JSON of its
+    // amounts by kind; NULL: nothing), so that claims fit a capacity.
+    "CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        until INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    ALTER TABLE tasks ADD COLUMN needs TEXT;",
 ];
 
 /// The schema version this build writes.

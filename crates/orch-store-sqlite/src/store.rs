@@ -41,6 +41,7 @@ impl Store for SqliteStore {
             cache: true,
             take_over: true,
             output: true,
+            leaders: true,
         }
     }
     fn claims(&self) -> Option<&dyn ClaimStore> {
@@ -56,6 +57,10 @@ impl Store for SqliteStore {
     }
 
     fn output_store(&self) -> Option<&dyn orch_model::store::OutputStore> {
+        Some(self)
+    }
+
+    fn leaders(&self) -> Option<&dyn orch_model::store::LeaderStore> {
         Some(self)
     }
 
@@ -148,6 +153,24 @@ impl Store for SqliteStore {
                     list
                 ])
                 .map_err(sql_err)?;
+            }
+            // What a task takes of a claiming worker (most need nothing).
+            let mut needs = None;
+            for (i, t) in run.tasks.iter().enumerate() {
+                if t.needs.is_empty() {
+                    continue;
+                }
+                let stmt = match &mut needs {
+                    Some(s) => s,
+                    None => needs.insert(
+                        conn.prepare_cached(
+                            "UPDATE tasks SET needs = ?3 WHERE key = ?1 * 4294967296 + ?2",
+                        )
+                        .map_err(sql_err)?,
+                    ),
+                };
+                let text = serde_json::to_string(&t.needs).map_err(|e| store_err("needs", e))?;
+                stmt.execute(params![ord, i as u32, text]).map_err(sql_err)?;
             }
             remember_dependents(&id, std::sync::Arc::new(dependents));
             Ok(())

@@ -44,6 +44,7 @@ pub mod cache;
 pub mod confined;
 pub mod event;
 pub mod executor;
+mod memory_leader;
 mod memory_output;
 mod memory_store;
 pub mod orchestrator;

@@ -54,12 +54,21 @@ pub struct MemoryStore {
     /// Steps' output chunks (`memory_output.rs`), under a lock of their
     /// own: appending output never waits for the scheduler's calls.
     output: Mutex<crate::memory_output::Chunks>,
+    /// Named leases (`memory_leader.rs`).
+    leases: Mutex<crate::memory_leader::Leases>,
 }
 
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The named leases.
+    pub(crate) fn leases(&self) -> std::sync::MutexGuard<'_, crate::memory_leader::Leases> {
+        self.leases
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -182,6 +191,7 @@ impl Store for MemoryStore {
             cache: true,
             take_over: true,
             output: true,
+            leaders: true,
         }
     }
 
@@ -190,6 +200,10 @@ impl Store for MemoryStore {
     }
 
     fn output_store(&self) -> Option<&dyn store::OutputStore> {
+        Some(self)
+    }
+
+    fn leaders(&self) -> Option<&dyn store::LeaderStore> {
         Some(self)
     }
 

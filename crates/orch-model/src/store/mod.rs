@@ -9,12 +9,14 @@
 //! against every backend, one test per rule.
 
 mod concerns;
+mod leader;
 mod output;
 mod progress;
 mod rules;
 mod types;
 
 pub use concerns::{CacheStore, ClaimStore, RecordStore, WakeStore};
+pub use leader::{LeaderStore, lease_end};
 pub use output::{
     CHUNK_BYTES, FLUSH_INTERVAL, OutputChunk, OutputSoFar, OutputStore, OutputStream,
 };
@@ -63,6 +65,9 @@ pub struct StoreCapabilities {
     /// A step's output is kept while it is produced ([`OutputStore`]).
     #[serde(default)]
     pub output: bool,
+    /// Named leases elect one holder at a time ([`LeaderStore`]).
+    #[serde(default)]
+    pub leaders: bool,
 }
 
 impl StoreCapabilities {
@@ -74,6 +79,7 @@ impl StoreCapabilities {
             Concern::Cache => self.cache,
             Concern::TakeOver => self.take_over,
             Concern::Output => self.output,
+            Concern::Leaders => self.leaders,
         }
     }
 }
@@ -345,6 +351,10 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn output_store(&self) -> Option<&dyn OutputStore> {
         None
     }
+    /// The backend's named leases, if it can elect one holder at a time.
+    fn leaders(&self) -> Option<&dyn LeaderStore> {
+        None
+    }
 
     // ----- Claims (optional: `claims()`; `Unsupported` without) -----
 
@@ -415,6 +425,40 @@ pub trait Store: Send + Sync + fmt::Debug {
                 Concern::Claims,
                 "reclaim_expired",
             )),
+        }
+    }
+
+    // ----- Leaders (optional: `leaders()`; `Unsupported` without) -----
+
+    /// Takes or renews a named lease ([`LeaderStore::lead`]).
+    async fn lead(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        match self.leaders() {
+            Some(l) => l.lead(name, holder, ttl, now).await,
+            None => Err(unsupported(self.backend(), Concern::Leaders, "lead")),
+        }
+    }
+    /// Gives a named lease up ([`LeaderStore::resign`]).
+    async fn resign(&self, name: &str, holder: &str) -> Result<bool> {
+        match self.leaders() {
+            Some(l) => l.resign(name, holder).await,
+            None => Err(unsupported(self.backend(), Concern::Leaders, "resign")),
+        }
+    }
+    /// Who holds a named lease ([`LeaderStore::leader`]).
+    async fn leader(
+        &self,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(String, DateTime<Utc>)>> {
+        match self.leaders() {
+            Some(l) => l.leader(name, now).await,
+            None => Err(unsupported(self.backend(), Concern::Leaders, "leader")),
         }
     }
 

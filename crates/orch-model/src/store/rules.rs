@@ -192,6 +192,8 @@ pub enum Concern {
     TakeOver,
     /// Keeping a step's output while it is produced (`append_output`, `output`).
     Output,
+    /// Named leases that elect one holder at a time (`lead`, `resign`, `leader`).
+    Leaders,
 }
 
 impl Concern {
@@ -203,6 +205,7 @@ impl Concern {
             Self::Cache => "caching results",
             Self::TakeOver => "taking a run over atomically (resuming a run)",
             Self::Output => "keeping a step's output while it runs",
+            Self::Leaders => "electing a leader with a named lease",
         }
     }
 }

@@ -22,6 +22,7 @@ impl<F: Fixture + fmt::Debug + Send + Sync> Store for Bare<F> {
             cache: false,
             take_over: false,
             output: false,
+            leaders: false,
             distributed_claim: false,
             ..self.0.store().capabilities()
         }

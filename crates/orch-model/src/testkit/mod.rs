@@ -31,6 +31,7 @@ mod batches;
 mod capacity;
 mod concerns;
 mod journal;
+mod leader;
 mod output;
 mod runs;
 
@@ -45,6 +46,7 @@ pub use journal::{
     events_are_numbered_in_order, finishing_and_starting_in_one_turn, finishing_with_events,
     local_scheduling, starting_and_finishing_in_one_turn,
 };
+pub use leader::{exactly_one_of_many_leads, one_leader_at_a_time, resigning_frees_the_lease};
 pub use output::{
     output_chunks_are_numbered_per_step, output_chunks_keep_their_bytes,
     output_leaves_the_step_alone, output_of_an_unknown_step_is_refused,
@@ -141,6 +143,9 @@ macro_rules! store_conformance_tests {
             output_chunks_keep_their_bytes,
             output_of_an_unknown_step_is_refused,
             output_leaves_the_step_alone,
+            one_leader_at_a_time,
+            resigning_frees_the_lease,
+            exactly_one_of_many_leads,
         );
     };
     (bare: $make:expr) => {

@@ -192,8 +192,14 @@ impl Fixture {
     /// `orch worker` with id `id`, the test's lease, polling every 50 ms
     /// (plus `extra`); its standard error goes to `ID.log`.
     pub fn worker(&self, id: &str, extra: &[&str]) -> WorkerProc {
+        self.worker_leased(id, LEASE, extra)
+    }
+
+    /// An `orch worker` as [`Fixture::worker`] starts one, with claims
+    /// leased for `lease`.
+    pub fn worker_leased(&self, id: &str, lease: Duration, extra: &[&str]) -> WorkerProc {
         let log = self.dir.join(format!("{id}.log"));
-        let lease = format!("{}ms", LEASE.as_millis());
+        let lease = format!("{}ms", lease.as_millis());
         let child = self
             .orch()
             .args(["worker", "--store", &self.url, "--id", id])

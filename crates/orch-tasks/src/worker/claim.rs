@@ -211,6 +211,12 @@ async fn run_attempt(
         None => {
             let mut beat = tokio::time::interval(sh.opts.lease / 3);
             beat.tick().await;
+            // Whether someone asked to cancel the run: asked far more often
+            // than the lease is renewed, so that a cancel reaches a running
+            // step within a fraction of a second.
+            let mut watch = tokio::time::interval(sh.opts.cancel_poll);
+            watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            watch.tick().await;
             let mut failing_since: Option<Instant> = None;
             loop {
                 tokio::select! {
@@ -241,6 +247,8 @@ async fn run_attempt(
                                 continue;
                             }
                         }
+                    }
+                    _ = watch.tick(), if stopped.is_none() && !run_cancelled => {
                         if store.cancel_requested(claim.run).await.unwrap_or(false) {
                             run_cancelled = true;
                             token.cancel();

@@ -27,8 +27,12 @@
 //!    `complete_many` with the `tasks_finished` event that tells followers
 //!    of the run.
 //!
-//! Every worker also reclaims lapsed leases (`reclaim_expired`) now and
-//! then, and writes its [`WorkerRecord`] every few seconds. On shutdown it
+//! One worker at a time, elected through the store's named lease
+//! [`REAPER`] ([`Store::lead`]), reclaims lapsed leases (`reclaim_expired`)
+//! every `reclaim_every`; the lease lapses three periods after its holder
+//! stops, and another worker takes the job over (a store without leases
+//! leaves every worker to reclaim). Every worker writes its
+//! [`WorkerRecord`] every few seconds. On shutdown it
 //! claims nothing more, waits up to its grace period for what runs, and
 //! hands back what still runs (its lease ends at once, so another worker
 //! takes it over without waiting for the lease).
@@ -66,6 +70,9 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+/// The name of the store lease whose holder reclaims lapsed claims.
+pub const REAPER: &str = "reaper";
+
 /// How a worker works.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -84,8 +91,11 @@ pub struct WorkerOptions {
     pub grace: Duration,
     /// How often it writes its record.
     pub register_every: Duration,
-    /// How often it reclaims lapsed leases.
+    /// How often it reclaims lapsed leases (when it leads: one worker at a
+    /// time does, elected through the store where it can).
     pub reclaim_every: Duration,
+    /// How often a running step's run is checked for a cancel request.
+    pub cancel_poll: Duration,
     /// Where steps work: this directory for every run; `None`: the
     /// directory the run was submitted from when it exists here, else the
     /// worker's current directory.
@@ -113,6 +123,7 @@ impl Default for WorkerOptions {
             grace: Duration::from_secs(30),
             register_every: Duration::from_secs(5),
             reclaim_every: Duration::from_secs(5),
+            cancel_poll: Duration::from_millis(250),
             work_dir: None,
             kill_grace: Duration::from_secs(2),
             output_limit: 1024 * 1024,
@@ -353,7 +364,18 @@ impl Worker {
                 next_register = now + sh.opts.register_every;
             }
             if now >= next_reclaim {
-                let _ = sh.store.reclaim_expired(Utc::now()).await;
+                // One worker at a time reclaims: the one that holds the
+                // store's `reaper` lease (renewed at each pass; it lapses
+                // three passes after its holder stops). A store without
+                // leases leaves every worker to reclaim, which is safe.
+                let leads = sh
+                    .store
+                    .lead(REAPER, &sh.opts.id, sh.opts.reclaim_every * 3, Utc::now())
+                    .await
+                    .unwrap_or(true);
+                if leads {
+                    let _ = sh.store.reclaim_expired(Utc::now()).await;
+                }
                 next_reclaim = now + sh.opts.reclaim_every;
             }
             let free = sh.opts.slots.saturating_sub(running.len());
@@ -418,8 +440,10 @@ impl Worker {
                 () = shutdown.cancelled() => {}
             }
         }
-        // Stopping: nothing new is claimed; what runs gets the grace period.
+        // Stopping: nothing new is claimed; what runs gets the grace period,
+        // and another worker takes over reclaiming at once.
         self.register("stopping").await;
+        let _ = sh.store.resign(REAPER, &sh.opts.id).await;
         let deadline = tokio::time::Instant::now() + sh.opts.grace;
         loop {
             tokio::select! {
