@@ -211,7 +211,50 @@ describe("the dashboard", () => {
     await shot("run-cancelled");
   });
 
-  test("the runs list shows both runs with their states, live", async () => {
+  test("a failed run shows its error; Retry and Retry from a step start new runs where the server offers them", async () => {
+    const file = join(home, "flaky-ok");
+    const definition = {
+      name: "dashboard-flaky",
+      steps: [
+        { name: "prepare", module: "shell", action: "exec", parameters: { program: "echo", args: ["prepared"] } },
+        {
+          name: "flaky",
+          module: "shell",
+          action: "script",
+          parameters: { script: '[ -e "$1" ] || { echo "not yet" >&2; exit 3; }; echo "worked"', args: [file] },
+          dependencies: ["prepare"],
+        },
+      ],
+    };
+    const failed = await call("/runs", { method: "POST", body: { definition, wait: true } });
+    assert.equal(failed.state, "failed");
+    await page.goto(`${api}/#/runs/${failed.id}/steps/flaky`);
+    await nodeState("flaky", "failed");
+    await page.locator("#step-stderr", { hasText: "not yet" }).waitFor({ timeout: WAIT });
+    assert.match(await page.locator("#step-panel").innerText(), /Exit code\s+3/);
+    await shot("run-failed");
+    const doc = await call("/openapi.json");
+    if (!doc.paths["/runs/{id}/retry"]?.post) {
+      // A server without the route: no button offers it.
+      assert.equal(await page.locator("#retry-run, #retry-from").count(), 0);
+      return;
+    }
+    writeFileSync(file, "");
+    const left = (old) => page.waitForFunction((o) => /^#\/runs\/[^/]+$/.test(location.hash) && !location.hash.includes(o), old, { timeout: WAIT });
+    await page.locator("#retry-run").click();
+    await left(failed.id);
+    await nodeState("flaky", "completed");
+    await page.locator('#main h1 .badge[data-state="completed"]').waitFor({ timeout: WAIT });
+    // From a step of the failed run: a new run again.
+    await page.goto(`${api}/#/runs/${failed.id}/steps/flaky`);
+    await page.locator("#retry-from").click();
+    await left(failed.id);
+    await nodeState("flaky", "completed");
+    await page.locator('#main h1 .badge[data-state="completed"]').waitFor({ timeout: WAIT });
+    await shot("run-retried");
+  });
+
+  test("the runs list shows the runs with their states, live", async () => {
     await page.goto(`${api}/#/runs`);
     await page.locator(`#runs-table tr[data-run-id="${first}"][data-state="completed"]`).waitFor({ timeout: WAIT });
     await page.locator('#runs-table tr[data-state="cancelled"]').waitFor({ timeout: WAIT });

@@ -96,7 +96,7 @@ export function timeline(model, onSelect) {
     const waiting = model.size - order.length;
     empty.textContent = order.length
       ? waiting
-        ? `${waiting} step(s) have not started and are not shown.`
+        ? `${waiting} step(s) had no attempt in this run (not started, skipped, or kept from the run retried) and are not shown.`
         : ""
       : "No step has started yet.";
     return open;

@@ -1,5 +1,5 @@
-// The run page: the run's state and buttons (cancel, retry where the server
-// offers it, resume), its graph coloured by state, the timeline of its
+// The run page: the run's state and buttons (cancel, retry and retry from a
+// step where the server offers it, resume), its graph coloured by state, the timeline of its
 // attempts, its steps, and one step's output and result. A running run is
 // followed live over its event stream.
 
@@ -97,7 +97,29 @@ export function runPage(id, stepName) {
       panelBox.hidden = false;
       panel.show(st);
     };
-    const panel = stepPanel(runId, routes, panelBox, () => {
+    // "Retry from here": a new run that runs this step again, and what
+    // depends on it, keeping the other completed steps.
+    const retryFrom = (st) =>
+      canRetry(view.run, routes) && st.status !== "pending"
+        ? h(
+            "button",
+            {
+              type: "button",
+              id: "retry-from",
+              onclick: async (e) => {
+                e.target.disabled = true;
+                try {
+                  const r = await api(`/runs/${runId}/retry?from=${encodeURIComponent(st.name)}`, { method: "POST" });
+                  location.hash = `#/runs/${r.run_id}`;
+                } catch (err) {
+                  e.target.replaceWith(errorBox(err));
+                }
+              },
+            },
+            "Retry from this step",
+          )
+        : null;
+    const panel = stepPanel(runId, routes, panelBox, retryFrom, () => {
       panel.stop();
       selected = null;
       panelBox.hidden = true;
@@ -201,6 +223,11 @@ function legend() {
   );
 }
 
+/** Whether the server retries runs, and this one can be: it failed or was cancelled. */
+export function canRetry(run, routes) {
+  return ["failed", "cancelled"].includes(run.state) && routes.has("POST /runs/{id}/retry");
+}
+
 /** Cancel (running), retry (when the server has the route) and resume (interrupted). */
 function actions(run, routes, reload) {
   const box = h("div", { class: "actions", id: "run-actions" });
@@ -235,8 +262,10 @@ function actions(run, routes, reload) {
     });
     box.append(b);
   }
-  if (["failed", "cancelled", "interrupted"].includes(run.state) && routes.has("POST /runs/{id}/retry")) {
-    box.append(h("button", { type: "button", id: "retry-run", onclick: () => post(`/runs/${run.id}/retry`, "Retrying") }, "Retry"));
+  if (canRetry(run, routes)) {
+    box.append(
+      h("button", { type: "button", id: "retry-run", title: "A new run that keeps the completed steps", onclick: () => post(`/runs/${run.id}/retry`, "Retrying") }, "Retry"),
+    );
   }
   if (run.state === "interrupted" && routes.has("POST /runs/{id}/resume")) {
     box.append(h("button", { type: "button", id: "resume-run", onclick: () => post(`/runs/${run.id}/resume`, "Resuming") }, "Resume"));

@@ -12,7 +12,11 @@ function outputRoute(routes) {
   return routes.has(`GET ${path}`) ? path : null;
 }
 
-export function stepPanel(runId, routes, box, onClose) {
+/**
+ * The panel of one step, drawn into `box`; `extra(step)` may add a button
+ * under its facts; `onClose` is called by its close button.
+ */
+export function stepPanel(runId, routes, box, extra, onClose) {
   let current = 0;
   let stopStream = null;
   const liveRoute = outputRoute(routes);
@@ -83,6 +87,7 @@ export function stepPanel(runId, routes, box, onClose) {
         r && r.error_message ? ["Error", h("span", { class: "error" }, r.error_message)] : null,
         logs.exit_code !== null && logs.exit_code !== undefined ? ["Exit code", String(logs.exit_code)] : null,
       ]),
+      extra(step),
       h("h3", {}, "Output"),
       outputNote,
       h("div", { class: "log-label" }, "stdout"),
