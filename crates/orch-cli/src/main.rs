@@ -23,8 +23,8 @@ macro_rules! eprint {
 mod authoring;
 mod commands;
 mod interrupt;
-mod manage;
 mod logs;
+mod manage;
 mod mcp;
 mod reporter;
 mod retry;
@@ -329,27 +329,27 @@ enum Command {
     ///
     /// Control characters in it are shown escaped (as \u001b), so that the
     /// output cannot drive the terminal; --raw prints it as it was captured.
+    /// A running step shows what it printed so far; --follow prints its new
+    /// output as it comes, until the step ends (exit 0: completed or
+    /// skipped, 1: failed or cancelled).
     Logs {
         /// The run's id, a unique prefix of it, or `last` (the newest run started by `orch run`).
         run: String,
         /// The step.
         step: String,
-    /// A running step shows what it printed so far; --follow prints its new
-    /// output as it comes, until the step ends (exit 0: completed or
-    /// skipped, 1: failed or cancelled).
         /// Print the step's stdout and stderr as captured, unescaped, on orch's
         /// stdout and stderr (for a file or a pipe; escape sequences reach a terminal).
         #[arg(long)]
         raw: bool,
+        /// Keep printing the step's output as it is produced until the step ends;
+        /// the exit status then says how it ended.
+        #[arg(long, short = 'f')]
+        follow: bool,
     },
     /// Finish an interrupted run: finished steps keep their results, interrupted ones run again.
     Resume {
         /// The run's id, a unique prefix of it, or `last` (the newest run started by `orch run`).
         run: String,
-        /// Keep printing the step's output as it is produced until the step ends;
-        /// the exit status then says how it ended.
-        #[arg(long, short = 'f')]
-        follow: bool,
         /// Execution mode.
         #[arg(long, value_enum, default_value = "parallel")]
         mode: Mode,

@@ -256,6 +256,14 @@ async fn read_capped<R: AsyncRead + Unpin>(
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 let room = limit.saturating_sub(kept.len());
+                let take = n.min(room);
+                kept.extend_from_slice(&buf[..take]);
+                if let Some(l) = &mut live {
+                    l.push(&buf[..take]);
+                    if n > room && !truncated {
+                        l.finish(true);
+                    }
+                }
                 if n > room {
                     truncated = true;
                 }
@@ -270,14 +278,6 @@ async fn read_capped<R: AsyncRead + Unpin>(
         None => false,
     };
     (kept, truncated, sent)
-                let take = n.min(room);
-                kept.extend_from_slice(&buf[..take]);
-                if let Some(l) = &mut live {
-                    l.push(&buf[..take]);
-                    if n > room && !truncated {
-                        l.finish(true);
-                    }
-                }
 }
 
 /// The bytes `c` takes inside a JSON string as serde_json writes it
@@ -385,6 +385,9 @@ pub(crate) async fn run_process(
         .outcome(program, ctx.output_limit)
 }
 
+/// How long a stopped step waits for its output readers to end.
+const STOPPED_READERS: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Runs `cmd` as a step process (see [`crate::process`]) and collects its
 /// output, at most `ctx.output_limit` bytes of each stream; with
 /// `ctx.output`, also kept in the store as it arrives (`crate::output`).
@@ -394,9 +397,6 @@ async fn capture(
     stdin: Option<String>,
     ctx: &ActionContext,
 ) -> Result<Captured, ActionError> {
-/// How long a stopped step waits for its output readers to end.
-const STOPPED_READERS: std::time::Duration = std::time::Duration::from_secs(1);
-
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
     } else {
@@ -434,8 +434,13 @@ const STOPPED_READERS: std::time::Duration = std::time::Duration::from_secs(1);
         });
     }
     let limit = ctx.output_limit;
+    let live = |stream| ctx.output.as_ref().map(|o| o.live(stream, ctx.attempt));
     let out = child
         .stdout
+        .take()
+        .map(|s| tokio::spawn(read_capped(s, limit, live(OutputStream::Stdout))));
+    let err = child
+        .stderr
         .take()
         .map(|s| tokio::spawn(read_capped(s, limit, live(OutputStream::Stderr))));
     let collect = |h: Option<tokio::task::JoinHandle<(Vec<u8>, bool, bool)>>| async move {
@@ -444,23 +449,10 @@ const STOPPED_READERS: std::time::Duration = std::time::Duration::from_secs(1);
             None => (Vec::new(), false, false),
         }
     };
-    let err = child
-        .stderr
-        .take()
-        .map(|s| tokio::spawn(read_capped(s, limit, live(OutputStream::Stdout))));
-    let live = |stream| ctx.output.as_ref().map(|o| o.live(stream, ctx.attempt));
     let status = tokio::select! {
         s = child.wait() => s,
         () = ctx.cancel.cancelled() => {
             process::terminate(&mut spawned, ctx.kill_grace).await;
-            return Err(ActionError::retryable("Cancelled", format!("`{program}` was stopped (timeout or cancellation)")));
-        }
-    };
-    // The leader is done; anything it left in its group or marked with its
-    // token (a `setsid` child) goes too, so that the pipes close and nothing
-    // outlives the step.
-    process::kill_rest(&spawned);
-    spawned.guard.disarm();
             if let Some(o) = &ctx.output {
                 // The group is gone, so the pipes close: what the readers
                 // had goes to the store before the step is told stopped
@@ -472,6 +464,14 @@ const STOPPED_READERS: std::time::Duration = std::time::Duration::from_secs(1);
                 })
                 .await;
             }
+            return Err(ActionError::retryable("Cancelled", format!("`{program}` was stopped (timeout or cancellation)")));
+        }
+    };
+    // The leader is done; anything it left in its group or marked with its
+    // token (a `setsid` child) goes too, so that the pipes close and nothing
+    // outlives the step.
+    process::kill_rest(&spawned);
+    spawned.guard.disarm();
     let (stdout, out_truncated, out_sent) = collect(out).await;
     let (stderr, err_truncated, err_sent) = collect(err).await;
     if out_sent || err_sent {

@@ -145,8 +145,8 @@ pub async fn run_workflow(
             cancel: cancel.clone(),
             kill_grace: opts.kill_grace,
             output_limit: opts.output_limit,
-        },
             output: None,
+        },
         executor: opts
             .executor
             .clone()
@@ -171,11 +171,11 @@ pub async fn run_workflow(
         },
         work: Vec::new(),
         journal: None,
-        epoch: (created, start),
         output: opts
             .store
             .as_ref()
             .and_then(crate::output::OutputWriter::for_store),
+        epoch: (created, start),
         events: emitter,
     };
     if let Some(store) = &opts.store {
@@ -504,12 +504,12 @@ pub(super) fn start_step(
             cancel: st.ctx.cancel.clone(),
             kill_grace: opts.kill_grace,
             output_limit: opts.output_limit,
-        },
-        run_cancel: None,
             output: st.output.as_ref().map(|w| {
                 let attempt = st.journal.as_ref().map_or(1, |j| j.attempts[i as usize]);
                 w.step(opts.run_id, i, attempt)
             }),
+        },
+        run_cancel: None,
         events: st.events.clone(),
         epoch: st.epoch,
     };
