@@ -150,6 +150,7 @@ pub(crate) async fn prepare_retry(
                 params: r.params.clone(),
                 tasks,
                 parent: None,
+                owner: None,
             },
             Utc::now(),
         )

@@ -175,8 +175,8 @@ impl RunSettings {
         let mut rest = Map::new();
         for (key, raw) in top_level_members(text).map_err(bad)? {
             if key != "workflow" {
-                let v: Value = serde_json::from_str(raw)
-                    .map_err(|e| bad(format!("member `{key}`: {e}")))?;
+                let v: Value =
+                    serde_json::from_str(raw).map_err(|e| bad(format!("member `{key}`: {e}")))?;
                 rest.insert(key, v);
             }
         }

@@ -271,6 +271,7 @@ fn a_run_of_100k_tasks_is_created_in_batches() {
         params: Default::default(),
         tasks,
         parent: None,
+        owner: None,
     };
     block_on(store.create_run(run, Utc::now())).expect("create 100k tasks");
     let counts = block_on(store.get_run(id))

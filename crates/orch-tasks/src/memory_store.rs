@@ -283,7 +283,7 @@ impl Store for MemoryStore {
             finished_at: None,
             params: run.params,
             definition: run.definition,
-            owner: None,
+            owner: run.owner,
             cancel_requested: false,
             parent: run.parent,
             tasks: TaskCounts::default(),

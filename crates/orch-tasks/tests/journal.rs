@@ -143,6 +143,7 @@ fn a_resumed_run_does_not_rerun_finished_steps_and_reruns_interrupted_ones() {
                     params: Default::default(),
                     tasks,
                     parent: None,
+                    owner: None,
                 },
                 now,
             )

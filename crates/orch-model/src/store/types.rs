@@ -32,6 +32,12 @@ pub struct NewRun {
     /// the store does not check that such a run exists.
     #[serde(default)]
     pub parent: Option<RunId>,
+    /// The process that drives the run (`None`: nobody yet, as for a run
+    /// submitted to workers), recorded with the run itself so that no
+    /// reader ever sees the new run without its owner (and takes it for
+    /// interrupted).
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 /// A task of a new run.

@@ -38,6 +38,7 @@ fn sized(id: RunId) -> NewRun {
             task("n", TaskPriority::Normal, none()),
         ],
         parent: None,
+        owner: None,
     }
 }
 

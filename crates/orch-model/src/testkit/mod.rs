@@ -53,7 +53,7 @@ pub use output::{
 };
 pub use runs::{
     create_and_read, listing_counts_tasks, resuming_and_cancelling, run_status_follows_its_tasks,
-    runs_keep_their_parent, taking_over_a_run,
+    runs_keep_their_owner, runs_keep_their_parent, taking_over_a_run,
 };
 use std::time::Duration;
 
@@ -90,6 +90,7 @@ fn diamond(id: RunId) -> NewRun {
             task("e", &[], TaskPriority::High),
         ],
         parent: None,
+        owner: None,
     }
 }
 
@@ -134,6 +135,7 @@ macro_rules! store_conformance_tests {
             taking_over_a_run,
             listing_counts_tasks,
             runs_keep_their_parent,
+            runs_keep_their_owner,
             capabilities_match_the_concerns,
             claims_fit_the_claimers_capacity,
             completing_in_batches,

@@ -218,6 +218,7 @@ pub async fn run_status_follows_its_tasks(store: &dyn Store) {
             needs: ResourceAmounts::default(),
         }],
         parent: None,
+        owner: None,
     };
     let good = RunId::new();
     store.create_run(single(good), t0()).await.expect("create");
@@ -465,4 +466,42 @@ pub async fn resuming_and_cancelling(store: &dyn Store) {
         store.requeue_running(RunId::new()).await.is_err(),
         "unknown run"
     );
+}
+
+/// A run created with an owner has it from the start (no reader sees it
+/// ownerless, which would read as interrupted); one created without has none.
+pub async fn runs_keep_their_owner(store: &dyn Store) {
+    let (owned, free) = (RunId::new(), RunId::new());
+    store
+        .create_run(
+            NewRun {
+                owner: Some("host:1:abc".into()),
+                ..diamond(owned)
+            },
+            t0(),
+        )
+        .await
+        .expect("create owned");
+    store
+        .create_run(diamond(free), t0())
+        .await
+        .expect("create free");
+    let owner_of = |id| async move {
+        store
+            .get_run(id)
+            .await
+            .expect("get_run")
+            .expect("the run")
+            .owner
+    };
+    assert_eq!(owner_of(owned).await.as_deref(), Some("host:1:abc"));
+    assert_eq!(owner_of(free).await, None);
+    let listed = store.list_runs().await.expect("list");
+    let of = |id| {
+        listed
+            .iter()
+            .find(|r| r.id == id)
+            .and_then(|r| r.owner.clone())
+    };
+    assert_eq!(of(owned).as_deref(), Some("host:1:abc"), "list_runs too");
 }

@@ -112,5 +112,6 @@ pub fn wide(id: RunId, n: usize) -> NewRun {
             })
             .collect(),
         parent: None,
+        owner: None,
     }
 }

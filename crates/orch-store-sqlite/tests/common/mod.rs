@@ -24,5 +24,6 @@ pub fn run(id: RunId) -> NewRun {
             needs: Default::default(),
         }],
         parent: None,
+        owner: None,
     }
 }

@@ -226,6 +226,8 @@ pub(super) async fn create_run(
         params: params.clone(),
         tasks,
         parent: opts.parent,
+        // This process drives it from the start: no reader sees it ownerless.
+        owner: Some(process_identity()),
     };
     crate::telemetry::timed("create_run", store.create_run(run, now)).await
 }

@@ -46,6 +46,7 @@ pub fn new_run(
         params,
         tasks,
         parent,
+        owner: None,
     })
 }
 
