@@ -51,7 +51,7 @@ fn counting(name: &str) -> Workflow {
             "args",
             json!(["-c", format!("echo {name} >> count.txt; echo counted")]),
         );
-    step.cache = true;
+    step.cache = Some(Box::default());
     Workflow::new(name, "").step(step)
 }
 

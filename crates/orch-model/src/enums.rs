@@ -381,8 +381,70 @@ text_enum!(
         Failure => "failure",
         /// Run once every dependency has finished, whatever the outcome.
         Always => "always",
+        /// Run only when every upstream step (direct or not) completed.
+        AllSuccess => "all_success",
+        /// Run once every upstream step has ended, whatever the outcome.
+        AllDone => "all_done",
+        /// Run only when at least one upstream step (direct or not) failed.
+        OneFailed => "one_failed",
+        /// Run only when no upstream step failed or was cancelled (each
+        /// completed or was skipped).
+        NoneFailed => "none_failed",
     }
 );
+
+impl RunIf {
+    /// Whether the rule looks at every upstream step (the steps this one
+    /// depends on, directly or not), not only the direct dependencies.
+    pub fn over_upstream(self) -> bool {
+        matches!(
+            self,
+            Self::AllSuccess | Self::AllDone | Self::OneFailed | Self::NoneFailed
+        )
+    }
+
+    /// Whether a step with this rule still runs once its run was cancelled
+    /// or timed out (within the run's cancel grace): the rules that can be
+    /// met when an upstream step did not succeed.
+    pub fn runs_after_stop(self) -> bool {
+        matches!(
+            self,
+            Self::Always | Self::AllDone | Self::Failure | Self::OneFailed
+        )
+    }
+}
+
+text_enum!(
+    /// Where a step stands in its workflow: the main graph, or the steps a
+    /// workflow runs after it (`on_failure:`, `finally:`).
+    Phase [Default] {
+        /// A step of `steps:`.
+        #[default]
+        Main => "main",
+        /// A step of `on_failure:`: runs after the main steps when one of
+        /// them failed (or the run timed out).
+        OnFailure => "on_failure",
+        /// A step of `finally:`: runs after the main and `on_failure` steps,
+        /// whatever happened, also after a cancel (within the cancel grace).
+        Finally => "finally",
+    }
+);
+
+impl Phase {
+    /// Whether this is the main graph.
+    pub fn is_main(&self) -> bool {
+        *self == Self::Main
+    }
+
+    /// The trigger rule a step of this phase gets when it sets none.
+    pub fn default_run_if(self) -> RunIf {
+        match self {
+            Self::Main => RunIf::Success,
+            Self::OnFailure => RunIf::OneFailed,
+            Self::Finally => RunIf::AllDone,
+        }
+    }
+}
 
 text_enum!(
     /// The comparison of a `when` condition.

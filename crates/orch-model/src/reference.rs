@@ -12,7 +12,9 @@
 //! - `env.NAME` (NAME: `[A-Za-z_][A-Za-z0-9_]*`)
 //!
 //! STEP is `[A-Za-z0-9_-]+` and not one of the roots `params`, `run`,
-//! `project`, `env`. There is no expression language.
+//! `project`, `env`. There is no expression language. `secrets.NAME` is
+//! refused with advice: a secret reaches a step only as an environment
+//! variable (a step's `secrets:` list), never through substitution.
 //!
 //! Escaping: `$${` is a literal `${`. More precisely, in a run of `$` signs
 //! directly followed by `{`, each pair `$$` stands for one literal `$`; if one
@@ -308,6 +310,7 @@ fn parse_reference(body: &str) -> Result<Reference, String> {
                 "`{body}`: the only member of `project` is `project.path`"
             )),
         },
+        "secrets" if !is_step_member(rest) => Err(secret_reference_error(body, rest)),
         step => {
             if rest.is_empty() {
                 return Err(format!(
@@ -459,6 +462,28 @@ impl fmt::Display for Template {
         }
         Ok(())
     }
+}
+
+/// Whether `rest` (what follows a root) is a step's `.result...` or `.status`,
+/// so that a step named `secrets` keeps its references.
+fn is_step_member(rest: &str) -> bool {
+    rest == ".status"
+        || rest
+            .strip_prefix(".result")
+            .is_some_and(|after| after.is_empty() || after.starts_with(['.', '[']))
+}
+
+/// Why `${secrets.NAME}` is refused everywhere: a substituted value could
+/// reach a command line (argv is readable by every user of the machine), a
+/// stored parameter or a result.
+fn secret_reference_error(body: &str, rest: &str) -> String {
+    let name = rest.trim_start_matches('.');
+    let name = if name.is_empty() { "NAME" } else { name };
+    format!(
+        "`{body}`: secrets are never substituted into parameters, where a value could reach a command line, \
+         a log or the store; give the secret to the step with `secrets: [{name}]` and the step's process reads \
+         it from the environment variable `{name}` (in a script: \"${name}\")"
+    )
 }
 
 /// Parameters whose value is program source text, as `(module, action,

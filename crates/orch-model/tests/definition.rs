@@ -187,7 +187,7 @@ fn decoding_problems_and_semantic_problems_come_together() {
     assert!(
         lines
             .iter()
-            .any(|l| l.contains("steps[0].cache: expected true or false, found string"))
+            .any(|l| l.contains("steps[0].cache: expected true, false, or a map"))
     );
     assert!(
         lines

@@ -7,6 +7,7 @@
 //! execution levels).
 
 mod decode;
+mod hooks;
 mod names;
 mod schema;
 mod validate;
@@ -52,7 +53,7 @@ pub fn load_with(
 }
 
 use crate::duration::serde_secs;
-use crate::enums::{BackoffKind, ConditionOp, RunIf, TaskPriority, WorkflowStatus};
+use crate::enums::{BackoffKind, ConditionOp, Phase, RunIf, TaskPriority, WorkflowStatus};
 use crate::resources::ResourceRequest;
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
@@ -79,8 +80,14 @@ pub struct Workflow {
     /// Values every step gets unless it sets its own (already merged into `steps`).
     #[serde(skip_serializing_if = "StepDefaults::is_empty")]
     pub defaults: StepDefaults,
-    /// The steps, in definition order.
+    /// The steps, in definition order: those of `steps:`, then those of
+    /// `on_failure:` and `finally:` (each step says which in `phase`).
     pub steps: Vec<WorkflowStep>,
+    /// How long `run_if: always` (and other rules that run after a failure)
+    /// and `finally:` steps may still run once the run was cancelled or
+    /// timed out; `None`: the run's own setting, else 30 s.
+    #[serde(skip_serializing_if = "Option::is_none", with = "serde_secs::option")]
+    pub cancel_grace: Option<Duration>,
     /// The workflow's status (seed: `WorkflowStatus`), `draft` by default.
     pub status: WorkflowStatus,
     /// Free-form metadata.
@@ -190,6 +197,9 @@ pub struct WorkflowStep {
     /// When the step runs.
     #[serde(skip_serializing_if = "Conditions::is_default")]
     pub conditions: Conditions,
+    /// The main graph (`steps:`), or `on_failure:` or `finally:`.
+    #[serde(skip_serializing_if = "Phase::is_main")]
+    pub phase: Phase,
     /// Longest time one attempt may take; `None` means no limit.
     #[serde(with = "serde_secs::option", skip_serializing_if = "saved::no_timeout")]
     pub timeout: Option<Duration>,
@@ -316,6 +326,7 @@ impl Workflow {
             env: Vec::new(),
             defaults: StepDefaults::default(),
             steps: Vec::new(),
+            cancel_grace: None,
             status: WorkflowStatus::Draft,
             metadata: Map::new(),
         }
@@ -370,6 +381,7 @@ impl WorkflowStep {
             parameters: crate::map::CompactMap::default(),
             dependencies: Vec::new(),
             conditions: Conditions::default(),
+            phase: Phase::Main,
             timeout: None,
             retry_count: 0,
             max_retries: 0,
@@ -426,6 +438,18 @@ impl WorkflowStep {
     #[must_use]
     pub fn run_if(mut self, run_if: RunIf) -> Self {
         self.conditions.run_if = run_if;
+        self
+    }
+
+    /// Makes this an `on_failure:` or `finally:` step, builder style; a step
+    /// still at the default trigger rule gets its phase's default
+    /// (`one_failed`, `all_done`).
+    #[must_use]
+    pub fn phase(mut self, phase: Phase) -> Self {
+        self.phase = phase;
+        if self.conditions.run_if == RunIf::Success {
+            self.conditions.run_if = phase.default_run_if();
+        }
         self
     }
 

@@ -49,6 +49,24 @@ struct WorkflowFile {
     /// The steps, in definition order (at least one).
     #[schemars(length(min = 1))]
     steps: Vec<Step>,
+    /// Steps run after the main steps when one of them failed or the run
+    /// timed out (each waits for every main step; trigger rule `one_failed`
+    /// unless it sets one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "hook_steps")]
+    on_failure: Option<Vec<Step>>,
+    /// Steps run last, whatever happened, also after a cancel or a run
+    /// timeout (within `cancel_grace`); each waits for every main and
+    /// `on_failure` step (trigger rule `all_done` unless it sets one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "hook_steps")]
+    finally: Option<Vec<Step>>,
+    /// How long `finally` steps (and steps whose trigger rule runs after a
+    /// failure) may still run once the run was cancelled or timed out
+    /// (default 30 s): seconds, or text like "10s", "2m".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "duration")]
+    cancel_grace: Option<String>,
     /// The workflow's status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "workflow_status")]
@@ -124,6 +142,11 @@ struct Step {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "conditions")]
     conditions: Option<Conditions>,
+    /// Where the step runs: main (the default), on_failure or finally (the
+    /// same as listing it under `on_failure:` or `finally:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "phase")]
+    phase: Option<String>,
     /// Longest time one attempt may take: seconds, or text like "30s", "5m", "1h30m"; `null`: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "timeout")]
@@ -321,6 +344,15 @@ fn backoff(_: &mut SchemaGenerator) -> Schema {
 
 fn run_if(_: &mut SchemaGenerator) -> Schema {
     json_schema!({"enum": names(RunIf::ALL.iter().map(|r| r.as_str()))})
+}
+
+fn phase(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"enum": names(crate::enums::Phase::ALL.iter().map(|p| p.as_str()))})
+}
+
+fn hook_steps(generator: &mut SchemaGenerator) -> Schema {
+    let step = generator.subschema_for::<Step>();
+    json_schema!({"anyOf": [{"type": "array", "items": step}, {"type": "null"}]})
 }
 
 fn condition_op(_: &mut SchemaGenerator) -> Schema {

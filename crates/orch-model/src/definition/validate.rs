@@ -263,6 +263,7 @@ pub(crate) fn validate_into(
     let small = workflow.steps.len() <= 10_000;
     let mut graph = DepGraph::with_capacity(workflow.steps.len(), map.dep.len());
     let mut deps: Vec<u32> = Vec::new();
+    let mut hooks = super::hooks::HookEdges::new(&workflow, map, &mut d);
     for (i, step) in workflow.steps.iter().enumerate() {
         deps.clear();
         for (k, dep) in step.dependencies.iter().enumerate() {
@@ -317,6 +318,9 @@ pub(crate) fn validate_into(
         }
         if let Some(when) = &step.conditions.when {
             refs.when_ref(&when.reference);
+        }
+        if let Some(h) = &mut hooks {
+            h.add(i, &workflow, &graph, &mut deps, map, &mut d);
         }
         deps.sort_unstable();
         deps.dedup();

@@ -31,7 +31,7 @@ impl Hot {
         if !s.parameters.is_empty() {
             flags |= Self::PARAMS;
         }
-        if s.cache {
+        if s.cache.is_some() {
             flags |= Self::CACHE;
         }
         if s.timeout.is_none() && s.max_retries == 0 {

@@ -18,6 +18,9 @@ pub(crate) const WORKFLOW_FIELDS: &[&str] = &[
     "steps",
     "status",
     "metadata",
+    "on_failure",
+    "finally",
+    "cancel_grace",
 ];
 
 pub(crate) const STEP_FIELDS: &[&str] = &[
@@ -28,6 +31,7 @@ pub(crate) const STEP_FIELDS: &[&str] = &[
     "parameters",
     "dependencies",
     "conditions",
+    "phase",
     "timeout",
     "retry_count",
     "max_retries",

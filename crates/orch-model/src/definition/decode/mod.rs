@@ -8,6 +8,7 @@
 mod actions;
 mod blocks;
 pub(crate) mod fields;
+mod hooks;
 mod scalars;
 mod source_map;
 mod workflow;

@@ -90,10 +90,13 @@ impl Decoder<'_> {
     }
 }
 
+/// The lists of steps: a path into one of them is relative to its step.
+const STEP_LISTS: [&str; 3] = ["steps[", "on_failure[", "finally["];
+
 /// `steps[3].parameters.x` → `parameters.x`.
 pub(super) fn relative_to_step(path: &str) -> String {
     match path.find("].") {
-        Some(i) if path.starts_with("steps[") => path[i + 2..].to_owned(),
+        Some(i) if STEP_LISTS.iter().any(|p| path.starts_with(p)) => path[i + 2..].to_owned(),
         _ => path.to_owned(),
     }
 }

@@ -82,6 +82,7 @@ impl Decoder<'_> {
         match f.take("steps") {
             Some((_, n)) => {
                 wf.steps = self.steps(n, &Path::Field(&path, "steps"));
+                self.hooks(&mut f, &path, &mut wf);
                 self.apply_defaults(&mut wf.steps, &wf.defaults);
             }
             None => self.err(
@@ -317,6 +318,9 @@ impl Decoder<'_> {
                     s.conditions = c;
                 }
             }
+        }
+        if let Some((_, n)) = f.take("phase") {
+            self.step_phase(n, &Path::Field(path, "phase"), &mut s);
         }
         if let Some((_, n)) = f.take("timeout") {
             self.mark(SET_TIMEOUT);

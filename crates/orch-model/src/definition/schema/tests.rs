@@ -3,7 +3,8 @@
 use super::*;
 use crate::actions::ParamSpec;
 use crate::definition::decode::fields::{
-    CONDITIONS_FIELDS, DEFAULTS_FIELDS, RETRY_FIELDS, STEP_FIELDS, WHEN_FIELDS, WORKFLOW_FIELDS,
+    CACHE_FIELDS, CONDITIONS_FIELDS, DEFAULTS_FIELDS, RETRY_FIELDS, SECRET_FIELDS, STEP_FIELDS,
+    WHEN_FIELDS, WORKFLOW_FIELDS,
 };
 
 fn keys(schema: &Value, pointer: &str) -> Vec<String> {
@@ -47,6 +48,14 @@ fn every_map_of_the_schema_has_exactly_the_decoders_fields() {
     assert_eq!(
         keys(&s, "/definitions/When/properties"),
         sorted(WHEN_FIELDS)
+    );
+    assert_eq!(
+        keys(&s, "/definitions/SecretSource/properties"),
+        sorted(SECRET_FIELDS)
+    );
+    assert_eq!(
+        keys(&s, "/definitions/CacheOptions/properties"),
+        sorted(CACHE_FIELDS)
     );
     // Unknown fields are errors in the decoder, so they are in the schema.
     for p in [
