@@ -29,6 +29,9 @@ pub struct Limits {
     pub max_timeout_secs: u64,
     /// Most dependencies one step may declare. Default 10,000.
     pub max_dependencies: usize,
+    /// Most runs a schedule's catch-up (`catch_up: {policy: all, max}`) or
+    /// one `orch backfill` starts. Default 1,000.
+    pub max_schedule_runs: u32,
 }
 
 impl Default for Limits {
@@ -43,6 +46,7 @@ impl Default for Limits {
             max_retries: 100,
             max_timeout_secs: 7 * 24 * 3600,
             max_dependencies: 10_000,
+            max_schedule_runs: 1_000,
         }
     }
 }
@@ -59,6 +63,7 @@ impl Limits {
         "max_retries",
         "max_timeout_secs",
         "max_dependencies",
+        "max_schedule_runs",
     ];
 
     /// Sets one limit by name from its decimal text, as `--limit key=value` does.
@@ -82,6 +87,7 @@ impl Limits {
             "max_retries" => self.max_retries = num(key, value)?,
             "max_timeout_secs" => self.max_timeout_secs = num(key, value)?,
             "max_dependencies" => self.max_dependencies = num(key, value)?,
+            "max_schedule_runs" => self.max_schedule_runs = num(key, value)?,
             _ => {
                 return Err(format!(
                     "unknown limit `{key}`; known limits: {}",

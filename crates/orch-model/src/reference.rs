@@ -8,7 +8,7 @@
 //!   (`[A-Za-z0-9_-]+`) and `[N]` (a decimal index) parts:
 //!   `STEP.result.by_language.rust[0].lines`
 //! - `STEP.status`
-//! - `run.id`, `project.path`
+//! - `run.id`, `project.path`, `schedule.time`
 //! - `env.NAME` (NAME: `[A-Za-z_][A-Za-z0-9_]*`)
 //!
 //! STEP is `[A-Za-z0-9_-]+` and not one of the roots `params`, `run`,
@@ -60,6 +60,8 @@ pub enum Reference {
     RunId,
     /// `project.path`.
     ProjectPath,
+    /// `schedule.time`: the tick a scheduled run was started for (RFC 3339).
+    ScheduleTime,
     /// `env.NAME`.
     Env(String),
 }
@@ -96,6 +98,7 @@ impl fmt::Display for Reference {
             Reference::StepStatus(step) => write!(f, "{step}.status"),
             Reference::RunId => f.write_str("run.id"),
             Reference::ProjectPath => f.write_str("project.path"),
+            Reference::ScheduleTime => f.write_str("schedule.time"),
             Reference::Env(n) => write!(f, "env.{n}"),
         }
     }
@@ -311,6 +314,8 @@ fn parse_reference(body: &str) -> Result<Reference, String> {
             )),
         },
         "secrets" if !is_step_member(rest) => Err(secret_reference_error(body, rest)),
+        // A step named `schedule` keeps its `.result` and `.status`.
+        "schedule" if rest == ".time" => Ok(Reference::ScheduleTime),
         step => {
             if rest.is_empty() {
                 return Err(format!(
@@ -601,6 +606,7 @@ fn suggested_variable(r: &Reference) -> String {
         Reference::StepStatus(step) => format!("{step}_status"),
         Reference::RunId => "run_id".to_owned(),
         Reference::ProjectPath => "project_path".to_owned(),
+        Reference::ScheduleTime => "schedule_time".to_owned(),
     };
     let mut name: String = base
         .chars()
@@ -667,6 +673,14 @@ mod tests {
         );
         assert_eq!(one("${run.id}"), Reference::RunId);
         assert_eq!(one("${project.path}"), Reference::ProjectPath);
+        assert_eq!(one("${schedule.time}"), Reference::ScheduleTime);
+        assert_eq!(
+            one("${schedule.result}"),
+            Reference::StepResult {
+                step: "schedule".into(),
+                path: vec![]
+            }
+        );
         assert_eq!(one("${env.HOME}"), Reference::Env("HOME".into()));
         let t = parse_template("x=${a.result}, y=${params.y}!").expect("two refs");
         assert_eq!(t.references().count(), 2);
@@ -732,6 +746,7 @@ mod tests {
             ident.prop_map(Reference::Env),
             Just(Reference::RunId),
             Just(Reference::ProjectPath),
+            Just(Reference::ScheduleTime),
             step.clone().prop_map(Reference::StepStatus),
             (step, proptest::collection::vec(seg, 0..4))
                 .prop_map(|(step, path)| Reference::StepResult { step, path }),

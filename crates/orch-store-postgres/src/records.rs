@@ -30,6 +30,33 @@ impl RecordStore for PostgresStore {
         .await
     }
 
+    async fn create_record(&self, record: Record) -> Result<bool> {
+        let inner = self.inner.clone();
+        self.call(async move {
+            let data = serde_json::to_string(&record.data)
+                .map_err(|e| store_err("create_record: encode", e))?;
+            let client = inner.client("create_record").await?;
+            let n = client
+                .execute(
+                    "INSERT INTO records (kind, key, data, updated_at, seq)
+                     VALUES ($1, $2, $3, $4, nextval('records_seq'))
+                     ON CONFLICT (kind, key) DO NOTHING",
+                    &[
+                        &record.kind.as_str(),
+                        &record.key,
+                        &data,
+                        &record.updated_at,
+                    ],
+                )
+                .await
+                .map_err(db(
+                    "create_record: INSERT INTO records .. ON CONFLICT DO NOTHING",
+                ))?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
     async fn remove_record(&self, kind: RecordKind, key: &str) -> Result<bool> {
         let inner = self.inner.clone();
         let key = key.to_owned();

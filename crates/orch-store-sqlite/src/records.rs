@@ -31,6 +31,25 @@ impl RecordStore for SqliteStore {
         .await
     }
 
+    async fn create_record(&self, record: Record) -> Result<bool> {
+        self.call(move |conn| {
+            let data = serde_json::to_string(&record.data).map_err(|e| store_err("record", e))?;
+            conn.execute(
+                "INSERT OR IGNORE INTO records (kind, key, data, updated_at, seq)
+                 VALUES (?1, ?2, ?3, ?4, (SELECT COALESCE(MAX(seq), 0) + 1 FROM records))",
+                params![
+                    record.kind.as_str(),
+                    record.key,
+                    data,
+                    micros(record.updated_at)
+                ],
+            )
+            .map(|n| n > 0)
+            .map_err(sql_err)
+        })
+        .await
+    }
+
     async fn remove_record(&self, kind: RecordKind, key: &str) -> Result<bool> {
         let key = key.to_owned();
         self.call(move |conn| {

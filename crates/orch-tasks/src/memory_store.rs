@@ -723,6 +723,22 @@ impl RecordStore for MemoryStore {
         Ok(())
     }
 
+    async fn create_record(&self, record: Record) -> Result<bool> {
+        let mut inner = self.lock();
+        if inner
+            .records
+            .contains_key(&(record.kind, record.key.clone()))
+        {
+            return Ok(false);
+        }
+        inner.write_seq += 1;
+        let seq = inner.write_seq;
+        inner
+            .records
+            .insert((record.kind, record.key.clone()), (seq, record));
+        Ok(true)
+    }
+
     async fn remove_record(&self, kind: RecordKind, key: &str) -> Result<bool> {
         Ok(self
             .lock()

@@ -65,6 +65,14 @@ pub fn resolve(r: &Reference, scope: &dyn Scope) -> Result<Value, String> {
             .project_path()
             .map(Value::String)
             .ok_or_else(|| format!("`${{{r}}}`: this run does not belong to a project")),
+        Reference::ScheduleTime => scope
+            .param(orch_model::definition::schedule::SCHEDULE_TIME_PARAM)
+            .cloned()
+            .ok_or_else(|| {
+                format!(
+                    "`${{{r}}}`: this run was not started by a schedule; start it with `orch schedule trigger`, `orch backfill` or -p schedule.time=TIME"
+                )
+            }),
         Reference::Env(n) => std::env::var(n)
             .map(Value::String)
             .map_err(|_| format!("`${{{r}}}`: environment variable `{n}` is not set")),

@@ -9,6 +9,7 @@
 mod decode;
 mod hooks;
 mod names;
+pub mod schedule;
 mod schema;
 mod validate;
 
@@ -93,6 +94,9 @@ pub struct Workflow {
     /// Free-form metadata.
     #[serde(skip_serializing_if = "Map::is_empty")]
     pub metadata: Map<String, Value>,
+    /// When the workflow starts by itself (`orch serve` and `orch worker` fire it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<schedule::Schedule>,
 }
 
 /// Defaults for steps; a step's own value wins.
@@ -329,6 +333,7 @@ impl Workflow {
             cancel_grace: None,
             status: WorkflowStatus::Draft,
             metadata: Map::new(),
+            schedule: None,
         }
     }
 

@@ -75,6 +75,10 @@ struct WorkflowFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "plain::<Map<String, Value>>")]
     metadata: Option<Map<String, Value>>,
+    /// When the workflow starts by itself, in `orch serve` and `orch worker` (docs/schedules.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "plain::<super::schedule::ScheduleFile>")]
+    schedule: Option<super::schedule::ScheduleFile>,
 }
 
 /// Defaults for steps; a step's own value wins.

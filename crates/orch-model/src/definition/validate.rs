@@ -586,7 +586,7 @@ impl RefCheck<'_, '_> {
                     ),
                 }
             }
-            Reference::RunId | Reference::ProjectPath => {}
+            Reference::RunId | Reference::ProjectPath | Reference::ScheduleTime => {}
         }
     }
 }

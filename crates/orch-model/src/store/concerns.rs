@@ -88,6 +88,10 @@ pub trait WakeStore: Send + Sync {
 pub trait RecordStore: Send + Sync {
     /// Saves a record, replacing the one of the same kind and key.
     async fn put_record(&self, record: Record) -> Result<()>;
+    /// Saves a record only if none of its kind and key exists, atomically
+    /// (of many callers with the same key, exactly one gets true); false,
+    /// and nothing changed, when one exists.
+    async fn create_record(&self, record: Record) -> Result<bool>;
     /// Removes a record; false when there was none.
     async fn remove_record(&self, kind: RecordKind, key: &str) -> Result<bool>;
     /// Every record of a kind, oldest write first.

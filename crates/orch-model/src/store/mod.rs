@@ -498,6 +498,18 @@ pub trait Store: Send + Sync + fmt::Debug {
             None => Err(unsupported(self.backend(), Concern::Records, "put_record")),
         }
     }
+    /// Saves a record only if none of its kind and key exists, atomically
+    /// ([`RecordStore::create_record`]); false when one exists.
+    async fn create_record(&self, record: Record) -> Result<bool> {
+        match self.record_store() {
+            Some(r) => r.create_record(record).await,
+            None => Err(unsupported(
+                self.backend(),
+                Concern::Records,
+                "create_record",
+            )),
+        }
+    }
     /// Removes a record; false when there was none.
     async fn remove_record(&self, kind: RecordKind, key: &str) -> Result<bool> {
         match self.record_store() {

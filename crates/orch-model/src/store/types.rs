@@ -375,6 +375,14 @@ pub enum RecordKind {
     /// A worker (`orch worker`): its slots, capacity, what it runs and when
     /// it was last seen, keyed by its id.
     Worker,
+    /// A scheduled workflow's state (the last tick dealt with, counts),
+    /// keyed by the workflow's name; written by the scheduler that leads.
+    Schedule,
+    /// A paused schedule, keyed by the workflow's name (no record: active).
+    SchedulePause,
+    /// One tick of a schedule (fired, missed, failed), keyed by
+    /// `WORKFLOW@TIME`; made with `create_record`, so a tick is claimed once.
+    ScheduleTick,
 }
 
 impl RecordKind {
@@ -384,6 +392,9 @@ impl RecordKind {
             Self::Session => "session",
             Self::Project => "project",
             Self::Worker => "worker",
+            Self::Schedule => "schedule",
+            Self::SchedulePause => "schedule_pause",
+            Self::ScheduleTick => "schedule_tick",
         }
     }
 }

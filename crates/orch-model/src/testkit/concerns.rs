@@ -286,6 +286,81 @@ pub async fn records(store: &dyn Store) {
     assert_eq!(projects[0].data, json!({"path": "/p"}));
 }
 
+/// `create_record` saves a record only when its kind and key are free:
+/// of many callers with one key exactly the first gets true, and the
+/// record keeps the first caller's data until it is removed.
+pub async fn records_are_created_once(store: &dyn Store) {
+    use crate::store::{Record, RecordKind};
+    let rec = |key: &str, data: Value, t| Record {
+        kind: RecordKind::ScheduleTick,
+        key: key.to_owned(),
+        data,
+        updated_at: at(t),
+    };
+    if !store.capabilities().records {
+        expect_unsupported(
+            store,
+            Concern::Records,
+            "create_record",
+            store.create_record(rec("k", json!({}), 1)).await,
+        );
+        return;
+    }
+    let mut won = Vec::new();
+    for i in 0..8 {
+        if store
+            .create_record(rec("nightly@2024-05-01T02:00:00Z", json!({"by": i}), 1))
+            .await
+            .expect("create")
+        {
+            won.push(i);
+        }
+    }
+    assert_eq!(won, vec![0], "the first caller, and only it");
+    assert!(
+        store
+            .create_record(rec("nightly@2024-05-02T02:00:00Z", json!({"by": 9}), 2))
+            .await
+            .expect("another key")
+    );
+    let ticks = store
+        .records(RecordKind::ScheduleTick)
+        .await
+        .expect("ticks");
+    assert_eq!(
+        ticks
+            .iter()
+            .map(|r| (r.key.as_str(), r.data["by"].as_i64()))
+            .collect::<Vec<_>>(),
+        vec![
+            ("nightly@2024-05-01T02:00:00Z", Some(0)),
+            ("nightly@2024-05-02T02:00:00Z", Some(9))
+        ]
+    );
+    // Another kind with the same key is another record.
+    assert!(
+        store
+            .create_record(Record {
+                kind: RecordKind::Schedule,
+                ..rec("nightly@2024-05-01T02:00:00Z", json!({}), 3)
+            })
+            .await
+            .expect("other kind")
+    );
+    assert!(
+        store
+            .remove_record(RecordKind::ScheduleTick, "nightly@2024-05-01T02:00:00Z")
+            .await
+            .expect("remove")
+    );
+    assert!(
+        store
+            .create_record(rec("nightly@2024-05-01T02:00:00Z", json!({"by": 10}), 4))
+            .await
+            .expect("free again")
+    );
+}
+
 /// Cache entries are stored, replaced, listed and cleared.
 pub async fn cache_entries(store: &dyn Store) {
     if !store.capabilities().cache {

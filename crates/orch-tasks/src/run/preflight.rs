@@ -108,6 +108,18 @@ pub(super) fn merge_params(
     let w = wf.workflow();
     let mut params = w.parameters.clone();
     for (k, v) in overrides {
+        // A scheduled run's tick (`${schedule.time}`) is not declared.
+        if k == orch_model::definition::schedule::SCHEDULE_TIME_PARAM {
+            if v.as_str()
+                .is_none_or(|s| chrono::DateTime::parse_from_rfc3339(s).is_err())
+            {
+                return Err(OrchestrationError::invalid_parameters(format!(
+                    "`{k}` must be an RFC 3339 time such as 2024-05-01T02:00:00Z, not {v}"
+                )));
+            }
+            params.insert(k.clone(), v.clone());
+            continue;
+        }
         if !params.contains_key(k) {
             let declared: Vec<&str> = w.parameters.keys().map(String::as_str).collect();
             return Err(OrchestrationError::invalid_parameters(format!(

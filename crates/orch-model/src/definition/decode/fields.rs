@@ -18,6 +18,7 @@ pub(crate) const WORKFLOW_FIELDS: &[&str] = &[
     "steps",
     "status",
     "metadata",
+    "schedule",
     "on_failure",
     "finally",
     "cancel_grace",

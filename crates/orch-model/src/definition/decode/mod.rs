@@ -10,6 +10,7 @@ mod blocks;
 pub(crate) mod fields;
 mod hooks;
 mod scalars;
+pub(crate) mod schedule;
 mod source_map;
 mod workflow;
 

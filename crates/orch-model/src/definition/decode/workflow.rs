@@ -79,6 +79,9 @@ impl Decoder<'_> {
                 .object(n, &Path::Field(&path, "metadata"), None)
                 .unwrap_or_default();
         }
+        if let Some((_, n)) = f.take("schedule") {
+            wf.schedule = self.schedule(n, &Path::Field(&path, "schedule"));
+        }
         match f.take("steps") {
             Some((_, n)) => {
                 wf.steps = self.steps(n, &Path::Field(&path, "steps"));
