@@ -6,17 +6,19 @@
 //! types, labels and meanings are listed in docs/server.md).
 //!
 //! A run's [`Event`]s reach the engine's sink synchronously, on the thread
-//! that emits them, a few per step: [`RunMetrics`] registers its handles once
-//! per run (a registry lookup each), so that each event costs an atomic
-//! addition or two, and never a lookup, a lock or an allocation. What it
-//! added to the gauges of ready and running steps it takes back when the
-//! run ends, so an event missed (a run that stopped abnormally) cannot leave
-//! a gauge wrong for longer than its run.
+//! that emits them, a few per step: [`RunMetrics`] counts them in atomics of
+//! the run's own (an uncontended addition each: no registry lookup, no lock,
+//! no allocation), and only attempt durations go to a histogram at once.
+//! The counts are folded into the recorder's counters, and the ready and
+//! running gauges are set from the runs going on, by [`publish`] (the
+//! server calls it before each scrape) and when a run ends; a run that ends
+//! leaves the gauges, so a missed event cannot leave them wrong past its run.
 
 use crate::OrchestrationEngine;
-use metrics::{Counter, Gauge, Histogram, Unit};
+use metrics::{Counter, Histogram, Unit};
 use orch_tasks::Event;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 pub use orch_tasks::telemetry::STORE_CALL_SECONDS;
 
@@ -110,67 +112,117 @@ pub async fn record_workers(
     Ok(())
 }
 
+/// Folds the counts of the runs going on into the recorder (their counters)
+/// and sets the ready and running gauges from them. The server calls it
+/// before each scrape of `/metrics`; a run's counts are also folded in when
+/// it ends. A program with an exporter of its own calls it before each
+/// export.
+pub fn publish() {
+    let live: Vec<Arc<Counts>> = lock_live().clone();
+    for c in &live {
+        c.fold();
+    }
+    let (ready, running) = steps_now(&live);
+    metrics::gauge!(STEPS_READY).set(ready as f64);
+    metrics::gauge!(STEPS_RUNNING).set(running as f64);
+}
+
+/// The steps ready and running in `runs`; a run's share below zero (an end
+/// whose start was not seen) counts as none.
+fn steps_now(runs: &[Arc<Counts>]) -> (i64, i64) {
+    runs.iter().fold((0, 0), |(r, n), c| {
+        (
+            r + c.ready.load(Ordering::Relaxed).max(0),
+            n + c.running.load(Ordering::Relaxed).max(0),
+        )
+    })
+}
+
+/// The runs going on (their [`Counts`]), for [`publish`].
+static LIVE: Mutex<Vec<Arc<Counts>>> = Mutex::new(Vec::new());
+
+fn lock_live() -> std::sync::MutexGuard<'static, Vec<Arc<Counts>>> {
+    LIVE.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+const ATTEMPT_STATUSES: [&str; 3] = ["succeeded", "failed", "cancelled"];
+const STEP_STATUSES: [&str; 5] = ["completed", "cached", "failed", "skipped", "cancelled"];
+const SUCCEEDED: usize = 0;
+const FAILED: usize = 1;
+const CANCELLED: usize = 2;
+
+/// What one run counted since its counts were last folded into the
+/// recorder, and its steps ready and running now: plain atomic additions
+/// on the event's thread, no registry lookup, no compare-and-swap.
+#[derive(Debug, Default)]
+struct Counts {
+    attempts_started: AtomicU64,
+    /// By [`ATTEMPT_STATUSES`].
+    attempts_finished: [AtomicU64; 3],
+    /// By [`STEP_STATUSES`].
+    steps_finished: [AtomicU64; 5],
+    ready: AtomicI64,
+    running: AtomicI64,
+}
+
+impl Counts {
+    /// Adds what was counted since the last fold to the recorder's counters
+    /// (every series registered, so each shows from the first scrape).
+    fn fold(&self) {
+        let take = |a: &AtomicU64, c: Counter| c.increment(a.swap(0, Ordering::Relaxed));
+        take(&self.attempts_started, metrics::counter!(ATTEMPTS_STARTED));
+        for (a, s) in self.attempts_finished.iter().zip(ATTEMPT_STATUSES) {
+            take(a, metrics::counter!(ATTEMPTS_FINISHED, "status" => s));
+        }
+        for (a, s) in self.steps_finished.iter().zip(STEP_STATUSES) {
+            take(a, metrics::counter!(STEPS_FINISHED, "status" => s));
+        }
+    }
+
+    fn add(a: &AtomicI64, delta: i64) {
+        a.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    fn count(a: &AtomicU64) {
+        a.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// The consumer of one run's events (and those of the sub-workflow runs it
-/// starts) that records the step and attempt metrics: made once per run,
-/// with its handles registered in the recorder current when it is made.
+/// starts) that records the step and attempt metrics. Counters and gauges
+/// are counted in the run's [`Counts`] and folded into the recorder by
+/// [`publish`] and when the run ends; attempt durations go to histogram
+/// handles registered once, in the recorder current when it is made.
 pub(crate) struct RunMetrics {
-    attempts_started: Counter,
-    /// By attempt status: succeeded, failed, cancelled.
-    attempts_finished: [Counter; 3],
+    counts: Arc<Counts>,
     /// By attempt status: succeeded, failed.
     attempt_seconds: [Histogram; 2],
-    /// By step status: completed, cached, failed, skipped, cancelled.
-    steps_finished: [Counter; 5],
-    ready: Gauge,
-    running: Gauge,
-    /// What this run added to `ready` and `running` (never below zero).
-    ready_here: AtomicI64,
-    running_here: AtomicI64,
 }
 
 impl std::fmt::Debug for RunMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RunMetrics")
-            .field("ready", &self.ready_here.load(Ordering::Relaxed))
-            .field("running", &self.running_here.load(Ordering::Relaxed))
+            .field("counts", &self.counts)
             .finish_non_exhaustive()
     }
 }
 
-const SUCCEEDED: usize = 0;
-const FAILED: usize = 1;
-const CANCELLED: usize = 2;
-
 impl RunMetrics {
-    /// Handles registered in the current recorder.
+    /// A run's consumer, among the runs [`publish`] looks at.
     pub(crate) fn new() -> Self {
-        let attempt = |s: &'static str| metrics::counter!(ATTEMPTS_FINISHED, "status" => s);
         let seconds = |s: &'static str| metrics::histogram!(ATTEMPT_SECONDS, "status" => s);
-        let step = |s: &'static str| metrics::counter!(STEPS_FINISHED, "status" => s);
+        let counts = Arc::new(Counts::default());
+        lock_live().push(counts.clone());
         Self {
-            attempts_started: metrics::counter!(ATTEMPTS_STARTED),
-            attempts_finished: [
-                attempt("succeeded"),
-                attempt("failed"),
-                attempt("cancelled"),
-            ],
+            counts,
             attempt_seconds: [seconds("succeeded"), seconds("failed")],
-            steps_finished: [
-                step("completed"),
-                step("cached"),
-                step("failed"),
-                step("skipped"),
-                step("cancelled"),
-            ],
-            ready: metrics::gauge!(STEPS_READY),
-            running: metrics::gauge!(STEPS_RUNNING),
-            ready_here: AtomicI64::new(0),
-            running_here: AtomicI64::new(0),
         }
     }
 
     /// Takes one event of the run (or of a sub-workflow run of it).
     pub(crate) fn event(&self, e: &Event) {
+        let c = &*self.counts;
         match e {
             Event::RunStarted { .. } => {
                 metrics::counter!(RUNS_STARTED).increment(1);
@@ -184,86 +236,62 @@ impl RunMetrics {
                 metrics::histogram!(RUN_SECONDS, "status" => s).record(*duration);
                 metrics::gauge!(RUNS_RUNNING).decrement(1.0);
             }
-            Event::TaskReady { .. } => self.ready(1),
+            Event::TaskReady { .. } => Counts::add(&c.ready, 1),
             Event::TaskStarted { .. } => {
-                self.attempts_started.increment(1);
-                self.ready(-1);
-                self.running(1);
+                Counts::count(&c.attempts_started);
+                Counts::add(&c.ready, -1);
+                Counts::add(&c.running, 1);
             }
             Event::TaskRetrying { duration, .. } => {
                 // The attempt failed; the step waits for its next one.
-                self.attempts_finished[FAILED].increment(1);
+                Counts::count(&c.attempts_finished[FAILED]);
                 self.attempt_seconds[FAILED].record(*duration);
-                self.running(-1);
-                self.ready(1);
+                Counts::add(&c.running, -1);
+                Counts::add(&c.ready, 1);
             }
             Event::TaskSucceeded { duration, .. } => {
-                self.attempts_finished[SUCCEEDED].increment(1);
+                Counts::count(&c.attempts_finished[SUCCEEDED]);
                 self.attempt_seconds[SUCCEEDED].record(*duration);
-                self.steps_finished[0].increment(1);
-                self.running(-1);
+                Counts::count(&c.steps_finished[0]);
+                Counts::add(&c.running, -1);
             }
             Event::TaskCached { .. } => {
-                self.steps_finished[1].increment(1);
-                self.ready(-1);
+                Counts::count(&c.steps_finished[1]);
+                Counts::add(&c.ready, -1);
             }
             Event::TaskFailed {
                 attempts, duration, ..
             } => {
-                self.steps_finished[2].increment(1);
+                Counts::count(&c.steps_finished[2]);
                 if *attempts > 0 {
-                    self.attempts_finished[FAILED].increment(1);
+                    Counts::count(&c.attempts_finished[FAILED]);
                     self.attempt_seconds[FAILED].record(*duration);
-                    self.running(-1);
+                    Counts::add(&c.running, -1);
                 }
             }
-            Event::TaskSkipped { .. } => self.steps_finished[3].increment(1),
+            Event::TaskSkipped { .. } => Counts::count(&c.steps_finished[3]),
             Event::TaskCancelled { attempts, .. } => {
-                self.steps_finished[4].increment(1);
+                Counts::count(&c.steps_finished[4]);
                 if *attempts > 0 {
-                    self.attempts_finished[CANCELLED].increment(1);
-                    self.running(-1);
+                    Counts::count(&c.attempts_finished[CANCELLED]);
+                    Counts::add(&c.running, -1);
                 } else {
-                    // Never started: it was ready, or still waiting for its
-                    // dependencies (then nothing is taken: never below zero).
-                    self.ready(-1);
+                    // Never started: it was ready (or still waiting for its
+                    // dependencies: the share may then dip below zero, read as 0).
+                    Counts::add(&c.ready, -1);
                 }
             }
             _ => {}
         }
     }
-
-    fn ready(&self, delta: i64) {
-        adjust(&self.ready_here, &self.ready, delta);
-    }
-
-    fn running(&self, delta: i64) {
-        adjust(&self.running_here, &self.running, delta);
-    }
 }
 
 impl Drop for RunMetrics {
-    /// The run ended: what it still counts as ready or running is taken back.
+    /// The run ended: its counts go to the recorder, and it leaves the
+    /// runs whose ready and running steps [`publish`] adds up.
     fn drop(&mut self) {
-        adjust(&self.ready_here, &self.ready, i64::MIN);
-        adjust(&self.running_here, &self.running, i64::MIN);
-    }
-}
-
-/// Adds `delta` to this run's share `here` of `gauge`, never taking the
-/// share below zero (an end whose start was not seen takes nothing), and
-/// moves the gauge by what the share moved.
-fn adjust(here: &AtomicI64, gauge: &Gauge, delta: i64) {
-    let mut moved = 0;
-    let _ = here.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-        let next = v.saturating_add(delta).max(0);
-        moved = next - v;
-        Some(next)
-    });
-    if moved > 0 {
-        gauge.increment(moved as f64);
-    } else if moved < 0 {
-        gauge.decrement(-moved as f64);
+        self.counts.fold();
+        lock_live().retain(|c| !Arc::ptr_eq(c, &self.counts));
     }
 }
 
@@ -383,6 +411,8 @@ mod tests {
                 status: WorkflowStatus::Cancelled,
                 duration: ms(30),
             });
+            // Every step that was ready started or ended: nothing waits or runs.
+            assert_eq!(steps_now(std::slice::from_ref(&m.counts)), (0, 0));
         });
         let v = values(&snap);
         let one = |k: &str| v.get(k).cloned().unwrap_or_else(|| panic!("{k}: {v:#?}"));
@@ -415,42 +445,53 @@ mod tests {
                 "{status}"
             );
         }
-        // Every step that was ready started or ended: nothing is left waiting or running.
-        assert_eq!(one(STEPS_READY), [0.0]);
-        assert_eq!(one(STEPS_RUNNING), [0.0]);
+        // Counts, not gauges: those are set by `publish`.
+        assert!(!v.contains_key(STEPS_READY), "{v:#?}");
     }
 
     #[test]
-    fn gauges_follow_a_run_and_are_taken_back_when_it_ends() {
-        let recorder = DebuggingRecorder::new();
-        let snap = recorder.snapshotter();
-        let m = metrics::with_local_recorder(&recorder, RunMetrics::new);
-        // An end whose start was not seen takes nothing below zero.
-        m.event(&Event::TaskSucceeded {
+    fn gauges_add_up_the_runs_going_on_and_a_run_leaves_when_it_ends() {
+        let a = RunMetrics::new();
+        for t in 0..3 {
+            a.event(&ready(t));
+        }
+        a.event(&started(0, 1));
+        // Another run that saw an end without its start: it counts as none.
+        let b = RunMetrics::new();
+        b.event(&ready(0));
+        b.event(&Event::TaskSucceeded {
             task: 7,
             name: "x".into(),
             attempts: 1,
             duration: Duration::ZERO,
         });
-        for t in 0..3 {
-            m.event(&ready(t));
-        }
-        m.event(&started(0, 1));
-        let v = values(&snap);
-        assert_eq!(v[STEPS_READY], [2.0], "{v:#?}");
-        assert_eq!(v[STEPS_RUNNING], [1.0], "{v:#?}");
+        assert_eq!(steps_now(&[a.counts.clone(), b.counts.clone()]), (3, 1));
+        // Runs going on are the ones `publish` looks at, until they end.
+        let live = |m: &RunMetrics| lock_live().iter().any(|c| Arc::ptr_eq(c, &m.counts));
+        assert!(live(&a) && live(&b));
+        let kept = a.counts.clone();
+        drop(a);
+        assert!(!lock_live().iter().any(|c| Arc::ptr_eq(c, &kept)));
+        assert!(live(&b));
+    }
 
-        // Another run's share, dropped mid-run (the run ended abnormally):
-        // it gives back what it added and leaves the gauges as they were.
+    #[test]
+    fn publish_folds_the_counts_in_and_sets_the_gauges() {
         let recorder = DebuggingRecorder::new();
         let snap = recorder.snapshotter();
-        let m = metrics::with_local_recorder(&recorder, RunMetrics::new);
+        let m = RunMetrics::new();
         m.event(&ready(0));
-        m.event(&ready(1));
         m.event(&started(0, 1));
-        drop(m);
+        metrics::with_local_recorder(&recorder, publish);
         let v = values(&snap);
-        assert_eq!(v[STEPS_READY], [0.0], "{v:#?}");
-        assert_eq!(v[STEPS_RUNNING], [0.0], "{v:#?}");
+        // Other tests' runs may be going on too: at least this one's.
+        assert!(v[ATTEMPTS_STARTED][0] >= 1.0, "{v:#?}");
+        assert!(v[STEPS_RUNNING][0] >= 1.0, "{v:#?}");
+        assert!(
+            v.contains_key("orch_steps_finished_total{status=cached}"),
+            "every series shows: {v:#?}"
+        );
+        // What was folded in is not folded in twice.
+        assert_eq!(m.counts.attempts_started.load(Ordering::Relaxed), 0);
     }
 }

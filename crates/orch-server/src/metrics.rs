@@ -3,8 +3,9 @@
 //! The server installs no recorder (only the binary does: `orch serve`
 //! installs `metrics-exporter-prometheus` and hands its renderer over in
 //! [`ServerConfig::metrics`](crate::ServerConfig::metrics)). Before each
-//! render the workers gauge is set from the store's worker records, so a
-//! scrape sees the workers as the store knows them then. The route needs the
+//! render the counts of the runs going on are folded in
+//! (`orch_engine::metrics::publish`) and the workers gauge is set from the
+//! store's worker records, so a scrape sees both as they are then. The route needs the
 //! bearer token like every route but `/health` (docs/server.md says why).
 
 use crate::AppState;
@@ -54,6 +55,8 @@ pub(crate) async fn metrics(State(st): State<AppState>) -> ApiResult<Response> {
                 .into(),
         ));
     };
+    // The counts of the runs going on, and their ready and running steps.
+    orch_engine::metrics::publish();
     // A store that cannot list its workers leaves the gauge as it was: the
     // other metrics are still worth answering with.
     if let Err(e) = orch_engine::metrics::record_workers(st.engine()).await {
