@@ -29,6 +29,10 @@ pub struct Limits {
     pub max_timeout_secs: u64,
     /// Most dependencies one step may declare. Default 10,000.
     pub max_dependencies: usize,
+    /// Most items of one fan-out (`for_each:` or `matrix:`), checked when a
+    /// literal list is loaded and when a list from a step's result is
+    /// known. Default 100,000.
+    pub max_fanout_items: usize,
     /// Most runs a schedule's catch-up (`catch_up: {policy: all, max}`) or
     /// one `orch backfill` starts. Default 1,000.
     pub max_schedule_runs: u32,
@@ -46,6 +50,7 @@ impl Default for Limits {
             max_retries: 100,
             max_timeout_secs: 7 * 24 * 3600,
             max_dependencies: 10_000,
+            max_fanout_items: 100_000,
             max_schedule_runs: 1_000,
         }
     }
@@ -63,6 +68,7 @@ impl Limits {
         "max_retries",
         "max_timeout_secs",
         "max_dependencies",
+        "max_fanout_items",
         "max_schedule_runs",
     ];
 
@@ -87,6 +93,7 @@ impl Limits {
             "max_retries" => self.max_retries = num(key, value)?,
             "max_timeout_secs" => self.max_timeout_secs = num(key, value)?,
             "max_dependencies" => self.max_dependencies = num(key, value)?,
+            "max_fanout_items" => self.max_fanout_items = num(key, value)?,
             "max_schedule_runs" => self.max_schedule_runs = num(key, value)?,
             _ => {
                 return Err(format!(

@@ -346,7 +346,7 @@ fn parse_reference(body: &str) -> Result<Reference, String> {
     }
 }
 
-fn parse_path(mut s: &str, body: &str) -> Result<Vec<PathSegment>, String> {
+pub(crate) fn parse_path(mut s: &str, body: &str) -> Result<Vec<PathSegment>, String> {
     let mut out = Vec::new();
     while !s.is_empty() {
         if let Some(after) = s.strip_prefix('.') {

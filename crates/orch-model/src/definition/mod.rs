@@ -7,12 +7,15 @@
 //! execution levels).
 
 mod decode;
+mod expand;
+mod fanout;
 mod hooks;
 mod names;
 pub mod schedule;
 mod schema;
 mod validate;
 
+pub use fanout::{FanOut, Items, expand_items, first_item, resolve_outside_items};
 pub use decode::{SourceMap, from_value, parse_definition, parse_definition_with_source};
 pub use names::{NameKind, check_name, display_snippet};
 pub use schema::{SCHEMA_ID, workflow_schema};
@@ -82,7 +85,9 @@ pub struct Workflow {
     #[serde(skip_serializing_if = "StepDefaults::is_empty")]
     pub defaults: StepDefaults,
     /// The steps, in definition order: those of `steps:`, then those of
-    /// `on_failure:` and `finally:` (each step says which in `phase`).
+    /// `on_failure:` and `finally:` (each step says which in `phase`), then
+    /// the items of fan-out steps (generated, never written: see [`FanOut`]).
+    #[serde(serialize_with = "fanout::written_steps")]
     pub steps: Vec<WorkflowStep>,
     /// How long `run_if: always` (and other rules that run after a failure)
     /// and `finally:` steps may still run once the run was cancelled or
@@ -226,6 +231,10 @@ pub struct WorkflowStep {
     /// Whether the step's result may be served from the cache.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub cache: bool,
+    /// `for_each:` or `matrix:` (run once per item), or which item a
+    /// generated step is (boxed: most steps have none).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub fan_out: Option<Box<FanOut>>,
 }
 
 fn is_normal(p: &TaskPriority) -> bool {
@@ -394,6 +403,7 @@ impl WorkflowStep {
             priority: TaskPriority::Normal,
             resources: ResourceRequest::default(),
             cache: false,
+            fan_out: None,
         }
     }
 

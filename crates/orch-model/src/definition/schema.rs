@@ -181,6 +181,19 @@ struct Step {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "plain::<bool>")]
     cache: Option<bool>,
+    /// Run the step once per item: a list, or one reference to a list
+    /// ("${STEP.result.files}", "${params.NAME}"); `${item}` in the
+    /// parameters is the item. Each item is a step of its own (STEP[0],
+    /// STEP[1], ...); the step's result is the list of their results, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "for_each")]
+    for_each: Option<Value>,
+    /// Run the step once per combination of named lists (the cross
+    /// product, first key outermost); `${matrix.KEY}` in the parameters is
+    /// the combination's value of KEY.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "matrix")]
+    matrix: Option<Map<String, Value>>,
 }
 
 /// How the delay between attempts grows.
@@ -284,6 +297,19 @@ fn env_names(_: &mut SchemaGenerator) -> Schema {
 
 fn nullable_object(_: &mut SchemaGenerator) -> Schema {
     json_schema!({"type": ["object", "null"]})
+}
+
+fn for_each(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"anyOf": [{"type": "array"}, {"type": "string", "pattern": "^\\$\\{[^}]+\\}$"}]})
+}
+
+fn matrix(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "minProperties": 1,
+        "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_-]*$"},
+        "additionalProperties": {"type": "array"}
+    })
 }
 
 fn dependencies(_: &mut SchemaGenerator) -> Schema {

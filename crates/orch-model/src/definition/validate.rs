@@ -134,12 +134,14 @@ pub fn validate_with_sources(
 /// reports decoding and semantic problems together). Fields that decoding
 /// could not read are left empty and not reported a second time.
 pub(crate) fn validate_into(
-    workflow: Workflow,
+    mut workflow: Workflow,
     map: &SourceMap,
     limits: &Limits,
     mut d: Diagnostics,
 ) -> Result<ValidWorkflow, Diagnostics> {
     let partial = !d.is_empty();
+    // Items made by an earlier validation are made again below.
+    workflow.steps.truncate(super::fanout::first_item(&workflow.steps));
     if partial && workflow.name.is_empty() {
         // Already reported as missing or malformed.
     } else if let Err(m) = check_name(NameKind::Workflow, &workflow.name, limits) {
@@ -259,7 +261,9 @@ pub(crate) fn validate_into(
         }
     }
 
-    // Dependencies, declared and implicit, into a compact graph.
+    // Dependencies, declared and implicit, into a compact graph; literal
+    // fan-outs get their items (see `expand.rs`).
+    let mut plan = super::expand::Plan::new(&workflow, limits, map, &mut d);
     let small = workflow.steps.len() <= 10_000;
     let mut graph = DepGraph::with_capacity(workflow.steps.len(), map.dep.len());
     let mut deps: Vec<u32> = Vec::new();
@@ -319,17 +323,22 @@ pub(crate) fn validate_into(
         if let Some(when) = &step.conditions.when {
             refs.when_ref(&when.reference);
         }
+        if let Some(super::FanOut::Ref(r)) = step.fan_out.as_deref() {
+            refs.for_each_ref(r);
+        }
         if let Some(h) = &mut hooks {
             h.add(i, &workflow, &graph, &mut deps, map, &mut d);
         }
         deps.sort_unstable();
         deps.dedup();
+        plan.node(i as u32, &mut deps);
         graph.push_node(deps.iter().copied());
     }
 
-    let levels = if d.has(K::UnknownDependency)
-        || d.has(K::Name) && index.len() < workflow.steps.len()
-    {
+    let incomplete =
+        d.has(K::UnknownDependency) || d.has(K::Name) && index.len() < workflow.steps.len();
+    plan.finish(&mut workflow, &mut graph, map, &mut d);
+    let levels = if incomplete {
         // The graph is incomplete; a cycle report would only add noise.
         None
     } else {
@@ -504,6 +513,20 @@ impl RefCheck<'_, '_> {
     }
 
     fn string(&mut self, s: &str, path: &str) {
+        let fan = self.wf.steps[self.step].fan_out.as_deref();
+        let found = super::fanout::scan(s, fan.is_some());
+        let masked;
+        let s = if found.is_empty() {
+            s
+        } else {
+            for f in &found {
+                if let Some(m) = super::fanout::check_ref(f, fan) {
+                    self.push(K::Reference, path, m);
+                }
+            }
+            masked = super::fanout::masked(s, &found);
+            &masked
+        };
         let (template, errors) = parse_template_partial(s);
         for e in errors {
             let at = s
@@ -519,6 +542,11 @@ impl RefCheck<'_, '_> {
 
     fn when_ref(&mut self, s: &str) {
         let path = "conditions.when.ref";
+        if let Some(f) = super::fanout::scan(s, true).first() {
+            let msg = format!("`${{{}}}` is defined only in a fan-out step's parameters, not in `when` (every item has the step's conditions)", f.body);
+            self.push(K::Reference, path, msg);
+            return;
+        }
         match parse_template(s) {
             Ok(t) => match t.single_reference() {
                 Some(r) => {
@@ -532,6 +560,26 @@ impl RefCheck<'_, '_> {
                 ),
             },
             Err(_) => self.string(s, path),
+        }
+    }
+
+    /// A fan-out's `for_each: "${...}"`: exactly one reference to a step's
+    /// result (or a parameter), which becomes a dependency.
+    fn for_each_ref(&mut self, s: &str) {
+        let path = "for_each";
+        let single = parse_template(s)
+            .ok()
+            .and_then(|t| t.single_reference().cloned());
+        match single {
+            Some(r @ (Reference::StepResult { .. } | Reference::Param(_))) => self.reference(&r, path),
+            _ => self.push(
+                K::Reference,
+                path,
+                format!(
+                    "`for_each` is {}: it must be a list, or exactly one reference to a list such as \"${{STEP.result.files}}\" or \"${{params.NAME}}\"",
+                    display_snippet(s)
+                ),
+            ),
         }
     }
 

@@ -177,7 +177,9 @@ pub async fn run_workflow(
             .and_then(crate::output::OutputWriter::for_store),
         epoch: (created, start),
         events: emitter,
+        dynamic: None,
     };
+    st.dynamic = super::fanout::Dynamic::of(&st.hot, registry, &opts);
     if let Some(store) = &opts.store {
         st.journal = Some(open_journal(&mut st, store.clone(), &opts).await?);
     }
@@ -464,6 +466,10 @@ pub(super) fn start_step(
     sink: &Arc<dyn OutcomeSink>,
     set: &mut Running<'_>,
 ) -> Option<Outcome> {
+    if st.hot[i as usize].is(Hot::DYNAMIC) {
+        st.set_status(i, TaskStatus::Running);
+        return super::fanout::start_items(st, i, sink, set);
+    }
     let params = st.resolved[i as usize]
         .take()
         .map_or_else(|| Value::Object(Map::new()), |b| *b);

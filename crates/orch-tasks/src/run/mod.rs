@@ -15,6 +15,7 @@
 
 mod attempt;
 mod coordinator;
+mod fanout;
 mod identity;
 mod journal;
 mod options;

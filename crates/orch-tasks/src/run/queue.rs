@@ -22,6 +22,13 @@ impl Hot {
     pub(super) const CACHE: u8 = 4;
     /// No timeout and no retries: the default attempt policy.
     pub(super) const PLAIN: u8 = 8;
+    /// A fan-out step with its items in the graph: it gathers their
+    /// results instead of running (`super::fanout`).
+    pub(super) const GATHER: u8 = 16;
+    /// A fan-out step over a list known at run time: it starts a run of
+    /// its items when it starts (`super::fanout`).
+    pub(super) const DYNAMIC: u8 = 32;
+
 
     pub(super) fn of(s: &orch_model::WorkflowStep) -> Self {
         let mut flags = 0;
@@ -36,6 +43,14 @@ impl Hot {
         }
         if s.timeout.is_none() && s.max_retries == 0 {
             flags |= Self::PLAIN;
+        }
+        match s.fan_out.as_deref() {
+            None | Some(orch_model::definition::FanOut::Item { .. }) => {}
+            // Its parameters hold `${item}`: resolved per item, not on release.
+            Some(orch_model::definition::FanOut::Ref(_)) => {
+                flags = (flags & !(Self::PARAMS | Self::PLAIN | Self::CACHE)) | Self::DYNAMIC;
+            }
+            Some(_) => flags |= Self::GATHER,
         }
         Self {
             priority: s.priority,

@@ -53,6 +53,8 @@ pub(super) struct State<'w> {
     pub(super) output: Option<crate::output::OutputWriter>,
     pub(super) epoch: (DateTime<Utc>, Instant),
     pub(super) events: Option<crate::event::Emitter>,
+    /// What steps over a list known at run time start their items with.
+    pub(super) dynamic: Option<Box<super::fanout::Dynamic>>,
 }
 
 impl Scope for State<'_> {
@@ -303,6 +305,9 @@ impl State<'_> {
     /// dependents must be released too.
     pub(super) fn release(&mut self, j: u32, now: DateTime<Utc>) -> bool {
         let hot = self.hot[j as usize];
+        if hot.is(Hot::GATHER) {
+            return self.gather(j, now);
+        }
         let wf = self.wf;
         let steps = &wf.workflow().steps;
         let step = &steps[j as usize];

@@ -6,7 +6,7 @@ use crate::diagnostic::DiagnosticKind as K;
 use crate::node::{Key, Node, NodeValue};
 
 /// The most fields any map of the format has.
-pub(super) const MAX_FIELDS: usize = 16;
+pub(super) const MAX_FIELDS: usize = 24;
 
 pub(crate) const WORKFLOW_FIELDS: &[&str] = &[
     "name",
@@ -40,6 +40,8 @@ pub(crate) const STEP_FIELDS: &[&str] = &[
     "priority",
     "resources",
     "cache",
+    "for_each",
+    "matrix",
 ];
 
 pub(crate) const DEFAULTS_FIELDS: &[&str] = &[

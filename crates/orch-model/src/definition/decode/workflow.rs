@@ -374,6 +374,7 @@ impl Decoder<'_> {
                 s.cache = c;
             }
         }
+        s.fan_out = self.fan_out(&mut f, path, index);
         s
     }
 }

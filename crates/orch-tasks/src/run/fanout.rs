@@ -1,0 +1,283 @@
+//! Fan-out in the scheduler: the gathering rule of a fan-out step (its result is the list of its items' results, in order).
+//!
+//! A literal `for_each:` or `matrix:` was expanded when the definition was
+//! validated (`orch_model::definition::FanOut`): the items are plain steps,
+//! and the fan-out step depends on all of them. When the last item ends,
+//! the step is released and, instead of running an action, gathers
+//! ([`State::gather`]):
+//! - every item completed (or was skipped, when not all were): `completed`,
+//!   its result the list of the items' results in item order (`null` for a
+//!   skipped item);
+//! - an item failed or was cancelled: `failed` (`FanOutError`, naming the
+//!   first such items); its stored result still holds the list (with `null`
+//!   for those items), but, as for any failed step, `${STEP.result}` is not
+//!   available to dependents, which follow their trigger rules;
+//! - every item was skipped (for instance, the step's own dependency
+//!   failed): `skipped`, as the step itself would have been.
+//!
+//! An empty list has no item: the step gathers `[]` as soon as its own
+//! dependencies allow, and its dependents run.
+//!
+//! A list known only at run time (`for_each: "${STEP.result...}"`) is
+//! resolved when the step starts: its items run as a run of their own
+//! ([`start_items`]), recorded with this run as its parent, whose fan-out
+//! step gathers them by the same rule; that outcome is the step's.
+
+use super::coordinator::Running;
+use super::options::RunOptions;
+use super::queue::Hot;
+use super::state::State;
+use crate::action::ActionRegistry;
+use crate::event::Event;
+use crate::executor::{Outcome, OutcomeSink};
+use crate::resolve::resolve_string;
+use chrono::{DateTime, Utc};
+use orch_model::definition::{FanOut, resolve_outside_items, validate};
+use orch_model::{Conditions, Limits, RunId, TaskResult, TaskStatus, ValidWorkflow, Workflow};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How many items a failure message names.
+const NAMED: usize = 5;
+
+impl State<'_> {
+    /// Ends fan-out step `j` once its items have all ended: see the module
+    /// docs. Returns true (the step is final, release its dependents).
+    pub(super) fn gather(&mut self, j: u32, now: DateTime<Utc>) -> bool {
+        let wf = self.wf;
+        let items = wf.graph().deps(j);
+        let mut data = Vec::with_capacity(items.len());
+        let mut bad: Vec<u32> = Vec::new();
+        let mut skipped = 0usize;
+        for &k in items {
+            match self.status[k as usize] {
+                TaskStatus::Completed => data.push(self.data(k).cloned().unwrap_or(Value::Null)),
+                TaskStatus::Skipped => {
+                    skipped += 1;
+                    data.push(Value::Null);
+                }
+                _ => {
+                    bad.push(k);
+                    data.push(Value::Null);
+                }
+            }
+        }
+        if bad.is_empty() && skipped > 0 && skipped == items.len() {
+            let first = items
+                .first()
+                .and_then(|&k| self.reports[k as usize].note.clone())
+                .unwrap_or_default();
+            return self.skip(j, format!("every item was skipped ({first})"), now);
+        }
+        self.set_status(j, TaskStatus::Ready);
+        let r = &mut self.reports[j as usize];
+        r.ready_at = Some(now);
+        r.finished_at = Some(now);
+        r.note = Some(format!("{} items gathered", items.len()));
+        let name = self.name(j);
+        if bad.is_empty() {
+            self.set_status(j, TaskStatus::Completed);
+            self.reports[j as usize].result = Some(TaskResult::ok(Value::Array(data)));
+            self.record(Event::TaskSucceeded {
+                task: j,
+                name,
+                attempts: 0,
+                duration: Duration::ZERO,
+            });
+        } else {
+            let mut named: Vec<String> = bad
+                .iter()
+                .take(NAMED)
+                .map(|&k| format!("{} ({})", self.name_str(k), self.status[k as usize]))
+                .collect();
+            if bad.len() > NAMED {
+                named.push(format!("and {} more", bad.len() - NAMED));
+            }
+            let message = format!(
+                "{} of {} items did not succeed: {}",
+                bad.len(),
+                items.len(),
+                named.join(", ")
+            );
+            let mut result = TaskResult::failed("FanOutError", message.clone());
+            result.data = Value::Array(data);
+            self.set_status(j, TaskStatus::Failed);
+            self.reports[j as usize].result = Some(result);
+            self.record(Event::TaskFailed {
+                task: j,
+                name,
+                attempts: 0,
+                error_type: "FanOutError".into(),
+                message,
+                duration: Duration::ZERO,
+            });
+        }
+        true
+    }
+}
+
+/// What a run with `for_each: "${...}"` steps keeps to start their items:
+/// a step over a list known only at run time runs its items as a run of
+/// their own (recorded with this run as its parent, as `workflow.run` does),
+/// through the same registry, store, executor and settings.
+pub(super) struct Dynamic {
+    registry: ActionRegistry,
+    opts: RunOptions,
+}
+
+impl Dynamic {
+    /// `Some` when a step of the run has a list known at run time.
+    pub(super) fn of(
+        hot: &[Hot],
+        registry: &ActionRegistry,
+        opts: &RunOptions,
+    ) -> Option<Box<Self>> {
+        hot.iter().any(|h| h.is(Hot::DYNAMIC)).then(|| {
+            Box::new(Dynamic {
+                registry: registry.clone(),
+                opts: RunOptions {
+                    resume: None,
+                    sink: None,
+                    params: serde_json::Map::new(),
+                    ..opts.clone()
+                },
+            })
+        })
+    }
+}
+
+/// Starts fan-out step `i` over a list known at run time: resolves the list
+/// (and every other reference of the step's parameters, in this run), and
+/// runs the items as a run of their own, whose fan-out step gathers them;
+/// its outcome is step `i`'s. A list that does not resolve, is not a list or
+/// is too long fails the step at once.
+pub(super) fn start_items(
+    st: &mut State<'_>,
+    i: u32,
+    sink: &Arc<dyn OutcomeSink>,
+    set: &mut Running<'_>,
+) -> Option<Outcome> {
+    let started = Utc::now();
+    let fail = |message: String| {
+        Some(Outcome {
+            task: i,
+            status: TaskStatus::Failed,
+            attempts: 1,
+            started_at: Some(started),
+            finished_at: Utc::now(),
+            result: TaskResult::failed("FanOutError", message),
+            retryable: false,
+        })
+    };
+    let (child, dynamic) = match child_workflow(st, i) {
+        Ok(c) => c,
+        Err(message) => return fail(message),
+    };
+    let opts = RunOptions {
+        run_id: RunId::new(),
+        parent: Some(st.run_id),
+        cancel: st.ctx.cancel.child_token(),
+        run_timeout: None,
+        ..dynamic.opts.clone()
+    };
+    let child_id = opts.run_id;
+    let registry = dynamic.registry.clone();
+    let sink = sink.clone();
+    let step_cancel = st.ctx.cancel.clone();
+    let run: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> =
+        Box::pin(async move { super::run_workflow(&child, &registry, opts, None).await });
+    tokio::spawn(async move {
+        let report = run.await;
+        let finished_at = Utc::now();
+        let (status, mut result) = match report {
+            Ok(r) => match r.steps.into_iter().next() {
+                Some(s) => (
+                    s.status,
+                    s.result.unwrap_or_else(|| {
+                        TaskResult::failed("FanOutError", "the items' run ended before its items")
+                    }),
+                ),
+                None => (
+                    TaskStatus::Failed,
+                    TaskResult::failed("FanOutError", "the items' run has no step"),
+                ),
+            },
+            Err(e) => (
+                TaskStatus::Failed,
+                TaskResult::failed("FanOutError", format!("the items' run did not start: {e}")),
+            ),
+        };
+        let status = match status {
+            TaskStatus::Completed | TaskStatus::Failed => status,
+            TaskStatus::Cancelled => TaskStatus::Cancelled,
+            _ if step_cancel.is_cancelled() => TaskStatus::Cancelled,
+            _ => TaskStatus::Failed,
+        };
+        result
+            .metadata
+            .insert("items_run".into(), Value::String(child_id.to_string()));
+        sink.deliver(Outcome {
+            task: i,
+            status,
+            attempts: 1,
+            started_at: Some(started),
+            finished_at,
+            result,
+            retryable: false,
+        });
+    });
+    set.count += 1;
+    None
+}
+
+/// The workflow of step `i`'s items: the step, its list resolved and its
+/// other references resolved in this run, as a literal fan-out (which
+/// validation expands into `STEP[0]`, `STEP[1]`, ...).
+fn child_workflow<'s>(st: &'s State<'_>, i: u32) -> Result<(ValidWorkflow, &'s Dynamic), String> {
+    let dynamic = st
+        .dynamic
+        .as_deref()
+        .ok_or_else(|| "the run was not prepared for lists known at run time".to_owned())?;
+    let w = st.wf.workflow();
+    let step = &w.steps[i as usize];
+    let Some(FanOut::Ref(r)) = step.fan_out.as_deref() else {
+        return Err("the step has no `for_each` reference".to_owned());
+    };
+    let list = match resolve_string(r, st)? {
+        Value::Array(list) => list,
+        other => {
+            return Err(format!(
+                "`for_each: {r}` is {}, not a list",
+                match other {
+                    Value::Null => "null",
+                    Value::Bool(_) => "a boolean",
+                    Value::Number(_) => "a number",
+                    Value::String(_) => "a string",
+                    Value::Object(_) => "a map",
+                    Value::Array(_) => "a list",
+                }
+            ));
+        }
+    };
+    let limit = Limits::default().max_fanout_items;
+    if list.len() > limit {
+        return Err(format!(
+            "`for_each: {r}` has {} items; the limit is {limit} (limit max_fanout_items)",
+            list.len()
+        ));
+    }
+    let mut t = step.clone();
+    t.parameters = resolve_outside_items(step, &mut |s| resolve_string(s, st))?;
+    t.fan_out = Some(Box::new(FanOut::List(list)));
+    t.dependencies.clear();
+    t.conditions = Conditions::default();
+    let mut child = Workflow::new(format!("{}.{}", w.name, step.name), String::new());
+    child.steps.push(t);
+    let limits = Limits {
+        max_fanout_items: limit,
+        ..Limits::default()
+    };
+    let child = validate(child, &limits).map_err(|d| d.lines().collect::<Vec<_>>().join("; "))?;
+    Ok((child, dynamic))
+}
