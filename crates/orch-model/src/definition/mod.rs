@@ -6,6 +6,7 @@
 //! → [`ValidWorkflow`] (`validate`: names, dependencies, cycles, references,
 //! execution levels).
 
+mod cache;
 mod decode;
 mod expand;
 mod fanout;
@@ -13,12 +14,15 @@ mod hooks;
 mod names;
 pub mod schedule;
 mod schema;
+mod secrets;
 mod validate;
 
 pub use fanout::{FanOut, Items, expand_items, first_item, resolve_outside_items};
+pub use cache::{CacheSpec, check_cache_glob};
 pub use decode::{SourceMap, from_value, parse_definition, parse_definition_with_source};
 pub use names::{NameKind, check_name, display_snippet};
 pub use schema::{SCHEMA_ID, workflow_schema};
+pub use secrets::{IN_PROCESS_MODULES, SecretDecl, SecretSource, check_secret_name};
 pub use validate::{ValidWorkflow, validate, validate_with_sources};
 
 /// Parses, decodes and validates in one pass over the problems: decoding and
@@ -81,6 +85,13 @@ pub struct Workflow {
     /// Environment variables that `${env.NAME}` may read (an allow-list).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<String>,
+    /// Secrets steps may receive as environment variables (names and where
+    /// their values are read; never the values).
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "secrets::serialize_decls"
+    )]
+    pub secrets: Vec<SecretDecl>,
     /// Values every step gets unless it sets its own (already merged into `steps`).
     #[serde(skip_serializing_if = "StepDefaults::is_empty")]
     pub defaults: StepDefaults,
@@ -228,9 +239,17 @@ pub struct WorkflowStep {
     /// What the step needs while it runs (in `resource_aware` mode).
     #[serde(skip_serializing_if = "ResourceRequest::is_empty")]
     pub resources: ResourceRequest,
-    /// Whether the step's result may be served from the cache.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub cache: bool,
+    /// Whether (`Some`) and how the step's result may be served from the
+    /// cache (boxed: most steps have no cache options).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "cache::serialize_cache"
+    )]
+    pub cache: Option<Box<CacheSpec>>,
+    /// Secrets (declared in the workflow's `secrets:`) the step's process
+    /// gets as environment variables of the same names.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<CompactString>,
     /// `for_each:` or `matrix:` (run once per item), or which item a
     /// generated step is (boxed: most steps have none).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
@@ -337,6 +356,7 @@ impl Workflow {
             version: "1.0".into(),
             parameters: Map::new(),
             env: Vec::new(),
+            secrets: Vec::new(),
             defaults: StepDefaults::default(),
             steps: Vec::new(),
             cancel_grace: None,
@@ -402,7 +422,8 @@ impl WorkflowStep {
             retry: RetryPolicy::default(),
             priority: TaskPriority::Normal,
             resources: ResourceRequest::default(),
-            cache: false,
+            cache: None,
+            secrets: Vec::new(),
             fan_out: None,
         }
     }
@@ -471,7 +492,14 @@ impl WorkflowStep {
     /// Enables result caching, builder style.
     #[must_use]
     pub fn cached(mut self) -> Self {
-        self.cache = true;
+        self.cache = Some(Box::default());
+        self
+    }
+
+    /// Gives the step's process a declared secret, builder style.
+    #[must_use]
+    pub fn secret(mut self, name: impl Into<CompactString>) -> Self {
+        self.secrets.push(name.into());
         self
     }
 

@@ -42,6 +42,12 @@ struct WorkflowFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "env_names")]
     env: Option<Vec<String>>,
+    /// Secrets by name (an environment variable name, not `ORCH_...`), each
+    /// read when a run starts from an environment variable or a file of mode
+    /// 0600; steps get them with `secrets: [NAME]`, as environment variables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "secrets_section")]
+    secrets: Option<Map<String, Value>>,
     /// Values every step gets unless it sets its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "plain::<Defaults>")]
@@ -177,10 +183,16 @@ struct Step {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "resources")]
     resources: Option<Value>,
-    /// Whether the step's result may be served from the cache.
+    /// Whether the step's result may be served from the cache: `true`, or
+    /// `{files: [GLOB...], ttl: DURATION}` to key it on the contents of files
+    /// (relative to the work directory) and let entries expire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "plain::<bool>")]
-    cache: Option<bool>,
+    #[schemars(schema_with = "step_cache")]
+    cache: Option<Value>,
+    /// Declared secrets the step's process gets as environment variables of the same names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "step_secrets")]
+    secrets: Option<Vec<String>>,
     /// Run the step once per item: a list, or one reference to a list
     /// ("${STEP.result.files}", "${params.NAME}"); `${item}` in the
     /// parameters is the item. Each item is a step of its own (STEP[0],
@@ -194,6 +206,37 @@ struct Step {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "matrix")]
     matrix: Option<Map<String, Value>>,
+}
+
+/// Where a secret's value is read: exactly one of `env` and `file`.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+struct SecretSource {
+    /// The environment variable holding the value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "env_name")]
+    env: Option<String>,
+    /// A file holding the value (mode 0600 or stricter; relative to the work
+    /// directory; one trailing newline is dropped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "plain::<String>")]
+    file: Option<String>,
+}
+
+/// A step's cache options.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+struct CacheOptions {
+    /// Globs relative to the work directory whose files' contents are part of the cache key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "plain::<Vec<String>>")]
+    files: Option<Vec<String>>,
+    /// How long an entry serves after it was stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "timeout")]
+    ttl: Option<String>,
 }
 
 /// How the delay between attempts grows.
@@ -293,6 +336,28 @@ fn parameters(_: &mut SchemaGenerator) -> Schema {
 
 fn env_names(_: &mut SchemaGenerator) -> Schema {
     json_schema!({"type": "array", "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}})
+}
+
+fn env_name(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"})
+}
+
+fn secrets_section(generator: &mut SchemaGenerator) -> Schema {
+    let source = generator.subschema_for::<SecretSource>();
+    json_schema!({
+        "type": ["object", "null"],
+        "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$", "not": {"pattern": "^ORCH_"}},
+        "additionalProperties": {"allOf": [source, {"minProperties": 1, "maxProperties": 1}]},
+    })
+}
+
+fn step_secrets(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": ["array", "null"], "items": {"type": "string"}, "uniqueItems": true})
+}
+
+fn step_cache(generator: &mut SchemaGenerator) -> Schema {
+    let options = generator.subschema_for::<CacheOptions>();
+    json_schema!({"anyOf": [{"type": "boolean"}, options]})
 }
 
 fn nullable_object(_: &mut SchemaGenerator) -> Schema {

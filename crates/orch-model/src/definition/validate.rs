@@ -186,6 +186,8 @@ pub(crate) fn validate_into(
         }
     }
 
+    super::secrets::check(&workflow, map, &mut d);
+
     // Timeouts: decoding refuses a zero timeout in a file; a workflow built in
     // code gets the same rule here.
     let zero_default = workflow.defaults.timeout.map(check_timeout);

@@ -14,6 +14,7 @@ pub(crate) const WORKFLOW_FIELDS: &[&str] = &[
     "version",
     "parameters",
     "env",
+    "secrets",
     "defaults",
     "steps",
     "status",
@@ -40,6 +41,7 @@ pub(crate) const STEP_FIELDS: &[&str] = &[
     "priority",
     "resources",
     "cache",
+    "secrets",
     "for_each",
     "matrix",
 ];
@@ -64,6 +66,12 @@ pub(crate) const RETRY_FIELDS: &[&str] = &[
 pub(crate) const CONDITIONS_FIELDS: &[&str] = &["run_if", "when"];
 
 pub(crate) const WHEN_FIELDS: &[&str] = &["ref", "op", "value"];
+
+/// One entry of the top-level `secrets:` (exactly one of them).
+pub(crate) const SECRET_FIELDS: &[&str] = &["env", "file"];
+
+/// A step's `cache:` written as a map.
+pub(crate) const CACHE_FIELDS: &[&str] = &["files", "ttl"];
 
 pub(super) struct Fields<'a> {
     fields: &'static [&'static str],

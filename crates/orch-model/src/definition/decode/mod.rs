@@ -11,6 +11,7 @@ mod fanout;
 pub(crate) mod fields;
 mod hooks;
 mod scalars;
+mod secrets;
 pub(crate) mod schedule;
 mod source_map;
 mod workflow;

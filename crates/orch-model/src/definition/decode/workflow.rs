@@ -62,6 +62,9 @@ impl Decoder<'_> {
             }
             wf.env = self.string_list(n, &Path::Field(&path, "env"), None);
         }
+        if let Some((_, n)) = f.take("secrets") {
+            wf.secrets = self.secrets_section(n, &Path::Field(&path, "secrets"));
+        }
         if let Some((_, n)) = f.take("defaults") {
             if let Some(d) = self.defaults(n, &Path::Field(&path, "defaults")) {
                 wf.defaults = d;
@@ -152,7 +155,7 @@ impl Decoder<'_> {
                 s.priority = p;
             }
             if let (0, Some(c)) = (set & SET_CACHE, d.cache) {
-                s.cache = c;
+                s.cache = c.then(Box::default);
             }
             if let (0, Some(r)) = (set & SET_RESOURCES, &d.resources) {
                 s.resources = r.clone();
@@ -370,9 +373,12 @@ impl Decoder<'_> {
         }
         if let Some((_, n)) = f.take("cache") {
             self.mark(SET_CACHE);
-            if let Some(c) = self.boolean(n, &Path::Field(path, "cache")) {
+            if let Some(c) = self.cache(n, &Path::Field(path, "cache")) {
                 s.cache = c;
             }
+        }
+        if let Some((_, n)) = f.take("secrets") {
+            s.secrets = self.step_secrets(n, &Path::Field(path, "secrets"), index);
         }
         s.fan_out = self.fan_out(&mut f, path, index);
         s
