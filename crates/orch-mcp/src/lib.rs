@@ -152,7 +152,7 @@ impl McpServer {
             "list_projects" => Ok(self.list_projects()),
             "execute_task" => self.execute_task(a).await,
             "get_system_status" => Ok(self.system_status(a)),
-            "get_health_status" => Ok(self.health_status()),
+            "get_health_status" => Ok(self.health_status().await),
             "allocate_resources" => self.allocate_resources(a).await,
             "release_resources" => self.release_resources(a),
             "create_complex_workflow" => self.create_complex_workflow(a).await,

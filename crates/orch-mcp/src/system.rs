@@ -258,8 +258,28 @@ impl McpServer {
         v
     }
 
-    pub(crate) fn health_status(&self) -> Value {
-        serde_json::to_value(self.engine.health_check()).unwrap_or(Value::Null)
+    /// The engine's health, and the workers of its store when there are
+    /// any (`orch worker`s, or workers the engine started), as `orch
+    /// health` shows them: a lost worker makes a healthy report degraded,
+    /// with its issue.
+    pub(crate) async fn health_status(&self) -> Value {
+        let mut v = serde_json::to_value(self.engine.health_check()).unwrap_or(Value::Null);
+        let report = self.engine.worker_report().await;
+        if report.workers.is_empty() && report.issues.is_empty() {
+            return v;
+        }
+        if let Value::Object(m) = &mut v {
+            m.insert("workers".into(), json!(report.workers));
+            if !report.issues.is_empty() {
+                if let Some(Value::Array(issues)) = m.get_mut("issues") {
+                    issues.extend(report.issues.iter().map(|i| json!(i)));
+                }
+                if m.get("overall_status").and_then(Value::as_str) == Some("healthy") {
+                    m.insert("overall_status".into(), json!(report.status));
+                }
+            }
+        }
+        v
     }
 
     pub(crate) async fn allocate_resources(&self, a: &Args) -> Result<Value, OrchestrationError> {

@@ -521,3 +521,38 @@ async fn unknown_tools_and_bad_arguments_are_invalid_params() {
         assert!(e.message.contains(want), "{tool} {a}: {}", e.message);
     }
 }
+
+/// `get_health_status` lists the store's workers, as `orch health` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_lists_the_workers_of_the_store() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = server(dir.path());
+    let h = ok(&s, "get_health_status", json!({})).await;
+    assert!(h.get("workers").is_none(), "no worker yet: {h}");
+    let w = s
+        .engine()
+        .worker(orch_engine::WorkerOptions {
+            id: "mcp-test-worker".into(),
+            ..orch_engine::WorkerOptions::default()
+        })
+        .expect("a worker");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let listed = loop {
+        let h = ok(&s, "get_health_status", json!({})).await;
+        if let Some(ws) = h.get("workers").and_then(Value::as_array) {
+            break ws.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker never showed: {h}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert!(
+        listed[0].to_string().contains("mcp-test-worker"),
+        "{listed:?}"
+    );
+    w.stop();
+    w.join().await.expect("the worker stops");
+}

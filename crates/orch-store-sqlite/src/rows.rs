@@ -151,18 +151,19 @@ pub(crate) fn count_tasks(conn: &Connection, ord: i64) -> Result<TaskCounts> {
 pub(crate) fn read_run(conn: &Connection, run: RunId) -> Result<Option<RunRecord>> {
     let key = run.to_string();
     let raw = conn
-        .query_row(
-            &format!("SELECT {RUN_COLUMNS}, quarantined, ord FROM runs WHERE id = ?1"),
-            params![key],
-            |r| {
+        .prepare_cached(&format!(
+            "SELECT {RUN_COLUMNS}, quarantined, ord FROM runs WHERE id = ?1"
+        ))
+        .and_then(|mut s| {
+            s.query_row(params![key], |r| {
                 Ok((
                     raw_run(r)?,
                     r.get::<_, Option<String>>(RUN_COLUMN_COUNT)?,
                     r.get::<_, i64>(RUN_COLUMN_COUNT + 1)?,
                 ))
-            },
-        )
-        .optional()
+            })
+            .optional()
+        })
         .map_err(sql_err)?;
     match raw {
         None => Ok(None),

@@ -180,7 +180,7 @@ impl Store for SqliteStore {
     }
 
     async fn get_run(&self, id: RunId) -> Result<Option<RunRecord>> {
-        self.call_keeping(move |conn| read_run(conn, id), true)
+        self.call_small_keeping(move |conn| read_run(conn, id), true)
             .await
     }
 

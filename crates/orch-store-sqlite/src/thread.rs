@@ -219,7 +219,19 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        let (work, answer) = Self::work(f, false);
+        self.call_small_keeping(f, false).await
+    }
+
+    /// [`SqliteStore::call_small`] with [`SqliteStore::call_keeping`]'s
+    /// `keep_on_error`: a short read (one run's record) served on the
+    /// caller's thread when the connection is free, without the two thread
+    /// switches of a request to the store's thread.
+    pub(crate) async fn call_small_keeping<T, F>(&self, f: F, keep_on_error: bool) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (work, answer) = Self::work(f, keep_on_error);
         match self.run_here(work) {
             // Ran (and answered) here.
             None => answer
