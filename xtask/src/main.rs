@@ -33,6 +33,8 @@ commands:
                                 runs it; with --quick among ARGS: 10,000-step workloads only)
                   cargo run --release -p orch-benches --bin pg-report    (PostgreSQL on 127.0.0.1:5432
                                 with two orch workers; skipped when it does not answer)
+                  cargo run --release -p orch-benches --bin server-load  (orch serve under load from
+                                loopback, through wrk; skipped when wrk is not installed)
   help          show this message (also: no command, -h, --help)
 
 exit status: 0 when every step succeeded, 1 when a step failed, 2 on a usage error";
@@ -179,8 +181,14 @@ fn plan(args: &[String]) -> Result<Plan, String> {
                 "run --release --quiet -p orch-benches --bin pg-report",
                 "see the errors above (pg-report names the workload that failed)",
             );
+            // `orch serve` under load through `wrk` (skipped, with a line
+            // saying so, when wrk is not installed).
+            let mut server_load = step(
+                "run --release --quiet -p orch-benches --bin server-load",
+                "see the errors above (server-load names what failed)",
+            );
             if rest.iter().any(|a| a == "--quick") {
-                for s in [&mut cli_report, &mut pg_report] {
+                for s in [&mut cli_report, &mut pg_report, &mut server_load] {
                     s.args.extend(["--".to_owned(), "--quick".to_owned()]);
                 }
             }
@@ -206,6 +214,7 @@ fn plan(args: &[String]) -> Result<Plan, String> {
                     ),
                     cli_report,
                     pg_report,
+                    server_load,
                 ],
             })
         }
@@ -320,9 +329,14 @@ mod tests {
                 .iter()
                 .any(|c| c == "run --release --quiet -p orch-benches --bin cli-report -- --quick")
         );
+        assert!(
+            quick
+                .iter()
+                .any(|c| c == "run --release --quiet -p orch-benches --bin pg-report -- --quick")
+        );
         assert_eq!(
             quick.last().map(String::as_str),
-            Some("run --release --quiet -p orch-benches --bin pg-report -- --quick")
+            Some("run --release --quiet -p orch-benches --bin server-load -- --quick")
         );
     }
 
