@@ -86,6 +86,7 @@ const WRITES: &[(&str, &[&str])] = &[(
 const EXAMPLE_FILES: &[(&str, Option<&[&str]>)] = &[
     ("code-report.yaml", Some(&[])),
     ("data-pipeline.toml", Some(&[])),
+    ("fan-out.yaml", Some(&[])),
     (
         "seed-analysis.json",
         Some(&[

@@ -41,77 +41,118 @@ use std::time::Duration;
 /// How many items a failure message names.
 const NAMED: usize = 5;
 
+/// What a fan-out step comes to once its items have all ended (the rule of
+/// the module docs), for the scheduler and for workers alike.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Gathered {
+    /// Completed with the items' results, in order.
+    Completed(Value),
+    /// An item failed or was cancelled: why, and the results (with `null`).
+    Failed(String, Value),
+    /// Every item was skipped: why.
+    Skipped(String),
+}
+
+/// Gathers the items (each one's final state, name, result if it
+/// completed, and note), in item order.
+pub(crate) fn gathered<'a>(
+    items: impl ExactSizeIterator<Item = (TaskStatus, &'a str, Option<&'a Value>, Option<&'a str>)>,
+) -> Gathered {
+    let total = items.len();
+    let mut data = Vec::with_capacity(total);
+    let mut bad: Vec<String> = Vec::new();
+    let mut bad_count = 0usize;
+    let mut skipped = 0usize;
+    let mut first_note = None;
+    for (status, name, result, note) in items {
+        match status {
+            TaskStatus::Completed => data.push(result.cloned().unwrap_or(Value::Null)),
+            TaskStatus::Skipped => {
+                skipped += 1;
+                if first_note.is_none() {
+                    first_note = note;
+                }
+                data.push(Value::Null);
+            }
+            _ => {
+                bad_count += 1;
+                if bad.len() < NAMED {
+                    bad.push(format!("{name} ({status})"));
+                }
+                data.push(Value::Null);
+            }
+        }
+    }
+    if bad_count > 0 {
+        if bad_count > NAMED {
+            bad.push(format!("and {} more", bad_count - NAMED));
+        }
+        let message = format!(
+            "{bad_count} of {total} items did not succeed: {}",
+            bad.join(", ")
+        );
+        return Gathered::Failed(message, Value::Array(data));
+    }
+    if skipped > 0 && skipped == total {
+        return Gathered::Skipped(format!(
+            "every item was skipped ({})",
+            first_note.unwrap_or_default()
+        ));
+    }
+    Gathered::Completed(Value::Array(data))
+}
+
 impl State<'_> {
     /// Ends fan-out step `j` once its items have all ended: see the module
     /// docs. Returns true (the step is final, release its dependents).
     pub(super) fn gather(&mut self, j: u32, now: DateTime<Utc>) -> bool {
         let wf = self.wf;
         let items = wf.graph().deps(j);
-        let mut data = Vec::with_capacity(items.len());
-        let mut bad: Vec<u32> = Vec::new();
-        let mut skipped = 0usize;
-        for &k in items {
-            match self.status[k as usize] {
-                TaskStatus::Completed => data.push(self.data(k).cloned().unwrap_or(Value::Null)),
-                TaskStatus::Skipped => {
-                    skipped += 1;
-                    data.push(Value::Null);
-                }
-                _ => {
-                    bad.push(k);
-                    data.push(Value::Null);
-                }
-            }
-        }
-        if bad.is_empty() && skipped > 0 && skipped == items.len() {
-            let first = items
-                .first()
-                .and_then(|&k| self.reports[k as usize].note.clone())
-                .unwrap_or_default();
-            return self.skip(j, format!("every item was skipped ({first})"), now);
-        }
+        let g = gathered(items.iter().map(|&k| {
+            let r = &self.reports[k as usize];
+            (
+                self.status[k as usize],
+                r.name.as_str(),
+                self.data(k),
+                r.note.as_deref(),
+            )
+        }));
+        let reason = match g {
+            Gathered::Skipped(reason) => return self.skip(j, reason, now),
+            Gathered::Completed(data) => Ok(data),
+            Gathered::Failed(message, data) => Err((message, data)),
+        };
         self.set_status(j, TaskStatus::Ready);
         let r = &mut self.reports[j as usize];
         r.ready_at = Some(now);
         r.finished_at = Some(now);
         r.note = Some(format!("{} items gathered", items.len()));
         let name = self.name(j);
-        if bad.is_empty() {
-            self.set_status(j, TaskStatus::Completed);
-            self.reports[j as usize].result = Some(TaskResult::ok(Value::Array(data)));
-            self.record(Event::TaskSucceeded {
-                task: j,
-                name,
-                attempts: 0,
-                duration: Duration::ZERO,
-            });
-        } else {
-            let mut named: Vec<String> = bad
-                .iter()
-                .take(NAMED)
-                .map(|&k| format!("{} ({})", self.name_str(k), self.status[k as usize]))
-                .collect();
-            if bad.len() > NAMED {
-                named.push(format!("and {} more", bad.len() - NAMED));
+        match reason {
+            Ok(data) => {
+                self.set_status(j, TaskStatus::Completed);
+                self.reports[j as usize].result = Some(TaskResult::ok(data));
+                self.record(Event::TaskSucceeded {
+                    task: j,
+                    name,
+                    attempts: 0,
+                    duration: Duration::ZERO,
+                });
             }
-            let message = format!(
-                "{} of {} items did not succeed: {}",
-                bad.len(),
-                items.len(),
-                named.join(", ")
-            );
-            let mut result = TaskResult::failed("FanOutError", message.clone());
-            result.data = Value::Array(data);
-            self.set_status(j, TaskStatus::Failed);
-            self.reports[j as usize].result = Some(result);
-            self.record(Event::TaskFailed {
-                task: j,
-                name,
-                attempts: 0,
-                error_type: "FanOutError".into(),
-                message,
-                duration: Duration::ZERO,
-            });
+            Err((message, data)) => {
+                let mut result = TaskResult::failed("FanOutError", message.clone());
+                result.data = data;
+                self.set_status(j, TaskStatus::Failed);
+                self.reports[j as usize].result = Some(result);
+                self.record(Event::TaskFailed {
+                    task: j,
+                    name,
+                    attempts: 0,
+                    error_type: "FanOutError".into(),
+                    message,
+                    duration: Duration::ZERO,
+                });
+            }
         }
         true
     }

@@ -24,6 +24,7 @@ mod queue;
 mod state;
 
 pub use coordinator::{drive, run_workflow};
+pub(crate) use fanout::{Gathered, gathered};
 pub use identity::{owner_alive, process_identity};
 pub use options::{RunOptions, RunReport, StepReport};
 pub use preflight::prepare;

@@ -90,6 +90,9 @@ async fn serve_inner(sh: &Shared, claim: &Claim, reserved: bool) -> End {
             Err(_) => return End::StoreError,
         }
     };
+    if let Some(outcome) = fan_out(step, &deps) {
+        return finish(sh, claim, outcome).await;
+    }
     let decided = {
         let scope = ClaimScope {
             def: &def,
@@ -353,5 +356,39 @@ pub(crate) async fn hand_back(sh: &Shared, claim: &Claim) -> End {
         Ok(true) => End::HandedBack,
         Ok(false) => End::Stale,
         Err(_) => End::StoreError,
+    }
+}
+
+/// A fan-out step claimed by a worker: a literal one gathers its items (its
+/// dependencies, read above) by the scheduler's rule; a list known at run
+/// time is not run by workers (it fails, saying so).
+fn fan_out(step: &orch_model::WorkflowStep, items: &[orch_model::store::TaskRecord]) -> Option<TaskOutcome> {
+    use orch_model::definition::FanOut;
+    match step.fan_out.as_deref()? {
+        FanOut::Item { .. } => None,
+        FanOut::Ref(r) => Some(failed(
+            "FanOutError",
+            format!("`for_each: {r}` (a list known at run time) is not run by workers yet; run the workflow in one process (`orch run` on a sqlite:// store, without --detach)"),
+        )),
+        FanOut::List(_) | FanOut::Matrix(_) => Some(
+            match crate::run::gathered(items.iter().map(|t| {
+                let data = t
+                    .result
+                    .as_ref()
+                    .filter(|r| t.status == TaskStatus::Completed && r.success)
+                    .map(|r| &r.data);
+                (t.status, t.name.as_str(), data, t.note.as_deref())
+            })) {
+                crate::run::Gathered::Completed(data) => TaskOutcome::Succeeded {
+                    result: TaskResult::ok(data),
+                },
+                crate::run::Gathered::Skipped(reason) => TaskOutcome::Skipped { reason },
+                crate::run::Gathered::Failed(message, data) => {
+                    let mut result = TaskResult::failed("FanOutError", message);
+                    result.data = data;
+                    TaskOutcome::Failed { result }
+                }
+            },
+        ),
     }
 }
