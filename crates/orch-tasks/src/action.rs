@@ -33,6 +33,9 @@ pub struct ActionContext {
     /// Where a process's output is kept while it runs (chunks in the
     /// run's store, `crate::output`); `None`: only in the result.
     pub output: Option<crate::output::StepOutput>,
+    /// The run's secrets, when it has any: those the step declared (set on
+    /// the processes it starts) and the masker of its output and result.
+    pub secrets: Option<crate::secrets::StepSecrets>,
 }
 
 impl ActionContext {
@@ -48,6 +51,7 @@ impl ActionContext {
             kill_grace: Duration::from_secs(2),
             output_limit: 1024 * 1024,
             output: None,
+            secrets: None,
         }
     }
 }

@@ -54,6 +54,7 @@ pub mod records;
 pub mod release;
 pub mod resolve;
 pub mod run;
+pub mod secrets;
 pub mod telemetry;
 pub mod worker;
 

@@ -17,6 +17,7 @@
 use crate::action::{Action, ActionContext, ActionError};
 use crate::output::LiveStream;
 use crate::process;
+use crate::secrets::StreamMask;
 use async_trait::async_trait;
 use orch_model::store::OutputStream;
 use serde_json::{Map, Value, json};
@@ -227,14 +228,19 @@ impl Action for Script {
 }
 
 /// Reads a stream to its end, keeping at most `limit` bytes; with `live`,
-/// what is kept also goes to the store in chunks as it arrives. Returns the
-/// bytes kept, whether some were not, and whether a chunk was sent.
+/// what is kept also goes to the store in chunks as it arrives; with
+/// `mask`, secrets are masked before either (see `crate::secrets`).
+/// Returns the bytes kept, whether some were not, and whether a chunk was
+/// sent.
 async fn read_capped<R: AsyncRead + Unpin>(
     mut r: R,
     limit: usize,
     mut live: Option<LiveStream>,
+    mut mask: Option<StreamMask>,
 ) -> (Vec<u8>, bool, bool) {
     let mut kept = Vec::new();
+    // Bytes read within the limit (masking changes the length of what is kept).
+    let mut taken = 0usize;
     let mut buf = [0u8; 8192];
     let mut truncated = false;
     loop {
@@ -255,12 +261,26 @@ async fn read_capped<R: AsyncRead + Unpin>(
         match read {
             Ok(0) | Err(_) => break,
             Ok(n) => {
-                let room = limit.saturating_sub(kept.len());
+                let room = limit.saturating_sub(taken);
                 let take = n.min(room);
-                kept.extend_from_slice(&buf[..take]);
+                taken += take;
+                let cut = n > room && !truncated;
+                let masked;
+                let piece = match &mut mask {
+                    Some(m) => {
+                        let mut out = m.push(&buf[..take]);
+                        if cut {
+                            out.extend(m.finish(true));
+                        }
+                        masked = out;
+                        &masked[..]
+                    }
+                    None => &buf[..take],
+                };
+                kept.extend_from_slice(piece);
                 if let Some(l) = &mut live {
-                    l.push(&buf[..take]);
-                    if n > room && !truncated {
+                    l.push(piece);
+                    if cut {
                         l.finish(true);
                     }
                 }
@@ -268,6 +288,14 @@ async fn read_capped<R: AsyncRead + Unpin>(
                     truncated = true;
                 }
             }
+        }
+    }
+    if let (Some(m), false) = (&mut mask, truncated) {
+        // What was held back as the possible start of a secret.
+        let tail = m.finish(false);
+        kept.extend_from_slice(&tail);
+        if let Some(l) = &mut live {
+            l.push(&tail);
         }
     }
     let sent = match &mut live {
@@ -404,6 +432,10 @@ async fn capture(
     })
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
+    if let Some(s) = &ctx.secrets {
+        // Only as environment variables, never in argv.
+        s.apply(&mut cmd);
+    }
     let mark = process::StepMark {
         run_id: ctx.run_id,
         step: &ctx.step,
@@ -435,14 +467,15 @@ async fn capture(
     }
     let limit = ctx.output_limit;
     let live = |stream| ctx.output.as_ref().map(|o| o.live(stream, ctx.attempt));
+    let mask = || ctx.secrets.as_ref().map(|s| s.masker().stream());
     let out = child
         .stdout
         .take()
-        .map(|s| tokio::spawn(read_capped(s, limit, live(OutputStream::Stdout))));
+        .map(|s| tokio::spawn(read_capped(s, limit, live(OutputStream::Stdout), mask())));
     let err = child
         .stderr
         .take()
-        .map(|s| tokio::spawn(read_capped(s, limit, live(OutputStream::Stderr))));
+        .map(|s| tokio::spawn(read_capped(s, limit, live(OutputStream::Stderr), mask())));
     let collect = |h: Option<tokio::task::JoinHandle<(Vec<u8>, bool, bool)>>| async move {
         match h {
             Some(h) => h.await.unwrap_or_default(),

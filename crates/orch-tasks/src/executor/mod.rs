@@ -258,10 +258,14 @@ impl Drop for Unfinished {
 /// The outcome of attempt `a` that returned `r` after `took`.
 pub(crate) fn outcome(
     a: &Attempt,
-    r: Result<Value, ActionError>,
+    mut r: Result<Value, ActionError>,
     started_at: DateTime<Utc>,
     took: Duration,
 ) -> Outcome {
+    // Before anything is reported, retried, stored or shown.
+    if let Some(s) = &a.ctx.secrets {
+        s.masker().mask_result(&mut r);
+    }
     let (status, retryable) = match &r {
         Ok(_) => (TaskStatus::Completed, false),
         Err(_) if a.run_cancelled() => (TaskStatus::Cancelled, false),

@@ -538,6 +538,7 @@ impl TaskOrchestrator {
                 kill_grace: Duration::from_secs(2),
                 output_limit: 1024 * 1024,
                 output: None,
+                secrets: None,
             },
             run_cancel: None,
             events: None,

@@ -39,13 +39,16 @@ pub(super) fn run_immediate(
     }
     let t0 = Instant::now();
     let started_at = wall_clock(st.epoch, t0);
-    let r = match st.actions.impls[k].immediate() {
+    let mut r = match st.actions.impls[k].immediate() {
         Some(a) => st.executor.run_now(a, params, &st.ctx),
         None => Err(ActionError::permanent(
             "InternalError",
             "the action stopped offering to run at once",
         )),
     };
+    if let Some(s) = &st.ctx.secrets {
+        s.masker().mask_result(&mut r);
+    }
     let took = t0.elapsed();
     let finished_at = later(started_at, took);
     let status = match &r {

@@ -98,6 +98,8 @@ pub async fn run_workflow(
     }
     let w = wf.workflow();
     let n = w.steps.len();
+    // Read before anything is recorded: a secret that cannot be read stops the run here.
+    let secrets = crate::secrets::for_run(w, opts.secrets.as_ref(), &opts.work_dir)?;
     let created = Utc::now();
     let start = Instant::now();
     if let (Some(store), None) = (&opts.store, &opts.resume) {
@@ -146,6 +148,7 @@ pub async fn run_workflow(
             kill_grace: opts.kill_grace,
             output_limit: opts.output_limit,
             output: None,
+            secrets: secrets.as_ref().map(|s| s.for_step(&[])),
         },
         executor: opts
             .executor
@@ -513,6 +516,14 @@ pub(super) fn start_step(
             output: st.output.as_ref().map(|w| {
                 let attempt = st.journal.as_ref().map_or(1, |j| j.attempts[i as usize]);
                 w.step(opts.run_id, i, attempt)
+            }),
+            secrets: st.ctx.secrets.as_ref().map(|s| {
+                let names = &st.wf.workflow().steps[i as usize].secrets;
+                if names.is_empty() {
+                    s.clone()
+                } else {
+                    s.with_env(names)
+                }
             }),
         },
         run_cancel: None,

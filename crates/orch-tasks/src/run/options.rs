@@ -57,6 +57,9 @@ pub struct RunOptions {
     /// The run that started this one through a `workflow.run` step
     /// (recorded as the store run's parent); `None` for a top-level run.
     pub parent: Option<RunId>,
+    /// The run's secrets, read by the caller; `None`: read from the
+    /// workflow's `secrets:` when the run starts (`crate::secrets`).
+    pub secrets: Option<Arc<crate::secrets::Secrets>>,
     /// Takes every event of the run, synchronously and in order (the
     /// workflow manager's progress, the engine's counters), besides the
     /// channel `run_workflow` may be given.
@@ -83,6 +86,7 @@ impl Default for RunOptions {
             resume: None,
             parent: None,
             sink: None,
+            secrets: None,
             executor: None,
         }
     }

@@ -175,6 +175,11 @@ async fn run_attempt(
 ) -> End {
     let store = sh.store.as_ref();
     let work_dir = sh.work_dir_for(def);
+    // Read where the step runs, as a local run reads them when it starts.
+    let secrets = match crate::secrets::for_attempt(def.workflow.workflow(), step, &work_dir) {
+        Ok(s) => s,
+        Err(e) => return finish(sh, claim, failed("SecretError", e.to_string())).await,
+    };
     let (tx, mut rx) = oneshot::channel();
     let sink: Arc<dyn OutcomeSink> = Arc::new(OneShot(Mutex::new(Some(tx))));
     let attempt = Attempt {
@@ -199,6 +204,7 @@ async fn run_attempt(
                 .output
                 .as_ref()
                 .map(|w| w.step(claim.run, claim.index, claim.attempt)),
+            secrets,
         },
         run_cancel: None,
         events: None,
