@@ -147,7 +147,7 @@ pub fn install_prometheus() -> Result<metrics_exporter_prometheus::PrometheusHan
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder)
         .map_err(|e| format!("orch: cannot install the metrics recorder: {e}"))?;
-    m::describe();
+    m::init();
     Ok(handle)
 }
 

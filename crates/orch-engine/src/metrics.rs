@@ -17,7 +17,7 @@
 use crate::OrchestrationEngine;
 use metrics::{Counter, Histogram, Unit};
 use orch_tasks::Event;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub use orch_tasks::telemetry::STORE_CALL_SECONDS;
@@ -60,10 +60,14 @@ pub const STORE_BUCKETS: &[f64] = &[
 /// The worker states [`WORKERS`] always reports (0 when none is in it).
 const WORKER_STATES: [&str; 3] = ["running", "stopping", "lost"];
 
-/// Describes every metric to the installed recorder (its `# HELP` text and
-/// unit). The binary calls it once, after installing the recorder.
-pub fn describe() {
+/// Turns the engine's run metrics on, and describes every metric to the
+/// installed recorder (its `# HELP` text and unit). Until it is called the
+/// runs' event consumer records nothing (an event then costs one load), so
+/// a program without a recorder pays nothing; the binary calls it once,
+/// after installing the recorder (`orch serve`).
+pub fn init() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
+    RECORDING.store(true, Ordering::Relaxed);
     describe_counter!(RUNS_STARTED, "Runs started (sub-workflow runs too)");
     describe_counter!(RUNS_FINISHED, "Runs ended, by status");
     describe_gauge!(RUNS_RUNNING, "Runs going on in this process");
@@ -137,6 +141,9 @@ fn steps_now(runs: &[Arc<Counts>]) -> (i64, i64) {
         )
     })
 }
+
+/// Whether [`init`] was called: the runs' consumer records only then.
+static RECORDING: AtomicBool = AtomicBool::new(false);
 
 /// The runs going on (their [`Counts`]), for [`publish`].
 static LIVE: Mutex<Vec<Arc<Counts>>> = Mutex::new(Vec::new());
@@ -222,6 +229,9 @@ impl RunMetrics {
 
     /// Takes one event of the run (or of a sub-workflow run of it).
     pub(crate) fn event(&self, e: &Event) {
+        if !RECORDING.load(Ordering::Relaxed) {
+            return;
+        }
         let c = &*self.counts;
         match e {
             Event::RunStarted { .. } => {
@@ -347,6 +357,7 @@ mod tests {
 
     #[test]
     fn a_run_is_counted_by_status_and_its_gauges_end_at_zero() {
+        RECORDING.store(true, Ordering::Relaxed);
         let recorder = DebuggingRecorder::new();
         let snap = recorder.snapshotter();
         let ms = Duration::from_millis;
@@ -451,6 +462,7 @@ mod tests {
 
     #[test]
     fn gauges_add_up_the_runs_going_on_and_a_run_leaves_when_it_ends() {
+        RECORDING.store(true, Ordering::Relaxed);
         let a = RunMetrics::new();
         for t in 0..3 {
             a.event(&ready(t));
@@ -477,6 +489,7 @@ mod tests {
 
     #[test]
     fn publish_folds_the_counts_in_and_sets_the_gauges() {
+        RECORDING.store(true, Ordering::Relaxed);
         let recorder = DebuggingRecorder::new();
         let snap = recorder.snapshotter();
         let m = RunMetrics::new();

@@ -26,6 +26,8 @@ fn snapshotter() -> Snapshotter {
         recorder
             .install()
             .expect("the only recorder of this test binary");
+        // As the binary does after installing its recorder.
+        orch_engine::metrics::init();
         snap
     })
     .clone()
