@@ -56,6 +56,7 @@ pub mod resolve;
 pub mod run;
 pub mod secrets;
 pub mod telemetry;
+pub mod upstream;
 pub mod worker;
 
 pub use action::{Action, ActionContext, ActionError, ActionRegistry, Immediate};

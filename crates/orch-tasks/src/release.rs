@@ -5,8 +5,11 @@
 //! worker claiming them from a store).
 //!
 //! A released step is decided in three checks, in this order:
-//! 1. its trigger rule (`run_if`) over its dependencies' final states
-//!    ([`trigger_skip`]): not met, it is skipped with the reason;
+//! 1. its trigger rule (`run_if`) over its dependencies' final states, or,
+//!    for the rules over all upstream steps (`all_success`, `all_done`,
+//!    `one_failed`, `none_failed`), over every step upstream of it
+//!    ([`trigger_skip`], [`crate::upstream`]): not met, it is skipped with
+//!    the reason;
 //! 2. its `when` condition: false, it is skipped with the condition and the
 //!    value it saw; a reference that cannot be resolved fails it;
 //! 3. its `${...}` references in parameters: resolved, keeping JSON types; a
@@ -16,6 +19,7 @@
 //! [`ReadyQueue`]: highest priority first, then the order of release.
 
 use crate::resolve::{Scope, evaluate, resolve_parameters, skip_reason};
+pub use crate::upstream::Upstream;
 use orch_model::definition::When;
 use orch_model::{ExecutionMode, RunIf, TaskPriority, TaskStatus};
 use serde_json::{Map, Value};
@@ -38,6 +42,9 @@ pub enum Release {
 pub struct Gate<'a> {
     /// Its trigger rule.
     pub run_if: RunIf,
+    /// What the steps upstream of it came to, when its rule looks at every
+    /// upstream step ([`RunIf::over_upstream`]; otherwise not read).
+    pub upstream: Upstream,
     /// Its `when` condition, if it has one.
     pub when: Option<&'a When>,
     /// Its module, action and parameters, when it has parameters to resolve.
@@ -51,7 +58,7 @@ where
     I: IntoIterator<Item = (TaskStatus, &'a str)>,
     I::IntoIter: Clone,
 {
-    if let Some(reason) = trigger_skip(gate.run_if, deps) {
+    if let Some(reason) = trigger_skip(gate.run_if, deps, gate.upstream) {
         return Release::Skip(reason);
     }
     if let Some(when) = gate.when {
@@ -71,10 +78,13 @@ where
 }
 
 /// Why a step is skipped by its trigger rule, given its dependencies' final
-/// states and names; `None` when the rule lets it run. `success` (the
-/// default) needs every dependency completed; `failure` needs one failed;
-/// `always` runs whatever happened.
-pub fn trigger_skip<'a, I>(run_if: RunIf, deps: I) -> Option<String>
+/// states and names and what its upstream steps came to; `None` when the
+/// rule lets it run. `success` (the default) needs every dependency
+/// completed; `failure` needs one failed; `always` runs whatever happened.
+/// Over every upstream step: `all_success` needs each completed,
+/// `one_failed` one failed, `none_failed` each completed or skipped, and
+/// `all_done` runs whatever happened.
+pub fn trigger_skip<'a, I>(run_if: RunIf, deps: I, upstream: Upstream) -> Option<String>
 where
     I: IntoIterator<Item = (TaskStatus, &'a str)>,
     I::IntoIter: Clone,
@@ -101,7 +111,25 @@ where
                 Some("no upstream step failed (run_if: failure)".to_owned())
             }
         }
-        RunIf::Always => None,
+        RunIf::Always | RunIf::AllDone => None,
+        RunIf::AllSuccess => (!upstream.all_completed()).then(|| {
+            format!(
+                "not every upstream step completed ({}; run_if: all_success)",
+                upstream.describe()
+            )
+        }),
+        RunIf::OneFailed => (!upstream.any_failed())
+            .then(|| "no upstream step failed (run_if: one_failed)".to_owned()),
+        RunIf::NoneFailed => (upstream.any_failed() || upstream.any_cancelled()).then(|| {
+            format!(
+                "an upstream step {} (run_if: none_failed)",
+                if upstream.any_failed() {
+                    "failed"
+                } else {
+                    "was cancelled"
+                }
+            )
+        }),
     }
 }
 
@@ -163,31 +191,67 @@ mod tests {
     use super::*;
     use TaskStatus::{Cancelled, Completed, Failed, Skipped};
 
+    const NONE: Upstream = Upstream::ALL_COMPLETED;
+
     #[test]
     fn trigger_rules_decide_on_the_dependencies_final_states() {
         let ok = [(Completed, "a"), (Completed, "b")];
         let one_failed = [(Completed, "a"), (Failed, "b")];
         let skipped = [(Skipped, "a"), (Cancelled, "b")];
-        assert_eq!(trigger_skip(RunIf::Success, ok), None);
+        assert_eq!(trigger_skip(RunIf::Success, ok, NONE), None);
         assert_eq!(
-            trigger_skip(RunIf::Success, one_failed).as_deref(),
+            trigger_skip(RunIf::Success, one_failed, NONE).as_deref(),
             Some("upstream step(s) b did not succeed")
         );
         assert_eq!(
-            trigger_skip(RunIf::Success, skipped).as_deref(),
+            trigger_skip(RunIf::Success, skipped, NONE).as_deref(),
             Some("upstream step(s) a, b did not succeed")
         );
-        assert_eq!(trigger_skip(RunIf::Failure, one_failed), None);
+        assert_eq!(trigger_skip(RunIf::Failure, one_failed, NONE), None);
         assert_eq!(
-            trigger_skip(RunIf::Failure, ok).as_deref(),
+            trigger_skip(RunIf::Failure, ok, NONE).as_deref(),
             Some("no upstream step failed (run_if: failure)")
         );
         for deps in [&ok[..], &one_failed, &skipped] {
-            assert_eq!(trigger_skip(RunIf::Always, deps.iter().copied()), None);
+            assert_eq!(trigger_skip(RunIf::Always, deps.iter().copied(), NONE), None);
         }
         // No dependencies: `success` runs, `failure` is skipped.
-        assert_eq!(trigger_skip(RunIf::Success, []), None);
-        assert!(trigger_skip(RunIf::Failure, []).is_some());
+        assert_eq!(trigger_skip(RunIf::Success, [], NONE), None);
+        assert!(trigger_skip(RunIf::Failure, [], NONE).is_some());
+    }
+
+    #[test]
+    fn rules_over_upstream_read_every_upstream_step_not_the_dependencies() {
+        // The dependencies all completed; further up, one failed, one was skipped.
+        let deps = [(Completed, "a")];
+        let failed = Upstream::of_all([Completed, Failed]);
+        let skipped = Upstream::of_all([Skipped]);
+        let cancelled = Upstream::of_all([Cancelled, Completed]);
+        assert_eq!(trigger_skip(RunIf::AllSuccess, deps, NONE), None);
+        assert_eq!(
+            trigger_skip(RunIf::AllSuccess, deps, skipped).as_deref(),
+            Some("not every upstream step completed (skipped; run_if: all_success)")
+        );
+        assert_eq!(trigger_skip(RunIf::OneFailed, deps, failed), None);
+        assert_eq!(
+            trigger_skip(RunIf::OneFailed, deps, cancelled).as_deref(),
+            Some("no upstream step failed (run_if: one_failed)")
+        );
+        assert_eq!(trigger_skip(RunIf::NoneFailed, deps, skipped), None);
+        assert_eq!(
+            trigger_skip(RunIf::NoneFailed, deps, failed).as_deref(),
+            Some("an upstream step failed (run_if: none_failed)")
+        );
+        assert_eq!(
+            trigger_skip(RunIf::NoneFailed, deps, cancelled).as_deref(),
+            Some("an upstream step was cancelled (run_if: none_failed)")
+        );
+        for up in [NONE, failed, skipped, cancelled] {
+            assert_eq!(trigger_skip(RunIf::AllDone, deps, up), None);
+        }
+        // `success` and `failure` look at the dependencies only.
+        assert_eq!(trigger_skip(RunIf::Success, deps, failed), None);
+        assert!(trigger_skip(RunIf::Failure, deps, failed).is_some());
     }
 
     #[test]

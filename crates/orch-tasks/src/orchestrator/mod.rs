@@ -559,6 +559,7 @@ impl TaskOrchestrator {
             let t = &st.tasks[i];
             let gate = Gate {
                 run_if: orch_model::RunIf::Success,
+                upstream: crate::release::Upstream::ALL_COMPLETED,
                 when: None,
                 params: Some((&t.module, &t.action, &t.parameters)),
             };

@@ -181,8 +181,12 @@ pub async fn run_workflow(
         epoch: (created, start),
         events: emitter,
         dynamic: None,
+        upstream: crate::upstream::UpstreamMemo::default(),
+        grace: false,
+        survive: None,
     };
     st.dynamic = super::fanout::Dynamic::of(&st.hot, registry, &opts);
+    let mut stop = super::grace::Stop::new(&mut st, &opts);
     if let Some(store) = &opts.store {
         st.journal = Some(open_journal(&mut st, store.clone(), &opts).await?);
     }
@@ -220,7 +224,12 @@ pub async fn run_workflow(
                 return Err(abandon(&cancel, &mut set, e).await);
             }
         }
-        let stopping = cancel.is_cancelled();
+        // Once the run's token fired: its cancel grace, then the stop.
+        let seen = cancel.is_cancelled();
+        if seen {
+            stop.begin(&mut st, &dependents);
+        }
+        let stopping = seen && !stop.in_grace();
         let mut blocked = Vec::new();
         // Checked before every step that follows a spawned one, and every 64
         // steps during a run of inline completions (reading the token takes a
@@ -230,10 +239,10 @@ pub async fn run_workflow(
         let mut taken = 0usize;
         while taken < TURN {
             if since_check == 0 {
-                if cancel.is_cancelled() {
+                if cancel.is_cancelled() && !stop.in_grace() {
                     break;
                 }
-                if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                if !timed_out && deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                     timed_out = true;
                     cancel.cancel();
                     break;
@@ -348,15 +357,20 @@ pub async fn run_workflow(
             // Everything ready waits for capacity held outside this run: look again shortly.
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_millis(50)) => {}
-                () = cancel.cancelled(), if !stopping => {}
+                () = cancel.cancelled(), if !seen => {}
             }
             continue;
         }
+        let grace_end = stop.deadline();
         tokio::select! {
             got = set.rx.recv_many(&mut arrived, 4096), if set.count > 0 => {
                 // Every step that finished meanwhile: one commit for all.
                 set.count -= got;
                 for out in arrived.drain(..) {
+                    let out = match opts.run_timeout.filter(|_| timed_out) {
+                        Some(limit) => super::grace::Stop::timed_out(&st, out, limit),
+                        None => out,
+                    };
                     st.release_resources(out.task, resources.as_deref(), opts.run_id);
                     st.complete(out, &dependents, cancel.is_cancelled(), opts.cache.as_deref());
                 }
@@ -371,7 +385,13 @@ pub async fn run_workflow(
                 timed_out = true;
                 cancel.cancel();
             }
-            () = cancel.cancelled(), if !stopping => {}
+            () = async {
+                match grace_end {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            }, if grace_end.is_some() => stop.expire(&mut st),
+            () = cancel.cancelled(), if !seen => {}
         }
     }
     // Whatever never started was cancelled (or could not run).
@@ -510,7 +530,7 @@ pub(super) fn start_step(
             action: st.actions.names[k].clone(),
             attempt: 1,
             work_dir: st.work_dir.clone(),
-            cancel: st.ctx.cancel.clone(),
+            cancel: st.token_for(i),
             kill_grace: opts.kill_grace,
             output_limit: opts.output_limit,
             output: st.output.as_ref().map(|w| {

@@ -11,11 +11,13 @@
 //! `preflight` (checks before anything runs), `queue` (the ready queue),
 //! `state` (per-step arrays, release and completion), `coordinator` (the
 //! main loop), `journal` (the run kept in a store), `attempt` (a step's
-//! attempts), `identity` (which process drives a run).
+//! attempts), `identity` (which process drives a run), `grace` (how a run
+//! stops: the cancel grace of the steps that run after a stop).
 
 mod attempt;
 mod coordinator;
 mod fanout;
+mod grace;
 mod identity;
 mod journal;
 mod options;
@@ -24,6 +26,7 @@ mod queue;
 mod state;
 
 pub use coordinator::{drive, run_workflow};
+pub use grace::DEFAULT_CANCEL_GRACE;
 pub(crate) use fanout::{Gathered, gathered};
 pub use identity::{owner_alive, process_identity};
 pub use options::{RunOptions, RunReport, StepReport};

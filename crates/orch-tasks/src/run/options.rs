@@ -27,6 +27,10 @@ pub struct RunOptions {
     pub work_dir: PathBuf,
     /// Limit on the whole run; when it passes, everything running is stopped.
     pub run_timeout: Option<Duration>,
+    /// How long steps that run after a stop (`run_if: always`, `finally:`,
+    /// ...) may still run once the run was cancelled or timed out; `None`:
+    /// the workflow's `cancel_grace`, else [`DEFAULT_CANCEL_GRACE`](super::DEFAULT_CANCEL_GRACE).
+    pub cancel_grace: Option<Duration>,
     /// Time between SIGTERM and SIGKILL when a process is stopped.
     pub kill_grace: Duration,
     /// Most bytes of stdout and of stderr kept per process.
@@ -75,6 +79,7 @@ impl Default for RunOptions {
             params: Map::new(),
             work_dir: PathBuf::from("."),
             run_timeout: None,
+            cancel_grace: None,
             kill_grace: Duration::from_secs(2),
             output_limit: 1024 * 1024,
             cancel: CancellationToken::new(),

@@ -55,6 +55,13 @@ pub(super) struct State<'w> {
     pub(super) events: Option<crate::event::Emitter>,
     /// What steps over a list known at run time start their items with.
     pub(super) dynamic: Option<Box<super::fanout::Dynamic>>,
+    /// What each step's upstream steps came to, for the rules over all of
+    /// them (empty unless one asks).
+    pub(super) upstream: crate::upstream::UpstreamMemo,
+    /// The run is in its cancel grace (`super::grace`).
+    pub(super) grace: bool,
+    /// The token of the steps that run after a stop, when the workflow has such steps.
+    pub(super) survive: Option<tokio_util::sync::CancellationToken>,
 }
 
 impl Scope for State<'_> {
@@ -292,7 +299,7 @@ impl State<'_> {
             for &j in dependents.deps(i) {
                 let r = &mut self.remaining[j as usize];
                 *r -= 1;
-                if *r == 0 && !cancelled && self.release(j, now) {
+                if *r == 0 && (!cancelled || self.grace) && self.release(j, now) {
                     work.push(j);
                 }
             }
@@ -308,12 +315,21 @@ impl State<'_> {
         if hot.is(Hot::GATHER) {
             return self.gather(j, now);
         }
+        if self.grace && !hot.run_if.runs_after_stop() {
+            return self.cancel_unstarted(j, now);
+        }
         let wf = self.wf;
         let steps = &wf.workflow().steps;
         let step = &steps[j as usize];
         // The flags first: a plain step's definition is not read at all.
         let gate = Gate {
             run_if: hot.run_if,
+            upstream: if hot.run_if.over_upstream() {
+                let status = &self.status;
+                self.upstream.of(j, wf.graph(), &|d| status[d as usize])
+            } else {
+                crate::upstream::Upstream::ALL_COMPLETED
+            },
             when: if hot.is(Hot::WHEN) {
                 step.conditions.when.as_deref()
             } else {

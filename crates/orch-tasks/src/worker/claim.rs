@@ -93,6 +93,16 @@ async fn serve_inner(sh: &Shared, claim: &Claim, reserved: bool) -> End {
     if let Some(outcome) = fan_out(step, &deps) {
         return finish(sh, claim, outcome).await;
     }
+    // A rule over every upstream step reads them all.
+    let upstream = if step.conditions.run_if.over_upstream() {
+        let all = crate::upstream::ancestors(def.workflow.graph(), claim.index);
+        match store.task_records(claim.run, &all).await {
+            Ok(r) => crate::upstream::Upstream::of_all(r.iter().map(|t| t.status)),
+            Err(_) => return End::StoreError,
+        }
+    } else {
+        crate::upstream::Upstream::ALL_COMPLETED
+    };
     let decided = {
         let scope = ClaimScope {
             def: &def,
@@ -101,6 +111,7 @@ async fn serve_inner(sh: &Shared, claim: &Claim, reserved: bool) -> End {
         };
         let gate = Gate {
             run_if: step.conditions.run_if,
+            upstream,
             when: step.conditions.when.as_deref(),
             params: (!step.parameters.is_empty()).then(|| {
                 (
