@@ -30,6 +30,7 @@ mod reporter;
 mod retry;
 mod run;
 mod runs;
+mod schedule;
 mod serve;
 mod telemetry;
 mod term;
@@ -462,6 +463,15 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         work_dir: Option<PathBuf>,
     },
+    /// The schedules of the workflows directory (docs/schedules.md), which `orch serve` and
+    /// `orch worker` fire: list them and their ticks, pause, resume, trigger a run now.
+    Schedule {
+        #[command(subcommand)]
+        action: schedule::ScheduleAction,
+    },
+    /// Run a scheduled workflow once per tick of its schedule from --from to --to (past ticks
+    /// only, one run after another, each with ${schedule.time} set to its tick).
+    Backfill(schedule::BackfillArgs),
     /// Serve the Model Context Protocol on stdin/stdout (for AI agents): the tools of docs/mcp.md.
     Mcp,
     /// Serve the HTTP API (docs/server.md): workflows, runs, live events, projects, status; until
@@ -684,6 +694,8 @@ fn main() -> ExitCode {
             }
             commands::validate(&files, &read, &modules, json)
         }
+        Command::Schedule { action } => schedule::schedule(config, action),
+        Command::Backfill(args) => schedule::backfill(config, &args),
         Command::Mcp => mcp::mcp(config),
         Command::Schema => authoring::schema(),
         Command::Completions { shell } => authoring::completions(shell),

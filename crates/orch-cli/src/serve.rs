@@ -117,8 +117,15 @@ pub fn serve(config: Option<&Path>, args: &ServeArgs) -> u8 {
             metrics: Some(orch_server::MetricsRender::new(move || metrics.render())),
             ..orch_server::ServerConfig::default()
         };
+        // Schedules fire here while the server runs (one process of those
+        // sharing the store fires each tick).
+        let scheduler = crate::schedule::start(&engine, None);
         let served =
             orch_server::serve(engine.clone(), token, config, listener, shutdown).await;
+        if let Some(s) = scheduler {
+            s.stop();
+            s.join().await;
+        }
         let code = match served {
             // Asked to stop by a signal: a graceful stop is a success.
             Ok(()) => {

@@ -128,6 +128,8 @@ pub fn worker(config: Option<&Path>, args: &WorkerArgs) -> u8 {
                 return exit::INVALID;
             }
         };
+        // Schedules fire from workers too; their runs are submitted to the workers.
+        let scheduler = crate::schedule::start(&engine, Some(handle.id()));
         eprintln!(
             "orch: worker {} serving {} with {} slot(s); SIGTERM or SIGINT stops it (running steps get {:?})",
             handle.id(),
@@ -144,6 +146,10 @@ pub fn worker(config: Option<&Path>, args: &WorkerArgs) -> u8 {
             handle.id(),
             args.grace
         );
+        if let Some(s) = scheduler {
+            s.stop();
+            s.join().await;
+        }
         handle.stop();
         match handle.join().await {
             Ok(s) => {

@@ -27,6 +27,7 @@
 pub mod cache;
 pub mod config;
 pub mod metrics;
+pub mod schedule;
 
 pub use cache::StoreCache;
 pub use config::EngineConfig;
