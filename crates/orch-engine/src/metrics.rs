@@ -6,7 +6,7 @@
 //! types, labels and meanings are listed in docs/server.md).
 //!
 //! A run's [`Event`]s reach the engine's sink synchronously, on the thread
-//! that emits them, a few per step: [`RunMetrics`] counts them in atomics of
+//! that emits them, a few per step: `RunMetrics` counts them in atomics of
 //! the run's own (an uncontended addition each: no registry lookup, no lock,
 //! no allocation), and only attempt durations go to a histogram at once.
 //! The counts are folded into the recorder's counters, and the ready and
