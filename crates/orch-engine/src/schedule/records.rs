@@ -103,7 +103,7 @@ pub struct TickRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last: Option<DateTime<Utc>>,
     /// How many ticks a missed range covers (at least this many when `more`).
-    #[serde(default, skip_serializing_if = "is_one")]
+    #[serde(default = "one", skip_serializing_if = "is_one")]
     pub count: u64,
     /// Whether a missed range had more ticks than were counted.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -112,6 +112,10 @@ pub struct TickRecord {
 
 fn is_one(n: &u64) -> bool {
     *n == 1
+}
+
+fn one() -> u64 {
+    1
 }
 
 impl TickRecord {
