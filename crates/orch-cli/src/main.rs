@@ -26,6 +26,7 @@ mod interrupt;
 mod logs;
 mod manage;
 mod mcp;
+mod phases;
 mod reporter;
 mod retry;
 mod run;

@@ -26,7 +26,7 @@ mod table;
 
 pub(crate) use json::write_report_json;
 pub(crate) use progress::spawn_printer;
-pub(crate) use table::{Digest, Listed};
+pub(crate) use table::{Digest, Listed, flaky_note};
 
 use crate::term::escape_line;
 use orch_engine::{Event, RunReport};

@@ -196,6 +196,7 @@ fn task_line(t: &TaskRecord) -> (String, String, String) {
                 .unwrap_or_default()
                 .replace('\n', " ")
         ),
+        (Some(r), _) if r.flaky().is_some() => reporter::flaky_note(t.attempt, r),
         (_, Some(n)) => n.clone(),
         _ => String::new(),
     };
@@ -226,6 +227,7 @@ pub fn show(config: Option<&Path>, id: &str, json_out: bool, all: bool) -> u8 {
     let retry_of = orch_model::RunSettings::of_saved(&r.definition)
         .ok()
         .and_then(|s| s.retry_of);
+    let phases = crate::phases::of_saved(&r.definition, tasks.len());
     if json_out {
         let v = json!({
             "run_id": r.id.to_string(),
@@ -237,16 +239,20 @@ pub fn show(config: Option<&Path>, id: &str, json_out: bool, all: bool) -> u8 {
             "owner": r.owner,
             "parent": r.parent.map(|p| p.to_string()),
             "retry_of": retry_of.map(|p| p.to_string()),
-            "tasks": tasks.iter().map(|t| json!({
-                "name": t.name,
-                "status": t.status,
-                "attempts": t.attempt,
-                "started_at": t.started_at,
-                "finished_at": t.finished_at,
-                "cached": t.result.as_ref().is_some_and(|x| x.cached),
-                "result": t.result,
-                "note": t.note,
-            })).collect::<Vec<_>>(),
+            "tasks": tasks.iter().map(|t| {
+                let mut v = json!({
+                    "name": t.name,
+                    "status": t.status,
+                    "attempts": t.attempt,
+                    "started_at": t.started_at,
+                    "finished_at": t.finished_at,
+                    "cached": t.result.as_ref().is_some_and(|x| x.cached),
+                    "result": t.result,
+                    "note": t.note,
+                });
+                crate::phases::annotate(&mut v, t, &phases);
+                v
+            }).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return exit::OK;
@@ -278,7 +284,7 @@ pub fn show(config: Option<&Path>, id: &str, json_out: bool, all: bool) -> u8 {
             "-"
         };
         [
-            t.name.clone(),
+            crate::phases::label(t, &phases),
             t.status.as_str().to_owned(),
             t.attempt.to_string(),
             started,

@@ -158,6 +158,17 @@ impl TaskResult {
         }
     }
 
+    /// How many attempts failed before this successful one, when a retry
+    /// passed after failures (the step is flaky): `metadata.flaky` and
+    /// `metadata.failed_attempts`, as the retry layer records them.
+    pub fn flaky(&self) -> Option<u32> {
+        if !self.success || self.metadata.get("flaky") != Some(&Value::Bool(true)) {
+            return None;
+        }
+        let n = self.metadata.get("failed_attempts").and_then(Value::as_u64);
+        Some(n.map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX)))
+    }
+
     /// A failed result.
     pub fn failed(error_type: impl Into<String>, message: impl Into<String>) -> Self {
         Self {

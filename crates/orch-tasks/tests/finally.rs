@@ -364,3 +364,68 @@ fn a_cancel_asked_through_the_store_runs_finally_steps_and_records_them() {
     assert_eq!(by_name("report"), TaskStatus::Completed);
     assert_eq!(by_name("alert"), TaskStatus::Skipped);
 }
+
+/// Fails its first `fail` attempts (retryably), then succeeds.
+#[derive(Debug)]
+struct FailFirst {
+    fail: u32,
+    seen: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait]
+impl Action for FailFirst {
+    async fn run(&self, _: Value, _: &ActionContext) -> Result<Value, ActionError> {
+        if self.seen.fetch_add(1, Ordering::SeqCst) < self.fail {
+            return Err(ActionError::retryable("Flaky", "not this time"));
+        }
+        Ok(json!("passed"))
+    }
+}
+
+#[test]
+fn a_step_that_passed_after_failing_is_marked_flaky() {
+    let mut reg = ActionRegistry::with_builtins();
+    for (name, fail) in [("twice", 2), ("never", 0)] {
+        reg.register(
+            "test",
+            name,
+            Arc::new(FailFirst {
+                fail,
+                seen: 0.into(),
+            }),
+        );
+    }
+    let wf = yaml(
+        "name: flaky\ndefaults: {max_retries: 3, retry: {initial_delay: 0s}}\nsteps:\n\
+         - {name: shaky, module: test, action: twice}\n\
+         - {name: steady, module: test, action: never}\n\
+         - {name: broken, module: core, action: fail, parameters: {retryable: true}}\n",
+    );
+    let store = Arc::new(MemoryStore::new());
+    let opts = RunOptions {
+        store: Some(store.clone()),
+        ..RunOptions::default()
+    };
+    let run_id = opts.run_id;
+    let rt = rt();
+    let r = rt
+        .block_on(run_workflow(&wf, &reg, opts, None))
+        .expect("runs");
+    let result = |n: &str| {
+        r.steps
+            .iter()
+            .find(|s| s.name == n)
+            .and_then(|s| s.result.clone())
+            .expect("result")
+    };
+    let shaky = result("shaky");
+    assert_eq!(shaky.flaky(), Some(2));
+    assert_eq!(shaky.metadata.get("flaky"), Some(&json!(true)));
+    assert_eq!(result("steady").flaky(), None);
+    assert_eq!(result("broken").flaky(), None, "a failure is not flaky");
+    // The store keeps it with the result.
+    let tasks = rt.block_on(store.tasks(run_id)).expect("tasks");
+    let stored = tasks.iter().find(|t| t.name == "shaky").expect("task");
+    assert_eq!(stored.result.as_ref().and_then(|r| r.flaky()), Some(2));
+    assert_eq!(stored.attempt, 3);
+}

@@ -16,6 +16,9 @@ struct StepJson<'a> {
     finished_at: Option<chrono::DateTime<chrono::Utc>>,
     result: &'a Option<orch_model::TaskResult>,
     note: &'a Option<String>,
+    /// It passed after failed attempts (left out when false).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    flaky: bool,
 }
 
 /// Writes the report's JSON document to `out` a step at a time: `{run_id,
@@ -55,6 +58,7 @@ pub(crate) fn write_report_json(
                 finished_at: s.finished_at,
                 result: &s.result,
                 note: &s.note,
+                flaky: s.result.as_ref().is_some_and(|r| r.flaky().is_some()),
             },
         )?;
     }

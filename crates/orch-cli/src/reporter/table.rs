@@ -141,6 +141,13 @@ impl Digest {
     }
 }
 
+/// The note of a step that passed after failed attempts (a flaky step).
+pub(crate) fn flaky_note(attempts: u32, r: &orch_model::TaskResult) -> String {
+    let failed = r.flaky().unwrap_or(1);
+    let s = if failed == 1 { "" } else { "s" };
+    format!("flaky: passed on attempt {attempts} after {failed} failed attempt{s}")
+}
+
 /// How long a step ran, from its start and end.
 fn ran(
     started: Option<chrono::DateTime<chrono::Utc>>,
@@ -164,6 +171,7 @@ pub(super) fn print_table(report: &RunReport) {
                     short(r.error_message.as_deref().unwrap_or(""), 80)
                 )
             }
+            (Some(r), _) if r.flaky().is_some() => flaky_note(s.attempts, r),
             (_, Some(n)) => short(n, 80),
             _ => String::new(),
         };
@@ -201,11 +209,19 @@ pub(super) fn print_table(report: &RunReport) {
         }
     }
     let [done, failed, skipped, cancelled] = counts;
-    let cancelled = if cancelled > 0 {
+    let mut cancelled = if cancelled > 0 {
         format!(", {cancelled} cancelled")
     } else {
         String::new()
     };
+    let flaky = report
+        .steps
+        .iter()
+        .filter(|s| s.result.as_ref().is_some_and(|r| r.flaky().is_some()))
+        .count();
+    if flaky > 0 {
+        cancelled.push_str(&format!(" ({flaky} flaky)"));
+    }
     println!(
         "workflow `{}` {}: {done} completed, {failed} failed, {skipped} skipped{cancelled} of {total} steps in {} (run {})",
         report.workflow,

@@ -219,7 +219,7 @@ impl<E: Executor + 'static> Executor for Retry<E> {
                 inner: self.inner.clone(),
                 runtime: tokio::runtime::Handle::try_current().ok(),
                 outer: later.clone(),
-                next: Mutex::new((a, rng)),
+                next: Mutex::new((a, rng, 0)),
             });
             state.start(first, done);
         }
@@ -266,8 +266,8 @@ struct Retrying<E> {
     runtime: Option<tokio::runtime::Handle>,
     outer: Arc<dyn OutcomeSink>,
     /// The attempt to copy for the next one (its number is the last one's),
-    /// and the jitter's generator.
-    next: Mutex<(Attempt, u64)>,
+    /// the jitter's generator, and how many attempts failed so far.
+    next: Mutex<(Attempt, u64, u32)>,
 }
 
 impl<E: Executor + 'static> Retrying<E> {
@@ -290,7 +290,7 @@ impl<E: Executor + 'static> Retrying<E> {
             .next
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (template, rng) = &mut *guard;
+        let (template, rng, failures) = &mut *guard;
         let again = out.status == TaskStatus::Failed
             && out.retryable
             && out.attempts <= template.policy.max_retries
@@ -298,8 +298,9 @@ impl<E: Executor + 'static> Retrying<E> {
             // Submitted outside a runtime: nothing could wait for the next attempt.
             && self.runtime.is_some();
         if !again {
-            return Some(out);
+            return Some(flaky(out, *failures));
         }
+        *failures += 1;
         let mut delay = template.policy.retry.delay(out.attempts);
         if template.policy.retry.jitter {
             *rng ^= *rng << 13;
@@ -353,6 +354,18 @@ impl<E: Executor + 'static> Retrying<E> {
         });
         None
     }
+}
+
+/// A step that succeeded after `failures` failed attempts is flaky: its
+/// result says so (`metadata.flaky`, `metadata.failed_attempts`), for
+/// reports, the store and JSON output.
+fn flaky(mut out: Outcome, failures: u32) -> Outcome {
+    if out.status == TaskStatus::Completed && failures > 0 {
+        let m = &mut out.result.metadata;
+        m.insert("flaky".into(), Value::Bool(true));
+        m.insert("failed_attempts".into(), Value::from(failures));
+    }
+    out
 }
 
 /// The sink a retried step's attempts report to: a final outcome goes on
