@@ -1,6 +1,6 @@
 //! The built-in actions: `core` (noop, sleep, fail, set, coalesce), `shell` (exec,
 //! script), `fs` (read, write, copy, mkdir, list), `code` (stats), `chart`
-//! (bar, line), `report` (markdown) and `data` (aggregate). `workflow.run`
+//! (bar, line), `report` (markdown), `data` (aggregate) and `http` (request). `workflow.run`
 //! belongs to the `WorkflowManager` of orch-workflows, which registers it.
 
 mod chart;
@@ -8,6 +8,7 @@ mod code;
 mod core;
 mod data;
 pub mod fs;
+pub mod http;
 mod report;
 mod shell;
 pub mod specs;
@@ -36,4 +37,5 @@ pub fn register(r: &mut ActionRegistry) {
     r.register("chart", "line", Arc::new(chart::Line));
     r.register("report", "markdown", Arc::new(report::Markdown));
     r.register("data", "aggregate", Arc::new(data::Aggregate));
+    r.register("http", "request", Arc::new(http::Request));
 }

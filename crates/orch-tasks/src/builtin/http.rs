@@ -1,0 +1,443 @@
+//! `http.request`: one HTTP/1.1 request (to notify a webhook, say), on
+//! hyper's client connection over a plain TCP stream: no pool, no TLS.
+//!
+//! The URL comes from the definition (or a `${...}` reference in it): orch
+//! does not judge where it points (no SSRF protection beyond refusing other
+//! schemes and credentials in the URL; docs/actions.md). Only `http://` is
+//! served; `https://` is refused with a clear error (no TLS in this build),
+//! and so is every other scheme. The response's status, headers and body
+//! are the step's result; a status outside 200-299 fails the step
+//! (`HttpStatus`; retryable for 429 and 5xx) unless `fail_on_status: false`.
+
+use crate::action::{Action, ActionContext, ActionError};
+use async_trait::async_trait;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue};
+use orch_model::{ActionSpec, ParamSpec, ParamType as T};
+use serde_json::{Map, Value, json};
+use std::time::Duration;
+
+/// The time a request may take when the step says nothing.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `http.request`'s parameters.
+pub static SPEC: ActionSpec = ActionSpec {
+    description: "Sends one HTTP request (http:// only) and returns the response's status, headers and body; a status outside 200-299 fails the step unless fail_on_status is false.",
+    params: &[
+        ParamSpec::required("url", T::STRING, "the URL, http://HOST[:PORT]/PATH[?QUERY]"),
+        ParamSpec::optional(
+            "method",
+            T::STRING,
+            "GET, POST, PUT, PATCH, DELETE, HEAD or OPTIONS (default POST with a body, else GET)",
+        ),
+        ParamSpec::optional("headers", T::OBJECT, "request headers, NAME: text"),
+        ParamSpec::optional(
+            "json",
+            T::ANY,
+            "a JSON body (sent with content-type application/json)",
+        ),
+        ParamSpec::optional("body", T::STRING, "a text body (instead of json)"),
+        ParamSpec::optional(
+            "timeout",
+            T::STRING.or(T::NUMBER),
+            "the longest the request may take: seconds or text like \"10s\" (default 30s)",
+        ),
+        ParamSpec::optional(
+            "fail_on_status",
+            T::BOOLEAN,
+            "whether a status outside 200-299 fails the step (default true)",
+        ),
+    ],
+    open: false,
+};
+
+/// `http.request`.
+#[derive(Debug)]
+pub struct Request;
+
+#[async_trait]
+impl Action for Request {
+    fn spec(&self) -> Option<&'static ActionSpec> {
+        Some(&SPEC)
+    }
+
+    async fn run(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError> {
+        let req = Planned::of(&params)?;
+        let what = format!("{} {}", req.method, req.shown);
+        let exchange = tokio::time::timeout(req.timeout, req.send(ctx.output_limit));
+        tokio::select! {
+            r = exchange => match r {
+                Ok(r) => r.and_then(|resp| judge(resp, &what, req.fail_on_status)),
+                Err(_) => Err(ActionError::retryable(
+                    "TimeoutError",
+                    format!(
+                        "{what} took longer than its timeout of {}",
+                        orch_model::duration::format_duration(req.timeout)
+                    ),
+                )),
+            },
+            () = ctx.cancel.cancelled() => Err(ActionError::permanent(
+                "Cancelled",
+                format!("{what} was cancelled"),
+            )),
+        }
+    }
+}
+
+/// A request checked and ready to send.
+#[derive(Debug)]
+struct Planned {
+    method: hyper::Method,
+    host: String,
+    port: u16,
+    /// The URL without its query, for messages.
+    shown: String,
+    path: String,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: Option<(Bytes, &'static str)>,
+    timeout: Duration,
+    fail_on_status: bool,
+}
+
+fn bad(message: String) -> ActionError {
+    ActionError::invalid_parameters(message)
+}
+
+impl Planned {
+    fn of(params: &Value) -> Result<Self, ActionError> {
+        let url = params.get("url").and_then(Value::as_str).ok_or_else(|| {
+            bad("`url` is required: the http:// URL to send the request to".into())
+        })?;
+        let uri: hyper::Uri = url
+            .parse()
+            .map_err(|e| bad(format!("`url` {url:?} is not a URL: {e}")))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(bad(format!(
+                    "`url` {url:?}: https:// is not supported by http.request yet (no TLS in this build); use an http:// URL (for example a local relay)"
+                )));
+            }
+            Some(other) => {
+                return Err(bad(format!(
+                    "`url` {url:?}: the scheme `{other}` is not allowed; only http:// URLs are"
+                )));
+            }
+            None => {
+                return Err(bad(format!(
+                    "`url` {url:?} has no scheme; write it as http://HOST/PATH"
+                )));
+            }
+        }
+        let authority = uri
+            .authority()
+            .ok_or_else(|| bad(format!("`url` {url:?} has no host")))?;
+        if authority.as_str().contains('@') {
+            return Err(bad(format!(
+                "`url` {url:?} holds credentials; give them in `headers` (e.g. authorization) instead, so that they stay out of the URL"
+            )));
+        }
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        if host.is_empty() {
+            return Err(bad(format!("`url` {url:?} has no host")));
+        }
+        let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        let shown = format!("http://{}{}", authority.as_str(), uri.path());
+        let json_body = params.get("json").filter(|v| !v.is_null());
+        let text_body = params.get("body").filter(|v| !v.is_null());
+        let body = match (json_body, text_body) {
+            (Some(_), Some(_)) => {
+                return Err(bad("give either `json` or `body`, not both".into()));
+            }
+            (Some(j), None) => Some((Bytes::from(j.to_string()), "application/json")),
+            (None, Some(Value::String(s))) => {
+                Some((Bytes::from(s.clone()), "text/plain; charset=utf-8"))
+            }
+            (None, Some(_)) => return Err(bad("`body` must be text".into())),
+            (None, None) => None,
+        };
+        let method = match params.get("method").filter(|v| !v.is_null()) {
+            None if body.is_some() => hyper::Method::POST,
+            None => hyper::Method::GET,
+            Some(Value::String(m)) => method(m)?,
+            Some(_) => return Err(bad("`method` must be text, such as \"POST\"".into())),
+        };
+        let mut headers = Vec::new();
+        match params.get("headers") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(h)) => {
+                for (k, v) in h {
+                    headers.push(header(k, v)?);
+                }
+            }
+            Some(_) => return Err(bad("`headers` must be a map of NAME: text".into())),
+        }
+        Ok(Self {
+            method,
+            host: host.to_owned(),
+            port: authority.port_u16().unwrap_or(80),
+            shown,
+            path,
+            headers,
+            body,
+            timeout: timeout(params.get("timeout"))?,
+            fail_on_status: match params.get("fail_on_status") {
+                None | Some(Value::Null) => true,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => return Err(bad("`fail_on_status` must be true or false".into())),
+            },
+        })
+    }
+
+    /// Connects, sends, and reads the response (at most `limit` bytes of body).
+    async fn send(&self, limit: usize) -> Result<Response, ActionError> {
+        let what = format!("{} {}", self.method, self.shown);
+        let stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| {
+                ActionError::retryable("ConnectionError", format!("{what}: cannot connect: {e}"))
+            })?;
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| ActionError::retryable("ConnectionError", format!("{what}: {e}")))?;
+        let driver = tokio::spawn(conn);
+        let mut b = hyper::Request::builder()
+            .method(self.method.clone())
+            .uri(self.path.as_str());
+        let host = if self.port == 80 {
+            self.host.clone()
+        } else {
+            format!("{}:{}", self.host, self.port)
+        };
+        let given = |name: &HeaderName| self.headers.iter().any(|(n, _)| n == name);
+        if !given(&HOST) {
+            b = b.header(HOST, host);
+        }
+        if let Some((_, ty)) = &self.body {
+            if !given(&CONTENT_TYPE) {
+                b = b.header(CONTENT_TYPE, *ty);
+            }
+        }
+        for (n, v) in &self.headers {
+            b = b.header(n, v);
+        }
+        let body = self
+            .body
+            .as_ref()
+            .map(|(b, _)| b.clone())
+            .unwrap_or_default();
+        let request = b
+            .body(Full::new(body))
+            .map_err(|e| bad(format!("{what}: the request cannot be built: {e}")))?;
+        let resp = sender
+            .send_request(request)
+            .await
+            .map_err(|e| ActionError::retryable("ConnectionError", format!("{what}: {e}")))?;
+        let (parts, mut incoming) = resp.into_parts();
+        let mut body = Vec::new();
+        let mut truncated = false;
+        while let Some(frame) = incoming.frame().await {
+            let frame = frame.map_err(|e| {
+                ActionError::retryable(
+                    "ConnectionError",
+                    format!("{what}: reading the response: {e}"),
+                )
+            })?;
+            if let Ok(data) = frame.into_data() {
+                let room = limit.saturating_sub(body.len());
+                if data.len() > room {
+                    body.extend_from_slice(&data[..room]);
+                    truncated = true;
+                    break;
+                }
+                body.extend_from_slice(&data);
+            }
+        }
+        driver.abort();
+        Ok(Response {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+            truncated,
+        })
+    }
+}
+
+fn method(m: &str) -> Result<hyper::Method, ActionError> {
+    const ALLOWED: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+    let upper = m.trim().to_ascii_uppercase();
+    if !ALLOWED.contains(&upper.as_str()) {
+        return Err(bad(format!(
+            "`method` {m:?} is not one of {}",
+            ALLOWED.join(", ")
+        )));
+    }
+    hyper::Method::from_bytes(upper.as_bytes()).map_err(|e| bad(format!("`method` {m:?}: {e}")))
+}
+
+fn header(name: &str, value: &Value) -> Result<(HeaderName, HeaderValue), ActionError> {
+    let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+        bad(format!(
+            "header name {name:?} is not a valid HTTP header name"
+        ))
+    })?;
+    let text = match value {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        _ => return Err(bad(format!("header `{name}` must be text"))),
+    };
+    let v = HeaderValue::from_str(&text).map_err(|_| {
+        bad(format!(
+            "header `{name}` holds characters a header cannot (a line break or a control character)"
+        ))
+    })?;
+    Ok((n, v))
+}
+
+fn timeout(v: Option<&Value>) -> Result<Duration, ActionError> {
+    let d = match v {
+        None | Some(Value::Null) => return Ok(DEFAULT_TIMEOUT),
+        Some(Value::String(s)) => orch_model::duration::parse_timeout(s),
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .ok_or_else(|| "not a number".to_owned())
+            .and_then(orch_model::duration::seconds),
+        Some(_) => Err("a number of seconds or text like \"10s\"".to_owned()),
+    };
+    match d {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(bad("`timeout` must be more than 0".into())),
+        Err(e) => Err(bad(format!("`timeout`: {e}"))),
+    }
+}
+
+/// What came back.
+#[derive(Debug)]
+struct Response {
+    status: hyper::StatusCode,
+    headers: hyper::HeaderMap,
+    body: Vec<u8>,
+    truncated: bool,
+}
+
+/// The result (`{status, headers, body, truncated?}`), or a failure for a
+/// status outside 200-299 (carrying the same data) when it counts as one.
+fn judge(r: Response, what: &str, fail_on_status: bool) -> Result<Value, ActionError> {
+    let mut headers = Map::new();
+    for (name, value) in &r.headers {
+        let v = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        match headers.get_mut(name.as_str()) {
+            // A repeated header: its values joined, as HTTP allows.
+            Some(Value::String(prev)) => {
+                prev.push_str(", ");
+                prev.push_str(&v);
+            }
+            _ => {
+                headers.insert(name.as_str().to_owned(), Value::String(v));
+            }
+        }
+    }
+    let is_json = r
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|m| m.trim().ends_with("json"))
+        });
+    let body = match is_json && !r.truncated {
+        true => serde_json::from_slice(&r.body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&r.body).into_owned())),
+        false => Value::String(String::from_utf8_lossy(&r.body).into_owned()),
+    };
+    let mut out = json!({
+        "status": r.status.as_u16(),
+        "headers": headers,
+        "body": body,
+    });
+    if r.truncated {
+        out["truncated"] = Value::Bool(true);
+    }
+    if fail_on_status && !r.status.is_success() {
+        let code = r.status.as_u16();
+        let message = format!("{what} answered {}", r.status);
+        let e = if code == 429 || r.status.is_server_error() {
+            ActionError::retryable("HttpStatus", message)
+        } else {
+            ActionError::permanent("HttpStatus", message)
+        };
+        return Err(e.with_data(out));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(v: Value) -> Result<Planned, String> {
+        Planned::of(&v).map_err(|e| e.message)
+    }
+
+    #[test]
+    fn requests_are_checked_before_anything_is_sent() {
+        let p = plan(json!({"url": "http://127.0.0.1:8080/hook?x=1", "json": {"a": 1}}))
+            .expect("valid");
+        assert_eq!(p.method, hyper::Method::POST);
+        assert_eq!((p.host.as_str(), p.port), ("127.0.0.1", 8080));
+        assert_eq!(p.path, "/hook?x=1");
+        assert_eq!(p.shown, "http://127.0.0.1:8080/hook");
+        assert_eq!(p.timeout, DEFAULT_TIMEOUT);
+        let p = plan(json!({"url": "http://example.invalid", "timeout": "2s"})).expect("get");
+        assert_eq!(
+            (p.method, p.port, p.path.as_str()),
+            (hyper::Method::GET, 80, "/")
+        );
+        assert_eq!(p.timeout, Duration::from_secs(2));
+        for (params, says) in [
+            (
+                json!({"url": "ftp://h/x"}),
+                "the scheme `ftp` is not allowed",
+            ),
+            (
+                json!({"url": "file:///etc/passwd"}),
+                "the scheme `file` is not allowed",
+            ),
+            (json!({"url": "https://h/x"}), "https:// is not supported"),
+            (json!({"url": "h/x"}), "has no scheme"),
+            (json!({"url": "http://u:p@h/x"}), "holds credentials"),
+            (json!({}), "`url` is required"),
+            (
+                json!({"url": "http://h", "json": 1, "body": "x"}),
+                "not both",
+            ),
+            (
+                json!({"url": "http://h", "method": "BREW"}),
+                "is not one of",
+            ),
+            (
+                json!({"url": "http://h", "headers": {"x": "a\nb"}}),
+                "line break",
+            ),
+            (
+                json!({"url": "http://h", "headers": {"bad name": "a"}}),
+                "not a valid HTTP header name",
+            ),
+            (json!({"url": "http://h", "timeout": 0}), "more than 0"),
+            (
+                json!({"url": "http://h", "fail_on_status": "no"}),
+                "true or false",
+            ),
+        ] {
+            let e = plan(params.clone()).expect_err("refused");
+            assert!(e.contains(says), "{params}: {e}");
+        }
+    }
+}
