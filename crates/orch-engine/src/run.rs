@@ -275,7 +275,10 @@ impl OrchestrationEngine {
                 "max_parallel must be at least 1",
             ));
         }
-        let resolved = self.resolve(&req).await?;
+        let mut resolved = self.resolve(&req).await?;
+        if resolved.resume.is_none() {
+            crate::schedule::default_time(&resolved.wf, &mut resolved.params, Utc::now());
+        }
         // What the scheduler would refuse is refused now, before a session
         // or a run record exists.
         orch_tasks::prepare(

@@ -451,6 +451,19 @@ fn a_trigger_runs_now_with_its_time_even_while_paused() {
             (ticks[0].state, ticks[0].cause),
             (TickState::Fired, TickCause::Trigger)
         );
+        // Started another way, a scheduled workflow has the time it starts.
+        let before = Utc::now() - chrono::Duration::seconds(1);
+        let report = e
+            .run(RunRequest::new(RunTarget::Name("nightly".into())))
+            .await
+            .expect("start")
+            .report()
+            .await
+            .expect("report");
+        let (result, param) = result_of(e.store().as_ref(), report.run_id).await;
+        assert_eq!(result, param);
+        let at = t(result.as_str().expect("a time"));
+        assert!(at >= before && at <= Utc::now(), "{at}");
         // A workflow without a schedule cannot be triggered...
         let e2 = e
             .trigger_schedule("plain", now)

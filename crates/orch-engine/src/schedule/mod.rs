@@ -189,6 +189,22 @@ impl OrchestrationEngine {
     }
 }
 
+/// A run of a scheduled workflow started for no tick (`orch run`, the
+/// API) has the time it starts (whole seconds) as `${schedule.time}`.
+pub(crate) fn default_time(
+    wf: &ValidWorkflow,
+    params: &mut Map<String, Value>,
+    now: DateTime<Utc>,
+) {
+    if wf.workflow().schedule.is_some() && !params.contains_key(SCHEDULE_TIME_PARAM) {
+        use chrono::SubsecRound;
+        params.insert(
+            SCHEDULE_TIME_PARAM.to_owned(),
+            Value::String(tick_text(now.trunc_subsecs(0))),
+        );
+    }
+}
+
 /// The schedule of a workflow known to be scheduled.
 fn schedule_of(wf: &ValidWorkflow) -> Option<&Schedule> {
     wf.workflow().schedule.as_ref()
