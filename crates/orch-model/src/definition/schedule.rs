@@ -550,4 +550,33 @@ mod tests {
             serde_json::json!({"every": 600, "catch_up": "latest"})
         );
     }
+
+    #[test]
+    fn a_daily_tick_fires_once_on_both_daylight_saving_days() {
+        let p = Schedule::cron("0 30 2 * * *", Some("Europe/Paris")).expect("paris");
+        // 02:30 does not exist on 31 March 2024: it fires at 03:00 local.
+        let spring: Vec<_> = p
+            .ticks(t("2024-03-30T00:00:00Z"), t("2024-04-01T12:00:00Z"))
+            .collect();
+        assert_eq!(
+            spring,
+            [
+                t("2024-03-30T01:30:00Z"),
+                t("2024-03-31T01:00:00Z"),
+                t("2024-04-01T00:30:00Z")
+            ]
+        );
+        // 02:30 happens twice on 27 October 2024: it fires the first time.
+        let fall: Vec<_> = p
+            .ticks(t("2024-10-26T00:00:00Z"), t("2024-10-28T12:00:00Z"))
+            .collect();
+        assert_eq!(
+            fall,
+            [
+                t("2024-10-26T00:30:00Z"),
+                t("2024-10-27T00:30:00Z"),
+                t("2024-10-28T01:30:00Z")
+            ]
+        );
+    }
 }
