@@ -150,7 +150,7 @@ steps:
         "authoring.yaml:7:5: steps[0].parameters: missing parameter `program`, which `shell.exec` needs: the program to run (a path, or a name found on PATH)",
         "authoring.yaml:7:19: steps[0].parameters.progam: unknown parameter `progam` of `shell.exec`; did you mean `program`?",
         "authoring.yaml:7:31: steps[0].parameters.args: parameter `args` of `shell.exec` must be a list, found string",
-        "authoring.yaml:9:13: steps[1].module: unknown module `nosuch` (in `nosuch.thing`); known modules: chart, code, core, data, fs, report, shell, workflow; a module served by a program is registered with --module NAME=PROGRAM",
+        "authoring.yaml:9:13: steps[1].module: unknown module `nosuch` (in `nosuch.thing`); known modules: chart, code, core, data, fs, http, report, shell, workflow; a module served by a program is registered with --module NAME=PROGRAM",
         "authoring.yaml:13:13: steps[2].action: module `shell` has no action `exce`; did you mean `exec`?",
         "authoring.yaml:16:13: steps[3].parameters: missing parameter `ms`, which `core.sleep` needs: milliseconds to wait",
         "authoring.yaml:26:7: steps[5].parameters.ms: parameter `ms` of `core.sleep` must be a whole number, found string",

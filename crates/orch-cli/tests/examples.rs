@@ -87,6 +87,7 @@ const EXAMPLE_FILES: &[(&str, Option<&[&str]>)] = &[
     ("code-report.yaml", Some(&[])),
     ("data-pipeline.toml", Some(&[])),
     ("fan-out.yaml", Some(&[])),
+    ("finally.yaml", Some(&[])),
     (
         "seed-analysis.json",
         Some(&[
