@@ -87,6 +87,7 @@ const EXAMPLE_FILES: &[(&str, Option<&[&str]>)] = &[
     ("code-report.yaml", Some(&[])),
     ("data-pipeline.toml", Some(&[])),
     ("fan-out.yaml", Some(&[])),
+    ("nightly-report.yaml", Some(&[])),
     ("finally.yaml", Some(&[])),
     (
         "seed-analysis.json",
@@ -504,6 +505,7 @@ fn every_example_has_a_check() {
             "docs/actions.md",
             "docs/cli.md",
             "docs/mcp.md",
+            "docs/schedules.md",
             "docs/server.md",
             "docs/workflow-format.md",
         ]
@@ -550,6 +552,11 @@ fn cli_examples_run() {
 #[test]
 fn mcp_examples_run() {
     run_page("docs/mcp.md");
+}
+
+#[test]
+fn schedules_examples_run() {
+    run_page("docs/schedules.md");
 }
 
 #[test]
