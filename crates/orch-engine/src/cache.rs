@@ -8,6 +8,7 @@
 //! panic), and a store that fails only costs a re-run: a failed lookup is a
 //! miss, a failed write is dropped.
 
+use chrono::{DateTime, Utc};
 use orch_model::store::CacheEntry;
 use orch_model::{OrchestrationError, Store};
 use orch_tasks::{CacheKey, ResultCache};
@@ -16,7 +17,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 enum Job {
-    Get(String, mpsc::Sender<Option<Value>>),
+    Get(String, Option<DateTime<Utc>>, mpsc::Sender<Option<Value>>),
     Put(CacheEntry),
     List(mpsc::Sender<Vec<CacheEntry>>),
     Clear(mpsc::Sender<usize>),
@@ -54,11 +55,12 @@ impl StoreCache {
                 // Ends when the cache (the only sender) is dropped.
                 for job in rx {
                     match job {
-                        Job::Get(key, reply) => {
+                        Job::Get(key, since, reply) => {
                             let v = rt
                                 .block_on(store.cache_get(&key))
                                 .ok()
                                 .flatten()
+                                .filter(|e| since.is_none_or(|s| e.created_at >= s))
                                 .map(|e| e.value);
                             let _ = reply.send(v);
                         }
@@ -91,9 +93,9 @@ impl StoreCache {
 }
 
 impl ResultCache for StoreCache {
-    fn get(&self, key: &CacheKey) -> Option<Value> {
+    fn get(&self, key: &CacheKey, stored_since: Option<DateTime<Utc>>) -> Option<Value> {
         let (reply, answer) = mpsc::channel();
-        self.send(Job::Get(key.to_string(), reply));
+        self.send(Job::Get(key.to_string(), stored_since, reply));
         answer.recv().ok().flatten()
     }
 
@@ -129,7 +131,7 @@ impl ResultCache for StoreCache {
 pub struct WriteOnly(pub Arc<dyn ResultCache>);
 
 impl ResultCache for WriteOnly {
-    fn get(&self, _key: &CacheKey) -> Option<Value> {
+    fn get(&self, _key: &CacheKey, _stored_since: Option<DateTime<Utc>>) -> Option<Value> {
         None
     }
 

@@ -261,3 +261,45 @@ fn defaults_cache_true_still_applies_to_steps() {
         Some(Duration::from_secs(10))
     );
 }
+
+#[test]
+fn a_cache_glob_may_use_declared_parameters_only() {
+    let text = r#"name: w
+parameters: { dir: data }
+env: [HOME]
+steps:
+  - name: a
+    module: core
+    action: noop
+    cache:
+      files: ["${params.dir}/*.csv", "${env.HOME}/x", "${params.nope}/y", "${a.result}/z"]
+"#;
+    let p = problems(text);
+    assert_eq!(p.len(), 3, "{p:#?}");
+    assert!(
+        p[0].starts_with("wf:9:38:")
+            && p[0].contains("cache.files[1]")
+            && p[0].contains("may only use"),
+        "{p:#?}"
+    );
+    assert!(
+        p[1].contains("cache.files[2]") && p[1].contains("undeclared parameter"),
+        "{p:#?}"
+    );
+    assert!(
+        p[2].contains("cache.files[3]") && p[2].contains("may only use"),
+        "{p:#?}"
+    );
+    let ok = text.replace(
+        r#", "${env.HOME}/x", "${params.nope}/y", "${a.result}/z""#,
+        "",
+    );
+    let wf = load(&ok, Format::Yaml);
+    assert_eq!(
+        wf.workflow().steps[0]
+            .cache
+            .as_deref()
+            .map(|c| c.files.clone()),
+        Some(vec!["${params.dir}/*.csv".to_owned()])
+    );
+}

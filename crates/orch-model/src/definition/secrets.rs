@@ -102,6 +102,9 @@ pub(crate) fn check(wf: &Workflow, map: &SourceMap, d: &mut Diagnostics) {
         }
     }
     for (i, step) in wf.steps.iter().enumerate() {
+        if let Some(spec) = &step.cache {
+            cache_refs(wf, i, &spec.files, map, d);
+        }
         if step.secrets.is_empty() {
             continue;
         }
@@ -155,6 +158,39 @@ pub(crate) fn check(wf: &Workflow, map: &SourceMap, d: &mut Diagnostics) {
                     ),
                 );
             }
+        }
+    }
+}
+
+/// A `cache.files` glob may hold `${params.NAME}` (a declared parameter),
+/// resolved when the step is about to run; nothing else, since the files
+/// are hashed before the step's dependencies' results are read.
+fn cache_refs(wf: &Workflow, i: usize, globs: &[String], map: &SourceMap, d: &mut Diagnostics) {
+    for (k, g) in globs.iter().enumerate() {
+        if !g.contains("${") {
+            continue;
+        }
+        let rel = format!("cache.files[{k}]");
+        let (template, errors) = crate::reference::parse_template_partial(g);
+        let mut problems: Vec<String> = errors.into_iter().map(|e| e.message).collect();
+        for r in template.references() {
+            match r {
+                crate::reference::Reference::Param(name) if wf.parameters.contains_key(name) => {}
+                crate::reference::Reference::Param(_) => problems.push(format!(
+                    "`${{{r}}}` names an undeclared parameter; declare it under `parameters:`"
+                )),
+                other => problems.push(format!(
+                    "`${{{other}}}`: a `cache.files` glob may only use `${{params.NAME}}`"
+                )),
+            }
+        }
+        for m in problems {
+            d.push(
+                K::Reference,
+                format!("steps[{i}].{rel}"),
+                map.ref_pos(i, &rel),
+                m,
+            );
         }
     }
 }

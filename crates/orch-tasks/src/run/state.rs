@@ -166,8 +166,23 @@ impl State<'_> {
             .iter()
             .map(|&d| self.data(d).unwrap_or(&Value::Null))
             .collect();
-        let key = cache_key(&step.module, &step.action, params, &upstream);
-        match cache.get(&key) {
+        let spec = step.cache.as_deref();
+        let mut key = cache_key(&step.module, &step.action, params, &upstream);
+        if let Some(globs) = spec.map(|s| &s.files).filter(|f| !f.is_empty()) {
+            // The files as they are when the step is about to run.
+            match crate::cache::files_digest(&self.work_dir, globs, self) {
+                Ok(files) => key = crate::cache::with_files(key, &files),
+                Err(why) => {
+                    tracing::warn!(step = %step.name, "the step runs without the cache: {why}");
+                    return false;
+                }
+            }
+        }
+        let since = spec
+            .and_then(|s| s.ttl)
+            .and_then(|t| chrono::Duration::from_std(t).ok())
+            .map(|t| Utc::now() - t);
+        match cache.get(&key, since) {
             Some(data) => {
                 let now = Utc::now();
                 self.set_status(i, TaskStatus::Completed);

@@ -11,8 +11,8 @@ mod fanout;
 pub(crate) mod fields;
 mod hooks;
 mod scalars;
-mod secrets;
 pub(crate) mod schedule;
+mod secrets;
 mod source_map;
 mod workflow;
 

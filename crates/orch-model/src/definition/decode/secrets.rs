@@ -162,6 +162,7 @@ impl Decoder<'_> {
         &mut self,
         node: Node<'_>,
         path: &Path<'_>,
+        step: u32,
     ) -> Option<Option<Box<CacheSpec>>> {
         let pos = node.pos;
         match node.value {
@@ -187,6 +188,8 @@ impl Decoder<'_> {
                     for (i, item) in items.into_iter().enumerate() {
                         let ip = Path::Index(&fp, i);
                         let ipos = item.pos;
+                        // Validation checks the `${params.NAME}` a glob may hold.
+                        self.record_refs(&item, &ip, step);
                         match self.string(item, &ip) {
                             Some(g) => match check_cache_glob(&g) {
                                 Ok(()) => spec.files.push(g),

@@ -373,7 +373,7 @@ impl Decoder<'_> {
         }
         if let Some((_, n)) = f.take("cache") {
             self.mark(SET_CACHE);
-            if let Some(c) = self.cache(n, &Path::Field(path, "cache")) {
+            if let Some(c) = self.cache(n, &Path::Field(path, "cache"), index) {
                 s.cache = c;
             }
         }
