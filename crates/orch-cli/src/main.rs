@@ -312,6 +312,10 @@ enum Command {
         /// Limit on the whole run, e.g. 30s, 5m, 1h30m.
         #[arg(long, value_name = "DURATION", value_parser = parse_timeout_arg)]
         timeout: Option<std::time::Duration>,
+        /// How long `finally` and `run_if: always` steps may still run after a cancel or the
+        /// run's timeout (default: the workflow's `cancel_grace`, else 30s; 0: not at all).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+        cancel_grace: Option<std::time::Duration>,
         #[command(flatten)]
         read: ReadOptions,
         /// Print the run's report as JSON instead of progress and a table.
@@ -600,6 +604,7 @@ fn main() -> ExitCode {
                 json,
                 config: cli.config.clone(),
                 detach: false,
+                cancel_grace: None,
             };
             runs::resume(&run, &args)
         }
@@ -622,6 +627,7 @@ fn main() -> ExitCode {
                 json,
                 config: cli.config.clone(),
                 detach: false,
+                cancel_grace: None,
             };
             retry::retry(&run, from, &args)
         }
@@ -675,6 +681,7 @@ fn main() -> ExitCode {
                     json,
                     config: cli.config.clone(),
                     detach: false,
+                    cancel_grace: None,
                 };
                 let read = ReadOptions {
                     input_format: None,
@@ -732,6 +739,7 @@ fn main() -> ExitCode {
             modules,
             resources,
             timeout,
+            cancel_grace,
             read,
             json,
             detach,
@@ -747,6 +755,7 @@ fn main() -> ExitCode {
                 json,
                 config: cli.config.clone(),
                 detach,
+                cancel_grace,
             };
             run::run(&file, None, &read, &args)
         }

@@ -34,6 +34,8 @@ pub struct RunArgs {
     pub config: Option<PathBuf>,
     /// Submit the run for the store's workers and print its id at once.
     pub detach: bool,
+    /// The run's cancel grace (`--cancel-grace`).
+    pub cancel_grace: Option<Duration>,
 }
 
 /// `key=value`: the value is JSON when it parses as JSON (numbers, booleans,
@@ -156,6 +158,7 @@ pub(crate) fn execute(engine: &OrchestrationEngine, mut req: RunRequest, args: &
     req.mode = Some(args.mode);
     req.max_parallel = args.max_parallel;
     req.run_timeout = args.timeout;
+    req.cancel_grace = args.cancel_grace;
     req.no_cache = args.no_cache;
     req.detach = args.detach;
     if args.detach && !engine.store().capabilities().durable {

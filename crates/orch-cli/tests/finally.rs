@@ -163,3 +163,31 @@ steps:
     );
     assert_eq!(task(&show_json(d), "shaky")["flaky"], true);
 }
+
+#[test]
+fn cancel_grace_on_the_command_line_overrides_the_workflows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    std::fs::write(d.join("hooked.yaml"), HOOKED).expect("write");
+    let (code, out, err) = run(
+        d,
+        &[
+            "run",
+            "hooked.yaml",
+            "--timeout",
+            "1s",
+            "--cancel-grace",
+            "0s",
+        ],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    let v = show_json(d);
+    assert_eq!(v["status"], "failed");
+    // No grace at all: the steps that would run after the stop never start.
+    assert_eq!(task(&v, "cleanup")["status"], "cancelled");
+    assert_eq!(task(&v, "alert")["status"], "cancelled");
+    assert!(!d.join("cleanup.txt").exists());
+    let (code, _, err) = run(d, &["run", "hooked.yaml", "--cancel-grace", "soon"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--cancel-grace"), "{err}");
+}

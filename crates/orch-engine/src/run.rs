@@ -71,6 +71,10 @@ pub struct RunRequest {
     pub max_parallel: Option<usize>,
     /// A limit on the whole run.
     pub run_timeout: Option<Duration>,
+    /// How long steps that run after a stop (`finally:`, `run_if: always`,
+    /// ...) may still run once the run was cancelled or timed out (default:
+    /// the workflow's `cancel_grace`, else 30 s).
+    pub cancel_grace: Option<Duration>,
     /// Do not serve `cache: true` steps from the cache (new results are still stored).
     pub no_cache: bool,
     /// Where steps work (default: the engine's work directory; a project's
@@ -103,6 +107,7 @@ impl RunRequest {
             mode: None,
             max_parallel: None,
             run_timeout: None,
+            cancel_grace: None,
             no_cache: false,
             work_dir: None,
             resources: None,
@@ -370,6 +375,7 @@ impl OrchestrationEngine {
             mode,
             max_parallel,
             timeout: run_timeout,
+            cancel_grace: req.cancel_grace,
             resources: req.resources.clone(),
             cache,
             resume: resume_records,

@@ -442,6 +442,7 @@ impl OrchestrationEngine {
             mode: Some(ov.mode.unwrap_or(mode)),
             max_parallel: Some(ov.max_parallel.unwrap_or(max_parallel)),
             timeout,
+            cancel_grace: ov.cancel_grace,
             cancel: Some(run_cancel),
             sink: Some(sink.clone()),
             run_id: Some(run_id),
@@ -493,6 +494,8 @@ pub(crate) struct RunOverrides {
     pub(crate) mode: Option<ExecutionMode>,
     pub(crate) max_parallel: Option<usize>,
     pub(crate) timeout: Option<Duration>,
+    /// The run's cancel grace (`RunRequest::cancel_grace`).
+    pub(crate) cancel_grace: Option<Duration>,
     pub(crate) resources: Option<Arc<ResourceManager>>,
     pub(crate) cache: Option<Arc<dyn orch_tasks::ResultCache>>,
     pub(crate) resume: Option<Vec<orch_model::store::TaskRecord>>,

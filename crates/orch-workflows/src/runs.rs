@@ -87,6 +87,9 @@ pub struct ExecuteOptions {
     pub project_path: Option<String>,
     /// Limit on the whole run.
     pub timeout: Option<Duration>,
+    /// How long steps that run after a stop may still run once the run was
+    /// cancelled or timed out (`RunOptions::cancel_grace`).
+    pub cancel_grace: Option<Duration>,
     /// Cancels the run.
     pub cancel: Option<CancellationToken>,
     /// Receives every event of the run, with its run id.
@@ -260,6 +263,7 @@ impl WorkflowManager {
             params,
             work_dir: opts.work_dir.unwrap_or_else(|| self.inner.work_dir.clone()),
             run_timeout: opts.timeout,
+            cancel_grace: opts.cancel_grace,
             cancel: opts.cancel.unwrap_or_default(),
             project_path: opts.project_path,
             resources: opts.resources.or_else(|| self.inner.resources.clone()),
