@@ -101,6 +101,7 @@ const EXAMPLE_FILES: &[(&str, Option<&[&str]>)] = &[
         ]),
     ),
     ("seed_modules.py", None),
+    ("secrets.yaml", Some(&[])),
     ("data/customers.csv", None),
     ("data/orders-2026-11-23.csv", None),
 ];
@@ -311,6 +312,8 @@ impl Sandbox {
             .env_remove("ORCH_MAX_WORKERS")
             .env_remove("CODOMYRMEX_MAX_WORKERS")
             .env_remove("CODOMYRMEX_RESOURCE_CONFIG")
+            // The secret examples/secrets.yaml and workflow-format.md read.
+            .env("DEMO_API_TOKEN", "demo-token-for-the-examples")
             .env("NO_COLOR", "1");
         c
     }
@@ -611,6 +614,10 @@ fn every_example_definition_validates_and_runs() {
         run.extend_from_slice(args);
         let out = s.orch(&run, &path);
         assert!(out.contains("completed"), "{path}: {out}");
+        assert!(
+            !out.contains("demo-token-for-the-examples"),
+            "{path} shows the secret: {out}"
+        );
     }
     // What they say they write.
     let summary = std::fs::read_to_string(s.root.join("target/code-report.txt")).expect("summary");
