@@ -63,8 +63,8 @@ pub mod testkit;
 pub use actions::{ActionCatalog, ActionSpec, ParamSpec, ParamType};
 pub use compact_str::CompactString;
 pub use definition::{
-    CacheSpec, Conditions, RetryPolicy, SecretDecl, SecretSource, SourceMap, StepDefaults,
-    ValidWorkflow, When, Workflow, WorkflowStep,
+    CacheSpec, Concurrency, Conditions, OnConflict, RetryPolicy, SecretDecl, SecretSource,
+    SourceMap, StepDefaults, ValidWorkflow, When, Workflow, WorkflowStep,
 };
 pub use diagnostic::{Diagnostic, DiagnosticKind, Diagnostics};
 pub use enums::{

@@ -7,6 +7,7 @@
 //! execution levels).
 
 mod cache;
+mod concurrency;
 mod decode;
 mod expand;
 mod fanout;
@@ -19,6 +20,7 @@ mod validate;
 
 pub use fanout::{FanOut, Items, expand_items, first_item, resolve_outside_items};
 pub use cache::{CacheSpec, check_cache_glob};
+pub use concurrency::{Concurrency, MAX_CONCURRENCY_LIMIT, OnConflict};
 pub use decode::{SourceMap, from_value, parse_definition, parse_definition_with_source};
 pub use names::{NameKind, check_name, display_snippet};
 pub use schema::{SCHEMA_ID, workflow_schema};
@@ -85,6 +87,10 @@ pub struct Workflow {
     /// Environment variables that `${env.NAME}` may read (an allow-list).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<String>,
+    /// At most how many runs of one key run at once, and what a run does
+    /// when they are all taken (boxed: most workflows have none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<Box<Concurrency>>,
     /// Secrets steps may receive as environment variables (names and where
     /// their values are read; never the values).
     #[serde(
@@ -357,6 +363,7 @@ impl Workflow {
             parameters: Map::new(),
             env: Vec::new(),
             secrets: Vec::new(),
+            concurrency: None,
             defaults: StepDefaults::default(),
             steps: Vec::new(),
             cancel_grace: None,

@@ -42,6 +42,12 @@ struct WorkflowFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "env_names")]
     env: Option<Vec<String>>,
+    /// At most `limit` runs whose keys render the same run at once (the slots
+    /// are held in the store, across processes); `on_conflict` says what a
+    /// run does when they are all taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "plain::<ConcurrencyFile>")]
+    concurrency: Option<ConcurrencyFile>,
     /// Secrets by name (an environment variable name, not `ORCH_...`), each
     /// read when a run starts from an environment variable or a file of mode
     /// 0600; steps get them with `secrets: [NAME]`, as environment variables.
@@ -206,6 +212,31 @@ struct Step {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "matrix")]
     matrix: Option<Map<String, Value>>,
+}
+
+/// A workflow's concurrency key.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+struct ConcurrencyFile {
+    /// Runs whose keys render the same share the slots, e.g. "deploy-${params.env}"
+    /// (only `${params.NAME}` references).
+    #[schemars(length(min = 1, max = 1024))]
+    key: String,
+    /// How many runs of the key may run at once (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    limit: Option<u32>,
+    /// What a run does when every slot is taken: wait (`queue`, the
+    /// default), stop the runs holding them (`cancel_running`), or run no
+    /// step (`skip`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "on_conflict")]
+    on_conflict: Option<String>,
+}
+
+fn on_conflict(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"enum": names(super::OnConflict::ALL.iter().map(|p| p.as_str()))})
 }
 
 /// Where a secret's value is read: exactly one of `env` and `file`.

@@ -187,6 +187,7 @@ pub(crate) fn validate_into(
     }
 
     super::secrets::check(&workflow, map, &mut d);
+    super::concurrency::check(&workflow, map, &mut d);
 
     // Timeouts: decoding refuses a zero timeout in a file; a workflow built in
     // code gets the same rule here.

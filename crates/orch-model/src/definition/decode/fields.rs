@@ -15,6 +15,7 @@ pub(crate) const WORKFLOW_FIELDS: &[&str] = &[
     "parameters",
     "env",
     "secrets",
+    "concurrency",
     "defaults",
     "steps",
     "status",
@@ -72,6 +73,9 @@ pub(crate) const SECRET_FIELDS: &[&str] = &["env", "file"];
 
 /// A step's `cache:` written as a map.
 pub(crate) const CACHE_FIELDS: &[&str] = &["files", "ttl"];
+
+/// A workflow's `concurrency:`.
+pub(crate) const CONCURRENCY_FIELDS: &[&str] = &["key", "limit", "on_conflict"];
 
 pub(super) struct Fields<'a> {
     fields: &'static [&'static str],

@@ -7,6 +7,7 @@
 
 mod actions;
 mod blocks;
+mod concurrency;
 mod fanout;
 pub(crate) mod fields;
 mod hooks;

@@ -65,6 +65,11 @@ impl Decoder<'_> {
         if let Some((_, n)) = f.take("secrets") {
             wf.secrets = self.secrets_section(n, &Path::Field(&path, "secrets"));
         }
+        if let Some((_, n)) = f.take("concurrency") {
+            wf.concurrency = self
+                .concurrency(n, &Path::Field(&path, "concurrency"))
+                .map(Box::new);
+        }
         if let Some((_, n)) = f.take("defaults") {
             if let Some(d) = self.defaults(n, &Path::Field(&path, "defaults")) {
                 wf.defaults = d;

@@ -57,6 +57,10 @@ fn every_map_of_the_schema_has_exactly_the_decoders_fields() {
         keys(&s, "/definitions/CacheOptions/properties"),
         sorted(CACHE_FIELDS)
     );
+    assert_eq!(
+        keys(&s, "/definitions/ConcurrencyFile/properties"),
+        sorted(crate::definition::decode::fields::CONCURRENCY_FIELDS)
+    );
     // Unknown fields are errors in the decoder, so they are in the schema.
     for p in [
         "",
