@@ -14,7 +14,7 @@ use super::*;
 use crate::resume::{Resumed, run_state};
 use crate::run::ResumeInfo;
 use orch_model::ValidWorkflow;
-use orch_model::store::{Finished, NewRun, NewTask, RunState, TaskOutcome};
+use orch_model::store::{Finished, RunState, TaskOutcome};
 
 fn invalid(message: String) -> OrchestrationError {
     OrchestrationError::InvalidState { message }
@@ -128,33 +128,8 @@ pub(crate) async fn prepare_retry(
     // The new run: the same definition and parameters, linked to the old one.
     let id = RunId::new();
     settings.retry_of = Some(old);
-    let tasks = wf
-        .workflow()
-        .steps
-        .iter()
-        .enumerate()
-        .map(|(i, s)| NewTask {
-            name: s.name.to_string(),
-            deps: wf.graph().deps(i as u32).to_vec(),
-            priority: s.priority,
-            needs: orch_model::store::ResourceAmounts::of(&s.resources),
-        })
-        .collect();
-    let definition = orch_model::SavedRun::write_json(wf.workflow(), &settings)?;
-    store
-        .create_run(
-            NewRun {
-                id,
-                workflow: wf.workflow().name.clone(),
-                definition,
-                params: r.params.clone(),
-                tasks,
-                parent: None,
-                owner: None,
-            },
-            Utc::now(),
-        )
-        .await?;
+    let run = orch_tasks::worker::new_run(id, &wf, r.params.clone(), &settings, None)?;
+    store.create_run(run, Utc::now()).await?;
     // The kept steps, completed with their old results, level by level.
     let mut results: Vec<Option<TaskResult>> = vec![None; n];
     for t in old_tasks {

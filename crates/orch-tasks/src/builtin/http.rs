@@ -109,10 +109,28 @@ impl Planned {
         let url = params.get("url").and_then(Value::as_str).ok_or_else(|| {
             bad("`url` is required: the http:// URL to send the request to".into())
         })?;
-        let uri: hyper::Uri = url
-            .parse()
-            .map_err(|e| bad(format!("`url` {url:?} is not a URL: {e}")))?;
-        match uri.scheme_str() {
+        // The scheme is read from the text first: a URL of another scheme
+        // (`file:///x`, which has no authority) is refused for what it is,
+        // not for failing to parse as an HTTP URI.
+        let scheme = url.split_once("://").map(|(s, _)| s).filter(|s| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        });
+        let uri: Option<hyper::Uri> = match scheme {
+            None => {
+                return Err(bad(format!(
+                    "`url` {url:?} has no scheme; write it as http://HOST/PATH"
+                )));
+            }
+            Some(s) if !s.eq_ignore_ascii_case("http") => None,
+            _ => Some(
+                url.parse()
+                    .map_err(|e| bad(format!("`url` {url:?} is not a URL: {e}")))?,
+            ),
+        };
+        let scheme = uri.as_ref().and_then(hyper::Uri::scheme_str).or(scheme);
+        match scheme {
             Some("http") => {}
             Some("https") => {
                 return Err(bad(format!(
@@ -130,6 +148,9 @@ impl Planned {
                 )));
             }
         }
+        let Some(uri) = uri else {
+            return Err(bad(format!("`url` {url:?} is not an http:// URL")));
+        };
         let authority = uri
             .authority()
             .ok_or_else(|| bad(format!("`url` {url:?} has no host")))?;

@@ -10,8 +10,7 @@ use crate::event::Event;
 use chrono::{DateTime, Utc};
 use orch_model::store::{Progress, StoredEvent};
 use orch_model::{
-    Finished, NewRun, NewTask, OrchestrationError, RunId, RunSettings, SavedRun, Store,
-    TaskOutcome, ValidWorkflow,
+    Finished, OrchestrationError, RunId, RunSettings, Store, TaskOutcome, ValidWorkflow,
 };
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -194,18 +193,6 @@ pub(super) async fn create_run(
     opts: &RunOptions,
     now: DateTime<Utc>,
 ) -> Result<(), OrchestrationError> {
-    let tasks = wf
-        .workflow()
-        .steps
-        .iter()
-        .enumerate()
-        .map(|(i, s)| NewTask {
-            name: s.name.to_string(),
-            deps: wf.graph().deps(i as u32).to_vec(),
-            priority: s.priority,
-            needs: orch_model::store::ResourceAmounts::of(&s.resources),
-        })
-        .collect();
     // What a resumed run needs, written straight to JSON text.
     let settings = RunSettings {
         work_dir: Some(opts.work_dir.clone()),
@@ -218,17 +205,9 @@ pub(super) async fn create_run(
             .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
         retry_of: None,
     };
-    let definition = SavedRun::write_json(wf.workflow(), &settings)?;
-    let run = NewRun {
-        id: opts.run_id,
-        workflow: wf.workflow().name.clone(),
-        definition,
-        params: params.clone(),
-        tasks,
-        parent: opts.parent,
-        // This process drives it from the start: no reader sees it ownerless.
-        owner: Some(process_identity()),
-    };
+    let mut run = crate::worker::new_run(opts.run_id, wf, params.clone(), &settings, opts.parent)?;
+    // This process drives it from the start: no reader sees it ownerless.
+    run.owner = Some(process_identity());
     crate::telemetry::timed("create_run", store.create_run(run, now)).await
 }
 
