@@ -105,7 +105,12 @@ fn validate_json_output_is_machine_readable() {
         .current_dir(dir.path())
         .args(["validate", "--json", "cycle.json"])
         .arg(&ex)
-        .args(["--module", "static_analysis", "--module", "data_visualization"])
+        .args([
+            "--module",
+            "static_analysis",
+            "--module",
+            "data_visualization",
+        ])
         .args(["--module", "documentation"]));
     assert_eq!(out.code, 2);
     let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON on stdout");

@@ -67,11 +67,11 @@ pub use definition::{
     SourceMap, StepDefaults, ValidWorkflow, When, Workflow, WorkflowStep,
 };
 pub use diagnostic::{Diagnostic, DiagnosticKind, Diagnostics};
+pub use enums::Phase;
 pub use enums::{
     BackoffKind, ConditionOp, ExecutionMode, ProjectStatus, ProjectType, ResourceStatus,
     ResourceType, RunIf, TaskPriority, TaskStatus, WorkflowStatus,
 };
-pub use enums::Phase;
 pub use error::{EntityKind, ErrorCode, ErrorResponse, OrchestrationError, Result};
 pub use health::HealthStatus;
 pub use ids::{AllocationId, EventId, ProjectId, RunId, SessionId, TaskId};

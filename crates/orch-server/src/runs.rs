@@ -504,7 +504,12 @@ pub(crate) async fn retry(
     let q = query(q, &["from"])?;
     let r = find_run(st.engine().store(), &id).await?;
     let from = q.get("from").cloned();
-    start(&st, RunTarget::Retry { run: r.id, from }, RunBody::default()).await
+    start(
+        &st,
+        RunTarget::Retry { run: r.id, from },
+        RunBody::default(),
+    )
+    .await
 }
 
 /// `POST /runs/{id}/resume`: 202; 409 when the run is not interrupted.

@@ -213,7 +213,10 @@ mod tests {
             Some("no upstream step failed (run_if: failure)")
         );
         for deps in [&ok[..], &one_failed, &skipped] {
-            assert_eq!(trigger_skip(RunIf::Always, deps.iter().copied(), NONE), None);
+            assert_eq!(
+                trigger_skip(RunIf::Always, deps.iter().copied(), NONE),
+                None
+            );
         }
         // No dependencies: `success` runs, `failure` is skipped.
         assert_eq!(trigger_skip(RunIf::Success, [], NONE), None);

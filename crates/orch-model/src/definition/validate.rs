@@ -141,7 +141,9 @@ pub(crate) fn validate_into(
 ) -> Result<ValidWorkflow, Diagnostics> {
     let partial = !d.is_empty();
     // Items made by an earlier validation are made again below.
-    workflow.steps.truncate(super::fanout::first_item(&workflow.steps));
+    workflow
+        .steps
+        .truncate(super::fanout::first_item(&workflow.steps));
     if partial && workflow.name.is_empty() {
         // Already reported as missing or malformed.
     } else if let Err(m) = check_name(NameKind::Workflow, &workflow.name, limits) {
@@ -546,7 +548,10 @@ impl RefCheck<'_, '_> {
     fn when_ref(&mut self, s: &str) {
         let path = "conditions.when.ref";
         if let Some(f) = super::fanout::scan(s, true).first() {
-            let msg = format!("`${{{}}}` is defined only in a fan-out step's parameters, not in `when` (every item has the step's conditions)", f.body);
+            let msg = format!(
+                "`${{{}}}` is defined only in a fan-out step's parameters, not in `when` (every item has the step's conditions)",
+                f.body
+            );
             self.push(K::Reference, path, msg);
             return;
         }

@@ -379,13 +379,18 @@ pub(crate) async fn hand_back(sh: &Shared, claim: &Claim) -> End {
 /// A fan-out step claimed by a worker: a literal one gathers its items (its
 /// dependencies, read above) by the scheduler's rule; a list known at run
 /// time is not run by workers (it fails, saying so).
-fn fan_out(step: &orch_model::WorkflowStep, items: &[orch_model::store::TaskRecord]) -> Option<TaskOutcome> {
+fn fan_out(
+    step: &orch_model::WorkflowStep,
+    items: &[orch_model::store::TaskRecord],
+) -> Option<TaskOutcome> {
     use orch_model::definition::FanOut;
     match step.fan_out.as_deref()? {
         FanOut::Item { .. } => None,
         FanOut::Ref(r) => Some(failed(
             "FanOutError",
-            format!("`for_each: {r}` (a list known at run time) is not run by workers yet; run the workflow in one process (`orch run` on a sqlite:// store, without --detach)"),
+            format!(
+                "`for_each: {r}` (a list known at run time) is not run by workers yet; run the workflow in one process (`orch run` on a sqlite:// store, without --detach)"
+            ),
         )),
         FanOut::List(_) | FanOut::Matrix(_) => Some(
             match crate::run::gathered(items.iter().map(|t| {
