@@ -18,10 +18,10 @@ mod schema;
 mod secrets;
 mod validate;
 
-pub use fanout::{FanOut, Items, expand_items, first_item, resolve_outside_items};
 pub use cache::{CacheSpec, check_cache_glob};
 pub use concurrency::{Concurrency, MAX_CONCURRENCY_LIMIT, OnConflict};
 pub use decode::{SourceMap, from_value, parse_definition, parse_definition_with_source};
+pub use fanout::{FanOut, Items, expand_items, first_item, resolve_outside_items};
 pub use names::{NameKind, check_name, display_snippet};
 pub use schema::{SCHEMA_ID, workflow_schema};
 pub use secrets::{IN_PROCESS_MODULES, SecretDecl, SecretSource, check_secret_name};
