@@ -85,6 +85,7 @@ const WRITES: &[(&str, &[&str])] = &[(
 /// gets, or `None` for a file a definition uses.
 const EXAMPLE_FILES: &[(&str, Option<&[&str]>)] = &[
     ("code-report.yaml", Some(&[])),
+    ("concurrency.yaml", Some(&[])),
     ("data-pipeline.toml", Some(&[])),
     ("fan-out.yaml", Some(&[])),
     ("nightly-report.yaml", Some(&[])),

@@ -34,6 +34,7 @@ pub use config::EngineConfig;
 
 mod backends;
 mod builder;
+mod concurrency;
 mod events;
 mod health;
 mod resume;

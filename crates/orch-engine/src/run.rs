@@ -316,7 +316,15 @@ impl OrchestrationEngine {
             resume,
             runner,
         } = resolved;
+        let concurrency = crate::concurrency::key_of(&wf, &params)?;
         if resume.is_none() && (req.detach || self.store().capabilities().distributed_claim) {
+            if concurrency.is_some() {
+                return Err(OrchestrationError::Unsupported {
+                    message: "a concurrency key is held by the process that drives a run; runs submitted to workers \
+                              (--detach, or a store whose workers claim the steps) do not take one yet"
+                        .into(),
+                });
+            }
             let (sid, task) = self
                 .submit(
                     crate::submit::Submission {
@@ -384,11 +392,30 @@ impl OrchestrationEngine {
             events: tx,
         };
         let me = self.clone();
+        let gate_cancel = cancel.clone();
         let run_wf = wf.clone();
         let task = tokio::spawn(async move {
             let label = run_wf.workflow().name.clone();
             let wm = me.inner.workflows.clone();
             let pm = me.inner.projects.clone();
+            // A slot of the workflow's concurrency key first (waiting, or skipping the run).
+            let entered =
+                crate::concurrency::enter(&me, concurrency, run_id, &run_wf, &gate_cancel).await;
+            let entered = match entered {
+                Ok(crate::concurrency::Entered::Skipped(report)) => {
+                    if one_off {
+                        me.close_session(&sid);
+                    }
+                    return Ok(report);
+                }
+                Ok(entered) => entered,
+                Err(e) => {
+                    if one_off {
+                        me.close_session(&sid);
+                    }
+                    return Err(e);
+                }
+            };
             let result = me
                 .run_in(sid, &label, ov, move |opts| async move {
                     let opts = orch_workflows::ExecuteOptions {
@@ -407,6 +434,7 @@ impl OrchestrationEngine {
                 })
                 .await
                 .map(|(_, report)| report);
+            entered.leave().await;
             if one_off {
                 me.close_session(&sid);
             }
