@@ -26,8 +26,8 @@ mod queue;
 mod state;
 
 pub use coordinator::{drive, run_workflow};
-pub use grace::DEFAULT_CANCEL_GRACE;
 pub(crate) use fanout::{Gathered, gathered};
+pub use grace::DEFAULT_CANCEL_GRACE;
 pub use identity::{owner_alive, process_identity};
 pub use options::{RunOptions, RunReport, StepReport};
 pub use preflight::prepare;

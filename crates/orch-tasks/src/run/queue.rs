@@ -29,7 +29,6 @@ impl Hot {
     /// its items when it starts (`super::fanout`).
     pub(super) const DYNAMIC: u8 = 32;
 
-
     pub(super) fn of(s: &orch_model::WorkflowStep) -> Self {
         let mut flags = 0;
         if s.conditions.when.is_some() {
