@@ -5,7 +5,7 @@
 //! serve` and `orch worker`) makes passes: each takes or renews the store's
 //! lease `scheduler` (a compare-and-set, [`Store::lead`]); the process that
 //! holds it reads every schedule's state, plans the due ticks by the
-//! schedule's catch-up policy ([`plan`]), and fires each one by first
+//! schedule's catch-up policy ([`plan()`]), and fires each one by first
 //! creating its tick record with `create_record` (an atomic insert-if-absent
 //! keyed `WORKFLOW@TIME`) and only then starting its run, with
 //! `${schedule.time}` set. So one process fires each tick even when several
