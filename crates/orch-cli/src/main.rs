@@ -593,19 +593,13 @@ fn main() -> ExitCode {
             timeout,
             json,
         } => {
-            let args = run::RunArgs {
-                params: Vec::new(),
-                mode: mode.into(),
-                max_parallel: max_parallel.map(usize::from),
-                no_cache: false,
-                modules: Vec::new(),
-                resources: None,
+            let args = run::RunArgs::of_recorded_run(
+                mode.into(),
+                max_parallel.map(usize::from),
                 timeout,
                 json,
-                config: cli.config.clone(),
-                detach: false,
-                cancel_grace: None,
-            };
+                cli.config.clone(),
+            );
             runs::resume(&run, &args)
         }
         Command::Retry {
@@ -616,19 +610,13 @@ fn main() -> ExitCode {
             timeout,
             json,
         } => {
-            let args = run::RunArgs {
-                params: Vec::new(),
-                mode: mode.into(),
-                max_parallel: max_parallel.map(usize::from),
-                no_cache: false,
-                modules: Vec::new(),
-                resources: None,
+            let args = run::RunArgs::of_recorded_run(
+                mode.into(),
+                max_parallel.map(usize::from),
                 timeout,
                 json,
-                config: cli.config.clone(),
-                detach: false,
-                cancel_grace: None,
-            };
+                cli.config.clone(),
+            );
             retry::retry(&run, from, &args)
         }
         Command::Templates { json } => manage::templates(config, json),

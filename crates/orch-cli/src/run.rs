@@ -38,6 +38,33 @@ pub struct RunArgs {
     pub cancel_grace: Option<Duration>,
 }
 
+impl RunArgs {
+    /// The arguments of a command that goes on with a recorded run
+    /// (`orch resume`, `orch retry`): its parameters, modules and cache
+    /// choice come from the run itself; only these may be given again.
+    pub fn of_recorded_run(
+        mode: ExecutionMode,
+        max_parallel: Option<usize>,
+        timeout: Option<Duration>,
+        json: bool,
+        config: Option<PathBuf>,
+    ) -> Self {
+        Self {
+            params: Vec::new(),
+            mode,
+            max_parallel,
+            no_cache: false,
+            modules: Vec::new(),
+            resources: None,
+            timeout,
+            json,
+            config,
+            detach: false,
+            cancel_grace: None,
+        }
+    }
+}
+
 /// `key=value`: the value is JSON when it parses as JSON (numbers, booleans,
 /// lists, quoted strings), otherwise the text itself.
 fn parse_params(pairs: &[String]) -> Result<Map<String, Value>, String> {
