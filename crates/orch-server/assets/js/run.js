@@ -40,7 +40,7 @@ export function runPage(id, stepName) {
         h("span", { class: "mono muted", title: "run id" }, r.id),
         view.live && r.state === "running" ? view.live : null,
         h("span", { class: "spacer" }),
-        actions(r, routes, reload),
+        actions(r, routes, reload, () => main.isConnected),
       );
       fill(
         summary,
@@ -110,7 +110,7 @@ export function runPage(id, stepName) {
                 e.target.disabled = true;
                 try {
                   const r = await api(`/runs/${runId}/retry?from=${encodeURIComponent(st.name)}`, { method: "POST" });
-                  location.hash = `#/runs/${r.run_id}`;
+                  if (main.isConnected) location.hash = `#/runs/${r.run_id}`;
                 } catch (err) {
                   e.target.replaceWith(errorBox(err));
                 }
@@ -228,14 +228,20 @@ export function canRetry(run, routes) {
   return ["failed", "cancelled"].includes(run.state) && routes.has("POST /runs/{id}/retry");
 }
 
-/** Cancel (running), retry (when the server has the route) and resume (interrupted). */
-function actions(run, routes, reload) {
+/**
+ * Cancel (running), retry (when the server has the route) and resume
+ * (interrupted). `shown` says whether the run's page is still the one on
+ * screen: an answer that comes after the user went elsewhere (a cancel waits
+ * up to ten seconds for the run to end) must not take them back.
+ */
+function actions(run, routes, reload, shown) {
   const box = h("div", { class: "actions", id: "run-actions" });
   const out = h("span", { class: "action-note" });
   const post = async (path, label) => {
     out.textContent = `${label}…`;
     try {
       const r = await api(path, { method: "POST" });
+      if (!shown()) return;
       const next = r && r.run_id && r.run_id !== run.id ? r.run_id : null;
       if (next) location.hash = `#/runs/${next}`;
       else reload();
