@@ -80,7 +80,7 @@ pub use map::CompactMap;
 pub use node::{Format, Pos};
 pub use project::{Project, Resource};
 pub use resources::ResourceRequest;
-pub use saved_run::{RunSettings, SavedRun};
+pub use saved_run::{RunSettings, SavedRun, cut};
 pub use store::{
     Claim, Finished, NewRun, NewTask, Record, RecordKind, Store, StoreCapabilities, TaskOutcome,
 };

@@ -318,6 +318,26 @@ mod tests {
     }
 
     #[test]
+    fn a_step_value_at_its_default_is_kept_under_workflow_defaults() {
+        // The short form leaves `max_retries: 0` out; the workflow's defaults
+        // must not fill 2 back in when the run is read (resume, retry).
+        let wf = crate::load_workflow(
+            r#"{"name": "w", "defaults": {"max_retries": 2, "timeout": 9}, "steps": [
+                {"name": "a", "module": "core", "action": "noop", "max_retries": 0},
+                {"name": "b", "module": "core", "action": "noop"}]}"#,
+            Format::Json,
+            &Limits::default(),
+            None,
+        )
+        .expect("valid");
+        let text = SavedRun::write_json(wf.workflow(), &RunSettings::default()).expect("json");
+        let back = SavedRun::from_json(&text).expect("reads");
+        let steps = &back.workflow.workflow().steps;
+        assert_eq!((steps[0].max_retries, steps[1].max_retries), (0, 2));
+        assert_eq!(steps[1].timeout, Some(std::time::Duration::from_secs(9)));
+    }
+
+    #[test]
     fn a_record_of_an_earlier_version_reads_with_absent_settings() {
         // The shape written before `SavedRun` existed: workflow first, no settings but these.
         let w = serde_json::to_string(wf().workflow()).expect("json");
@@ -379,5 +399,98 @@ mod tests {
             seed.contains("\"retry_count\":0") && seed.contains("\"timeout\":null"),
             "{seed}"
         );
+    }
+}
+
+/// A submitted run cut for the workers that share it: the workflow without
+/// its steps (its name, parameters, secrets section, defaults: what every
+/// step's attempt may need of it) and each step on its own, so that a
+/// worker reads one step of a large run at a time, never the whole
+/// definition. Both in the saved (short) form of [`SavedRun::to_json`].
+pub mod cut {
+    use crate::definition::{Workflow, WorkflowStep};
+    use crate::error::OrchestrationError;
+    use crate::limits::Limits;
+    use serde_json::{Map, Value};
+
+    fn written(e: serde_json::Error) -> OrchestrationError {
+        OrchestrationError::Store {
+            message: format!("the run's definition does not serialize: {e}"),
+            retryable: false,
+        }
+    }
+
+    /// The workflow's fields but its steps, as JSON.
+    ///
+    /// # Errors
+    /// `Store` when a value does not serialize.
+    pub fn header(wf: &Workflow) -> Result<Map<String, Value>, OrchestrationError> {
+        // Every field but the steps, named one by one: a field added to
+        // `Workflow` must be decided on here.
+        let Workflow {
+            name,
+            description,
+            version,
+            parameters,
+            env,
+            concurrency,
+            secrets,
+            defaults,
+            steps: _,
+            cancel_grace,
+            status,
+            metadata,
+            schedule,
+        } = wf;
+        let head = Workflow {
+            name: name.clone(),
+            description: description.clone(),
+            version: version.clone(),
+            parameters: parameters.clone(),
+            env: env.clone(),
+            concurrency: concurrency.clone(),
+            secrets: secrets.clone(),
+            defaults: defaults.clone(),
+            steps: Vec::new(),
+            cancel_grace: *cancel_grace,
+            status: *status,
+            metadata: metadata.clone(),
+            schedule: schedule.clone(),
+        };
+        match crate::definition::saved::short(|| serde_json::to_value(&head)).map_err(written)? {
+            Value::Object(mut m) => {
+                m.remove("steps");
+                Ok(m)
+            }
+            _ => Err(written(serde::ser::Error::custom("not an object"))),
+        }
+    }
+
+    /// One step, as JSON (a generated fan-out item as the plain step it is:
+    /// its parameters already hold its item).
+    ///
+    /// # Errors
+    /// `Store` when a parameter value does not serialize.
+    pub fn step(step: &WorkflowStep) -> Result<Value, OrchestrationError> {
+        crate::definition::saved::short(|| serde_json::to_value(step)).map_err(written)
+    }
+
+    /// The workflow of `header` with `step` as its only step, decoded as a
+    /// saved definition is (defaults filled in; no validation across steps:
+    /// the whole was validated when the run was created).
+    ///
+    /// # Errors
+    /// `InvalidState` when the two do not decode.
+    pub fn one_step(
+        header: &Map<String, Value>,
+        step: Value,
+    ) -> Result<Workflow, OrchestrationError> {
+        let mut doc = header.clone();
+        doc.insert("steps".to_owned(), Value::Array(vec![step]));
+        let (wf, _) = crate::definition::from_value(&Value::Object(doc), &Limits::default())
+            .map_err(|d| OrchestrationError::InvalidState {
+                message: format!("a submitted run's step is not readable: {d}"),
+            })?;
+        Ok(wf)
     }
 }

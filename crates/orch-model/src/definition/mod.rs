@@ -98,8 +98,11 @@ pub struct Workflow {
         serialize_with = "secrets::serialize_decls"
     )]
     pub secrets: Vec<SecretDecl>,
-    /// Values every step gets unless it sets its own (already merged into `steps`).
-    #[serde(skip_serializing_if = "StepDefaults::is_empty")]
+    /// Values every step gets unless it sets its own (already merged into
+    /// `steps`). Not in a saved run's definition: its steps hold them, and
+    /// applying them again when it is read would undo a step's own value
+    /// that the short form leaves out (`max_retries: 0` under a default of 2).
+    #[serde(skip_serializing_if = "saved::no_defaults")]
     pub defaults: StepDefaults,
     /// The steps, in definition order: those of `steps:`, then those of
     /// `on_failure:` and `finally:` (each step says which in `phase`), then
@@ -194,6 +197,10 @@ pub(crate) mod saved {
 
     pub(crate) fn zero(n: &u32) -> bool {
         on() && *n == 0
+    }
+
+    pub(crate) fn no_defaults(d: &super::StepDefaults) -> bool {
+        on() || d.is_empty()
     }
 }
 
