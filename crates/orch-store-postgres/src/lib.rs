@@ -17,7 +17,7 @@
 //! // The store's futures run under any runtime, or none.
 //! let rt = tokio::runtime::Runtime::new()?;
 //! rt.block_on(async {
-//!     let task = NewTask { name: "a".into(), deps: vec![], priority: TaskPriority::Normal, needs: Default::default() };
+//!     let task = NewTask { name: "a".into(), deps: vec![], priority: TaskPriority::Normal, needs: Default::default(), spec: None };
 //!     let id = RunId::new();
 //!     let run = NewRun { id, workflow: "w".into(), definition: "{}".into(), params: Default::default(), tasks: vec![task], parent: None, owner: None };
 //!     store.create_run(run, chrono::Utc::now()).await?;

@@ -12,6 +12,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("sql/0002_needs.sql"),
     include_str!("sql/0003_output.sql"),
     include_str!("sql/0004_leases.sql"),
+    include_str!("sql/0005_spec.sql"),
 ];
 
 /// The schema version this build writes.

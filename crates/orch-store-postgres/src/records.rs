@@ -101,6 +101,32 @@ impl RecordStore for PostgresStore {
         })
         .await
     }
+
+    async fn record(&self, kind: RecordKind, key: &str) -> Result<Option<Record>> {
+        let inner = self.inner.clone();
+        let key = key.to_owned();
+        self.call(async move {
+            let client = inner.client("record").await?;
+            let row = client
+                .query_opt(
+                    "SELECT data, updated_at FROM records WHERE kind = $1 AND key = $2",
+                    &[&kind.as_str(), &key],
+                )
+                .await
+                .map_err(db("record: SELECT FROM records WHERE kind AND key"))?;
+            let Some(row) = row else { return Ok(None) };
+            let data: String = row.get(0);
+            let data = serde_json::from_str(&data)
+                .map_err(|e| store_err(&format!("record {}:{key}", kind.as_str()), e))?;
+            Ok(Some(Record {
+                kind,
+                key,
+                data,
+                updated_at: row.get(1),
+            }))
+        })
+        .await
+    }
 }
 
 #[async_trait]

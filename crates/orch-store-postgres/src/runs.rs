@@ -82,10 +82,10 @@ pub(crate) async fn create(inner: Arc<Inner>, run: NewRun, now: DateTime<Utc>) -
     .map_err(db("create_run: INSERT INTO definitions"))?;
     let insert = tx
         .prepare_cached(
-            "INSERT INTO tasks (run_ord, idx, name, status, priority, remaining, dependents, needs)
-             SELECT $1, u.idx, u.name, u.status, u.priority, u.remaining, u.deps::int[], u.needs::float8[]
-             FROM unnest($2::int[], $3::text[], $4::text[], $5::smallint[], $6::int[], $7::text[], $8::text[])
-                 AS u(idx, name, status, priority, remaining, deps, needs)",
+            "INSERT INTO tasks (run_ord, idx, name, status, priority, remaining, dependents, needs, spec)
+             SELECT $1, u.idx, u.name, u.status, u.priority, u.remaining, u.deps::int[], u.needs::float8[], u.spec
+             FROM unnest($2::int[], $3::text[], $4::text[], $5::smallint[], $6::int[], $7::text[], $8::text[], $9::text[])
+                 AS u(idx, name, status, priority, remaining, deps, needs, spec)",
         )
         .await
         .map_err(db("create_run: prepare INSERT INTO tasks"))?;
@@ -125,6 +125,7 @@ pub(crate) async fn create(inner: Arc<Inner>, run: NewRun, now: DateTime<Utc>) -
                 })
             })
             .collect();
+        let specs: Vec<Option<&str>> = tasks.iter().map(|t| t.spec.as_deref()).collect();
         tx.execute(
             &insert,
             &[
@@ -136,6 +137,7 @@ pub(crate) async fn create(inner: Arc<Inner>, run: NewRun, now: DateTime<Utc>) -
                 &&remaining[start..end],
                 &deps,
                 &needs,
+                &specs,
             ],
         )
         .await

@@ -262,6 +262,7 @@ fn a_run_of_100k_tasks_is_created_in_batches() {
             },
             priority: TaskPriority::Normal,
             needs: Default::default(),
+            spec: None,
         })
         .collect();
     let run = NewRun {

@@ -103,6 +103,7 @@ fn new_run(w: &str, deps: &[Vec<u32>]) -> NewRun {
                 deps: d.clone(),
                 priority: TaskPriority::Normal,
                 needs: Default::default(),
+                spec: None,
             })
             .collect(),
         parent: None,

@@ -54,13 +54,14 @@ impl ClaimStore for SqliteStore {
             };
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT r.id, t.idx, t.name, t.attempt, t.run, t.needs FROM runs r JOIN tasks t
+                    "SELECT r.id, t.idx, t.name, t.attempt, t.run, t.needs, t.spec FROM runs r JOIN tasks t
                          ON t.key BETWEEN r.ord * 4294967296 AND r.ord * 4294967296 + 4294967295
                      WHERE t.status = 'ready' AND r.status = 'running' AND r.quarantined IS NULL
                      ORDER BY t.priority DESC, r.ord, t.idx LIMIT ?1",
                 )
                 .map_err(sql_err)?;
-            let rows: Vec<(String, u32, String, u32, i64, Option<String>)> = stmt
+            #[allow(clippy::type_complexity)]
+            let rows: Vec<(String, u32, String, u32, i64, Option<String>, Option<String>)> = stmt
                 .query_map(params![window as i64], |r| {
                     Ok((
                         r.get(0)?,
@@ -69,6 +70,7 @@ impl ClaimStore for SqliteStore {
                         r.get(3)?,
                         r.get(4)?,
                         r.get(5)?,
+                        r.get(6)?,
                     ))
                 })
                 .map_err(sql_err)?
@@ -76,7 +78,7 @@ impl ClaimStore for SqliteStore {
                 .map_err(sql_err)?;
             let mut left = free;
             let mut picked = Vec::with_capacity(max.min(rows.len()));
-            for (run, idx, name, attempt, ord, needs) in rows {
+            for (run, idx, name, attempt, ord, needs, spec) in rows {
                 if picked.len() == max {
                     break;
                 }
@@ -88,10 +90,10 @@ impl ClaimStore for SqliteStore {
                 if fitting && !left.take_if_fits(&needs) {
                     continue;
                 }
-                picked.push((run, idx, name, attempt, ord, needs));
+                picked.push((run, idx, name, attempt, ord, needs, spec));
             }
             let mut out = Vec::with_capacity(picked.len());
-            for (run, idx, name, attempt, ord, needs) in picked {
+            for (run, idx, name, attempt, ord, needs, spec) in picked {
                 conn.prepare_cached(
                     "UPDATE tasks SET status = 'running', attempt = attempt + 1, lease_worker = ?3,
                          lease_until = ?4, started_at = ?5 WHERE key = ?1 * 4294967296 + ?2",
@@ -113,6 +115,7 @@ impl ClaimStore for SqliteStore {
                     attempt: attempt + 1,
                     worker: worker.clone(),
                     needs,
+                    spec,
                 });
             }
             Ok(out)

@@ -111,6 +111,31 @@ impl RecordStore for SqliteStore {
         })
         .await
     }
+
+    async fn record(&self, kind: RecordKind, key: &str) -> Result<Option<Record>> {
+        let key = key.to_owned();
+        self.call(move |conn| {
+            let row: Option<(String, i64)> = conn
+                .prepare_cached("SELECT data, updated_at FROM records WHERE kind = ?1 AND key = ?2")
+                .and_then(|mut s| {
+                    s.query_row(params![kind.as_str(), key], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()
+                })
+                .map_err(sql_err)?;
+            let Some((data, at)) = row else {
+                return Ok(None);
+            };
+            let data = serde_json::from_str(&data)
+                .map_err(|e| store_err(&format!("record {}:{key}", kind.as_str()), e))?;
+            Ok(Some(Record {
+                kind,
+                key,
+                data,
+                updated_at: time(at),
+            }))
+        })
+        .await
+    }
 }
 
 #[async_trait]

@@ -162,6 +162,11 @@ pub const MIGRATIONS: &[&str] = &[
         until INTEGER NOT NULL
     ) WITHOUT ROWID;
     ALTER TABLE tasks ADD COLUMN needs TEXT;",
+    // 12: what a worker needs to run a submitted run's task (its step, as
+    // the worker wrote it; NULL for the tasks of a run a process drives),
+    // handed out with its claims so that no worker reads the whole
+    // definition of a large run.
+    "ALTER TABLE tasks ADD COLUMN spec TEXT;",
 ];
 
 /// The schema version this build writes.

@@ -173,6 +173,22 @@ impl Store for SqliteStore {
                 let text = serde_json::to_string(&t.needs).map_err(|e| store_err("needs", e))?;
                 stmt.execute(params![ord, i as u32, text]).map_err(sql_err)?;
             }
+            // What a worker needs of a submitted run's task (none for a run
+            // this process drives).
+            let mut specs = None;
+            for (i, t) in run.tasks.iter().enumerate() {
+                let Some(spec) = &t.spec else { continue };
+                let stmt = match &mut specs {
+                    Some(s) => s,
+                    None => specs.insert(
+                        conn.prepare_cached(
+                            "UPDATE tasks SET spec = ?3 WHERE key = ?1 * 4294967296 + ?2",
+                        )
+                        .map_err(sql_err)?,
+                    ),
+                };
+                stmt.execute(params![ord, i as u32, spec]).map_err(sql_err)?;
+            }
             remember_dependents(&id, std::sync::Arc::new(dependents));
             Ok(())
         })

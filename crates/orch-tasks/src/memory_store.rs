@@ -22,6 +22,8 @@ struct RunState {
     /// What each task takes of a worker's capacity (empty when no task
     /// needs anything).
     needs: Vec<ResourceAmounts>,
+    /// Each task's spec for workers (empty when no task has one).
+    specs: Vec<Option<String>>,
     events: Vec<StoredEvent>,
     order: u64,
     /// Tasks not yet in a final state (so "is the run done?" costs O(1)).
@@ -273,6 +275,11 @@ impl Store for MemoryStore {
         } else {
             run.tasks.iter().map(|t| t.needs.clone()).collect()
         };
+        let specs: Vec<Option<String>> = if run.tasks.iter().all(|t| t.spec.is_none()) {
+            Vec::new()
+        } else {
+            run.tasks.iter().map(|t| t.spec.clone()).collect()
+        };
         inner.created += 1;
         let order = inner.created;
         let record = RunRecord {
@@ -296,6 +303,7 @@ impl Store for MemoryStore {
                 tasks,
                 dependents,
                 needs,
+                specs,
                 events: Vec::new(),
                 order,
             },
@@ -552,6 +560,7 @@ impl ClaimStore for MemoryStore {
                 continue;
             };
             let needs = r.needs.get(index as usize).cloned().unwrap_or_default();
+            let spec = r.specs.get(index as usize).cloned().flatten();
             let Some(t) = r.tasks.get_mut(index as usize) else {
                 continue;
             };
@@ -572,6 +581,7 @@ impl ClaimStore for MemoryStore {
                 attempt: t.attempt,
                 worker: req.worker.clone(),
                 needs,
+                spec,
             });
         }
         Ok(out)
@@ -756,6 +766,14 @@ impl RecordStore for MemoryStore {
             .collect();
         v.sort_by_key(|(seq, _)| *seq);
         Ok(v.into_iter().map(|(_, r)| r.clone()).collect())
+    }
+
+    async fn record(&self, kind: RecordKind, key: &str) -> Result<Option<Record>> {
+        let inner = self.lock();
+        Ok(inner
+            .records
+            .get(&(kind, key.to_owned()))
+            .map(|(_, r)| r.clone()))
     }
 }
 

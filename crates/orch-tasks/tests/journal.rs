@@ -131,6 +131,7 @@ fn a_resumed_run_does_not_rerun_finished_steps_and_reruns_interrupted_ones() {
                 deps: wf.graph().deps(i as u32).to_vec(),
                 priority: s.priority,
                 needs: orch_model::store::ResourceAmounts::of(&s.resources),
+                spec: None,
             })
             .collect();
         let now = chrono::Utc::now();

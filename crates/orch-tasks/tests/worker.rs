@@ -8,7 +8,9 @@ mod common;
 use chrono::Utc;
 use common::{process_gone, rt, yaml};
 use orch_model::{RunId, RunSettings, Store, TaskStatus, WorkflowStatus};
-use orch_tasks::worker::{Capacity, Worker, WorkerOptions, WorkerSummary, list_workers, submit};
+use orch_tasks::worker::{
+    Capacity, Worker, WorkerOptions, WorkerSummary, for_workers, list_workers, submit,
+};
 use orch_tasks::{ActionRegistry, MemoryStore};
 use serde_json::{Map, json};
 use std::sync::Arc;
@@ -619,5 +621,80 @@ fn two_workers_of_different_capacities_never_hold_more_than_they_declared() {
         assert!(large_use.peak.load(SeqCst) <= 6000, "large held {} millicores at once", large_use.peak.load(SeqCst));
         assert!(s.completed > 0 && l.completed > 0, "both worked: {s:?} {l:?}");
         assert_eq!(s.handed_back + l.handed_back, 0, "nothing was claimed that did not fit");
+    });
+}
+
+/// The diamond of the test above, with parameters, a secret-free header and
+/// defaults, as the two ways a worker may find a run.
+const DIAMOND: &str = "name: diamond\nparameters: { n: 20 }\ndefaults: { max_retries: 2 }\nsteps:\n  - { name: a, module: core, action: set, parameters: { value: { n: '${params.n}' } }, max_retries: 0 }\n  - { name: b, module: core, action: set, parameters: { value: '${a.result.n}' } }\n  - { name: c, module: core, action: set, parameters: { value: 'c saw ${a.result.n}' } }\n  - { name: d, module: core, action: set, parameters: { value: ['${b.result}', '${c.result}'] }, conditions: { run_if: all_done } }\n";
+
+fn diamond_params() -> Map<String, serde_json::Value> {
+    let mut params = Map::new();
+    params.insert("n".into(), json!(20));
+    params
+}
+
+#[test]
+fn a_submitted_run_is_served_from_its_steps_specs_without_reading_its_definition() {
+    rt().block_on(async {
+        let store = memory();
+        let dir = tempfile::tempdir().expect("dir");
+        let settings = RunSettings {
+            work_dir: Some(dir.path().to_path_buf()),
+            ..RunSettings::default()
+        };
+        let id = RunId::new();
+        let (mut run, context) =
+            for_workers(id, &yaml(DIAMOND), diamond_params(), &settings).expect("cut");
+        assert!(
+            run.tasks.iter().all(|t| t.spec.is_some()),
+            "every task has its step"
+        );
+        // A worker that read the whole definition would fail every step.
+        run.definition = "not a definition".into();
+        store.put_record(context).await.expect("context");
+        store.create_run(run, Utc::now()).await.expect("create");
+        store
+            .set_owner(id, Some(orch_tasks::worker::SUBMITTED_OWNER.into()))
+            .await
+            .expect("owner");
+        let w = start(&store, options("w1"));
+        assert_eq!(finished(&store, id).await, WorkflowStatus::Completed);
+        let tasks = store.tasks(id).await.expect("tasks");
+        let data = |i: usize| tasks[i].result.as_ref().expect("a result").data.clone();
+        assert_eq!(data(0), json!({"n": 20}));
+        assert_eq!(data(3), json!([20, "c saw 20"]));
+        assert_eq!(w.stop().await.completed, 4);
+    });
+}
+
+#[test]
+fn a_run_recorded_without_specs_is_served_from_its_whole_definition() {
+    rt().block_on(async {
+        let store = memory();
+        let dir = tempfile::tempdir().expect("dir");
+        let settings = RunSettings {
+            work_dir: Some(dir.path().to_path_buf()),
+            ..RunSettings::default()
+        };
+        let id = RunId::new();
+        // As a process that drove the run records it (no specs, no context).
+        let run =
+            orch_tasks::worker::new_run(id, &yaml(DIAMOND), diamond_params(), &settings, None)
+                .expect("run");
+        assert!(run.tasks.iter().all(|t| t.spec.is_none()));
+        store.create_run(run, Utc::now()).await.expect("create");
+        store
+            .set_owner(id, Some(orch_tasks::worker::SUBMITTED_OWNER.into()))
+            .await
+            .expect("owner");
+        let w = start(&store, options("w1"));
+        assert_eq!(finished(&store, id).await, WorkflowStatus::Completed);
+        let tasks = store.tasks(id).await.expect("tasks");
+        assert_eq!(
+            tasks[3].result.as_ref().expect("d").data,
+            json!([20, "c saw 20"])
+        );
+        assert_eq!(w.stop().await.completed, 4);
     });
 }

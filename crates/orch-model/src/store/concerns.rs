@@ -96,6 +96,11 @@ pub trait RecordStore: Send + Sync {
     async fn remove_record(&self, kind: RecordKind, key: &str) -> Result<bool>;
     /// Every record of a kind, oldest write first.
     async fn records(&self, kind: RecordKind) -> Result<Vec<Record>>;
+    /// The record of a kind and key. The default reads every record of the
+    /// kind; a backend with an index answers from it.
+    async fn record(&self, kind: RecordKind, key: &str) -> Result<Option<Record>> {
+        Ok(self.records(kind).await?.into_iter().find(|r| r.key == key))
+    }
 }
 
 /// The result cache: results by key (64 hex digits of blake3).

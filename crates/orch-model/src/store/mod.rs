@@ -528,6 +528,13 @@ pub trait Store: Send + Sync + fmt::Debug {
             None => Err(unsupported(self.backend(), Concern::Records, "records")),
         }
     }
+    /// The record of a kind and key ([`RecordStore::record`]).
+    async fn record(&self, kind: RecordKind, key: &str) -> Result<Option<Record>> {
+        match self.record_store() {
+            Some(r) => r.record(kind, key).await,
+            None => Err(unsupported(self.backend(), Concern::Records, "record")),
+        }
+    }
 
     // ----- The result cache (optional: `cache_store()`; `Unsupported` without) -----
 

@@ -54,6 +54,13 @@ pub struct NewTask {
     /// hands it only to a worker that has this much free.
     #[serde(default, skip_serializing_if = "ResourceAmounts::is_empty")]
     pub needs: ResourceAmounts,
+    /// What a worker needs to run the task without reading the run's whole
+    /// definition (a submitted run's step, as JSON text the worker writes
+    /// and reads; the store keeps it as it is and hands it out with the
+    /// task's claims, [`Claim::spec`]). `None` for a run this process
+    /// drives: its definition is in memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<String>,
 }
 
 /// Amounts of resources by kind, in each kind's unit (cores for `cpu`, GiB
@@ -383,6 +390,11 @@ pub enum RecordKind {
     /// One tick of a schedule (fired, missed, failed), keyed by
     /// `WORKFLOW@TIME`; made with `create_record`, so a tick is claimed once.
     ScheduleTick,
+    /// What the workers of a submitted run need of it besides its steps
+    /// (its settings, parameters and secrets section), keyed by the run's
+    /// id: read once per run by each worker, instead of the whole
+    /// definition.
+    RunContext,
 }
 
 impl RecordKind {
@@ -395,6 +407,7 @@ impl RecordKind {
             Self::Schedule => "schedule",
             Self::SchedulePause => "schedule_pause",
             Self::ScheduleTick => "schedule_tick",
+            Self::RunContext => "run_context",
         }
     }
 }
@@ -438,6 +451,9 @@ pub struct Claim {
     /// What the task takes of the worker's capacity ([`NewTask::needs`]).
     #[serde(default, skip_serializing_if = "ResourceAmounts::is_empty")]
     pub needs: ResourceAmounts,
+    /// The task's [`NewTask::spec`], as the run was created with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<String>,
 }
 
 /// How a claimed task ended.

@@ -18,6 +18,7 @@ fn sized(id: RunId) -> NewRun {
         deps: Vec::new(),
         priority,
         needs,
+        spec: None,
     };
     let none = ResourceAmounts::default;
     NewRun {

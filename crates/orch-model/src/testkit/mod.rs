@@ -34,6 +34,7 @@ mod journal;
 mod leader;
 mod output;
 mod runs;
+mod spec;
 
 pub use bare::Bare;
 pub use batches::{completing_in_batches, handing_a_claim_back, reading_a_few_tasks};
@@ -55,6 +56,7 @@ pub use runs::{
     create_and_read, listing_counts_tasks, resuming_and_cancelling, run_status_follows_its_tasks,
     runs_keep_their_owner, runs_keep_their_parent, taking_over_a_run,
 };
+pub use spec::{a_record_is_read_by_its_key, claims_carry_the_tasks_spec};
 use std::time::Duration;
 
 fn t0() -> DateTime<Utc> {
@@ -76,6 +78,7 @@ fn diamond(id: RunId) -> NewRun {
         deps: deps.to_vec(),
         priority,
         needs: ResourceAmounts::default(),
+        spec: None,
     };
     NewRun {
         id,
@@ -149,6 +152,8 @@ macro_rules! store_conformance_tests {
             one_leader_at_a_time,
             resigning_frees_the_lease,
             exactly_one_of_many_leads,
+            claims_carry_the_tasks_spec,
+            a_record_is_read_by_its_key,
         );
     };
     (bare: $make:expr) => {
@@ -236,6 +241,7 @@ async fn claims_are_unsupported(store: &dyn Store) {
         attempt: 1,
         worker: "w".into(),
         needs: ResourceAmounts::default(),
+        spec: None,
     };
     expect_unsupported(
         store,

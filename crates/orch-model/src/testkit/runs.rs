@@ -216,6 +216,7 @@ pub async fn run_status_follows_its_tasks(store: &dyn Store) {
             deps: vec![],
             priority: TaskPriority::Normal,
             needs: ResourceAmounts::default(),
+            spec: None,
         }],
         parent: None,
         owner: None,

@@ -109,6 +109,7 @@ pub fn wide(id: RunId, n: usize) -> NewRun {
                 deps: vec![],
                 priority: TaskPriority::Normal,
                 needs: Default::default(),
+                spec: None,
             })
             .collect(),
         parent: None,

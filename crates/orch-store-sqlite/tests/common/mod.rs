@@ -22,6 +22,7 @@ pub fn run(id: RunId) -> NewRun {
             deps: vec![],
             priority: TaskPriority::Normal,
             needs: Default::default(),
+            spec: None,
         }],
         parent: None,
         owner: None,

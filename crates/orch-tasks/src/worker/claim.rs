@@ -5,7 +5,7 @@
 
 use super::Shared;
 use super::complete::Completion;
-use super::definitions::{ClaimScope, RunDef};
+use super::definitions::{ClaimScope, ClaimStep, RunDef};
 use crate::action::ActionContext;
 use crate::executor::{Attempt, AttemptPolicy, Outcome, OutcomeSink};
 use crate::release::{Gate, Release, decide};
@@ -61,7 +61,7 @@ pub(crate) async fn serve(sh: Arc<Shared>, claim: Claim, reserved: bool) -> End 
 
 async fn serve_inner(sh: &Shared, claim: &Claim, reserved: bool) -> End {
     let store = sh.store.as_ref();
-    let def = match sh.defs.get(store, claim.run).await {
+    let def = match sh.defs.get(store, claim).await {
         Ok(d) => d,
         Err(e) if e.is_retryable() => return End::StoreError,
         Err(e) => {
@@ -69,23 +69,16 @@ async fn serve_inner(sh: &Shared, claim: &Claim, reserved: bool) -> End {
             return finish(sh, claim, failed("DefinitionError", msg)).await;
         }
     };
-    let steps = &def.workflow.workflow().steps;
-    let Some(step) = steps
-        .get(claim.index as usize)
-        .filter(|s| s.name == claim.name.as_str())
-    else {
-        let msg = format!(
-            "the run's saved definition has no step `{}` at index {}",
-            claim.name, claim.index
-        );
-        return finish(sh, claim, failed("DefinitionError", msg)).await;
+    let cs = match def.step_of(claim) {
+        Ok(cs) => cs,
+        Err(e) => return finish(sh, claim, failed("DefinitionError", e.to_string())).await,
     };
+    let step = cs.step();
     // The release rule, over the dependencies' final states as stored.
-    let deps_idx = def.workflow.graph().deps(claim.index);
-    let deps = if deps_idx.is_empty() {
+    let deps = if cs.deps.is_empty() {
         Vec::new()
     } else {
-        match store.task_records(claim.run, deps_idx).await {
+        match store.task_records(claim.run, &cs.deps).await {
             Ok(d) => d,
             Err(_) => return End::StoreError,
         }
@@ -95,8 +88,7 @@ async fn serve_inner(sh: &Shared, claim: &Claim, reserved: bool) -> End {
     }
     // A rule over every upstream step reads them all.
     let upstream = if step.conditions.run_if.over_upstream() {
-        let all = crate::upstream::ancestors(def.workflow.graph(), claim.index);
-        match store.task_records(claim.run, &all).await {
+        match store.task_records(claim.run, &cs.upstream()).await {
             Ok(r) => crate::upstream::Upstream::of_all(r.iter().map(|t| t.status)),
             Err(_) => return End::StoreError,
         }
@@ -141,7 +133,7 @@ async fn serve_inner(sh: &Shared, claim: &Claim, reserved: bool) -> End {
     let token = sh.hard.child_token();
     if reserved {
         // Its share was taken when the store handed it out.
-        return run_attempt(sh, claim, &def, step, action, params, token).await;
+        return run_attempt(sh, claim, &def, &cs, action, params, token).await;
     }
     // A store that does not fit claims to capacities: the worker checks.
     // Its share of the worker's capacity: never more than declared.
@@ -168,7 +160,7 @@ async fn serve_inner(sh: &Shared, claim: &Claim, reserved: bool) -> End {
             }
         }
     }
-    let end = run_attempt(sh, claim, &def, step, action, params, token).await;
+    let end = run_attempt(sh, claim, &def, &cs, action, params, token).await;
     sh.pool.give(&needs);
     end
 }
@@ -179,15 +171,16 @@ async fn run_attempt(
     sh: &Shared,
     claim: &Claim,
     def: &RunDef,
-    step: &orch_model::WorkflowStep,
+    cs: &ClaimStep<'_>,
     action: Arc<dyn crate::action::Action>,
     params: Value,
     token: CancellationToken,
 ) -> End {
     let store = sh.store.as_ref();
+    let step = cs.step();
     let work_dir = sh.work_dir_for(def);
     // Read where the step runs, as a local run reads them when it starts.
-    let secrets = match crate::secrets::for_attempt(def.workflow.workflow(), step, &work_dir) {
+    let secrets = match crate::secrets::for_attempt(cs.workflow(), step, &work_dir) {
         Ok(s) => s,
         Err(e) => return finish(sh, claim, failed("SecretError", e.to_string())).await,
     };

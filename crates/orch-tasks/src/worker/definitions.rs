@@ -1,15 +1,26 @@
-//! The definitions of the runs a worker serves: read from the store once
-//! per run (`get_run`, then `SavedRun`), kept for the next claims of the
-//! same run in a bounded cache, and the scope a claimed step's references
-//! are resolved in.
+//! The definitions of the runs a worker serves, and the step of a claim.
+//!
+//! A run submitted for workers is cut ([`orch_model::cut`]): its header
+//! (the workflow without its steps, with the run's settings and
+//! parameters) is a [`RecordKind::RunContext`] record read once per run,
+//! and each task's step comes with its claim ([`Claim::spec`]), so that a
+//! worker's memory does not grow with the size of the runs it serves. A
+//! run without that cut (recorded by a process that drove it, then left to
+//! workers, or by an earlier version) is read whole once (`get_run`, then
+//! `SavedRun`). Either is kept for the next claims of the same run in a
+//! bounded cache, and is the scope a claimed step's references are
+//! resolved in.
 
 use crate::resolve::Scope;
 use orch_model::store::TaskRecord;
 use orch_model::{
-    OrchestrationError, RunId, RunSettings, SavedRun, Store, TaskStatus, ValidWorkflow,
+    Claim, OrchestrationError, RecordKind, RunId, RunSettings, SavedRun, Store, TaskStatus,
+    ValidWorkflow, Workflow, WorkflowStep, cut,
 };
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use tokio::sync::OnceCell;
@@ -17,13 +28,142 @@ use tokio::sync::OnceCell;
 /// A run's definition, as a worker needs it.
 #[derive(Debug)]
 pub(crate) struct RunDef {
-    pub(crate) workflow: ValidWorkflow,
     pub(crate) settings: RunSettings,
     /// The run's parameter values (the workflow's defaults merged with the
     /// run's, as stored).
     pub(crate) params: Map<String, Value>,
-    /// Step names to indices.
-    pub(crate) index: FxHashMap<String, u32>,
+    body: Body,
+}
+
+#[derive(Debug)]
+enum Body {
+    /// The whole workflow.
+    Whole(ValidWorkflow),
+    /// The workflow's header; each step comes with its claim.
+    Cut(Map<String, Value>),
+}
+
+/// What a worker reads once of a submitted run (its [`RecordKind::RunContext`]
+/// record's document).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct RunContext {
+    /// The workflow without its steps ([`cut::header`]).
+    pub(crate) workflow: Map<String, Value>,
+    /// How the run was started.
+    pub(crate) settings: RunSettings,
+    /// Its parameter values, merged.
+    pub(crate) params: Map<String, Value>,
+}
+
+/// What a worker needs of one task of a submitted run ([`Claim::spec`]).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct TaskSpec {
+    /// The step ([`cut::step`]).
+    pub(crate) step: Value,
+    /// The indices of its dependencies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) deps: Vec<u32>,
+    /// Every upstream step's index, for a trigger rule over all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) upstream: Option<Vec<u32>>,
+}
+
+/// The step of a claim, with what its release and attempt need.
+pub(crate) struct ClaimStep<'a> {
+    /// The workflow the step is in: the run's whole workflow, or its header
+    /// with this one step.
+    wf: Cow<'a, Workflow>,
+    /// The step's position in `wf.steps`.
+    pos: usize,
+    /// The indices of its dependencies.
+    pub(crate) deps: Cow<'a, [u32]>,
+    upstream: Upstream<'a>,
+}
+
+enum Upstream<'a> {
+    Graph(&'a ValidWorkflow, u32),
+    Listed(Vec<u32>),
+}
+
+impl ClaimStep<'_> {
+    pub(crate) fn step(&self) -> &WorkflowStep {
+        &self.wf.steps[self.pos]
+    }
+
+    /// The workflow (its secrets section is what the attempt reads).
+    pub(crate) fn workflow(&self) -> &Workflow {
+        &self.wf
+    }
+
+    /// Every step upstream of this one.
+    pub(crate) fn upstream(&self) -> Vec<u32> {
+        match &self.upstream {
+            Upstream::Graph(wf, i) => crate::upstream::ancestors(wf.graph(), *i),
+            Upstream::Listed(v) => v.clone(),
+        }
+    }
+}
+
+impl RunDef {
+    /// The step `claim` holds.
+    ///
+    /// # Errors
+    /// `InvalidState` when the claim's step is not in the definition, or its
+    /// spec does not read.
+    pub(crate) fn step_of(&self, claim: &Claim) -> Result<ClaimStep<'_>, OrchestrationError> {
+        let bad = |why: String| OrchestrationError::InvalidState { message: why };
+        match (&self.body, &claim.spec) {
+            (Body::Cut(header), Some(text)) => {
+                let spec: TaskSpec = serde_json::from_str(text).map_err(|e| {
+                    bad(format!(
+                        "the spec of step `{}` (index {}) does not read: {e}",
+                        claim.name, claim.index
+                    ))
+                })?;
+                let wf = cut::one_step(header, spec.step)?;
+                if wf
+                    .steps
+                    .first()
+                    .is_none_or(|s| s.name != claim.name.as_str())
+                {
+                    return Err(bad(format!(
+                        "the spec of index {} is not step `{}`",
+                        claim.index, claim.name
+                    )));
+                }
+                Ok(ClaimStep {
+                    wf: Cow::Owned(wf),
+                    pos: 0,
+                    deps: Cow::Owned(spec.deps),
+                    upstream: Upstream::Listed(spec.upstream.unwrap_or_default()),
+                })
+            }
+            (Body::Whole(wf), _) => {
+                let pos = claim.index as usize;
+                if wf
+                    .workflow()
+                    .steps
+                    .get(pos)
+                    .is_none_or(|s| s.name != claim.name.as_str())
+                {
+                    return Err(bad(format!(
+                        "the run's saved definition has no step `{}` at index {}",
+                        claim.name, claim.index
+                    )));
+                }
+                Ok(ClaimStep {
+                    wf: Cow::Borrowed(wf.workflow()),
+                    pos,
+                    deps: Cow::Borrowed(wf.graph().deps(claim.index)),
+                    upstream: Upstream::Graph(wf, claim.index),
+                })
+            }
+            (Body::Cut(_), None) => Err(bad(format!(
+                "step `{}` (index {}) of a submitted run came without its spec",
+                claim.name, claim.index
+            ))),
+        }
+    }
 }
 
 type Slot = Arc<OnceCell<Arc<RunDef>>>;
@@ -78,7 +218,9 @@ impl Definitions {
         g.1.retain(|r| *r != run);
     }
 
-    /// The definition of `run`, read from `store` on first use.
+    /// The definition of `claim`'s run, read from `store` on first use: its
+    /// [`RunContext`] when the claim carries its step, else the whole
+    /// definition.
     ///
     /// # Errors
     /// The store's; `NotFound` for a run the store does not have;
@@ -86,28 +228,36 @@ impl Definitions {
     pub(crate) async fn get(
         &self,
         store: &dyn Store,
-        run: RunId,
+        claim: &Claim,
     ) -> Result<Arc<RunDef>, OrchestrationError> {
+        let run = claim.run;
         let slot = self.slot(run);
         let got = slot
             .get_or_try_init(|| async {
-                let r = store.get_run(run).await?.ok_or_else(|| {
-                    OrchestrationError::not_found(orch_model::EntityKind::Run, run.to_string())
-                })?;
+                let missing =
+                    || OrchestrationError::not_found(orch_model::EntityKind::Run, run.to_string());
+                if claim.spec.is_some() {
+                    let rec = store
+                        .record(RecordKind::RunContext, &run.to_string())
+                        .await?
+                        .ok_or_else(missing)?;
+                    let ctx: RunContext = serde_json::from_value(rec.data).map_err(|e| {
+                        OrchestrationError::InvalidState {
+                            message: format!("the run's context record does not read: {e}"),
+                        }
+                    })?;
+                    return Ok::<_, OrchestrationError>(Arc::new(RunDef {
+                        settings: ctx.settings,
+                        params: ctx.params,
+                        body: Body::Cut(ctx.workflow),
+                    }));
+                }
+                let r = store.get_run(run).await?.ok_or_else(missing)?;
                 let saved = SavedRun::from_json(&r.definition)?;
-                let index = saved
-                    .workflow
-                    .workflow()
-                    .steps
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| (s.name.to_string(), i as u32))
-                    .collect();
-                Ok::<_, OrchestrationError>(Arc::new(RunDef {
-                    workflow: saved.workflow,
+                Ok(Arc::new(RunDef {
                     settings: saved.settings,
                     params: r.params,
-                    index,
+                    body: Body::Whole(saved.workflow),
                 }))
             })
             .await
@@ -129,8 +279,7 @@ pub(crate) struct ClaimScope<'a> {
 
 impl ClaimScope<'_> {
     fn record(&self, step: &str) -> Option<&TaskRecord> {
-        let i = *self.def.index.get(step)?;
-        self.deps.iter().find(|t| t.index == i)
+        self.deps.iter().find(|t| t.name == step)
     }
 }
 

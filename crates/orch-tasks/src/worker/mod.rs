@@ -52,7 +52,7 @@ pub use capacity::{Capacity, demand};
 pub use registration::{
     HeldTask, WorkerRecord, WorkerStatus, hostname, list_workers, put_worker, worker_id,
 };
-pub use submit::{SUBMITTED_OWNER, new_run, submit};
+pub use submit::{SUBMITTED_OWNER, for_workers, new_run, submit};
 
 use crate::action::ActionRegistry;
 use crate::executor::Executor;

@@ -2,11 +2,12 @@
 //! journaled run records itself (`NewRun` with its `SavedRun` definition),
 //! owned by no process but by the workers ([`SUBMITTED_OWNER`]).
 
+use super::definitions::{RunContext, TaskSpec};
 use crate::action::ActionRegistry;
 use chrono::Utc;
-use orch_model::store::ResourceAmounts;
+use orch_model::store::{Record, RecordKind, ResourceAmounts};
 use orch_model::{
-    NewRun, NewTask, OrchestrationError, RunId, RunSettings, SavedRun, Store, ValidWorkflow,
+    NewRun, NewTask, OrchestrationError, RunId, RunSettings, SavedRun, Store, ValidWorkflow, cut,
 };
 use serde_json::{Map, Value};
 
@@ -37,6 +38,7 @@ pub fn new_run(
             deps: wf.graph().deps(i as u32).to_vec(),
             priority: s.priority,
             needs: ResourceAmounts::of(&s.resources),
+            spec: None,
         })
         .collect();
     Ok(NewRun {
@@ -76,11 +78,79 @@ pub async fn submit(
         });
     }
     let params = crate::run::prepare(wf, registry, params)?;
-    store
-        .create_run(new_run(id, wf, params, settings, None)?, Utc::now())
-        .await?;
+    let (run, context) = for_workers(id, wf, params, settings)?;
+    // The context first: a worker that claims a task reads it.
+    store.put_record(context).await?;
+    if let Err(e) = store.create_run(run, Utc::now()).await {
+        let _ = store
+            .remove_record(RecordKind::RunContext, &id.to_string())
+            .await;
+        return Err(e);
+    }
     store
         .set_owner(id, Some(SUBMITTED_OWNER.to_owned()))
         .await?;
     Ok(id)
+}
+
+/// What [`submit`] writes for a run of `wf` with these (already merged)
+/// parameter values and settings: the run, each task with its step on its
+/// own ([`NewTask::spec`]), and the [`RecordKind::RunContext`] record its
+/// workers read once (the workflow without its steps, the settings and the
+/// parameters), so that no worker reads the whole definition.
+///
+/// # Errors
+/// `Store` when the definition does not serialize.
+pub fn for_workers(
+    id: RunId,
+    wf: &ValidWorkflow,
+    params: Map<String, Value>,
+    settings: &RunSettings,
+) -> Result<(NewRun, Record), OrchestrationError> {
+    let context = RunContext {
+        workflow: cut::header(wf.workflow())?,
+        settings: settings.clone(),
+        params: params.clone(),
+    };
+    let data = serde_json::to_value(&context).map_err(|e| OrchestrationError::Store {
+        message: format!("the run's context does not serialize: {e}"),
+        retryable: false,
+    })?;
+    let mut run = new_run(id, wf, params, settings, None)?;
+    cut_steps(&mut run, wf)?;
+    let record = Record {
+        kind: RecordKind::RunContext,
+        key: id.to_string(),
+        data,
+        updated_at: Utc::now(),
+    };
+    Ok((run, record))
+}
+
+/// Gives each task of `run` its step on its own ([`TaskSpec`]), so that a
+/// worker reads only the steps it claims.
+///
+/// # Errors
+/// `Store` when a step does not serialize.
+fn cut_steps(run: &mut NewRun, wf: &ValidWorkflow) -> Result<(), OrchestrationError> {
+    let steps = &wf.workflow().steps;
+    for (i, (task, step)) in run.tasks.iter_mut().zip(steps).enumerate() {
+        let i = i as u32;
+        let spec = TaskSpec {
+            step: cut::step(step)?,
+            deps: wf.graph().deps(i).to_vec(),
+            upstream: step
+                .conditions
+                .run_if
+                .over_upstream()
+                .then(|| crate::upstream::ancestors(wf.graph(), i)),
+        };
+        task.spec = Some(
+            serde_json::to_string(&spec).map_err(|e| OrchestrationError::Store {
+                message: format!("step `{}` does not serialize: {e}", step.name),
+                retryable: false,
+            })?,
+        );
+    }
+    Ok(())
 }
