@@ -698,3 +698,92 @@ fn a_run_recorded_without_specs_is_served_from_its_whole_definition() {
         assert_eq!(w.stop().await.completed, 4);
     });
 }
+
+#[test]
+fn a_runs_timeout_stops_its_step_on_a_worker_and_ends_it_failed() {
+    rt().block_on(async {
+        let store = memory();
+        let dir = tempfile::tempdir().expect("dir");
+        let settings = RunSettings {
+            work_dir: Some(dir.path().to_path_buf()),
+            run_timeout_ms: Some(1500),
+            ..RunSettings::default()
+        };
+        let wf = yaml(
+            "name: slow\nsteps:\n  - { name: sleeper, module: shell, action: exec, parameters: { program: sh, args: ['-c', 'echo $$ > sleeper.pid; exec sleep 600'] } }\n  - { name: next, module: core, action: noop, dependencies: [sleeper] }\n  - { name: quick, module: core, action: noop }\n",
+        );
+        let run = submit(
+            store.as_ref(),
+            &wf,
+            &ActionRegistry::with_builtins(),
+            &Map::new(),
+            &settings,
+            RunId::new(),
+        )
+        .await
+        .expect("submitted");
+        let w = start(&store, options("w"));
+        let pid_file = dir.path().join("sleeper.pid");
+        let pid: i32 = loop {
+            let text = std::fs::read_to_string(&pid_file).unwrap_or_default();
+            if text.ends_with('\n') {
+                break text.trim().parse().expect("a pid");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let started = Instant::now();
+        assert_eq!(finished(&store, run).await, WorkflowStatus::Failed);
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the timeout ended the run, not the step"
+        );
+        until("the process to be gone", || async move { process_gone(pid) }).await;
+        let tasks = store.tasks(run).await.expect("tasks");
+        let states: Vec<TaskStatus> = tasks.iter().map(|t| t.status).collect();
+        assert_eq!(
+            states,
+            vec![TaskStatus::Failed, TaskStatus::Cancelled, TaskStatus::Completed]
+        );
+        let r = tasks[0].result.as_ref().expect("the step's result");
+        assert_eq!(r.error_type.as_deref(), Some("TimeoutError"));
+        assert_eq!(
+            r.error_message.as_deref(),
+            Some("stopped by the run's timeout of 1s500ms")
+        );
+        w.stop().await;
+    });
+}
+
+#[test]
+fn a_run_past_its_timeout_starts_nothing_more_on_a_worker() {
+    rt().block_on(async {
+        let store = memory();
+        let dir = tempfile::tempdir().expect("dir");
+        let settings = RunSettings {
+            work_dir: Some(dir.path().to_path_buf()),
+            run_timeout_ms: Some(1),
+            ..RunSettings::default()
+        };
+        let wf = yaml(
+            "name: late\nsteps:\n  - { name: a, module: shell, action: exec, parameters: { program: touch, args: [ran] } }\n",
+        );
+        let run = submit(
+            store.as_ref(),
+            &wf,
+            &ActionRegistry::with_builtins(),
+            &Map::new(),
+            &settings,
+            RunId::new(),
+        )
+        .await
+        .expect("submitted");
+        // No worker until the timeout has passed.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let w = start(&store, options("w"));
+        assert_eq!(finished(&store, run).await, WorkflowStatus::Failed);
+        let tasks = store.tasks(run).await.expect("tasks");
+        assert_eq!(tasks[0].status, TaskStatus::Cancelled);
+        assert!(!dir.path().join("ran").exists(), "the step did not run");
+        w.stop().await;
+    });
+}

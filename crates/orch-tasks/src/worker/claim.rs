@@ -69,6 +69,10 @@ async fn serve_inner(sh: &Shared, claim: &Claim, reserved: bool) -> End {
             return finish(sh, claim, failed("DefinitionError", msg)).await;
         }
     };
+    if def.deadline.is_some_and(|d| Utc::now() >= d) {
+        // The run's timeout has passed: nothing more of it starts.
+        return end_run(sh, claim, WorkflowStatus::Failed).await;
+    }
     let cs = match def.step_of(claim) {
         Ok(cs) => cs,
         Err(e) => return finish(sh, claim, failed("DefinitionError", e.to_string())).await,
@@ -219,6 +223,12 @@ async fn run_attempt(
     // Why the attempt was stopped, when it was.
     let mut stopped: Option<End> = None;
     let mut run_cancelled = false;
+    // Whether the run's timeout stopped the attempt.
+    let mut timed_out = false;
+    let run_deadline = def.deadline.map(|d| {
+        let left = (d - Utc::now()).to_std().unwrap_or_default();
+        tokio::time::Instant::now() + left
+    });
     let outcome = match done.pop() {
         Some(o) => Some(o),
         None => {
@@ -261,6 +271,15 @@ async fn run_attempt(
                             }
                         }
                     }
+                    () = async {
+                        match run_deadline {
+                            Some(d) => tokio::time::sleep_until(d).await,
+                            None => std::future::pending().await,
+                        }
+                    }, if stopped.is_none() && !run_cancelled && !timed_out => {
+                        timed_out = true;
+                        token.cancel();
+                    }
                     _ = watch.tick(), if stopped.is_none() && !run_cancelled => {
                         if store.cancel_requested(claim.run).await.unwrap_or(false) {
                             run_cancelled = true;
@@ -280,13 +299,35 @@ async fn run_attempt(
         // The run was asked to stop: this worker ends it in the store (its
         // other tasks are cancelled; their workers see it at their next
         // heartbeat). Its own claim is cancelled with it.
-        let now = Utc::now();
-        let _ = store.cancel_run(claim.run, now).await;
-        let _ = store
-            .finish_run(claim.run, WorkflowStatus::Cancelled, now)
-            .await;
-        events_finished(sh, claim, TaskStatus::Cancelled).await;
-        return End::Completed(TaskStatus::Cancelled);
+        return end_run(sh, claim, WorkflowStatus::Cancelled).await;
+    }
+    if timed_out {
+        // The run's timeout stopped the step: it failed so (as in a run
+        // one process drives), and the run ends failed with what is left
+        // of it cancelled.
+        let limit = std::time::Duration::from_millis(def.settings.run_timeout_ms.unwrap_or(0));
+        let to_store = match outcome {
+            // It ended by itself just as the timeout came.
+            Some(o) if o.status != TaskStatus::Cancelled => stored(o),
+            other => {
+                let mut result = other.map_or_else(
+                    || TaskResult::failed("TimeoutError", String::new()),
+                    |o| o.result,
+                );
+                result.success = false;
+                result.error_type = Some("TimeoutError".into());
+                result.error_message = Some(format!(
+                    "stopped by the run's timeout of {}",
+                    orch_model::duration::format_duration(limit)
+                ));
+                TaskOutcome::Failed { result }
+            }
+        };
+        let end = finish(sh, claim, to_store).await;
+        if matches!(end, End::Completed(_)) {
+            end_run(sh, claim, WorkflowStatus::Failed).await;
+        }
+        return end;
     }
     let outcome = match outcome {
         // Stopped because the worker stops: handed back, not cancelled.
@@ -303,7 +344,12 @@ async fn run_attempt(
             .await;
         }
     };
-    let to_store = match outcome.status {
+    finish(sh, claim, stored(outcome)).await
+}
+
+/// What the store records of an attempt's outcome.
+fn stored(outcome: Outcome) -> TaskOutcome {
+    match outcome.status {
         TaskStatus::Completed => TaskOutcome::Succeeded {
             result: outcome.result,
         },
@@ -311,14 +357,26 @@ async fn run_attempt(
         _ => TaskOutcome::Failed {
             result: outcome.result,
         },
-    };
-    finish(sh, claim, to_store).await
+    }
 }
 
 fn failed(kind: &str, message: impl Into<String>) -> TaskOutcome {
     TaskOutcome::Failed {
         result: TaskResult::failed(kind, message.into()),
     }
+}
+
+/// Ends the claim's run in the store with `status` (asked to cancel, or
+/// past its timeout): what is left of it is cancelled, this claim with it
+/// when it is still open (the workers of its other tasks see it at their
+/// next heartbeat).
+async fn end_run(sh: &Shared, claim: &Claim, status: WorkflowStatus) -> End {
+    let store = sh.store.as_ref();
+    let now = Utc::now();
+    let _ = store.cancel_run(claim.run, now).await;
+    let _ = store.finish_run(claim.run, status, now).await;
+    events_finished(sh, claim, TaskStatus::Cancelled).await;
+    End::Completed(TaskStatus::Cancelled)
 }
 
 /// Completes the claim with `outcome` (fenced by its attempt number in the

@@ -12,6 +12,7 @@
 //! resolved in.
 
 use crate::resolve::Scope;
+use chrono::{DateTime, Utc};
 use orch_model::store::TaskRecord;
 use orch_model::{
     Claim, OrchestrationError, RecordKind, RunId, RunSettings, SavedRun, Store, TaskStatus,
@@ -25,6 +26,17 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use tokio::sync::OnceCell;
 
+/// When a run created at `created` ends by its timeout (`settings.run_timeout_ms`).
+pub(crate) fn deadline(created: DateTime<Utc>, settings: &RunSettings) -> Option<DateTime<Utc>> {
+    let ms = settings.run_timeout_ms?;
+    let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+    Some(
+        created
+            .checked_add_signed(chrono::Duration::milliseconds(ms))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC),
+    )
+}
+
 /// A run's definition, as a worker needs it.
 #[derive(Debug)]
 pub(crate) struct RunDef {
@@ -32,6 +44,8 @@ pub(crate) struct RunDef {
     /// The run's parameter values (the workflow's defaults merged with the
     /// run's, as stored).
     pub(crate) params: Map<String, Value>,
+    /// When the run's timeout ends it (`None`: no timeout).
+    pub(crate) deadline: Option<DateTime<Utc>>,
     body: Body,
 }
 
@@ -53,6 +67,10 @@ pub(crate) struct RunContext {
     pub(crate) settings: RunSettings,
     /// Its parameter values, merged.
     pub(crate) params: Map<String, Value>,
+    /// When its timeout ends it: the time it was submitted plus its
+    /// `run_timeout_ms` (`None`: no timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) deadline: Option<DateTime<Utc>>,
 }
 
 /// What a worker needs of one task of a submitted run ([`Claim::spec`]).
@@ -249,12 +267,14 @@ impl Definitions {
                     return Ok::<_, OrchestrationError>(Arc::new(RunDef {
                         settings: ctx.settings,
                         params: ctx.params,
+                        deadline: ctx.deadline,
                         body: Body::Cut(ctx.workflow),
                     }));
                 }
                 let r = store.get_run(run).await?.ok_or_else(missing)?;
                 let saved = SavedRun::from_json(&r.definition)?;
                 Ok(Arc::new(RunDef {
+                    deadline: deadline(r.created_at, &saved.settings),
                     settings: saved.settings,
                     params: r.params,
                     body: Body::Whole(saved.workflow),

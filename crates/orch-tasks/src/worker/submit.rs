@@ -111,6 +111,7 @@ pub fn for_workers(
         workflow: cut::header(wf.workflow())?,
         settings: settings.clone(),
         params: params.clone(),
+        deadline: super::definitions::deadline(Utc::now(), settings),
     };
     let data = serde_json::to_value(&context).map_err(|e| OrchestrationError::Store {
         message: format!("the run's context does not serialize: {e}"),
