@@ -285,7 +285,10 @@ fn ticks(
                 if r.more { "+" } else { "" },
                 text(r.last.unwrap_or(r.tick))
             ),
-            (TickState::Firing, None) => "claimed; its run was not started".to_owned(),
+            (TickState::Firing, None) => {
+                "claimed, its run not started yet (the scheduler takes it over after its lease)"
+                    .to_owned()
+            }
             _ => String::new(),
         };
         t.row([

@@ -331,7 +331,16 @@ impl OrchestrationEngine {
             &who(),
             now,
         );
-        rec.run = Some(orch_model::RunId::new());
+        // A tick taken over from a process that stopped and recorded missed
+        // keeps the run id of its claim: should that process start it after
+        // all, only one of the two runs can be created.
+        rec.run = Some(
+            existing
+                .as_ref()
+                .filter(|o| o.state == TickState::Missed)
+                .and_then(|o| o.run)
+                .unwrap_or_default(),
+        );
         if !store.create_record(rec.to_record()).await? {
             return Ok(None);
         }
@@ -347,7 +356,8 @@ impl OrchestrationEngine {
             }
         }
         match start_claimed(self, wf, rec, false).await {
-            Ok((_, handle)) => Ok(Some(handle)),
+            Ok(Some((_, handle))) => Ok(Some(handle)),
+            Ok(None) => Ok(None),
             Err((_, e)) => Err(OrchestrationError::WorkflowExecution { message: e }),
         }
     }

@@ -22,10 +22,12 @@
 mod manual;
 pub mod plan;
 pub mod records;
+pub mod recover;
 
 pub use manual::{BackfillOptions, BackfillTick, ScheduleInfo};
 pub use plan::{Missed, Plan, plan};
 pub use records::{Pause, ScheduleState, TickCause, TickRecord, TickState, tick_key, tick_text};
+pub use recover::Recovered;
 
 use crate::{OrchestrationEngine, RunHandle, RunRequest, RunTarget};
 use chrono::{DateTime, Utc};
@@ -63,7 +65,8 @@ pub struct SchedulerOptions {
     /// `HOST-PID-RANDOM`; `orch worker` gives its worker id).
     pub holder: String,
     /// The lease's length: another process takes over at most this long
-    /// (plus `poll`) after the holder stops renewing. Default 15 s.
+    /// (plus `poll`) after the holder stops renewing. Default 15 s. A tick
+    /// left `firing` this long without its run is taken over by the leader.
     pub lease: Duration,
     /// Longest wait between passes (a pause, a resume or a new workflow is
     /// seen within it); the leader also wakes at each tick. Default 1 s.
@@ -120,6 +123,9 @@ pub struct PassReport {
     /// Due ticks another process had claimed already (a leader that lost
     /// its lease while firing): workflow, tick.
     pub taken: Vec<(String, DateTime<Utc>)>,
+    /// Ticks left `firing` by a process that stopped, taken over by this
+    /// pass (`recover.rs`).
+    pub recovered: Vec<Recovered>,
     /// Problems that did not stop the pass (one schedule's store error).
     pub errors: Vec<String>,
     /// The next tick of any active schedule.
@@ -133,7 +139,12 @@ pub struct Scheduler {
     opts: SchedulerOptions,
     /// Runs of this process started by ticks, driven to their end.
     runs: tokio::sync::Mutex<JoinSet<()>>,
+    /// When this process last looked for ticks left `firing`.
+    last_recovery: std::sync::Mutex<Option<DateTime<Utc>>>,
 }
+
+/// How often the leader looks for ticks left `firing` (at most).
+const RECOVER_EVERY: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
 
 /// A scheduler running ([`OrchestrationEngine::scheduler`]).
 #[derive(Debug)]
@@ -246,18 +257,41 @@ pub(crate) async fn fire(
         Ok(false) => return Ok(None),
         Err(e) => return Err((run, format!("cannot claim the tick: {e}"))),
     }
-    start_claimed(engine, wf, rec, detach).await.map(Some)
+    start_claimed(engine, wf, rec, detach).await
 }
 
 /// Starts the run of a tick whose record `rec` (state `firing`, with its
-/// run id) this process holds, and records the outcome.
+/// run id) this process holds, and records the outcome. `Ok(None)` when
+/// the tick is not this process's any more (the leader took it over, see
+/// `recover.rs`) or its run exists already (started by another process
+/// with the same id: the store refuses a second).
 pub(crate) async fn start_claimed(
     engine: &OrchestrationEngine,
     wf: Arc<ValidWorkflow>,
     mut rec: TickRecord,
     detach: bool,
-) -> Result<(RunId, RunHandle), (RunId, String)> {
+) -> Result<Option<(RunId, RunHandle)>, (RunId, String)> {
     let run = rec.run.unwrap_or_default();
+    rec.run = Some(run);
+    let store = engine.store();
+    // Still ours? A process that stalled for longer than the lease after
+    // its claim may have been taken over.
+    let key = tick_key(&rec.workflow, rec.tick);
+    match store
+        .record(orch_model::RecordKind::ScheduleTick, &key)
+        .await
+    {
+        Ok(Some(r)) => {
+            let now: Option<TickRecord> = serde_json::from_value(r.data).ok();
+            if !now
+                .is_some_and(|n| n.state == TickState::Firing && n.by == rec.by && n.run == rec.run)
+            {
+                return Ok(None);
+            }
+        }
+        Ok(None) => return Ok(None),
+        Err(e) => return Err((run, format!("cannot read the tick's record: {e}"))),
+    }
     let mut params = Map::new();
     params.insert(
         SCHEDULE_TIME_PARAM.to_owned(),
@@ -267,13 +301,19 @@ pub(crate) async fn start_claimed(
     req.run_id = Some(run);
     req.detach = detach;
     let started = engine.run(req).await;
-    let store = engine.store();
     match started {
         Ok(handle) => {
             rec.state = TickState::Fired;
-            // The run is started: a failure to note it leaves `firing`.
+            // The run is started: a failure to note it leaves `firing`
+            // (the leader notes it later: the run exists).
             let _ = store.put_record(rec.to_record()).await;
-            Ok((run, handle))
+            Ok(Some((run, handle)))
+        }
+        Err(_) if matches!(store.get_run(run).await, Ok(Some(_))) => {
+            // Another process started the run of this id: the tick fired.
+            rec.state = TickState::Fired;
+            let _ = store.put_record(rec.to_record()).await;
+            Ok(None)
         }
         Err(e) => {
             let msg = e.to_string();
@@ -299,6 +339,7 @@ impl Scheduler {
             engine,
             opts,
             runs: tokio::sync::Mutex::new(JoinSet::new()),
+            last_recovery: std::sync::Mutex::new(None),
         })
     }
 
@@ -329,11 +370,30 @@ impl Scheduler {
         }
         report.leader = true;
         let scheduled = self.engine.scheduled_workflows();
-        if scheduled.is_empty() {
+        let mut stale = self.stale_ticks(now).await?;
+        if scheduled.is_empty() && stale.is_empty() {
             return Ok(report);
         }
         let states = records::states(store.as_ref()).await?;
         let pauses = records::pauses(store.as_ref()).await?;
+        // Stale ticks of workflows that no longer have a schedule: missed.
+        let gone: Vec<String> = stale
+            .keys()
+            .filter(|w| !scheduled.iter().any(|(n, _)| n == *w))
+            .cloned()
+            .collect();
+        for name in gone {
+            let ticks = stale.remove(&name).unwrap_or_default();
+            let mut state = ScheduleState::default();
+            if let Err(e) = self
+                .recover(&name, None, &mut state, ticks, now, false, &mut report)
+                .await
+            {
+                report
+                    .errors
+                    .push(format!("ticks of `{name}` left firing: {e}"));
+            }
+        }
         for (name, wf) in scheduled {
             let Some(s) = schedule_of(&wf) else { continue };
             let paused = pauses.contains_key(&name);
@@ -343,8 +403,28 @@ impl Scheduler {
                 }
             }
             let mut state = states.get(&name).cloned().unwrap_or_default();
+            let mut dirty = false;
+            if let Some(ticks) = stale.remove(&name) {
+                match self
+                    .recover(
+                        &name,
+                        Some(&wf),
+                        &mut state,
+                        ticks,
+                        now,
+                        paused,
+                        &mut report,
+                    )
+                    .await
+                {
+                    Ok(changed) => dirty = changed,
+                    Err(e) => report
+                        .errors
+                        .push(format!("ticks of `{name}` left firing: {e}")),
+                }
+            }
             if let Err(e) = self
-                .one(&name, &wf, &mut state, now, paused, &mut report)
+                .one(&name, &wf, &mut state, now, paused, dirty, &mut report)
                 .await
             {
                 report.errors.push(format!("schedule of `{name}`: {e}"));
@@ -353,7 +433,42 @@ impl Scheduler {
         Ok(report)
     }
 
-    /// Deals with one schedule's due ticks and writes its state.
+    /// The `firing` tick records older than the lease, by workflow, at
+    /// most every [`RECOVER_EVERY`] (none in between).
+    async fn stale_ticks(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<std::collections::HashMap<String, Vec<TickRecord>>, OrchestrationError> {
+        let mut out = std::collections::HashMap::new();
+        {
+            let mut last = self
+                .last_recovery
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.is_some_and(|l| l <= now && now < l + RECOVER_EVERY) {
+                return Ok(out);
+            }
+            *last = Some(now);
+        }
+        let bound = chrono::TimeDelta::from_std(self.opts.lease).unwrap_or(chrono::TimeDelta::MAX);
+        for t in records::ticks(self.engine.store().as_ref(), None).await? {
+            if t.state == TickState::Firing
+                && t.at.checked_add_signed(bound).is_some_and(|b| b <= now)
+            {
+                out.entry(t.workflow.clone())
+                    .or_insert_with(Vec::new)
+                    .push(t);
+            }
+        }
+        for v in out.values_mut() {
+            v.sort_by_key(|t| t.tick);
+        }
+        Ok(out)
+    }
+
+    /// Deals with one schedule's due ticks and writes its state (also when
+    /// nothing is due but `dirty` says it changed).
+    #[allow(clippy::too_many_arguments)]
     async fn one(
         &self,
         name: &str,
@@ -361,6 +476,7 @@ impl Scheduler {
         state: &mut ScheduleState,
         now: DateTime<Utc>,
         paused: bool,
+        dirty: bool,
         report: &mut PassReport,
     ) -> Result<(), OrchestrationError> {
         let store = self.engine.store().clone();
@@ -374,6 +490,9 @@ impl Scheduler {
         };
         let p = plan(s, mark, now, paused);
         if p.is_empty() {
+            if dirty {
+                return records::put_state(store.as_ref(), name, state, now).await;
+            }
             return Ok(());
         }
         if let Some(m) = p.missed {
