@@ -17,7 +17,8 @@ use std::time::Duration;
 const CLAIM: &str = "WITH picked AS MATERIALIZED (
         SELECT t.run_ord, t.idx FROM tasks t
         WHERE t.status = 'ready'
-          AND EXISTS (SELECT 1 FROM runs r WHERE r.ord = t.run_ord AND r.status = 'running')
+          AND EXISTS (SELECT 1 FROM runs r WHERE r.ord = t.run_ord AND r.status = 'running'
+                      AND r.max_parallel IS NULL)
         ORDER BY t.priority DESC, t.run_ord, t.idx
         LIMIT $1
         FOR UPDATE OF t SKIP LOCKED
@@ -33,9 +34,32 @@ const CLAIM: &str = "WITH picked AS MATERIALIZED (
 /// (`$2`: one amount per kind, `Infinity` where not limited), locked.
 const CANDIDATES: &str = "SELECT t.run_ord, t.idx, t.needs FROM tasks t
     WHERE t.status = 'ready'
-      AND EXISTS (SELECT 1 FROM runs r WHERE r.ord = t.run_ord AND r.status = 'running')
+      AND EXISTS (SELECT 1 FROM runs r WHERE r.ord = t.run_ord AND r.status = 'running'
+                  AND r.max_parallel IS NULL)
       AND (t.needs IS NULL OR NOT EXISTS (
           SELECT 1 FROM unnest(t.needs, $2::float8[]) AS x(need, free) WHERE x.need > x.free + 1e-9))
+    ORDER BY t.priority DESC, t.run_ord, t.idx
+    LIMIT $1
+    FOR UPDATE OF t SKIP LOCKED";
+
+/// Claims of runs with a `max_parallel`, first step: those runs, locked
+/// in `ord` order (claimers of one limited run take turns, so that two
+/// never both see room for the same last slot).
+const LIMITED_RUNS: &str = "SELECT ord, max_parallel FROM runs
+    WHERE status = 'running' AND max_parallel IS NOT NULL
+    ORDER BY ord
+    FOR UPDATE";
+
+/// Second step, once they are locked: how many tasks of each run
+/// (`$1`) run now.
+const RUNNING_OF: &str = "SELECT run_ord, count(*) FROM tasks
+    WHERE status = 'running' AND run_ord = ANY($1)
+    GROUP BY run_ord";
+
+/// Third step: a window of the ready tasks of the runs with room (`$2`),
+/// in claim order, locked.
+const LIMITED_CANDIDATES: &str = "SELECT t.run_ord, t.idx, t.needs FROM tasks t
+    WHERE t.status = 'ready' AND t.run_ord = ANY($2)
     ORDER BY t.priority DESC, t.run_ord, t.idx
     LIMIT $1
     FOR UPDATE OF t SKIP LOCKED";
@@ -149,6 +173,109 @@ async fn claim_fitting(
     claims_of(&rows, &req.worker)
 }
 
+/// Claims of the runs with a `max_parallel` (the other claims pass them
+/// over), for up to `max` more tasks that fit `free` (empty: anything):
+/// the runs are locked, their running tasks counted, and each gets at most
+/// its room, in claim order, in one transaction.
+async fn claim_limited(
+    inner: &Inner,
+    req: &ClaimRequest,
+    max: usize,
+    free: &ResourceAmounts,
+    now: DateTime<Utc>,
+) -> Result<Vec<Claim>> {
+    let mut client = inner.client("claim").await?;
+    let tx = client.transaction().await.map_err(db("claim: BEGIN"))?;
+    let runs = tx
+        .query(LIMITED_RUNS, &[])
+        .await
+        .map_err(db("claim: SELECT runs with max_parallel .. FOR UPDATE"))?;
+    if runs.is_empty() {
+        tx.commit().await.map_err(db("claim: COMMIT"))?;
+        return Ok(Vec::new());
+    }
+    let mut rooms: std::collections::HashMap<i64, i64> = runs
+        .iter()
+        .map(|r| (r.get::<_, i64>(0), i64::from(r.get::<_, i32>(1))))
+        .collect();
+    let ords: Vec<i64> = rooms.keys().copied().collect();
+    let running = tx
+        .query(RUNNING_OF, &[&ords])
+        .await
+        .map_err(db("claim: SELECT count(*) of running tasks by run"))?;
+    for r in &running {
+        if let Some(room) = rooms.get_mut(&r.get::<_, i64>(0)) {
+            *room -= r.get::<_, i64>(1);
+        }
+    }
+    rooms.retain(|_, room| *room > 0);
+    let total: i64 = rooms.values().sum();
+    if rooms.is_empty() {
+        tx.commit().await.map_err(db("claim: COMMIT"))?;
+        return Ok(Vec::new());
+    }
+    let with_room: Vec<i64> = rooms.keys().copied().collect();
+    let want = i64::try_from(max).unwrap_or(i64::MAX).min(total);
+    let window = want.saturating_mul(WINDOW_FACTOR as i64);
+    let rows = tx
+        .query(LIMITED_CANDIDATES, &[&window, &with_room])
+        .await
+        .map_err(db(
+            "claim: SELECT ready tasks of limited runs .. SKIP LOCKED",
+        ))?;
+    let mut left = free.clone();
+    let (mut ords, mut idx) = (Vec::new(), Vec::new());
+    for r in &rows {
+        if ords.len() >= max {
+            break;
+        }
+        let ord = r.get::<_, i64>(0);
+        if rooms.get(&ord).is_none_or(|room| *room <= 0) {
+            continue;
+        }
+        let needs: Option<Vec<f64>> = r.get(2);
+        let needs = needs
+            .map(|n| ResourceAmounts::from_dense(&n))
+            .unwrap_or_default();
+        if !free.is_empty() && !left.take_if_fits(&needs) {
+            continue;
+        }
+        if let Some(room) = rooms.get_mut(&ord) {
+            *room -= 1;
+        }
+        ords.push(ord);
+        idx.push(r.get::<_, i32>(1));
+    }
+    if ords.is_empty() {
+        tx.commit().await.map_err(db("claim: COMMIT"))?;
+        return Ok(Vec::new());
+    }
+    let stmt = tx
+        .prepare_cached(LEASE_PICKED)
+        .await
+        .map_err(db("claim: prepare UPDATE tasks (picked)"))?;
+    let rows = tx
+        .query(
+            &stmt,
+            &[&ords, &idx, &req.worker, &lease_until(now, req.lease), &now],
+        )
+        .await
+        .map_err(db(
+            "claim: UPDATE tasks SET status = 'running' (limited runs)",
+        ))?;
+    tx.commit().await.map_err(db("claim: COMMIT"))?;
+    claims_of(&rows, &req.worker)
+}
+
+/// What is left of `free` once `claims` took their needs.
+fn left_after(free: &ResourceAmounts, claims: &[Claim]) -> ResourceAmounts {
+    let mut left = free.clone();
+    for c in claims {
+        left.take_if_fits(&c.needs);
+    }
+    left
+}
+
 #[async_trait]
 impl ClaimStore for PostgresStore {
     async fn claim(&self, req: &ClaimRequest, now: DateTime<Utc>) -> Result<Vec<Claim>> {
@@ -158,23 +285,36 @@ impl ClaimStore for PostgresStore {
         let inner = self.inner.clone();
         let req = req.clone();
         self.call(async move {
-            if !req.free.is_empty() {
-                return claim_fitting(&inner, &req, now).await;
+            let mut claims = if req.free.is_empty() {
+                let client = inner.client("claim").await?;
+                let stmt = client
+                    .prepare_cached(CLAIM)
+                    .await
+                    .map_err(db("claim: prepare UPDATE tasks .. FOR UPDATE SKIP LOCKED"))?;
+                let limit = i64::try_from(req.max).unwrap_or(i64::MAX);
+                let rows = client
+                    .query(
+                        &stmt,
+                        &[&limit, &req.worker, &lease_until(now, req.lease), &now],
+                    )
+                    .await
+                    .map_err(db("claim: UPDATE tasks .. FOR UPDATE SKIP LOCKED"))?;
+                claims_of(&rows, &req.worker)?
+            } else {
+                claim_fitting(&inner, &req, now).await?
+            };
+            // The runs with a `max_parallel` were passed over: what is left
+            // of the claim goes to them.
+            if claims.len() < req.max {
+                let free = if req.free.is_empty() {
+                    ResourceAmounts::default()
+                } else {
+                    left_after(&req.free, &claims)
+                };
+                let more = claim_limited(&inner, &req, req.max - claims.len(), &free, now).await?;
+                claims.extend(more);
             }
-            let client = inner.client("claim").await?;
-            let stmt = client
-                .prepare_cached(CLAIM)
-                .await
-                .map_err(db("claim: prepare UPDATE tasks .. FOR UPDATE SKIP LOCKED"))?;
-            let limit = i64::try_from(req.max).unwrap_or(i64::MAX);
-            let rows = client
-                .query(
-                    &stmt,
-                    &[&limit, &req.worker, &lease_until(now, req.lease), &now],
-                )
-                .await
-                .map_err(db("claim: UPDATE tasks .. FOR UPDATE SKIP LOCKED"))?;
-            claims_of(&rows, &req.worker)
+            Ok(claims)
         })
         .await
     }

@@ -19,7 +19,7 @@
 //! rt.block_on(async {
 //!     let task = NewTask { name: "a".into(), deps: vec![], priority: TaskPriority::Normal, needs: Default::default(), spec: None };
 //!     let id = RunId::new();
-//!     let run = NewRun { id, workflow: "w".into(), definition: "{}".into(), params: Default::default(), tasks: vec![task], parent: None, owner: None };
+//!     let run = NewRun { id, workflow: "w".into(), definition: "{}".into(), params: Default::default(), tasks: vec![task], parent: None, owner: None, max_parallel: None };
 //!     store.create_run(run, chrono::Utc::now()).await?;
 //!     // A worker: claim up to 8 ready tasks with a 30 s lease, run them, complete them.
 //!     for claim in store.claim(&ClaimRequest::new("worker-1", 8, Duration::from_secs(30)), chrono::Utc::now()).await? {

@@ -49,8 +49,8 @@ pub(crate) async fn create(inner: Arc<Inner>, run: NewRun, now: DateTime<Utc>) -
     let id = run.id;
     let ord: i64 = tx
         .query_one(
-            "INSERT INTO runs (id, workflow, status, created_at, params, parent, open_tasks, owner)
-             VALUES ($1, $2, 'running', $3, $4, $5, $6, $7) RETURNING ord",
+            "INSERT INTO runs (id, workflow, status, created_at, params, parent, open_tasks, owner, max_parallel)
+             VALUES ($1, $2, 'running', $3, $4, $5, $6, $7, $8) RETURNING ord",
             &[
                 &id.0,
                 &run.workflow,
@@ -59,6 +59,7 @@ pub(crate) async fn create(inner: Arc<Inner>, run: NewRun, now: DateTime<Utc>) -
                 &run.parent.map(|p| p.0),
                 &(n as i64),
                 &run.owner,
+                &run.max_parallel.map(|m| i32::try_from(m).unwrap_or(i32::MAX)),
             ],
         )
         .await

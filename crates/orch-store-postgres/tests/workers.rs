@@ -273,6 +273,7 @@ fn a_run_of_100k_tasks_is_created_in_batches() {
         tasks,
         parent: None,
         owner: None,
+        max_parallel: None,
     };
     block_on(store.create_run(run, Utc::now())).expect("create 100k tasks");
     let counts = block_on(store.get_run(id))
@@ -302,4 +303,62 @@ fn a_run_of_100k_tasks_is_created_in_batches() {
         (counts.completed, counts.ready, counts.pending),
         (1000, 1000, 98_000)
     );
+}
+
+/// A run with `max_parallel: 3` shared by four claimers, each with a pool
+/// of its own, claiming batches of 8 at once: never more than three of its
+/// tasks are held together (a claimer counts a task from its claim until
+/// just before its completion, so the count is never above the store's),
+/// and every task runs once.
+#[test]
+fn concurrent_claimers_never_exceed_a_runs_max_parallel() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let schema = Schema::new();
+    let id = RunId::new();
+    let mut run = wide(id, 200);
+    run.max_parallel = Some(3);
+    let creator = schema.open();
+    block_on(creator.create_run(run, Utc::now())).expect("create");
+    let held = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let store = schema.open();
+            let (held, most) = (held.clone(), most.clone());
+            std::thread::spawn(move || {
+                let name = format!("w{w}");
+                let mut done = 0;
+                loop {
+                    let claims =
+                        block_on(store.claim(&ClaimRequest::new(&name, 8, LEASE), Utc::now()))
+                            .expect("claim");
+                    if claims.is_empty() {
+                        let run = block_on(store.get_run(id)).expect("get").expect("run");
+                        if run.status != WorkflowStatus::Running {
+                            return done;
+                        }
+                        std::thread::sleep(Duration::from_millis(2));
+                        continue;
+                    }
+                    let now_held = held.fetch_add(claims.len(), Ordering::SeqCst) + claims.len();
+                    most.fetch_max(now_held, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(3));
+                    for c in claims {
+                        held.fetch_sub(1, Ordering::SeqCst);
+                        block_on(store.complete(&c, ok(json!(c.index)), Utc::now()))
+                            .expect("a live claim completes");
+                        done += 1;
+                    }
+                }
+            })
+        })
+        .collect();
+    let done: usize = workers.into_iter().map(|w| w.join().expect("worker")).sum();
+    assert_eq!(done, 200, "every task ran once");
+    let most = most.load(Ordering::SeqCst);
+    assert!(most <= 3, "{most} tasks of the run were held at once");
+    assert!(most >= 2, "the claimers did share the run ({most} at most)");
+    let run = block_on(creator.get_run(id)).expect("get").expect("run");
+    assert_eq!(run.status, WorkflowStatus::Completed);
 }

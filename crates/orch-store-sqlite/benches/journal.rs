@@ -108,6 +108,7 @@ fn new_run(w: &str, deps: &[Vec<u32>]) -> NewRun {
             .collect(),
         parent: None,
         owner: None,
+        max_parallel: None,
     }
 }
 

@@ -54,14 +54,32 @@ impl ClaimStore for SqliteStore {
             };
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT r.id, t.idx, t.name, t.attempt, t.run, t.needs, t.spec FROM runs r JOIN tasks t
+                    "SELECT r.id, t.idx, t.name, t.attempt, t.run, t.needs, t.spec, l.room
+                     FROM runs r
+                     LEFT JOIN (SELECT lr.ord, lr.max_parallel - (
+                                    SELECT COUNT(*) FROM tasks x WHERE x.status = 'running'
+                                      AND x.key BETWEEN lr.ord * 4294967296 AND lr.ord * 4294967296 + 4294967295
+                                ) AS room
+                                FROM runs lr WHERE lr.status = 'running' AND lr.max_parallel IS NOT NULL) l
+                         ON l.ord = r.ord
+                     JOIN tasks t
                          ON t.key BETWEEN r.ord * 4294967296 AND r.ord * 4294967296 + 4294967295
                      WHERE t.status = 'ready' AND r.status = 'running' AND r.quarantined IS NULL
+                       AND (l.room IS NULL OR l.room > 0)
                      ORDER BY t.priority DESC, r.ord, t.idx LIMIT ?1",
                 )
                 .map_err(sql_err)?;
             #[allow(clippy::type_complexity)]
-            let rows: Vec<(String, u32, String, u32, i64, Option<String>, Option<String>)> = stmt
+            let rows: Vec<(
+                String,
+                u32,
+                String,
+                u32,
+                i64,
+                Option<String>,
+                Option<String>,
+                Option<i64>,
+            )> = stmt
                 .query_map(params![window as i64], |r| {
                     Ok((
                         r.get(0)?,
@@ -71,6 +89,7 @@ impl ClaimStore for SqliteStore {
                         r.get(4)?,
                         r.get(5)?,
                         r.get(6)?,
+                        r.get(7)?,
                     ))
                 })
                 .map_err(sql_err)?
@@ -78,9 +97,15 @@ impl ClaimStore for SqliteStore {
                 .map_err(sql_err)?;
             let mut left = free;
             let mut picked = Vec::with_capacity(max.min(rows.len()));
-            for (run, idx, name, attempt, ord, needs, spec) in rows {
+            // What is left of each limited run's `max_parallel` (its tasks
+            // running now, then those picked here, count).
+            let mut rooms: std::collections::HashMap<i64, i64> = std::collections::HashMap::new();
+            for (run, idx, name, attempt, ord, needs, spec, room) in rows {
                 if picked.len() == max {
                     break;
+                }
+                if room.is_some_and(|r| *rooms.entry(ord).or_insert(r) <= 0) {
+                    continue;
                 }
                 let needs: ResourceAmounts = match needs {
                     Some(text) => serde_json::from_str(&text)
@@ -89,6 +114,9 @@ impl ClaimStore for SqliteStore {
                 };
                 if fitting && !left.take_if_fits(&needs) {
                     continue;
+                }
+                if let Some(r) = rooms.get_mut(&ord) {
+                    *r -= 1;
                 }
                 picked.push((run, idx, name, attempt, ord, needs, spec));
             }

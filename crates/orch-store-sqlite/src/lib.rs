@@ -37,7 +37,7 @@
 //! rt.block_on(async {
 //!     let id = orch_model::RunId::new();
 //!     let task = NewTask { name: "a".into(), deps: vec![], priority: TaskPriority::Normal, needs: Default::default(), spec: None };
-//!     let run = NewRun { id, workflow: "w".into(), definition: "{}".into(), params: Default::default(), tasks: vec![task], parent: None, owner: None };
+//!     let run = NewRun { id, workflow: "w".into(), definition: "{}".into(), params: Default::default(), tasks: vec![task], parent: None, owner: None, max_parallel: None };
 //!     store.create_run(run, chrono::Utc::now()).await.unwrap();
 //!     assert_eq!(store.list_runs().await.unwrap().len(), 1);
 //! });

@@ -165,8 +165,10 @@ pub const MIGRATIONS: &[&str] = &[
     // 12: what a worker needs to run a submitted run's task (its step, as
     // the worker wrote it; NULL for the tasks of a run a process drives),
     // handed out with its claims so that no worker reads the whole
-    // definition of a large run.
-    "ALTER TABLE tasks ADD COLUMN spec TEXT;",
+    // definition of a large run; and at most how many tasks of a run
+    // claims hand out at once (NULL: no limit).
+    "ALTER TABLE tasks ADD COLUMN spec TEXT;
+    ALTER TABLE runs ADD COLUMN max_parallel INTEGER;",
 ];
 
 /// The schema version this build writes.

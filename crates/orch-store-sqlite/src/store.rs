@@ -82,8 +82,8 @@ impl Store for SqliteStore {
                 })
                 .map_err(sql_err)?;
             conn.execute(
-                "INSERT INTO runs (id, ord, workflow, status, created_at, params, parent, owner)
-                 VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7)",
+                "INSERT INTO runs (id, ord, workflow, status, created_at, params, parent, owner, max_parallel)
+                 VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7, ?8)",
                 params![
                     id,
                     ord,
@@ -92,6 +92,7 @@ impl Store for SqliteStore {
                     serde_json::to_string(&run.params).map_err(|e| store_err("params", e))?,
                     run.parent.map(|p| p.to_string()),
                     run.owner,
+                    run.max_parallel,
                 ],
             )
             .map_err(|e| match e.sqlite_error_code() {

@@ -24,6 +24,8 @@ struct RunState {
     needs: Vec<ResourceAmounts>,
     /// Each task's spec for workers (empty when no task has one).
     specs: Vec<Option<String>>,
+    /// At most how many of its tasks claims hand out at once.
+    max_parallel: Option<u32>,
     events: Vec<StoredEvent>,
     order: u64,
     /// Tasks not yet in a final state (so "is the run done?" costs O(1)).
@@ -304,6 +306,7 @@ impl Store for MemoryStore {
                 dependents,
                 needs,
                 specs,
+                max_parallel: run.max_parallel,
                 events: Vec::new(),
                 order,
             },
@@ -550,11 +553,29 @@ impl ClaimStore for MemoryStore {
                 })
                 .collect();
         candidates.sort();
+        // What is left of each limited run's `max_parallel`.
+        let mut rooms: std::collections::HashMap<RunId, usize> = inner
+            .runs
+            .values()
+            .filter(|r| r.record.status == WorkflowStatus::Running)
+            .filter_map(|r| {
+                let limit = r.max_parallel? as usize;
+                let running = r
+                    .tasks
+                    .iter()
+                    .filter(|t| t.status == TaskStatus::Running)
+                    .count();
+                Some((r.record.id, limit.saturating_sub(running)))
+            })
+            .collect();
         let mut free = req.free.clone();
         let mut out = Vec::new();
         for (_, _, index, run) in candidates {
             if out.len() >= req.max {
                 break;
+            }
+            if rooms.get(&run).is_some_and(|&left| left == 0) {
+                continue;
             }
             let Some(r) = inner.runs.get_mut(&run) else {
                 continue;
@@ -568,6 +589,9 @@ impl ClaimStore for MemoryStore {
                 continue;
             }
             free.take_if_fits(&needs);
+            if let Some(left) = rooms.get_mut(&run) {
+                *left -= 1;
+            }
             t.attempt += 1;
             t.started_at = Some(now);
             t.lease = Some(Lease {

@@ -145,6 +145,7 @@ fn a_resumed_run_does_not_rerun_finished_steps_and_reruns_interrupted_ones() {
                     tasks,
                     parent: None,
                     owner: None,
+                    max_parallel: None,
                 },
                 now,
             )

@@ -787,3 +787,51 @@ fn a_run_past_its_timeout_starts_nothing_more_on_a_worker() {
         w.stop().await;
     });
 }
+
+#[test]
+fn two_workers_run_no_more_of_a_run_at_once_than_its_max_parallel() {
+    rt().block_on(async {
+        let store = memory();
+        let dir = tempfile::tempdir().expect("dir");
+        let settings = RunSettings {
+            work_dir: Some(dir.path().to_path_buf()),
+            max_parallel: Some(2),
+            ..RunSettings::default()
+        };
+        let mut text = "name: limited\nsteps:\n".to_owned();
+        for i in 0..8 {
+            text.push_str(&format!(
+                "  - {{ name: s{i}, module: shell, action: exec, parameters: {{ program: sleep, args: ['0.1'] }} }}\n"
+            ));
+        }
+        let run = submit(
+            store.as_ref(),
+            &yaml(&text),
+            &ActionRegistry::with_builtins(),
+            &Map::new(),
+            &settings,
+            RunId::new(),
+        )
+        .await
+        .expect("submitted");
+        let (w1, w2) = (start(&store, options("w1")), start(&store, options("w2")));
+        assert_eq!(finished(&store, run).await, WorkflowStatus::Completed);
+        let tasks = store.tasks(run).await.expect("tasks");
+        // The most steps whose [claimed, completed] spans overlap.
+        let mut edges: Vec<(chrono::DateTime<Utc>, i32)> = Vec::new();
+        for t in &tasks {
+            edges.push((t.started_at.expect("started"), 1));
+            edges.push((t.finished_at.expect("finished"), -1));
+        }
+        // At one instant an end comes before a start (a slot freed, then taken).
+        edges.sort();
+        let (mut now, mut most) = (0, 0);
+        for (_, d) in edges {
+            now += d;
+            most = most.max(now);
+        }
+        assert_eq!(most, 2, "{tasks:?}");
+        let (s1, s2) = (w1.stop().await, w2.stop().await);
+        assert_eq!(s1.completed + s2.completed, 8);
+    });
+}

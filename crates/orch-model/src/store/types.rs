@@ -38,6 +38,12 @@ pub struct NewRun {
     /// interrupted).
     #[serde(default)]
     pub owner: Option<String>,
+    /// At most how many of its tasks claims hand out at once, to all
+    /// claimers together (a submitted run's `max_parallel`; 1 for a
+    /// sequential one). `None`: no limit. A run one process drives limits
+    /// itself and leaves this `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel: Option<u32>,
 }
 
 /// A task of a new run.

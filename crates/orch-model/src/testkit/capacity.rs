@@ -40,6 +40,7 @@ fn sized(id: RunId) -> NewRun {
         ],
         parent: None,
         owner: None,
+        max_parallel: None,
     }
 }
 

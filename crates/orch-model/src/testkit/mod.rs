@@ -56,7 +56,9 @@ pub use runs::{
     create_and_read, listing_counts_tasks, resuming_and_cancelling, run_status_follows_its_tasks,
     runs_keep_their_owner, runs_keep_their_parent, taking_over_a_run,
 };
-pub use spec::{a_record_is_read_by_its_key, claims_carry_the_tasks_spec};
+pub use spec::{
+    a_record_is_read_by_its_key, claims_carry_the_tasks_spec, claims_keep_a_runs_max_parallel,
+};
 use std::time::Duration;
 
 fn t0() -> DateTime<Utc> {
@@ -94,6 +96,7 @@ fn diamond(id: RunId) -> NewRun {
         ],
         parent: None,
         owner: None,
+        max_parallel: None,
     }
 }
 
@@ -154,6 +157,7 @@ macro_rules! store_conformance_tests {
             exactly_one_of_many_leads,
             claims_carry_the_tasks_spec,
             a_record_is_read_by_its_key,
+            claims_keep_a_runs_max_parallel,
         );
     };
     (bare: $make:expr) => {

@@ -220,6 +220,7 @@ pub async fn run_status_follows_its_tasks(store: &dyn Store) {
         }],
         parent: None,
         owner: None,
+        max_parallel: None,
     };
     let good = RunId::new();
     store.create_run(single(good), t0()).await.expect("create");
@@ -477,6 +478,7 @@ pub async fn runs_keep_their_owner(store: &dyn Store) {
         .create_run(
             NewRun {
                 owner: Some("host:1:abc".into()),
+                max_parallel: None,
                 ..diamond(owned)
             },
             t0(),

@@ -102,3 +102,80 @@ pub async fn a_record_is_read_by_its_key(store: &dyn Store) {
         None
     );
 }
+
+/// A run's `max_parallel` ([`NewRun::max_parallel`]) bounds how many of its
+/// tasks are claimed at once, by every claimer together: claims hand out
+/// no more than the room left (running tasks count), pass the run over
+/// while it is full (other runs' tasks are still handed out), and give
+/// room back as its tasks complete, are handed back or are reclaimed.
+pub async fn claims_keep_a_runs_max_parallel(store: &dyn Store) {
+    if !store.capabilities().claims {
+        return;
+    }
+    let wide = |id, name: &str, n: usize, max_parallel| NewRun {
+        id,
+        workflow: name.into(),
+        definition: format!(r#"{{"name":"{name}"}}"#),
+        params: Map::new(),
+        tasks: (0..n)
+            .map(|i| NewTask {
+                name: format!("{name}{i}"),
+                deps: Vec::new(),
+                priority: TaskPriority::Normal,
+                needs: ResourceAmounts::default(),
+                spec: None,
+            })
+            .collect(),
+        parent: None,
+        owner: None,
+        max_parallel,
+    };
+    let (limited, free) = (RunId::new(), RunId::new());
+    store
+        .create_run(wide(limited, "l", 5, Some(2)), at(0))
+        .await
+        .expect("create the limited run");
+    store
+        .create_run(wide(free, "f", 3, None), at(0))
+        .await
+        .expect("create the other run");
+    let of = |claims: &[Claim], run: RunId| claims.iter().filter(|c| c.run == run).count();
+    let first = store
+        .claim(&ClaimRequest::new("w1", 10, LEASE), at(1))
+        .await
+        .expect("claim");
+    assert_eq!(of(&first, limited), 2, "two of the limited run: {first:?}");
+    assert_eq!(of(&first, free), 3, "the other run is not held back");
+    // Full: another claimer gets nothing of it.
+    let none = store
+        .claim(&ClaimRequest::new("w2", 10, LEASE), at(2))
+        .await
+        .expect("claim while full");
+    assert!(none.is_empty(), "{none:?}");
+    // A completion gives one slot back.
+    let mine: Vec<&Claim> = first.iter().filter(|c| c.run == limited).collect();
+    store
+        .complete(mine[0], ok(json!(null)), at(3))
+        .await
+        .expect("complete");
+    let one = store
+        .claim(&ClaimRequest::new("w2", 10, LEASE), at(4))
+        .await
+        .expect("claim after a completion");
+    assert_eq!(of(&one, limited), 1, "{one:?}");
+    // Handing one back gives its slot back.
+    assert!(store.release_claim(mine[1], at(5)).await.expect("release"));
+    let back = store
+        .claim(&ClaimRequest::new("w3", 10, LEASE), at(6))
+        .await
+        .expect("claim after a hand-back");
+    assert_eq!(of(&back, limited), 1, "{back:?}");
+    // Leases that lapse are reclaimed: the room is the limit again, no more.
+    let later = at(6) + chrono::Duration::seconds(LEASE.as_secs() as i64 * 2);
+    store.reclaim_expired(later).await.expect("reclaim");
+    let after = store
+        .claim(&ClaimRequest::new("w4", 10, LEASE), later)
+        .await
+        .expect("claim after reclaiming");
+    assert_eq!(of(&after, limited), 2, "{after:?}");
+}

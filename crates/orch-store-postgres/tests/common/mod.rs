@@ -114,5 +114,6 @@ pub fn wide(id: RunId, n: usize) -> NewRun {
             .collect(),
         parent: None,
         owner: None,
+        max_parallel: None,
     }
 }

@@ -26,5 +26,6 @@ pub fn run(id: RunId) -> NewRun {
         }],
         parent: None,
         owner: None,
+        max_parallel: None,
     }
 }

@@ -7,7 +7,8 @@ use crate::action::ActionRegistry;
 use chrono::Utc;
 use orch_model::store::{Record, RecordKind, ResourceAmounts};
 use orch_model::{
-    NewRun, NewTask, OrchestrationError, RunId, RunSettings, SavedRun, Store, ValidWorkflow, cut,
+    ExecutionMode, NewRun, NewTask, OrchestrationError, RunId, RunSettings, SavedRun, Store,
+    ValidWorkflow, cut,
 };
 use serde_json::{Map, Value};
 
@@ -49,6 +50,7 @@ pub fn new_run(
         tasks,
         parent,
         owner: None,
+        max_parallel: None,
     })
 }
 
@@ -119,6 +121,12 @@ pub fn for_workers(
     })?;
     let mut run = new_run(id, wf, params, settings, None)?;
     cut_steps(&mut run, wf)?;
+    // The store hands out no more of its tasks at once, to all workers.
+    run.max_parallel = match (settings.mode, settings.max_parallel) {
+        (Some(ExecutionMode::Sequential), _) => Some(1),
+        (_, Some(n)) => Some(u32::try_from(n.max(1)).unwrap_or(u32::MAX)),
+        (_, None) => None,
+    };
     let record = Record {
         kind: RecordKind::RunContext,
         key: id.to_string(),
