@@ -337,6 +337,7 @@ impl OrchestrationEngine {
                         mode: req.mode,
                         max_parallel: req.max_parallel,
                         run_timeout: req.run_timeout,
+                        no_cache: req.no_cache,
                     },
                     cancel.clone(),
                     tx,

@@ -22,6 +22,7 @@ pub(crate) struct Submission {
     pub(crate) mode: Option<ExecutionMode>,
     pub(crate) max_parallel: Option<usize>,
     pub(crate) run_timeout: Option<Duration>,
+    pub(crate) no_cache: bool,
 }
 
 /// Most time between two looks at the store while following a run.
@@ -50,6 +51,7 @@ impl OrchestrationEngine {
                 .run_timeout
                 .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
             retry_of: None,
+            no_cache: s.no_cache,
         };
         let store = self.inner.store.clone();
         orch_tasks::worker::submit(

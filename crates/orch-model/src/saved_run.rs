@@ -65,6 +65,11 @@ pub struct RunSettings {
     /// completed steps it kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_of: Option<crate::RunId>,
+    /// `--no-cache`: its `cache:` steps run and store what they return;
+    /// nothing is served from the cache (kept for the workers of a
+    /// submitted run).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_cache: bool,
 }
 
 /// A run's saved definition: the validated workflow and how it was started.
@@ -305,6 +310,7 @@ mod tests {
                 max_parallel: Some(3),
                 run_timeout_ms: Some(1500),
                 retry_of: Some(crate::RunId::new()),
+                no_cache: true,
             },
         };
         let text = saved.to_json().expect("json");

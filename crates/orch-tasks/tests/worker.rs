@@ -835,3 +835,59 @@ fn two_workers_run_no_more_of_a_run_at_once_than_its_max_parallel() {
         assert_eq!(s1.completed + s2.completed, 8);
     });
 }
+
+#[test]
+fn a_cache_step_on_a_worker_is_served_from_the_stores_cache_the_second_time() {
+    rt().block_on(async {
+        let store = memory();
+        let dir = tempfile::tempdir().expect("dir");
+        let text = "name: cached\nsteps:\n  - { name: count, module: shell, action: script, parameters: { script: 'echo x >> runs.txt; wc -l < runs.txt' }, cache: true }\n  - { name: after, module: core, action: set, parameters: { value: '${count.result.stdout}' }, dependencies: [count] }\n";
+        let submit_with = |no_cache: bool| {
+            let store = store.clone();
+            let dir = dir.path().to_path_buf();
+            async move {
+                let settings = RunSettings {
+                    work_dir: Some(dir),
+                    no_cache,
+                    ..RunSettings::default()
+                };
+                submit(
+                    store.as_ref(),
+                    &yaml(text),
+                    &ActionRegistry::with_builtins(),
+                    &Map::new(),
+                    &settings,
+                    RunId::new(),
+                )
+                .await
+                .expect("submitted")
+            }
+        };
+        let w = start(&store, options("w"));
+        let lines = || {
+            std::fs::read_to_string(dir.path().join("runs.txt"))
+                .unwrap_or_default()
+                .lines()
+                .count()
+        };
+        let first = submit_with(false).await;
+        assert_eq!(finished(&store, first).await, WorkflowStatus::Completed);
+        assert_eq!(lines(), 1);
+        let second = submit_with(false).await;
+        assert_eq!(finished(&store, second).await, WorkflowStatus::Completed);
+        assert_eq!(lines(), 1, "the second run was served from the cache");
+        let tasks = store.tasks(second).await.expect("tasks");
+        let r = tasks[0].result.as_ref().expect("a result");
+        assert!(r.cached, "{r:?}");
+        assert_eq!(
+            tasks[1].result.as_ref().expect("after").data,
+            json!("1\n"),
+            "the cached result reaches the dependent"
+        );
+        // --no-cache: it runs again.
+        let third = submit_with(true).await;
+        assert_eq!(finished(&store, third).await, WorkflowStatus::Completed);
+        assert_eq!(lines(), 2);
+        w.stop().await;
+    });
+}

@@ -204,6 +204,7 @@ pub(super) async fn create_run(
             .run_timeout
             .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
         retry_of: None,
+        no_cache: false,
     };
     let mut run = crate::worker::new_run(opts.run_id, wf, params.clone(), &settings, opts.parent)?;
     // This process drives it from the start: no reader sees it ownerless.

@@ -4,6 +4,7 @@
 //! (or, when the claim went stale, nothing).
 
 use super::Shared;
+use super::cache::{self, Lookup};
 use super::complete::Completion;
 use super::definitions::{ClaimScope, ClaimStep, RunDef};
 use crate::action::ActionContext;
@@ -134,10 +135,32 @@ async fn serve_inner(sh: &Shared, claim: &Claim, reserved: bool) -> End {
         );
         return finish(sh, claim, failed("ModuleNotFound", msg)).await;
     };
+    // The result cache, with the key a run one process drives computes.
+    let key = {
+        let scope = ClaimScope {
+            def: &def,
+            run: claim.run,
+            deps: &deps,
+        };
+        let work_dir = sh.work_dir_for(&def);
+        cache::key_of(store, &cs, &params, &deps, &work_dir, &scope)
+    };
+    let cache_key = match cache::look_up(store, &cs, key, def.settings.no_cache).await {
+        Lookup::Hit(result) => return finish(sh, claim, TaskOutcome::Succeeded { result }).await,
+        Lookup::Miss(key) => Some(key),
+        Lookup::Off => None,
+    };
+    let attempt = Prepared {
+        def: &def,
+        cs: &cs,
+        action,
+        params,
+        cache_key,
+    };
     let token = sh.hard.child_token();
     if reserved {
         // Its share was taken when the store handed it out.
-        return run_attempt(sh, claim, &def, &cs, action, params, token).await;
+        return run_attempt(sh, claim, attempt, token).await;
     }
     // A store that does not fit claims to capacities: the worker checks.
     // Its share of the worker's capacity: never more than declared.
@@ -164,22 +187,30 @@ async fn serve_inner(sh: &Shared, claim: &Claim, reserved: bool) -> End {
             }
         }
     }
-    let end = run_attempt(sh, claim, &def, &cs, action, params, token).await;
+    let end = run_attempt(sh, claim, attempt, token).await;
     sh.pool.give(&needs);
     end
 }
 
-/// The attempt itself, its lease renewed every lease/3 while it runs.
-#[allow(clippy::too_many_arguments)]
-async fn run_attempt(
-    sh: &Shared,
-    claim: &Claim,
-    def: &RunDef,
-    cs: &ClaimStep<'_>,
+/// What an attempt of a claimed step runs with.
+struct Prepared<'a> {
+    def: &'a RunDef,
+    cs: &'a ClaimStep<'a>,
     action: Arc<dyn crate::action::Action>,
     params: Value,
-    token: CancellationToken,
-) -> End {
+    /// Where a success is cached.
+    cache_key: Option<String>,
+}
+
+/// The attempt itself, its lease renewed every lease/3 while it runs.
+async fn run_attempt(sh: &Shared, claim: &Claim, p: Prepared<'_>, token: CancellationToken) -> End {
+    let Prepared {
+        def,
+        cs,
+        action,
+        params,
+        cache_key,
+    } = p;
     let store = sh.store.as_ref();
     let step = cs.step();
     let work_dir = sh.work_dir_for(def);
@@ -344,6 +375,9 @@ async fn run_attempt(
             .await;
         }
     };
+    if let (Some(key), TaskStatus::Completed) = (cache_key, outcome.status) {
+        cache::store_result(store, key, &outcome.result.data).await;
+    }
     finish(sh, claim, stored(outcome)).await
 }
 

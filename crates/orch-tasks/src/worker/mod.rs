@@ -41,6 +41,7 @@
 //! PostgreSQL's LISTEN/NOTIFY) or its poll interval, whichever comes first;
 //! another source of wake-ups plugs in through [`WakeUp`].
 
+mod cache;
 mod capacity;
 mod claim;
 mod complete;
