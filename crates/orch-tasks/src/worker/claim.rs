@@ -11,7 +11,7 @@ use crate::action::ActionContext;
 use crate::executor::{Attempt, AttemptPolicy, Outcome, OutcomeSink};
 use crate::release::{Gate, Release, decide};
 use chrono::Utc;
-use orch_model::store::{ResourceAmounts, StoredEvent};
+use orch_model::store::{ResourceAmounts, StoredEvent, TaskRecord};
 use orch_model::{Claim, OrchestrationError, TaskOutcome, TaskResult, TaskStatus, WorkflowStatus};
 use serde_json::{Map, Value, json};
 use std::sync::{Arc, Mutex};
@@ -51,8 +51,14 @@ impl OutcomeSink for OneShot {
 
 /// Serves one claim to its end. `reserved`: the claim's needs were taken
 /// from the worker's pool when it arrived (they are given back here).
-pub(crate) async fn serve(sh: Arc<Shared>, claim: Claim, reserved: bool) -> End {
-    let end = serve_inner(&sh, &claim, reserved).await;
+/// `deps`: its dependencies' records when they were read with its batch.
+pub(crate) async fn serve(
+    sh: Arc<Shared>,
+    claim: Claim,
+    reserved: bool,
+    deps: Option<Vec<TaskRecord>>,
+) -> End {
+    let end = serve_inner(&sh, &claim, reserved, deps).await;
     if reserved {
         sh.pool.give(&claim.needs);
     }
@@ -60,7 +66,12 @@ pub(crate) async fn serve(sh: Arc<Shared>, claim: Claim, reserved: bool) -> End 
     end
 }
 
-async fn serve_inner(sh: &Shared, claim: &Claim, reserved: bool) -> End {
+async fn serve_inner(
+    sh: &Shared,
+    claim: &Claim,
+    reserved: bool,
+    pre: Option<Vec<TaskRecord>>,
+) -> End {
     let store = sh.store.as_ref();
     let def = match sh.defs.get(store, claim).await {
         Ok(d) => d,
@@ -80,7 +91,9 @@ async fn serve_inner(sh: &Shared, claim: &Claim, reserved: bool) -> End {
     };
     let step = cs.step();
     // The release rule, over the dependencies' final states as stored.
-    let deps = if cs.deps.is_empty() {
+    let deps = if let Some(d) = pre.filter(|d| d.len() == cs.deps.len()) {
+        d
+    } else if cs.deps.is_empty() {
         Vec::new()
     } else {
         match store.task_records(claim.run, &cs.deps).await {

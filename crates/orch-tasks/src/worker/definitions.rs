@@ -324,3 +324,53 @@ impl Scope for ClaimScope<'_> {
         self.def.settings.project_path.clone()
     }
 }
+
+/// The records of the dependencies of the claims of one batch that carry
+/// their step (the others read theirs when they are served), read with one
+/// `task_records` per run instead of one per claim: by claim. A claim
+/// missing from the answer (a spec that does not read, a store error)
+/// reads its own when it is served.
+pub(crate) async fn prefetch_deps(
+    store: &dyn Store,
+    claims: &[Claim],
+) -> FxHashMap<(RunId, u32), Vec<TaskRecord>> {
+    /// Only the dependencies of a [`TaskSpec`]: its step is skipped unread.
+    #[derive(Deserialize)]
+    struct Deps {
+        #[serde(default)]
+        deps: Vec<u32>,
+    }
+    let mut by_run: FxHashMap<RunId, Vec<(u32, Vec<u32>)>> = FxHashMap::default();
+    for c in claims {
+        let Some(spec) = &c.spec else { continue };
+        let Ok(d) = serde_json::from_str::<Deps>(spec) else {
+            continue;
+        };
+        by_run.entry(c.run).or_default().push((c.index, d.deps));
+    }
+    let mut out = FxHashMap::default();
+    for (run, wanted) in by_run {
+        let mut all: Vec<u32> = wanted.iter().flat_map(|(_, d)| d.iter().copied()).collect();
+        all.sort_unstable();
+        all.dedup();
+        let records = if all.is_empty() {
+            Vec::new()
+        } else {
+            match store.task_records(run, &all).await {
+                Ok(r) => r,
+                Err(_) => continue,
+            }
+        };
+        let by_index: FxHashMap<u32, &TaskRecord> = records.iter().map(|t| (t.index, t)).collect();
+        for (index, deps) in wanted {
+            let mine: Vec<TaskRecord> = deps
+                .iter()
+                .filter_map(|d| by_index.get(d).map(|t| (*t).clone()))
+                .collect();
+            if mine.len() == deps.len() {
+                out.insert((run, index), mine);
+            }
+        }
+    }
+    out
+}

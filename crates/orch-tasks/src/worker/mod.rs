@@ -392,12 +392,14 @@ impl Worker {
                         claimed = claims.len();
                         summary.claimed += claims.len() as u64;
                         started_events(&sh, &claims).await;
+                        let mut deps = definitions::prefetch_deps(sh.store.as_ref(), &claims).await;
                         for c in claims {
                             sh.hold(&c);
                             // The store handed it out as fitting what is
                             // free: its share is held from now on.
                             let reserved = sh.fitted && sh.pool.try_take(&c.needs);
-                            running.spawn(claim::serve(sh.clone(), c, reserved));
+                            let pre = deps.remove(&(c.run, c.index));
+                            running.spawn(claim::serve(sh.clone(), c, reserved, pre));
                         }
                         changed |= claimed > 0;
                     }
