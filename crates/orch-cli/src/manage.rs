@@ -275,8 +275,11 @@ pub fn status(config: Option<&Path>, json_out: bool) -> u8 {
     let engine = engine_or_exit!(config);
     let s = engine.get_system_status();
     let workers = crate::worker::report(&engine);
+    let schedules = crate::schedule::for_status(&engine);
     if json_out {
-        println!("{}", pretty(&crate::worker::with_workers(&s, &workers)));
+        let mut v = crate::worker::with_workers(&s, &workers);
+        schedules.add_to(&mut v);
+        println!("{}", pretty(&v));
         return exit::OK;
     }
     println!("orch status at {}", s.timestamp.to_rfc3339());
@@ -312,6 +315,7 @@ pub fn status(config: Option<&Path>, json_out: bool) -> u8 {
         println!("    {line}");
     }
     crate::worker::print_workers(&workers);
+    schedules.print();
     exit::OK
 }
 

@@ -427,3 +427,108 @@ pub(crate) fn start(
         }
     }
 }
+
+/// What `orch status` shows of the schedules: each scheduled workflow and
+/// who fires them; `Err` when the store cannot say (then `orch status`
+/// notes why, and only when some workflow has a schedule).
+pub(crate) struct StatusSchedules(Result<(Vec<ScheduleInfo>, Option<Leader>), String>);
+
+/// The `scheduler` lease's holder and the end of its lease.
+type Leader = (String, DateTime<Utc>);
+
+/// Reads the schedules for `orch status`.
+pub(crate) fn for_status(engine: &OrchestrationEngine) -> StatusSchedules {
+    let now = Utc::now();
+    let read = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))
+        .and_then(|rt| {
+            rt.block_on(async {
+                let infos = engine.schedules(now).await?;
+                let leader = engine.schedule_leader(now).await?;
+                Ok::<_, orch_model::OrchestrationError>((infos, leader))
+            })
+            .map_err(|e| e.to_string())
+        });
+    StatusSchedules(match read {
+        Err(_) if engine.scheduled_workflows().is_empty() => Ok((Vec::new(), None)),
+        other => other,
+    })
+}
+
+impl StatusSchedules {
+    /// Adds `schedules` (and `scheduler`, who fires them, or
+    /// `schedules_error`) to `orch status --json`'s object.
+    pub(crate) fn add_to(&self, v: &mut serde_json::Value) {
+        let serde_json::Value::Object(m) = v else {
+            return;
+        };
+        match &self.0 {
+            Ok((infos, leader)) => {
+                m.insert("schedules".into(), json!(infos));
+                m.insert(
+                    "scheduler".into(),
+                    json!(
+                        leader
+                            .as_ref()
+                            .map(|(h, u)| json!({"holder": h, "until": u}))
+                    ),
+                );
+            }
+            Err(e) => {
+                m.insert("schedules_error".into(), json!(e));
+            }
+        }
+    }
+
+    /// Prints the schedules' lines of `orch status` (nothing when no
+    /// workflow has a schedule).
+    pub(crate) fn print(&self) {
+        let (infos, leader) = match &self.0 {
+            Ok((infos, _)) if infos.is_empty() => return,
+            Ok(v) => v,
+            Err(e) => {
+                println!("  schedules:  cannot be read: {}", escape_line(e));
+                return;
+            }
+        };
+        println!(
+            "  schedules:  {} ({})",
+            infos.len(),
+            match leader {
+                Some((h, u)) => format!("fired by {h}, its lease runs to {}", text(*u)),
+                None => "no scheduler runs now: `orch serve` or `orch worker` fires them".into(),
+            }
+        );
+        let mut t = Table::new(&[
+            "WORKFLOW",
+            "SCHEDULE",
+            "STATE",
+            "NEXT",
+            "LAST FIRED",
+            "LAST MISSED",
+        ]);
+        for i in infos {
+            t.row([
+                i.workflow.clone(),
+                i.schedule.clone(),
+                if i.paused.is_some() {
+                    "paused".to_owned()
+                } else {
+                    "active".to_owned()
+                },
+                i.next.map_or_else(|| "-".to_owned(), text),
+                i.last_fired
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), last_word),
+                i.last_missed
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), last_word),
+            ]);
+        }
+        for line in t.lines() {
+            println!("    {}", escape_line(&line));
+        }
+    }
+}

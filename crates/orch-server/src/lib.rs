@@ -28,6 +28,7 @@ mod ui;
 mod output;
 mod projects;
 mod runs;
+mod schedules;
 mod stream;
 mod system;
 mod workflows;

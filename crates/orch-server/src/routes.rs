@@ -1,7 +1,7 @@
 //! The route table: every route's method, path, summary, body and query, from which both the router and `/openapi.json` are made (so the two cannot differ).
 
 use crate::error::{ApiError, ApiResult};
-use crate::{AppState, metrics, projects, runs, stream, system, workflows};
+use crate::{AppState, metrics, projects, runs, schedules, stream, system, workflows};
 use axum::Json;
 use axum::http::{Method, Uri};
 use axum::routing::{MethodFilter, MethodRouter, on};
@@ -110,6 +110,10 @@ pub static ROUTES: &[Route] = &[
     route!(POST "/runs/{id}/retry", "Retry a failed or cancelled run as a new run that keeps its completed steps", runs::retry, ok = 202, query = &[
         ("from", "a step to run again, with what depends on it, even if it completed"),
     ]),
+    route!(GET "/schedules", "The scheduled workflows: schedule, catch-up policy, pause, next tick, counts, last fired and missed ticks; and who fires them", schedules::list),
+    route!(POST "/schedules/{name}/pause", "Pause a schedule in every process: no tick fires until it is resumed", schedules::pause),
+    route!(POST "/schedules/{name}/resume", "Resume a paused schedule: its next tick fires", schedules::resume),
+    route!(POST "/schedules/{name}/trigger", "Run a scheduled workflow now, with ${schedule.time} set to now (paused or not)", schedules::trigger, ok = 202),
     route!(GET "/templates", "The project templates", projects::templates),
     route!(GET "/projects", "The projects, with a summary", projects::list),
     route!(POST "/projects", "Create a project from a template", projects::create, ok = 201, body = Some("ProjectCreate")),

@@ -181,7 +181,7 @@ pub(crate) async fn start(
 const RECORD_WAIT: Duration = Duration::from_secs(30);
 
 /// Waits until run `id` is in the store (or its task has ended without it).
-async fn wait_recorded(st: &AppState, id: RunId) -> ApiResult<()> {
+pub(crate) async fn wait_recorded(st: &AppState, id: RunId) -> ApiResult<()> {
     let deadline = tokio::time::Instant::now() + RECORD_WAIT;
     let mut pause = Duration::from_millis(1);
     loop {

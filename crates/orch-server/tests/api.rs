@@ -192,6 +192,9 @@ impl Server {
 
 const GREET: &str = "name: greet\nsteps:\n  - name: hello\n    module: shell\n    action: exec\n    parameters: { program: echo, args: [\"hi there\"] }\n  - name: after\n    module: core\n    action: set\n    parameters: { value: 42 }\n    dependencies: [hello]\n";
 
+/// A scheduled workflow whose step returns its `${schedule.time}`.
+const HOURLY: &str = "name: hourly\nschedule: {every: 1h}\nsteps:\n  - name: at\n    module: core\n    action: set\n    parameters: { value: \"${schedule.time}\" }\n";
+
 /// Every route of the table, called over HTTP; the test fails when a route
 /// is added without being called here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -429,6 +432,44 @@ async fn every_route_answers_over_http() {
     )
     .await
     .error(409, "INVALID_STATE");
+
+    // Schedules: a scheduled workflow saved, listed, paused, resumed, triggered.
+    let saved = s
+        .call(
+            "PUT",
+            "/workflows/hourly",
+            Some(json!({"definition": HOURLY})),
+        )
+        .await;
+    assert_eq!(saved.status, 200, "{}", saved.body);
+    let l = call("GET", "/schedules", "/schedules", None).await.json();
+    assert_eq!(l["schedules"][0]["workflow"], json!("hourly"), "{l}");
+    let p = call(
+        "POST",
+        "/schedules/{name}/pause",
+        "/schedules/hourly/pause",
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(p["changed"], json!(true), "{p}");
+    let r = call(
+        "POST",
+        "/schedules/{name}/resume",
+        "/schedules/hourly/resume",
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(r["changed"], json!(true), "{r}");
+    let tr = call(
+        "POST",
+        "/schedules/{name}/trigger",
+        "/schedules/hourly/trigger",
+        None,
+    )
+    .await;
+    assert_eq!(tr.status, 202, "{}", tr.body);
 
     // Projects.
     let t = call("GET", "/templates", "/templates", None).await.json();
@@ -910,4 +951,135 @@ async fn cors_answers_only_the_origin_it_was_given() {
         )
         .await;
     assert!(r.header("access-control-allow-origin").is_none(), "{r:?}");
+}
+
+/// Schedules over HTTP: listed with their state, paused and resumed (seen
+/// by the listing), triggered (a run with its tick as `${schedule.time}`,
+/// recorded as the schedule's last fired tick); unknown, unscheduled and
+/// badly named workflows refused with what to do; the token required.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_are_listed_paused_resumed_and_triggered() {
+    let s = start(ServerConfig::default()).await;
+    let empty = s.call("GET", "/schedules", None).await.json();
+    assert_eq!(empty["schedules"], json!([]), "{empty}");
+    for (name, def) in [("hourly", HOURLY), ("greet", GREET)] {
+        let r = s
+            .call(
+                "PUT",
+                &format!("/workflows/{name}"),
+                Some(json!({"definition": def})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let l = s.call("GET", "/schedules", None).await.json();
+    let list = l["schedules"].as_array().expect("schedules");
+    assert_eq!(list.len(), 1, "only the scheduled workflow: {l}");
+    let one = &list[0];
+    assert_eq!(one["workflow"], json!("hourly"));
+    assert_eq!(one["schedule"], json!("every 1h"), "{one}");
+    assert_eq!(one["catch_up"], json!("latest"), "{one}");
+    assert!(one.get("paused").is_none(), "{one}");
+    let next = one["next"].as_str().expect("a next tick");
+    assert!(next.ends_with(":00:00Z"), "{next}");
+    // memory:// has no leases: nobody is named.
+    assert_eq!(l["leader"], json!(null), "{l}");
+
+    // Pause: seen by the listing, with who; a second pause changes nothing.
+    let p = s.call("POST", "/schedules/hourly/pause", None).await;
+    assert_eq!(p.status, 200, "{}", p.body);
+    let p = p.json();
+    assert_eq!(
+        (p["paused"].clone(), p["changed"].clone()),
+        (json!(true), json!(true))
+    );
+    assert!(p["schedule"]["paused"]["by"].is_string(), "{p}");
+    assert!(
+        p["schedule"].get("next").is_none(),
+        "no next tick while paused: {p}"
+    );
+    let again = s.call("POST", "/schedules/hourly/pause", None).await.json();
+    assert_eq!(again["changed"], json!(false), "{again}");
+    let l = s.call("GET", "/schedules", None).await.json();
+    assert!(l["schedules"][0]["paused"]["at"].is_string(), "{l}");
+
+    // A trigger runs it now, paused or not.
+    let tr = s.call("POST", "/schedules/hourly/trigger", None).await;
+    assert_eq!(tr.status, 202, "{}", tr.body);
+    let tr = tr.json();
+    let id = tr["run_id"].as_str().expect("run id").to_owned();
+    let tick = tr["tick"].as_str().expect("its tick").to_owned();
+    assert_eq!(tr["links"]["run"], json!(format!("/runs/{id}")), "{tr}");
+    let mut run = Value::Null;
+    for _ in 0..200 {
+        run = s.call("GET", &format!("/runs/{id}"), None).await.json();
+        if run["state"] != json!("running") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(run["state"], json!("completed"), "{run}");
+    assert_eq!(run["params"]["schedule.time"], json!(tick), "{run}");
+    let step = s
+        .call("GET", &format!("/runs/{id}/steps/at"), None)
+        .await
+        .json();
+    assert_eq!(step["result"]["data"], json!(tick), "{step}");
+    let l = s.call("GET", "/schedules", None).await.json();
+    assert_eq!(l["schedules"][0]["last_fired"]["run"], json!(id), "{l}");
+    let last = &l["schedules"][0]["last"];
+    assert_eq!(
+        (
+            last["state"].clone(),
+            last["cause"].clone(),
+            last["run"].clone()
+        ),
+        (json!("fired"), json!("trigger"), json!(id)),
+        "{l}"
+    );
+
+    // Resume: active again, with a next tick.
+    let r = s
+        .call("POST", "/schedules/hourly/resume", None)
+        .await
+        .json();
+    assert_eq!(
+        (r["paused"].clone(), r["changed"].clone()),
+        (json!(false), json!(true))
+    );
+    assert!(r["schedule"]["next"].is_string(), "{r}");
+    let again = s
+        .call("POST", "/schedules/hourly/resume", None)
+        .await
+        .json();
+    assert_eq!(again["changed"], json!(false), "{again}");
+
+    // Refusals say what to do.
+    let e = s
+        .call("POST", "/schedules/greet/pause", None)
+        .await
+        .error(400, "INVALID_PARAMETERS");
+    assert!(
+        e["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("no schedule")),
+        "{e}"
+    );
+    let e = s
+        .call("POST", "/schedules/nothing/trigger", None)
+        .await
+        .error(404, "WORKFLOW_NOT_FOUND");
+    assert!(
+        e.to_string().contains("hourly"),
+        "names the scheduled ones: {e}"
+    );
+    s.call("POST", "/schedules/bad%20name/resume", None)
+        .await
+        .error(400, "INVALID_PARAMETERS");
+    s.send("GET", "/schedules", None, None, &[])
+        .await
+        .error(401, "PERMISSION_DENIED");
+    s.send("POST", "/schedules/hourly/trigger", None, None, &[])
+        .await
+        .error(401, "PERMISSION_DENIED");
 }

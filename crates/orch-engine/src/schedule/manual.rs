@@ -30,6 +30,14 @@ pub struct ScheduleInfo {
     /// The newest tick record (fired, missed, failed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last: Option<TickRecord>,
+    /// The newest tick that fired (by the scheduler, a trigger or a
+    /// backfill), among the tick records kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_fired: Option<TickRecord>,
+    /// The newest record of missed ticks (a range, or a claim taken over
+    /// and not fired), among the tick records kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_missed: Option<TickRecord>,
 }
 
 /// What `orch backfill` does.
@@ -123,6 +131,15 @@ impl OrchestrationEngine {
                     paused,
                     state: states.get(&name).cloned().unwrap_or_default(),
                     last: ticks.iter().find(|t| t.workflow == name).cloned(),
+                    last_fired: ticks
+                        .iter()
+                        .find(|t| t.workflow == name && t.state == TickState::Fired)
+                        .cloned(),
+                    last_missed: ticks
+                        .iter()
+                        .filter(|t| t.workflow == name && t.state == TickState::Missed)
+                        .max_by_key(|t| t.last.unwrap_or(t.tick))
+                        .cloned(),
                     workflow: name,
                 })
             })

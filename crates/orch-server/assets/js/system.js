@@ -1,7 +1,8 @@
 // System: health by component with its issues, the engine's status
 // (workflows, tasks, projects, performance, the store and what it can do),
-// the workers when the store keeps records of them, resources and their
-// use, and the sessions. Read again every five seconds.
+// the workers when the store keeps records of them, the schedules (with
+// pause, resume and trigger), resources and their use, and the sessions.
+// Read again every five seconds.
 
 import { api } from "./api.js";
 import { duration, errorBox, facts, fill, h, table, time, title } from "./dom.js";
@@ -15,11 +16,13 @@ export function systemPage() {
     let stopped = false;
     const draw = async () => {
       try {
-        const [health, status, res, sessions] = await Promise.all([
+        const [health, status, res, sessions, schedules] = await Promise.all([
           api("/health", { ok: [503] }),
           api("/status"),
           api("/resources"),
           api("/sessions"),
+          // A store without records has no schedules: the card says why, the page stays.
+          api("/schedules").catch((e) => ({ failed: e })),
         ]);
         fill(
           main,
@@ -27,6 +30,10 @@ export function systemPage() {
           healthCard(health),
           statusCard(status),
           workersCard(status.workers),
+          schedulesCard(schedules, () => {
+            clearTimeout(timer);
+            return draw();
+          }),
           resourcesCard(res),
           sessionsCard(sessions.sessions || []),
         );
@@ -178,6 +185,78 @@ function workersCard(report) {
           ),
         )
       : h("p", { class: "muted" }, "No worker has registered with this store."),
+  );
+}
+
+/** A tick record in a few words: its time (a missed range's last), and how many missed. */
+function tickWords(r) {
+  if (!r) return "-";
+  if (r.state === "missed") {
+    const n = `${r.count ?? 1}${r.more ? "+" : ""}`;
+    return [time(r.last || r.tick), ` (${n} missed)`];
+  }
+  return [time(r.tick), ` ${r.state}`];
+}
+
+/** The scheduled workflows, who fires them, and pause, resume, trigger. */
+function schedulesCard(answer, redraw) {
+  const head = h("h2", {}, "Schedules");
+  if (answer.failed) return h("section", { class: "card", id: "schedules-card" }, head, errorBox(answer.failed));
+  const list = answer.schedules || [];
+  const out = h("div", { class: "schedule-out" });
+  const act = async (name, what) => {
+    try {
+      const r = await api(`/schedules/${encodeURIComponent(name)}/${what}`, { method: "POST" });
+      if (what === "trigger") {
+        location.hash = `#/runs/${r.run_id}`;
+        return;
+      }
+      await redraw();
+    } catch (e) {
+      fill(out, errorBox(e));
+    }
+  };
+  const leader = answer.leader;
+  return h(
+    "section",
+    { class: "card", id: "schedules-card" },
+    head,
+    h(
+      "p",
+      { class: "muted small" },
+      leader ? ["Fired by ", h("code", {}, leader.holder), " (its lease runs to ", time(leader.until), ")"] : "No process holds the scheduler lease now (orch serve and orch worker fire schedules).",
+    ),
+    out,
+    list.length
+      ? table(
+          ["Workflow", "Schedule", "Catch-up", "State", "Next tick", "Last fired", "Last missed", "Fired / missed / failed", ""],
+          list.map((x) => {
+            const st = x.state || {};
+            const lf = x.last_fired;
+            return h(
+              "tr",
+              { "data-schedule": x.workflow },
+              h("td", {}, x.workflow),
+              h("td", {}, h("code", { class: "small" }, x.schedule)),
+              h("td", {}, x.catch_up),
+              h("td", { class: "schedule-state" }, x.paused ? [h("span", { class: "badge hs-degraded" }, "paused"), h("div", { class: "small muted" }, `by ${x.paused.by}`)] : h("span", { class: "badge hs-healthy" }, "active")),
+              h("td", {}, x.next ? time(x.next) : "-"),
+              h("td", {}, lf ? [time(lf.tick), " ", h("a", { href: `#/runs/${lf.run}`, class: "mono small" }, String(lf.run).slice(0, 8))] : "-"),
+              h("td", {}, tickWords(x.last_missed)),
+              h("td", {}, `${st.fired ?? 0} / ${st.missed ?? 0} / ${st.failed ?? 0}`),
+              h(
+                "td",
+                {},
+                x.paused
+                  ? h("button", { type: "button", class: "schedule-resume", onclick: () => act(x.workflow, "resume") }, "Resume")
+                  : h("button", { type: "button", class: "schedule-pause", onclick: () => act(x.workflow, "pause") }, "Pause"),
+                " ",
+                h("button", { type: "button", class: "schedule-trigger", title: "Run now, with ${schedule.time} set to now", onclick: () => act(x.workflow, "trigger") }, "Run now"),
+              ),
+            );
+          }),
+        )
+      : h("p", { class: "muted" }, "No workflow of the workflows directory has a schedule."),
   );
 }
 
