@@ -3,7 +3,7 @@
 //! dependency-to-dependent latency of a chain through two workers, a
 //! 1,000,000-step W3 submitted and completed, and each worker's peak RSS.
 //!
-//! `cargo run --release -p orch-benches --bin pg-report [-- --quick] [--only W1|W2|W3] [--orch PATH] [--url URL]`
+//! `cargo run --release -p orch-benches --bin pg-report [-- --quick] [--only W1|W2|W3] [--steps N] [--orch PATH] [--url URL]`
 //! (`cargo xtask bench` runs it after building the release `orch`). The
 //! server is `postgres://postgres@127.0.0.1:5432/test` unless `--url` (or
 //! `ORCH_BENCH_PG`) says otherwise; each workload gets a fresh schema,
@@ -270,11 +270,20 @@ fn main() {
             (Workload::Layered, 1_000_000),
         ]
     };
-    // `--only W3`: one workload of the table.
+    // `--only W3`: one workload of the table; `--steps N`: at another size.
     let only = value("--only");
+    let steps = match value("--steps").map(|n| n.parse::<usize>()) {
+        None => None,
+        Some(Ok(n)) if n > 0 => Some(n),
+        Some(_) => {
+            eprintln!("pg-report: --steps takes a positive number of steps");
+            std::process::exit(2);
+        }
+    };
     let rows: Vec<(Workload, usize)> = rows
         .into_iter()
         .filter(|(w, _)| only.as_deref().is_none_or(|o| o == w.label()))
+        .map(|(w, n)| (w, steps.unwrap_or(n)))
         .collect();
     println!(
         "| workload | steps | submit s | run s | steps/s | latency p50 / p90 ms | worker peak RSS MiB | status |"
