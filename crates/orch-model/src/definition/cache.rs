@@ -1,4 +1,4 @@
-//! A step's `cache:` options: `true`, or `{files: [GLOB...], ttl: DURATION}`, which puts the contents of files into the step's cache key and bounds how long an entry serves.
+//! A step's `cache:` options (and `defaults: cache:`, the same for the steps that do not set their own): `true`, or `{files: [GLOB...], ttl: DURATION}`, which puts the contents of files into the step's cache key and bounds how long an entry serves.
 
 use crate::duration::serde_secs;
 use serde::Serialize;
@@ -37,6 +37,17 @@ pub(crate) fn serialize_cache<S: Serializer>(
         None => s.serialize_bool(false),
         Some(spec) if spec.is_plain() => s.serialize_bool(true),
         Some(spec) => spec.serialize(s),
+    }
+}
+
+/// Serializes `defaults.cache` when it is set: as a step's `cache`.
+pub(crate) fn serialize_default_cache<S: Serializer>(
+    cache: &Option<Option<Box<CacheSpec>>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match cache {
+        Some(c) => serialize_cache(c, s),
+        None => s.serialize_none(),
     }
 }
 

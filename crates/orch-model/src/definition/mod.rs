@@ -139,9 +139,14 @@ pub struct StepDefaults {
     /// Default priority.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub priority: Option<TaskPriority>,
-    /// Default for `cache`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cache: Option<bool>,
+    /// Default for `cache`, written as a step's is (`true`, `false`, or
+    /// `{files: [GLOB...], ttl: DURATION}`): `None` when not set,
+    /// `Some(None)` for `false`, `Some(Some(options))` for caching on.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "cache::serialize_default_cache"
+    )]
+    pub cache: Option<Option<Box<CacheSpec>>>,
     /// Default resource request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequest>,
@@ -199,8 +204,23 @@ pub(crate) mod saved {
         on() && *n == 0
     }
 
+    thread_local! {
+        /// Whether the workflow being written wrote a `defaults: cache:`
+        /// (its `defaults` are written before its `steps`).
+        static DEFAULT_CACHE: Cell<bool> = const { Cell::new(false) };
+    }
+
     pub(crate) fn no_defaults(d: &super::StepDefaults) -> bool {
-        on() || d.is_empty()
+        let skip = on() || d.is_empty();
+        DEFAULT_CACHE.with(|c| c.set(!skip && d.cache.is_some()));
+        skip
+    }
+
+    /// A step without caching writes `cache: false` when the defaults
+    /// written set a cache: read back without it, the step would take the
+    /// default.
+    pub(crate) fn no_cache(c: &Option<Box<super::CacheSpec>>) -> bool {
+        c.is_none() && !DEFAULT_CACHE.with(Cell::get)
     }
 }
 
@@ -255,7 +275,7 @@ pub struct WorkflowStep {
     /// Whether (`Some`) and how the step's result may be served from the
     /// cache (boxed: most steps have no cache options).
     #[serde(
-        skip_serializing_if = "Option::is_none",
+        skip_serializing_if = "saved::no_cache",
         serialize_with = "cache::serialize_cache"
     )]
     pub cache: Option<Box<CacheSpec>>,

@@ -115,10 +115,11 @@ struct Defaults {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "priority")]
     priority: Option<String>,
-    /// Whether results may be served from the cache.
+    /// Whether results may be served from the cache, and how (`true`, or
+    /// `{files, ttl}` as a step's `cache`), for steps that do not say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "plain::<bool>")]
-    cache: Option<bool>,
+    #[schemars(schema_with = "step_cache")]
+    cache: Option<Value>,
     /// What a step needs while it runs (in `resource_aware` mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "resources")]

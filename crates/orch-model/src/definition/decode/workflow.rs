@@ -14,6 +14,10 @@ pub(super) const SET_PRIORITY: u8 = 8;
 pub(super) const SET_CACHE: u8 = 16;
 pub(super) const SET_RESOURCES: u8 = 32;
 
+/// The step number under which the positions of `defaults:` references are
+/// kept until the steps that take them are known.
+const DEFAULTS_STEP: u32 = u32::MAX;
+
 impl Decoder<'_> {
     pub(super) fn workflow(&mut self, root: Node<'_>) -> Option<Workflow> {
         let path = Path::Root;
@@ -127,7 +131,9 @@ impl Decoder<'_> {
             d.priority = self.priority(n, &Path::Field(path, "priority"));
         }
         if let Some((_, n)) = f.take("cache") {
-            d.cache = self.boolean(n, &Path::Field(path, "cache"));
+            // Its globs' `${...}` positions are kept under DEFAULTS_STEP and
+            // given to each step that takes them (apply_defaults).
+            d.cache = self.cache(n, &Path::Field(path, "cache"), DEFAULTS_STEP);
         }
         if let Some((_, n)) = f.take("resources") {
             d.resources = self.resources(n, &Path::Field(path, "resources"));
@@ -142,11 +148,22 @@ impl Decoder<'_> {
     }
 
     /// Gives every step the defaults for the fields it does not set itself.
-    pub(super) fn apply_defaults(&self, steps: &mut [WorkflowStep], d: &StepDefaults) {
+    pub(super) fn apply_defaults(&mut self, steps: &mut [WorkflowStep], d: &StepDefaults) {
         if d.is_empty() {
             return;
         }
-        for (s, &set) in steps.iter_mut().zip(&self.explicit) {
+        // Where the default `cache.files` globs that hold `${...}` are, so
+        // that a problem with one is reported there for each step taking it.
+        let glob_refs: Vec<(usize, crate::node::Pos)> = match &d.cache {
+            Some(Some(spec)) => (0..spec.files.len())
+                .filter_map(|k| {
+                    let key = (DEFAULTS_STEP, format!("defaults.cache.files[{k}]"));
+                    self.map.refs.get(&key).map(|p| (k, *p))
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        for (i, (s, &set)) in steps.iter_mut().zip(&self.explicit).enumerate() {
             if set & SET_TIMEOUT == 0 && d.timeout.is_some() {
                 s.timeout = d.timeout;
             }
@@ -159,8 +176,14 @@ impl Decoder<'_> {
             if let (0, Some(p)) = (set & SET_PRIORITY, d.priority) {
                 s.priority = p;
             }
-            if let (0, Some(c)) = (set & SET_CACHE, d.cache) {
-                s.cache = c.then(Box::default);
+            if let (0, Some(c)) = (set & SET_CACHE, &d.cache) {
+                s.cache = c.clone();
+                let step = u32::try_from(i).unwrap_or(u32::MAX);
+                for (k, pos) in &glob_refs {
+                    self.map
+                        .refs
+                        .insert((step, format!("cache.files[{k}]")), *pos);
+                }
             }
             if let (0, Some(r)) = (set & SET_RESOURCES, &d.resources) {
                 s.resources = r.clone();
