@@ -154,6 +154,18 @@ async fn claim_fitting(
             idx.push(r.get::<_, i32>(1));
         }
     }
+    lease_picked(tx, &ords, &idx, req, now).await
+}
+
+/// Leases the rows picked (`ords[i]`, `idx[i]`, locked by `tx`) for
+/// `req.worker` and commits: their claims.
+async fn lease_picked(
+    tx: deadpool_postgres::Transaction<'_>,
+    ords: &[i64],
+    idx: &[i32],
+    req: &ClaimRequest,
+    now: DateTime<Utc>,
+) -> Result<Vec<Claim>> {
     if ords.is_empty() {
         tx.commit().await.map_err(db("claim: COMMIT"))?;
         return Ok(Vec::new());
@@ -246,25 +258,7 @@ async fn claim_limited(
         ords.push(ord);
         idx.push(r.get::<_, i32>(1));
     }
-    if ords.is_empty() {
-        tx.commit().await.map_err(db("claim: COMMIT"))?;
-        return Ok(Vec::new());
-    }
-    let stmt = tx
-        .prepare_cached(LEASE_PICKED)
-        .await
-        .map_err(db("claim: prepare UPDATE tasks (picked)"))?;
-    let rows = tx
-        .query(
-            &stmt,
-            &[&ords, &idx, &req.worker, &lease_until(now, req.lease), &now],
-        )
-        .await
-        .map_err(db(
-            "claim: UPDATE tasks SET status = 'running' (limited runs)",
-        ))?;
-    tx.commit().await.map_err(db("claim: COMMIT"))?;
-    claims_of(&rows, &req.worker)
+    lease_picked(tx, &ords, &idx, req, now).await
 }
 
 /// What is left of `free` once `claims` took their needs.

@@ -69,17 +69,25 @@ fn start(store: &Arc<dyn Store>, opts: WorkerOptions) -> Running {
 }
 
 async fn submit_yaml(store: &Arc<dyn Store>, text: &str, dir: &std::path::Path) -> RunId {
-    let wf = yaml(text);
     let settings = RunSettings {
         work_dir: Some(dir.to_path_buf()),
         ..RunSettings::default()
     };
+    submit_with(store, &yaml(text), &settings).await
+}
+
+/// Submits `wf` with these settings and no parameters.
+async fn submit_with(
+    store: &Arc<dyn Store>,
+    wf: &orch_model::ValidWorkflow,
+    settings: &RunSettings,
+) -> RunId {
     submit(
         store.as_ref(),
-        &wf,
+        wf,
         &ActionRegistry::with_builtins(),
         &Map::new(),
-        &settings,
+        settings,
         RunId::new(),
     )
     .await
@@ -712,16 +720,7 @@ fn a_runs_timeout_stops_its_step_on_a_worker_and_ends_it_failed() {
         let wf = yaml(
             "name: slow\nsteps:\n  - { name: sleeper, module: shell, action: exec, parameters: { program: sh, args: ['-c', 'echo $$ > sleeper.pid; exec sleep 600'] } }\n  - { name: next, module: core, action: noop, dependencies: [sleeper] }\n  - { name: quick, module: core, action: noop }\n",
         );
-        let run = submit(
-            store.as_ref(),
-            &wf,
-            &ActionRegistry::with_builtins(),
-            &Map::new(),
-            &settings,
-            RunId::new(),
-        )
-        .await
-        .expect("submitted");
+        let run = submit_with(&store, &wf, &settings).await;
         let w = start(&store, options("w"));
         let pid_file = dir.path().join("sleeper.pid");
         let pid: i32 = loop {
@@ -767,16 +766,7 @@ fn a_run_past_its_timeout_starts_nothing_more_on_a_worker() {
         let wf = yaml(
             "name: late\nsteps:\n  - { name: a, module: shell, action: exec, parameters: { program: touch, args: [ran] } }\n",
         );
-        let run = submit(
-            store.as_ref(),
-            &wf,
-            &ActionRegistry::with_builtins(),
-            &Map::new(),
-            &settings,
-            RunId::new(),
-        )
-        .await
-        .expect("submitted");
+        let run = submit_with(&store, &wf, &settings).await;
         // No worker until the timeout has passed.
         tokio::time::sleep(Duration::from_millis(50)).await;
         let w = start(&store, options("w"));
@@ -804,16 +794,7 @@ fn two_workers_run_no_more_of_a_run_at_once_than_its_max_parallel() {
                 "  - {{ name: s{i}, module: shell, action: exec, parameters: {{ program: sleep, args: ['0.1'] }} }}\n"
             ));
         }
-        let run = submit(
-            store.as_ref(),
-            &yaml(&text),
-            &ActionRegistry::with_builtins(),
-            &Map::new(),
-            &settings,
-            RunId::new(),
-        )
-        .await
-        .expect("submitted");
+        let run = submit_with(&store, &yaml(&text), &settings).await;
         let (w1, w2) = (start(&store, options("w1")), start(&store, options("w2")));
         assert_eq!(finished(&store, run).await, WorkflowStatus::Completed);
         let tasks = store.tasks(run).await.expect("tasks");
@@ -851,16 +832,7 @@ fn a_cache_step_on_a_worker_is_served_from_the_stores_cache_the_second_time() {
                     no_cache,
                     ..RunSettings::default()
                 };
-                submit(
-                    store.as_ref(),
-                    &yaml(text),
-                    &ActionRegistry::with_builtins(),
-                    &Map::new(),
-                    &settings,
-                    RunId::new(),
-                )
-                .await
-                .expect("submitted")
+                submit_with(&store, &yaml(text), &settings).await
             }
         };
         let w = start(&store, options("w"));
