@@ -164,20 +164,15 @@ pub(crate) async fn follow(
     Ok(report)
 }
 
-/// Cancels a submitted run in the store: asked (for the workers to see),
-/// every task that is not final cancelled (a worker running one sees its
-/// lease refused at its next heartbeat and stops its process), and the run
-/// marked cancelled.
+/// Cancels a submitted run in the store ([`orch_tasks::worker::cancel`]):
+/// asked, for the workers to see; the steps that run after a stop get the
+/// workflow's cancel grace, otherwise everything not final is cancelled at
+/// once.
 pub(crate) async fn cancel_submitted(
     store: &dyn Store,
     id: RunId,
 ) -> Result<(), OrchestrationError> {
-    if !store.request_cancel(id).await? {
-        return Ok(());
-    }
-    let now = Utc::now();
-    store.cancel_run(id, now).await?;
-    store.finish_run(id, WorkflowStatus::Cancelled, now).await
+    orch_tasks::worker::cancel(store, id).await.map(|_| ())
 }
 
 fn step_report(t: TaskRecord, created_at: DateTime<Utc>) -> StepReport {

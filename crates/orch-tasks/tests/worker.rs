@@ -863,3 +863,121 @@ fn a_cache_step_on_a_worker_is_served_from_the_stores_cache_the_second_time() {
         w.stop().await;
     });
 }
+
+/// Waits for the pid a step wrote to `file` in `dir`.
+async fn pid_in(dir: &std::path::Path, file: &str) -> i32 {
+    let path = dir.join(file);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if text.ends_with('\n') {
+            return text.trim().parse().expect("a pid");
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {file}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+const WITH_FINALLY: &str = "name: graceful\ncancel_grace: 20s\nsteps:\n  - { name: main, module: shell, action: exec, parameters: { program: sh, args: ['-c', 'echo $$ > main.pid; exec sleep 600'] } }\n  - { name: next, module: core, action: noop, dependencies: [main] }\n  - { name: always, module: shell, action: exec, parameters: { program: touch, args: [always.txt] }, dependencies: [main], conditions: { run_if: always } }\nfinally:\n  - { name: cleanup, module: shell, action: exec, parameters: { program: touch, args: [cleaned.txt] } }\n";
+
+#[test]
+fn a_cancelled_run_on_workers_still_runs_its_finally_and_always_steps() {
+    rt().block_on(async {
+        let store = memory();
+        let dir = tempfile::tempdir().expect("dir");
+        let run = submit_yaml(&store, WITH_FINALLY, dir.path()).await;
+        let (w1, w2) = (start(&store, options("w1")), start(&store, options("w2")));
+        let pid = pid_in(dir.path(), "main.pid").await;
+        assert!(
+            orch_tasks::worker::cancel(store.as_ref(), run)
+                .await
+                .expect("cancel")
+        );
+        assert_eq!(finished(&store, run).await, WorkflowStatus::Cancelled);
+        until(
+            "the process to be gone",
+            || async move { process_gone(pid) },
+        )
+        .await;
+        let tasks = store.tasks(run).await.expect("tasks");
+        let states: Vec<(&str, TaskStatus)> =
+            tasks.iter().map(|t| (t.name.as_str(), t.status)).collect();
+        assert_eq!(
+            states,
+            vec![
+                ("main", TaskStatus::Cancelled),
+                ("next", TaskStatus::Cancelled),
+                ("always", TaskStatus::Completed),
+                ("cleanup", TaskStatus::Completed),
+            ]
+        );
+        assert!(dir.path().join("always.txt").exists());
+        assert!(dir.path().join("cleaned.txt").exists());
+        w1.stop().await;
+        w2.stop().await;
+    });
+}
+
+#[test]
+fn a_run_timeout_on_workers_fails_the_run_and_runs_its_finally_steps() {
+    rt().block_on(async {
+        let store = memory();
+        let dir = tempfile::tempdir().expect("dir");
+        let settings = RunSettings {
+            work_dir: Some(dir.path().to_path_buf()),
+            run_timeout_ms: Some(1000),
+            ..RunSettings::default()
+        };
+        let run = submit_with(&store, &yaml(WITH_FINALLY), &settings).await;
+        let w = start(&store, options("w"));
+        assert_eq!(finished(&store, run).await, WorkflowStatus::Failed);
+        let tasks = store.tasks(run).await.expect("tasks");
+        let states: Vec<TaskStatus> = tasks.iter().map(|t| t.status).collect();
+        assert_eq!(
+            states,
+            vec![
+                TaskStatus::Failed,
+                TaskStatus::Cancelled,
+                TaskStatus::Completed,
+                TaskStatus::Completed
+            ]
+        );
+        assert_eq!(
+            tasks[0]
+                .result
+                .as_ref()
+                .and_then(|r| r.error_type.as_deref()),
+            Some("TimeoutError")
+        );
+        assert!(dir.path().join("cleaned.txt").exists());
+        w.stop().await;
+    });
+}
+
+#[test]
+fn a_finally_step_on_a_worker_is_stopped_when_the_cancel_grace_ends() {
+    rt().block_on(async {
+        let store = memory();
+        let dir = tempfile::tempdir().expect("dir");
+        let run = submit_yaml(
+            &store,
+            "name: short-grace\ncancel_grace: 1s\nsteps:\n  - { name: main, module: shell, action: exec, parameters: { program: sh, args: ['-c', 'echo $$ > main.pid; exec sleep 600'] } }\nfinally:\n  - { name: slow_cleanup, module: shell, action: exec, parameters: { program: sh, args: ['-c', 'echo $$ > cleanup.pid; exec sleep 600'] } }\n",
+            dir.path(),
+        )
+        .await;
+        let w = start(&store, options("w"));
+        pid_in(dir.path(), "main.pid").await;
+        let asked = Instant::now();
+        assert!(orch_tasks::worker::cancel(store.as_ref(), run).await.expect("cancel"));
+        let cleanup = pid_in(dir.path(), "cleanup.pid").await;
+        assert_eq!(finished(&store, run).await, WorkflowStatus::Cancelled);
+        assert!(
+            asked.elapsed() < Duration::from_secs(30),
+            "the grace of 1s, not the step, ended the run"
+        );
+        until("the cleanup's process to be gone", || async move { process_gone(cleanup) }).await;
+        let tasks = store.tasks(run).await.expect("tasks");
+        assert!(tasks.iter().all(|t| t.status == TaskStatus::Cancelled), "{tasks:?}");
+        w.stop().await;
+    });
+}

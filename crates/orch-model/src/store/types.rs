@@ -401,6 +401,12 @@ pub enum RecordKind {
     /// id: read once per run by each worker, instead of the whole
     /// definition.
     RunContext,
+    /// When the steps of a cancelled submitted run that run after a stop
+    /// (`finally:`, `run_if: always`, ...) must have ended: its cancel grace
+    /// from the cancel, keyed by the run's id; made with `create_record` by
+    /// whoever saw the cancel first, so that every worker stops at the same
+    /// time.
+    RunStop,
 }
 
 impl RecordKind {
@@ -414,6 +420,7 @@ impl RecordKind {
             Self::SchedulePause => "schedule_pause",
             Self::ScheduleTick => "schedule_tick",
             Self::RunContext => "run_context",
+            Self::RunStop => "run_stop",
         }
     }
 }

@@ -7,6 +7,7 @@ use super::Shared;
 use super::cache::{self, Lookup};
 use super::complete::Completion;
 use super::definitions::{ClaimScope, ClaimStep, RunDef};
+use super::stop::{self, Stopping};
 use crate::action::ActionContext;
 use crate::executor::{Attempt, AttemptPolicy, Outcome, OutcomeSink};
 use crate::release::{Gate, Release, decide};
@@ -81,15 +82,28 @@ async fn serve_inner(
             return finish(sh, claim, failed("DefinitionError", msg)).await;
         }
     };
-    if def.deadline.is_some_and(|d| Utc::now() >= d) {
+    // A run on its way to a stop (see `stop.rs`).
+    let stopping = if def.grace.is_some() {
+        stop::stopping(store, claim.run, &def).await
+    } else if def.deadline.is_some_and(|d| Utc::now() >= d) {
         // The run's timeout has passed: nothing more of it starts.
         return end_run(sh, claim, WorkflowStatus::Failed).await;
+    } else {
+        None
+    };
+    if let Some(st) = stopping.filter(|st| Utc::now() >= st.until) {
+        // Its grace is over: what is left of it is cancelled.
+        return end_run(sh, claim, st.status()).await;
     }
     let cs = match def.step_of(claim) {
         Ok(cs) => cs,
         Err(e) => return finish(sh, claim, failed("DefinitionError", e.to_string())).await,
     };
     let step = cs.step();
+    if stopping.is_some() && !step.conditions.run_if.runs_after_stop() {
+        // Stopping: only the steps that run after a stop still start.
+        return finish(sh, claim, TaskOutcome::Cancelled).await;
+    }
     // The release rule, over the dependencies' final states as stored.
     let deps = if let Some(d) = pre.filter(|d| d.len() == cs.deps.len()) {
         d
@@ -169,6 +183,7 @@ async fn serve_inner(
         action,
         params,
         cache_key,
+        stopping,
     };
     let token = sh.hard.child_token();
     if reserved {
@@ -213,6 +228,21 @@ struct Prepared<'a> {
     params: Value,
     /// Where a success is cached.
     cache_key: Option<String>,
+    /// The run's stop, when it was on its way to one at the claim.
+    stopping: Option<Stopping>,
+}
+
+/// Why the run (not the worker) stopped an attempt.
+#[derive(Debug, Clone, Copy)]
+enum Cut {
+    /// Cancelled, and the run has no grace: it ends now.
+    RunCancelled,
+    /// Cancelled, and the run has a grace this step does not run in.
+    StepCancelled,
+    /// The run's timeout, for a step that does not run after a stop.
+    TimedOut,
+    /// The grace of a step that runs after a stop ended.
+    GraceOver(Stopping),
 }
 
 /// The attempt itself, its lease renewed every lease/3 while it runs.
@@ -223,6 +253,7 @@ async fn run_attempt(sh: &Shared, claim: &Claim, p: Prepared<'_>, token: Cancell
         action,
         params,
         cache_key,
+        stopping,
     } = p;
     let store = sh.store.as_ref();
     let step = cs.step();
@@ -264,15 +295,25 @@ async fn run_attempt(sh: &Shared, claim: &Claim, p: Prepared<'_>, token: Cancell
     };
     let mut done = Vec::new();
     sh.executor.submit(vec![attempt], &mut done, &sink);
-    // Why the attempt was stopped, when it was.
+    // Why the attempt was stopped, when it was: by the worker, or by the run.
     let mut stopped: Option<End> = None;
-    let mut run_cancelled = false;
-    // Whether the run's timeout stopped the attempt.
-    let mut timed_out = false;
-    let run_deadline = def.deadline.map(|d| {
-        let left = (d - Utc::now()).to_std().unwrap_or_default();
-        tokio::time::Instant::now() + left
-    });
+    let mut cut: Option<Cut> = None;
+    // A step that runs after a stop runs until the grace ends; any other
+    // until the run's deadline.
+    let survivor = def.grace.is_some() && step.conditions.run_if.runs_after_stop();
+    let mut stop_at: Option<Stopping> = match (survivor, stopping, def.deadline, def.grace) {
+        (true, Some(st), _, _) => Some(st),
+        (true, None, Some(d), Some(g)) => Some(Stopping {
+            until: d + chrono::Duration::from_std(g).unwrap_or(chrono::Duration::MAX),
+            timed_out: true,
+        }),
+        (false, _, Some(d), _) => Some(Stopping {
+            until: d,
+            timed_out: true,
+        }),
+        _ => None,
+    };
+    let mut cancel_seen = stopping.is_some_and(|st| !st.timed_out);
     let outcome = match done.pop() {
         Some(o) => Some(o),
         None => {
@@ -316,18 +357,39 @@ async fn run_attempt(sh: &Shared, claim: &Claim, p: Prepared<'_>, token: Cancell
                         }
                     }
                     () = async {
-                        match run_deadline {
-                            Some(d) => tokio::time::sleep_until(d).await,
+                        match stop_at {
+                            Some(st) => {
+                                let left = (st.until - Utc::now()).to_std().unwrap_or_default();
+                                tokio::time::sleep(left).await;
+                            }
                             None => std::future::pending().await,
                         }
-                    }, if stopped.is_none() && !run_cancelled && !timed_out => {
-                        timed_out = true;
+                    }, if stopped.is_none() && cut.is_none() => {
+                        cut = stop_at.map(|st| if survivor { Cut::GraceOver(st) } else { Cut::TimedOut });
                         token.cancel();
                     }
-                    _ = watch.tick(), if stopped.is_none() && !run_cancelled => {
+                    _ = watch.tick(), if stopped.is_none() && cut.is_none() && !cancel_seen => {
                         if store.cancel_requested(claim.run).await.unwrap_or(false) {
-                            run_cancelled = true;
-                            token.cancel();
+                            cancel_seen = true;
+                            match def.grace {
+                                None => {
+                                    cut = Some(Cut::RunCancelled);
+                                    token.cancel();
+                                }
+                                Some(g) if survivor => {
+                                    // It runs on, until the grace ends.
+                                    let until = stop::cancel_until(store, claim.run, g).await;
+                                    if stop_at.is_none_or(|st| until < st.until) {
+                                        stop_at = Some(Stopping { until, timed_out: false });
+                                    }
+                                }
+                                Some(g) => {
+                                    // The grace starts for the others.
+                                    stop::cancel_until(store, claim.run, g).await;
+                                    cut = Some(Cut::StepCancelled);
+                                    token.cancel();
+                                }
+                            }
                         }
                     }
                 }
@@ -339,39 +401,61 @@ async fn run_attempt(sh: &Shared, claim: &Claim, p: Prepared<'_>, token: Cancell
         Some(other) => return other,
         None => {}
     }
-    if run_cancelled {
-        // The run was asked to stop: this worker ends it in the store (its
-        // other tasks are cancelled; their workers see it at their next
-        // heartbeat). Its own claim is cancelled with it.
-        return end_run(sh, claim, WorkflowStatus::Cancelled).await;
-    }
-    if timed_out {
-        // The run's timeout stopped the step: it failed so (as in a run
-        // one process drives), and the run ends failed with what is left
-        // of it cancelled.
-        let limit = std::time::Duration::from_millis(def.settings.run_timeout_ms.unwrap_or(0));
-        let to_store = match outcome {
-            // It ended by itself just as the timeout came.
-            Some(o) if o.status != TaskStatus::Cancelled => stored(o),
-            other => {
-                let mut result = other.map_or_else(
-                    || TaskResult::failed("TimeoutError", String::new()),
-                    |o| o.result,
-                );
-                result.success = false;
-                result.error_type = Some("TimeoutError".into());
-                result.error_message = Some(format!(
-                    "stopped by the run's timeout of {}",
-                    orch_model::duration::format_duration(limit)
-                ));
-                TaskOutcome::Failed { result }
-            }
-        };
-        let end = finish(sh, claim, to_store).await;
-        if matches!(end, End::Completed(_)) {
-            end_run(sh, claim, WorkflowStatus::Failed).await;
+    match cut {
+        None => {}
+        Some(Cut::RunCancelled) => {
+            // The run was asked to stop: this worker ends it in the store
+            // (its other tasks are cancelled; their workers see it at their
+            // next look). Its own claim is cancelled with it.
+            return end_run(sh, claim, WorkflowStatus::Cancelled).await;
         }
-        return end;
+        Some(Cut::StepCancelled) => {
+            let to_store = match outcome {
+                Some(o) if o.status != TaskStatus::Cancelled => stored(o),
+                _ => TaskOutcome::Cancelled,
+            };
+            return finish(sh, claim, to_store).await;
+        }
+        Some(Cut::TimedOut) => {
+            // The run's timeout stopped the step: it failed so (as in a run
+            // one process drives). Without a grace the run ends failed at
+            // once, what is left of it cancelled; with one, the steps that
+            // run after a stop still run.
+            let limit = std::time::Duration::from_millis(def.settings.run_timeout_ms.unwrap_or(0));
+            let to_store = match outcome {
+                // It ended by itself just as the timeout came.
+                Some(o) if o.status != TaskStatus::Cancelled => stored(o),
+                other => {
+                    let mut result = other.map_or_else(
+                        || TaskResult::failed("TimeoutError", String::new()),
+                        |o| o.result,
+                    );
+                    result.success = false;
+                    result.error_type = Some("TimeoutError".into());
+                    result.error_message = Some(format!(
+                        "stopped by the run's timeout of {}",
+                        orch_model::duration::format_duration(limit)
+                    ));
+                    TaskOutcome::Failed { result }
+                }
+            };
+            let end = finish(sh, claim, to_store).await;
+            if matches!(end, End::Completed(_)) && def.grace.is_none() {
+                end_run(sh, claim, WorkflowStatus::Failed).await;
+            }
+            return end;
+        }
+        Some(Cut::GraceOver(st)) => {
+            // The grace is over: this step is stopped, and what is left of
+            // the run cancelled.
+            let to_store = match outcome {
+                Some(o) if o.status != TaskStatus::Cancelled => stored(o),
+                _ => TaskOutcome::Cancelled,
+            };
+            let end = finish(sh, claim, to_store).await;
+            end_run(sh, claim, st.status()).await;
+            return end;
+        }
     }
     let outcome = match outcome {
         // Stopped because the worker stops: handed back, not cancelled.

@@ -26,6 +26,15 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use tokio::sync::OnceCell;
 
+/// The cancel grace of a workflow whose steps include some that run after
+/// a stop (its `cancel_grace`, else the default); `None` when it has none.
+pub(crate) fn grace_of(wf: &Workflow) -> Option<std::time::Duration> {
+    wf.steps
+        .iter()
+        .any(|s| s.conditions.run_if.runs_after_stop())
+        .then(|| wf.cancel_grace.unwrap_or(crate::run::DEFAULT_CANCEL_GRACE))
+}
+
 /// When a run created at `created` ends by its timeout (`settings.run_timeout_ms`).
 pub(crate) fn deadline(created: DateTime<Utc>, settings: &RunSettings) -> Option<DateTime<Utc>> {
     let ms = settings.run_timeout_ms?;
@@ -46,13 +55,16 @@ pub(crate) struct RunDef {
     pub(crate) params: Map<String, Value>,
     /// When the run's timeout ends it (`None`: no timeout).
     pub(crate) deadline: Option<DateTime<Utc>>,
+    /// The grace of the steps that run after a stop (`None`: the workflow
+    /// has none; the run stops at once).
+    pub(crate) grace: Option<std::time::Duration>,
     body: Body,
 }
 
 #[derive(Debug)]
 enum Body {
-    /// The whole workflow.
-    Whole(ValidWorkflow),
+    /// The whole workflow (boxed: a cut run's header is far smaller).
+    Whole(Box<ValidWorkflow>),
     /// The workflow's header; each step comes with its claim.
     Cut(Map<String, Value>),
 }
@@ -71,6 +83,10 @@ pub(crate) struct RunContext {
     /// `run_timeout_ms` (`None`: no timeout).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) deadline: Option<DateTime<Utc>>,
+    /// The cancel grace in milliseconds, when the workflow has steps that
+    /// run after a stop ([`grace_of`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) grace_ms: Option<u64>,
 }
 
 /// What a worker needs of one task of a submitted run ([`Claim::spec`]).
@@ -268,6 +284,7 @@ impl Definitions {
                         settings: ctx.settings,
                         params: ctx.params,
                         deadline: ctx.deadline,
+                        grace: ctx.grace_ms.map(std::time::Duration::from_millis),
                         body: Body::Cut(ctx.workflow),
                     }));
                 }
@@ -275,9 +292,10 @@ impl Definitions {
                 let saved = SavedRun::from_json(&r.definition)?;
                 Ok(Arc::new(RunDef {
                     deadline: deadline(r.created_at, &saved.settings),
+                    grace: grace_of(saved.workflow.workflow()),
                     settings: saved.settings,
                     params: r.params,
-                    body: Body::Whole(saved.workflow),
+                    body: Body::Whole(Box::new(saved.workflow)),
                 }))
             })
             .await

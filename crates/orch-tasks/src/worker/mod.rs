@@ -47,12 +47,14 @@ mod claim;
 mod complete;
 mod definitions;
 mod registration;
+mod stop;
 mod submit;
 
 pub use capacity::{Capacity, demand};
 pub use registration::{
     HeldTask, WorkerRecord, WorkerStatus, hostname, list_workers, put_worker, worker_id,
 };
+pub use stop::cancel;
 pub use submit::{SUBMITTED_OWNER, for_workers, new_run, submit};
 
 use crate::action::ActionRegistry;

@@ -114,6 +114,8 @@ pub fn for_workers(
         settings: settings.clone(),
         params: params.clone(),
         deadline: super::definitions::deadline(Utc::now(), settings),
+        grace_ms: super::definitions::grace_of(wf.workflow())
+            .map(|g| u64::try_from(g.as_millis()).unwrap_or(u64::MAX)),
     };
     let data = serde_json::to_value(&context).map_err(|e| OrchestrationError::Store {
         message: format!("the run's context does not serialize: {e}"),
