@@ -267,3 +267,35 @@ fn cancel_stops_a_step_running_on_a_worker() {
         })
     });
 }
+
+/// A worker sharing the store with `orch run` (a run this process drives,
+/// two steps at a time of ten) takes none of its steps: each runs once,
+/// by the run's own process, and the run completes.
+#[test]
+fn a_worker_leaves_alone_the_steps_of_a_run_a_process_drives() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("shared.db");
+    let mut text = "name: driven\nsteps:\n".to_owned();
+    for i in 0..10 {
+        text.push_str(&format!(
+            "  - {{ name: s{i}, module: shell, action: script, parameters: {{ script: 'echo s{i} >> ran.txt; sleep 0.2' }} }}\n"
+        ));
+    }
+    std::fs::write(dir.path().join("driven.yaml"), text).expect("write");
+    let _worker = start_worker(dir.path(), &db, &[]);
+    // The worker is up (its record is written) before the run starts.
+    wait_for("the worker's record", || {
+        let (_, out, _) = run(dir.path(), &["status", "--json", "--store", &store(&db)]);
+        out.contains("\"workers\"") && out.contains("\"slots\"")
+    });
+    let (code, _, err) = run(
+        dir.path(),
+        &["run", "driven.yaml", "--store", &store(&db), "--max-parallel", "2"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let ran = std::fs::read_to_string(dir.path().join("ran.txt")).expect("ran.txt");
+    let mut lines: Vec<&str> = ran.lines().collect();
+    lines.sort_unstable();
+    let want: Vec<String> = (0..10).map(|i| format!("s{i}")).collect();
+    assert_eq!(lines, want, "every step ran exactly once");
+}

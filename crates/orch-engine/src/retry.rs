@@ -128,7 +128,10 @@ pub(crate) async fn prepare_retry(
     // The new run: the same definition and parameters, linked to the old one.
     let id = RunId::new();
     settings.retry_of = Some(old);
-    let run = orch_tasks::worker::new_run(id, &wf, r.params.clone(), &settings, None)?;
+    let mut run = orch_tasks::worker::new_run(id, &wf, r.params.clone(), &settings, None)?;
+    // This process drives it from the start: no worker of the store claims
+    // its steps, and no reader sees it ownerless.
+    run.owner = Some(orch_tasks::run::process_identity());
     store.create_run(run, Utc::now()).await?;
     // The kept steps, completed with their old results, level by level.
     let mut results: Vec<Option<TaskResult>> = vec![None; n];

@@ -18,7 +18,8 @@ const CLAIM: &str = "WITH picked AS MATERIALIZED (
         SELECT t.run_ord, t.idx FROM tasks t
         WHERE t.status = 'ready'
           AND EXISTS (SELECT 1 FROM runs r WHERE r.ord = t.run_ord AND r.status = 'running'
-                      AND r.max_parallel IS NULL)
+                      AND r.max_parallel IS NULL
+                      AND (r.owner IS NULL OR r.owner = 'workers'))
         ORDER BY t.priority DESC, t.run_ord, t.idx
         LIMIT $1
         FOR UPDATE OF t SKIP LOCKED
@@ -35,7 +36,8 @@ const CLAIM: &str = "WITH picked AS MATERIALIZED (
 const CANDIDATES: &str = "SELECT t.run_ord, t.idx, t.needs FROM tasks t
     WHERE t.status = 'ready'
       AND EXISTS (SELECT 1 FROM runs r WHERE r.ord = t.run_ord AND r.status = 'running'
-                  AND r.max_parallel IS NULL)
+                  AND r.max_parallel IS NULL
+                      AND (r.owner IS NULL OR r.owner = 'workers'))
       AND (t.needs IS NULL OR NOT EXISTS (
           SELECT 1 FROM unnest(t.needs, $2::float8[]) AS x(need, free) WHERE x.need > x.free + 1e-9))
     ORDER BY t.priority DESC, t.run_ord, t.idx
@@ -47,6 +49,7 @@ const CANDIDATES: &str = "SELECT t.run_ord, t.idx, t.needs FROM tasks t
 /// never both see room for the same last slot).
 const LIMITED_RUNS: &str = "SELECT ord, max_parallel FROM runs
     WHERE status = 'running' AND max_parallel IS NOT NULL
+      AND (owner IS NULL OR owner = 'workers')
     ORDER BY ord
     FOR UPDATE";
 
@@ -81,7 +84,8 @@ const WINDOW_FACTOR: usize = 4;
 const RECLAIM: &str = "WITH lapsed AS MATERIALIZED (
         SELECT t.run_ord, t.idx FROM tasks t
         WHERE t.status = 'running' AND t.lease_until < $1
-          AND EXISTS (SELECT 1 FROM runs r WHERE r.ord = t.run_ord AND r.status = 'running')
+          AND EXISTS (SELECT 1 FROM runs r WHERE r.ord = t.run_ord AND r.status = 'running'
+                      AND (r.owner IS NULL OR r.owner = 'workers'))
         FOR UPDATE OF t SKIP LOCKED
     )
     UPDATE tasks t SET status = 'ready', worker = NULL, lease_until = NULL

@@ -65,6 +65,7 @@ impl ClaimStore for SqliteStore {
                      JOIN tasks t
                          ON t.key BETWEEN r.ord * 4294967296 AND r.ord * 4294967296 + 4294967295
                      WHERE t.status = 'ready' AND r.status = 'running' AND r.quarantined IS NULL
+                       AND (r.owner IS NULL OR r.owner = 'workers')
                        AND (l.room IS NULL OR l.room > 0)
                      ORDER BY t.priority DESC, r.ord, t.idx LIMIT ?1",
                 )
@@ -275,7 +276,8 @@ impl ClaimStore for SqliteStore {
                  WHERE key IN (
                      SELECT t.key FROM runs r JOIN tasks t
                          ON t.key BETWEEN r.ord * 4294967296 AND r.ord * 4294967296 + 4294967295
-                     WHERE r.status = 'running' AND t.status = 'running' AND t.lease_until < ?1)",
+                     WHERE r.status = 'running' AND (r.owner IS NULL OR r.owner = 'workers')
+                       AND t.status = 'running' AND t.lease_until < ?1)",
                 params![micros(now)],
             )
             .map_err(sql_err)

@@ -534,6 +534,14 @@ impl Store for MemoryStore {
     }
 }
 
+/// Whether workers may claim the tasks of a run: it is the workers' (or
+/// nobody's), not a process's ([`orch_model::store::SUBMITTED_OWNER`]).
+fn claimable(r: &RunRecord) -> bool {
+    r.owner
+        .as_deref()
+        .is_none_or(|o| o == orch_model::store::SUBMITTED_OWNER)
+}
+
 #[async_trait]
 impl ClaimStore for MemoryStore {
     async fn claim(&self, req: &ClaimRequest, now: DateTime<Utc>) -> Result<Vec<Claim>> {
@@ -542,7 +550,7 @@ impl ClaimStore for MemoryStore {
             inner
                 .runs
                 .values()
-                .filter(|r| r.record.status == WorkflowStatus::Running)
+                .filter(|r| r.record.status == WorkflowStatus::Running && claimable(&r.record))
                 .flat_map(|r| {
                     r.tasks
                         .iter()
@@ -730,6 +738,9 @@ impl ClaimStore for MemoryStore {
         let mut inner = self.lock();
         let mut n = 0;
         for run in inner.runs.values_mut() {
+            if !claimable(&run.record) {
+                continue;
+            }
             for t in &mut run.tasks {
                 if t.status == TaskStatus::Running
                     && t.lease.as_ref().is_some_and(|l| l.until < now)

@@ -27,7 +27,8 @@ pub use rules::{
 };
 pub use types::{
     CacheEntry, Claim, ClaimRequest, Finished, Lease, NewRun, NewTask, Record, RecordKind,
-    ResourceAmounts, RunRecord, StoredEvent, TakeOver, TaskCounts, TaskOutcome, TaskRecord,
+    ResourceAmounts, RunRecord, SUBMITTED_OWNER, StoredEvent, TakeOver, TaskCounts, TaskOutcome,
+    TaskRecord,
 };
 
 use crate::enums::WorkflowStatus;

@@ -46,6 +46,13 @@ pub struct NewRun {
     pub max_parallel: Option<u32>,
 }
 
+/// The owner of a run submitted to workers ([`NewRun::owner`]): no one
+/// process drives it; the workers of the store do. Claims and reclaims
+/// hand out the tasks of such runs (and of runs with no owner) only: a run
+/// a process drives (its owner is that process, `PID:START@HOST`) is never
+/// claimed by a worker of the same store.
+pub const SUBMITTED_OWNER: &str = "workers";
+
 /// A task of a new run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewTask {

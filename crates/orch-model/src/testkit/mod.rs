@@ -58,6 +58,7 @@ pub use runs::{
 };
 pub use spec::{
     a_record_is_read_by_its_key, claims_carry_the_tasks_spec, claims_keep_a_runs_max_parallel,
+    claims_pass_over_runs_a_process_drives,
 };
 use std::time::Duration;
 
@@ -158,6 +159,7 @@ macro_rules! store_conformance_tests {
             claims_carry_the_tasks_spec,
             a_record_is_read_by_its_key,
             claims_keep_a_runs_max_parallel,
+            claims_pass_over_runs_a_process_drives,
         );
     };
     (bare: $make:expr) => {

@@ -179,3 +179,60 @@ pub async fn claims_keep_a_runs_max_parallel(store: &dyn Store) {
         .expect("claim after reclaiming");
     assert_eq!(of(&after, limited), 2, "{after:?}");
 }
+
+/// Claims hand out the tasks of runs submitted to workers
+/// ([`SUBMITTED_OWNER`](crate::store::SUBMITTED_OWNER)) or of nobody, never
+/// those of a run a process drives (its owner is that process): a worker
+/// sharing the store with `orch run` must not take that run's ready steps,
+/// nor reclaim its running ones when their lease lapses. Handed to the
+/// workers (`set_owner`), the run is claimed.
+pub async fn claims_pass_over_runs_a_process_drives(store: &dyn Store) {
+    if !store.capabilities().claims {
+        return;
+    }
+    let (driven, submitted) = (RunId::new(), RunId::new());
+    let mut run = diamond(driven);
+    run.owner = Some("4242:17@host".into());
+    store
+        .create_run(run, at(0))
+        .await
+        .expect("create the driven run");
+    let mut run = diamond(submitted);
+    run.owner = Some(crate::store::SUBMITTED_OWNER.into());
+    store
+        .create_run(run, at(0))
+        .await
+        .expect("create the submitted run");
+    // The process starts a step of its own run, with a lease it lets lapse.
+    store
+        .start_tasks(driven, &[0], "4242:17@host", LEASE, at(1))
+        .await
+        .expect("start a");
+    let claims = store
+        .claim(&ClaimRequest::new("w1", 10, LEASE), at(2))
+        .await
+        .expect("claim");
+    assert!(claims.iter().all(|c| c.run == submitted), "{claims:?}");
+    assert_eq!(claims.len(), 2, "a and e of the submitted run: {claims:?}");
+    let later = at(2) + chrono::Duration::seconds(LEASE.as_secs() as i64 * 3);
+    store.reclaim_expired(later).await.expect("reclaim");
+    let t = &store.tasks(driven).await.expect("tasks")[0];
+    assert_eq!(
+        t.status,
+        TaskStatus::Running,
+        "the process's step is its own"
+    );
+    // Handed to the workers: claimed.
+    store
+        .set_owner(driven, Some(crate::store::SUBMITTED_OWNER.into()))
+        .await
+        .expect("hand over");
+    let claims = store
+        .claim(&ClaimRequest::new("w2", 10, LEASE), later)
+        .await
+        .expect("claim again");
+    assert!(
+        claims.iter().any(|c| c.run == driven && c.name == "e"),
+        "{claims:?}"
+    );
+}

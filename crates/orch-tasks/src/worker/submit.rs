@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 /// The owner recorded for a submitted run: no one process drives it; the
 /// workers of the store do. (A process owner is `PID:START@HOST`; this has
 /// no `@`.)
-pub const SUBMITTED_OWNER: &str = "workers";
+pub use orch_model::store::SUBMITTED_OWNER;
 
 /// The `NewRun` of `wf` with these (already merged) parameter values and
 /// settings: what `create_run` stores, the same as a journaled run writes.
