@@ -53,6 +53,12 @@ const LIMITED_RUNS: &str = "SELECT ord, max_parallel FROM runs
     ORDER BY ord
     FOR UPDATE";
 
+/// Whether any running run of the workers has a `max_parallel` (the
+/// `runs_limited` index answers).
+const ANY_LIMITED: &str = "SELECT EXISTS (SELECT 1 FROM runs
+    WHERE status = 'running' AND max_parallel IS NOT NULL
+      AND (owner IS NULL OR owner = 'workers'))";
+
 /// Second step, once they are locked: how many tasks of each run
 /// (`$1`) run now.
 const RUNNING_OF: &str = "SELECT run_ord, count(*) FROM tasks
@@ -201,6 +207,20 @@ async fn claim_limited(
     now: DateTime<Utc>,
 ) -> Result<Vec<Claim>> {
     let mut client = inner.client("claim").await?;
+    // Most of the time no running run has a limit: one indexed look, and
+    // no transaction.
+    let any = client
+        .prepare_cached(ANY_LIMITED)
+        .await
+        .map_err(db("claim: prepare SELECT EXISTS runs with max_parallel"))?;
+    let any: bool = client
+        .query_one(&any, &[])
+        .await
+        .map_err(db("claim: SELECT EXISTS runs with max_parallel"))?
+        .get(0);
+    if !any {
+        return Ok(Vec::new());
+    }
     let tx = client.transaction().await.map_err(db("claim: BEGIN"))?;
     let runs = tx
         .query(LIMITED_RUNS, &[])
