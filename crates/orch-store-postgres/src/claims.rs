@@ -28,7 +28,8 @@ const CLAIM: &str = "WITH picked AS MATERIALIZED (
         lease_until = $3, started_at = $4
     FROM picked p
     WHERE t.run_ord = p.run_ord AND t.idx = p.idx
-    RETURNING (SELECT r.id FROM runs r WHERE r.ord = t.run_ord), t.idx, t.name, t.attempt, t.priority, t.run_ord, t.needs, t.spec";
+    RETURNING (SELECT r.id FROM runs r WHERE r.ord = t.run_ord), t.idx, t.name, t.attempt, t.priority, t.run_ord, t.needs,
+        (SELECT s.spec FROM task_specs s WHERE s.run_ord = t.run_ord AND s.idx = t.idx)";
 
 /// A claim that fits a capacity, first step: a window of ready rows in
 /// claim order, each of which fits the whole of what is free on its own
@@ -79,7 +80,8 @@ const LEASE_PICKED: &str = "UPDATE tasks t SET status = 'running', attempt = t.a
         lease_until = $4, started_at = $5
     FROM unnest($1::bigint[], $2::int[]) AS p(run_ord, idx)
     WHERE t.run_ord = p.run_ord AND t.idx = p.idx
-    RETURNING (SELECT r.id FROM runs r WHERE r.ord = t.run_ord), t.idx, t.name, t.attempt, t.priority, t.run_ord, t.needs, t.spec";
+    RETURNING (SELECT r.id FROM runs r WHERE r.ord = t.run_ord), t.idx, t.name, t.attempt, t.priority, t.run_ord, t.needs,
+        (SELECT s.spec FROM task_specs s WHERE s.run_ord = t.run_ord AND s.idx = t.idx)";
 
 /// How many more candidates than `max` a fitting claim looks at: rows that
 /// fit the capacity alone but not beside the ones before them are passed

@@ -83,10 +83,10 @@ pub(crate) async fn create(inner: Arc<Inner>, run: NewRun, now: DateTime<Utc>) -
     .map_err(db("create_run: INSERT INTO definitions"))?;
     let insert = tx
         .prepare_cached(
-            "INSERT INTO tasks (run_ord, idx, name, status, priority, remaining, dependents, needs, spec)
-             SELECT $1, u.idx, u.name, u.status, u.priority, u.remaining, u.deps::int[], u.needs::float8[], u.spec
-             FROM unnest($2::int[], $3::text[], $4::text[], $5::smallint[], $6::int[], $7::text[], $8::text[], $9::text[])
-                 AS u(idx, name, status, priority, remaining, deps, needs, spec)",
+            "INSERT INTO tasks (run_ord, idx, name, status, priority, remaining, dependents, needs)
+             SELECT $1, u.idx, u.name, u.status, u.priority, u.remaining, u.deps::int[], u.needs::float8[]
+             FROM unnest($2::int[], $3::text[], $4::text[], $5::smallint[], $6::int[], $7::text[], $8::text[])
+                 AS u(idx, name, status, priority, remaining, deps, needs)",
         )
         .await
         .map_err(db("create_run: prepare INSERT INTO tasks"))?;
@@ -126,7 +126,6 @@ pub(crate) async fn create(inner: Arc<Inner>, run: NewRun, now: DateTime<Utc>) -
                 })
             })
             .collect();
-        let specs: Vec<Option<&str>> = tasks.iter().map(|t| t.spec.as_deref()).collect();
         tx.execute(
             &insert,
             &[
@@ -138,11 +137,30 @@ pub(crate) async fn create(inner: Arc<Inner>, run: NewRun, now: DateTime<Utc>) -
                 &&remaining[start..end],
                 &deps,
                 &needs,
-                &specs,
             ],
         )
         .await
         .map_err(db("create_run: INSERT INTO tasks SELECT FROM unnest(...)"))?;
+        // The steps of a submitted run's tasks, beside them.
+        let (spec_idx, specs): (Vec<i32>, Vec<&str>) = tasks
+            .iter()
+            .enumerate()
+            .filter_map(|(k, t)| t.spec.as_deref().map(|s| ((start + k) as i32, s)))
+            .unzip();
+        if !specs.is_empty() {
+            let insert_specs = tx
+                .prepare_cached(
+                    "INSERT INTO task_specs (run_ord, idx, spec)
+                     SELECT $1, u.idx, u.spec FROM unnest($2::int[], $3::text[]) AS u(idx, spec)",
+                )
+                .await
+                .map_err(db("create_run: prepare INSERT INTO task_specs"))?;
+            tx.execute(&insert_specs, &[&ord, &spec_idx, &specs])
+                .await
+                .map_err(db(
+                    "create_run: INSERT INTO task_specs SELECT FROM unnest(...)",
+                ))?;
+        }
     }
     if any_ready {
         notify_in(&tx, &inner.tag).await?;
