@@ -290,7 +290,14 @@ fn a_worker_leaves_alone_the_steps_of_a_run_a_process_drives() {
     });
     let (code, _, err) = run(
         dir.path(),
-        &["run", "driven.yaml", "--store", &store(&db), "--max-parallel", "2"],
+        &[
+            "run",
+            "driven.yaml",
+            "--store",
+            &store(&db),
+            "--max-parallel",
+            "2",
+        ],
     );
     assert_eq!(code, 0, "{err}");
     let ran = std::fs::read_to_string(dir.path().join("ran.txt")).expect("ran.txt");
