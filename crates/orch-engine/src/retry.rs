@@ -128,9 +128,18 @@ pub(crate) async fn prepare_retry(
     // The new run: the same definition and parameters, linked to the old one.
     let id = RunId::new();
     settings.retry_of = Some(old);
-    let mut run = orch_tasks::worker::new_run(id, &wf, r.params.clone(), &settings, None)?;
-    // This process drives it from the start: no worker of the store claims
-    // its steps, and no reader sees it ownerless.
+    // On a store whose workers claim the steps, the run is cut for them
+    // (each task with its step, the run's context record); they get it once
+    // its kept steps are recorded (`run.rs` hands it over).
+    let mut run = if store.capabilities().distributed_claim {
+        let (run, context) = orch_tasks::worker::for_workers(id, &wf, r.params.clone(), &settings)?;
+        store.put_record(context).await?;
+        run
+    } else {
+        orch_tasks::worker::new_run(id, &wf, r.params.clone(), &settings, None)?
+    };
+    // This process holds it until then: no worker of the store claims its
+    // steps, and no reader sees it ownerless.
     run.owner = Some(orch_tasks::run::process_identity());
     store.create_run(run, Utc::now()).await?;
     // The kept steps, completed with their old results, level by level.

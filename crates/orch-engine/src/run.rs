@@ -353,6 +353,36 @@ impl OrchestrationEngine {
                 resumed: None,
             });
         }
+        if let Some((r, info)) = resume
+            .as_ref()
+            .filter(|(_, i)| i.retry_of.is_some() && self.store().capabilities().distributed_claim)
+        {
+            // A retry on a store whose workers claim the steps: its kept
+            // steps are recorded; the workers run the others.
+            self.store()
+                .set_owner(
+                    r.run_id,
+                    Some(orch_tasks::worker::SUBMITTED_OWNER.to_owned()),
+                )
+                .await?;
+            let (sid, task) = self.follow_submitted(
+                run_id,
+                wf.clone(),
+                req.mode.or(r.settings.mode),
+                req.max_parallel.or(r.settings.max_parallel),
+                cancel.clone(),
+                tx,
+            )?;
+            return Ok(RunHandle {
+                run_id,
+                session_id: sid,
+                workflow: wf,
+                events: rx,
+                cancel,
+                task: Some(task),
+                resumed: Some(info.clone()),
+            });
+        }
         // A project's own runner counts the run in the project itself.
         let counted_in = project.filter(|_| matches!(runner, Runner::Valid));
         // A resumed run keeps how it ran, unless the request says otherwise.

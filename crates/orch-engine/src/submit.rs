@@ -53,9 +53,8 @@ impl OrchestrationEngine {
             retry_of: None,
             no_cache: s.no_cache,
         };
-        let store = self.inner.store.clone();
         orch_tasks::worker::submit(
-            store.as_ref(),
+            self.inner.store.as_ref(),
             &s.wf,
             self.inner.workflows.registry(),
             &s.params,
@@ -63,13 +62,30 @@ impl OrchestrationEngine {
             s.run_id,
         )
         .await?;
+        self.follow_submitted(s.run_id, s.wf, s.mode, s.max_parallel, cancel, events)
+    }
+
+    /// Follows run `run_id`, which the store's workers run: the session it
+    /// counts in (closed at once: the run outlives this process) and the
+    /// task that follows it to its report.
+    pub(crate) fn follow_submitted(
+        &self,
+        run_id: RunId,
+        wf: Arc<ValidWorkflow>,
+        mode: Option<ExecutionMode>,
+        max_parallel: Option<usize>,
+        cancel: CancellationToken,
+        events: Option<UnboundedSender<Event>>,
+    ) -> Result<(SessionId, JoinHandle<Result<RunReport, OrchestrationError>>), OrchestrationError>
+    {
         let sid = self.create_session(SessionOptions {
-            mode: s.mode.unwrap_or(ExecutionMode::Parallel),
-            max_parallel_tasks: s.max_parallel,
+            mode: mode.unwrap_or(ExecutionMode::Parallel),
+            max_parallel_tasks: max_parallel,
             ..SessionOptions::default()
         })?;
         self.close_session(&sid);
-        let task = tokio::spawn(follow(store, s.run_id, s.wf, events, cancel));
+        let store = self.inner.store.clone();
+        let task = tokio::spawn(follow(store, run_id, wf, events, cancel));
         Ok((sid, task))
     }
 }

@@ -19,7 +19,7 @@
 mod common;
 mod procs;
 
-use orch_model::{Store, TaskStatus, WorkflowStatus};
+use orch_model::{RunId, Store, TaskStatus, WorkflowStatus};
 use procs::{
     Fixture, LEASE, PATIENCE, finished, gone, lanes_workflow, ledger, ledger_step, one_at_a_time,
     owner_of, result_token, send, wait_for,
@@ -463,4 +463,47 @@ fn one_worker_at_a_time_reclaims() {
     });
     assert!(workers[other].stop().success(), "{}", workers[other].log());
     assert_eq!(leader(&f), None, "a worker that stops resigns");
+}
+
+/// `orch retry` of a failed run on a store whose workers claim the steps:
+/// the new run keeps the completed step (it does not run again) and the
+/// workers run the failed one and its dependent; nothing of the retry runs
+/// in the process that asked for it.
+#[test]
+fn a_retry_is_run_by_the_workers_keeping_what_completed() {
+    let _one = one_at_a_time();
+    let f = Fixture::new();
+    f.write(
+        "flaky.yaml",
+        "name: flaky\nsteps:\n  - { name: first, module: shell, action: script, parameters: { script: 'echo ran >> first.txt' } }\n  - { name: second, module: shell, action: script, parameters: { script: 'test -e fixed && echo \"$PPID\" > second.pid' }, dependencies: [first] }\n  - { name: third, module: core, action: noop, dependencies: [second] }\n",
+    );
+    let mut w = f.worker("w1", &[]);
+    let out = f.run(&["run", "flaky.yaml", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "the first run fails");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let failed: RunId = v["run_id"].as_str().expect("run id").parse().expect("id");
+    f.write("fixed", "");
+    let out = f.run(&["retry", &failed.to_string(), "--json"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(v["status"], "completed", "{v}");
+    let retried: RunId = v["run_id"].as_str().expect("run id").parse().expect("id");
+    assert_ne!(retried, failed);
+    assert_eq!(f.read("first.txt"), "ran\n", "the completed step was kept");
+    let rec = f.run_record(retried);
+    assert_eq!(rec.owner.as_deref(), Some("workers"), "the workers ran it");
+    let tasks = f.tasks(retried);
+    assert!(
+        tasks.iter().all(|t| t.status == TaskStatus::Completed),
+        "{tasks:?}"
+    );
+    // The step that ran again was started by the worker's process.
+    assert_eq!(f.read("second.pid").trim(), w.pid().to_string());
+    assert!(w.stop().success(), "{}", w.log());
 }
