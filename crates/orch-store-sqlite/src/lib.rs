@@ -8,7 +8,9 @@
 //! `synchronous=NORMAL`: a committed transaction survives the process being
 //! killed at any moment; a power loss may lose the last ones). Several
 //! processes may use one database file: SQLite's locks and a busy timeout
-//! keep them apart.
+//! keep them apart. Short reads (one run's record, a run's cancel flag) run
+//! on their caller's thread through a small pool of read-only connections,
+//! which in WAL mode never wait for the writing one (see `readers.rs`).
 //!
 //! The schema has a version (`PRAGMA user_version`) and forward migrations,
 //! applied when a database is opened. A row that cannot be read is set aside
@@ -49,6 +51,7 @@ mod finish;
 mod leader;
 mod open;
 mod output;
+mod readers;
 mod records;
 mod rows;
 mod schema;
@@ -68,6 +71,8 @@ pub struct SqliteStore {
     path: PathBuf,
     options: SqliteOptions,
     shared: std::sync::Arc<thread::Shared>,
+    /// Read-only connections for short reads on the callers' threads.
+    readers: readers::Readers,
     tx: Option<mpsc::Sender<Work>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }

@@ -150,10 +150,12 @@ pub(crate) fn count_tasks(conn: &Connection, ord: i64) -> Result<TaskCounts> {
 /// Reads one run, quarantining it when it cannot be read.
 pub(crate) fn read_run(conn: &Connection, run: RunId) -> Result<Option<RunRecord>> {
     let key = run.to_string();
+    // The statement's text is made once (it is the statement cache's key).
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!("SELECT {RUN_COLUMNS}, quarantined, ord FROM runs WHERE id = ?1")
+    });
     let raw = conn
-        .prepare_cached(&format!(
-            "SELECT {RUN_COLUMNS}, quarantined, ord FROM runs WHERE id = ?1"
-        ))
+        .prepare_cached(&SQL)
         .and_then(|mut s| {
             s.query_row(params![key], |r| {
                 Ok((

@@ -197,8 +197,7 @@ impl Store for SqliteStore {
     }
 
     async fn get_run(&self, id: RunId) -> Result<Option<RunRecord>> {
-        self.call_small_keeping(move |conn| read_run(conn, id), true)
-            .await
+        self.read_small(move |conn| read_run(conn, id), true).await
     }
 
     async fn list_runs(&self) -> Result<Vec<RunRecord>> {
@@ -497,17 +496,16 @@ impl Store for SqliteStore {
     }
 
     async fn cancel_requested(&self, run: RunId) -> Result<bool> {
-        self.call_small(move |conn| {
-            conn.query_row(
-                "SELECT cancel_requested FROM runs WHERE id = ?1",
-                params![run.to_string()],
-                |r| r.get::<_, bool>(0),
-            )
-            .optional()
-            .map_err(sql_err)
-            .map(|v| v.unwrap_or(false))
-        })
-        .await
+        let read = move |conn: &rusqlite::Connection| {
+            conn.prepare_cached("SELECT cancel_requested FROM runs WHERE id = ?1")
+                .and_then(|mut s| {
+                    s.query_row(params![run.to_string()], |r| r.get::<_, bool>(0))
+                        .optional()
+                })
+                .map_err(sql_err)
+                .map(|v| v.unwrap_or(false))
+        };
+        self.read_small(read, false).await
     }
 
     async fn problems(&self) -> Result<Vec<String>> {

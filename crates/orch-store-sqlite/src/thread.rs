@@ -10,7 +10,7 @@ use crate::open::{Conn, SqliteOptions, connect, file_id};
 use orch_model::{OrchestrationError, Result};
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 /// Most requests committed in one transaction.
@@ -37,6 +37,8 @@ pub(crate) struct Slot {
     /// Set when the database file was deleted or replaced: every later
     /// request gets this error, and nothing runs.
     gone: Option<OrchestrationError>,
+    /// Set with `gone`; read without the lock by the pool of readers.
+    noticed: Arc<AtomicBool>,
     path: PathBuf,
     options: SqliteOptions,
 }
@@ -48,6 +50,19 @@ pub(crate) struct Shared {
     /// request itself only when none is waiting (so that requests keep their
     /// order).
     pub(crate) queued: AtomicUsize,
+}
+
+impl Shared {
+    /// The device and inode of the file the writing connection opened:
+    /// `None` before it is open (a lazily opened store), for a read-only
+    /// store, or while the connection is in use.
+    pub(crate) fn writer_file(&self) -> Option<(u64, u64)> {
+        let slot = self.slot.try_lock().ok()?;
+        if slot.gone.is_some() {
+            return None;
+        }
+        slot.conn.as_ref()?.file
+    }
 }
 
 impl std::fmt::Debug for Shared {
@@ -162,6 +177,7 @@ fn commit_group(slot: &mut Slot, batch: Vec<Work>) {
             now => {
                 let e = lost(&slot.path, now);
                 slot.gone = Some(e.clone());
+                slot.noticed.store(true, Ordering::Release);
                 err = Some(e);
             }
         }
@@ -174,10 +190,12 @@ fn commit_group(slot: &mut Slot, batch: Vec<Work>) {
 impl SqliteStore {
     pub(crate) fn start(path: &Path, options: SqliteOptions, conn: Option<Conn>) -> Result<Self> {
         let (tx, rx) = mpsc::channel::<Work>();
+        let noticed = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(Shared {
             slot: Mutex::new(Slot {
                 conn,
                 gone: None,
+                noticed: noticed.clone(),
                 path: path.to_path_buf(),
                 options,
             }),
@@ -192,6 +210,7 @@ impl SqliteStore {
             path: path.to_path_buf(),
             options,
             shared,
+            readers: crate::readers::Readers::new(noticed),
             tx: Some(tx),
             thread: Some(thread),
         })
