@@ -224,6 +224,11 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let (tx, rx) = watch::channel(false);
     let app = router(engine, token, config, rx);
+    // An answer is sent as soon as it is written, not held back by Nagle's
+    // algorithm waiting for the client's acknowledgement of the last one.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

@@ -6,12 +6,13 @@
 
 use crate::AppState;
 use crate::error::ApiResult;
+use crate::runs::run_state;
 use crate::runs::{RawQuery, find_step, num, query};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
-use orch_engine::{RunState, run_state};
+use orch_engine::RunState;
 use orch_model::store::{OutputChunk, OutputSoFar, TaskRecord};
 use orch_model::{OrchestrationError, RunId, Store};
 use serde_json::{Value, json};

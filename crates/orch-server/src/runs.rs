@@ -8,11 +8,12 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
-use orch_engine::{CancelOutcome, RunRequest, RunState, RunTarget, run_state};
+use orch_engine::{CancelOutcome, RunRequest, RunState, RunTarget};
 use orch_model::definition::NameKind;
 use orch_model::store::{RunRecord, TaskRecord};
-use orch_model::{ExecutionMode, RunId, TaskStatus};
+use orch_model::{ExecutionMode, RunId, TaskStatus, WorkflowStatus};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
@@ -105,6 +106,58 @@ fn timeout_of(v: Option<&Value>) -> ApiResult<Option<Duration>> {
             .map(Some)
             .map_err(&bad),
         Some(other) => Err(bad(format!("is {other}"))),
+    }
+}
+
+/// [`orch_engine::run_state`], which looks whether the run's owner process
+/// is alive (two files of `/proc` read) only for a run whose status is
+/// `running`: for any other status the answer does not depend on it, and a
+/// run read by `GET /runs/{id}` has mostly ended (the reads were a seventh
+/// of the server's time under load).
+pub(crate) fn run_state(r: &RunRecord) -> RunState {
+    if r.status == WorkflowStatus::Running {
+        orch_engine::run_state(r)
+    } else {
+        RunState::derive(r.status, false)
+    }
+}
+
+/// A run as `GET /runs/{id}` answers it: [`run_json`]'s fields in its
+/// order (the JSON is the same), serialized straight from the record
+/// without building a `Value` first.
+#[derive(serde::Serialize)]
+struct RunView<'a> {
+    id: RunId,
+    workflow: &'a str,
+    state: &'static str,
+    status: WorkflowStatus,
+    created_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+    params: &'a Map<String, Value>,
+    owner: Option<&'a str>,
+    cancel_requested: bool,
+    parent: Option<RunId>,
+    tasks: orch_model::store::TaskCounts,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    definition: Option<Value>,
+}
+
+impl<'a> RunView<'a> {
+    fn of(r: &'a RunRecord) -> Self {
+        Self {
+            id: r.id,
+            workflow: &r.workflow,
+            state: run_state(r).as_str(),
+            status: r.status,
+            created_at: r.created_at,
+            finished_at: r.finished_at,
+            params: &r.params,
+            owner: r.owner.as_deref(),
+            cancel_requested: r.cancel_requested,
+            parent: r.parent,
+            tasks: r.tasks,
+            definition: None,
+        }
     }
 }
 
@@ -309,7 +362,7 @@ pub(crate) async fn get(
     State(st): State<AppState>,
     Path(id): Path<String>,
     q: RawQuery,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<axum::response::Response> {
     let q = query(q, &["definition"])?;
     let with_def = match q.get("definition").map(String::as_str) {
         None | Some("false") => false,
@@ -322,17 +375,19 @@ pub(crate) async fn get(
     };
     let store = st.engine().store();
     let mut r = find_run(store, &id).await?;
-    let mut v = run_json(&r);
-    if with_def {
-        if r.definition.is_empty() {
-            if let Some(full) = store.get_run(r.id).await? {
-                r = full;
-            }
+    if with_def && r.definition.is_empty() {
+        if let Some(full) = store.get_run(r.id).await? {
+            r = full;
         }
-        v["definition"] =
-            serde_json::from_str(&r.definition).unwrap_or(Value::String(r.definition));
     }
-    Ok(Json(v))
+    let mut view = RunView::of(&r);
+    if with_def {
+        view.definition = Some(
+            serde_json::from_str(&r.definition)
+                .unwrap_or_else(|_| Value::String(r.definition.clone())),
+        );
+    }
+    Ok(Json(view).into_response())
 }
 
 fn step_json(t: &TaskRecord) -> Value {
@@ -519,4 +574,93 @@ pub(crate) async fn resume(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let r = find_run(st.engine().store(), &id).await?;
     start(&st, RunTarget::Resume(r.id), RunBody::default()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(status: WorkflowStatus, owner: Option<&str>) -> RunRecord {
+        let mut tasks = orch_model::store::TaskCounts::default();
+        tasks.add(TaskStatus::Completed, 3);
+        tasks.add(TaskStatus::Failed, 1);
+        let mut params = Map::new();
+        params.insert("name".into(), json!("a \"quoted\" é"));
+        params.insert("n".into(), json!([1, 2.5, null, {"k": true}]));
+        RunRecord {
+            id: RunId::new(),
+            workflow: "etl.daily".into(),
+            status,
+            created_at: Utc::now(),
+            finished_at: Some(Utc::now()),
+            params,
+            definition: r#"{"name": "etl.daily", "steps": []}"#.into(),
+            owner: owner.map(str::to_owned),
+            cancel_requested: true,
+            parent: Some(RunId::new()),
+            tasks,
+        }
+    }
+
+    /// `GET /runs/{id}` answers the bytes `run_json` gives (keys in its
+    /// order), with the definition last when asked for.
+    #[test]
+    fn a_runs_view_is_its_json() {
+        for r in [
+            record(WorkflowStatus::Completed, Some("1:2@elsewhere")),
+            record(WorkflowStatus::Running, Some("1:2@elsewhere")),
+            record(WorkflowStatus::Running, None),
+            RunRecord {
+                finished_at: None,
+                parent: None,
+                params: Map::new(),
+                ..record(WorkflowStatus::Failed, None)
+            },
+        ] {
+            let view = serde_json::to_string(&RunView::of(&r)).expect("view");
+            let json = serde_json::to_string(&run_json(&r)).expect("json");
+            assert_eq!(view, json);
+            let mut with = RunView::of(&r);
+            with.definition = Some(serde_json::from_str(&r.definition).expect("definition"));
+            let mut expected = run_json(&r);
+            expected["definition"] = serde_json::from_str(&r.definition).expect("definition");
+            assert_eq!(
+                serde_json::to_string(&with).expect("view"),
+                serde_json::to_string(&expected).expect("json")
+            );
+        }
+    }
+
+    /// The state does not depend on the owner unless the run is running.
+    #[test]
+    fn the_state_looks_at_the_owner_only_when_running() {
+        assert_eq!(
+            run_state(&record(WorkflowStatus::Completed, None)),
+            RunState::Completed
+        );
+        assert_eq!(
+            run_state(&record(WorkflowStatus::Running, None)),
+            RunState::Interrupted
+        );
+        // Another host's process is taken to be alive.
+        assert_eq!(
+            run_state(&record(WorkflowStatus::Running, Some("1:2@elsewhere"))),
+            RunState::Running
+        );
+        for status in [
+            WorkflowStatus::Completed,
+            WorkflowStatus::Failed,
+            WorkflowStatus::Cancelled,
+            WorkflowStatus::Running,
+        ] {
+            for owner in [None, Some("1:2@elsewhere"), Some("bad")] {
+                let r = record(status, owner);
+                assert_eq!(
+                    run_state(&r),
+                    orch_engine::run_state(&r),
+                    "{status:?} {owner:?}"
+                );
+            }
+        }
+    }
 }

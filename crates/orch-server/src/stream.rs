@@ -6,12 +6,12 @@
 use crate::AppState;
 use crate::error::ApiResult;
 use crate::params::find_run;
-use crate::runs::{RawQuery, num, query, run_json};
+use crate::runs::{RawQuery, num, query, run_json, run_state};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
-use orch_engine::{RunState, run_state};
+use orch_engine::RunState;
 use orch_model::RunId;
 use serde_json::json;
 use std::convert::Infallible;
