@@ -16,6 +16,9 @@
 //!   last; its latency is from sending a request to its answer, under the
 //!   load of all 100 connections (wrk and the server share this machine's
 //!   two cores);
+//! - the server's CPU time per request: its user and system time from
+//!   `/proc` over the load, divided by the requests `wrk` made (a figure
+//!   that depends less on what else the machine runs than latencies do);
 //! - memory: `VmRSS` of the `orch serve` process from `/proc`.
 
 use orch_benches::run_orch_stored;
@@ -133,6 +136,21 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (user and system) process `pid` has used, in µs (`/proc`'s
+/// clock ticks, 100 a second on Linux).
+fn cpu_us(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command's name (which is in parentheses).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    f.iter().sum::<u64>() * 10_000
+}
+
 /// Makes `n` one-step runs in the SQLite store of `home`; the last run's id.
 fn seed(home: &Path, n: usize) -> Result<String, String> {
     std::fs::create_dir_all(home).map_err(|e| format!("{}: {e}", home.display()))?;
@@ -175,6 +193,13 @@ fn wrk_ms(text: &str) -> Option<f64> {
     }
 }
 
+/// How many requests `wrk` made (`N requests in 10.00s, ...`).
+fn wrk_requests(out: &str) -> Option<u64> {
+    out.lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.trim().parse().ok())
+}
+
 /// What `wrk --latency` printed: p50, p90, p99 (ms), requests/s, and the
 /// count of answers that were not 2xx/3xx.
 fn parse_wrk(out: &str) -> Result<(f64, f64, f64, f64, u64), String> {
@@ -203,6 +228,7 @@ fn get_load(server: &Server, run: &str, s: &Sizes) -> Result<(), String> {
         return Err(format!("GET /runs/{run} answered {status}: {body}"));
     }
     let url = format!("http://{}/runs/{run}", server.addr);
+    let cpu_before = cpu_us(server.pid());
     let out = Command::new("wrk")
         .args([
             "-t2",
@@ -215,13 +241,19 @@ fn get_load(server: &Server, run: &str, s: &Sizes) -> Result<(), String> {
         ])
         .output()
         .map_err(|e| format!("wrk: {e}"))?;
+    let cpu = cpu_us(server.pid()).saturating_sub(cpu_before);
     let text = String::from_utf8_lossy(&out.stdout);
     let (p50, p90, p99, rps, bad) = parse_wrk(&text)?;
     if bad > 0 {
         return Err(format!("{bad} answers were not 2xx:\n{text}"));
     }
+    // The server's CPU time per answer: what a request costs, whatever
+    // else the machine is doing (the latencies depend on that too).
+    let per = wrk_requests(&text)
+        .filter(|&n| n > 0)
+        .map_or(0.0, |n| cpu as f64 / n as f64);
     println!(
-        "| `GET /runs/{{id}}`, {} runs stored, {} clients, {} s | {p50:.2} ms | {p90:.2} ms | {p99:.2} ms | {rps:.0} |",
+        "| `GET /runs/{{id}}`, {} runs stored, {} clients, {} s | {p50:.2} ms | {p90:.2} ms | {p99:.2} ms | {rps:.0} | {per:.1} µs |",
         s.runs, s.clients, s.seconds
     );
     Ok(())
@@ -352,8 +384,8 @@ fn main() {
             t.elapsed().as_secs_f64()
         );
         let server = Server::start(&orch, &dir)?;
-        println!("| load | p50 | p90 | p99 | requests/s |");
-        println!("|---|---|---|---|---|");
+        println!("| load | p50 | p90 | p99 | requests/s | server CPU per request |");
+        println!("|---|---|---|---|---|---|");
         get_load(&server, &run, &sizes)?;
         println!();
         println!("| streams | server RSS before | with them open | held | after | per stream |");
