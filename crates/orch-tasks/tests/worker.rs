@@ -76,6 +76,14 @@ async fn submit_yaml(store: &Arc<dyn Store>, text: &str, dir: &std::path::Path) 
     submit_with(store, &yaml(text), &settings).await
 }
 
+/// Settings of a run whose steps work in `dir`.
+fn in_dir(dir: &std::path::Path) -> RunSettings {
+    RunSettings {
+        work_dir: Some(dir.to_path_buf()),
+        ..RunSettings::default()
+    }
+}
+
 /// Submits `wf` with these settings and no parameters.
 async fn submit_with(
     store: &Arc<dyn Store>,
@@ -647,10 +655,7 @@ fn a_submitted_run_is_served_from_its_steps_specs_without_reading_its_definition
     rt().block_on(async {
         let store = memory();
         let dir = tempfile::tempdir().expect("dir");
-        let settings = RunSettings {
-            work_dir: Some(dir.path().to_path_buf()),
-            ..RunSettings::default()
-        };
+        let settings = in_dir(dir.path());
         let id = RunId::new();
         let (mut run, context) =
             for_workers(id, &yaml(DIAMOND), diamond_params(), &settings).expect("cut");
@@ -681,10 +686,7 @@ fn a_run_recorded_without_specs_is_served_from_its_whole_definition() {
     rt().block_on(async {
         let store = memory();
         let dir = tempfile::tempdir().expect("dir");
-        let settings = RunSettings {
-            work_dir: Some(dir.path().to_path_buf()),
-            ..RunSettings::default()
-        };
+        let settings = in_dir(dir.path());
         let id = RunId::new();
         // As a process that drove the run records it (no specs, no context).
         let run =
@@ -713,23 +715,15 @@ fn a_runs_timeout_stops_its_step_on_a_worker_and_ends_it_failed() {
         let store = memory();
         let dir = tempfile::tempdir().expect("dir");
         let settings = RunSettings {
-            work_dir: Some(dir.path().to_path_buf()),
             run_timeout_ms: Some(1500),
-            ..RunSettings::default()
+            ..in_dir(dir.path())
         };
         let wf = yaml(
             "name: slow\nsteps:\n  - { name: sleeper, module: shell, action: exec, parameters: { program: sh, args: ['-c', 'echo $$ > sleeper.pid; exec sleep 600'] } }\n  - { name: next, module: core, action: noop, dependencies: [sleeper] }\n  - { name: quick, module: core, action: noop }\n",
         );
         let run = submit_with(&store, &wf, &settings).await;
         let w = start(&store, options("w"));
-        let pid_file = dir.path().join("sleeper.pid");
-        let pid: i32 = loop {
-            let text = std::fs::read_to_string(&pid_file).unwrap_or_default();
-            if text.ends_with('\n') {
-                break text.trim().parse().expect("a pid");
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
+        let pid = pid_in(dir.path(), "sleeper.pid").await;
         let started = Instant::now();
         assert_eq!(finished(&store, run).await, WorkflowStatus::Failed);
         assert!(
@@ -759,9 +753,8 @@ fn a_run_past_its_timeout_starts_nothing_more_on_a_worker() {
         let store = memory();
         let dir = tempfile::tempdir().expect("dir");
         let settings = RunSettings {
-            work_dir: Some(dir.path().to_path_buf()),
             run_timeout_ms: Some(1),
-            ..RunSettings::default()
+            ..in_dir(dir.path())
         };
         let wf = yaml(
             "name: late\nsteps:\n  - { name: a, module: shell, action: exec, parameters: { program: touch, args: [ran] } }\n",
@@ -784,9 +777,8 @@ fn two_workers_run_no_more_of_a_run_at_once_than_its_max_parallel() {
         let store = memory();
         let dir = tempfile::tempdir().expect("dir");
         let settings = RunSettings {
-            work_dir: Some(dir.path().to_path_buf()),
             max_parallel: Some(2),
-            ..RunSettings::default()
+            ..in_dir(dir.path())
         };
         let mut text = "name: limited\nsteps:\n".to_owned();
         for i in 0..8 {
@@ -924,9 +916,8 @@ fn a_run_timeout_on_workers_fails_the_run_and_runs_its_finally_steps() {
         let store = memory();
         let dir = tempfile::tempdir().expect("dir");
         let settings = RunSettings {
-            work_dir: Some(dir.path().to_path_buf()),
             run_timeout_ms: Some(1000),
-            ..RunSettings::default()
+            ..in_dir(dir.path())
         };
         let run = submit_with(&store, &yaml(WITH_FINALLY), &settings).await;
         let w = start(&store, options("w"));
