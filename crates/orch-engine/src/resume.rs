@@ -14,13 +14,13 @@ pub use orch_model::store::RunState;
 /// liveness is checked on this machine (`orch_tasks::run::owner_alive`).
 pub fn run_state(r: &RunRecord) -> RunState {
     // A submitted run is the workers' (`SUBMITTED_OWNER`): running while
-    // its status says so.
-    RunState::derive(
-        r.status,
-        r.owner.as_deref().is_some_and(|o| {
+    // its status says so. Only a running run's owner matters (looking
+    // reads /proc), so an ended one is not looked at.
+    let alive = r.status == orch_model::WorkflowStatus::Running
+        && r.owner.as_deref().is_some_and(|o| {
             o == orch_tasks::worker::SUBMITTED_OWNER || orch_tasks::run::owner_alive(o)
-        }),
-    )
+        });
+    RunState::derive(r.status, alive)
 }
 
 /// An owner (`PID:START@HOST`) in words: `process PID on HOST`.
