@@ -313,6 +313,17 @@ mod tests {
     use std::collections::BTreeMap;
     use std::time::Duration;
 
+    /// The runs going on are one list for the process (`LIVE`), which
+    /// `publish` folds: the tests that make runs take turns, so that one
+    /// test's publish does not fold another's counts away.
+    static TURNS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn turn() -> std::sync::MutexGuard<'static, ()> {
+        TURNS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Every metric of a snapshot as `name{label=value}` -> its value
     /// (counters and gauges as numbers, histograms as their samples).
     fn values(s: &Snapshotter) -> BTreeMap<String, Vec<f64>> {
@@ -357,6 +368,7 @@ mod tests {
 
     #[test]
     fn a_run_is_counted_by_status_and_its_gauges_end_at_zero() {
+        let _turn = turn();
         RECORDING.store(true, Ordering::Relaxed);
         let recorder = DebuggingRecorder::new();
         let snap = recorder.snapshotter();
@@ -462,6 +474,7 @@ mod tests {
 
     #[test]
     fn gauges_add_up_the_runs_going_on_and_a_run_leaves_when_it_ends() {
+        let _turn = turn();
         RECORDING.store(true, Ordering::Relaxed);
         let a = RunMetrics::new();
         for t in 0..3 {
@@ -489,6 +502,7 @@ mod tests {
 
     #[test]
     fn publish_folds_the_counts_in_and_sets_the_gauges() {
+        let _turn = turn();
         RECORDING.store(true, Ordering::Relaxed);
         let recorder = DebuggingRecorder::new();
         let snap = recorder.snapshotter();
