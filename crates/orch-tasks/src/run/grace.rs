@@ -157,15 +157,21 @@ impl Stop {
         let survivor = st.survive.is_some() && st.hot[out.task as usize].run_if.runs_after_stop();
         if out.status == TaskStatus::Cancelled && !survivor {
             out.status = TaskStatus::Failed;
-            out.result.success = false;
-            out.result.error_type = Some("TimeoutError".into());
-            out.result.error_message = Some(format!(
-                "stopped by the run's timeout of {}",
-                orch_model::duration::format_duration(limit)
-            ));
+            stopped_by_timeout(&mut out.result, limit);
         }
         out
     }
+}
+
+/// Makes `result` the failure of a step stopped by its run's timeout of
+/// `limit` (a run one process drives, or a worker's).
+pub(crate) fn stopped_by_timeout(result: &mut orch_model::TaskResult, limit: Duration) {
+    result.success = false;
+    result.error_type = Some("TimeoutError".into());
+    result.error_message = Some(format!(
+        "stopped by the run's timeout of {}",
+        orch_model::duration::format_duration(limit)
+    ));
 }
 
 impl State<'_> {

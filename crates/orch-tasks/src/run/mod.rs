@@ -28,6 +28,7 @@ mod state;
 pub use coordinator::{drive, run_workflow};
 pub(crate) use fanout::{Gathered, gathered};
 pub use grace::DEFAULT_CANCEL_GRACE;
+pub(crate) use grace::stopped_by_timeout;
 pub use identity::{owner_alive, process_identity};
 pub use options::{RunOptions, RunReport, StepReport};
 pub use preflight::prepare;

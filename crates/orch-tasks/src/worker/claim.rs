@@ -410,11 +410,7 @@ async fn run_attempt(sh: &Shared, claim: &Claim, p: Prepared<'_>, token: Cancell
             return end_run(sh, claim, WorkflowStatus::Cancelled).await;
         }
         Some(Cut::StepCancelled) => {
-            let to_store = match outcome {
-                Some(o) if o.status != TaskStatus::Cancelled => stored(o),
-                _ => TaskOutcome::Cancelled,
-            };
-            return finish(sh, claim, to_store).await;
+            return finish(sh, claim, stored_or_cancelled(outcome)).await;
         }
         Some(Cut::TimedOut) => {
             // The run's timeout stopped the step: it failed so (as in a run
@@ -426,16 +422,8 @@ async fn run_attempt(sh: &Shared, claim: &Claim, p: Prepared<'_>, token: Cancell
                 // It ended by itself just as the timeout came.
                 Some(o) if o.status != TaskStatus::Cancelled => stored(o),
                 other => {
-                    let mut result = other.map_or_else(
-                        || TaskResult::failed("TimeoutError", String::new()),
-                        |o| o.result,
-                    );
-                    result.success = false;
-                    result.error_type = Some("TimeoutError".into());
-                    result.error_message = Some(format!(
-                        "stopped by the run's timeout of {}",
-                        orch_model::duration::format_duration(limit)
-                    ));
+                    let mut result = other.map_or_else(TaskResult::default, |o| o.result);
+                    crate::run::stopped_by_timeout(&mut result, limit);
                     TaskOutcome::Failed { result }
                 }
             };
@@ -448,11 +436,7 @@ async fn run_attempt(sh: &Shared, claim: &Claim, p: Prepared<'_>, token: Cancell
         Some(Cut::GraceOver(st)) => {
             // The grace is over: this step is stopped, and what is left of
             // the run cancelled.
-            let to_store = match outcome {
-                Some(o) if o.status != TaskStatus::Cancelled => stored(o),
-                _ => TaskOutcome::Cancelled,
-            };
-            let end = finish(sh, claim, to_store).await;
+            let end = finish(sh, claim, stored_or_cancelled(outcome)).await;
             end_run(sh, claim, st.status()).await;
             return end;
         }
@@ -476,6 +460,15 @@ async fn run_attempt(sh: &Shared, claim: &Claim, p: Prepared<'_>, token: Cancell
         cache::store_result(store, key, &outcome.result.data).await;
     }
     finish(sh, claim, stored(outcome)).await
+}
+
+/// An attempt the run stopped: what it ended with when it ended by itself
+/// just then, else cancelled.
+fn stored_or_cancelled(outcome: Option<Outcome>) -> TaskOutcome {
+    match outcome {
+        Some(o) if o.status != TaskStatus::Cancelled => stored(o),
+        _ => TaskOutcome::Cancelled,
+    }
 }
 
 /// What the store records of an attempt's outcome.
