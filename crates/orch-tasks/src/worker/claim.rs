@@ -304,7 +304,7 @@ async fn run_attempt(sh: &Shared, claim: &Claim, p: Prepared<'_>, token: Cancell
     let mut stop_at: Option<Stopping> = match (survivor, stopping, def.deadline, def.grace) {
         (true, Some(st), _, _) => Some(st),
         (true, None, Some(d), Some(g)) => Some(Stopping {
-            until: d + chrono::Duration::from_std(g).unwrap_or(chrono::Duration::MAX),
+            until: stop::after(d, g),
             timed_out: true,
         }),
         (false, _, Some(d), _) => Some(Stopping {

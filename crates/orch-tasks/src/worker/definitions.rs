@@ -38,12 +38,10 @@ pub(crate) fn grace_of(wf: &Workflow) -> Option<std::time::Duration> {
 /// When a run created at `created` ends by its timeout (`settings.run_timeout_ms`).
 pub(crate) fn deadline(created: DateTime<Utc>, settings: &RunSettings) -> Option<DateTime<Utc>> {
     let ms = settings.run_timeout_ms?;
-    let ms = i64::try_from(ms).unwrap_or(i64::MAX);
-    Some(
-        created
-            .checked_add_signed(chrono::Duration::milliseconds(ms))
-            .unwrap_or(DateTime::<Utc>::MAX_UTC),
-    )
+    Some(super::stop::after(
+        created,
+        std::time::Duration::from_millis(ms),
+    ))
 }
 
 /// A run's definition, as a worker needs it.

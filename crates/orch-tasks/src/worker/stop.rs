@@ -41,7 +41,8 @@ impl Stopping {
     }
 }
 
-fn after(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+/// `t` plus `d`, the latest time there is when that does not fit.
+pub(crate) fn after(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     chrono::Duration::from_std(d)
         .ok()
         .and_then(|d| t.checked_add_signed(d))
