@@ -34,7 +34,7 @@ pub(crate) async fn find_run(store: &Arc<dyn Store>, id: &str) -> ApiResult<RunR
     let not_found =
         || ApiError::not_found(format!("run `{id}` not found; GET /runs lists the runs"));
     if let Ok(rid) = id.parse::<RunId>() {
-        return store.get_run(rid).await?.ok_or_else(not_found);
+        return store.get_run_brief(rid).await?.ok_or_else(not_found);
     }
     let mut matches = store
         .list_runs()

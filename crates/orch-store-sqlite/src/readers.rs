@@ -102,6 +102,20 @@ impl Readers {
         path: &Path,
         f: impl FnOnce(&Connection) -> Result<T>,
     ) -> Option<T> {
+        self.read_on(path, |conn| in_transaction(conn, f))
+    }
+
+    /// As [`Readers::read`], for `f` that runs one statement: the
+    /// statement is its own read transaction (no `BEGIN` and `COMMIT`).
+    pub(crate) fn read_one<T>(
+        &self,
+        path: &Path,
+        f: impl FnOnce(&Connection) -> Result<T>,
+    ) -> Option<T> {
+        self.read_on(path, |conn| f(conn).ok())
+    }
+
+    fn read_on<T>(&self, path: &Path, f: impl FnOnce(&Connection) -> Option<T>) -> Option<T> {
         let file = self.file()?;
         if self.gone.load(Ordering::Acquire) {
             return None;
@@ -113,7 +127,7 @@ impl Readers {
             *slot = Some(open_reader(path).ok()?);
         }
         let conn = slot.as_ref()?;
-        let out = in_transaction(conn, f);
+        let out = f(conn);
         if out.is_none() {
             // Whatever went wrong, a fresh connection next time.
             *slot = None;
@@ -186,6 +200,21 @@ impl SqliteStore {
     {
         if !self.options.read_only && self.writer_file().is_some() {
             if let Some(v) = self.readers.read(&self.path, f.clone()) {
+                return Ok(v);
+            }
+        }
+        self.call_small_keeping(f, keep_on_error).await
+    }
+
+    /// As [`SqliteStore::read_small`], for `f` that runs one statement
+    /// ([`Readers::read_one`]).
+    pub(crate) async fn read_statement<T, F>(&self, f: F, keep_on_error: bool) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection) -> Result<T> + Clone + Send + 'static,
+    {
+        if !self.options.read_only && self.writer_file().is_some() {
+            if let Some(v) = self.readers.read_one(&self.path, f.clone()) {
                 return Ok(v);
             }
         }

@@ -186,6 +186,62 @@ pub(crate) fn read_run(conn: &Connection, run: RunId) -> Result<Option<RunRecord
     }
 }
 
+/// Reads one run without its definition (as [`list_in`] gives runs), with
+/// its task counts, in one statement (so one read transaction of its own,
+/// with no `BEGIN` and `COMMIT` around it). A run that cannot be read is
+/// quarantined, as [`read_run`] does.
+pub(crate) fn read_run_brief(conn: &Connection, run: RunId) -> Result<Option<RunRecord>> {
+    let key = run.to_string();
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT {LIST_COLUMNS}, quarantined,
+               (SELECT group_concat(status || ' ' || n, ',') FROM
+                  (SELECT status, COUNT(*) AS n FROM tasks
+                    WHERE key BETWEEN runs.ord * 4294967296 AND runs.ord * 4294967296 + 4294967295
+                    GROUP BY status))
+             FROM runs WHERE id = ?1"
+        )
+    });
+    let raw = conn
+        .prepare_cached(&SQL)
+        .and_then(|mut s| {
+            s.query_row(params![key], |r| {
+                Ok((
+                    raw_run(r)?,
+                    r.get::<_, Option<String>>(RUN_COLUMN_COUNT)?,
+                    r.get::<_, Option<String>>(RUN_COLUMN_COUNT + 1)?,
+                ))
+            })
+            .optional()
+        })
+        .map_err(sql_err)?;
+    match raw {
+        None => Ok(None),
+        Some((_, Some(why), _)) => Err(store_err(
+            &format!("run {key} is quarantined"),
+            format!("it could not be read: {why}"),
+        )),
+        Some((raw, None, counts)) => match decode_run(raw) {
+            Ok(r) => {
+                let mut tasks = TaskCounts::default();
+                for pair in counts.as_deref().unwrap_or("").split(',') {
+                    // A task with an unknown state is set aside when its run is read.
+                    if let Some((status, n)) = pair.split_once(' ') {
+                        if let (Ok(s), Ok(n)) = (parse_status(status), n.parse::<u32>()) {
+                            tasks.add(s, n);
+                        }
+                    }
+                }
+                Ok(Some(RunRecord { tasks, ..r }))
+            }
+            Err(why) => {
+                quarantine(conn, &key, &why)?;
+                Err(store_err(&format!("run {key} is quarantined"), why))
+            }
+        },
+    }
+}
+
 pub(crate) fn decode_task(
     run: RunId,
     r: &rusqlite::Row<'_>,

@@ -6,7 +6,9 @@ use crate::finish::{
     append_in, finish_in, finish_in_with, finish_run_if_done, remember_dependents,
     start_and_finish_one, start_in,
 };
-use crate::rows::{lease_until, list_in, micros, read_run, read_tasks, require_run, time};
+use crate::rows::{
+    lease_until, list_in, micros, read_run, read_run_brief, read_tasks, require_run, time,
+};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use orch_model::store::{
@@ -198,6 +200,11 @@ impl Store for SqliteStore {
 
     async fn get_run(&self, id: RunId) -> Result<Option<RunRecord>> {
         self.read_small(move |conn| read_run(conn, id), true).await
+    }
+
+    async fn get_run_brief(&self, id: RunId) -> Result<Option<RunRecord>> {
+        self.read_statement(move |conn| read_run_brief(conn, id), true)
+            .await
     }
 
     async fn list_runs(&self) -> Result<Vec<RunRecord>> {

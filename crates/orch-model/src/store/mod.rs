@@ -171,6 +171,16 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn create_run(&self, run: NewRun, now: DateTime<Utc>) -> Result<()>;
     /// One run.
     async fn get_run(&self, id: RunId) -> Result<Option<RunRecord>>;
+    /// One run without its definition (`definition` is empty, as
+    /// [`Store::list_runs`] gives runs), with its task counts: for a
+    /// caller that shows a run's state. A backend that can skip reading
+    /// the definition should.
+    async fn get_run_brief(&self, id: RunId) -> Result<Option<RunRecord>> {
+        Ok(self.get_run(id).await?.map(|r| RunRecord {
+            definition: String::new(),
+            ..r
+        }))
+    }
     /// Every run, newest first, each without its definition (`definition`
     /// is empty: a definition can be hundreds of MiB; `get_run` has it),
     /// with its task counts (no task's result is read).

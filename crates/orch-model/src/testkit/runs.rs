@@ -56,7 +56,7 @@ pub async fn create_and_read(store: &dyn Store) {
     );
 }
 
-/// `list_runs` and `get_run` count each run's tasks by state.
+/// `list_runs`, `get_run` and `get_run_brief` count each run's tasks by state.
 pub async fn listing_counts_tasks(store: &dyn Store) {
     let id = RunId::new();
     store.create_run(diamond(id), t0()).await.expect("create");
@@ -93,6 +93,28 @@ pub async fn listing_counts_tasks(store: &dyn Store) {
         store.get_run(id).await.expect("get").expect("run").tasks,
         want,
         "get_run counts tasks by state"
+    );
+    let full = store.get_run(id).await.expect("get").expect("run");
+    let brief = store
+        .get_run_brief(id)
+        .await
+        .expect("get brief")
+        .expect("run");
+    assert_eq!(
+        brief,
+        RunRecord {
+            definition: String::new(),
+            ..full
+        },
+        "get_run_brief is get_run without the definition"
+    );
+    assert!(
+        store
+            .get_run_brief(RunId::new())
+            .await
+            .expect("brief of an unknown run")
+            .is_none(),
+        "get_run_brief of an unknown run is None"
     );
     assert_eq!(
         TaskCounts::of(&store.tasks(id).await.expect("tasks")),
