@@ -26,9 +26,9 @@ pub use rules::{
     unsupported,
 };
 pub use types::{
-    CacheEntry, Claim, ClaimRequest, Finished, Lease, NewRun, NewTask, Record, RecordKind,
-    ResourceAmounts, RunRecord, SUBMITTED_OWNER, StoredEvent, TakeOver, TaskCounts, TaskOutcome,
-    TaskRecord,
+    CacheEntry, Claim, ClaimRequest, Finished, Lease, NewRun, NewTask, QUEUED_OWNER, Record,
+    RecordKind, ResourceAmounts, RunRecord, SUBMITTED_OWNER, StoredEvent, TakeOver, TaskCounts,
+    TaskOutcome, TaskRecord,
 };
 
 use crate::enums::WorkflowStatus;

@@ -53,6 +53,14 @@ pub struct NewRun {
 /// claimed by a worker of the same store.
 pub const SUBMITTED_OWNER: &str = "workers";
 
+/// The owner of a submitted run that waits for a slot of its workflow's
+/// concurrency key: no process drives it, and claims pass over it (its
+/// owner is neither [`SUBMITTED_OWNER`] nor nobody), so none of its steps
+/// starts until a worker (or its submitter) takes a slot for it and hands
+/// it to the workers ([`SUBMITTED_OWNER`]). A [`RecordKind::RunQueued`]
+/// record keyed by the run's id says which key it waits for.
+pub const QUEUED_OWNER: &str = "queued";
+
 /// A task of a new run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewTask {
@@ -414,6 +422,11 @@ pub enum RecordKind {
     /// whoever saw the cancel first, so that every worker stops at the same
     /// time.
     RunStop,
+    /// A submitted run that waits for a slot of its concurrency key (its
+    /// owner is [`QUEUED_OWNER`]): the rendered key, the limit and the
+    /// policy, keyed by the run's id; removed when the run gets a slot,
+    /// is skipped, or ends.
+    RunQueued,
 }
 
 impl RecordKind {
@@ -428,6 +441,7 @@ impl RecordKind {
             Self::ScheduleTick => "schedule_tick",
             Self::RunContext => "run_context",
             Self::RunStop => "run_stop",
+            Self::RunQueued => "run_queued",
         }
     }
 }

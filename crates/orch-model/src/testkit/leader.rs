@@ -120,3 +120,61 @@ pub async fn exactly_one_of_many_leads(store: &dyn Store) {
     }
     assert_eq!(won, vec!["w0".to_owned()], "the first caller, and only it");
 }
+
+/// A lease taken for a century (a concurrency slot of a run submitted to
+/// workers: held while its run has not ended, never renewed) keeps its
+/// end, is refused to others long after, and is freed by its holder's
+/// resign. Its end fits every store's time type.
+pub async fn a_lease_held_for_a_century(store: &dyn Store) {
+    if !store.capabilities().leaders {
+        return leaders_are_unsupported(store).await;
+    }
+    let century = Duration::from_secs(100 * 365 * 24 * 3600);
+    assert!(
+        store
+            .lead("concurrency/deploy/0", "run-a", century, at(0))
+            .await
+            .expect("lead for a century"),
+        "a free lease is taken"
+    );
+    let later = at(0) + chrono::Duration::days(365 * 50);
+    assert!(
+        !store
+            .lead("concurrency/deploy/0", "run-b", LEASE, later)
+            .await
+            .expect("lead"),
+        "fifty years on, it is still held"
+    );
+    let (holder, until) = store
+        .leader("concurrency/deploy/0", later)
+        .await
+        .expect("leader")
+        .expect("held");
+    assert_eq!(holder, "run-a");
+    assert_eq!(
+        until,
+        at(0) + chrono::Duration::from_std(century).expect("a century"),
+        "its end as given"
+    );
+    assert!(
+        store
+            .lead("concurrency/deploy/0", "run-a", century, at(5))
+            .await
+            .expect("renew"),
+        "its holder takes it again"
+    );
+    assert!(
+        store
+            .resign("concurrency/deploy/0", "run-a")
+            .await
+            .expect("resign"),
+        "its holder gives it up"
+    );
+    assert!(
+        store
+            .lead("concurrency/deploy/0", "run-b", LEASE, at(6))
+            .await
+            .expect("lead"),
+        "free once given up"
+    );
+}

@@ -47,7 +47,10 @@ pub use journal::{
     events_are_numbered_in_order, finishing_and_starting_in_one_turn, finishing_with_events,
     local_scheduling, starting_and_finishing_in_one_turn,
 };
-pub use leader::{exactly_one_of_many_leads, one_leader_at_a_time, resigning_frees_the_lease};
+pub use leader::{
+    a_lease_held_for_a_century, exactly_one_of_many_leads, one_leader_at_a_time,
+    resigning_frees_the_lease,
+};
 pub use output::{
     output_chunks_are_numbered_per_step, output_chunks_keep_their_bytes,
     output_leaves_the_step_alone, output_of_an_unknown_step_is_refused,
@@ -58,7 +61,7 @@ pub use runs::{
 };
 pub use spec::{
     a_record_is_read_by_its_key, claims_carry_the_tasks_spec, claims_keep_a_runs_max_parallel,
-    claims_pass_over_runs_a_process_drives,
+    claims_pass_over_queued_runs, claims_pass_over_runs_a_process_drives,
 };
 use std::time::Duration;
 
@@ -160,6 +163,8 @@ macro_rules! store_conformance_tests {
             a_record_is_read_by_its_key,
             claims_keep_a_runs_max_parallel,
             claims_pass_over_runs_a_process_drives,
+            claims_pass_over_queued_runs,
+            a_lease_held_for_a_century,
         );
     };
     (bare: $make:expr) => {

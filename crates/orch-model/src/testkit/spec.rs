@@ -236,3 +236,44 @@ pub async fn claims_pass_over_runs_a_process_drives(store: &dyn Store) {
         "{claims:?}"
     );
 }
+
+/// Claims pass over a submitted run that waits for a slot of its
+/// concurrency key ([`QUEUED_OWNER`](crate::store::QUEUED_OWNER)), also
+/// once its ready tasks' leases would have lapsed; handed to the workers
+/// (`set_owner` to [`SUBMITTED_OWNER`](crate::store::SUBMITTED_OWNER)), it
+/// is claimed. Its state reads as running, owned by `queued`.
+pub async fn claims_pass_over_queued_runs(store: &dyn Store) {
+    if !store.capabilities().claims {
+        return;
+    }
+    let queued = RunId::new();
+    let mut run = diamond(queued);
+    run.owner = Some(crate::store::QUEUED_OWNER.into());
+    store
+        .create_run(run, at(0))
+        .await
+        .expect("create the queued run");
+    let r = store.get_run(queued).await.expect("get").expect("the run");
+    assert_eq!(r.status, WorkflowStatus::Running);
+    assert_eq!(r.owner.as_deref(), Some(crate::store::QUEUED_OWNER));
+    let claims = store
+        .claim(&ClaimRequest::new("w1", 10, LEASE), at(1))
+        .await
+        .expect("claim");
+    assert!(claims.is_empty(), "a queued run is not claimed: {claims:?}");
+    store
+        .reclaim_expired(at(1) + chrono::Duration::seconds(600))
+        .await
+        .expect("reclaim");
+    store
+        .set_owner(queued, Some(crate::store::SUBMITTED_OWNER.into()))
+        .await
+        .expect("hand over");
+    let claims = store
+        .claim(&ClaimRequest::new("w1", 10, LEASE), at(2))
+        .await
+        .expect("claim again");
+    let mut names: Vec<&str> = claims.iter().map(|c| c.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["a", "e"], "its ready tasks, once handed over");
+}
