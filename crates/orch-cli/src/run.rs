@@ -262,6 +262,11 @@ pub(crate) fn execute(engine: &OrchestrationEngine, mut req: RunRequest, args: &
     };
     match result {
         Ok(report) => {
+            // The items of fan-outs over lists known at run time, as steps.
+            let report = runtime.block_on(orch_engine::report_with_items(
+                engine.store().as_ref(),
+                report,
+            ));
             crate::reporter::print_report(&report, args.json);
             if report.succeeded() {
                 exit::OK

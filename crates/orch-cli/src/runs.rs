@@ -214,9 +214,11 @@ pub fn show(config: Option<&Path>, id: &str, json_out: bool, all: bool) -> u8 {
     let found = rt.block_on(async {
         let r = find_run(&store, id).await?;
         let tasks = store.tasks(r.id).await.map_err(|e| format!("orch: {e}"))?;
-        Ok::<_, String>((r, tasks))
+        // The items of fan-outs over lists known at run time, under their step.
+        let items = orch_engine::fan_out_items(store.as_ref(), r.id, &tasks).await;
+        Ok::<_, String>((r, tasks, items))
     });
-    let (r, tasks) = match found {
+    let (r, tasks, items) = match found {
         Ok(x) => x,
         Err(e) => {
             eprintln!("{e}");
@@ -251,6 +253,18 @@ pub fn show(config: Option<&Path>, id: &str, json_out: bool, all: bool) -> u8 {
                     "note": t.note,
                 });
                 crate::phases::annotate(&mut v, t, &phases);
+                if let Some(it) = items.iter().find(|it| it.step == t.index) {
+                    v["items_run"] = json!(it.run.to_string());
+                    v["items"] = it.items.iter().map(|i| json!({
+                        "name": i.name,
+                        "status": i.status,
+                        "attempts": i.attempt,
+                        "started_at": i.started_at,
+                        "finished_at": i.finished_at,
+                        "result": i.result,
+                        "note": i.note,
+                    })).collect();
+                }
                 v
             }).collect::<Vec<_>>(),
         });
@@ -297,8 +311,20 @@ pub fn show(config: Option<&Path>, id: &str, json_out: bool, all: bool) -> u8 {
         "STEP", "STATE", "ATTEMPTS", "STARTED", "DURATION", "CACHED", "NOTE",
     ])
     .right(&[2, 4]);
+    // A step's items (of a list known at run time) follow it, indented.
+    let with_items = |t: &TaskRecord| {
+        let mut rows = vec![row(t)];
+        if let Some(it) = items.iter().find(|it| it.step == t.index) {
+            rows.extend(it.items.iter().map(|i| {
+                let mut r = row(i);
+                r[0] = format!("  {}", i.name);
+                r
+            }));
+        }
+        rows
+    };
     if all || tasks.len() <= reporter::SMALL_RUN {
-        table.print_rows(tasks.iter().map(row));
+        table.print_rows(tasks.iter().flat_map(with_items));
         return exit::OK;
     }
     let kind = |t: &TaskRecord| {
@@ -310,7 +336,7 @@ pub fn show(config: Option<&Path>, id: &str, json_out: bool, all: bool) -> u8 {
     };
     let digest = reporter::Digest::new(tasks.iter().map(kind));
     if digest.listed() > 0 {
-        table.print_rows(digest.select(&tasks, kind).map(row));
+        table.print_rows(digest.select(&tasks, kind).flat_map(with_items));
     }
     let mut counts = std::collections::BTreeMap::new();
     for t in &tasks {

@@ -37,6 +37,7 @@ mod builder;
 mod concurrency;
 mod events;
 mod health;
+mod items;
 mod resume;
 mod retry;
 mod run;
@@ -54,6 +55,7 @@ pub use health::{
     ComponentHealth, EngineMetrics, EngineStatus, HealthComponents, HealthReport, ProjectsStatus,
     SystemStatus, TasksStatus, WorkflowsStatus,
 };
+pub use items::{StepItems, fan_out_items, report_with_items};
 pub use orch_projects::{CreateOptions, ProjectUpdate};
 pub use orch_resources::ResourceManager;
 pub use orch_tasks::worker::{

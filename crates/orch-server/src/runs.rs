@@ -397,6 +397,26 @@ fn step_json(t: &TaskRecord) -> Value {
     })
 }
 
+/// The items of the fan-out steps over lists known at run time among `tasks`.
+async fn items_of<'a>(
+    store: &dyn orch_model::Store,
+    run: RunId,
+    tasks: impl Iterator<Item = &'a TaskRecord> + Send,
+) -> Vec<orch_engine::StepItems> {
+    orch_engine::fan_out_items(store, run, tasks).await
+}
+
+/// A step's JSON with its items (`items_run`, and `items`: each item's
+/// name, status, attempts, times, note and result), when it fans out over
+/// a list known at run time.
+fn with_items(mut v: Value, t: &TaskRecord, items: &[orch_engine::StepItems]) -> Value {
+    if let Some(it) = items.iter().find(|it| it.step == t.index) {
+        v["items_run"] = json!(it.run);
+        v["items"] = it.items.iter().map(step_json).collect();
+    }
+    v
+}
+
 /// `GET /runs/{id}/steps`.
 pub(crate) async fn steps(
     State(st): State<AppState>,
@@ -414,12 +434,16 @@ pub(crate) async fn steps(
     let r = find_run(store, &id).await?;
     let tasks = store.tasks(r.id).await?;
     let total = tasks.len();
-    let steps: Vec<Value> = tasks
+    let page: Vec<&TaskRecord> = tasks
         .iter()
         .filter(|t| status.is_none_or(|s| t.status == s))
         .skip(offset)
         .take(limit)
-        .map(step_json)
+        .collect();
+    let items = items_of(store.as_ref(), r.id, page.iter().copied()).await;
+    let steps: Vec<Value> = page
+        .into_iter()
+        .map(|t| with_items(step_json(t), t, &items))
         .collect();
     Ok(Json(
         json!({ "run_id": r.id, "total": total, "steps": steps }),
@@ -459,7 +483,8 @@ pub(crate) async fn step(
     Path((id, step)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let (r, t) = find_step(&st, &id, &step).await?;
-    let mut v = step_json(&t);
+    let items = items_of(st.engine().store().as_ref(), r.id, std::iter::once(&t)).await;
+    let mut v = with_items(step_json(&t), &t, &items);
     v["run_id"] = json!(r.id);
     Ok(Json(v))
 }

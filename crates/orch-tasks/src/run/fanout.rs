@@ -33,7 +33,9 @@ use crate::executor::{Outcome, OutcomeSink};
 use crate::resolve::resolve_string;
 use chrono::{DateTime, Utc};
 use orch_model::definition::{FanOut, resolve_outside_items, validate};
-use orch_model::{Conditions, Limits, RunId, TaskResult, TaskStatus, ValidWorkflow, Workflow};
+use orch_model::{
+    Conditions, Limits, RunId, TaskResult, TaskStatus, ValidWorkflow, Workflow, WorkflowStep,
+};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
@@ -215,20 +217,27 @@ pub(super) fn start_items(
         Ok(c) => c,
         Err(message) => return fail(message),
     };
-    let opts = RunOptions {
-        run_id: RunId::new(),
+    let mut opts = RunOptions {
+        run_id: items_run_id(st.run_id, i),
         parent: Some(st.run_id),
         cancel: st.ctx.cancel.child_token(),
         run_timeout: None,
         ..dynamic.opts.clone()
     };
-    let child_id = opts.run_id;
     let registry = dynamic.registry.clone();
     let sink = sink.clone();
     let step_cancel = st.ctx.cancel.clone();
-    let run: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> =
-        Box::pin(async move { super::run_workflow(&child, &registry, opts, None).await });
     tokio::spawn(async move {
+        // The derived id, unless a resumed run's step finds its first
+        // items' run there already.
+        if let Some(store) = &opts.store {
+            if !matches!(store.get_run(opts.run_id).await, Ok(None)) {
+                opts.run_id = RunId::new();
+            }
+        }
+        let child_id = opts.run_id;
+        let run: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> =
+            Box::pin(async move { super::run_workflow(&child, &registry, opts, None).await });
         let report = run.await;
         let finished_at = Utc::now();
         let (status, mut result) = match report {
@@ -281,11 +290,28 @@ fn child_workflow<'s>(st: &'s State<'_>, i: u32) -> Result<(ValidWorkflow, &'s D
         .as_deref()
         .ok_or_else(|| "the run was not prepared for lists known at run time".to_owned())?;
     let w = st.wf.workflow();
-    let step = &w.steps[i as usize];
+    let child = items_workflow(&w.name, &w.steps[i as usize], &mut |s| {
+        resolve_string(s, st)
+    })?;
+    Ok((child, dynamic))
+}
+
+/// The workflow of the items of `step` (of workflow `workflow`), a step
+/// with `for_each: "${...}"`: its list resolved through `resolve` (which
+/// also resolves the step's other references, outside `${item}`), as a
+/// literal fan-out, which validation expands into `STEP[0]`, `STEP[1]`, ...
+/// after the step itself (index 0, which gathers them). The workflow is
+/// named `WORKFLOW.STEP`. A list that does not resolve, is not a list or
+/// has more items than `max_fanout_items` is an error saying so.
+pub(crate) fn items_workflow(
+    workflow: &str,
+    step: &WorkflowStep,
+    resolve: &mut dyn FnMut(&str) -> Result<Value, String>,
+) -> Result<ValidWorkflow, String> {
     let Some(FanOut::Ref(r)) = step.fan_out.as_deref() else {
         return Err("the step has no `for_each` reference".to_owned());
     };
-    let list = match resolve_string(r, st)? {
+    let list = match resolve(r)? {
         Value::Array(list) => list,
         other => {
             return Err(format!(
@@ -309,16 +335,47 @@ fn child_workflow<'s>(st: &'s State<'_>, i: u32) -> Result<(ValidWorkflow, &'s D
         ));
     }
     let mut t = step.clone();
-    t.parameters = resolve_outside_items(step, &mut |s| resolve_string(s, st))?;
+    t.parameters = resolve_outside_items(step, resolve)?;
     t.fan_out = Some(Box::new(FanOut::List(list)));
     t.dependencies.clear();
     t.conditions = Conditions::default();
-    let mut child = Workflow::new(format!("{}.{}", w.name, step.name), String::new());
+    let mut child = Workflow::new(format!("{workflow}.{}", step.name), String::new());
     child.steps.push(t);
     let limits = Limits {
         max_fanout_items: limit,
         ..Limits::default()
     };
-    let child = validate(child, &limits).map_err(|d| d.lines().collect::<Vec<_>>().join("; "))?;
-    Ok((child, dynamic))
+    validate(child, &limits).map_err(|d| d.lines().collect::<Vec<_>>().join("; "))
+}
+
+/// The id of the run that holds the items of step `index` of run `parent`
+/// when that step's list is known only at run time: derived from the two
+/// (the parent's time, so that it sorts next to it, and a hash of both), so
+/// that whoever takes the step over (a worker after another one died) and
+/// whoever shows the parent run (`orch runs show`) find the same run. A
+/// local run that resumes such a step, whose first items' run exists
+/// already, starts the new one under a fresh id (the step's result names it
+/// as `items_run`).
+pub fn items_run_id(parent: RunId, index: u32) -> RunId {
+    let mut h = blake3::Hasher::new();
+    h.update(b"orch fan-out items run");
+    h.update(parent.as_uuid().as_bytes());
+    h.update(&index.to_le_bytes());
+    let hash = h.finalize();
+    let mut b = [0u8; 16];
+    b[..6].copy_from_slice(&parent.as_uuid().as_bytes()[..6]);
+    b[6..].copy_from_slice(&hash.as_bytes()[..10]);
+    // Version 7 (time-ordered) and the RFC 4122 variant, as `RunId::new`.
+    b[6] = (b[6] & 0x0f) | 0x70;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let text = format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    );
+    text.parse().unwrap_or(parent)
 }

@@ -26,7 +26,8 @@ mod queue;
 mod state;
 
 pub use coordinator::{drive, run_workflow};
-pub(crate) use fanout::{Gathered, gathered};
+pub use fanout::items_run_id;
+pub(crate) use fanout::{Gathered, gathered, items_workflow};
 pub use grace::DEFAULT_CANCEL_GRACE;
 pub(crate) use grace::stopped_by_timeout;
 pub use identity::{owner_alive, process_identity};

@@ -118,6 +118,10 @@ async fn serve_inner(
     if let Some(outcome) = fan_out(step, &deps) {
         return finish(sh, claim, outcome).await;
     }
+    let dynamic = matches!(
+        step.fan_out.as_deref(),
+        Some(orch_model::definition::FanOut::Ref(_))
+    );
     // A rule over every upstream step reads them all.
     let upstream = if step.conditions.run_if.over_upstream() {
         match store.task_records(claim.run, &cs.upstream()).await {
@@ -137,7 +141,8 @@ async fn serve_inner(
             run_if: step.conditions.run_if,
             upstream,
             when: step.conditions.when.as_deref(),
-            params: (!step.parameters.is_empty()).then(|| {
+            // A list known at run time: its `${item}` is resolved per item.
+            params: (!step.parameters.is_empty() && !dynamic).then(|| {
                 (
                     step.module.as_str(),
                     step.action.as_str(),
@@ -149,6 +154,9 @@ async fn serve_inner(
         decide(gate, states, &scope)
     };
     let params = match decided {
+        Release::Run(_) if dynamic => {
+            return super::fanout::run_items(sh, claim, &def, &cs, &deps, stopping).await;
+        }
         Release::Run(p) => Value::Object(p.unwrap_or_else(Map::new)),
         Release::Skip(reason) => return finish(sh, claim, TaskOutcome::Skipped { reason }).await,
         Release::Fail(message) => {
@@ -484,7 +492,7 @@ fn stored(outcome: Outcome) -> TaskOutcome {
     }
 }
 
-fn failed(kind: &str, message: impl Into<String>) -> TaskOutcome {
+pub(crate) fn failed(kind: &str, message: impl Into<String>) -> TaskOutcome {
     TaskOutcome::Failed {
         result: TaskResult::failed(kind, message.into()),
     }
@@ -494,7 +502,7 @@ fn failed(kind: &str, message: impl Into<String>) -> TaskOutcome {
 /// past its timeout): what is left of it is cancelled, this claim with it
 /// when it is still open (the workers of its other tasks see it at their
 /// next heartbeat).
-async fn end_run(sh: &Shared, claim: &Claim, status: WorkflowStatus) -> End {
+pub(crate) async fn end_run(sh: &Shared, claim: &Claim, status: WorkflowStatus) -> End {
     let store = sh.store.as_ref();
     let now = Utc::now();
     let _ = store.cancel_run(claim.run, now).await;
@@ -506,7 +514,7 @@ async fn end_run(sh: &Shared, claim: &Claim, status: WorkflowStatus) -> End {
 /// Completes the claim with `outcome` (fenced by its attempt number in the
 /// store), in a batch with the other outcomes that arrive meanwhile, with a
 /// `tasks_finished` event.
-async fn finish(sh: &Shared, claim: &Claim, outcome: TaskOutcome) -> End {
+pub(crate) async fn finish(sh: &Shared, claim: &Claim, outcome: TaskOutcome) -> End {
     let status = outcome.status();
     let (reply, answer) = oneshot::channel();
     let sent = sh.completions.send(Completion {
@@ -553,20 +561,14 @@ pub(crate) async fn hand_back(sh: &Shared, claim: &Claim) -> End {
 
 /// A fan-out step claimed by a worker: a literal one gathers its items (its
 /// dependencies, read above) by the scheduler's rule; a list known at run
-/// time is not run by workers (it fails, saying so).
+/// time is released as any step, then runs its items (`fanout.rs`).
 fn fan_out(
     step: &orch_model::WorkflowStep,
     items: &[orch_model::store::TaskRecord],
 ) -> Option<TaskOutcome> {
     use orch_model::definition::FanOut;
     match step.fan_out.as_deref()? {
-        FanOut::Item { .. } => None,
-        FanOut::Ref(r) => Some(failed(
-            "FanOutError",
-            format!(
-                "`for_each: {r}` (a list known at run time) is not run by workers yet; run the workflow in one process (`orch run` on a sqlite:// store, without --detach)"
-            ),
-        )),
+        FanOut::Item { .. } | FanOut::Ref(_) => None,
         FanOut::List(_) | FanOut::Matrix(_) => Some(
             match crate::run::gathered(items.iter().map(|t| {
                 let data = t

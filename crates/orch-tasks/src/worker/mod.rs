@@ -46,6 +46,7 @@ mod capacity;
 mod claim;
 mod complete;
 mod definitions;
+mod fanout;
 mod registration;
 mod stop;
 mod submit;
@@ -192,6 +193,10 @@ pub(crate) struct Shared {
     queue: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<complete::Completion>>>,
     /// Where the output of its steps goes while they run, in batches.
     pub(crate) output: Option<crate::output::OutputWriter>,
+    /// Fan-out steps waiting for their items' run: they take no slot.
+    pub(crate) waiting: std::sync::atomic::AtomicUsize,
+    /// Cancelled when the worker starts to stop (waiting steps hand back).
+    pub(crate) stopping: CancellationToken,
 }
 
 impl Shared {
@@ -289,6 +294,8 @@ impl Worker {
                 fitted,
                 completions,
                 queue: Mutex::new(Some(queue)),
+                waiting: std::sync::atomic::AtomicUsize::new(0),
+                stopping: CancellationToken::new(),
                 opts,
             }),
             started_at: Utc::now(),
@@ -381,7 +388,10 @@ impl Worker {
                 }
                 next_reclaim = now + sh.opts.reclaim_every;
             }
-            let free = sh.opts.slots.saturating_sub(running.len());
+            let busy = running
+                .len()
+                .saturating_sub(sh.waiting.load(std::sync::atomic::Ordering::Relaxed));
+            let free = sh.opts.slots.saturating_sub(busy);
             let mut claimed = 0;
             if free > 0 {
                 let mut req = ClaimRequest::new(sh.opts.id.as_str(), free, sh.opts.lease);
@@ -448,6 +458,7 @@ impl Worker {
         // Stopping: nothing new is claimed; what runs gets the grace period,
         // and another worker takes over reclaiming at once.
         self.register("stopping").await;
+        sh.stopping.cancel();
         let _ = sh.store.resign(REAPER, &sh.opts.id).await;
         let deadline = tokio::time::Instant::now() + sh.opts.grace;
         loop {

@@ -109,6 +109,7 @@ pub async fn cancel(store: &dyn Store, run: RunId) -> Result<bool, orch_model::O
     if !store.request_cancel(run).await? {
         return Ok(false);
     }
+    cancel_items_runs(store, run).await;
     let grace = match store.record(RecordKind::RunContext, &run.to_string()).await {
         Ok(Some(r)) => serde_json::from_value::<super::definitions::RunContext>(r.data)
             .ok()
@@ -126,4 +127,21 @@ pub async fn cancel(store: &dyn Store, run: RunId) -> Result<bool, orch_model::O
         .finish_run(run, WorkflowStatus::Cancelled, now)
         .await?;
     Ok(true)
+}
+
+/// Cancels the runs of items that fan-out steps of `run` submitted to the
+/// workers (`fanout.rs`), still running: the step that waits for them
+/// cancels them too, but it may be on a worker that died.
+async fn cancel_items_runs(store: &dyn Store, run: RunId) {
+    let Ok(runs) = store.list_runs().await else {
+        return;
+    };
+    for r in runs {
+        if r.parent == Some(run)
+            && r.status == WorkflowStatus::Running
+            && r.owner.as_deref() == Some(super::SUBMITTED_OWNER)
+        {
+            let _ = Box::pin(cancel(store, r.id)).await;
+        }
+    }
 }

@@ -38,7 +38,11 @@ pub fn new_run(
             name: s.name.to_string(),
             deps: wf.graph().deps(i as u32).to_vec(),
             priority: s.priority,
-            needs: ResourceAmounts::of(&s.resources),
+            // A fan-out step runs no action: its items take the resources.
+            needs: match s.fan_out.as_deref() {
+                Some(f) if !f.is_item() => ResourceAmounts::default(),
+                _ => ResourceAmounts::of(&s.resources),
+            },
             spec: None,
         })
         .collect();
