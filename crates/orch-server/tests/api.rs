@@ -1083,3 +1083,45 @@ async fn schedules_are_listed_paused_resumed_and_triggered() {
         .await
         .error(401, "PERMISSION_DENIED");
 }
+
+/// The items of a fan-out over a list known at run time are listed under
+/// their step by `GET /runs/{id}/steps` and `GET /runs/{id}/steps/{step}`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_steps_of_a_run_list_the_items_of_a_list_known_at_run_time() {
+    let s = start(ServerConfig::default()).await;
+    let def = "name: fan\nsteps:\n  - { name: found, module: core, action: set, parameters: { value: [x, y] } }\n  - { name: each, module: core, action: set, for_each: '${found.result}', parameters: { value: 'got ${item}' } }\n";
+    let sub = s
+        .call("POST", "/runs", Some(json!({"definition": def})))
+        .await;
+    assert_eq!(sub.status, 202, "{}", sub.body);
+    let id = sub.json()["run_id"].as_str().expect("id").to_owned();
+    // The stream ends when the run does.
+    let stream = s
+        .call("GET", &format!("/runs/{id}/events/stream"), None)
+        .await;
+    let evs = sse_events(&stream.body);
+    assert_eq!(
+        evs.last().map(|e| e.2["state"].clone()),
+        Some(json!("completed"))
+    );
+    let steps = s
+        .call("GET", &format!("/runs/{id}/steps"), None)
+        .await
+        .json();
+    let each = steps["steps"]
+        .as_array()
+        .and_then(|v| v.iter().find(|t| t["name"] == "each"))
+        .expect("each")
+        .clone();
+    let items = each["items"].as_array().expect("items");
+    let names: Vec<&str> = items.iter().filter_map(|i| i["name"].as_str()).collect();
+    assert_eq!(names, ["each[0]", "each[1]"], "{each}");
+    assert_eq!(items[1]["status"], json!("completed"));
+    assert_eq!(items[1]["result"]["data"], json!("got y"));
+    assert_eq!(each["items_run"], each["result"]["metadata"]["items_run"]);
+    let one = s
+        .call("GET", &format!("/runs/{id}/steps/each"), None)
+        .await
+        .json();
+    assert_eq!(one["items"], each["items"], "{one}");
+}

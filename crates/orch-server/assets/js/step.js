@@ -13,6 +13,29 @@ function outputRoute(routes) {
 }
 
 /**
+ * The items of a fan-out step over a list known at run time (they run as a
+ * run of their own, `step.items_run`): each one's name, linking to it there,
+ * and its state.
+ */
+function itemsList(step) {
+  if (!step.items.length) return h("p", { class: "muted" }, "No item: the list was empty.");
+  return h(
+    "ul",
+    { class: "items" },
+    ...step.items.map((it) =>
+      h(
+        "li",
+        {},
+        h("a", { href: `#/runs/${step.items_run}/steps/${encodeURIComponent(it.name)}` }, it.name),
+        " ",
+        badge(it.status),
+        it.result && it.result.error_message ? h("span", { class: "error small" }, ` ${it.result.error_message}`) : null,
+      ),
+    ),
+  );
+}
+
+/**
  * The panel of one step, drawn into `box`; `extra(step)` may add a button
  * under its facts; `onClose` is called by its close button.
  */
@@ -97,6 +120,7 @@ export function stepPanel(runId, routes, box, extra, onClose) {
       logs.stdout == null && logs.stderr == null && ended
         ? h("p", { class: "small muted" }, "This step's action captures no output.")
         : null,
+      step.items ? h("details", { open: true }, h("summary", {}, `Items (${step.items.length})`), itemsList(step)) : null,
       h("details", { open: true }, h("summary", {}, "Result"), r ? jsonBlock(r.data) : h("p", { class: "muted" }, "No result yet.")),
       r ? h("details", {}, h("summary", {}, "Full record"), jsonBlock(step)) : null,
     );
