@@ -21,7 +21,10 @@ commands:
                                 OpenTelemetry export, off by default: about a minute more)
                   RUSTDOCFLAGS='-D warnings' cargo doc --workspace --no-deps
                   cargo test --workspace        (includes the tidy tests of xtask)
-                it takes no arguments and has no switch to skip a step: it always runs all five
+                  cargo test --workspace --features orch-cli/otel --test otel_export   (the
+                                OpenTelemetry export against a collector the test plays; last,
+                                so the tests above use the default binary)
+                it takes no arguments and has no switch to skip a step: it always runs all six
   tidy          run the architecture and convention checks: cargo test -p xtask
                 (they are ordinary tests in xtask/src/tidy.rs, so `cargo test --workspace` runs them too)
   bench [ARGS]  run the benchmarks: cargo bench -p orch-benches [-- ARGS] (criterion; ARGS are
@@ -155,6 +158,15 @@ fn plan(args: &[String]) -> Result<Plan, String> {
                         "test --workspace",
                         "see the failing tests above (tidy failures name the file and the fix)",
                     ),
+                    // Last: it builds target/debug/orch with the feature, which
+                    // the tests above must not run. `--workspace` resolves
+                    // the dependencies' features as the step above did, so
+                    // only what the feature changes is built again.
+                    step(
+                        "test --workspace --features orch-cli/otel --test otel_export",
+                        "see the failing test above (crates/orch-cli/tests/otel_export.rs: \
+                         the spans orch exported, or what it printed)",
+                    ),
                 ],
             })
         }
@@ -262,6 +274,7 @@ mod tests {
                 "clippy -p orch-cli --features otel -- -D warnings",
                 "doc --workspace --no-deps",
                 "test --workspace",
+                "test --workspace --features orch-cli/otel --test otel_export",
             ]
         );
     }

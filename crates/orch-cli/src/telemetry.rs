@@ -95,9 +95,10 @@ pub fn init(verbose: u8, quiet: bool) -> Result<Telemetry, u8> {
     let registry = tracing_subscriber::registry().with(stderr);
     #[cfg(feature = "otel")]
     let (registry, provider) = {
-        // The exporter gets the run spans at least (INFO), whatever stderr shows.
-        let export_filter = filter(rust_log.as_deref(), verbose.max(1), false)
-            .unwrap_or_else(|_| EnvFilter::new(filter_for(1, false)));
+        // The exporter gets the run and attempt spans at least (DEBUG),
+        // whatever stderr shows; RUST_LOG, when set, decides for both.
+        let export_filter = filter(rust_log.as_deref(), verbose.max(2), false)
+            .unwrap_or_else(|_| EnvFilter::new(filter_for(2, false)));
         let (layer, provider) = otel::layer(export_filter);
         (registry.with(layer), provider)
     };
@@ -154,37 +155,100 @@ pub fn install_prometheus() -> Result<metrics_exporter_prometheus::PrometheusHan
 #[cfg(feature = "otel")]
 mod otel {
     //! Spans exported over OTLP/HTTP (protobuf) to the collector that the
-    //! standard variables name (`OTEL_EXPORTER_OTLP_ENDPOINT`, or
-    //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`), in batches from a thread of
-    //! the SDK's own; nothing is exported when neither is set.
+    //! standard variables name (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` as it
+    //! is, or `OTEL_EXPORTER_OTLP_ENDPOINT` plus `/v1/traces`), in batches
+    //! from a thread of the SDK's own; nothing is exported when neither is
+    //! set (or `OTEL_SDK_DISABLED=true`). A collector that fails costs a
+    //! warning, never a run: the first failed export after a good one logs
+    //! a WARN line, and the exit waits at most [`SHUTDOWN`] for the last
+    //! batch.
 
     use opentelemetry::trace::TracerProvider as _;
-    use opentelemetry_sdk::trace::SdkTracerProvider;
+    use opentelemetry_otlp::WithExportConfig as _;
+    use opentelemetry_sdk::error::OTelSdkResult;
+    use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
     use tracing_subscriber::EnvFilter;
 
-    pub(super) type Provider = SdkTracerProvider;
+    /// How long the exit waits for the spans not yet exported.
+    const SHUTDOWN: Duration = Duration::from_secs(5);
+
+    /// The provider to shut down at exit, and where it exports.
+    #[derive(Debug)]
+    pub(super) struct Provider {
+        provider: SdkTracerProvider,
+        endpoint: String,
+    }
+
+    /// Where the spans go, from the standard variables (`var` reads one;
+    /// empty is unset): `None` when nothing is to be exported.
+    ///
+    /// # Errors
+    /// One printable line for a configuration this build cannot honour
+    /// (another protocol than `http/protobuf`, an address that is not
+    /// `http://`).
+    fn endpoint(var: impl Fn(&str) -> Option<String>) -> Result<Option<String>, String> {
+        let var = |name: &str| {
+            var(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        if var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+            return Ok(None);
+        }
+        let (name, url) = if let Some(url) = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", url)
+        } else if let Some(base) = var("OTEL_EXPORTER_OTLP_ENDPOINT") {
+            let url = format!("{}/v1/traces", base.trim_end_matches('/'));
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", url)
+        } else {
+            return Ok(None);
+        };
+        for p in [
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        ] {
+            if let Some(v) = var(p) {
+                if v != "http/protobuf" {
+                    return Err(format!(
+                        "{p}={v:?} is not supported: orch exports OTLP over HTTP with protobuf \
+                         only; unset it or set it to http/protobuf, and name the collector's \
+                         HTTP port (usually 4318)"
+                    ));
+                }
+                break;
+            }
+        }
+        let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        if scheme.as_deref() != Some("http") {
+            return Err(format!(
+                "{name} gives {url:?}, which is not an http:// address; orch exports over \
+                 plain HTTP (no TLS): give the collector's address as http://HOST:PORT \
+                 (OTLP/HTTP is usually on port 4318)"
+            ));
+        }
+        Ok(Some(url))
+    }
 
     /// The export layer and its provider, when an endpoint is configured.
     pub(super) fn layer<S>(
         filter: EnvFilter,
-    ) -> (
-        Option<impl tracing_subscriber::Layer<S>>,
-        Option<SdkTracerProvider>,
-    )
+    ) -> (Option<impl tracing_subscriber::Layer<S>>, Option<Provider>)
     where
         S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
     {
-        let configured = [
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-        ]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
-        if !configured {
-            return (None, None);
-        }
+        let endpoint = match endpoint(|v| std::env::var(v).ok()) {
+            Ok(Some(url)) => url,
+            Ok(None) => return (None, None),
+            Err(e) => {
+                eprintln!("orch: warning: OpenTelemetry export is off: {e}");
+                return (None, None);
+            }
+        };
         let exporter = match opentelemetry_otlp::SpanExporter::builder()
             .with_http()
+            .with_endpoint(&endpoint)
             .build()
         {
             Ok(e) => e,
@@ -193,9 +257,23 @@ mod otel {
                 return (None, None);
             }
         };
-        let resource = opentelemetry_sdk::Resource::builder()
-            .with_service_name("orch")
-            .build();
+        let exporter = Reported {
+            inner: exporter,
+            endpoint: endpoint.clone(),
+            failing: AtomicBool::new(false),
+        };
+        // `orch` unless OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES names the service.
+        let resource = opentelemetry_sdk::Resource::builder().build();
+        let named = resource
+            .get(&opentelemetry::Key::from_static_str("service.name"))
+            .is_some_and(|v| !v.as_str().starts_with("unknown_service"));
+        let resource = if named {
+            resource
+        } else {
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name("orch")
+                .build()
+        };
         let provider = SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
             .with_resource(resource)
@@ -205,13 +283,65 @@ mod otel {
             tracing_opentelemetry::layer().with_tracer(tracer),
             filter,
         );
-        (Some(layer), Some(provider))
+        (Some(layer), Some(Provider { provider, endpoint }))
     }
 
-    /// Exports what is waiting, then stops the exporter.
-    pub(super) fn shutdown(p: &SdkTracerProvider) {
-        if let Err(e) = p.shutdown() {
-            eprintln!("orch: warning: OpenTelemetry export: {e}");
+    /// Exports what is waiting (for at most [`SHUTDOWN`]), then stops the exporter.
+    pub(super) fn shutdown(p: &Provider) {
+        let t0 = std::time::Instant::now();
+        if let Err(e) = p.provider.shutdown_with_timeout(SHUTDOWN) {
+            let why = if t0.elapsed() >= SHUTDOWN {
+                format!("did not answer within {} s", SHUTDOWN.as_secs())
+            } else {
+                format!("failed ({e})")
+            };
+            eprintln!(
+                "orch: warning: OpenTelemetry export to {} {why}; the spans not yet exported are lost",
+                p.endpoint
+            );
+        }
+    }
+
+    /// The OTLP exporter, which says when the collector starts failing: the
+    /// SDK drops a failed batch without a word (its own logs are not built in).
+    #[derive(Debug)]
+    struct Reported {
+        inner: opentelemetry_otlp::SpanExporter,
+        endpoint: String,
+        /// The last export failed (the next failure is not logged again).
+        failing: AtomicBool,
+    }
+
+    impl SpanExporter for Reported {
+        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            let spans = batch.len();
+            let r = self.inner.export(batch).await;
+            match &r {
+                Ok(()) => self.failing.store(false, Ordering::Relaxed),
+                Err(e) => {
+                    if !self.failing.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            endpoint = %self.endpoint,
+                            error = %e,
+                            lost = spans,
+                            "OpenTelemetry export failed; spans are lost until the collector answers"
+                        );
+                    }
+                }
+            }
+            r
+        }
+
+        fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+            self.inner.shutdown_with_timeout(timeout)
+        }
+
+        fn force_flush(&self) -> OTelSdkResult {
+            self.inner.force_flush()
+        }
+
+        fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+            self.inner.set_resource(resource);
         }
     }
 }
