@@ -47,8 +47,15 @@ pub(crate) fn open_read_only(
     Ok((engine, store, rt))
 }
 
-/// The state to show: a run still marked running whose process is gone was interrupted.
+/// The state to show: a run still marked running whose process is gone was
+/// interrupted; a submitted run that waits for a slot of its concurrency
+/// key is queued.
 pub fn shown_status(r: &RunRecord) -> &'static str {
+    if r.status == orch_model::WorkflowStatus::Running
+        && r.owner.as_deref() == Some(orch_model::store::QUEUED_OWNER)
+    {
+        return "queued";
+    }
     orch_engine::run_state(r).as_str()
 }
 

@@ -8,7 +8,10 @@
 //! dies stops renewing, and its slot is free again [`SLOT_TTL`] later, or at
 //! once when a run that wants it finds the holder's run ended or
 //! interrupted in the store. A resumed run takes its own slot back (a
-//! lease's holder may renew it).
+//! lease's holder may renew it). Runs submitted to workers take the same
+//! slots from the store without a process to renew them
+//! (`orch_tasks::worker::queue`): their lease is long, and they hold it
+//! while their run has not ended.
 //!
 //! When every slot is taken, `on_conflict` decides: `queue` waits (looking
 //! again every [`LOOK_AGAIN`]; cancelling the run stops the wait),
@@ -17,11 +20,11 @@
 //! the run is not recorded).
 
 use crate::OrchestrationEngine;
-use crate::resume::{RunState, run_state};
 use chrono::Utc;
 use orch_model::{
     OnConflict, OrchestrationError, RunId, Store, TaskStatus, ValidWorkflow, WorkflowStatus,
 };
+use orch_tasks::worker::queue::{RunKey, Slot as Taken, take_slot};
 use orch_tasks::{RunReport, StepReport};
 use serde_json::{Map, Value};
 use std::collections::HashSet;
@@ -37,12 +40,7 @@ pub const RENEW_EVERY: Duration = Duration::from_secs(10);
 pub const LOOK_AGAIN: Duration = Duration::from_millis(250);
 
 /// A run's rendered key and its workflow's settings.
-#[derive(Debug, Clone)]
-pub(crate) struct KeySpec {
-    key: String,
-    limit: u32,
-    on_conflict: OnConflict,
-}
+pub(crate) type KeySpec = RunKey;
 
 /// The concurrency key of a run of `wf` with `params`, if it has one.
 ///
@@ -66,11 +64,6 @@ pub(crate) fn key_of(
         limit: c.limit.max(1),
         on_conflict: c.on_conflict,
     }))
-}
-
-/// The lease of slot `i` of `key`.
-fn slot_name(key: &str, i: u32) -> String {
-    format!("concurrency/{key}/{i}")
 }
 
 /// What entering a run's key came to.
@@ -179,41 +172,12 @@ pub(crate) async fn enter(
     let mut asked: HashSet<String> = HashSet::new();
     let mut told = false;
     loop {
-        let now = Utc::now();
-        for i in 0..spec.limit {
-            let name = slot_name(&spec.key, i);
-            if store.lead(&name, &holder, SLOT_TTL, now).await? {
-                return Ok(Entered::Held(Slot::hold(store, name, holder)));
-            }
-        }
-        // Every slot is taken. A holder whose run ended or whose process
-        // died (its run is interrupted) gives its slot up now.
-        let mut holders = Vec::new();
-        let mut freed = false;
-        for i in 0..spec.limit {
-            let name = slot_name(&spec.key, i);
-            let Some((h, _)) = store.leader(&name, now).await? else {
-                freed = true;
-                continue;
-            };
-            let record = match h.parse::<RunId>() {
-                Ok(id) => store.get_run(id).await?,
-                Err(_) => None,
-            };
-            // A run not recorded yet is starting: it keeps its slot.
-            if record
-                .as_ref()
-                .is_some_and(|r| run_state(r) != RunState::Running)
-            {
-                store.resign(&name, &h).await?;
-                freed = true;
-            } else {
-                holders.push(h);
-            }
-        }
-        if freed {
-            continue;
-        }
+        // A slot it holds, a free one, or one whose holder's run ended or
+        // whose process died (its run is interrupted in the store).
+        let holders = match take_slot(store.as_ref(), &spec, &holder, SLOT_TTL).await? {
+            Taken::Taken(name) => return Ok(Entered::Held(Slot::hold(store, name, holder))),
+            Taken::Full(holders) => holders,
+        };
         let held_by = holders.join(", ");
         match spec.on_conflict {
             OnConflict::Skip => {

@@ -13,12 +13,15 @@ pub use orch_model::store::RunState;
 /// The state of a run of the store (see [`RunState`]): its owner's
 /// liveness is checked on this machine (`orch_tasks::run::owner_alive`).
 pub fn run_state(r: &RunRecord) -> RunState {
-    // A submitted run is the workers' (`SUBMITTED_OWNER`): running while
-    // its status says so. Only a running run's owner matters (looking
+    // A submitted run is the workers' (`SUBMITTED_OWNER`, or `QUEUED_OWNER`
+    // while it waits for its concurrency key): running while its status
+    // says so. Only a running run's owner matters (looking
     // reads /proc), so an ended one is not looked at.
     let alive = r.status == orch_model::WorkflowStatus::Running
         && r.owner.as_deref().is_some_and(|o| {
-            o == orch_tasks::worker::SUBMITTED_OWNER || orch_tasks::run::owner_alive(o)
+            o == orch_tasks::worker::SUBMITTED_OWNER
+                || o == orch_model::store::QUEUED_OWNER
+                || orch_tasks::run::owner_alive(o)
         });
     RunState::derive(r.status, alive)
 }
@@ -271,7 +274,10 @@ impl OrchestrationEngine {
             })?;
         match run_state(&r) {
             RunState::Running
-                if r.owner.as_deref() == Some(orch_tasks::worker::SUBMITTED_OWNER) =>
+                if matches!(
+                    r.owner.as_deref(),
+                    Some(orch_tasks::worker::SUBMITTED_OWNER | orch_model::store::QUEUED_OWNER)
+                ) =>
             {
                 // No process drives it to see the request: it is cancelled
                 // in the store, and the workers running its steps stop them

@@ -318,13 +318,6 @@ impl OrchestrationEngine {
         } = resolved;
         let concurrency = crate::concurrency::key_of(&wf, &params)?;
         if resume.is_none() && (req.detach || self.store().capabilities().distributed_claim) {
-            if concurrency.is_some() {
-                return Err(OrchestrationError::Unsupported {
-                    message: "a concurrency key is held by the process that drives a run; runs submitted to workers \
-                              (--detach, or a store whose workers claim the steps) do not take one yet"
-                        .into(),
-                });
-            }
             let (sid, task) = self
                 .submit(
                     crate::submit::Submission {
@@ -338,6 +331,7 @@ impl OrchestrationEngine {
                         max_parallel: req.max_parallel,
                         run_timeout: req.run_timeout,
                         no_cache: req.no_cache,
+                        key: concurrency,
                     },
                     cancel.clone(),
                     tx,
@@ -358,13 +352,9 @@ impl OrchestrationEngine {
             .filter(|(_, i)| i.retry_of.is_some() && self.store().capabilities().distributed_claim)
         {
             // A retry on a store whose workers claim the steps: its kept
-            // steps are recorded; the workers run the others.
-            self.store()
-                .set_owner(
-                    r.run_id,
-                    Some(orch_tasks::worker::SUBMITTED_OWNER.to_owned()),
-                )
-                .await?;
+            // steps are recorded; the workers run the others (once it holds
+            // a slot of its concurrency key, if it has one).
+            self.hand_to_workers(r.run_id, concurrency).await?;
             let (sid, task) = self.follow_submitted(
                 run_id,
                 wf.clone(),

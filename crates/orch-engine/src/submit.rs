@@ -23,6 +23,8 @@ pub(crate) struct Submission {
     pub(crate) max_parallel: Option<usize>,
     pub(crate) run_timeout: Option<Duration>,
     pub(crate) no_cache: bool,
+    /// Its concurrency key: it waits for a slot before the workers get it.
+    pub(crate) key: Option<crate::concurrency::KeySpec>,
 }
 
 /// Most time between two looks at the store while following a run.
@@ -53,16 +55,42 @@ impl OrchestrationEngine {
             retry_of: None,
             no_cache: s.no_cache,
         };
-        orch_tasks::worker::submit(
-            self.inner.store.as_ref(),
-            &s.wf,
-            self.inner.workflows.registry(),
-            &s.params,
-            &settings,
-            s.run_id,
-        )
-        .await?;
+        let store = self.inner.store.as_ref();
+        let registry = self.inner.workflows.registry();
+        if let Some(key) = &s.key {
+            let a = orch_tasks::worker::queue::submit_queued(
+                store, &s.wf, registry, &s.params, &settings, s.run_id, key,
+            )
+            .await?;
+            note_admission(s.run_id, key, &a);
+        } else {
+            orch_tasks::worker::submit(store, &s.wf, registry, &s.params, &settings, s.run_id)
+                .await?;
+        }
         self.follow_submitted(s.run_id, s.wf, s.mode, s.max_parallel, cancel, events)
+    }
+
+    /// Hands run `id`, recorded by this process, to the store's workers:
+    /// at once, or, with a concurrency key, once it holds a slot (queued
+    /// until then, see `orch_tasks::worker::queue`).
+    pub(crate) async fn hand_to_workers(
+        &self,
+        id: RunId,
+        key: Option<crate::concurrency::KeySpec>,
+    ) -> Result<(), OrchestrationError> {
+        let store = self.inner.store.as_ref();
+        match key {
+            None => {
+                store
+                    .set_owner(id, Some(orch_tasks::worker::SUBMITTED_OWNER.to_owned()))
+                    .await
+            }
+            Some(key) => {
+                let a = orch_tasks::worker::queue::queue_run(store, id, &key).await?;
+                note_admission(id, &key, &a);
+                Ok(())
+            }
+        }
     }
 
     /// Follows run `run_id`, which the store's workers run: the session it
@@ -87,6 +115,24 @@ impl OrchestrationEngine {
         let store = self.inner.store.clone();
         let task = tokio::spawn(follow(store, run_id, wf, events, cancel));
         Ok((sid, task))
+    }
+}
+
+/// Says what the submitter's first try for a slot of the run's key came to.
+fn note_admission(
+    run: RunId,
+    key: &crate::concurrency::KeySpec,
+    a: &orch_tasks::worker::queue::Admission,
+) {
+    use orch_tasks::worker::queue::Admission;
+    match a {
+        Admission::Waiting(holders) => {
+            tracing::warn!(run = %run, key = %key.key, limit = key.limit, holders = %holders.join(", "), "the run waits for a slot of its concurrency key (queued; the workers start it when a slot is free)");
+        }
+        Admission::Skipped(holders) => {
+            tracing::info!(run = %run, key = %key.key, holders = %holders.join(", "), "the run was skipped: its concurrency key is held (on_conflict: skip)");
+        }
+        Admission::Admitted | Admission::Ended | Admission::NotYet => {}
     }
 }
 

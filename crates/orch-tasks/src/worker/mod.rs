@@ -47,6 +47,7 @@ mod claim;
 mod complete;
 mod definitions;
 mod fanout;
+pub mod queue;
 mod registration;
 mod stop;
 mod submit;
@@ -355,6 +356,7 @@ impl Worker {
         let mut running: JoinSet<End> = JoinSet::new();
         let mut next_register = tokio::time::Instant::now();
         let mut next_reclaim = tokio::time::Instant::now();
+        let mut next_admit = tokio::time::Instant::now();
         let mut failures = 0u32;
         // What it holds changed since its record was written: the record is
         // written again soon (at most once a second), not at every claim.
@@ -387,6 +389,13 @@ impl Worker {
                     let _ = sh.store.reclaim_expired(Utc::now()).await;
                 }
                 next_reclaim = now + sh.opts.reclaim_every;
+            }
+            if now >= next_admit {
+                // Runs queued for a slot of their concurrency key.
+                if let Err(e) = queue::admit_queued(sh.store.as_ref()).await {
+                    tracing::debug!(error = %e, "the queued runs could not be listed");
+                }
+                next_admit = now + queue::LOOK_EVERY;
             }
             let busy = running
                 .len()

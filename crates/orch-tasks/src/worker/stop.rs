@@ -101,7 +101,8 @@ pub(crate) async fn cancel_until(store: &dyn Store, run: RunId, grace: Duration)
 /// after a stop, their grace starts now and the workers stop the run
 /// through it; otherwise every task that is not final is cancelled and the
 /// run marked cancelled at once (a worker running one of its steps stops
-/// it at its next look). False when the run was not running.
+/// it at its next look). A run that waits for a slot of its concurrency
+/// key ends cancelled at once. False when the run was not running.
 ///
 /// # Errors
 /// The store's.
@@ -110,6 +111,10 @@ pub async fn cancel(store: &dyn Store, run: RunId) -> Result<bool, orch_model::O
         return Ok(false);
     }
     cancel_items_runs(store, run).await;
+    // A run queued for its concurrency key has run nothing: it ends now.
+    if super::queue::cancel_if_queued(store, run).await? {
+        return Ok(true);
+    }
     let grace = match store.record(RecordKind::RunContext, &run.to_string()).await {
         Ok(Some(r)) => serde_json::from_value::<super::definitions::RunContext>(r.data)
             .ok()

@@ -75,6 +75,21 @@ pub async fn submit(
     settings: &RunSettings,
     id: RunId,
 ) -> Result<RunId, OrchestrationError> {
+    submit_owned(store, wf, registry, params, settings, id, None).await
+}
+
+/// [`submit`]; with `queued` (a run's [`RecordKind::RunQueued`] record),
+/// that record is written first and the run is created owned by
+/// [`orch_model::store::QUEUED_OWNER`], for `super::queue` to hand over.
+pub(crate) async fn submit_owned(
+    store: &dyn Store,
+    wf: &ValidWorkflow,
+    registry: &ActionRegistry,
+    params: &Map<String, Value>,
+    settings: &RunSettings,
+    id: RunId,
+    queued: Option<Record>,
+) -> Result<RunId, OrchestrationError> {
     if !store.capabilities().claims {
         return Err(OrchestrationError::Unsupported {
             message: format!(
@@ -84,14 +99,31 @@ pub async fn submit(
         });
     }
     let params = crate::run::prepare(wf, registry, params)?;
-    let (run, context) = for_workers(id, wf, params, settings)?;
+    let (mut run, context) = for_workers(id, wf, params, settings)?;
     // The context first: a worker that claims a task reads it.
     store.put_record(context).await?;
+    let queued = match queued {
+        Some(q) => {
+            // No claim may see it before it holds a slot.
+            run.owner = Some(orch_model::store::QUEUED_OWNER.to_owned());
+            store.put_record(q).await?;
+            true
+        }
+        None => false,
+    };
     if let Err(e) = store.create_run(run, Utc::now()).await {
         let _ = store
             .remove_record(RecordKind::RunContext, &id.to_string())
             .await;
+        if queued {
+            let _ = store
+                .remove_record(RecordKind::RunQueued, &id.to_string())
+                .await;
+        }
         return Err(e);
+    }
+    if queued {
+        return Ok(id);
     }
     store
         .set_owner(id, Some(SUBMITTED_OWNER.to_owned()))
