@@ -1,6 +1,9 @@
 //! `http.request` against a loopback server started in the test: success
-//! with a JSON body, a status outside 200-299, a timeout, schemes that are
-//! refused, and its parameters checked by validation.
+//! with a JSON body, a status outside 200-299, a timeout, a scheme that is
+//! refused, https:// to a port that does not speak TLS (the system's roots
+//! read), and its parameters checked by validation. https against a TLS
+//! server: the unit tests of `builtin::http::tls` and
+//! crates/orch-cli/tests/https.rs.
 
 mod common;
 
@@ -21,7 +24,9 @@ struct Seen {
 }
 
 /// A loopback HTTP/1.1 server: `/ok` answers 200 with JSON echoing the
-/// body, `/fail` 500, `/missing` 404, `/slow` never answers.
+/// body, `/fail` 500, `/missing` 404, `/slow` never answers. A TLS
+/// handshake (its first byte 0x16) is answered with a 400, as web servers
+/// answer it on a plain port.
 async fn serve(seen: Arc<Mutex<Vec<Seen>>>) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -42,6 +47,12 @@ async fn serve(seen: Arc<Mutex<Vec<Seen>>>) -> u16 {
                         return;
                     }
                     buf.extend_from_slice(&chunk[..n]);
+                    if buf[0] == 0x16 {
+                        let _ = s
+                            .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                            .await;
+                        return;
+                    }
                     if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                         break i + 4;
                     }
@@ -111,7 +122,7 @@ fn step<'a>(r: &'a RunReport, name: &str) -> &'a StepReport {
 
 const WF: &str = r#"
 name: hooks
-parameters: { base: "" }
+parameters: { base: "", tls_base: "" }
 steps:
   - name: notify
     module: http
@@ -139,7 +150,7 @@ steps:
   - name: tls
     module: http
     action: request
-    parameters: { url: "https://127.0.0.1/x" }
+    parameters: { url: "${params.tls_base}/ok" }
 "#;
 
 #[test]
@@ -149,6 +160,10 @@ fn requests_reach_a_loopback_server_and_their_answers_are_the_result() {
     let port = rt.block_on(serve(seen.clone()));
     let mut params = serde_json::Map::new();
     params.insert("base".into(), json!(format!("http://127.0.0.1:{port}")));
+    params.insert(
+        "tls_base".into(),
+        json!(format!("https://127.0.0.1:{port}")),
+    );
     let opts = RunOptions {
         params,
         ..RunOptions::default()
@@ -224,19 +239,30 @@ fn requests_reach_a_loopback_server_and_their_answers_are_the_result() {
     );
 
     // Other schemes never leave the process.
-    for (name, says) in [
-        ("ftp", "the scheme `ftp` is not allowed"),
-        ("tls", "https:// is not supported"),
-    ] {
-        let res = step(&r, name).result.as_ref().expect("result");
-        assert_eq!(res.error_type.as_deref(), Some("InvalidParameters"));
-        assert!(
-            res.error_message
-                .as_deref()
-                .is_some_and(|m| m.contains(says)),
-            "{res:?}"
-        );
-    }
+    let ftp = step(&r, "ftp").result.as_ref().expect("result");
+    assert_eq!(ftp.error_type.as_deref(), Some("InvalidParameters"));
+    assert!(
+        ftp.error_message
+            .as_deref()
+            .is_some_and(|m| m.contains("the scheme `ftp` is not allowed")),
+        "{ftp:?}"
+    );
+
+    // https:// to a port that answers in plain HTTP: the handshake fails,
+    // said as such, and no request reaches the server in clear.
+    let tls = step(&r, "tls").result.as_ref().expect("result");
+    assert_eq!(tls.error_type.as_deref(), Some("TlsError"), "{tls:?}");
+    assert!(
+        tls.error_message
+            .as_deref()
+            .is_some_and(|m| m.contains("the server did not answer in TLS")),
+        "{tls:?}"
+    );
+    assert!(
+        !got.iter()
+            .any(|s| s.line.contains("/ok") && !s.line.starts_with("POST /ok ")),
+        "{got:?}"
+    );
 }
 
 #[test]

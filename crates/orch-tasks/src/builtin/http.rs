@@ -1,13 +1,19 @@
 //! `http.request`: one HTTP/1.1 request (to notify a webhook, say), on
-//! hyper's client connection over a plain TCP stream: no pool, no TLS.
+//! hyper's client connection over a TCP stream, or over TLS for `https://`
+//! (the `tls` module: rustls, the certificate and its host name always
+//! verified against the roots this machine trusts). No pool: one connection
+//! a request. Redirects are not followed: a 3xx is the answer, so an
+//! https:// request never goes on over http://.
 //!
 //! The URL comes from the definition (or a `${...}` reference in it): orch
 //! does not judge where it points (no SSRF protection beyond refusing other
-//! schemes and credentials in the URL; docs/actions.md). Only `http://` is
-//! served; `https://` is refused with a clear error (no TLS in this build),
-//! and so is every other scheme. The response's status, headers and body
-//! are the step's result; a status outside 200-299 fails the step
-//! (`HttpStatus`; retryable for 429 and 5xx) unless `fail_on_status: false`.
+//! schemes and credentials in the URL; docs/actions.md). `http://` and
+//! `https://` are served; every other scheme is refused. The response's
+//! status, headers and body are the step's result; a status outside 200-299
+//! fails the step (`HttpStatus`; retryable for 429 and 5xx) unless
+//! `fail_on_status: false`.
+
+mod tls;
 
 use crate::action::{Action, ActionContext, ActionError};
 use async_trait::async_trait;
@@ -16,16 +22,23 @@ use http_body_util::{BodyExt, Full};
 use hyper::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue};
 use orch_model::{ActionSpec, ParamSpec, ParamType as T};
 use serde_json::{Map, Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
+use tls::Tls;
 
 /// The time a request may take when the step says nothing.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `http.request`'s parameters.
 pub static SPEC: ActionSpec = ActionSpec {
-    description: "Sends one HTTP request (http:// only) and returns the response's status, headers and body; a status outside 200-299 fails the step unless fail_on_status is false.",
+    description: "Sends one HTTP request (http:// or https://) and returns the response's status, headers and body; a status outside 200-299 fails the step unless fail_on_status is false.",
     params: &[
-        ParamSpec::required("url", T::STRING, "the URL, http://HOST[:PORT]/PATH[?QUERY]"),
+        ParamSpec::required(
+            "url",
+            T::STRING,
+            "the URL, http[s]://HOST[:PORT]/PATH[?QUERY]",
+        ),
         ParamSpec::optional(
             "method",
             T::STRING,
@@ -64,24 +77,28 @@ impl Action for Request {
 
     async fn run(&self, params: Value, ctx: &ActionContext) -> Result<Value, ActionError> {
         let req = Planned::of(&params)?;
-        let what = format!("{} {}", req.method, req.shown);
-        let exchange = tokio::time::timeout(req.timeout, req.send(ctx.output_limit));
         tokio::select! {
-            r = exchange => match r {
-                Ok(r) => r.and_then(|resp| judge(resp, &what, req.fail_on_status)),
-                Err(_) => Err(ActionError::retryable(
-                    "TimeoutError",
-                    format!(
-                        "{what} took longer than its timeout of {}",
-                        orch_model::duration::format_duration(req.timeout)
-                    ),
-                )),
-            },
+            r = req.exchange(ctx.output_limit, None) => r,
             () = ctx.cancel.cancelled() => Err(ActionError::permanent(
                 "Cancelled",
-                format!("{what} was cancelled"),
+                format!("{} {} was cancelled", req.method, req.shown),
             )),
         }
+    }
+}
+
+/// Where a request is, for the message of a timeout.
+const CONNECTING: u8 = 0;
+const HANDSHAKE: u8 = 1;
+const WAITING: u8 = 2;
+const READING: u8 = 3;
+
+fn phase_name(phase: u8) -> &'static str {
+    match phase {
+        CONNECTING => "while connecting",
+        HANDSHAKE => "in the TLS handshake",
+        WAITING => "waiting for the answer",
+        _ => "reading the answer",
     }
 }
 
@@ -89,6 +106,8 @@ impl Action for Request {
 #[derive(Debug)]
 struct Planned {
     method: hyper::Method,
+    /// `https://`: over TLS.
+    https: bool,
     host: String,
     port: u16,
     /// The URL without its query, for messages.
@@ -107,7 +126,7 @@ fn bad(message: String) -> ActionError {
 impl Planned {
     fn of(params: &Value) -> Result<Self, ActionError> {
         let url = params.get("url").and_then(Value::as_str).ok_or_else(|| {
-            bad("`url` is required: the http:// URL to send the request to".into())
+            bad("`url` is required: the http:// or https:// URL to send the request to".into())
         })?;
         // The scheme is read from the text first: a URL of another scheme
         // (`file:///x`, which has no authority) is refused for what it is,
@@ -120,36 +139,34 @@ impl Planned {
         let uri: Option<hyper::Uri> = match scheme {
             None => {
                 return Err(bad(format!(
-                    "`url` {url:?} has no scheme; write it as http://HOST/PATH"
+                    "`url` {url:?} has no scheme; write it as https://HOST/PATH or http://HOST/PATH"
                 )));
             }
-            Some(s) if !s.eq_ignore_ascii_case("http") => None,
+            Some(s) if !s.eq_ignore_ascii_case("http") && !s.eq_ignore_ascii_case("https") => None,
             _ => Some(
                 url.parse()
                     .map_err(|e| bad(format!("`url` {url:?} is not a URL: {e}")))?,
             ),
         };
         let scheme = uri.as_ref().and_then(hyper::Uri::scheme_str).or(scheme);
-        match scheme {
-            Some("http") => {}
-            Some("https") => {
-                return Err(bad(format!(
-                    "`url` {url:?}: https:// is not supported by http.request yet (no TLS in this build); use an http:// URL (for example a local relay)"
-                )));
-            }
+        let https = match scheme {
+            Some("http") => false,
+            Some("https") => true,
             Some(other) => {
                 return Err(bad(format!(
-                    "`url` {url:?}: the scheme `{other}` is not allowed; only http:// URLs are"
+                    "`url` {url:?}: the scheme `{other}` is not allowed; only http:// and https:// URLs are"
                 )));
             }
             None => {
                 return Err(bad(format!(
-                    "`url` {url:?} has no scheme; write it as http://HOST/PATH"
+                    "`url` {url:?} has no scheme; write it as https://HOST/PATH or http://HOST/PATH"
                 )));
             }
-        }
+        };
         let Some(uri) = uri else {
-            return Err(bad(format!("`url` {url:?} is not an http:// URL")));
+            return Err(bad(format!(
+                "`url` {url:?} is not an http:// or https:// URL"
+            )));
         };
         let authority = uri
             .authority()
@@ -166,8 +183,16 @@ impl Planned {
         if host.is_empty() {
             return Err(bad(format!("`url` {url:?} has no host")));
         }
+        if https {
+            tls::server_name(host).map_err(|e| bad(format!("`url` {url:?}: {e}")))?;
+        }
         let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-        let shown = format!("http://{}{}", authority.as_str(), uri.path());
+        let shown = format!(
+            "{}://{}{}",
+            if https { "https" } else { "http" },
+            authority.as_str(),
+            uri.path()
+        );
         let json_body = params.get("json").filter(|v| !v.is_null());
         let text_body = params.get("body").filter(|v| !v.is_null());
         let body = match (json_body, text_body) {
@@ -199,8 +224,9 @@ impl Planned {
         }
         Ok(Self {
             method,
+            https,
             host: host.to_owned(),
-            port: authority.port_u16().unwrap_or(80),
+            port: authority.port_u16().unwrap_or(default_port(https)),
             shown,
             path,
             headers,
@@ -214,14 +240,80 @@ impl Planned {
         })
     }
 
-    /// Connects, sends, and reads the response (at most `limit` bytes of body).
-    async fn send(&self, limit: usize) -> Result<Response, ActionError> {
+    /// The `host` header: the port only when it is not the scheme's, an
+    /// IPv6 address in brackets.
+    fn host_header(&self) -> String {
+        let host = match self.host.contains(':') {
+            true => format!("[{}]", self.host),
+            false => self.host.clone(),
+        };
+        match self.port == default_port(self.https) {
+            true => host,
+            false => format!("{host}:{}", self.port),
+        }
+    }
+
+    /// The request within its timeout (which covers connecting, the TLS
+    /// handshake and reading the answer), its answer judged. `tls` is the
+    /// roots to trust for https, the system's when `None`.
+    async fn exchange(&self, limit: usize, tls: Option<Arc<Tls>>) -> Result<Value, ActionError> {
         let what = format!("{} {}", self.method, self.shown);
+        let phase = AtomicU8::new(CONNECTING);
+        match tokio::time::timeout(self.timeout, self.send(limit, tls, &what, &phase)).await {
+            Ok(r) => r.and_then(|resp| judge(resp, &what, self.fail_on_status)),
+            Err(_) => Err(ActionError::retryable(
+                "TimeoutError",
+                format!(
+                    "{what} took longer than its timeout of {} ({})",
+                    orch_model::duration::format_duration(self.timeout),
+                    phase_name(phase.load(Ordering::Relaxed))
+                ),
+            )),
+        }
+    }
+
+    /// Connects (and for https makes the TLS handshake), sends, and reads
+    /// the response (at most `limit` bytes of body).
+    async fn send(
+        &self,
+        limit: usize,
+        tls: Option<Arc<Tls>>,
+        what: &str,
+        phase: &AtomicU8,
+    ) -> Result<Response, ActionError> {
+        // The roots first: a machine without any fails before connecting.
+        let tls = match (self.https, tls) {
+            (false, _) => None,
+            (true, Some(t)) => Some(t),
+            (true, None) => Some(Tls::system().await?),
+        };
         let stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(|e| {
                 ActionError::retryable("ConnectionError", format!("{what}: cannot connect: {e}"))
             })?;
+        match tls {
+            None => self.over(stream, limit, what, phase).await,
+            Some(tls) => {
+                phase.store(HANDSHAKE, Ordering::Relaxed);
+                let stream = tls.connect(stream, &self.host, what).await?;
+                self.over(stream, limit, what, phase).await
+            }
+        }
+    }
+
+    /// The exchange over a connected stream (TCP, or TLS over TCP).
+    async fn over<S>(
+        &self,
+        stream: S,
+        limit: usize,
+        what: &str,
+        phase: &AtomicU8,
+    ) -> Result<Response, ActionError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        phase.store(WAITING, Ordering::Relaxed);
         let io = hyper_util::rt::TokioIo::new(stream);
         let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
             .await
@@ -230,11 +322,7 @@ impl Planned {
         let mut b = hyper::Request::builder()
             .method(self.method.clone())
             .uri(self.path.as_str());
-        let host = if self.port == 80 {
-            self.host.clone()
-        } else {
-            format!("{}:{}", self.host, self.port)
-        };
+        let host = self.host_header();
         let given = |name: &HeaderName| self.headers.iter().any(|(n, _)| n == name);
         if !given(&HOST) {
             b = b.header(HOST, host);
@@ -259,6 +347,7 @@ impl Planned {
             .send_request(request)
             .await
             .map_err(|e| ActionError::retryable("ConnectionError", format!("{what}: {e}")))?;
+        phase.store(READING, Ordering::Relaxed);
         let (parts, mut incoming) = resp.into_parts();
         let mut body = Vec::new();
         let mut truncated = false;
@@ -287,6 +376,11 @@ impl Planned {
             truncated,
         })
     }
+}
+
+/// 443 for https, 80 for http.
+fn default_port(https: bool) -> u16 {
+    if https { 443 } else { 80 }
 }
 
 fn method(m: &str) -> Result<hyper::Method, ActionError> {
@@ -422,6 +516,29 @@ mod tests {
             (hyper::Method::GET, 80, "/")
         );
         assert_eq!(p.timeout, Duration::from_secs(2));
+        assert!(!p.https);
+        // https: port 443 unless given, the scheme kept in messages.
+        let p =
+            plan(json!({"url": "https://hooks.example.invalid/services/T1?x=1"})).expect("https");
+        assert!(p.https);
+        assert_eq!((p.host.as_str(), p.port), ("hooks.example.invalid", 443));
+        assert_eq!(p.shown, "https://hooks.example.invalid/services/T1");
+        assert_eq!(p.path, "/services/T1?x=1");
+        let p = plan(json!({"url": "HTTPS://127.0.0.1:8443/"})).expect("any case");
+        assert!(p.https);
+        assert_eq!((p.host.as_str(), p.port), ("127.0.0.1", 8443));
+        // The host header: no default port, IPv6 in brackets.
+        for (url, header) in [
+            ("https://h.example/", "h.example"),
+            ("https://h.example:443/", "h.example"),
+            ("http://h.example:443/", "h.example:443"),
+            ("http://h.example:80/", "h.example"),
+            ("https://[::1]:8443/", "[::1]:8443"),
+            ("http://[::1]/", "[::1]"),
+        ] {
+            let p = plan(json!({ "url": url })).expect("valid");
+            assert_eq!(p.host_header(), header, "{url}");
+        }
         for (params, says) in [
             (
                 json!({"url": "ftp://h/x"}),
@@ -431,7 +548,11 @@ mod tests {
                 json!({"url": "file:///etc/passwd"}),
                 "the scheme `file` is not allowed",
             ),
-            (json!({"url": "https://h/x"}), "https:// is not supported"),
+            (
+                json!({"url": "wss://h/x"}),
+                "only http:// and https:// URLs are",
+            ),
+            (json!({"url": "https://u:p@h/x"}), "holds credentials"),
             (json!({"url": "h/x"}), "has no scheme"),
             (json!({"url": "http://u:p@h/x"}), "holds credentials"),
             (json!({}), "`url` is required"),
