@@ -207,3 +207,65 @@ fn skip_queue_cancel_and_cancel_running_with_workers() {
     );
     assert!(w.stop().success(), "{}", w.log());
 }
+
+/// `orch retry` on this store hands the new run to the workers: with a key
+/// held by another run, the retry waits, queued, and runs once the holder
+/// ended.
+#[test]
+fn a_retry_waits_for_the_key_like_any_submitted_run() {
+    let _one = one_at_a_time();
+    let f = Fixture::new();
+    f.write("queue.yaml", &gated("queue"));
+    f.write(
+        "flaky.yaml",
+        "name: flaky\nparameters: { env: prod }\nconcurrency: { key: \"deploy-${params.env}\" }\nsteps:\n  - { name: check, module: shell, action: exec, parameters: { program: test, args: [-e, fixed] } }\n",
+    );
+    let mut w = f.worker("w1", &[]);
+    let out = f.run(&["run", "flaky.yaml", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "the first run fails");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let failed = v["run_id"].as_str().expect("id").to_owned();
+    let holder = run_id(detach(&f, "queue.yaml", "a"));
+    wait_for("the holder's step to start", PATIENCE, || {
+        f.read("ledger").contains("start a")
+    });
+    f.write("fixed", "");
+    let retry = f
+        .orch()
+        .args(["retry", &failed, "--json", "--store", &f.url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("orch retry starts");
+    let mut queued = None;
+    wait_for("the retry to be queued", PATIENCE, || {
+        queued = f
+            .runs()
+            .into_iter()
+            .find(|r| r.owner.as_deref() == Some("queued"));
+        queued.is_some()
+    });
+    let queued = queued.expect("a queued run").id;
+    // Long enough for many passes of the worker: it stays queued.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(f.run_record(queued).owner.as_deref(), Some("queued"));
+    assert_eq!(f.tasks(queued)[0].attempt, 0);
+    f.write("go-a", "");
+    let out = retry.wait_with_output().expect("orch retry ends");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let held = &f.tasks(holder)[0];
+    let took = &f.tasks(queued)[0];
+    assert_eq!(took.status, TaskStatus::Completed);
+    assert!(
+        took.started_at.expect("started") >= held.finished_at.expect("ended"),
+        "{held:?} {took:?}"
+    );
+    assert!(w.stop().success(), "{}", w.log());
+}
