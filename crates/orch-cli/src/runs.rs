@@ -51,12 +51,7 @@ pub(crate) fn open_read_only(
 /// interrupted; a submitted run that waits for a slot of its concurrency
 /// key is queued.
 pub fn shown_status(r: &RunRecord) -> &'static str {
-    if r.status == orch_model::WorkflowStatus::Running
-        && r.owner.as_deref() == Some(orch_model::store::QUEUED_OWNER)
-    {
-        return "queued";
-    }
-    orch_engine::run_state(r).as_str()
+    orch_engine::shown_state(r)
 }
 
 /// A run by id, unique id prefix, or `last`, with its definition.

@@ -26,6 +26,18 @@ pub fn run_state(r: &RunRecord) -> RunState {
     RunState::derive(r.status, alive)
 }
 
+/// The state to show for a run: `queued` for a submitted run that waits
+/// for a slot of its concurrency key (its status is `running`, its owner
+/// `QUEUED_OWNER`), otherwise the name of its [`run_state`].
+pub fn shown_state(r: &RunRecord) -> &'static str {
+    if r.status == orch_model::WorkflowStatus::Running
+        && r.owner.as_deref() == Some(orch_model::store::QUEUED_OWNER)
+    {
+        return "queued";
+    }
+    run_state(r).as_str()
+}
+
 /// An owner (`PID:START@HOST`) in words: `process PID on HOST`.
 pub fn owner_words(owner: &str) -> String {
     match owner.split_once('@') {

@@ -415,13 +415,13 @@ impl McpServer {
         let rec = self
             .engine
             .store()
-            .get_run(run_id)
+            .get_run_brief(run_id)
             .await?
             .ok_or_else(|| not_found_run(id))?;
         let c = rec.tasks;
         let total =
             c.pending + c.ready + c.running + c.completed + c.failed + c.cancelled + c.skipped;
-        let state = orch_engine::run_state(&rec);
+        let state = orch_engine::shown_state(&rec);
         Ok(json!({
             "run_id": rec.id,
             "workflow": rec.workflow,
@@ -432,7 +432,7 @@ impl McpServer {
                 _ => "running",
             },
             "run_status": rec.status,
-            "state": format!("{state:?}").to_lowercase(),
+            "state": state,
             "created_at": rec.created_at,
             "finished_at": rec.finished_at,
             "steps_total": total,

@@ -78,7 +78,7 @@ pub static ROUTES: &[Route] = &[
     route!(GET "/workflows/{name}", "A workflow's definition and execution levels", workflows::get),
     route!(PUT "/workflows/{name}", "Validate a definition and save it as this workflow", workflows::save, body = Some("Definition")),
     route!(GET "/runs", "Runs, newest first, filtered by status, workflow and creation time", runs::list, query = &[
-        ("status", "running, completed, failed, cancelled or interrupted"),
+        ("status", "running, completed, failed, cancelled, interrupted or queued"),
         ("workflow", "the workflow's name"),
         ("since", "created at or after this time (RFC 3339)"),
         ("until", "created before this time (RFC 3339)"),

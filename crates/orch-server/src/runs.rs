@@ -113,6 +113,9 @@ fn timeout_of(v: Option<&Value>) -> ApiResult<Option<Duration>> {
 /// owner process is alive, two files of `/proc` read, only for a run whose
 /// status is `running`; a run read by `GET /runs/{id}` has mostly ended).
 pub(crate) use orch_engine::run_state;
+/// The state shown for a run: `queued` for a submitted run that waits for
+/// a slot of its concurrency key, otherwise [`run_state`]'s.
+use orch_engine::shown_state;
 
 /// A run as `GET /runs/{id}` answers it: [`run_json`]'s fields in its
 /// order (the JSON is the same), serialized straight from the record
@@ -139,7 +142,7 @@ impl<'a> RunView<'a> {
         Self {
             id: r.id,
             workflow: &r.workflow,
-            state: run_state(r).as_str(),
+            state: shown_state(r),
             status: r.status,
             created_at: r.created_at,
             finished_at: r.finished_at,
@@ -158,7 +161,7 @@ pub(crate) fn run_json(r: &RunRecord) -> Value {
     json!({
         "id": r.id,
         "workflow": r.workflow,
-        "state": run_state(r).as_str(),
+        "state": shown_state(r),
         "status": r.status,
         "created_at": r.created_at,
         "finished_at": r.finished_at,
@@ -306,7 +309,14 @@ pub(crate) async fn list(State(st): State<AppState>, q: RawQuery) -> ApiResult<J
     let q = query(q, &["status", "workflow", "since", "until", "limit"])?;
     let limit = num(&q, "limit", 50, 10_000)? as usize;
     let state = q.get("status").map(String::as_str);
-    const STATES: &[&str] = &["running", "completed", "failed", "cancelled", "interrupted"];
+    const STATES: &[&str] = &[
+        "running",
+        "completed",
+        "failed",
+        "cancelled",
+        "interrupted",
+        "queued",
+    ];
     if let Some(s) = state {
         if !STATES.contains(&s) {
             return Err(ApiError::bad_request(format!(
@@ -339,7 +349,7 @@ pub(crate) async fn list(State(st): State<AppState>, q: RawQuery) -> ApiResult<J
     };
     let runs: Vec<Value> = rows
         .iter()
-        .filter(|r| state.is_none_or(|s| run_state(r).as_str() == s))
+        .filter(|r| state.is_none_or(|s| shown_state(r) == s))
         .filter(|r| workflow.is_none_or(|w| &r.workflow == w))
         .filter(|r| since.is_none_or(|t| r.created_at >= t))
         .filter(|r| until.is_none_or(|t| r.created_at < t))
@@ -537,7 +547,7 @@ pub(crate) async fn events(
         "events": evs,
         "next": next,
         "more": more,
-        "state": run_state(&r).as_str(),
+        "state": shown_state(&r),
     })))
 }
 
@@ -664,5 +674,30 @@ mod tests {
             run_state(&record(WorkflowStatus::Running, Some("1:2@elsewhere"))),
             RunState::Running
         );
+    }
+
+    /// A submitted run waiting for a slot of its concurrency key shows as
+    /// `queued` (in a run's JSON and its view); once it has its slot, or
+    /// once it has ended, as its state says.
+    #[test]
+    fn a_run_waiting_for_its_key_is_queued() {
+        let queued = record(
+            WorkflowStatus::Running,
+            Some(orch_model::store::QUEUED_OWNER),
+        );
+        assert_eq!(shown_state(&queued), "queued");
+        assert_eq!(run_json(&queued)["state"], "queued");
+        let view = serde_json::to_value(RunView::of(&queued)).expect("view");
+        assert_eq!(view["state"], "queued");
+        let admitted = record(
+            WorkflowStatus::Running,
+            Some(orch_model::store::SUBMITTED_OWNER),
+        );
+        assert_eq!(shown_state(&admitted), "running");
+        let skipped = record(
+            WorkflowStatus::Completed,
+            Some(orch_model::store::QUEUED_OWNER),
+        );
+        assert_eq!(shown_state(&skipped), "completed");
     }
 }

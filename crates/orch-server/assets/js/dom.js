@@ -49,6 +49,14 @@ export const STATES = [
   "interrupted",
 ];
 
+/**
+ * Whether a run goes on: running, or queued (submitted to workers and
+ * waiting for a slot of its concurrency key; its events follow as it runs).
+ */
+export function going(state) {
+  return state === "running" || state === "queued";
+}
+
 /** A state's badge (coloured by the stylesheet's `.st-STATE`). */
 export function badge(state) {
   return h("span", { class: `badge st-${state || "unknown"}`, "data-state": state }, state || "?");

@@ -5,7 +5,7 @@
 
 import { api, offered, stream } from "./api.js";
 import { aggregateGraph, FULL_LIMIT, fullGraph } from "./dag.js";
-import { badge, between, duration, errorBox, facts, fill, h, shortId, stateBar, STATES, time, title } from "./dom.js";
+import { badge, between, duration, errorBox, facts, fill, going, h, shortId, stateBar, STATES, time, title } from "./dom.js";
 import { timeline } from "./gantt.js";
 import { RunModel } from "./model.js";
 import { stepPanel } from "./step.js";
@@ -38,7 +38,7 @@ export function runPage(id, stepName) {
         head,
         h("h1", {}, h("a", { href: `#/runs?workflow=${encodeURIComponent(r.workflow)}` }, r.workflow), " ", badge(r.state)),
         h("span", { class: "mono muted", title: "run id" }, r.id),
-        view.live && r.state === "running" ? view.live : null,
+        view.live && going(r.state) ? view.live : null,
         h("span", { class: "spacer" }),
         actions(r, routes, reload, () => main.isConnected),
       );
@@ -53,7 +53,7 @@ export function runPage(id, stepName) {
           Object.keys(r.params || {}).length ? ["Parameters", h("code", {}, JSON.stringify(r.params))] : null,
           r.owner ? ["Owner", h("span", { class: "mono" }, r.owner)] : null,
           r.parent ? ["Parent run", h("a", { href: `#/runs/${r.parent}`, class: "mono" }, r.parent)] : null,
-          r.cancel_requested && r.state === "running" ? ["Cancel", "requested; running steps are being stopped"] : null,
+          r.cancel_requested && going(r.state) ? ["Cancel", "requested; running steps are being stopped"] : null,
         ]),
       );
     };
@@ -169,7 +169,7 @@ export function runPage(id, stepName) {
     };
     stops.push(() => clearTimeout(pending));
 
-    if (view.run.state === "running") {
+    if (going(view.run.state)) {
       view.live = h("span", { class: "live", title: "following the run's event stream" }, "live");
       drawHead();
       let tick = null;
@@ -200,7 +200,7 @@ export function runPage(id, stepName) {
         if (++n % 5 === 0) {
           try {
             const r = await api(`/runs/${runId}`);
-            if (view.run.state === "running") view.run = r;
+            if (going(view.run.state)) view.run = r;
             drawHead();
           } catch {
             // The stream reports trouble; the next turn tries again.
@@ -249,7 +249,7 @@ function actions(run, routes, reload, shown) {
       out.replaceChildren(errorBox(e));
     }
   };
-  if (run.state === "running" && routes.has("POST /runs/{id}/cancel")) {
+  if (going(run.state) && routes.has("POST /runs/{id}/cancel")) {
     // Two clicks: the first arms the button for five seconds.
     let armed = null;
     const b = h("button", { type: "button", class: "danger", id: "cancel-run" }, run.cancel_requested ? "Cancel again" : "Cancel run");

@@ -2,9 +2,9 @@
 // every two seconds while the tab is visible; and a form to start a run.
 
 import { api } from "./api.js";
-import { badge, between, duration, errorBox, fill, h, stateBar, table, time, title } from "./dom.js";
+import { badge, between, duration, errorBox, fill, going, h, stateBar, table, time, title } from "./dom.js";
 
-const RUN_STATES = ["running", "completed", "failed", "cancelled", "interrupted"];
+const RUN_STATES = ["queued", "running", "completed", "failed", "cancelled", "interrupted"];
 const EVERY_MS = 2000;
 
 export function runsPage(query) {
@@ -98,7 +98,7 @@ function row(r) {
     { "data-run-id": r.id, "data-state": r.state, class: "clickable", onclick: () => (location.hash = href) },
     h("td", {}, h("a", { href, class: "mono small" }, r.id)),
     h("td", {}, r.workflow),
-    h("td", {}, badge(r.state), r.cancel_requested && r.state === "running" ? h("span", { class: "muted small" }, " cancelling") : null),
+    h("td", {}, badge(r.state), r.cancel_requested && going(r.state) ? h("span", { class: "muted small" }, " cancelling") : null),
     h("td", { class: "progress" }, stateBar(r.tasks, n), h("span", { class: "small muted" }, `${done}/${n}`)),
     h("td", {}, time(r.created_at)),
     h("td", {}, duration(between(r.created_at, r.finished_at))),
