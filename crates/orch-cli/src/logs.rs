@@ -198,7 +198,7 @@ async fn follow_step(
         }
         // A step that has not ended, of a run whose driver is gone (or
         // that ended without it), will not end until the run is resumed.
-        match store.get_run(run).await {
+        match store.get_run_brief(run).await {
             Ok(Some(r)) => {
                 let state = orch_engine::run_state(&r);
                 if state != orch_engine::RunState::Running {

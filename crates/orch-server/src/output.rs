@@ -153,7 +153,7 @@ async fn follow(st: AppState, run: RunId, task: u32, mut after: u64, tx: mpsc::S
         let run_state = if t.status.is_terminal() {
             None
         } else {
-            match store.get_run(run).await {
+            match store.get_run_brief(run).await {
                 Ok(Some(r)) if st.is_driven(run) || run_state(&r) == RunState::Running => {
                     Some(RunState::Running)
                 }

@@ -233,7 +233,7 @@ pub(crate) async fn wait_recorded(st: &AppState, id: RunId) -> ApiResult<()> {
     let deadline = tokio::time::Instant::now() + RECORD_WAIT;
     let mut pause = Duration::from_millis(1);
     loop {
-        if st.engine().store().get_run(id).await?.is_some() {
+        if st.engine().store().get_run_brief(id).await?.is_some() {
             return Ok(());
         }
         if !st.is_driven(id) || tokio::time::Instant::now() >= deadline {
@@ -259,7 +259,7 @@ pub(crate) async fn wait_for_end(st: &AppState, id: RunId) -> ApiResult<RunRecor
         let r = st
             .engine()
             .store()
-            .get_run(id)
+            .get_run_brief(id)
             .await?
             .ok_or_else(|| ApiError::not_found(format!("run `{id}` is not in the store")))?;
         // A run driven here is going on until its task ends, whatever the
@@ -563,7 +563,7 @@ pub(crate) async fn cancel(
     // A run driven here stops at once; any other is asked through the store.
     st.cancel_driven(r.id);
     let outcome = st.engine().cancel_run(r.id, wait).await?;
-    let after = st.engine().store().get_run(r.id).await?;
+    let after = st.engine().store().get_run_brief(r.id).await?;
     Ok(Json(json!({
         "run_id": r.id,
         "outcome": match outcome {

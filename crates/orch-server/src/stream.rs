@@ -61,7 +61,7 @@ async fn follow(st: AppState, id: RunId, mut after: u64, tx: mpsc::Sender<Event>
         let ended = st.ended().notified();
         // The run's state is read before its events: every event stored
         // before the run ended is then sent before `end`.
-        let record = match store.get_run(id).await {
+        let record = match store.get_run_brief(id).await {
             Ok(Some(r)) => r,
             Ok(None) => {
                 let _ = tx

@@ -189,6 +189,25 @@ pub(crate) async fn get(inner: Arc<Inner>, id: RunId) -> Result<Option<RunRecord
     Ok(Some(run))
 }
 
+/// One run without its definition, counted (`get_run_brief`).
+pub(crate) async fn get_brief(inner: Arc<Inner>, id: RunId) -> Result<Option<RunRecord>> {
+    let client = inner.client("get_run_brief").await?;
+    let row = client
+        .query_opt(
+            &format!("SELECT {RUN_COLUMNS} FROM runs r WHERE r.id = $1"),
+            &[&id.0],
+        )
+        .await
+        .map_err(db("get_run_brief: SELECT FROM runs"))?;
+    let Some(row) = row else { return Ok(None) };
+    let (ord, mut run) = decode_run(&row, String::new())?;
+    run.tasks = count_tasks(&client, &[ord])
+        .await?
+        .remove(&ord)
+        .unwrap_or_default();
+    Ok(Some(run))
+}
+
 /// Runs, newest first (at most `limit`), without definitions, counted.
 pub(crate) async fn list(inner: Arc<Inner>, limit: Option<usize>) -> Result<Vec<RunRecord>> {
     let client = inner.client("list_runs").await?;

@@ -66,6 +66,10 @@ impl Store for PostgresStore {
         self.call(runs::get(self.inner.clone(), id)).await
     }
 
+    async fn get_run_brief(&self, id: RunId) -> Result<Option<RunRecord>> {
+        self.call(runs::get_brief(self.inner.clone(), id)).await
+    }
+
     async fn list_runs(&self) -> Result<Vec<RunRecord>> {
         self.call(runs::list(self.inner.clone(), None)).await
     }

@@ -185,6 +185,25 @@ fn finish_run_if_done(run: &mut RunState, now: DateTime<Utc>) {
     }
 }
 
+/// A run without its definition (which is not copied), with its counts.
+fn brief(r: &RunState) -> RunRecord {
+    let x = &r.record;
+    RunRecord {
+        id: x.id,
+        workflow: x.workflow.clone(),
+        status: x.status,
+        created_at: x.created_at,
+        finished_at: x.finished_at,
+        params: x.params.clone(),
+        definition: String::new(),
+        owner: x.owner.clone(),
+        cancel_requested: x.cancel_requested,
+        parent: x.parent,
+        // Each task's state only: no result is copied.
+        tasks: TaskCounts::of(&r.tasks),
+    }
+}
+
 #[async_trait]
 impl Store for MemoryStore {
     fn capabilities(&self) -> StoreCapabilities {
@@ -323,30 +342,15 @@ impl Store for MemoryStore {
         }))
     }
 
+    async fn get_run_brief(&self, id: RunId) -> Result<Option<RunRecord>> {
+        Ok(self.lock().runs.get(&id).map(brief))
+    }
+
     async fn list_runs(&self) -> Result<Vec<RunRecord>> {
         let inner = self.lock();
         let mut runs: Vec<&RunState> = inner.runs.values().collect();
         runs.sort_by_key(|r| std::cmp::Reverse(r.order));
-        Ok(runs
-            .into_iter()
-            .map(|r| {
-                let x = &r.record;
-                RunRecord {
-                    id: x.id,
-                    workflow: x.workflow.clone(),
-                    status: x.status,
-                    created_at: x.created_at,
-                    finished_at: x.finished_at,
-                    params: x.params.clone(),
-                    definition: String::new(),
-                    owner: x.owner.clone(),
-                    cancel_requested: x.cancel_requested,
-                    parent: x.parent,
-                    // Each task's state only: no result is copied.
-                    tasks: TaskCounts::of(&r.tasks),
-                }
-            })
-            .collect())
+        Ok(runs.into_iter().map(brief).collect())
     }
 
     async fn tasks(&self, run: RunId) -> Result<Vec<TaskRecord>> {

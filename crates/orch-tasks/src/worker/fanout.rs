@@ -64,7 +64,7 @@ pub(crate) async fn run_items(
 ) -> End {
     let store = sh.store.as_ref();
     let child = crate::run::items_run_id(claim.run, claim.index);
-    match store.get_run(child).await {
+    match store.get_run_brief(child).await {
         Ok(Some(_)) => {}
         Ok(None) => match create(sh, claim, def, cs, deps, child).await {
             Ok(()) => {}
@@ -229,7 +229,7 @@ async fn create(
     store.put_record(context).await.map_err(|_| Made::Store)?;
     if let Err(e) = store.create_run(run, Utc::now()).await {
         // Made meanwhile by another attempt of this step (a stale one)?
-        return match store.get_run(child).await {
+        return match store.get_run_brief(child).await {
             Ok(Some(_)) => Ok(()),
             _ if e.is_retryable() => Err(Made::Store),
             _ => Err(Made::Refused(format!(

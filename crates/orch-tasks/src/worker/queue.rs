@@ -185,7 +185,7 @@ async fn held(
         // Not a run's: its lease decides.
         return Ok(true);
     };
-    Ok(match store.get_run(id).await? {
+    Ok(match store.get_run_brief(id).await? {
         Some(r) if holds(&r) => true,
         Some(r) => still_running_on_a_worker(store, &r, now).await,
         // A run one process drives takes its slot before it is recorded:
@@ -333,7 +333,7 @@ pub async fn admit(
     key: &RunKey,
 ) -> Result<Admission, OrchestrationError> {
     let rkey = id.to_string();
-    let Some(r) = store.get_run(id).await? else {
+    let Some(r) = store.get_run_brief(id).await? else {
         return Ok(Admission::Ended);
     };
     if r.status != WorkflowStatus::Running {
@@ -396,7 +396,7 @@ async fn cancel_holder(store: &dyn Store, id: RunId) {
     if store.cancel_requested(id).await.unwrap_or(true) {
         return;
     }
-    let Ok(Some(r)) = store.get_run(id).await else {
+    let Ok(Some(r)) = store.get_run_brief(id).await else {
         return;
     };
     tracing::warn!(run = %id, "cancelling the run that holds the concurrency key (on_conflict: cancel_running)");
@@ -435,7 +435,7 @@ pub(crate) async fn cancel_if_queued(
     id: RunId,
 ) -> Result<bool, OrchestrationError> {
     let queued = store
-        .get_run(id)
+        .get_run_brief(id)
         .await?
         .is_some_and(|r| r.owner.as_deref() == Some(QUEUED_OWNER));
     if queued {
@@ -464,7 +464,7 @@ async fn skip_all(store: &dyn Store, id: RunId, why: String) -> Result<(), Orche
     if let Err(e) = store.finish_tasks(id, done, now).await {
         // Another admitter skipped it, or a cancel ended it, meanwhile.
         if store
-            .get_run(id)
+            .get_run_brief(id)
             .await?
             .is_some_and(|r| r.status == WorkflowStatus::Running)
         {
@@ -473,7 +473,7 @@ async fn skip_all(store: &dyn Store, id: RunId, why: String) -> Result<(), Orche
         return Ok(());
     }
     if store
-        .get_run(id)
+        .get_run_brief(id)
         .await?
         .is_some_and(|r| r.status == WorkflowStatus::Running)
     {
@@ -533,7 +533,7 @@ pub async fn admit_queued(store: &dyn Store) -> Result<usize, OrchestrationError
                 // between the record and the run).
                 let old = Utc::now() - rec.updated_at
                     > chrono::Duration::from_std(RECORD_WITHOUT_RUN).unwrap_or_default();
-                if old || store.get_run(id).await.ok().flatten().is_some() {
+                if old || store.get_run_brief(id).await.ok().flatten().is_some() {
                     let _ = store.remove_record(RecordKind::RunQueued, &rec.key).await;
                 }
             }
