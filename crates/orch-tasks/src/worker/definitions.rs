@@ -85,6 +85,10 @@ pub(crate) struct RunContext {
     /// run after a stop ([`grace_of`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) grace_ms: Option<u64>,
+    /// Whether a step of it fans out over a list known at run time (whose
+    /// items run as runs of their own, which a cancel must reach).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) items_runs: bool,
 }
 
 /// What a worker needs of one task of a submitted run ([`Claim::spec`]).

@@ -110,18 +110,20 @@ pub async fn cancel(store: &dyn Store, run: RunId) -> Result<bool, orch_model::O
     if !store.request_cancel(run).await? {
         return Ok(false);
     }
-    cancel_items_runs(store, run).await;
+    let context = match store.record(RecordKind::RunContext, &run.to_string()).await {
+        Ok(Some(r)) => serde_json::from_value::<super::definitions::RunContext>(r.data).ok(),
+        _ => None,
+    };
+    // Only a run with a fan-out over a list known at run time has items'
+    // runs: others are not looked for (that lists every run of the store).
+    if context.as_ref().is_some_and(|c| c.items_runs) {
+        cancel_items_runs(store, run).await;
+    }
     // A run queued for its concurrency key has run nothing: it ends now.
     if super::queue::cancel_if_queued(store, run).await? {
         return Ok(true);
     }
-    let grace = match store.record(RecordKind::RunContext, &run.to_string()).await {
-        Ok(Some(r)) => serde_json::from_value::<super::definitions::RunContext>(r.data)
-            .ok()
-            .and_then(|c| c.grace_ms)
-            .map(Duration::from_millis),
-        _ => None,
-    };
+    let grace = context.and_then(|c| c.grace_ms).map(Duration::from_millis);
     if let Some(grace) = grace {
         cancel_until(store, run, grace).await;
         return Ok(true);

@@ -152,6 +152,12 @@ pub fn for_workers(
         deadline: super::definitions::deadline(Utc::now(), settings),
         grace_ms: super::definitions::grace_of(wf.workflow())
             .map(|g| u64::try_from(g.as_millis()).unwrap_or(u64::MAX)),
+        items_runs: wf.workflow().steps.iter().any(|s| {
+            matches!(
+                s.fan_out.as_deref(),
+                Some(orch_model::definition::FanOut::Ref(_))
+            )
+        }),
     };
     let data = serde_json::to_value(&context).map_err(|e| OrchestrationError::Store {
         message: format!("the run's context does not serialize: {e}"),
