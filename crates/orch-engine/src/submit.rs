@@ -8,6 +8,7 @@ use super::*;
 use orch_model::store::{Progress, StoredEvent, TaskRecord};
 use orch_model::{CompactString, RunSettings, ValidWorkflow};
 use orch_tasks::StepReport;
+use std::collections::HashMap;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 
@@ -165,6 +166,9 @@ pub(crate) async fn follow(
         total: steps.len(),
     });
     let mut after = 0u64;
+    // When each running step's attempt started (its event's time), for the
+    // duration of its end.
+    let mut began = HashMap::new();
     let mut wait = FOLLOW_MIN;
     let mut asked = false;
     let record = loop {
@@ -178,7 +182,7 @@ pub(crate) async fn follow(
         }
         if events.is_some() {
             for e in &got {
-                for ev in translate(store.as_ref(), id, e, &name).await {
+                for ev in translate(store.as_ref(), id, e, &name, &mut began).await {
                     send(ev);
                 }
             }
@@ -188,13 +192,13 @@ pub(crate) async fn follow(
             continue;
         }
         let r = store
-            .get_run(id)
+            .get_run_brief(id)
             .await?
             .ok_or_else(|| OrchestrationError::not_found(EntityKind::Run, id.to_string()))?;
         if r.status != WorkflowStatus::Running {
             // Its last events were appended after its last task ended.
             for e in &store.events(id, after).await? {
-                for ev in translate(store.as_ref(), id, e, &name).await {
+                for ev in translate(store.as_ref(), id, e, &name, &mut began).await {
                     send(ev);
                 }
             }
@@ -253,12 +257,15 @@ fn step_report(t: TaskRecord, created_at: DateTime<Utc>) -> StepReport {
 
 /// The [`Event`]s of one stored event (`tasks_started`, `tasks_finished`,
 /// as journaled runs and workers record them). Failures and skips read the
-/// task's record for their message.
+/// task's record for their message. `began` keeps when each step's attempt
+/// started (the time of its `tasks_started` event): a step's end takes its
+/// duration from it (zero for a start this follower did not see).
 async fn translate(
     store: &dyn Store,
     run: RunId,
     e: &StoredEvent,
     name: &(dyn Fn(u32) -> CompactString + Sync),
+    began: &mut HashMap<u32, DateTime<Utc>>,
 ) -> Vec<Event> {
     let Some(progress) = Progress::read(e) else {
         return Vec::new();
@@ -268,6 +275,7 @@ async fn translate(
         Progress::Started(list) => {
             out.reserve(list.len());
             for (i, a) in list {
+                began.insert(i, e.at);
                 out.push(Event::TaskStarted {
                     task: i,
                     name: name(i),
@@ -278,6 +286,10 @@ async fn translate(
         Progress::Finished(list) => {
             out.reserve(list.len());
             for (i, status, a) in list {
+                let duration = began
+                    .remove(&i)
+                    .and_then(|at| (e.at - at).to_std().ok())
+                    .unwrap_or(Duration::ZERO);
                 let rec = || async {
                     store
                         .task_records(run, &[i])
@@ -290,7 +302,7 @@ async fn translate(
                         task: i,
                         name: name(i),
                         attempts: a,
-                        duration: Duration::ZERO,
+                        duration,
                     },
                     TaskStatus::Skipped => Event::TaskSkipped {
                         task: i,
@@ -313,7 +325,7 @@ async fn translate(
                                 .and_then(|r| r.error_type.clone())
                                 .unwrap_or_default(),
                             message: r.and_then(|r| r.error_message).unwrap_or_default(),
-                            duration: Duration::ZERO,
+                            duration,
                         }
                     }
                 });

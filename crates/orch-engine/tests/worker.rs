@@ -208,3 +208,39 @@ fn workers_are_reported_with_their_slots_and_what_they_run() {
         assert!(a.workers().await.expect("read").is_empty(), "a stopped worker removes its record");
     });
 }
+
+/// A submitted run's follower says how long each step took: from the
+/// times of the stored events that started and ended its attempt (it said
+/// "completed in 0ms" for every step).
+#[test]
+fn a_followed_run_reports_each_steps_duration() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("orch.db");
+    rt().block_on(async {
+        let (a, submitter) = (engine(dir.path(), &db), engine(dir.path(), &db));
+        let w = worker(&a, "w1", 1);
+        let mut handle = submitter
+            .run(detached("name: slow\nsteps:\n  - { name: nap, module: shell, action: exec, parameters: { program: sleep, args: ['0.3'] } }\n").with_events())
+            .await
+            .expect("submitted");
+        let mut rx = handle.events().expect("events");
+        let report = tokio::time::timeout(Duration::from_secs(60), handle.report())
+            .await
+            .expect("the run ends")
+            .expect("a report");
+        assert_eq!(report.status, WorkflowStatus::Completed);
+        let mut took = None;
+        while let Ok(e) = rx.try_recv() {
+            if let Event::TaskSucceeded { duration, .. } = e {
+                took = Some(duration);
+            }
+        }
+        let took = took.expect("the step's end was followed");
+        assert!(
+            took >= Duration::from_millis(250) && took < Duration::from_secs(30),
+            "the step slept 0.3 s; its end said {took:?}"
+        );
+        w.stop();
+        w.join().await.expect("w1");
+    });
+}
