@@ -207,7 +207,13 @@ async fn still_running_on_a_worker(store: &dyn Store, r: &RunRecord, now: DateTi
             .is_ok_and(|d| d < Duration::from_secs(60))
             || f > now
     });
-    if r.owner.as_deref() != Some(SUBMITTED_OWNER) || !lately {
+    // A completed run's steps all completed or were skipped: each ended
+    // with its process, and the slot is free at once (a worker's record may
+    // still list the last step for up to a second).
+    if r.owner.as_deref() != Some(SUBMITTED_OWNER)
+        || !lately
+        || r.status == WorkflowStatus::Completed
+    {
         return false;
     }
     super::list_workers(store, now).await.is_ok_and(|ws| {
