@@ -268,3 +268,46 @@ fn cancelling_a_queued_run_ends_it_at_once() {
         );
     });
 }
+
+/// A plain cancel of a run that holds the key while its step runs asks
+/// its workers to stop it: the run ends once its step has (not before), so
+/// the next run of the key starts after the step's process is gone.
+#[test]
+fn a_cancelled_holder_keeps_its_slot_until_its_step_has_stopped() {
+    rt().block_on(async {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let dir = tempfile::tempdir().expect("dir");
+        let k = key(OnConflict::Queue);
+        let (a, _) = submit(store.as_ref(), dir.path(), "a", &k).await;
+        std::fs::write(dir.path().join("go-b"), "").expect("go-b");
+        let (b, got) = submit(store.as_ref(), dir.path(), "b", &k).await;
+        assert_eq!(got, Admission::Waiting(vec![a.to_string()]));
+        let (s1, t1) = worker(&store, "w1");
+        wait_until("a's step to start", async || {
+            store.tasks(a).await.expect("tasks")[0].status == TaskStatus::Running
+        })
+        .await;
+        assert!(cancel(store.as_ref(), a).await.expect("cancel"));
+        assert_eq!(
+            status(store.as_ref(), a).await,
+            WorkflowStatus::Running,
+            "a holder with a running step is left to its worker"
+        );
+        assert!(store.cancel_requested(a).await.expect("asked"));
+        wait_until("b to end", async || {
+            status(store.as_ref(), b).await != WorkflowStatus::Running
+        })
+        .await;
+        assert_eq!(status(store.as_ref(), a).await, WorkflowStatus::Cancelled);
+        assert_eq!(status(store.as_ref(), b).await, WorkflowStatus::Completed);
+        let ta = &store.tasks(a).await.expect("tasks")[0];
+        let tb = &store.tasks(b).await.expect("tasks")[0];
+        assert_eq!(ta.status, TaskStatus::Cancelled);
+        assert!(
+            tb.started_at.expect("b started") >= ta.finished_at.expect("a's step ended"),
+            "{ta:?} {tb:?}"
+        );
+        s1.cancel();
+        t1.await.expect("w1");
+    });
+}

@@ -89,6 +89,9 @@ pub(crate) struct RunContext {
     /// items run as runs of their own, which a cancel must reach).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(crate) items_runs: bool,
+    /// Whether it holds a slot of a concurrency key (set when it got it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) holds_slot: bool,
 }
 
 /// What a worker needs of one task of a submitted run ([`Claim::spec`]).

@@ -360,7 +360,7 @@ pub async fn admit(
     }
     match take_slot(store, key, &rkey, HELD_FOR).await? {
         Slot::Taken(_) => {
-            restart_deadline(store, id).await?;
+            mark_admitted(store, id).await?;
             store
                 .set_owner(id, Some(SUBMITTED_OWNER.to_owned()))
                 .await?;
@@ -488,9 +488,12 @@ async fn skip_all(store: &dyn Store, id: RunId, why: String) -> Result<(), Orche
     Ok(())
 }
 
-/// The run's timeout counts from now, when it got its slot (as a run one
-/// process drives counts it from when it got its slot, not while it waited).
-async fn restart_deadline(store: &dyn Store, id: RunId) -> Result<(), OrchestrationError> {
+/// Notes in the run's context that it holds a slot of its key (so that a
+/// cancel lets its workers end it once they have stopped its steps'
+/// processes: [`super::cancel`]), and restarts its timeout: it counts from
+/// now, when it got its slot (as a run one process drives counts it from
+/// when it got its slot, not while it waited).
+async fn mark_admitted(store: &dyn Store, id: RunId) -> Result<(), OrchestrationError> {
     let key = id.to_string();
     let Some(mut rec) = store.record(RecordKind::RunContext, &key).await? else {
         return Ok(());
@@ -498,10 +501,10 @@ async fn restart_deadline(store: &dyn Store, id: RunId) -> Result<(), Orchestrat
     let Ok(mut ctx) = serde_json::from_value::<RunContext>(rec.data.clone()) else {
         return Ok(());
     };
-    if ctx.settings.run_timeout_ms.is_none() {
-        return Ok(());
+    ctx.holds_slot = true;
+    if ctx.settings.run_timeout_ms.is_some() {
+        ctx.deadline = deadline(Utc::now(), &ctx.settings);
     }
-    ctx.deadline = deadline(Utc::now(), &ctx.settings);
     rec.data = serde_json::to_value(&ctx).map_err(|e| OrchestrationError::Store {
         message: format!("the run's context does not serialize: {e}"),
         retryable: false,

@@ -123,9 +123,23 @@ pub async fn cancel(store: &dyn Store, run: RunId) -> Result<bool, orch_model::O
     if super::queue::cancel_if_queued(store, run).await? {
         return Ok(true);
     }
+    let holds_slot = context.as_ref().is_some_and(|c| c.holds_slot);
     let grace = context.and_then(|c| c.grace_ms).map(Duration::from_millis);
     if let Some(grace) = grace {
         cancel_until(store, run, grace).await;
+        return Ok(true);
+    }
+    // A run holding a slot of its concurrency key, with a step running, is
+    // left to its workers (the cancel is asked above): they stop its steps'
+    // processes, then end it, so that the next run of its key starts once
+    // they are gone, not while one may still run (as with
+    // `on_conflict: cancel_running`).
+    if holds_slot
+        && store
+            .get_run_brief(run)
+            .await?
+            .is_some_and(|r| r.tasks.running > 0)
+    {
         return Ok(true);
     }
     let now = Utc::now();

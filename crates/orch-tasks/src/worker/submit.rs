@@ -158,6 +158,7 @@ pub fn for_workers(
                 Some(orch_model::definition::FanOut::Ref(_))
             )
         }),
+        holds_slot: false,
     };
     let data = serde_json::to_value(&context).map_err(|e| OrchestrationError::Store {
         message: format!("the run's context does not serialize: {e}"),
