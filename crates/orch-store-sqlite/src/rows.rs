@@ -149,41 +149,17 @@ pub(crate) fn count_tasks(conn: &Connection, ord: i64) -> Result<TaskCounts> {
 
 /// Reads one run, quarantining it when it cannot be read.
 pub(crate) fn read_run(conn: &Connection, run: RunId) -> Result<Option<RunRecord>> {
-    let key = run.to_string();
     // The statement's text is made once (it is the statement cache's key).
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!("SELECT {RUN_COLUMNS}, quarantined, ord FROM runs WHERE id = ?1")
     });
-    let raw = conn
-        .prepare_cached(&SQL)
-        .and_then(|mut s| {
-            s.query_row(params![key], |r| {
-                Ok((
-                    raw_run(r)?,
-                    r.get::<_, Option<String>>(RUN_COLUMN_COUNT)?,
-                    r.get::<_, i64>(RUN_COLUMN_COUNT + 1)?,
-                ))
-            })
-            .optional()
-        })
-        .map_err(sql_err)?;
-    match raw {
-        None => Ok(None),
-        Some((_, Some(why), _)) => Err(store_err(
-            &format!("run {key} is quarantined"),
-            format!("it could not be read: {why}"),
-        )),
-        Some((raw, None, ord)) => match decode_run(raw) {
-            Ok(r) => Ok(Some(RunRecord {
-                tasks: count_tasks(conn, ord)?,
-                ..r
-            })),
-            Err(why) => {
-                quarantine(conn, &key, &why)?;
-                Err(store_err(&format!("run {key} is quarantined"), why))
-            }
-        },
-    }
+    read_one(
+        conn,
+        run,
+        &SQL,
+        |r| r.get::<_, i64>(RUN_COLUMN_COUNT + 1),
+        count_tasks,
+    )
 }
 
 /// Reads one run without its definition (as [`list_in`] gives runs), with
@@ -191,7 +167,6 @@ pub(crate) fn read_run(conn: &Connection, run: RunId) -> Result<Option<RunRecord
 /// with no `BEGIN` and `COMMIT` around it). A run that cannot be read is
 /// quarantined, as [`read_run`] does.
 pub(crate) fn read_run_brief(conn: &Connection, run: RunId) -> Result<Option<RunRecord>> {
-    let key = run.to_string();
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
             "SELECT {LIST_COLUMNS}, quarantined,
@@ -202,14 +177,45 @@ pub(crate) fn read_run_brief(conn: &Connection, run: RunId) -> Result<Option<Run
              FROM runs WHERE id = ?1"
         )
     });
+    read_one(
+        conn,
+        run,
+        &SQL,
+        |r| r.get::<_, Option<String>>(RUN_COLUMN_COUNT + 1),
+        |_, counts| {
+            let mut tasks = TaskCounts::default();
+            for pair in counts.as_deref().unwrap_or("").split(',') {
+                // A task with an unknown state is set aside when its run is read.
+                if let Some((status, n)) = pair.split_once(' ') {
+                    if let (Ok(s), Ok(n)) = (parse_status(status), n.parse::<u32>()) {
+                        tasks.add(s, n);
+                    }
+                }
+            }
+            Ok(tasks)
+        },
+    )
+}
+
+/// One run read by `sql` (the run's columns, `quarantined`, then one more
+/// column that `extra` reads and `counts` turns into its task counts),
+/// quarantined when it cannot be decoded.
+fn read_one<X>(
+    conn: &Connection,
+    run: RunId,
+    sql: &str,
+    extra: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<X>,
+    counts: impl FnOnce(&Connection, X) -> Result<TaskCounts>,
+) -> Result<Option<RunRecord>> {
+    let key = run.to_string();
     let raw = conn
-        .prepare_cached(&SQL)
+        .prepare_cached(sql)
         .and_then(|mut s| {
             s.query_row(params![key], |r| {
                 Ok((
                     raw_run(r)?,
                     r.get::<_, Option<String>>(RUN_COLUMN_COUNT)?,
-                    r.get::<_, Option<String>>(RUN_COLUMN_COUNT + 1)?,
+                    extra(r)?,
                 ))
             })
             .optional()
@@ -221,19 +227,11 @@ pub(crate) fn read_run_brief(conn: &Connection, run: RunId) -> Result<Option<Run
             &format!("run {key} is quarantined"),
             format!("it could not be read: {why}"),
         )),
-        Some((raw, None, counts)) => match decode_run(raw) {
-            Ok(r) => {
-                let mut tasks = TaskCounts::default();
-                for pair in counts.as_deref().unwrap_or("").split(',') {
-                    // A task with an unknown state is set aside when its run is read.
-                    if let Some((status, n)) = pair.split_once(' ') {
-                        if let (Ok(s), Ok(n)) = (parse_status(status), n.parse::<u32>()) {
-                            tasks.add(s, n);
-                        }
-                    }
-                }
-                Ok(Some(RunRecord { tasks, ..r }))
-            }
+        Some((raw, None, x)) => match decode_run(raw) {
+            Ok(r) => Ok(Some(RunRecord {
+                tasks: counts(conn, x)?,
+                ..r
+            })),
             Err(why) => {
                 quarantine(conn, &key, &why)?;
                 Err(store_err(&format!("run {key} is quarantined"), why))

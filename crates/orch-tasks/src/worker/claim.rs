@@ -309,18 +309,7 @@ async fn run_attempt(sh: &Shared, claim: &Claim, p: Prepared<'_>, token: Cancell
     // A step that runs after a stop runs until the grace ends; any other
     // until the run's deadline.
     let survivor = def.grace.is_some() && step.conditions.run_if.runs_after_stop();
-    let mut stop_at: Option<Stopping> = match (survivor, stopping, def.deadline, def.grace) {
-        (true, Some(st), _, _) => Some(st),
-        (true, None, Some(d), Some(g)) => Some(Stopping {
-            until: stop::after(d, g),
-            timed_out: true,
-        }),
-        (false, _, Some(d), _) => Some(Stopping {
-            until: d,
-            timed_out: true,
-        }),
-        _ => None,
-    };
+    let mut stop_at: Option<Stopping> = stop::stop_at(def, survivor, stopping);
     let mut cancel_seen = stopping.is_some_and(|st| !st.timed_out);
     let outcome = match done.pop() {
         Some(o) => Some(o),

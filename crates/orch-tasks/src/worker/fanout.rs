@@ -79,18 +79,7 @@ pub(crate) async fn run_items(
     // When the step must have ended: the run's deadline, or, for a step
     // that runs after a stop, the end of the grace.
     let survivor = def.grace.is_some() && cs.step().conditions.run_if.runs_after_stop();
-    let mut stop_at = match (survivor, stopping, def.deadline, def.grace) {
-        (true, Some(st), _, _) => Some(st),
-        (true, None, Some(d), Some(g)) => Some(Stopping {
-            until: stop::after(d, g),
-            timed_out: true,
-        }),
-        (false, _, Some(d), _) => Some(Stopping {
-            until: d,
-            timed_out: true,
-        }),
-        _ => None,
-    };
+    let mut stop_at = stop::stop_at(def, survivor, stopping);
     let mut cancel_seen = stopping.is_some_and(|st| !st.timed_out);
     let mut beat = tokio::time::interval(sh.opts.lease / 3);
     beat.tick().await;

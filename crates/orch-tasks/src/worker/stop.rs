@@ -49,6 +49,29 @@ pub(crate) fn after(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
+/// When a step of the run of `def` must have ended, if it must: a
+/// `survivor` (a step that runs after a stop, in a run with a grace) when
+/// the run's stop (`stopping`, or its deadline) plus the grace is over; any
+/// other at the run's deadline.
+pub(crate) fn stop_at(
+    def: &RunDef,
+    survivor: bool,
+    stopping: Option<Stopping>,
+) -> Option<Stopping> {
+    match (survivor, stopping, def.deadline, def.grace) {
+        (true, Some(st), _, _) => Some(st),
+        (true, None, Some(d), Some(g)) => Some(Stopping {
+            until: after(d, g),
+            timed_out: true,
+        }),
+        (false, _, Some(d), _) => Some(Stopping {
+            until: d,
+            timed_out: true,
+        }),
+        _ => None,
+    }
+}
+
 /// Whether the run of `def` is stopping: past its deadline, or cancelled
 /// (asked of the store; only for a run with a grace, whose tasks a cancel
 /// leaves to its workers).
