@@ -97,17 +97,7 @@ pub async fn report_with_items(store: &dyn Store, mut report: RunReport) -> RunR
         let items = tasks
             .into_iter()
             .skip(1)
-            .map(|t| StepReport {
-                name: t.name.into(),
-                status: t.status,
-                attempts: t.attempt,
-                created_at,
-                ready_at: None,
-                started_at: t.started_at,
-                finished_at: t.finished_at,
-                result: t.result,
-                note: t.note,
-            })
+            .map(|t| crate::submit::step_report(t, created_at))
             .collect();
         extra.push((i, items));
     }

@@ -241,7 +241,8 @@ pub(crate) async fn cancel_submitted(
     orch_tasks::worker::cancel(store, id).await.map(|_| ())
 }
 
-fn step_report(t: TaskRecord, created_at: DateTime<Utc>) -> StepReport {
+/// A step's report made from its task's record.
+pub(crate) fn step_report(t: TaskRecord, created_at: DateTime<Utc>) -> StepReport {
     StepReport {
         name: CompactString::from(t.name.as_str()),
         status: t.status,
