@@ -445,8 +445,12 @@ pub(crate) fn for_status(engine: &OrchestrationEngine) -> StatusSchedules {
         .map_err(|e| format!("cannot start a runtime: {e}"))
         .and_then(|rt| {
             rt.block_on(async {
-                let infos = engine.schedules(now).await?;
-                let leader = engine.schedule_leader(now).await?;
+                // A read-only opening: `orch status` writes nothing (the
+                // engine's own opening is a writer's, which on closing may
+                // fold the write-ahead log into the database file).
+                let store = orch_engine::open_store_read_only(engine.store_url())?;
+                let infos = engine.schedules_in(store.as_ref(), now).await?;
+                let leader = OrchestrationEngine::schedule_leader_in(store.as_ref(), now).await?;
                 Ok::<_, orch_model::OrchestrationError>((infos, leader))
             })
             .map_err(|e| e.to_string())

@@ -6,7 +6,7 @@ use super::records::{self, Pause, ScheduleState, TickCause, TickRecord, TickStat
 use super::{LEASE, fire, need_records, start_claimed};
 use crate::{OrchestrationEngine, RunHandle};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use orch_model::{EntityKind, OrchestrationError, Record, RecordKind, ValidWorkflow};
+use orch_model::{EntityKind, OrchestrationError, Record, RecordKind, Store, ValidWorkflow};
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -109,11 +109,24 @@ impl OrchestrationEngine {
         &self,
         now: DateTime<Utc>,
     ) -> Result<Vec<ScheduleInfo>, OrchestrationError> {
-        let store = self.store();
-        need_records(store.as_ref())?;
-        let states = records::states(store.as_ref()).await?;
-        let pauses = records::pauses(store.as_ref()).await?;
-        let ticks = records::ticks(store.as_ref(), None).await?;
+        self.schedules_in(self.store().as_ref(), now).await
+    }
+
+    /// As [`OrchestrationEngine::schedules`], read from `store` (for
+    /// instance a read-only opening of the engine's store, as `orch
+    /// status` reads it).
+    ///
+    /// # Errors
+    /// As [`OrchestrationEngine::schedules`].
+    pub async fn schedules_in(
+        &self,
+        store: &dyn Store,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ScheduleInfo>, OrchestrationError> {
+        need_records(store)?;
+        let states = records::states(store).await?;
+        let pauses = records::pauses(store).await?;
+        let ticks = records::ticks(store, None).await?;
         Ok(self
             .scheduled_workflows()
             .into_iter()
@@ -174,7 +187,17 @@ impl OrchestrationEngine {
         &self,
         now: DateTime<Utc>,
     ) -> Result<Option<(String, DateTime<Utc>)>, OrchestrationError> {
-        let store = self.store();
+        Self::schedule_leader_in(self.store().as_ref(), now).await
+    }
+
+    /// As [`OrchestrationEngine::schedule_leader`], read from `store`.
+    ///
+    /// # Errors
+    /// As [`OrchestrationEngine::schedule_leader`].
+    pub async fn schedule_leader_in(
+        store: &dyn Store,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(String, DateTime<Utc>)>, OrchestrationError> {
         if !store.capabilities().leaders {
             return Ok(None);
         }
