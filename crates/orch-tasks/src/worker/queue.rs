@@ -233,10 +233,10 @@ pub enum Admission {
     /// ended with every step skipped.
     Skipped(Vec<String>),
     /// It was cancelled while it waited (it ended cancelled), or it had
-    /// ended, or it is gone.
+    /// ended.
     Ended,
     /// Its process has not handed it over yet (a retry records its kept
-    /// steps first).
+    /// steps first), or its run is not recorded (yet).
     NotYet,
 }
 
@@ -339,8 +339,10 @@ pub async fn admit(
     key: &RunKey,
 ) -> Result<Admission, OrchestrationError> {
     let rkey = id.to_string();
+    // Not recorded yet (its submitter writes the queued record first, then
+    // the run), or gone: nothing to do now.
     let Some(r) = store.get_run_brief(id).await? else {
-        return Ok(Admission::Ended);
+        return Ok(Admission::NotYet);
     };
     if r.status != WorkflowStatus::Running {
         store.remove_record(RecordKind::RunQueued, &rkey).await?;
@@ -537,12 +539,16 @@ pub async fn admit_queued(store: &dyn Store) -> Result<usize, OrchestrationError
         };
         match admit(store, id, &key).await {
             Ok(Admission::Admitted) => admitted += 1,
-            Ok(Admission::Ended) => {
-                // Its run is gone, or never came (its submitter died
-                // between the record and the run).
+            Ok(Admission::NotYet) => {
+                // A record without its run: the run is being recorded (it
+                // is written after the record), or never came (its
+                // submitter died between the two) or was deleted; only a
+                // record that old is taken for one whose run will not
+                // come. (A run that exists and ended had its record
+                // removed by `admit`.)
                 let old = Utc::now() - rec.updated_at
                     > chrono::Duration::from_std(RECORD_WITHOUT_RUN).unwrap_or_default();
-                if old || store.get_run_brief(id).await.ok().flatten().is_some() {
+                if old && matches!(store.get_run_brief(id).await, Ok(None)) {
                     let _ = store.remove_record(RecordKind::RunQueued, &rec.key).await;
                 }
             }
