@@ -198,12 +198,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: Fn(&Connection) -> Result<T> + Clone + Send + 'static,
     {
-        if !self.options.read_only && self.writer_file().is_some() {
-            if let Some(v) = self.readers.read(&self.path, f.clone()) {
-                return Ok(v);
-            }
-        }
-        self.call_small_keeping(f, keep_on_error).await
+        self.read_pooled(f, keep_on_error, false).await
     }
 
     /// As [`SqliteStore::read_small`], for `f` that runs one statement
@@ -213,8 +208,23 @@ impl SqliteStore {
         T: Send + 'static,
         F: Fn(&Connection) -> Result<T> + Clone + Send + 'static,
     {
+        self.read_pooled(f, keep_on_error, true).await
+    }
+
+    /// `f` on a pooled reader (in a transaction of its own unless it is
+    /// `one_statement`), else on the store's thread.
+    async fn read_pooled<T, F>(&self, f: F, keep_on_error: bool, one_statement: bool) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection) -> Result<T> + Clone + Send + 'static,
+    {
         if !self.options.read_only && self.writer_file().is_some() {
-            if let Some(v) = self.readers.read_one(&self.path, f.clone()) {
+            let pooled = if one_statement {
+                self.readers.read_one(&self.path, f.clone())
+            } else {
+                self.readers.read(&self.path, f.clone())
+            };
+            if let Some(v) = pooled {
                 return Ok(v);
             }
         }

@@ -353,15 +353,7 @@ async fn run_attempt(sh: &Shared, claim: &Claim, p: Prepared<'_>, token: Cancell
                             }
                         }
                     }
-                    () = async {
-                        match stop_at {
-                            Some(st) => {
-                                let left = (st.until - Utc::now()).to_std().unwrap_or_default();
-                                tokio::time::sleep(left).await;
-                            }
-                            None => std::future::pending().await,
-                        }
-                    }, if stopped.is_none() && cut.is_none() => {
+                    () = stop::reached(stop_at), if stopped.is_none() && cut.is_none() => {
                         cut = stop_at.map(|st| if survivor { Cut::GraceOver(st) } else { Cut::TimedOut });
                         token.cancel();
                     }

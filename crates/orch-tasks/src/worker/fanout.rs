@@ -145,15 +145,7 @@ pub(crate) async fn run_items(
                     }
                 }
             }
-            () = async {
-                match stop_at {
-                    Some(st) => {
-                        let left = (st.until - Utc::now()).to_std().unwrap_or_default();
-                        tokio::time::sleep(left).await;
-                    }
-                    None => std::future::pending().await,
-                }
-            } => {
+            () = stop::reached(stop_at) => {
                 let _ = stop::cancel(store, child).await;
                 let st = stop_at.unwrap_or(Stopping { until: Utc::now(), timed_out: true });
                 if survivor {

@@ -72,6 +72,17 @@ pub(crate) fn stop_at(
     }
 }
 
+/// Completes when `stop_at` is reached; never without one.
+pub(crate) async fn reached(stop_at: Option<Stopping>) {
+    match stop_at {
+        Some(st) => {
+            let left = (st.until - Utc::now()).to_std().unwrap_or_default();
+            tokio::time::sleep(left).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// Whether the run of `def` is stopping: past its deadline, or cancelled
 /// (asked of the store; only for a run with a grace, whose tasks a cancel
 /// leaves to its workers).
