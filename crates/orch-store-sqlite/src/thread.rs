@@ -11,7 +11,7 @@ use orch_model::{OrchestrationError, Result};
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 
 /// Most requests committed in one transaction.
 const GROUP_LIMIT: usize = 512;
@@ -39,6 +39,9 @@ pub(crate) struct Slot {
     gone: Option<OrchestrationError>,
     /// Set with `gone`; read without the lock by the pool of readers.
     noticed: Arc<AtomicBool>,
+    /// The writing connection's file, set when it is opened; read without
+    /// the lock by the pool of readers.
+    file: Arc<OnceLock<(u64, u64)>>,
     path: PathBuf,
     options: SqliteOptions,
 }
@@ -50,18 +53,19 @@ pub(crate) struct Shared {
     /// request itself only when none is waiting (so that requests keep their
     /// order).
     pub(crate) queued: AtomicUsize,
+    /// As [`Slot::file`] (the same cell).
+    file: Arc<OnceLock<(u64, u64)>>,
 }
 
 impl Shared {
     /// The device and inode of the file the writing connection opened:
-    /// `None` before it is open (a lazily opened store), for a read-only
-    /// store, or while the connection is in use.
+    /// `None` before it is open (a lazily opened store) and for a read-only
+    /// store. Read without the connection's lock: a caller answered by the
+    /// store's thread must not find the connection busy delivering the
+    /// answers and give its read to the thread, whose write transaction
+    /// waits for any other process's writer (seen in CI).
     pub(crate) fn writer_file(&self) -> Option<(u64, u64)> {
-        let slot = self.slot.try_lock().ok()?;
-        if slot.gone.is_some() {
-            return None;
-        }
-        slot.conn.as_ref()?.file
+        self.file.get().copied()
     }
 }
 
@@ -107,7 +111,12 @@ fn commit_group(slot: &mut Slot, batch: Vec<Work>) {
     }
     if slot.conn.is_none() {
         match connect(&slot.path, slot.options) {
-            Ok(c) => slot.conn = Some(c),
+            Ok(c) => {
+                if let Some(id) = c.file {
+                    let _ = slot.file.set(id);
+                }
+                slot.conn = Some(c);
+            }
             Err(err) => {
                 for w in batch {
                     let (_, deliver) = w(Err(&err));
@@ -191,11 +200,17 @@ impl SqliteStore {
     pub(crate) fn start(path: &Path, options: SqliteOptions, conn: Option<Conn>) -> Result<Self> {
         let (tx, rx) = mpsc::channel::<Work>();
         let noticed = Arc::new(AtomicBool::new(false));
+        let file = Arc::new(OnceLock::new());
+        if let Some(id) = conn.as_ref().and_then(|c| c.file) {
+            let _ = file.set(id);
+        }
         let shared = Arc::new(Shared {
+            file: file.clone(),
             slot: Mutex::new(Slot {
                 conn,
                 gone: None,
                 noticed: noticed.clone(),
+                file,
                 path: path.to_path_buf(),
                 options,
             }),
