@@ -55,6 +55,7 @@ mod readers;
 mod records;
 mod rows;
 mod schema;
+mod stamp;
 mod store;
 mod thread;
 
@@ -73,6 +74,8 @@ pub struct SqliteStore {
     shared: std::sync::Arc<thread::Shared>,
     /// Read-only connections for short reads on the callers' threads.
     readers: readers::Readers,
+    /// Runs' brief records kept while the database does not change.
+    briefs: stamp::Briefs,
     tx: Option<mpsc::Sender<Work>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }

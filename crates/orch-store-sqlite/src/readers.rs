@@ -135,17 +135,36 @@ impl Readers {
         }
         drop(slot);
         // The read is good only from the file the store writes.
+        if self.names_file(path, file) {
+            out
+        } else {
+            None
+        }
+    }
+
+    /// Whether what was read from the store's file may be given: the store
+    /// has not found its file gone, and `path` named the writing
+    /// connection's file within the last [`RECHECK`].
+    pub(crate) fn still_ours(&self, path: &Path) -> bool {
+        match self.file() {
+            Some(file) => !self.gone.load(Ordering::Acquire) && self.names_file(path, file),
+            None => false,
+        }
+    }
+
+    /// Whether `path` names `file` (checked at most every [`RECHECK`]).
+    fn names_file(&self, path: &Path, file: (u64, u64)) -> bool {
         let now = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
         let last = self.checked.load(Ordering::Relaxed);
         if last != 0 && now.saturating_sub(last - 1) < RECHECK.as_millis() as u64 {
-            return out;
+            return true;
         }
         match file_id(path) {
             Ok(id) if id == file => {
                 self.checked.store(now + 1, Ordering::Relaxed);
-                out
+                true
             }
-            _ => None,
+            _ => false,
         }
     }
 }
@@ -229,6 +248,16 @@ impl SqliteStore {
             }
         }
         self.call_small_keeping(f, keep_on_error).await
+    }
+
+    /// The database's change stamp ([`crate::stamp`]), when reads may be
+    /// answered from what was read under it: a store that writes, whose
+    /// connection has the database open.
+    pub(crate) fn unchanged_stamp(&self) -> Option<crate::stamp::Stamp> {
+        if self.options.read_only || self.writer_file().is_none() {
+            return None;
+        }
+        self.briefs.stamp(&self.path)
     }
 
     /// The file the writing connection opened, once it is open.

@@ -203,8 +203,23 @@ impl Store for SqliteStore {
     }
 
     async fn get_run_brief(&self, id: RunId) -> Result<Option<RunRecord>> {
-        self.read_statement(move |conn| read_run_brief(conn, id), true)
-            .await
+        // Taken before the read: if it is seen again, nothing was committed
+        // since, and what this read finds is still what the database holds.
+        let stamp = self.unchanged_stamp();
+        if let Some(s) = &stamp {
+            if let Some(r) = self.briefs.get(s, id) {
+                if self.readers.still_ours(&self.path) {
+                    return Ok(Some(r));
+                }
+            }
+        }
+        let r = self
+            .read_statement(move |conn| read_run_brief(conn, id), true)
+            .await?;
+        if let (Some(s), Some(r)) = (stamp, &r) {
+            self.briefs.put(s, r);
+        }
+        Ok(r)
     }
 
     async fn list_runs(&self) -> Result<Vec<RunRecord>> {

@@ -226,6 +226,7 @@ impl SqliteStore {
             options,
             shared,
             readers: crate::readers::Readers::new(noticed),
+            briefs: crate::stamp::Briefs::default(),
             tx: Some(tx),
             thread: Some(thread),
         })

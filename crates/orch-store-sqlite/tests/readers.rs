@@ -127,3 +127,101 @@ fn once_the_file_is_known_gone_reads_fail_too() {
     let err = rt.block_on(s.cancel_requested(id)).expect_err("gone");
     assert!(err.to_string().contains("was deleted"), "{err}");
 }
+
+/// A run's brief record is kept while the database does not change: any
+/// commit, by this store, another store on the file or a plain SQLite
+/// connection (another process), is seen by the next read.
+#[test]
+fn brief_reads_see_every_commit_from_any_connection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("orch.db");
+    let (a, b) = (
+        SqliteStore::open(&path).expect("open a"),
+        SqliteStore::open(&path).expect("open b"),
+    );
+    let rt = rt();
+    let id = RunId::new();
+    rt.block_on(a.create_run(run(id), chrono::Utc::now()))
+        .expect("create");
+    let brief = |s: &SqliteStore| {
+        rt.block_on(s.get_run_brief(id))
+            .expect("read")
+            .expect("the run")
+    };
+    for _ in 0..3 {
+        // Read again and again with nothing written: the same answer.
+        assert_eq!(brief(&a).status, WorkflowStatus::Running);
+        assert_eq!(brief(&b).workflow, "w");
+    }
+    // Another store (as another orch process would).
+    rt.block_on(b.request_cancel(id)).expect("cancel");
+    assert!(brief(&a).cancel_requested);
+    rt.block_on(b.finish_run(id, WorkflowStatus::Cancelled, chrono::Utc::now()))
+        .expect("finish");
+    assert_eq!(brief(&a).status, WorkflowStatus::Cancelled);
+    // A plain connection to the file, outside any store.
+    let other = rusqlite::Connection::open(&path).expect("open");
+    other
+        .execute(
+            "UPDATE runs SET workflow = 'renamed' WHERE id = ?1",
+            [id.to_string()],
+        )
+        .expect("update");
+    assert_eq!(brief(&a).workflow, "renamed");
+    assert_eq!(brief(&b).workflow, "renamed");
+    // The same store's own write.
+    other
+        .execute(
+            "UPDATE runs SET workflow = 'again' WHERE id = ?1",
+            [id.to_string()],
+        )
+        .expect("update");
+    rt.block_on(a.set_owner(id, Some("pid:1@here".into())))
+        .expect("owner");
+    let r = brief(&a);
+    assert_eq!(
+        (r.workflow.as_str(), r.owner.as_deref()),
+        ("again", Some("pid:1@here"))
+    );
+    // A write not committed yet is not seen; once committed, it is.
+    other
+        .execute_batch("BEGIN IMMEDIATE; UPDATE runs SET workflow = 'pending';")
+        .expect("begin");
+    assert_eq!(brief(&a).workflow, "again");
+    other.execute_batch("COMMIT").expect("commit");
+    assert_eq!(brief(&a).workflow, "pending");
+    // After the log is folded into the file and started again.
+    other
+        .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        .expect("checkpoint");
+    other
+        .execute(
+            "UPDATE runs SET workflow = 'after checkpoint' WHERE id = ?1",
+            [id.to_string()],
+        )
+        .expect("update");
+    assert_eq!(brief(&a).workflow, "after checkpoint");
+}
+
+/// A deleted file's runs are not answered from what was kept.
+#[test]
+fn brief_reads_of_a_deleted_file_fail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("orch.db");
+    let s = SqliteStore::open(&path).expect("open");
+    let rt = rt();
+    let id = RunId::new();
+    rt.block_on(s.create_run(run(id), chrono::Utc::now()))
+        .expect("create");
+    assert!(rt.block_on(s.get_run_brief(id)).expect("read").is_some());
+    assert!(rt.block_on(s.get_run_brief(id)).expect("read").is_some());
+    std::fs::remove_file(&path).expect("delete");
+    let err = rt
+        .block_on(s.set_owner(id, Some("x".into())))
+        .expect_err("the file is gone");
+    assert!(err.to_string().contains("was deleted"), "{err}");
+    let err = rt
+        .block_on(s.get_run_brief(id))
+        .expect_err("and stays gone");
+    assert!(err.to_string().contains("was deleted"), "{err}");
+}
