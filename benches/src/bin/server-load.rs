@@ -19,7 +19,11 @@
 //! - the server's CPU time per request: its user and system time from
 //!   `/proc` over the load, divided by the requests `wrk` made (a figure
 //!   that depends less on what else the machine runs than latencies do);
-//! - memory: `VmRSS` of the `orch serve` process from `/proc`.
+//! - memory: `VmRSS` of the `orch serve` process from `/proc`;
+//! - the floor: `http-floor` (built beside this program) serving the bytes
+//!   of orch's answer from the same HTTP stack with nothing else, under the
+//!   same `wrk` load: what the machine, `wrk` and axum cost before orch
+//!   does any work.
 
 use orch_benches::run_orch_stored;
 use orch_model::{Format, Limits, load_workflow};
@@ -222,41 +226,146 @@ fn parse_wrk(out: &str) -> Result<(f64, f64, f64, f64, u64), String> {
     Ok((pct("50%")?, pct("90%")?, pct("99%")?, rps, bad))
 }
 
-fn get_load(server: &Server, run: &str, s: &Sizes) -> Result<(), String> {
+/// What one `wrk` load gave: p50, p90, p99 (ms), requests/s, requests.
+struct Load {
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    rps: f64,
+    requests: u64,
+}
+
+/// `wrk` with `s.clients` connections for `s.seconds` on `url`, with the
+/// headers `headers`; an error if any answer was not 2xx.
+fn wrk(url: &str, headers: &[String], s: &Sizes) -> Result<Load, String> {
+    let mut args = vec![
+        "-t2".to_owned(),
+        format!("-c{}", s.clients),
+        format!("-d{}s", s.seconds),
+        "--latency".to_owned(),
+    ];
+    for h in headers {
+        args.push("-H".to_owned());
+        args.push(h.clone());
+    }
+    args.push(url.to_owned());
+    let out = Command::new("wrk")
+        .args(&args)
+        .output()
+        .map_err(|e| format!("wrk: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (p50, p90, p99, rps, bad) = parse_wrk(&text)?;
+    if bad > 0 {
+        return Err(format!("{bad} answers were not 2xx:\n{text}"));
+    }
+    Ok(Load {
+        p50,
+        p90,
+        p99,
+        rps,
+        requests: wrk_requests(&text).unwrap_or(0),
+    })
+}
+
+/// The report's row for `load` under `label`, with the server's CPU time
+/// per request (`cpu` µs over the load).
+fn row(label: &str, load: &Load, cpu: u64) {
+    // The server's CPU time per answer: what a request costs, whatever
+    // else the machine is doing (the latencies depend on that too).
+    let per = if load.requests > 0 {
+        cpu as f64 / load.requests as f64
+    } else {
+        0.0
+    };
+    println!(
+        "| {label} | {:.2} ms | {:.2} ms | {:.2} ms | {:.0} | {per:.1} µs |",
+        load.p50, load.p90, load.p99, load.rps
+    );
+}
+
+fn get_load(
+    server: &Server,
+    dir: &Path,
+    run: &str,
+    s: &Sizes,
+    floor: Option<&Path>,
+) -> Result<(), String> {
     let (status, body) = server.request("GET", &format!("/runs/{run}"), "")?;
     if status != 200 {
         return Err(format!("GET /runs/{run} answered {status}: {body}"));
     }
     let url = format!("http://{}/runs/{run}", server.addr);
     let cpu_before = cpu_us(server.pid());
-    let out = Command::new("wrk")
-        .args([
-            "-t2",
-            &format!("-c{}", s.clients),
-            &format!("-d{}s", s.seconds),
-            "--latency",
-            "-H",
-            &format!("Authorization: Bearer {}", server.token),
-            &url,
-        ])
-        .output()
-        .map_err(|e| format!("wrk: {e}"))?;
+    let load = wrk(
+        &url,
+        &[format!("Authorization: Bearer {}", server.token)],
+        s,
+    )?;
     let cpu = cpu_us(server.pid()).saturating_sub(cpu_before);
-    let text = String::from_utf8_lossy(&out.stdout);
-    let (p50, p90, p99, rps, bad) = parse_wrk(&text)?;
-    if bad > 0 {
-        return Err(format!("{bad} answers were not 2xx:\n{text}"));
-    }
-    // The server's CPU time per answer: what a request costs, whatever
-    // else the machine is doing (the latencies depend on that too).
-    let per = wrk_requests(&text)
-        .filter(|&n| n > 0)
-        .map_or(0.0, |n| cpu as f64 / n as f64);
-    println!(
-        "| `GET /runs/{{id}}`, {} runs stored, {} clients, {} s | {p50:.2} ms | {p90:.2} ms | {p99:.2} ms | {rps:.0} | {per:.1} µs |",
-        s.runs, s.clients, s.seconds
+    row(
+        &format!(
+            "`GET /runs/{{id}}`, {} runs stored, {} clients, {} s",
+            s.runs, s.clients, s.seconds
+        ),
+        &load,
+        cpu,
+    );
+    // The same answer's bytes from the bare HTTP stack, under the same load.
+    let Some(floor) = floor else {
+        return Ok(());
+    };
+    let body_file = dir.join("answer.json");
+    std::fs::write(&body_file, &body).map_err(|e| format!("{}: {e}", body_file.display()))?;
+    let bare = Floor::start(floor, &body_file)?;
+    let cpu_before = cpu_us(bare.child.id());
+    let load = wrk(&format!("http://{}/runs/{run}", bare.addr), &[], s)?;
+    let cpu = cpu_us(bare.child.id()).saturating_sub(cpu_before);
+    row(
+        "the same answer's bytes from the bare HTTP stack (`http-floor`: axum, no store, no token), same load",
+        &load,
+        cpu,
     );
     Ok(())
+}
+
+/// `http-floor` serving a file's bytes on a free loopback port.
+struct Floor {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Floor {
+    fn start(exe: &Path, body: &Path) -> Result<Self, String> {
+        let mut child = Command::new(exe)
+            .arg(body)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("{}: {e}", exe.display()))?;
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            let _ = BufReader::new(out).read_line(&mut line);
+        }
+        let floor = Floor {
+            child,
+            addr: line
+                .trim()
+                .strip_prefix("listening: ")
+                .unwrap_or("")
+                .to_owned(),
+        };
+        if floor.addr.is_empty() {
+            return Err(format!("http-floor did not start: {line:?}"));
+        }
+        Ok(floor)
+    }
 }
 
 /// Opens `n` event streams on a run that waits for the file `go`, reads
@@ -347,6 +456,15 @@ fn main() {
             .and_then(|e| e.parent().map(|d| d.join("orch")))
             .unwrap_or_else(|| PathBuf::from("orch")),
     };
+    // The bare HTTP stack's figures beside orch's, when it was built
+    // (`cargo build --release -p orch-benches` builds both).
+    let floor = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("http-floor")))
+        .filter(|p| p.is_file());
+    if floor.is_none() {
+        eprintln!("server-load: no http-floor beside this program: the floor's row is left out");
+    }
     if Command::new("wrk").arg("--version").output().is_err() {
         println!("server-load: skipped: `wrk` is not installed (Debian: apt-get install wrk)");
         return;
@@ -386,7 +504,7 @@ fn main() {
         let server = Server::start(&orch, &dir)?;
         println!("| load | p50 | p90 | p99 | requests/s | server CPU per request |");
         println!("|---|---|---|---|---|---|");
-        get_load(&server, &run, &sizes)?;
+        get_load(&server, &dir, &run, &sizes, floor.as_deref())?;
         println!();
         println!("| streams | server RSS before | with them open | held | after | per stream |");
         println!("|---|---|---|---|---|---|");
