@@ -13,19 +13,14 @@ const OPEN_PATHS: &[&str] = &["/health"];
 /// Refuses, with 400, a path with a `.` or `..` segment, an encoded slash,
 /// backslash or dot (`%2F`, `%5C`, `%2E`), or an encoded NUL: the router
 /// never sees a path that could mean another one.
+/// The path check alone (the dashboard's files, which need no token).
 pub(crate) async fn check_path(req: Request, next: Next) -> Response {
-    if let Err(why) = path_problem(req.uri().path()) {
-        return ApiError::bad_request(format!(
-            "the path {:?} is refused: {why}; name runs, workflows and projects as they are \
-             listed",
-            req.uri().path()
-        ))
-        .into_response();
+    if let Some(refused) = path_refusal(&req) {
+        return refused;
     }
     next.run(req).await
 }
 
-/// Why a raw request path is refused, if it is.
 pub(crate) fn path_problem(path: &str) -> Result<(), &'static str> {
     for seg in path.split('/') {
         if seg == ".." || seg == "." {
@@ -57,13 +52,54 @@ pub(crate) fn path_problem(path: &str) -> Result<(), &'static str> {
 
 /// Lets a request through only with `Authorization: Bearer TOKEN` (except
 /// [`OPEN_PATHS`]). The token is compared in constant time.
-pub(crate) async fn require_token(
-    State(st): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Response {
+/// Everything an API request passes before its handler, in one layer (one
+/// boxed future and one service clone a request, where three layers took
+/// three): the path check, CORS (a preflight is answered here; the allowed
+/// origin's answers get its headers, refusals too), then the bearer token.
+pub(crate) async fn gate(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(refused) = path_refusal(&req) {
+        return refused;
+    }
+    let origin = allowed_origin(&st, &req);
+    if let Some(o) = &origin {
+        if req.method() == Method::OPTIONS
+            && req
+                .headers()
+                .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+        {
+            return preflight(o.clone());
+        }
+    }
+    let mut r = match token_refusal(&st, &req) {
+        Some(refused) => refused,
+        None => next.run(req).await,
+    };
+    if let Some(o) = origin {
+        r.headers_mut()
+            .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+        r.headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    r
+}
+
+/// The 400 for a path with `..`, `.` or an encoded separator.
+fn path_refusal(req: &Request) -> Option<Response> {
+    path_problem(req.uri().path()).err().map(|why| {
+        ApiError::bad_request(format!(
+            "the path {:?} is refused: {why}; name runs, workflows and projects as they are \
+             listed",
+            req.uri().path()
+        ))
+        .into_response()
+    })
+}
+
+/// The 401 for a request without this server's token (none for the open
+/// paths).
+fn token_refusal(st: &AppState, req: &Request) -> Option<Response> {
     if OPEN_PATHS.contains(&req.uri().path()) {
-        return next.run(req).await;
+        return None;
     }
     let given = req
         .headers()
@@ -75,70 +111,59 @@ pub(crate) async fn require_token(
         })
         .map(str::trim);
     match given {
-        None => ApiError::unauthorized(
-            "this request needs `Authorization: Bearer TOKEN`; the token is in \
-             $ORCH_HOME/server-token (printed when the server first started)"
-                .into(),
-            "Bearer",
-        )
-        .into_response(),
-        Some(t) if st.token().matches(t) => next.run(req).await,
-        Some(_) => ApiError::unauthorized(
-            "the bearer token is not this server's; use the one in $ORCH_HOME/server-token".into(),
-            "Bearer error=\"invalid_token\"",
-        )
-        .into_response(),
+        None => Some(
+            ApiError::unauthorized(
+                "this request needs `Authorization: Bearer TOKEN`; the token is in \
+                 $ORCH_HOME/server-token (printed when the server first started)"
+                    .into(),
+                "Bearer",
+            )
+            .into_response(),
+        ),
+        Some(t) if st.token().matches(t) => None,
+        Some(_) => Some(
+            ApiError::unauthorized(
+                "the bearer token is not this server's; use the one in $ORCH_HOME/server-token"
+                    .into(),
+                "Bearer error=\"invalid_token\"",
+            )
+            .into_response(),
+        ),
     }
 }
 
-/// CORS for one origin, when the server was started with `--cors ORIGIN`:
-/// preflights from that origin are answered here (before the token check,
-/// as browsers send none), and its requests get `Access-Control-Allow-Origin`.
-/// Other origins get no CORS header (the browser then refuses the answer).
-pub(crate) async fn cors(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(allowed) = st.cors() else {
-        return next.run(req).await;
-    };
+/// The configured CORS origin, when the request comes from it.
+fn allowed_origin(st: &AppState, req: &Request) -> Option<HeaderValue> {
+    let allowed = st.cors()?;
     let from_allowed = req
         .headers()
         .get(header::ORIGIN)
         .is_some_and(|o| o.as_bytes() == allowed.as_bytes());
-    if !from_allowed {
-        return next.run(req).await;
+    if from_allowed {
+        HeaderValue::from_str(allowed).ok()
+    } else {
+        None
     }
-    let origin = HeaderValue::from_str(allowed).ok();
-    if req.method() == Method::OPTIONS
-        && req
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
-    {
-        let mut r = StatusCode::NO_CONTENT.into_response();
-        let h = r.headers_mut();
-        if let Some(o) = origin {
-            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
-        }
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("GET, POST, PUT, DELETE"),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static("authorization, content-type, last-event-id"),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_MAX_AGE,
-            HeaderValue::from_static("600"),
-        );
-        h.insert(header::VARY, HeaderValue::from_static("Origin"));
-        return r;
-    }
-    let mut r = next.run(req).await;
-    if let Some(o) = origin {
-        r.headers_mut()
-            .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
-        r.headers_mut()
-            .insert(header::VARY, HeaderValue::from_static("Origin"));
-    }
+}
+
+/// The answer to a CORS preflight from the allowed origin.
+fn preflight(origin: HeaderValue) -> Response {
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    let h = r.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, PUT, DELETE"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("authorization, content-type, last-event-id"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    h.insert(header::VARY, HeaderValue::from_static("Origin"));
     r
 }
 

@@ -195,13 +195,8 @@ pub fn router(
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(
             st.clone(),
-            guard::require_token,
+            guard::gate,
         ))
-        .layer(axum::middleware::from_fn_with_state(
-            st.clone(),
-            guard::cors,
-        ))
-        .layer(axum::middleware::from_fn(guard::check_path))
         .with_state(st);
     // The dashboard's files need no token (they hold no data); the API's
     // layers stay around the API's routes only.
