@@ -4,6 +4,7 @@
 use crate::PostgresStore;
 use crate::error::{db, store_err};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use orch_model::Result;
 use orch_model::store::{CacheEntry, CacheStore, Record, RecordKind, RecordStore};
 
@@ -69,6 +70,28 @@ impl RecordStore for PostgresStore {
                 )
                 .await
                 .map_err(db("remove_record: DELETE FROM records"))?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn remove_record_before(
+        &self,
+        kind: RecordKind,
+        key: &str,
+        before: DateTime<Utc>,
+    ) -> Result<bool> {
+        let inner = self.inner.clone();
+        let key = key.to_owned();
+        self.call(async move {
+            let client = inner.client("remove_record_before").await?;
+            let n = client
+                .execute(
+                    "DELETE FROM records WHERE kind = $1 AND key = $2 AND updated_at < $3",
+                    &[&kind.as_str(), &key, &before],
+                )
+                .await
+                .map_err(db("remove_record_before: DELETE FROM records"))?;
             Ok(n > 0)
         })
         .await

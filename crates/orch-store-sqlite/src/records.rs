@@ -5,7 +5,7 @@ use crate::SqliteStore;
 use crate::error::{sql_err, store_err};
 use crate::rows::{micros, time};
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use orch_model::Result;
 use orch_model::store::{CacheEntry, CacheStore, Record, RecordKind, RecordStore};
 use rusqlite::{OptionalExtension, params};
@@ -56,6 +56,24 @@ impl RecordStore for SqliteStore {
             conn.execute(
                 "DELETE FROM records WHERE kind = ?1 AND key = ?2",
                 params![kind.as_str(), key],
+            )
+            .map(|n| n > 0)
+            .map_err(sql_err)
+        })
+        .await
+    }
+
+    async fn remove_record_before(
+        &self,
+        kind: RecordKind,
+        key: &str,
+        before: DateTime<Utc>,
+    ) -> Result<bool> {
+        let key = key.to_owned();
+        self.call(move |conn| {
+            conn.execute(
+                "DELETE FROM records WHERE kind = ?1 AND key = ?2 AND updated_at < ?3",
+                params![kind.as_str(), key, micros(before)],
             )
             .map(|n| n > 0)
             .map_err(sql_err)

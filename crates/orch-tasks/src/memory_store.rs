@@ -576,6 +576,25 @@ impl RecordStore for MemoryStore {
             .is_some())
     }
 
+    async fn remove_record_before(
+        &self,
+        kind: RecordKind,
+        key: &str,
+        before: DateTime<Utc>,
+    ) -> Result<bool> {
+        let mut inner = self.lock();
+        let k = (kind, key.to_owned());
+        if inner
+            .records
+            .get(&k)
+            .is_some_and(|(_, r)| r.updated_at < before)
+        {
+            inner.records.remove(&k);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     async fn records(&self, kind: RecordKind) -> Result<Vec<Record>> {
         let inner = self.lock();
         let mut v: Vec<&(u64, Record)> = inner

@@ -94,6 +94,17 @@ pub trait RecordStore: Send + Sync {
     async fn create_record(&self, record: Record) -> Result<bool>;
     /// Removes a record; false when there was none.
     async fn remove_record(&self, kind: RecordKind, key: &str) -> Result<bool>;
+    /// Removes a record only when it was last written (its `updated_at`)
+    /// before `before`, atomically: a record written again since, with a
+    /// later `updated_at`, is kept. False when there was none or it is not
+    /// that old. (What prunes the records of workers gone for good: one
+    /// that comes back and writes its record keeps it.)
+    async fn remove_record_before(
+        &self,
+        kind: RecordKind,
+        key: &str,
+        before: DateTime<Utc>,
+    ) -> Result<bool>;
     /// Every record of a kind, oldest write first.
     async fn records(&self, kind: RecordKind) -> Result<Vec<Record>>;
     /// The record of a kind and key. The default reads every record of the

@@ -532,6 +532,23 @@ pub trait Store: Send + Sync + fmt::Debug {
             )),
         }
     }
+    /// Removes a record only when it was last written before `before`,
+    /// atomically ([`RecordStore::remove_record_before`]).
+    async fn remove_record_before(
+        &self,
+        kind: RecordKind,
+        key: &str,
+        before: DateTime<Utc>,
+    ) -> Result<bool> {
+        match self.record_store() {
+            Some(r) => r.remove_record_before(kind, key, before).await,
+            None => Err(unsupported(
+                self.backend(),
+                Concern::Records,
+                "remove_record_before",
+            )),
+        }
+    }
     /// Every record of a kind, oldest write first.
     async fn records(&self, kind: RecordKind) -> Result<Vec<Record>> {
         match self.record_store() {

@@ -361,6 +361,103 @@ pub async fn records_are_created_once(store: &dyn Store) {
     );
 }
 
+/// `remove_record_before` removes a record only when its last write is
+/// older than the time given (strictly): one written again since is kept,
+/// the same key of another kind is another record, and an absent one is
+/// false.
+pub async fn records_are_removed_only_when_older(store: &dyn Store) {
+    use crate::store::{Record, RecordKind};
+    let rec = |kind, key: &str, t| Record {
+        kind,
+        key: key.to_owned(),
+        data: json!({"t": t}),
+        updated_at: at(t),
+    };
+    if !store.capabilities().records {
+        expect_unsupported(
+            store,
+            Concern::Records,
+            "remove_record_before",
+            store
+                .remove_record_before(RecordKind::Worker, "w", at(1))
+                .await,
+        );
+        return;
+    }
+    async fn workers(store: &dyn Store) -> Vec<String> {
+        store
+            .records(RecordKind::Worker)
+            .await
+            .expect("workers")
+            .into_iter()
+            .map(|r| r.key)
+            .collect()
+    }
+    assert!(
+        !store
+            .remove_record_before(RecordKind::Worker, "none", at(100))
+            .await
+            .expect("absent"),
+        "no record: false"
+    );
+    for r in [
+        rec(RecordKind::Worker, "w1", 10),
+        rec(RecordKind::Worker, "w2", 20),
+        rec(RecordKind::Session, "w1", 5),
+    ] {
+        store.put_record(r).await.expect("put");
+    }
+    // Written at 10: not before 10, so kept; before 11, removed.
+    assert!(
+        !store
+            .remove_record_before(RecordKind::Worker, "w1", at(10))
+            .await
+            .expect("as old as")
+    );
+    assert!(
+        !store
+            .remove_record_before(RecordKind::Worker, "w1", at(9))
+            .await
+            .expect("newer")
+    );
+    assert_eq!(workers(store).await, vec!["w1", "w2"], "both kept");
+    assert!(
+        store
+            .remove_record_before(RecordKind::Worker, "w1", at(11))
+            .await
+            .expect("older")
+    );
+    assert_eq!(workers(store).await, vec!["w2"]);
+    assert_eq!(
+        store
+            .records(RecordKind::Session)
+            .await
+            .expect("sessions")
+            .len(),
+        1,
+        "the same key of another kind is another record"
+    );
+    // Written again (at 30) after someone read it (at 20): kept.
+    store
+        .put_record(rec(RecordKind::Worker, "w2", 30))
+        .await
+        .expect("renewed");
+    assert!(
+        !store
+            .remove_record_before(RecordKind::Worker, "w2", at(25))
+            .await
+            .expect("renewed since")
+    );
+    assert_eq!(workers(store).await, vec!["w2"]);
+    assert!(
+        store
+            .remove_record_before(RecordKind::Worker, "w2", at(31))
+            .await
+            .expect("gone")
+    );
+    assert!(workers(store).await.is_empty());
+}
+
 /// Cache entries are stored, replaced, listed and cleared.
 pub async fn cache_entries(store: &dyn Store) {
     if !store.capabilities().cache {

@@ -41,7 +41,8 @@ pub use batches::{completing_in_batches, handing_a_claim_back, reading_a_few_tas
 pub use capacity::claims_fit_the_claimers_capacity;
 pub use concerns::{
     cache_entries, capabilities_match_the_concerns, claims_follow_priority_and_release_dependents,
-    records, records_are_created_once, stale_attempts_are_fenced_off,
+    records, records_are_created_once, records_are_removed_only_when_older,
+    stale_attempts_are_fenced_off,
 };
 pub use journal::{
     events_are_numbered_in_order, finishing_and_starting_in_one_turn, finishing_with_events,
@@ -143,6 +144,7 @@ macro_rules! store_conformance_tests {
             resuming_and_cancelling,
             records,
             records_are_created_once,
+            records_are_removed_only_when_older,
             taking_over_a_run,
             listing_counts_tasks,
             runs_keep_their_parent,
