@@ -467,6 +467,11 @@ enum Command {
         /// here, else the current directory).
         #[arg(long, value_name = "DIR")]
         work_dir: Option<PathBuf>,
+        /// Once this worker is lost (killed outright: silent for two leases), how long status and
+        /// health still show it; then it is forgotten and its record removed. Default: 10
+        /// leases, at least 1m.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+        forget_after: Option<std::time::Duration>,
     },
     /// The schedules of the workflows directory (docs/schedules.md), which `orch serve` and
     /// `orch worker` fire: list them and their ticks, pause, resume, trigger a run now.
@@ -756,6 +761,7 @@ fn main() -> ExitCode {
             poll,
             id,
             work_dir,
+            forget_after,
         } => worker::worker(
             config,
             &worker::WorkerArgs {
@@ -767,6 +773,7 @@ fn main() -> ExitCode {
                 poll,
                 id,
                 work_dir,
+                forget_after,
             },
         ),
     });

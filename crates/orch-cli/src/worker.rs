@@ -33,6 +33,9 @@ pub struct WorkerArgs {
     /// Where steps work (default: the directory the run was submitted
     /// from when it exists here, else the current directory).
     pub work_dir: Option<PathBuf>,
+    /// How long its record is kept once it is lost (default: 10 leases,
+    /// at least a minute).
+    pub forget_after: Option<Duration>,
 }
 
 /// The built-in actions plus `--module NAME=PROGRAM` external modules.
@@ -105,6 +108,7 @@ pub fn worker(config: Option<&Path>, args: &WorkerArgs) -> u8 {
         // Lapsed leases are reclaimed at least twice a lease: a lost
         // worker's steps start again within two leases of its last renewal.
         reclaim_every: defaults.reclaim_every.min(args.lease / 2),
+        forget_after: args.forget_after,
         ..defaults
     };
     if let Some(id) = &args.id {
@@ -177,6 +181,7 @@ pub(crate) fn report(engine: &OrchestrationEngine) -> WorkerReport {
                 status: orch_model::HealthStatus::Degraded,
                 workers: Vec::new(),
                 issues: vec![format!("workers: cannot open the store: {e}")],
+                forgotten: Vec::new(),
             };
         }
     };
@@ -189,19 +194,29 @@ pub(crate) fn report(engine: &OrchestrationEngine) -> WorkerReport {
             status: orch_model::HealthStatus::Degraded,
             workers: Vec::new(),
             issues: vec![format!("workers: cannot start a runtime: {e}")],
+            forgotten: Vec::new(),
         },
     }
 }
 
 /// `value` (a status or health report as JSON) with `workers` added, when
-/// there are any.
+/// there are any, and `forgotten_workers` (the ids of workers lost for
+/// longer than their retention whose records are still there).
 pub(crate) fn with_workers(value: &impl serde::Serialize, r: &WorkerReport) -> Value {
     let mut v = serde_json::to_value(value).unwrap_or(Value::Null);
-    if let (Value::Object(m), false) = (&mut v, r.workers.is_empty()) {
-        m.insert(
-            "workers".to_owned(),
-            serde_json::to_value(&r.workers).unwrap_or(Value::Null),
-        );
+    if let Value::Object(m) = &mut v {
+        if !r.workers.is_empty() {
+            m.insert(
+                "workers".to_owned(),
+                serde_json::to_value(&r.workers).unwrap_or(Value::Null),
+            );
+        }
+        if !r.forgotten.is_empty() {
+            m.insert(
+                "forgotten_workers".to_owned(),
+                serde_json::to_value(&r.forgotten).unwrap_or(Value::Null),
+            );
+        }
     }
     v
 }
@@ -214,8 +229,19 @@ pub(crate) fn health_with_workers(mut h: HealthReport, r: &WorkerReport) -> Heal
     h
 }
 
-/// The workers as a table (nothing when there are none).
+/// The workers as a table (nothing when there are none), and a line for
+/// the forgotten ones whose records are still there.
 pub(crate) fn print_workers(r: &WorkerReport) {
+    print_worker_table(r);
+    if !r.forgotten.is_empty() {
+        println!(
+            "  forgotten:  {} (lost for longer than their retention: left out, and removed by the next live worker)",
+            escape_line(&r.forgotten.join(", "))
+        );
+    }
+}
+
+fn print_worker_table(r: &WorkerReport) {
     if r.workers.is_empty() {
         return;
     }

@@ -2,7 +2,8 @@
 //! sharing one SQLite file. A detached run is done by workers and seen by
 //! `orch runs show`; a worker stops on SIGTERM within its grace period and
 //! hands back its step; `orch status` lists workers and marks a silent one
-//! lost; `orch cancel` stops a step running on a worker.
+//! lost, and a killed worker degrades `orch health` only until it is
+//! forgotten; `orch cancel` stops a step running on a worker.
 
 mod common;
 
@@ -236,6 +237,68 @@ fn status_lists_a_worker_and_marks_a_silent_one_lost() {
         out.contains("worker w-one") && out.contains("is lost"),
         "{out}"
     );
+}
+
+#[test]
+fn a_killed_worker_degrades_health_only_until_it_is_forgotten_and_a_live_worker_removes_its_record()
+{
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("shared.db");
+    let health = || run(dir.path(), &["health", "--store", &store(&db)]);
+    let status_json = || {
+        let (code, out, err) = run(dir.path(), &["status", "--json", "--store", &store(&db)]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<Value>(&out).expect("json")
+    };
+    // Lost two leases (2 s) after its last word, forgotten 3 s later.
+    let mut w = start_worker(
+        dir.path(),
+        &db,
+        &["--lease", "1s", "--forget-after", "3s", "--id", "k1"],
+    );
+    wait_for("the worker in orch status", || {
+        status_json()["workers"][0]["id"] == "k1"
+    });
+    let (code, out, _) = health();
+    assert_eq!(code, 0, "a running worker: healthy: {out}");
+    send("KILL", w.0.id());
+    let _ = w.0.wait();
+    let mut degraded = String::new();
+    wait_for("health to be degraded by the lost worker", || {
+        let (code, out, _) = health();
+        degraded = out;
+        code == 1
+    });
+    assert!(
+        degraded.contains("worker k1 on")
+            && degraded.contains("is lost")
+            && degraded.contains("forgotten at"),
+        "{degraded}"
+    );
+    // No worker is left to remove its record: readers forget it all the same.
+    let mut healthy = String::new();
+    wait_for("health to be healthy again", || {
+        let (code, out, _) = health();
+        healthy = out;
+        code == 0
+    });
+    assert!(!healthy.contains("is lost"), "{healthy}");
+    assert!(
+        healthy.contains("forgotten:  k1"),
+        "it says the record is left out: {healthy}"
+    );
+    let v = status_json();
+    assert!(v.get("workers").is_none(), "{v}");
+    assert_eq!(v["forgotten_workers"], serde_json::json!(["k1"]));
+    // A live worker's pass removes the record.
+    let _live = start_worker(dir.path(), &db, &["--lease", "1s", "--id", "k2"]);
+    wait_for("k1's record to be removed", || {
+        let v = status_json();
+        v["workers"][0]["id"] == "k2" && v.get("forgotten_workers").is_none()
+    });
+    let (code, out, _) = health();
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("k1"), "{out}");
 }
 
 #[test]

@@ -6,7 +6,9 @@
 #[allow(clippy::wildcard_imports)]
 use super::*;
 use orch_model::HealthStatus;
-use orch_tasks::worker::{Worker, WorkerOptions, WorkerStatus, WorkerSummary, list_workers};
+use orch_tasks::worker::{
+    Worker, WorkerOptions, WorkerStatus, WorkerSummary, list_workers, read_workers,
+};
 use tokio::task::JoinHandle;
 
 /// A worker that runs ([`OrchestrationEngine::worker`]).
@@ -61,10 +63,15 @@ impl WorkerHandle {
 pub struct WorkerReport {
     /// `healthy`, or `degraded` when a worker is lost.
     pub status: HealthStatus,
-    /// Every worker recorded, lost ones marked.
+    /// Every worker recorded, lost ones marked (forgotten ones left out).
     pub workers: Vec<WorkerStatus>,
     /// One line per lost worker.
     pub issues: Vec<String>,
+    /// The ids of the workers lost for longer than their retention whose
+    /// records are still there (no live worker removed them yet): gone, as
+    /// far as status and health go.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub forgotten: Vec<String>,
 }
 
 impl OrchestrationEngine {
@@ -91,8 +98,9 @@ impl OrchestrationEngine {
     }
 
     /// The workers the store has records of, oldest first; those silent for
-    /// two of their lease periods are marked lost. None for a store that
-    /// keeps no records.
+    /// two of their lease periods are marked lost, and those lost for longer
+    /// than their retention are left out. None for a store that keeps no
+    /// records.
     ///
     /// # Errors
     /// The store's.
@@ -107,17 +115,29 @@ impl OrchestrationEngine {
 }
 
 /// The workers `store` has records of, with a verdict: degraded when one is
-/// lost, or when the records cannot be read (with the reason). A store
-/// opened read-only does (what `orch status` and `orch health` use).
+/// lost (silent for two leases, and not yet for longer than its retention),
+/// or when the records cannot be read (with the reason). A store opened
+/// read-only does (what `orch status` and `orch health` use).
 pub async fn worker_report(store: &dyn Store) -> WorkerReport {
-    match list_workers(store, Utc::now()).await {
-        Ok(workers) => {
-            let issues: Vec<String> = workers
+    match read_workers(store, Utc::now()).await {
+        Ok(read) => {
+            let issues: Vec<String> = read
+                .listed
                 .iter()
                 .filter(|w| w.lost)
                 .map(|w| {
+                    let held = match w.record.running.len() {
+                        0 => "it held no step".to_owned(),
+                        1 => "the step it held is reclaimed when its lease ends".to_owned(),
+                        n => format!("the {n} steps it held are reclaimed when their leases end"),
+                    };
+                    let until = w
+                        .record
+                        .forget_at()
+                        .map(|t| format!("; forgotten at {}", t.to_rfc3339()))
+                        .unwrap_or_default();
                     format!(
-                        "workers: worker {} on {} is lost (last seen {}; the tasks it held are reclaimed when their leases end)",
+                        "workers: worker {} on {} is lost (last seen {}; {held}{until})",
                         w.record.id,
                         w.record.host,
                         w.record.last_seen.to_rfc3339()
@@ -130,14 +150,16 @@ pub async fn worker_report(store: &dyn Store) -> WorkerReport {
                 } else {
                     HealthStatus::Degraded
                 },
-                workers,
+                workers: read.listed,
                 issues,
+                forgotten: read.forgotten.into_iter().map(|r| r.id).collect(),
             }
         }
         Err(e) => WorkerReport {
             status: HealthStatus::Degraded,
             workers: Vec::new(),
             issues: vec![format!("workers: cannot read the workers' records: {e}")],
+            forgotten: Vec::new(),
         },
     }
 }

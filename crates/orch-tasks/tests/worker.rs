@@ -7,9 +7,10 @@ mod common;
 
 use chrono::Utc;
 use common::{process_gone, rt, yaml};
-use orch_model::{RunId, RunSettings, Store, TaskStatus, WorkflowStatus};
+use orch_model::{RecordKind, RunId, RunSettings, Store, TaskStatus, WorkflowStatus};
 use orch_tasks::worker::{
-    Capacity, Worker, WorkerOptions, WorkerSummary, for_workers, list_workers, submit,
+    Capacity, Worker, WorkerOptions, WorkerRecord, WorkerSummary, for_workers, list_workers,
+    put_worker, read_workers, submit,
 };
 use orch_tasks::{ActionRegistry, MemoryStore};
 use serde_json::{Map, json};
@@ -456,6 +457,85 @@ fn a_worker_is_listed_with_what_it_runs_and_a_silent_one_is_lost() {
         assert_eq!(then[0].state(), "lost");
         assert!(then[0].lost);
         store.request_cancel(run).await.expect("cancel");
+        w.stop().await;
+    });
+}
+
+#[test]
+fn a_live_worker_removes_the_records_of_workers_lost_for_longer_than_their_retention() {
+    rt().block_on(async {
+        let store = memory();
+        let now = Utc::now();
+        // Workers killed outright: their records stay as they last wrote them.
+        let dead = |id: &str, silent: i64, forget_after_ms: Option<u64>| WorkerRecord {
+            id: id.to_owned(),
+            host: "gone".into(),
+            pid: 1,
+            slots: 1,
+            capacity: std::collections::BTreeMap::new(),
+            lease_ms: 1_000,
+            running: Vec::new(),
+            started_at: now - chrono::Duration::seconds(silent),
+            last_seen: now - chrono::Duration::seconds(silent),
+            state: "running".into(),
+            forget_after_ms,
+        };
+        // Lost 2 s after its last word, forgotten 3 s later: silent for 10 s, forgotten.
+        put_worker(store.as_ref(), &dead("old", 10, Some(3_000)))
+            .await
+            .expect("put");
+        // Kept a minute once lost: lost, still shown.
+        put_worker(store.as_ref(), &dead("recent", 10, Some(60_000)))
+            .await
+            .expect("put");
+        // An older version's record (no retention): a minute by default.
+        put_worker(store.as_ref(), &dead("unsaid", 30, None))
+            .await
+            .expect("put");
+        let before = read_workers(store.as_ref(), Utc::now())
+            .await
+            .expect("read");
+        assert_eq!(
+            before
+                .forgotten
+                .iter()
+                .map(|r| r.id.as_str())
+                .collect::<Vec<_>>(),
+            vec!["old"]
+        );
+        assert!(
+            before.listed.iter().all(|w| w.lost),
+            "the others are lost: {before:?}"
+        );
+        let w = start(&store, options("live"));
+        until("the forgotten record to be removed", || async {
+            !store
+                .records(RecordKind::Worker)
+                .await
+                .expect("records")
+                .iter()
+                .any(|r| r.key == "old")
+        })
+        .await;
+        let after = read_workers(store.as_ref(), Utc::now())
+            .await
+            .expect("read");
+        assert!(after.forgotten.is_empty());
+        let mut shown: Vec<(String, bool)> = after
+            .listed
+            .iter()
+            .map(|w| (w.record.id.clone(), w.lost))
+            .collect();
+        shown.sort();
+        assert_eq!(
+            shown,
+            vec![
+                ("live".to_owned(), false),
+                ("recent".to_owned(), true),
+                ("unsaid".to_owned(), true)
+            ],
+            "only the forgotten one is removed"
+        );
         w.stop().await;
     });
 }

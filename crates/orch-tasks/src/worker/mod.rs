@@ -31,8 +31,10 @@
 //! [`REAPER`] ([`Store::lead`]), reclaims lapsed leases (`reclaim_expired`)
 //! every `reclaim_every`; the lease lapses three periods after its holder
 //! stops, and another worker takes the job over (a store without leases
-//! leaves every worker to reclaim). Every worker writes its
-//! [`WorkerRecord`] every few seconds. On shutdown it
+//! leaves every worker to reclaim). In the same pass it removes the records
+//! of workers lost for longer than their retention
+//! ([`forget_lost_workers`]: killed outright, they could not). Every worker
+//! writes its [`WorkerRecord`] every few seconds. On shutdown it
 //! claims nothing more, waits up to its grace period for what runs, and
 //! hands back what still runs (its lease ends at once, so another worker
 //! takes it over without waiting for the lease).
@@ -54,7 +56,8 @@ mod submit;
 
 pub use capacity::{Capacity, demand};
 pub use registration::{
-    HeldTask, WorkerRecord, WorkerStatus, hostname, list_workers, put_worker, worker_id,
+    HeldTask, WorkerRecord, WorkerStatus, Workers, default_forget_after, forget_lost_workers,
+    hostname, list_workers, put_worker, read_workers, worker_id,
 };
 pub use stop::cancel;
 pub use submit::{SUBMITTED_OWNER, for_workers, new_run, submit};
@@ -94,7 +97,8 @@ pub struct WorkerOptions {
     /// On shutdown, how long running attempts may go on before they are
     /// stopped and handed back.
     pub grace: Duration,
-    /// How often it writes its record.
+    /// How often it writes its record (at least twice a lease, whatever
+    /// this says).
     pub register_every: Duration,
     /// How often it reclaims lapsed leases (when it leads: one worker at a
     /// time does, elected through the store where it can).
@@ -115,6 +119,11 @@ pub struct WorkerOptions {
     pub wake: Option<Arc<dyn WakeUp>>,
     /// Most run definitions kept parsed.
     pub definitions: usize,
+    /// How long its record is kept once it is lost (killed outright, its
+    /// machine gone: silent for two leases), for status and health to show
+    /// it; then the reclaimer of a live worker removes it, and readers leave
+    /// it out even before. `None`: [`default_forget_after`] of its lease.
+    pub forget_after: Option<Duration>,
 }
 
 impl Default for WorkerOptions {
@@ -135,6 +144,7 @@ impl Default for WorkerOptions {
             executor: None,
             wake: None,
             definitions: 64,
+            forget_after: None,
         }
     }
 }
@@ -329,6 +339,14 @@ impl Worker {
             started_at: self.started_at,
             last_seen: Utc::now(),
             state: state.to_owned(),
+            forget_after_ms: Some(
+                u64::try_from(
+                    o.forget_after
+                        .unwrap_or_else(|| default_forget_after(o.lease))
+                        .as_millis(),
+                )
+                .unwrap_or(u64::MAX),
+            ),
         }
     }
 
@@ -361,7 +379,10 @@ impl Worker {
         // What it holds changed since its record was written: the record is
         // written again soon (at most once a second), not at every claim.
         let mut changed = false;
-        let soon = sh.opts.register_every.min(Duration::from_secs(1));
+        // Written at least twice a lease: a live worker is never silent for
+        // the two leases that make it lost, however short its lease.
+        let register_every = sh.opts.register_every.min(sh.opts.lease / 2);
+        let soon = register_every.min(Duration::from_secs(1));
         let mut last_register = tokio::time::Instant::now();
         while !shutdown.is_cancelled() {
             while let Some(r) = running.try_join_next() {
@@ -373,7 +394,7 @@ impl Worker {
                 self.register("running").await;
                 last_register = now;
                 changed = false;
-                next_register = now + sh.opts.register_every;
+                next_register = now + register_every;
             }
             if now >= next_reclaim {
                 // One worker at a time reclaims: the one that holds the
@@ -387,6 +408,19 @@ impl Worker {
                     .unwrap_or(true);
                 if leads {
                     let _ = sh.store.reclaim_expired(Utc::now()).await;
+                    // And forgets the workers lost for longer than their
+                    // retention (killed outright: they cannot remove
+                    // their records themselves).
+                    match forget_lost_workers(sh.store.as_ref(), Utc::now()).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(
+                            workers = n,
+                            "removed the records of workers lost for longer than their retention"
+                        ),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "the lost workers' records could not be pruned");
+                        }
+                    }
                 }
                 next_reclaim = now + sh.opts.reclaim_every;
             }
