@@ -10,6 +10,10 @@
 //! - `STEP.status`
 //! - `run.id`, `project.path`, `schedule.time`
 //! - `env.NAME` (NAME: `[A-Za-z_][A-Za-z0-9_]*`)
+//! - in a fan-out step's parameters, `item[.path]` and `matrix.KEY[.path]`
+//!   (parsed by `crate::definition::fanout`)
+//!
+//! [`FORMS`] lists them all, for the messages that name them.
 //!
 //! STEP is `[A-Za-z0-9_-]+` and not one of the roots `params`, `run`,
 //! `project`, `env`. There is no expression language. `secrets.NAME` is
@@ -142,8 +146,31 @@ impl fmt::Display for ReferenceError {
 
 impl std::error::Error for ReferenceError {}
 
-const EXPECTED: &str =
-    "expected params.NAME, STEP.result[.path], STEP.status, run.id, project.path or env.NAME";
+/// Every form a reference takes, with an instance of it: the one list
+/// the messages that name the forms are made from (the tests parse each
+/// instance, and name the form of every [`Reference`]).
+pub const FORMS: &[(&str, &str)] = &[
+    ("params.NAME", "params.n"),
+    ("STEP.result[.path]", "s.result.a[0]"),
+    ("STEP.status", "s.status"),
+    ("run.id", "run.id"),
+    ("project.path", "project.path"),
+    ("schedule.time", "schedule.time"),
+    ("env.NAME", "env.N"),
+    ("item[.path]", "item.a"),
+    ("matrix.KEY", "matrix.k"),
+];
+
+/// `expected A, B, ... or Z`: every form of [`FORMS`].
+fn expected() -> String {
+    let forms: Vec<&str> = FORMS.iter().map(|(form, _)| *form).collect();
+    match forms.split_last() {
+        Some((last, rest)) if !rest.is_empty() => {
+            format!("expected {} or {last}", rest.join(", "))
+        }
+        _ => format!("expected {}", forms.join("")),
+    }
+}
 
 /// Whether the text contains `${` at all; strings without it need no parsing.
 pub fn contains_reference_syntax(input: &str) -> bool {
@@ -262,7 +289,7 @@ fn check_ident(name: &str, what: &str, allow_dash: bool, full: &str) -> Result<(
 
 fn parse_reference(body: &str) -> Result<Reference, String> {
     if body.is_empty() {
-        return Err(format!("empty reference `${{}}`; {EXPECTED}"));
+        return Err(format!("empty reference `${{}}`; {}", expected()));
     }
     if body.contains("${") || body.contains('{') {
         return Err(format!(
@@ -277,7 +304,8 @@ fn parse_reference(body: &str) -> Result<Reference, String> {
         .any(|c| !(is_step_char(c) || c == '.' || c == '[' || c == ']'))
     {
         return Err(format!(
-            "`{body}` is not a reference: orch has no expression language; {EXPECTED}"
+            "`{body}` is not a reference: orch has no expression language; {}",
+            expected()
         ));
     }
     let root_end = body.find(['.', '[']).unwrap_or(body.len());
@@ -285,7 +313,8 @@ fn parse_reference(body: &str) -> Result<Reference, String> {
     let rest = &body[root_end..];
     if root.is_empty() {
         return Err(format!(
-            "`{body}` is not a reference: it has no root; {EXPECTED}"
+            "`{body}` is not a reference: it has no root; {}",
+            expected()
         ));
     }
     let member = |rest: &str| -> Option<String> { rest.strip_prefix('.').map(str::to_owned) };
@@ -319,7 +348,8 @@ fn parse_reference(body: &str) -> Result<Reference, String> {
         step => {
             if rest.is_empty() {
                 return Err(format!(
-                    "`{body}` is not a reference: use `{step}.result` for a step's result or `{step}.status` for its status; {EXPECTED}"
+                    "`{body}` is not a reference: use `{step}.result` for a step's result or `{step}.status` for its status; {}",
+                    expected()
                 ));
             }
             if let Some(after) = rest.strip_prefix(".result") {
@@ -628,6 +658,51 @@ fn suggested_variable(r: &Reference) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The form of a parsed reference: a new kind of reference needs its
+    /// form here, and in [`FORMS`] (the test below checks).
+    fn form_of(r: &Reference) -> &'static str {
+        match r {
+            Reference::Param(_) => "params.NAME",
+            Reference::StepResult { .. } => "STEP.result[.path]",
+            Reference::StepStatus(_) => "STEP.status",
+            Reference::RunId => "run.id",
+            Reference::ProjectPath => "project.path",
+            Reference::ScheduleTime => "schedule.time",
+            Reference::Env(_) => "env.NAME",
+        }
+    }
+
+    #[test]
+    fn every_form_is_listed_and_named_by_the_messages() {
+        let mut fan_out = Vec::new();
+        for (form, instance) in FORMS {
+            match parse_reference(instance) {
+                Ok(r) => assert_eq!(form_of(&r), *form, "{instance}"),
+                // `item` and `matrix.KEY`: the fan-out's, checked below.
+                Err(_) => fan_out.push(*instance),
+            }
+        }
+        assert_eq!(fan_out, ["item.a", "matrix.k"]);
+        let yaml = "name: f\nsteps:\n  - { name: a, module: core, action: set, for_each: [{a: 1}], parameters: { value: '${item.a}' } }\n  - { name: b, module: core, action: set, matrix: { k: [1, 2] }, parameters: { value: '${matrix.k}' } }\n";
+        crate::load_workflow(yaml, crate::Format::Yaml, &crate::Limits::default(), None)
+            .unwrap_or_else(|d| panic!("{d}"));
+        for bad in ["${1+1}", "${}", "${.x}"] {
+            let errors = parse_template(bad).expect_err(bad);
+            for (form, _) in FORMS {
+                assert!(
+                    errors[0].message.contains(form),
+                    "{bad}: {}",
+                    errors[0].message
+                );
+            }
+        }
+        assert!(
+            expected().ends_with(", item[.path] or matrix.KEY"),
+            "{}",
+            expected()
+        );
+    }
 
     fn one(s: &str) -> Reference {
         let t = parse_template(s).unwrap_or_else(|e| panic!("{s}: {e:?}"));

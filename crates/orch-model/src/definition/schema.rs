@@ -147,7 +147,8 @@ struct Step {
     description: Option<String>,
     /// The action's parameters; strings may hold `${...}` references
     /// (`${params.NAME}`, `${STEP.result...}`, `${STEP.status}`, `${run.id}`,
-    /// `${project.path}`, `${env.NAME}`; `$${` for a literal `${`).
+    /// `${project.path}`, `${schedule.time}`, `${env.NAME}`, and in a fan-out
+    /// step `${item}` and `${matrix.KEY}`; `$${` for a literal `${`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "nullable_object")]
     parameters: Option<Map<String, Value>>,
