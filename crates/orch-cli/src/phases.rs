@@ -31,9 +31,15 @@ fn phase(t: &TaskRecord, phases: &[Phase]) -> Phase {
 /// The STEP cell: the name, and the phase of a step outside the main graph
 /// (`cleanup (finally)`).
 pub(crate) fn label(t: &TaskRecord, phases: &[Phase]) -> String {
-    match phase(t, phases) {
-        Phase::Main => t.name.clone(),
-        p => format!("{} ({p})", t.name),
+    named(&t.name, phase(t, phases))
+}
+
+/// A step's name with its phase when it is outside the main graph
+/// (`cleanup (finally)`): the STEP cell of `orch runs show` and `orch run`.
+pub(crate) fn named(name: &str, phase: Phase) -> String {
+    match phase {
+        Phase::Main => name.to_owned(),
+        p => format!("{name} ({p})"),
     }
 }
 

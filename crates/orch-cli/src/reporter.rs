@@ -30,7 +30,7 @@ pub(crate) use table::{Digest, Listed, flaky_note};
 
 use crate::term::escape_line;
 use orch_engine::{Event, RunReport};
-use orch_model::TaskStatus;
+use orch_model::{TaskStatus, ValidWorkflow};
 use std::time::Duration;
 
 /// Runs of at most this many steps print every event and every step.
@@ -45,6 +45,15 @@ pub(crate) const HEARTBEAT: Duration = Duration::from_secs(30);
 pub(crate) const NOTICES: usize = 100;
 /// How many rows a larger run's table (and `orch runs show`) lists at most.
 pub(crate) const TABLE_ROWS: usize = 100;
+/// `n steps`, or `1 step`.
+pub(crate) fn steps(n: usize) -> String {
+    if n == 1 {
+        "1 step".to_owned()
+    } else {
+        format!("{n} steps")
+    }
+}
+
 fn status_word(s: TaskStatus) -> &'static str {
     s.as_str()
 }
@@ -77,7 +86,7 @@ fn event_line(e: &Event) -> Option<String> {
 
 fn event_text(e: &Event) -> Option<String> {
     Some(match e {
-        Event::RunStarted { run_id, total } => format!("run {run_id} started: {total} steps"),
+        Event::RunStarted { run_id, total } => format!("run {run_id} started: {}", steps(*total)),
         Event::TaskReady { .. } => return None,
         Event::TaskStarted { name, attempt, .. } if *attempt > 1 => {
             format!("{name}: started (attempt {attempt})")
@@ -115,13 +124,49 @@ fn event_text(e: &Event) -> Option<String> {
     })
 }
 
-/// Prints the final table (or, with `json`, the JSON document) of a run on
-/// standard output.
-pub(crate) fn print_report(report: &RunReport, json: bool) {
+/// The notice of an event that is told as orch's own line (`orch: ...`,
+/// without the progress's time), not as progress: a run that waits for a
+/// slot of its concurrency key, and what its user can do about it.
+pub(crate) fn notice_line(e: &Event) -> Option<String> {
+    let Event::RunWaiting {
+        run_id,
+        key,
+        limit,
+        holders,
+        on_conflict,
+    } = e
+    else {
+        return None;
+    };
+    let (runs, that) = match holders.as_slice() {
+        [one] => (format!("run {one}"), "that run"),
+        _ => (format!("runs {}", holders.join(", ")), "one of them"),
+    };
+    let what = match on_conflict {
+        orch_model::OnConflict::CancelRunning => format!(
+            ", which {} asked to stop (on_conflict: cancel_running); it starts when {that} ends",
+            if holders.len() == 1 { "was" } else { "were" }
+        ),
+        _ => match holders.as_slice() {
+            [one] => format!("; it starts when {that} ends (`orch cancel {one}` stops that run)"),
+            _ => format!("; it starts when {that} ends (`orch cancel RUN` stops one)"),
+        },
+    };
+    Some(
+        escape_line(&format!(
+            "orch: run {run_id} waits for the concurrency key `{key}`, held by {runs} (limit {limit}){what}"
+        ))
+        .into_owned(),
+    )
+}
+
+/// Prints the final table (or, with `json`, the JSON document) of a run of
+/// `wf` on standard output.
+pub(crate) fn print_report(report: &RunReport, wf: &ValidWorkflow, json: bool) {
     if json {
         crate::term::write_stdout(|out| write_report_json(report, out));
     } else {
-        table::print_table(report);
+        table::print_table(report, wf);
     }
 }
 
@@ -138,6 +183,45 @@ pub(crate) fn progress_bar_wanted(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wait_for_a_concurrency_key_is_an_orch_notice_that_says_what_to_do() {
+        let run_id = orch_model::RunId::new();
+        let wait = |holders: &[&str], on_conflict| {
+            notice_line(&Event::RunWaiting {
+                run_id,
+                key: "deploy-prod".into(),
+                limit: holders.len() as u32,
+                holders: holders.iter().map(|h| (*h).to_owned()).collect(),
+                on_conflict,
+            })
+            .expect("a notice")
+        };
+        use orch_model::OnConflict;
+        assert_eq!(
+            wait(&["H"], OnConflict::Queue),
+            format!(
+                "orch: run {run_id} waits for the concurrency key `deploy-prod`, held by run H (limit 1); it starts when that run ends (`orch cancel H` stops that run)"
+            )
+        );
+        assert_eq!(
+            wait(&["H", "J"], OnConflict::Queue),
+            format!(
+                "orch: run {run_id} waits for the concurrency key `deploy-prod`, held by runs H, J (limit 2); it starts when one of them ends (`orch cancel RUN` stops one)"
+            )
+        );
+        assert_eq!(
+            wait(&["H"], OnConflict::CancelRunning),
+            format!(
+                "orch: run {run_id} waits for the concurrency key `deploy-prod`, held by run H (limit 1), which was asked to stop (on_conflict: cancel_running); it starts when that run ends"
+            )
+        );
+        assert_eq!(notice_line(&Event::RunStarted { run_id, total: 1 }), None);
+        assert_eq!(
+            event_text(&Event::RunStarted { run_id, total: 1 }).as_deref(),
+            Some(format!("run {run_id} started: 1 step").as_str())
+        );
+    }
 
     #[test]
     fn a_dumb_or_unknown_terminal_gets_a_line_per_event() {

@@ -196,8 +196,20 @@ pub(crate) fn execute(engine: &OrchestrationEngine, mut req: RunRequest, args: &
         return exit::INVALID;
     }
     if args.detach {
+        // Its events only for a wait for a concurrency slot, told at once.
+        req.events = true;
         return match runtime.block_on(engine.run(req)) {
-            Ok(handle) => {
+            Ok(mut handle) => {
+                if let Some(mut rx) = handle.events() {
+                    while let Ok(e) = rx.try_recv() {
+                        match crate::reporter::notice_line(&e) {
+                            Some(line) if !args.json && !crate::telemetry::quiet() => {
+                                eprintln!("{line}");
+                            }
+                            _ => {}
+                        }
+                    }
+                }
                 // Dropping the handle stops following; the run is the workers'.
                 let id = handle.run_id();
                 if args.json {
@@ -230,7 +242,8 @@ pub(crate) fn execute(engine: &OrchestrationEngine, mut req: RunRequest, args: &
             say_resumed(run_id, &handle.workflow().workflow().name, info);
         }
     }
-    let total = handle.workflow().workflow().steps.len();
+    let wf = handle.workflow().clone();
+    let total = wf.workflow().steps.len();
     // A run submitted to the store's workers goes on without this process:
     // the engine submits every new run on a store shared across machines
     // (`distributed_claim`), and never a resumed one.
@@ -267,7 +280,7 @@ pub(crate) fn execute(engine: &OrchestrationEngine, mut req: RunRequest, args: &
                 engine.store().as_ref(),
                 report,
             ));
-            crate::reporter::print_report(&report, args.json);
+            crate::reporter::print_report(&report, &wf, args.json);
             if report.succeeded() {
                 exit::OK
             } else {
@@ -282,8 +295,9 @@ pub(crate) fn execute(engine: &OrchestrationEngine, mut req: RunRequest, args: &
 fn say_resumed(run_id: orch_model::RunId, workflow: &str, info: &orch_engine::ResumeInfo) {
     if let Some(old) = info.retry_of {
         eprintln!(
-            "orch: retrying run {old} of `{workflow}` as run {run_id}: {} of {} steps kept (completed), the others run again",
-            info.done, info.total
+            "orch: retrying run {old} of `{workflow}` as run {run_id}: {} of {} kept (completed), the others run again",
+            info.done,
+            crate::reporter::steps(info.total)
         );
         return;
     }
@@ -307,8 +321,10 @@ fn say_resumed(run_id: orch_model::RunId, workflow: &str, info: &orch_engine::Re
         );
     }
     eprintln!(
-        "orch: resuming run {run_id} of `{workflow}`: {} of {} steps done, {} interrupted (they run again)",
-        info.done, info.total, info.interrupted
+        "orch: resuming run {run_id} of `{workflow}`: {} of {} done, {} interrupted (they run again)",
+        info.done,
+        crate::reporter::steps(info.total),
+        info.interrupted
     );
 }
 

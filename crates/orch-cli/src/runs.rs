@@ -220,13 +220,20 @@ pub fn show(config: Option<&Path>, id: &str, json_out: bool, all: bool) -> u8 {
         let items = orch_engine::fan_out_items(store.as_ref(), r.id, &tasks).await;
         Ok::<_, String>((r, tasks, items))
     });
-    let (r, tasks, items) = match found {
+    let (r, mut tasks, mut items) = match found {
         Ok(x) => x,
         Err(e) => {
             eprintln!("{e}");
             return exit::INVALID;
         }
     };
+    // As a run one process drives records them: no attempt for a step that
+    // was skipped or gathered its items (on workers, their claim counted one).
+    let shown = orch_engine::Shown::of_saved(&r.definition);
+    tasks.iter_mut().for_each(|t| shown.task(t));
+    for it in &mut items {
+        it.items.iter_mut().for_each(|t| orch_engine::Shown::default().task(t));
+    }
     // A retry names the run it retries in its saved settings.
     let retry_of = orch_model::RunSettings::of_saved(&r.definition)
         .ok()

@@ -157,9 +157,10 @@ pub fn schedule(config: Option<&Path>, action: ScheduleAction) -> u8 {
 
 /// Waits for a run and prints its table (or JSON report); its exit code.
 fn finish(rt: &tokio::runtime::Runtime, handle: orch_engine::RunHandle, json: bool) -> u8 {
+    let wf = handle.workflow().clone();
     match rt.block_on(handle.report()) {
         Ok(report) => {
-            crate::reporter::print_report(&report, json);
+            crate::reporter::print_report(&report, &wf, json);
             if report.succeeded() {
                 exit::OK
             } else {

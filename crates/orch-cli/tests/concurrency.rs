@@ -119,9 +119,28 @@ fn two_processes_never_run_one_key_at_once_and_other_keys_run_meanwhile() {
     let a = Orch::run(d, "queue.yaml", &["-p", "tag=a"]);
     wait_for("a's step", || ledger(d).contains(&"start a".to_owned()));
     let b = Orch::run(d, "queue.yaml", &["-p", "tag=b"]);
-    wait_for("b to say it waits", || {
-        b.stderr().contains("waits for a slot")
-    });
+    // It says so as orch says things, naming the run that holds the key
+    // and how to stop it; not as a log line.
+    let a_id = {
+        let mut id = String::new();
+        wait_for("a's run id", || {
+            id = a
+                .stderr()
+                .lines()
+                .find_map(|l| l.split("run ").nth(1)?.split(' ').next().map(str::to_owned))
+                .unwrap_or_default();
+            id.len() == 36
+        });
+        id
+    };
+    let notice = format!(
+        "waits for the concurrency key `deploy-prod`, held by run {a_id} (limit 1); it starts when that run ends (`orch cancel {a_id}` stops that run)\n"
+    );
+    wait_for("b to say it waits", || b.stderr().contains(&notice));
+    let said = b.stderr();
+    let line = said.lines().find(|l| l.contains("waits for")).unwrap_or("");
+    assert!(line.starts_with("orch: run "), "{said}");
+    assert!(!said.contains("WARN"), "no log line: {said}");
     assert_eq!(ledger(d), ["start a"], "b has not started its step");
 
     // Another key is not held up.

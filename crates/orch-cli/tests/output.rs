@@ -523,3 +523,101 @@ fn on_a_terminal_the_bar_names_the_running_steps() {
         "a bar, not a line per event: {text}"
     );
 }
+
+/// The STEP cell of `orch run`'s table and of `orch runs show`, for one
+/// run: the same names, phases and notes.
+fn step_cells(table: &str) -> Vec<(String, String)> {
+    table
+        .lines()
+        .skip_while(|l| !l.starts_with("STEP "))
+        .skip(1)
+        .take_while(|l| !l.starts_with("workflow `"))
+        .map(|l| {
+            let cells: Vec<&str> = l
+                .split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect();
+            let note = if cells.len() > 1 && cells.last().is_some_and(|c| c.contains(' ')) {
+                (*cells.last().unwrap_or(&"")).to_owned()
+            } else {
+                String::new()
+            };
+            (cells.first().copied().unwrap_or("").to_owned(), note)
+        })
+        .collect()
+}
+
+#[test]
+fn run_and_runs_show_name_and_note_steps_alike_and_one_step_is_singular() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        "phases.yaml",
+        concat!(
+            "name: phases\n",
+            "steps:\n",
+            "  - {name: fan, module: core, action: set, for_each: [a, b, c], parameters: {value: '${item}'}}\n",
+            "  - {name: solo, module: core, action: set, for_each: [a], parameters: {value: '${item}'}}\n",
+            "  - {name: bad, module: core, action: fail, parameters: {message: no}, dependencies: [fan]}\n",
+            "on_failure:\n",
+            "  - {name: alert, module: core, action: noop}\n",
+            "finally:\n",
+            "  - {name: cleanup, module: core, action: noop}\n",
+        ),
+    );
+    let run = orch(dir.path())
+        .args(["run", "phases.yaml"])
+        .output()
+        .expect("runs");
+    assert_eq!(run.status.code(), Some(1), "{run:?}");
+    let table = String::from_utf8_lossy(&run.stdout).into_owned();
+    let show = orch(dir.path())
+        .args(["runs", "show", "last"])
+        .output()
+        .expect("shows");
+    let shown = String::from_utf8_lossy(&show.stdout).into_owned();
+    let names = |cells: &[(String, String)]| -> Vec<String> {
+        cells.iter().map(|(n, _)| n.clone()).collect()
+    };
+    let ran = step_cells(&table);
+    assert_eq!(
+        names(&ran),
+        [
+            "fan",
+            "solo",
+            "bad",
+            "alert (on_failure)",
+            "cleanup (finally)",
+            "fan[0]",
+            "fan[1]",
+            "fan[2]",
+            "solo[0]"
+        ],
+        "{table}"
+    );
+    assert_eq!(names(&step_cells(&shown)), names(&ran), "{shown}");
+    // The gathering steps' note, in both.
+    for cells in [&ran, &step_cells(&shown)] {
+        assert_eq!(cells[0].1, "3 items gathered", "{table}\n{shown}");
+        assert_eq!(cells[1].1, "1 item gathered", "{table}\n{shown}");
+    }
+
+    // One step: `1 step`, not `1 steps`.
+    write(
+        dir.path(),
+        "one.yaml",
+        "name: one\nsteps:\n  - {name: a, module: core, action: noop}\n",
+    );
+    let one = orch(dir.path())
+        .args(["run", "one.yaml"])
+        .env("TERM", "dumb")
+        .output()
+        .expect("runs");
+    let (out, err) = (
+        String::from_utf8_lossy(&one.stdout),
+        String::from_utf8_lossy(&one.stderr),
+    );
+    assert!(out.contains(" of 1 step in "), "{out}");
+    assert!(err.contains(" started: 1 step\n"), "{err}");
+}

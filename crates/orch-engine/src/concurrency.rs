@@ -14,7 +14,8 @@
 //! while their run has not ended.
 //!
 //! When every slot is taken, `on_conflict` decides: `queue` waits (looking
-//! again every [`LOOK_AGAIN`]; cancelling the run stops the wait),
+//! again every [`LOOK_AGAIN`]; cancelling the run stops the wait; the run's
+//! events get one [`Event::RunWaiting`] for its user, and the log a line),
 //! `cancel_running` asks the holders' runs to stop (as `orch cancel` does)
 //! and waits for a slot, `skip` runs no step (every step is skipped, and
 //! the run is not recorded).
@@ -25,11 +26,12 @@ use orch_model::{
     OnConflict, OrchestrationError, RunId, Store, TaskStatus, ValidWorkflow, WorkflowStatus,
 };
 use orch_tasks::worker::queue::{RunKey, Slot as Taken, take_slot};
-use orch_tasks::{RunReport, StepReport};
+use orch_tasks::{Event, RunReport, StepReport};
 use serde_json::{Map, Value};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 /// How long a slot stays held without a renewal.
@@ -152,7 +154,20 @@ impl Drop for Slot {
     }
 }
 
-/// Takes a slot of the run's key (see the module's documentation).
+/// The event that tells that run `run_id` waits for a slot of `spec`'s
+/// key, held by `holders`.
+pub(crate) fn waiting(run_id: RunId, spec: &KeySpec, holders: Vec<String>) -> Event {
+    Event::RunWaiting {
+        run_id,
+        key: spec.key.clone(),
+        limit: spec.limit,
+        holders,
+        on_conflict: spec.on_conflict,
+    }
+}
+
+/// Takes a slot of the run's key (see the module's documentation); the
+/// wait is told on `events` (the run's, when someone follows them).
 ///
 /// # Errors
 /// The store's (a store without leases answers `Unsupported`);
@@ -163,6 +178,7 @@ pub(crate) async fn enter(
     run_id: RunId,
     wf: &ValidWorkflow,
     cancel: &CancellationToken,
+    events: Option<&UnboundedSender<Event>>,
 ) -> Result<Entered, OrchestrationError> {
     let Some(spec) = spec else {
         return Ok(Entered::Free);
@@ -194,7 +210,7 @@ pub(crate) async fn enter(
                 for h in &holders {
                     if asked.insert(h.clone()) {
                         if let Ok(id) = h.parse::<RunId>() {
-                            tracing::warn!(run = %run_id, key = %spec.key, holder = %h, "asking the run that holds the concurrency key to stop (on_conflict: cancel_running)");
+                            tracing::info!(run = %run_id, key = %spec.key, holder = %h, "asking the run that holds the concurrency key to stop (on_conflict: cancel_running)");
                             // It may have ended meanwhile: then there is nothing to stop.
                             let _ = engine.cancel_run(id, Duration::ZERO).await;
                         }
@@ -205,7 +221,11 @@ pub(crate) async fn enter(
         }
         if !told {
             told = true;
-            tracing::warn!(run = %run_id, key = %spec.key, limit = spec.limit, holders = %held_by, "the run waits for a slot of its concurrency key");
+            // A log line; what shows the run tells its user from the event.
+            tracing::info!(run = %run_id, key = %spec.key, limit = spec.limit, holders = %held_by, "the run waits for a slot of its concurrency key");
+            if let Some(tx) = events {
+                let _ = tx.send(waiting(run_id, &spec, holders));
+            }
         }
         tokio::select! {
             () = tokio::time::sleep(LOOK_AGAIN) => {}

@@ -97,7 +97,7 @@ pub async fn report_with_items(store: &dyn Store, mut report: RunReport) -> RunR
         let items = tasks
             .into_iter()
             .skip(1)
-            .map(|t| crate::submit::step_report(t, created_at))
+            .map(|t| crate::submit::step_report(t, created_at, &orch_tasks::run::Shown::default()))
             .collect();
         extra.push((i, items));
     }

@@ -61,7 +61,7 @@ pub use orch_resources::ResourceManager;
 pub use orch_tasks::worker::{
     Capacity, HeldTask, SUBMITTED_OWNER, WorkerOptions, WorkerRecord, WorkerStatus, WorkerSummary,
 };
-pub use orch_tasks::{ActionRegistry, Event, External, RunReport, StepReport, process};
+pub use orch_tasks::{ActionRegistry, Event, External, RunReport, StepReport, process, run::Shown};
 pub use resume::{CancelOutcome, RunState, owner_words, run_state, shown_state};
 pub use run::{
     ResumeInfo, RunHandle, RunRequest, RunTarget, enclosing_project, enclosing_project_for,

@@ -354,7 +354,8 @@ impl OrchestrationEngine {
             // A retry on a store whose workers claim the steps: its kept
             // steps are recorded; the workers run the others (once it holds
             // a slot of its concurrency key, if it has one).
-            self.hand_to_workers(r.run_id, concurrency).await?;
+            self.hand_to_workers(r.run_id, concurrency, tx.as_ref())
+                .await?;
             let (sid, task) = self.follow_submitted(
                 run_id,
                 wf.clone(),
@@ -414,14 +415,24 @@ impl OrchestrationEngine {
         };
         let me = self.clone();
         let gate_cancel = cancel.clone();
+        // The wait for a concurrency slot is told on the run's events.
+        let gate_events = ov.events.clone();
         let run_wf = wf.clone();
         let task = tokio::spawn(async move {
             let label = run_wf.workflow().name.clone();
             let wm = me.inner.workflows.clone();
             let pm = me.inner.projects.clone();
             // A slot of the workflow's concurrency key first (waiting, or skipping the run).
-            let entered =
-                crate::concurrency::enter(&me, concurrency, run_id, &run_wf, &gate_cancel).await;
+            let entered = crate::concurrency::enter(
+                &me,
+                concurrency,
+                run_id,
+                &run_wf,
+                &gate_cancel,
+                gate_events.as_ref(),
+            )
+            .await;
+            drop(gate_events);
             let entered = match entered {
                 Ok(crate::concurrency::Entered::Skipped(report)) => {
                     if one_off {

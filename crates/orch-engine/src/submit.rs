@@ -63,7 +63,7 @@ impl OrchestrationEngine {
                 store, &s.wf, registry, &s.params, &settings, s.run_id, key,
             )
             .await?;
-            note_admission(s.run_id, key, &a);
+            note_admission(s.run_id, key, &a, events.as_ref());
         } else {
             orch_tasks::worker::submit(store, &s.wf, registry, &s.params, &settings, s.run_id)
                 .await?;
@@ -78,6 +78,7 @@ impl OrchestrationEngine {
         &self,
         id: RunId,
         key: Option<crate::concurrency::KeySpec>,
+        events: Option<&UnboundedSender<Event>>,
     ) -> Result<(), OrchestrationError> {
         let store = self.inner.store.as_ref();
         match key {
@@ -88,7 +89,7 @@ impl OrchestrationEngine {
             }
             Some(key) => {
                 let a = orch_tasks::worker::queue::queue_run(store, id, &key).await?;
-                note_admission(id, &key, &a);
+                note_admission(id, &key, &a, events);
                 Ok(())
             }
         }
@@ -119,16 +120,21 @@ impl OrchestrationEngine {
     }
 }
 
-/// Says what the submitter's first try for a slot of the run's key came to.
+/// Says what the submitter's first try for a slot of the run's key came to:
+/// in the log, and a wait on the run's `events` (for its user).
 fn note_admission(
     run: RunId,
     key: &crate::concurrency::KeySpec,
     a: &orch_tasks::worker::queue::Admission,
+    events: Option<&UnboundedSender<Event>>,
 ) {
     use orch_tasks::worker::queue::Admission;
     match a {
         Admission::Waiting(holders) => {
-            tracing::warn!(run = %run, key = %key.key, limit = key.limit, holders = %holders.join(", "), "the run waits for a slot of its concurrency key (queued; the workers start it when a slot is free)");
+            if let Some(tx) = events {
+                let _ = tx.send(crate::concurrency::waiting(run, key, holders.clone()));
+            }
+            tracing::info!(run = %run, key = %key.key, limit = key.limit, holders = %holders.join(", "), "the run waits for a slot of its concurrency key (queued; the workers start it when a slot is free)");
         }
         Admission::Skipped(holders) => {
             tracing::info!(run = %run, key = %key.key, holders = %holders.join(", "), "the run was skipped: its concurrency key is held (on_conflict: skip)");
@@ -211,6 +217,7 @@ pub(crate) async fn follow(
         wait = (wait * 2).min(FOLLOW_MAX);
     };
     let tasks = store.tasks(id).await?;
+    let shown = orch_tasks::run::Shown::of(&wf);
     let report = RunReport {
         run_id: id,
         workflow: record.workflow.clone(),
@@ -218,7 +225,7 @@ pub(crate) async fn follow(
         duration: started.elapsed(),
         steps: tasks
             .into_iter()
-            .map(|t| step_report(t, record.created_at))
+            .map(|t| step_report(t, record.created_at, &shown))
             .collect(),
         error: None,
     };
@@ -241,8 +248,14 @@ pub(crate) async fn cancel_submitted(
     orch_tasks::worker::cancel(store, id).await.map(|_| ())
 }
 
-/// A step's report made from its task's record.
-pub(crate) fn step_report(t: TaskRecord, created_at: DateTime<Utc>) -> StepReport {
+/// A step's report made from its task's record, as `shown` shows it (a
+/// step skipped or gathering its items on a worker made no attempt).
+pub(crate) fn step_report(
+    mut t: TaskRecord,
+    created_at: DateTime<Utc>,
+    shown: &orch_tasks::run::Shown,
+) -> StepReport {
+    shown.task(&mut t);
     StepReport {
         name: CompactString::from(t.name.as_str()),
         status: t.status,

@@ -244,3 +244,61 @@ fn a_followed_run_reports_each_steps_duration() {
         w.join().await.expect("w1");
     });
 }
+
+/// A step skipped at release (its trigger rule) and the step that gathers a
+/// literal fan-out's items make no attempt on workers, as in a run one
+/// process drives: no `TaskStarted` on the handle, 0 attempts and no start
+/// in the report, and the gathering step's "N items gathered" note.
+#[test]
+fn steps_that_do_not_run_make_no_attempt_on_workers() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("orch.db");
+    let yaml = "name: skips\nsteps:\n  - { name: a, module: core, action: set, parameters: { value: 1 } }\n  - { name: fan, module: core, action: set, for_each: [x, y, z], parameters: { value: '${item}' } }\n  - { name: alert, module: core, action: noop, dependencies: [a], conditions: { run_if: failure } }\n";
+    rt().block_on(async {
+        let (a, submitter) = (engine(dir.path(), &db), engine(dir.path(), &db));
+        let w = worker(&a, "w1", 2);
+        let mut handle = submitter
+            .run(detached(yaml).with_events())
+            .await
+            .expect("submitted");
+        let mut rx = handle.events().expect("events");
+        let report = tokio::time::timeout(Duration::from_secs(60), handle.report())
+            .await
+            .expect("the run ends")
+            .expect("a report");
+        assert_eq!(report.status, WorkflowStatus::Completed);
+        let mut started = Vec::new();
+        let mut skipped = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            match e {
+                Event::TaskStarted { name, .. } => started.push(name.to_string()),
+                Event::TaskSkipped { name, .. } => skipped.push(name.to_string()),
+                _ => {}
+            }
+        }
+        started.sort();
+        assert_eq!(
+            started,
+            ["a", "fan[0]", "fan[1]", "fan[2]"],
+            "only what ran started"
+        );
+        assert_eq!(skipped, ["alert"]);
+        let step = |name: &str| {
+            report
+                .steps
+                .iter()
+                .find(|s| s.name == name)
+                .unwrap_or_else(|| panic!("{name}"))
+        };
+        for name in ["fan", "alert"] {
+            assert_eq!(step(name).attempts, 0, "{name}: {:?}", step(name));
+            assert_eq!(step(name).started_at, None, "{name}");
+        }
+        assert_eq!(step("alert").status, TaskStatus::Skipped);
+        assert_eq!(step("fan").note.as_deref(), Some("3 items gathered"));
+        assert_eq!(step("a").attempts, 1);
+        assert_eq!(step("fan[1]").attempts, 1);
+        w.stop();
+        w.join().await.expect("w1");
+    });
+}

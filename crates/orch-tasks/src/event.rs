@@ -11,7 +11,7 @@
 //! are emitted by the executor where the attempt runs.
 
 use orch_model::CompactString;
-use orch_model::{RunId, TaskStatus, WorkflowStatus};
+use orch_model::{OnConflict, RunId, TaskStatus, WorkflowStatus};
 use std::time::Duration;
 
 /// Something that happened in a run. Steps are named by their index in the
@@ -25,6 +25,23 @@ pub enum Event {
         run_id: RunId,
         /// How many steps it has.
         total: usize,
+    },
+    /// The run waits, before its first step, for a slot of its workflow's
+    /// concurrency key: every slot is held by other runs. Told once, by the
+    /// engine (not by the scheduler: the run has not started), for what
+    /// shows the run to tell its user (`orch run` prints it as a notice).
+    RunWaiting {
+        /// The run.
+        run_id: RunId,
+        /// The rendered key.
+        key: String,
+        /// How many runs of the key may run at once.
+        limit: u32,
+        /// The runs that hold its slots (their ids).
+        holders: Vec<String>,
+        /// What the run does about it: `queue` waits; `cancel_running`
+        /// asked the holders to stop and waits for them to end.
+        on_conflict: OnConflict,
     },
     /// A step's dependencies are done and its parameters resolved; it waits for a slot.
     TaskReady {
@@ -133,7 +150,7 @@ impl Event {
             | Event::TaskSkipped { task, .. }
             | Event::TaskCancelled { task, .. }
             | Event::TaskCached { task, .. } => Some(*task),
-            Event::RunStarted { .. } | Event::RunFinished { .. } => None,
+            Event::RunStarted { .. } | Event::RunWaiting { .. } | Event::RunFinished { .. } => None,
         }
     }
 
@@ -146,7 +163,7 @@ impl Event {
             Event::TaskFailed { .. } => Some(TaskStatus::Failed),
             Event::TaskSkipped { .. } => Some(TaskStatus::Skipped),
             Event::TaskCancelled { .. } => Some(TaskStatus::Cancelled),
-            Event::RunStarted { .. } | Event::RunFinished { .. } => None,
+            Event::RunStarted { .. } | Event::RunWaiting { .. } | Event::RunFinished { .. } => None,
         }
     }
 }

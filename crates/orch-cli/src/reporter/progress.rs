@@ -3,7 +3,8 @@
 //! steady progress line.
 
 use super::{
-    HEARTBEAT, NOTICES, PROGRESS_EVERY, SLOW_STEP, SMALL_RUN, event_line, fmt_duration, short,
+    HEARTBEAT, NOTICES, PROGRESS_EVERY, SLOW_STEP, SMALL_RUN, event_line, fmt_duration,
+    notice_line, short,
 };
 use crate::term::escape_line;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -239,15 +240,24 @@ pub(crate) fn spawn_printer(
         let start = Instant::now();
         let mut progress = Progress::new(total, bar.is_none() && total <= SMALL_RUN, start);
         let mut lines = Vec::new();
+        // orch's own notices (`orch: ...`), printed as they are.
+        let mut notices = Vec::new();
         let mut last_message = start;
-        let show = |lines: &mut Vec<String>, bar: &Option<ProgressBar>| {
-            for line in lines.drain(..) {
-                match bar {
-                    Some(bar) => bar.println(line),
-                    None => eprintln!("[{:>8}] {line}", fmt_duration(start.elapsed())),
+        let show =
+            |notices: &mut Vec<String>, lines: &mut Vec<String>, bar: &Option<ProgressBar>| {
+                for line in notices.drain(..) {
+                    match bar {
+                        Some(bar) => bar.println(line),
+                        None => eprintln!("{line}"),
+                    }
                 }
-            }
-        };
+                for line in lines.drain(..) {
+                    match bar {
+                        Some(bar) => bar.println(line),
+                        None => eprintln!("[{:>8}] {line}", fmt_duration(start.elapsed())),
+                    }
+                }
+            };
         let mut ticks = tokio::time::interval(Duration::from_millis(250));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Events arrive in batches when the printer falls behind; the
@@ -262,6 +272,10 @@ pub(crate) fn spawn_printer(
                     let now = Instant::now();
                     let done_before = progress.done;
                     for e in batch.drain(..) {
+                        if let Some(notice) = notice_line(&e) {
+                            notices.push(notice);
+                            continue;
+                        }
                         let before = lines.len();
                         progress.event(&e, now, &mut lines);
                         if bar.is_some() && !matches!(e, Event::TaskFailed { .. } | Event::TaskRetrying { .. }) {
@@ -279,7 +293,7 @@ pub(crate) fn spawn_printer(
                     }
                 }
             }
-            show(&mut lines, &bar);
+            show(&mut notices, &mut lines, &bar);
             if let Some(bar) = &bar {
                 if last_message.elapsed() >= BAR_MESSAGE_EVERY {
                     last_message = Instant::now();

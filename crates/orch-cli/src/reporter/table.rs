@@ -2,10 +2,11 @@
 //! the steps that did not simply complete (at most [`TABLE_ROWS`]), then the
 //! summary line and where to see the rest.
 
-use super::{SLOW_STEP, SMALL_RUN, TABLE_ROWS, fmt_duration, short, status_word};
+use super::{SLOW_STEP, SMALL_RUN, TABLE_ROWS, fmt_duration, short, status_word, steps};
 use crate::term::Table;
 use orch_engine::{RunReport, StepReport};
-use orch_model::TaskStatus;
+use orch_model::{Phase, TaskStatus, ValidWorkflow};
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// Why a step is listed in a larger run's table, in the order in which
@@ -156,7 +157,16 @@ fn ran(
     (finished? - started?).to_std().ok()
 }
 
-pub(super) fn print_table(report: &RunReport) {
+pub(super) fn print_table(report: &RunReport, wf: &ValidWorkflow) {
+    // The steps outside the main graph are named with their phase, as
+    // `orch runs show` names them (`cleanup (finally)`).
+    let phases: HashMap<&str, Phase> = wf
+        .workflow()
+        .steps
+        .iter()
+        .filter(|s| !s.phase.is_main())
+        .map(|s| (s.name.as_str(), s.phase))
+        .collect();
     let row = |s: &StepReport| {
         let duration = match (s.started_at, s.finished_at) {
             (Some(a), Some(b)) => (b - a).to_std().map(fmt_duration).unwrap_or_default(),
@@ -176,7 +186,10 @@ pub(super) fn print_table(report: &RunReport) {
             _ => String::new(),
         };
         [
-            s.name.to_string(),
+            match phases.get(s.name.as_str()) {
+                Some(p) => crate::phases::named(&s.name, *p),
+                None => s.name.to_string(),
+            },
             status_word(s.status).to_owned(),
             s.attempts.to_string(),
             duration,
@@ -223,9 +236,10 @@ pub(super) fn print_table(report: &RunReport) {
         cancelled.push_str(&format!(" ({flaky} flaky)"));
     }
     println!(
-        "workflow `{}` {}: {done} completed, {failed} failed, {skipped} skipped{cancelled} of {total} steps in {} (run {})",
+        "workflow `{}` {}: {done} completed, {failed} failed, {skipped} skipped{cancelled} of {} in {} (run {})",
         report.workflow,
         report.status,
+        steps(total),
         fmt_duration(report.duration),
         report.run_id
     );

@@ -128,7 +128,7 @@ impl State<'_> {
         let r = &mut self.reports[j as usize];
         r.ready_at = Some(now);
         r.finished_at = Some(now);
-        r.note = Some(format!("{} items gathered", items.len()));
+        r.note = Some(super::gathered_note(items.len()));
         let name = self.name(j);
         match reason {
             Ok(data) => {

@@ -12,7 +12,8 @@
 //! `state` (per-step arrays, release and completion), `coordinator` (the
 //! main loop), `journal` (the run kept in a store), `attempt` (a step's
 //! attempts), `identity` (which process drives a run), `grace` (how a run
-//! stops: the cancel grace of the steps that run after a stop).
+//! stops: the cancel grace of the steps that run after a stop), `shown` (a
+//! step's stored record as what shows a run shows it).
 
 mod attempt;
 mod coordinator;
@@ -23,6 +24,7 @@ mod journal;
 mod options;
 mod preflight;
 mod queue;
+mod shown;
 mod state;
 
 pub use coordinator::{drive, run_workflow};
@@ -33,3 +35,4 @@ pub(crate) use grace::stopped_by_timeout;
 pub use identity::{owner_alive, process_identity};
 pub use options::{RunOptions, RunReport, StepReport};
 pub use preflight::prepare;
+pub use shown::{Shown, gathered_note};

@@ -155,6 +155,7 @@ async fn serve_inner(
     };
     let params = match decided {
         Release::Run(_) if dynamic => {
+            sh.starts.started(claim).await;
             return super::fanout::run_items(sh, claim, &def, &cs, &deps, stopping).await;
         }
         Release::Run(p) => Value::Object(p.unwrap_or_else(Map::new)),
@@ -265,6 +266,8 @@ async fn run_attempt(sh: &Shared, claim: &Claim, p: Prepared<'_>, token: Cancell
     } = p;
     let store = sh.store.as_ref();
     let step = cs.step();
+    // Its attempt starts: followers are told now, not at the claim.
+    sh.starts.started(claim).await;
     let work_dir = sh.work_dir_for(def);
     // Read where the step runs, as a local run reads them when it starts.
     let secrets = match crate::secrets::for_attempt(cs.workflow(), step, &work_dir) {

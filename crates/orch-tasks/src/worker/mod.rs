@@ -21,7 +21,10 @@
 //!    the store refuses means the claim is stale (its lease lapsed and the
 //!    task was reclaimed, or its run was cancelled): the attempt is
 //!    cancelled (its process group killed) and its outcome dropped. A run
-//!    someone asked to cancel is cancelled by the worker that notices it;
+//!    someone asked to cancel is cancelled by the worker that notices it.
+//!    Its `tasks_started` event is appended as the attempt starts, not at
+//!    the claim: a step skipped at release, or one that only gathers its
+//!    fan-out's items, makes no attempt and tells no start;
 //! 5. the outcome is completed (the store fences it by attempt number) with
 //!    the outcomes of other claims that ended meanwhile, in one
 //!    `complete_many` with the `tasks_finished` event that tells followers
@@ -51,6 +54,7 @@ mod definitions;
 mod fanout;
 pub mod queue;
 mod registration;
+mod started;
 mod stop;
 mod submit;
 
@@ -68,9 +72,8 @@ use async_trait::async_trait;
 use chrono::Utc;
 use claim::End;
 use definitions::{Definitions, RunDef};
-use orch_model::store::{ClaimRequest, Concern, StoredEvent};
+use orch_model::store::{ClaimRequest, Concern};
 use orch_model::{Claim, OrchestrationError, RecordKind, RunId, Store, TaskStatus};
-use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -202,6 +205,8 @@ pub(crate) struct Shared {
     /// Where claims put their outcomes, completed in batches.
     pub(crate) completions: complete::Queue,
     queue: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<complete::Completion>>>,
+    /// Where claims tell that their attempt starts, appended in batches.
+    pub(crate) starts: started::Starts,
     /// Where the output of its steps goes while they run, in batches.
     pub(crate) output: Option<crate::output::OutputWriter>,
     /// Fan-out steps waiting for their items' run: they take no slot.
@@ -290,6 +295,7 @@ impl Worker {
         let fitted = store.claims().is_some_and(|c| c.fits_capacity());
         let (completions, queue) = tokio::sync::mpsc::unbounded_channel();
         let output = crate::output::OutputWriter::for_store(&store);
+        let starts = started::Starts::new(store.clone(), opts.id.clone());
         Ok(Self {
             shared: Arc::new(Shared {
                 output,
@@ -305,6 +311,7 @@ impl Worker {
                 fitted,
                 completions,
                 queue: Mutex::new(Some(queue)),
+                starts,
                 waiting: std::sync::atomic::AtomicUsize::new(0),
                 stopping: CancellationToken::new(),
                 opts,
@@ -446,7 +453,6 @@ impl Worker {
                         failures = 0;
                         claimed = claims.len();
                         summary.claimed += claims.len() as u64;
-                        started_events(&sh, &claims).await;
                         let mut deps = definitions::prefetch_deps(sh.store.as_ref(), &claims).await;
                         for c in claims {
                             sh.hold(&c);
@@ -543,32 +549,5 @@ fn count(s: &mut WorkerSummary, r: Result<End, tokio::task::JoinError>) {
         Ok(End::Stale) => s.stale += 1,
         Ok(End::HandedBack) => s.handed_back += 1,
         Ok(End::StoreError) | Err(_) => s.store_errors += 1,
-    }
-}
-
-/// One `tasks_started` event per run of a batch of claims, as a journaled
-/// run records its starts, naming the worker.
-async fn started_events(sh: &Shared, claims: &[Claim]) {
-    let mut by_run: BTreeMap<RunId, Vec<serde_json::Value>> = BTreeMap::new();
-    for c in claims {
-        by_run
-            .entry(c.run)
-            .or_default()
-            .push(json!([c.index, c.attempt]));
-    }
-    let now = Utc::now();
-    for (run, list) in by_run {
-        let task = (list.len() == 1)
-            .then(|| list[0].get(0).and_then(serde_json::Value::as_u64))
-            .flatten()
-            .and_then(|i| u32::try_from(i).ok());
-        let e = StoredEvent {
-            seq: 0,
-            at: now,
-            kind: "tasks_started".into(),
-            task,
-            data: json!({"tasks": list, "worker": sh.opts.id}),
-        };
-        let _ = sh.store.append_events(run, vec![e]).await;
     }
 }
