@@ -193,18 +193,21 @@ fn bad_project_input_exits_2_and_changes_nothing() {
     std::fs::create_dir_all(d.join(".orch/projects")).expect("mkdir");
     let before = tree(d);
     let long = "x".repeat(4096);
-    for name in ["../x", "/etc/x", "a/../../x", "", long.as_str()] {
-        let (code, out, err) = run(d, &["project", "new", name, "--template", "ai_analysis"]);
-        assert_eq!(code, 2, "{name:?}: {out}{err}");
-        assert!(
-            err.starts_with("orch: invalid parameters: project name"),
-            "{err}"
-        );
-        assert!(
-            err.lines().count() <= 3 && err.len() < 600,
-            "short, clear error: {err}"
-        );
-        assert_eq!(tree(d), before, "{name:?}");
+    for template in ["ai_analysis", "custom"] {
+        for name in ["../x", "/etc/x", "a/../../x", "", long.as_str()] {
+            let (code, out, err) = run(d, &["project", "new", name, "--template", template]);
+            assert_eq!(code, 2, "{name:?}: {out}{err}");
+            assert!(
+                err.starts_with("orch: invalid parameters: project name"),
+                "{err}"
+            );
+            // One line that says what to do: no generic `hint:` line after it.
+            assert!(
+                err.lines().count() == 1 && err.len() < 600,
+                "short, clear error: {err}"
+            );
+            assert_eq!(tree(d), before, "{name:?}");
+        }
     }
     let (code, _, err) = run(d, &["project", "new", "ok", "--template", "nope"]);
     assert_eq!(code, 2);

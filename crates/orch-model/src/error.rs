@@ -397,9 +397,9 @@ impl OrchestrationError {
     pub fn suggestions(&self) -> Vec<String> {
         let s: &[&str] = match self.error_code() {
             ErrorCode::CycleDetected => &["Remove one dependency of the cycle named in the error."],
-            ErrorCode::ModuleNotFound => {
-                &["Check the module and action names; `orch actions` lists the registered ones."]
-            }
+            ErrorCode::ModuleNotFound => &[
+                "Check the module and action names: docs/actions.md lists the built-in actions; a module of your own is added with `--module NAME=PROGRAM`.",
+            ],
             ErrorCode::ValidationFailed => {
                 &["Fix each problem listed; `orch validate FILE` shows them with line and column."]
             }
@@ -421,7 +421,8 @@ impl OrchestrationError {
             ErrorCode::TimeoutExceeded => {
                 &["Raise the timeout, or find out why the work takes longer than expected."]
             }
-            ErrorCode::InvalidParameters => &["Check the parameters against the documentation."],
+            // The message says which parameter is wrong and why: a
+            // suggestion that could only say "check the parameters" is left out.
             ErrorCode::StoreError => {
                 &["Check the store URL and that the database is reachable and writable."]
             }
@@ -494,5 +495,26 @@ mod tests {
         assert_eq!(ex.error_code(), ErrorCode::ProjectExists);
         let json = serde_json::to_string(&ErrorCode::ResourceUnavailable).expect("ser");
         assert_eq!(json, "\"RESOURCE_UNAVAILABLE\"");
+    }
+
+    #[test]
+    fn a_suggestion_says_something_the_message_does_not() {
+        // "Check the parameters against the documentation." told nothing.
+        let bad = OrchestrationError::InvalidParameters {
+            message: "parameter `x` is not declared; declared: who".into(),
+        };
+        assert!(bad.suggestions().is_empty(), "{:?}", bad.suggestions());
+        assert_eq!(bad.to_response().suggestions, Vec::<String>::new());
+        // No suggestion names a command orch does not have.
+        let missing = OrchestrationError::not_found(EntityKind::Module, "nosuch");
+        assert_eq!(missing.error_code(), ErrorCode::ModuleNotFound);
+        assert!(
+            missing
+                .suggestions()
+                .iter()
+                .all(|s| !s.contains("orch actions")),
+            "{:?}",
+            missing.suggestions()
+        );
     }
 }
