@@ -319,12 +319,9 @@ pub fn graph(
             }
         }
     } else {
-        let engine = match crate::manage::engine(config) {
+        let engine = match crate::manage::engine_read_only(config) {
             Ok(e) => e,
-            Err(msg) => {
-                eprintln!("{msg}");
-                return exit::INVALID;
-            }
+            Err(f) => return f.report(),
         };
         match engine.find_workflow(arg, std::env::current_dir().ok()) {
             Ok(wf) => wf,

@@ -4,6 +4,7 @@
 //! it is stored, until the step ends.
 
 use crate::exit;
+use crate::manage::Failure;
 use crate::runs::{find_run, open_read_only};
 use crate::term::{Stream, print_raw};
 use orch_model::store::{OutputChunk, OutputSoFar, OutputStream, TaskRecord};
@@ -31,15 +32,12 @@ pub fn logs(config: Option<&Path>, id: &str, step: &str, raw: bool, follow: bool
     };
     let found = rt.block_on(async {
         let r = find_run(&store, id).await?;
-        let tasks = store.tasks(r.id).await.map_err(|e| format!("orch: {e}"))?;
-        Ok::<_, String>((r, tasks))
+        let tasks = store.tasks(r.id).await.map_err(|e| Failure::of(&e))?;
+        Ok::<_, Failure>((r, tasks))
     });
     let (r, tasks) = match found {
         Ok(x) => x,
-        Err(e) => {
-            eprintln!("{e}");
-            return exit::INVALID;
-        }
+        Err(f) => return f.report(),
     };
     let Some(t) = tasks.into_iter().find(|t| t.name == step) else {
         let names: Vec<String> = rt

@@ -3,16 +3,68 @@
 use crate::exit;
 use crate::term::{Table, escape_line};
 use orch_engine::OrchestrationEngine;
-use orch_engine::{ActionRegistry, CreateOptions};
+use orch_engine::{ActionRegistry, CreateOptions, OpenOptions, StoreRegistry};
 use orch_model::{ErrorCode, OrchestrationError};
 use serde_json::Value;
 use std::path::Path;
+use std::sync::Arc;
+
+/// Why a command cannot go on: its one-line message (`orch: ...`) and the
+/// exit code it ends with.
+#[derive(Debug)]
+pub struct Failure {
+    message: String,
+    code: u8,
+}
+
+impl Failure {
+    /// Bad input (exit 2): `message` is printed as it is.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            code: exit::INVALID,
+        }
+    }
+
+    /// `e` while using the store: the store's failure (unreachable, a
+    /// full disk, a deleted database) or another I/O failure is exit 1,
+    /// the rest (a run not found, ...) is bad input, exit 2.
+    pub fn of(e: &OrchestrationError) -> Self {
+        Self {
+            message: format!("orch: {e}"),
+            code: match e {
+                OrchestrationError::Store { .. } | OrchestrationError::Io { .. } => exit::FAILED,
+                _ => exit::INVALID,
+            },
+        }
+    }
+
+    /// `e` while building the engine: a store that cannot be reached or
+    /// opened is exit 1; a bad configuration, store URL (an unknown scheme,
+    /// a malformed URL or option) or file that cannot be read is exit 2.
+    fn opening(e: &OrchestrationError) -> Self {
+        Self {
+            message: format!("orch: {e}"),
+            code: if matches!(e, OrchestrationError::Store { .. }) {
+                exit::FAILED
+            } else {
+                exit::INVALID
+            },
+        }
+    }
+
+    /// Prints the message; the exit code.
+    pub fn report(&self) -> u8 {
+        eprintln!("{}", self.message);
+        self.code
+    }
+}
 
 /// The engine from `--config` (or `$ORCH_CONFIG`) and the environment.
 ///
 /// # Errors
-/// One printable line.
-pub fn engine(config: Option<&Path>) -> Result<OrchestrationEngine, String> {
+/// One printable line and its exit code.
+pub fn engine(config: Option<&Path>) -> Result<OrchestrationEngine, Failure> {
     engine_with(config, None)
 }
 
@@ -22,16 +74,35 @@ pub static STORE_URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 /// [`engine`] with a registry of actions (built-ins plus `--module`s).
 ///
 /// # Errors
-/// One printable line.
+/// One printable line and its exit code.
 pub fn engine_with(
     config: Option<&Path>,
     registry: Option<ActionRegistry>,
-) -> Result<OrchestrationEngine, String> {
+) -> Result<OrchestrationEngine, Failure> {
+    build(config, registry, None)
+}
+
+/// [`engine`] for a command that only reads: its store is opened
+/// read-only (no file or table created, no migration, nothing written, no
+/// write lock taken). A store nothing was written to yet (an SQLite file
+/// that does not exist, a PostgreSQL schema without orch's tables) is an
+/// empty one.
+///
+/// # Errors
+/// As [`engine`].
+pub fn engine_read_only(config: Option<&Path>) -> Result<OrchestrationEngine, Failure> {
+    build(config, None, Some(read_only_stores()))
+}
+
+fn build(
+    config: Option<&Path>,
+    registry: Option<ActionRegistry>,
+    stores: Option<StoreRegistry>,
+) -> Result<OrchestrationEngine, Failure> {
     let from_env = std::env::var_os("ORCH_CONFIG").map(std::path::PathBuf::from);
     let mut cfg = match config.map(Path::to_path_buf).or(from_env) {
-        Some(path) => {
-            orch_engine::EngineConfig::from_file(&path).map_err(|e| format!("orch: {e}"))?
-        }
+        Some(path) => orch_engine::EngineConfig::from_file(&path)
+            .map_err(|e| Failure::invalid(format!("orch: {e}")))?,
         None => orch_engine::EngineConfig::default(),
     };
     if let Some(url) = STORE_URL.get() {
@@ -41,7 +112,36 @@ pub fn engine_with(
     if let Some(r) = registry {
         b = b.registry(r);
     }
-    b.build().map_err(|e| format!("orch: {e}"))
+    if let Some(s) = stores {
+        b = b.stores(s);
+    }
+    b.build().map_err(|e| Failure::opening(&e))
+}
+
+/// The schemes of [`StoreRegistry::default`], each opening its stores
+/// read-only.
+fn read_only_stores() -> StoreRegistry {
+    let mut ro = StoreRegistry::empty();
+    for scheme in StoreRegistry::default().schemes() {
+        ro.register(
+            scheme,
+            Arc::new(|url: &str, _: OpenOptions| {
+                match orch_engine::open_store_read_only(url) {
+                    // What a writer would create first (as SQLite's
+                    // read-only opening of a missing file): an empty store.
+                    Err(e) if not_created(&e) => orch_engine::open_store("memory://"),
+                    other => other,
+                }
+            }),
+        );
+    }
+    ro
+}
+
+/// Whether `e` is a read-only opening's answer for a PostgreSQL schema
+/// that has no orch tables yet (nothing was ever written there).
+fn not_created(e: &OrchestrationError) -> bool {
+    matches!(e, OrchestrationError::Store { message, .. } if message.contains("has no orch tables yet"))
 }
 
 /// The exit code for an error: 2 when the input was wrong, 1 otherwise.
@@ -72,13 +172,10 @@ fn fail(e: &OrchestrationError) -> u8 {
 }
 
 macro_rules! engine_or_exit {
-    ($config:expr) => {
-        match engine($config) {
+    ($engine:expr) => {
+        match $engine {
             Ok(e) => e,
-            Err(msg) => {
-                eprintln!("{msg}");
-                return exit::INVALID;
-            }
+            Err(f) => return f.report(),
         }
     };
 }
@@ -101,7 +198,7 @@ fn pretty(v: &impl serde::Serialize) -> String {
 
 /// `orch templates`.
 pub fn templates(config: Option<&Path>, json_out: bool) -> u8 {
-    let engine = engine_or_exit!(config);
+    let engine = engine_or_exit!(engine_read_only(config));
     let pm = engine.project_manager();
     let list: Vec<_> = pm
         .list_templates()
@@ -140,7 +237,7 @@ pub fn project_new(
     path: Option<&Path>,
     options: CreateOptions,
 ) -> u8 {
-    let engine = engine_or_exit!(config);
+    let engine = engine_or_exit!(engine(config));
     // `custom` is an empty project unless a user template has that name.
     let template = (template != "custom"
         || engine.project_manager().get_template("custom").is_some())
@@ -167,7 +264,7 @@ pub fn project_new(
 
 /// `orch project list`.
 pub fn project_list(config: Option<&Path>, json_out: bool) -> u8 {
-    let engine = engine_or_exit!(config);
+    let engine = engine_or_exit!(engine_read_only(config));
     let pm = engine.project_manager();
     let list: Vec<_> = pm
         .list_projects()
@@ -199,7 +296,7 @@ pub fn project_list(config: Option<&Path>, json_out: bool) -> u8 {
 
 /// `orch project status`.
 pub fn project_status(config: Option<&Path>, name: &str, json_out: bool) -> u8 {
-    let engine = engine_or_exit!(config);
+    let engine = engine_or_exit!(engine_read_only(config));
     let pm = engine.project_manager();
     let Some(s) = pm.get_project_status(name) else {
         return fail(&OrchestrationError::NotFound {
@@ -245,7 +342,7 @@ pub fn project_milestone(config: Option<&Path>, name: &str, key: &str, data: &st
             return exit::INVALID;
         }
     };
-    let engine = engine_or_exit!(config);
+    let engine = engine_or_exit!(engine(config));
     match engine
         .project_manager()
         .add_project_milestone(name, key, &value)
@@ -260,7 +357,7 @@ pub fn project_milestone(config: Option<&Path>, name: &str, key: &str, data: &st
 
 /// `orch project archive`.
 pub fn project_archive(config: Option<&Path>, name: &str, output: Option<&Path>) -> u8 {
-    let engine = engine_or_exit!(config);
+    let engine = engine_or_exit!(engine(config));
     match engine.project_manager().archive_project(name, output) {
         Ok(path) => {
             println!("archived project `{name}` to {}", path.display());
@@ -272,7 +369,7 @@ pub fn project_archive(config: Option<&Path>, name: &str, output: Option<&Path>)
 
 /// `orch status`.
 pub fn status(config: Option<&Path>, json_out: bool) -> u8 {
-    let engine = engine_or_exit!(config);
+    let engine = engine_or_exit!(engine_read_only(config));
     let s = engine.get_system_status();
     let workers = crate::worker::report(&engine);
     let schedules = crate::schedule::for_status(&engine);
@@ -333,7 +430,7 @@ fn print_issue(issue: &str) {
 
 /// `orch health`: exit 0 when healthy, 1 when degraded or unhealthy.
 pub fn health(config: Option<&Path>, json_out: bool) -> u8 {
-    let engine = engine_or_exit!(config);
+    let engine = engine_or_exit!(engine_read_only(config));
     let workers = crate::worker::report(&engine);
     let h = crate::worker::health_with_workers(engine.health_check(), &workers);
     if json_out {

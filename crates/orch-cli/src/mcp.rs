@@ -17,10 +17,7 @@ const GRACE: Duration = Duration::from_secs(5);
 pub fn mcp(config: Option<&Path>) -> u8 {
     let engine = match crate::manage::engine(config) {
         Ok(e) => e,
-        Err(msg) => {
-            eprintln!("{msg}");
-            return exit::INVALID;
-        }
+        Err(f) => return f.report(),
     };
     let runtime = match crate::manage::runtime() {
         Ok(rt) => rt,

@@ -1,6 +1,5 @@
 //! `orch retry RUN [--from STEP]`: a new attempt of a failed or cancelled run that keeps its completed steps.
 
-use crate::exit;
 use crate::run::{RunArgs, execute};
 use orch_engine::{RunRequest, RunTarget};
 
@@ -10,10 +9,7 @@ use orch_engine::{RunRequest, RunTarget};
 pub fn retry(id: &str, from: Option<String>, args: &RunArgs) -> u8 {
     let engine = match crate::manage::engine_with(args.config.as_deref(), None) {
         Ok(e) => e,
-        Err(e) => {
-            eprintln!("{e}");
-            return exit::INVALID;
-        }
+        Err(f) => return f.report(),
     };
     let rt = match crate::manage::runtime() {
         Ok(rt) => rt,
@@ -22,10 +18,7 @@ pub fn retry(id: &str, from: Option<String>, args: &RunArgs) -> u8 {
     let store = engine.store().clone();
     let r = match rt.block_on(crate::runs::find_run(&store, id)) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("{e}");
-            return exit::INVALID;
-        }
+        Err(f) => return f.report(),
     };
     drop(rt);
     execute(

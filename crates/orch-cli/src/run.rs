@@ -120,10 +120,7 @@ pub fn run(arg: &str, project: Option<&str>, read: &ReadOptions, args: &RunArgs)
     // The engine resolves names and gives `workflow.run` its workflows.
     let engine = match crate::manage::engine_with(args.config.as_deref(), Some(registry)) {
         Ok(e) => e,
-        Err(e) => {
-            eprintln!("{e}");
-            return exit::INVALID;
-        }
+        Err(f) => return f.report(),
     };
     let cwd = match std::env::current_dir() {
         Ok(d) => d,

@@ -1,7 +1,7 @@
 //! `orch runs list|show`, `orch resume`, `orch cancel`, `orch cache`: runs in the store (`orch logs` is `logs.rs`).
 
 use crate::exit;
-use crate::manage::engine_with;
+use crate::manage::{Failure, engine_read_only, engine_with};
 use crate::reporter;
 use crate::run::{RunArgs, execute};
 use crate::term::Table;
@@ -26,25 +26,20 @@ fn runtime() -> Result<tokio::runtime::Runtime, u8> {
 }
 
 fn open(config: Option<&Path>) -> Result<(OrchestrationEngine, tokio::runtime::Runtime), u8> {
-    let engine = engine_with(config, None).map_err(|e| {
-        eprintln!("{e}");
-        exit::INVALID
-    })?;
+    let engine = engine_with(config, None).map_err(|f| f.report())?;
     Ok((engine, runtime()?))
 }
 
-/// [`open`] for a command that only reads: the store is opened read-only
-/// (no migration, no write, no write lock), so a database in a read-only
-/// file or directory can be read, and a run writing to it is not held up.
+/// [`open`] for a command that only reads: the engine is built on a
+/// read-only opening of the store (no migration, no write, no write lock),
+/// so a database in a read-only file or directory can be read, and a run
+/// writing to it is not held up; a store nothing was written to yet is empty.
 pub(crate) fn open_read_only(
     config: Option<&Path>,
 ) -> Result<(OrchestrationEngine, Arc<dyn Store>, tokio::runtime::Runtime), u8> {
-    let (engine, rt) = open(config)?;
-    let store = orch_engine::open_store_read_only(engine.store_url()).map_err(|e| {
-        eprintln!("orch: {e}");
-        exit::INVALID
-    })?;
-    Ok((engine, store, rt))
+    let engine = engine_read_only(config).map_err(|f| f.report())?;
+    let store = engine.store().clone();
+    Ok((engine, store, runtime()?))
 }
 
 /// The state to show: a run still marked running whose process is gone was
@@ -55,7 +50,7 @@ pub fn shown_status(r: &RunRecord) -> &'static str {
 }
 
 /// A run by id, unique id prefix, or `last`, with its definition.
-pub(crate) async fn find_run(store: &Arc<dyn Store>, id: &str) -> Result<RunRecord, String> {
+pub(crate) async fn find_run(store: &Arc<dyn Store>, id: &str) -> Result<RunRecord, Failure> {
     let listed = find_listed(store, id).await?;
     if !listed.definition.is_empty() {
         return Ok(listed);
@@ -64,40 +59,44 @@ pub(crate) async fn find_run(store: &Arc<dyn Store>, id: &str) -> Result<RunReco
     store
         .get_run(listed.id)
         .await
-        .map_err(|e| format!("orch: {e}"))?
-        .ok_or_else(|| format!("orch: run `{id}` not found; `orch runs list` shows the runs"))
+        .map_err(|e| Failure::of(&e))?
+        .ok_or_else(|| not_found(id))
 }
 
 /// A run by id, unique id prefix, or `last` (from the list when not by id).
-async fn find_listed(store: &Arc<dyn Store>, id: &str) -> Result<RunRecord, String> {
+async fn find_listed(store: &Arc<dyn Store>, id: &str) -> Result<RunRecord, Failure> {
     if id == "last" || id == "latest" {
-        let runs = store.list_runs().await.map_err(|e| format!("orch: {e}"))?;
+        let runs = store.list_runs().await.map_err(|e| Failure::of(&e))?;
         return newest_top_level(runs).ok_or_else(|| {
-            "orch: there are no runs yet; start one with `orch run FILE`".to_owned()
+            Failure::invalid("orch: there are no runs yet; start one with `orch run FILE`")
         });
     }
     if let Ok(rid) = id.parse::<RunId>() {
         return store
             .get_run(rid)
             .await
-            .map_err(|e| format!("orch: {e}"))?
-            .ok_or_else(|| format!("orch: run `{id}` not found; `orch runs list` shows the runs"));
+            .map_err(|e| Failure::of(&e))?
+            .ok_or_else(|| not_found(id));
     }
     let mut matches = store
         .list_runs()
         .await
-        .map_err(|e| format!("orch: {e}"))?
+        .map_err(|e| Failure::of(&e))?
         .into_iter()
         .filter(|r| !id.is_empty() && r.id.to_string().starts_with(id));
     match (matches.next(), matches.next()) {
         (Some(r), None) => Ok(r),
-        (None, _) => Err(format!(
-            "orch: run `{id}` not found; `orch runs list` shows the runs"
-        )),
-        (Some(_), Some(_)) => Err(format!(
+        (None, _) => Err(not_found(id)),
+        (Some(_), Some(_)) => Err(Failure::invalid(format!(
             "orch: `{id}` matches more than one run; give more of the id"
-        )),
+        ))),
     }
+}
+
+fn not_found(id: &str) -> Failure {
+    Failure::invalid(format!(
+        "orch: run `{id}` not found; `orch runs list` shows the runs"
+    ))
 }
 
 /// The newest top-level run (not a sub-workflow's child run, which the
@@ -215,17 +214,14 @@ pub fn show(config: Option<&Path>, id: &str, json_out: bool, all: bool) -> u8 {
     };
     let found = rt.block_on(async {
         let r = find_run(&store, id).await?;
-        let tasks = store.tasks(r.id).await.map_err(|e| format!("orch: {e}"))?;
+        let tasks = store.tasks(r.id).await.map_err(|e| Failure::of(&e))?;
         // The items of fan-outs over lists known at run time, under their step.
         let items = orch_engine::fan_out_items(store.as_ref(), r.id, &tasks).await;
-        Ok::<_, String>((r, tasks, items))
+        Ok::<_, Failure>((r, tasks, items))
     });
     let (r, mut tasks, mut items) = match found {
         Ok(x) => x,
-        Err(e) => {
-            eprintln!("{e}");
-            return exit::INVALID;
-        }
+        Err(f) => return f.report(),
     };
     // As a run one process drives records them: no attempt for a step that
     // was skipped or gathered its items (on workers, their claim counted one).
@@ -366,10 +362,7 @@ pub fn resume(id: &str, args: &RunArgs) -> u8 {
     let store = engine.store().clone();
     let r = match rt.block_on(find_run(&store, id)) {
         Ok(x) => x,
-        Err(e) => {
-            eprintln!("{e}");
-            return exit::INVALID;
-        }
+        Err(f) => return f.report(),
     };
     drop(rt);
     // The engine takes the run over (one compare-and-set in the store: of
@@ -393,9 +386,9 @@ pub fn cancel(config: Option<&Path>, id: &str, wait: Duration) -> u8 {
             .map(|o| (r.id, o))
             .map_err(|e| match e {
                 orch_model::OrchestrationError::InvalidState { message } => {
-                    format!("orch: {message}")
+                    Failure::invalid(format!("orch: {message}"))
                 }
-                other => format!("orch: {other}"),
+                other => Failure::of(&other),
             })
     });
     match outcome {
@@ -418,10 +411,7 @@ pub fn cancel(config: Option<&Path>, id: &str, wait: Duration) -> u8 {
             println!("run {rid} {what}");
             code
         }
-        Err(e) => {
-            eprintln!("{e}");
-            exit::INVALID
-        }
+        Err(f) => f.report(),
     }
 }
 

@@ -95,18 +95,23 @@ fn text(t: DateTime<Utc>) -> String {
 
 fn engine_and_runtime(
     config: Option<&Path>,
+    read_only: bool,
 ) -> Result<(OrchestrationEngine, tokio::runtime::Runtime), u8> {
-    let engine = crate::manage::engine(config).map_err(|msg| {
-        eprintln!("{msg}");
-        exit::INVALID
-    })?;
+    let engine = if read_only {
+        crate::manage::engine_read_only(config)
+    } else {
+        crate::manage::engine(config)
+    }
+    .map_err(|f| f.report())?;
     let rt = crate::manage::runtime()?;
     Ok((engine, rt))
 }
 
 /// Runs `orch schedule ACTION`.
 pub fn schedule(config: Option<&Path>, action: ScheduleAction) -> u8 {
-    let (engine, rt) = match engine_and_runtime(config) {
+    // `list` only reads: it opens the store read-only.
+    let read_only = matches!(action, ScheduleAction::List { .. });
+    let (engine, rt) = match engine_and_runtime(config, read_only) {
         Ok(v) => v,
         Err(code) => return code,
     };
@@ -307,7 +312,7 @@ fn ticks(
 
 /// Runs `orch backfill`.
 pub fn backfill(config: Option<&Path>, args: &BackfillArgs) -> u8 {
-    let (engine, rt) = match engine_and_runtime(config) {
+    let (engine, rt) = match engine_and_runtime(config, false) {
         Ok(v) => v,
         Err(code) => return code,
     };
@@ -446,10 +451,9 @@ pub(crate) fn for_status(engine: &OrchestrationEngine) -> StatusSchedules {
         .map_err(|e| format!("cannot start a runtime: {e}"))
         .and_then(|rt| {
             rt.block_on(async {
-                // A read-only opening: `orch status` writes nothing (the
-                // engine's own opening is a writer's, which on closing may
-                // fold the write-ahead log into the database file).
-                let store = orch_engine::open_store_read_only(engine.store_url())?;
+                // `orch status` builds the engine on a read-only opening
+                // of the store: it writes nothing.
+                let store = engine.store();
                 let infos = engine.schedules_in(store.as_ref(), now).await?;
                 let leader = OrchestrationEngine::schedule_leader_in(store.as_ref(), now).await?;
                 Ok::<_, orch_model::OrchestrationError>((infos, leader))

@@ -31,10 +31,7 @@ pub struct ServeArgs {
 pub fn serve(config: Option<&Path>, args: &ServeArgs) -> u8 {
     let engine = match crate::manage::engine(config) {
         Ok(e) => e,
-        Err(msg) => {
-            eprintln!("{msg}");
-            return exit::INVALID;
-        }
+        Err(f) => return f.report(),
     };
     let token = match orch_server::Token::load_or_create(engine.home()) {
         Ok(t) => t,

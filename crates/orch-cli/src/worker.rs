@@ -88,10 +88,7 @@ pub fn worker(config: Option<&Path>, args: &WorkerArgs) -> u8 {
     };
     let engine = match crate::manage::engine_with(config, Some(registry)) {
         Ok(e) => e,
-        Err(e) => {
-            eprintln!("{e}");
-            return exit::INVALID;
-        }
+        Err(f) => return f.report(),
     };
     let runtime = match crate::manage::runtime() {
         Ok(rt) => rt,
@@ -171,20 +168,10 @@ pub fn worker(config: Option<&Path>, args: &WorkerArgs) -> u8 {
     })
 }
 
-/// The workers of the engine's store, read through a read-only opening (no
-/// database is created for it).
+/// The workers of the engine's store (`orch status` and `orch health` build
+/// the engine on a read-only opening of it).
 pub(crate) fn report(engine: &OrchestrationEngine) -> WorkerReport {
-    let store = match orch_engine::open_store_read_only(engine.store_url()) {
-        Ok(s) => s,
-        Err(e) => {
-            return WorkerReport {
-                status: orch_model::HealthStatus::Degraded,
-                workers: Vec::new(),
-                issues: vec![format!("workers: cannot open the store: {e}")],
-                forgotten: Vec::new(),
-            };
-        }
-    };
+    let store = engine.store();
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
