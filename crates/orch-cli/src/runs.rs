@@ -228,7 +228,9 @@ pub fn show(config: Option<&Path>, id: &str, json_out: bool, all: bool) -> u8 {
     let shown = orch_engine::Shown::of_saved(&r.definition);
     tasks.iter_mut().for_each(|t| shown.task(t));
     for it in &mut items {
-        it.items.iter_mut().for_each(|t| orch_engine::Shown::default().task(t));
+        it.items
+            .iter_mut()
+            .for_each(|t| orch_engine::Shown::default().task(t));
     }
     // A retry names the run it retries in its saved settings.
     let retry_of = orch_model::RunSettings::of_saved(&r.definition)
