@@ -37,7 +37,8 @@ commands:
                   cargo run --release -p orch-benches --bin pg-report    (PostgreSQL on 127.0.0.1:5432
                                 with two orch workers; skipped when it does not answer)
                   cargo run --release -p orch-benches --bin server-load  (orch serve under load from
-                                loopback, through wrk; skipped when wrk is not installed)
+                                loopback, through wrk, beside the bare HTTP stack (http-floor)
+                                under the same load; skipped when wrk is not installed)
   help          show this message (also: no command, -h, --help)
 
 exit status: 0 when every step succeeded, 1 when a step failed, 2 on a usage error";
@@ -226,6 +227,11 @@ fn plan(args: &[String]) -> Result<Plan, String> {
                     ),
                     cli_report,
                     pg_report,
+                    // The bare HTTP stack server-load measures beside orch.
+                    step(
+                        "build --release --quiet -p orch-benches --bin http-floor",
+                        "see the errors above",
+                    ),
                     server_load,
                 ],
             })
@@ -351,6 +357,11 @@ mod tests {
             quick.last().map(String::as_str),
             Some("run --release --quiet -p orch-benches --bin server-load -- --quick")
         );
+        let floor = quick
+            .iter()
+            .position(|c| c == "build --release --quiet -p orch-benches --bin http-floor")
+            .expect("the floor server is built");
+        assert_eq!(floor + 2, quick.len(), "built just before server-load");
     }
 
     #[test]
