@@ -251,11 +251,13 @@ fn a_step_that_runs_after_a_stop_is_not_stopped_by_the_cancel() {
 #[test]
 fn the_grace_ends_what_still_runs_and_a_zero_grace_starts_nothing() {
     // The finally step waits on a gate that never opens: the grace ends it.
+    // (`long` comes after `first`, so that the cancel, sent once `long`
+    // runs, finds `first` completed however slow the machine is.)
     let gate = Arc::new(Gate::default());
     let r = run_cancelled(
         "name: g\ncancel_grace: 200ms\nsteps:\n\
-         - {name: long, module: test, action: gate}\n\
          - {name: first, module: core, action: noop}\n\
+         - {name: long, module: test, action: gate, dependencies: [first]}\n\
          finally:\n\
          - {name: stuck, module: test, action: hold}\n\
          - {name: last, module: core, action: noop, dependencies: [stuck]}\n",
