@@ -6,34 +6,13 @@
 //! forgotten; `orch cancel` stops a step running on a worker.
 
 mod common;
+mod workers;
 
 use common::{orch_cmd, run};
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !cond() {
-        assert!(Instant::now() < deadline, "waited 60 s for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A worker process on `db` (killed when the test ends, if still alive).
-struct WorkerProc(Child);
-
-impl Drop for WorkerProc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn store(db: &Path) -> String {
-    format!("sqlite://{}", db.display())
-}
+use std::process::{Command, Stdio};
+use workers::{WorkerProc, store, wait_for};
 
 fn start_worker(dir: &Path, db: &Path, extra: &[&str]) -> WorkerProc {
     let child = orch_cmd(dir)

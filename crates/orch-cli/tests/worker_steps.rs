@@ -6,34 +6,13 @@
 //! run that waits for its concurrency key says so as an `orch:` notice.
 
 mod common;
+mod workers;
 
 use common::{orch_cmd, run};
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !cond() {
-        assert!(Instant::now() < deadline, "waited 60 s for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A worker process (killed when the test ends).
-struct WorkerProc(Child);
-
-impl Drop for WorkerProc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn store(db: &Path) -> String {
-    format!("sqlite://{}", db.display())
-}
+use std::process::Stdio;
+use workers::{WorkerProc, store, wait_for};
 
 fn start_worker(dir: &Path, db: &Path) -> WorkerProc {
     let child = orch_cmd(dir)
