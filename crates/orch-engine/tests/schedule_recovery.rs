@@ -349,3 +349,62 @@ fn a_claimer_that_was_alive_is_not_fired_twice() {
         );
     });
 }
+
+#[test]
+fn ticks_a_dead_leader_fired_after_its_last_mark_are_not_recorded_missed() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("orch.db");
+    write(dir.path(), "minutely", &ticker("minutely", "{every: 1m}"));
+    rt().block_on(async {
+        let (a, b) = (engine(dir.path(), &db), engine(dir.path(), &db));
+        let (sa, sb) = (scheduler(&a, "a"), scheduler(&b, "b"));
+        assert!(
+            sa.pass(t("2024-05-01T10:00:00.5Z"))
+                .await
+                .expect("pass")
+                .leader
+        );
+        // a fires 10:01 and 10:02 and is killed each time before it writes
+        // the schedule's mark (still 10:00:00.5).
+        for tick in ["2024-05-01T10:01:00Z", "2024-05-01T10:02:00Z"] {
+            let mut rec = TickRecord::new(
+                "minutely",
+                t(tick),
+                TickState::Fired,
+                TickCause::Schedule,
+                "a",
+                t(tick),
+            );
+            rec.run = Some(RunId::new());
+            assert!(
+                a.store()
+                    .create_record(rec.to_record())
+                    .await
+                    .expect("fire")
+            );
+        }
+        // b leads at 10:05: 10:05 fires; of the ticks after the mark, only
+        // 10:03 and 10:04 were missed (the range used to start at 10:01,
+        // collide with its record and not be written at all).
+        let r = sb.pass(t("2024-05-01T10:05:00.5Z")).await.expect("pass");
+        assert!(r.leader);
+        assert_eq!(r.fired.len(), 1, "{r:?}");
+        assert_eq!(r.fired[0].tick, t("2024-05-01T10:05:00Z"));
+        assert_eq!(r.missed.len(), 1, "{r:?}");
+        let m = r.missed[0].1;
+        assert_eq!(
+            (m.first, m.last, m.count),
+            (t("2024-05-01T10:03:00Z"), t("2024-05-01T10:04:00Z"), 2)
+        );
+        sb.wait_for_runs().await;
+        let rec = tick_of(&b, "minutely", "2024-05-01T10:03:00Z").await;
+        assert_eq!(
+            (rec.state, rec.by.as_str(), rec.last, rec.count),
+            (TickState::Missed, "b", Some(t("2024-05-01T10:04:00Z")), 2)
+        );
+        let rec = tick_of(&b, "minutely", "2024-05-01T10:01:00Z").await;
+        assert_eq!((rec.state, rec.by.as_str()), (TickState::Fired, "a"));
+        let info = &b.schedules(t("2024-05-01T10:05:30Z")).await.expect("list")[0];
+        assert_eq!(info.state.missed, 2);
+    });
+}

@@ -495,7 +495,11 @@ impl Scheduler {
             }
             return Ok(());
         }
-        if let Some(m) = p.missed {
+        let missed = match p.missed {
+            Some(m) => self.not_recorded(name, s, m).await?,
+            None => None,
+        };
+        if let Some(m) = missed {
             let cause = if paused {
                 TickCause::Paused
             } else {
@@ -563,6 +567,38 @@ impl Scheduler {
             state.since_prune = 0;
         }
         records::put_state(store.as_ref(), name, state, now).await
+    }
+
+    /// The ticks of `m` that no scheduler has recorded. A leader that
+    /// stopped after it recorded a tick (claimed, fired) and before it wrote
+    /// the schedule's new mark leaves ticks after the mark that were dealt
+    /// with: they are not missed, and the range's record, keyed by its
+    /// first tick, would otherwise collide with that tick's record and not
+    /// be written at all. Read only when ticks were missed (rare: after a
+    /// stop, a lapsed lease or a pause).
+    async fn not_recorded(
+        &self,
+        name: &str,
+        s: &Schedule,
+        m: Missed,
+    ) -> Result<Option<Missed>, OrchestrationError> {
+        let done = records::ticks(self.engine.store().as_ref(), Some(name))
+            .await?
+            .into_iter()
+            // The scheduler's own records: a trigger or a backfill may
+            // record any tick and says nothing of the ticks before it.
+            .filter(|t| {
+                matches!(
+                    t.cause,
+                    TickCause::Schedule | TickCause::CatchUp | TickCause::Paused
+                ) && t.tick <= m.last
+            })
+            .map(|t| t.last.unwrap_or(t.tick).min(m.last))
+            .max();
+        Ok(match done {
+            Some(d) => plan::after_recorded(s, m, d),
+            None => Some(m),
+        })
     }
 
     /// Keeps a run started here going to its end (dropping its handle

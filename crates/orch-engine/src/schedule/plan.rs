@@ -96,6 +96,24 @@ pub fn plan(s: &Schedule, mark: DateTime<Utc>, now: DateTime<Utc>, paused: bool)
     }
 }
 
+/// `m` without its ticks up to `done`, the newest tick a scheduler has
+/// already recorded (fired, claimed or missed) although the schedule's
+/// mark is older: a leader that stopped between recording a tick and
+/// writing its mark leaves that. `None` when no tick of `m` is left.
+pub fn after_recorded(s: &Schedule, m: Missed, done: DateTime<Utc>) -> Option<Missed> {
+    if done < m.first {
+        return Some(m);
+    }
+    let first = s.next_after(done).filter(|f| *f <= m.last)?;
+    let (count, more) = count(s, first, m.last);
+    Some(Missed {
+        first,
+        last: m.last,
+        count,
+        more,
+    })
+}
+
 /// How many ticks from `first` to `last`, both ticks (capped for cron).
 fn count(s: &Schedule, first: DateTime<Utc>, last: DateTime<Utc>) -> (u64, bool) {
     match &s.trigger {
@@ -205,6 +223,31 @@ mod tests {
         );
         assert_eq!(skip.fire, vec![(t("2024-05-01T11:00:00Z"), false)]);
         assert_eq!(skip.missed.map(|m| m.count), Some(5));
+    }
+
+    #[test]
+    fn a_missed_range_starts_after_the_ticks_already_recorded() {
+        let s = every_10m(CatchUp::Latest);
+        let m = Missed {
+            first: t("2024-05-01T10:10:00Z"),
+            last: t("2024-05-01T10:40:00Z"),
+            count: 4,
+            more: false,
+        };
+        // Nothing recorded inside the range: as it was.
+        assert_eq!(after_recorded(&s, m, t("2024-05-01T10:00:00Z")), Some(m));
+        // 10:10 and 10:20 recorded by a leader that did not write its mark.
+        assert_eq!(
+            after_recorded(&s, m, t("2024-05-01T10:20:00Z")),
+            Some(Missed {
+                first: t("2024-05-01T10:30:00Z"),
+                last: t("2024-05-01T10:40:00Z"),
+                count: 2,
+                more: false
+            })
+        );
+        // All of it recorded: nothing is missed.
+        assert_eq!(after_recorded(&s, m, t("2024-05-01T10:40:00Z")), None);
     }
 
     #[test]
