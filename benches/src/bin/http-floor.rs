@@ -1,5 +1,6 @@
 //! The floor under `orch serve`'s figures (`server-load`): the same HTTP
-//! stack (axum on a multi-threaded tokio runtime, `TCP_NODELAY`) answering
+//! stack (axum on one thread's tokio runtime, as `orch serve` answers by
+//! default, `TCP_NODELAY`) answering
 //! every request with fixed bytes, with no store, no token check and no
 //! serialisation. `server-load` gives it orch's own answer to
 //! `GET /runs/{id}` and loads both with the same `wrk`, so that the report
@@ -25,7 +26,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap_or_else(|e| {

@@ -4,10 +4,12 @@
 //! Sent Event streams held open on one running run (the server's resident
 //! memory before, with them open, a while later, and after they ended).
 //!
-//! `cargo run --release -p orch-benches --bin server-load [-- --quick] [--orch PATH]`
+//! `cargo run --release -p orch-benches --bin server-load [-- --quick] [--orch PATH] [--rounds N] [--wrk-threads N]`
 //! (`cargo xtask bench` runs it after building the release `orch`). It needs
 //! `wrk` (Debian: `apt-get install wrk`); without it the report says so in
-//! one line and exits 0. `--quick`: 1,000 runs, 3 s of load, 100 streams.
+//! one line and exits 0. `--quick`: 1,000 runs, 1 round of 3 s of load, 100
+//! streams. `--rounds` (default 3): loads of each server, in turns, and
+//! their medians. `--wrk-threads` (default 2): wrk's `-t`.
 //!
 //! Definitions:
 //! - the runs are made by the library (a one-step run each, journaled in
@@ -22,8 +24,10 @@
 //! - memory: `VmRSS` of the `orch serve` process from `/proc`;
 //! - the floor: `http-floor` (built beside this program) serving the bytes
 //!   of orch's answer from the same HTTP stack with nothing else, under the
-//!   same `wrk` load: what the machine, `wrk` and axum cost before orch
-//!   does any work.
+//!   same `wrk` load, in turns with orch's: what the machine, `wrk` and
+//!   axum cost before orch does any work (a round where both are slow is
+//!   the machine's, not orch's);
+//! - the medians: of each column over the rounds, on its own.
 
 use orch_benches::run_orch_stored;
 use orch_model::{Format, Limits, load_workflow};
@@ -39,6 +43,10 @@ use std::time::{Duration, Instant};
 /// How big a load.
 struct Sizes {
     runs: usize,
+    /// `wrk`'s threads (`-t`).
+    wrk_threads: usize,
+    /// Loads of each server, in turns.
+    rounds: usize,
     seconds: u32,
     clients: usize,
     streams: usize,
@@ -239,7 +247,7 @@ struct Load {
 /// headers `headers`; an error if any answer was not 2xx.
 fn wrk(url: &str, headers: &[String], s: &Sizes) -> Result<Load, String> {
     let mut args = vec![
-        "-t2".to_owned(),
+        format!("-t{}", s.wrk_threads),
         format!("-c{}", s.clients),
         format!("-d{}s", s.seconds),
         "--latency".to_owned(),
@@ -267,20 +275,52 @@ fn wrk(url: &str, headers: &[String], s: &Sizes) -> Result<Load, String> {
     })
 }
 
-/// The report's row for `load` under `label`, with the server's CPU time
-/// per request (`cpu` µs over the load).
-fn row(label: &str, load: &Load, cpu: u64) {
-    // The server's CPU time per answer: what a request costs, whatever
-    // else the machine is doing (the latencies depend on that too).
-    let per = if load.requests > 0 {
+/// What one server gave over a load: `wrk`'s figures and the server's CPU
+/// time per answer (µs), a figure that depends less on what else the
+/// machine is doing than latencies do.
+struct Round {
+    load: Load,
+    cpu_per: f64,
+}
+
+/// `wrk` on `url` against the process `pid`, with its CPU time measured.
+fn round(url: &str, headers: &[String], pid: u32, s: &Sizes) -> Result<Round, String> {
+    let before = cpu_us(pid);
+    let load = wrk(url, headers, s)?;
+    let cpu = cpu_us(pid).saturating_sub(before);
+    let cpu_per = if load.requests > 0 {
         cpu as f64 / load.requests as f64
     } else {
         0.0
     };
+    Ok(Round { load, cpu_per })
+}
+
+/// The report's row for `r` under `label`.
+fn row(label: &str, r: &Round) {
     println!(
-        "| {label} | {:.2} ms | {:.2} ms | {:.2} ms | {:.0} | {per:.1} µs |",
-        load.p50, load.p90, load.p99, load.rps
+        "| {label} | {:.2} ms | {:.2} ms | {:.2} ms | {:.0} | {:.1} µs |",
+        r.load.p50, r.load.p90, r.load.p99, r.load.rps, r.cpu_per
     );
+}
+
+/// The median of each column of `rs` (each on its own).
+fn median(rs: &[Round]) -> Round {
+    let mid = |f: &dyn Fn(&Round) -> f64| {
+        let mut v: Vec<f64> = rs.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    Round {
+        load: Load {
+            p50: mid(&|r| r.load.p50),
+            p90: mid(&|r| r.load.p90),
+            p99: mid(&|r| r.load.p99),
+            rps: mid(&|r| r.load.rps),
+            requests: 0,
+        },
+        cpu_per: mid(&|r| r.cpu_per),
+    }
 }
 
 fn get_load(
@@ -295,36 +335,53 @@ fn get_load(
         return Err(format!("GET /runs/{run} answered {status}: {body}"));
     }
     let url = format!("http://{}/runs/{run}", server.addr);
-    let cpu_before = cpu_us(server.pid());
-    let load = wrk(
-        &url,
-        &[format!("Authorization: Bearer {}", server.token)],
-        s,
-    )?;
-    let cpu = cpu_us(server.pid()).saturating_sub(cpu_before);
-    row(
-        &format!(
-            "`GET /runs/{{id}}`, {} runs stored, {} clients, {} s",
-            s.runs, s.clients, s.seconds
-        ),
-        &load,
-        cpu,
-    );
-    // The same answer's bytes from the bare HTTP stack, under the same load.
-    let Some(floor) = floor else {
-        return Ok(());
+    let auth = [format!("Authorization: Bearer {}", server.token)];
+    // The same answer's bytes from the bare HTTP stack, under the same
+    // load, in turns with orch's (what the machine does meanwhile weighs
+    // on both alike).
+    let bare = match floor {
+        Some(floor) => {
+            let body_file = dir.join("answer.json");
+            std::fs::write(&body_file, &body)
+                .map_err(|e| format!("{}: {e}", body_file.display()))?;
+            Some(Floor::start(floor, &body_file)?)
+        }
+        None => None,
     };
-    let body_file = dir.join("answer.json");
-    std::fs::write(&body_file, &body).map_err(|e| format!("{}: {e}", body_file.display()))?;
-    let bare = Floor::start(floor, &body_file)?;
-    let cpu_before = cpu_us(bare.child.id());
-    let load = wrk(&format!("http://{}/runs/{run}", bare.addr), &[], s)?;
-    let cpu = cpu_us(bare.child.id()).saturating_sub(cpu_before);
-    row(
-        "the same answer's bytes from the bare HTTP stack (`http-floor`: axum, no store, no token), same load",
-        &load,
-        cpu,
+    let what = format!(
+        "`GET /runs/{{id}}`, {} runs stored, {} clients, {} s",
+        s.runs, s.clients, s.seconds
     );
+    let bare_what =
+        "the same answer's bytes from the bare HTTP stack (`http-floor`: axum, no store, no token)";
+    let (mut mine, mut theirs) = (Vec::new(), Vec::new());
+    for i in 1..=s.rounds {
+        let r = round(&url, &auth, server.pid(), s)?;
+        row(&format!("{what}, round {i}"), &r);
+        mine.push(r);
+        if let Some(bare) = &bare {
+            let r = round(
+                &format!("http://{}/runs/{run}", bare.addr),
+                &[],
+                bare.child.id(),
+                s,
+            )?;
+            row(&format!("{bare_what}, round {i}"), &r);
+            theirs.push(r);
+        }
+    }
+    if s.rounds > 1 {
+        row(
+            &format!("**{what}: median of {} rounds**", s.rounds),
+            &median(&mine),
+        );
+        if !theirs.is_empty() {
+            row(
+                &format!("{bare_what}: median of {} rounds", s.rounds),
+                &median(&theirs),
+            );
+        }
+    }
     Ok(())
 }
 
@@ -476,9 +533,21 @@ fn main() {
         );
         std::process::exit(2);
     }
+    let wrk_threads = args
+        .iter()
+        .position(|a| a == "--wrk-threads")
+        .and_then(|i| args.get(i + 1)?.parse().ok())
+        .unwrap_or(2);
+    let rounds = args
+        .iter()
+        .position(|a| a == "--rounds")
+        .and_then(|i| args.get(i + 1)?.parse::<usize>().ok())
+        .map(|n| n.max(1));
     let sizes = if quick {
         Sizes {
             runs: 1_000,
+            wrk_threads,
+            rounds: rounds.unwrap_or(1),
             seconds: 3,
             clients: 100,
             streams: 100,
@@ -486,6 +555,8 @@ fn main() {
     } else {
         Sizes {
             runs: 10_000,
+            wrk_threads,
+            rounds: rounds.unwrap_or(3),
             seconds: 10,
             clients: 100,
             streams: 1_000,
@@ -505,6 +576,9 @@ fn main() {
         println!("| load | p50 | p90 | p99 | requests/s | server CPU per request |");
         println!("|---|---|---|---|---|---|");
         get_load(&server, &dir, &run, &sizes, floor.as_deref())?;
+        if std::env::var_os("SERVER_LOAD_NO_STREAMS").is_some() {
+            return Ok(());
+        }
         println!();
         println!("| streams | server RSS before | with them open | held | after | per stream |");
         println!("|---|---|---|---|---|---|");

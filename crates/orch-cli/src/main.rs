@@ -497,6 +497,11 @@ enum Command {
         /// The largest request body, in bytes (default 16 MiB).
         #[arg(long, value_name = "BYTES", default_value_t = orch_server::DEFAULT_BODY_LIMIT)]
         body_limit: usize,
+        /// How many threads answer requests, apart from the runs' threads (default 1: one thread
+        /// answers tens of thousands of small requests a second; more help with slow requests).
+        #[arg(long, value_name = "N", default_value_t = 1,
+              value_parser = clap::value_parser!(u16).range(1..=256))]
+        api_threads: u16,
     },
     /// Print the JSON Schema of the workflow format, for editors (docs/workflow-format.md):
     /// every field, and the parameters of each built-in action.
@@ -704,12 +709,14 @@ fn main() -> ExitCode {
             bind,
             cors,
             body_limit,
+            api_threads,
         } => serve::serve(
             config,
             &serve::ServeArgs {
                 bind,
                 cors,
                 body_limit,
+                api_threads: usize::from(api_threads),
             },
         ),
         Command::Graph {

@@ -6,6 +6,12 @@
 //! signal the server stops taking requests, its event streams end, and runs
 //! it started are given a few seconds, then cancelled (`orch resume` goes on
 //! with them).
+//!
+//! The API answers on threads of its own (`--api-threads`, default one: a
+//! single-threaded runtime), apart from the runtime the engine's runs,
+//! schedules and metrics go on: a busy run does not slow the answers, nor
+//! the answers a run, and with one thread an answer never waits for a
+//! handover between threads (docs/server.md, "Threads").
 
 use crate::exit;
 use std::net::SocketAddr;
@@ -25,6 +31,8 @@ pub struct ServeArgs {
     pub cors: Option<String>,
     /// The largest request body, in bytes.
     pub body_limit: usize,
+    /// How many threads answer requests (at least 1).
+    pub api_threads: usize,
 }
 
 /// Runs `orch serve`.
@@ -72,7 +80,9 @@ pub fn serve(config: Option<&Path>, args: &ServeArgs) -> u8 {
                 return exit::INTERNAL;
             }
         };
-        let listener = match tokio::net::TcpListener::bind(args.bind).await {
+        let listener = match std::net::TcpListener::bind(args.bind)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        {
             Ok(l) => l,
             Err(e) => {
                 eprintln!(
@@ -102,23 +112,47 @@ pub fn serve(config: Option<&Path>, args: &ServeArgs) -> u8 {
             "orch serve: http://{addr} (store {}); GET /openapi.json lists the routes; Ctrl-C stops",
             engine.store_url()
         );
-        let shutdown = async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        };
         let config = orch_server::ServerConfig {
             body_limit: args.body_limit,
             cors: args.cors.clone(),
             metrics: Some(orch_server::MetricsRender::new(move || metrics.render())),
             ..orch_server::ServerConfig::default()
         };
+        // Runs started through the API go on this runtime, not the API's.
+        engine.spawn_runs_on(tokio::runtime::Handle::current());
         // Schedules fire here while the server runs (one process of those
         // sharing the store fires each tick).
         let scheduler = crate::schedule::start(&engine, None);
-        let served =
-            orch_server::serve(engine.clone(), token, config, listener, shutdown).await;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut served = match api(
+            engine.clone(),
+            token,
+            config,
+            listener,
+            args.api_threads,
+            async move {
+                let _ = stopped.await;
+            },
+        ) {
+            Ok(rx) => rx,
+            Err(e) => {
+                eprintln!("orch: cannot start the API's thread: {e}");
+                return exit::INTERNAL;
+            }
+        };
+        let early = tokio::select! {
+            r = &mut served => Some(r),
+            _ = term.recv() => None,
+            _ = int.recv() => None,
+        };
+        let served = match early {
+            Some(r) => r,
+            None => {
+                let _ = stop.send(());
+                served.await
+            }
+        }
+        .unwrap_or_else(|_| Err(std::io::Error::other("the API's thread ended without a word")));
         if let Some(s) = scheduler {
             s.stop();
             s.join().await;
@@ -141,4 +175,41 @@ pub fn serve(config: Option<&Path>, args: &ServeArgs) -> u8 {
         }
         code
     })
+}
+
+/// Serves the API on a thread of its own, on a runtime of `threads`
+/// threads (a single-threaded one for 1), until `shutdown`; the receiver
+/// gets the outcome.
+fn api(
+    engine: orch_engine::OrchestrationEngine,
+    token: orch_server::Token,
+    config: orch_server::ServerConfig,
+    listener: std::net::TcpListener,
+    threads: usize,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<tokio::sync::oneshot::Receiver<std::io::Result<()>>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("orch-api".into())
+        .spawn(move || {
+            let rt = if threads <= 1 {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            } else {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(threads)
+                    .thread_name("orch-api")
+                    .enable_all()
+                    .build()
+            };
+            let served = rt.and_then(|rt| {
+                rt.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                    orch_server::serve(engine, token, config, listener, shutdown).await
+                })
+            });
+            let _ = tx.send(served);
+        })?;
+    Ok(rx)
 }

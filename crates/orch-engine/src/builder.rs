@@ -200,6 +200,7 @@ impl EngineBuilder {
                 counters: Counters::default(),
                 started: Instant::now(),
                 records: orch_tasks::RecordWriter::new(store_for_records)?,
+                runtime: std::sync::OnceLock::new(),
             }),
         };
         // Expired sessions are also ended on every call; this sweep every

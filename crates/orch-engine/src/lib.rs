@@ -144,6 +144,9 @@ struct Inner {
     started: Instant,
     /// Writes session records to the store.
     records: orch_tasks::RecordWriter,
+    /// The runtime runs are spawned on, when set
+    /// ([`OrchestrationEngine::spawn_runs_on`]); otherwise the caller's.
+    runtime: std::sync::OnceLock<tokio::runtime::Handle>,
 }
 
 /// The orchestration facade (seed: `OrchestrationEngine`). Cloning is cheap and shares everything.
@@ -238,6 +241,30 @@ impl OrchestrationEngine {
     /// The home directory the defaults live under.
     pub fn home(&self) -> &Path {
         &self.inner.home
+    }
+
+    /// Spawns the task of every run started from now on on `rt`'s runtime,
+    /// whichever runtime the caller is on: a server that answers on a
+    /// runtime of its own (`orch serve`) keeps the runs it starts off its
+    /// threads, and they go on when that runtime ends. Without it a run's
+    /// task is spawned on the runtime of the call that starts it. Set once:
+    /// false (and nothing changed) when it was set before.
+    pub fn spawn_runs_on(&self, rt: tokio::runtime::Handle) -> bool {
+        self.inner.runtime.set(rt).is_ok()
+    }
+
+    /// Spawns `f` on the runs' runtime ([`Self::spawn_runs_on`]), or on
+    /// the caller's: for a task that belongs with the runs, such as one
+    /// that holds a run's handle until the run ends.
+    pub fn spawn<F>(&self, f: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match self.inner.runtime.get() {
+            Some(rt) => rt.spawn(f),
+            None => tokio::spawn(f),
+        }
     }
 
     fn check_accepting(&self) -> Result<(), OrchestrationError> {

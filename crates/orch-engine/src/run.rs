@@ -418,7 +418,7 @@ impl OrchestrationEngine {
         // The wait for a concurrency slot is told on the run's events.
         let gate_events = ov.events.clone();
         let run_wf = wf.clone();
-        let task = tokio::spawn(async move {
+        let task = self.spawn(async move {
             let label = run_wf.workflow().name.clone();
             let wm = me.inner.workflows.clone();
             let pm = me.inner.projects.clone();

@@ -115,7 +115,7 @@ impl OrchestrationEngine {
         })?;
         self.close_session(&sid);
         let store = self.inner.store.clone();
-        let task = tokio::spawn(follow(store, run_id, wf, events, cancel));
+        let task = self.spawn(follow(store, run_id, wf, events, cancel));
         Ok((sid, task))
     }
 }

@@ -305,3 +305,50 @@ fn an_enclosing_project_counts_only_when_the_user_owns_it() {
         "another user's project directory must not be used"
     );
 }
+
+/// A run started from another runtime (a server answering on its own
+/// thread) is spawned on the runtime the engine was given, and goes on when
+/// the caller's runtime ends; without it, the caller's runtime holds it.
+#[test]
+fn runs_started_from_another_runtime_go_on_the_runtime_the_engine_was_given() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let main = tokio::runtime::Runtime::new().expect("runtime");
+    let engine = main.block_on(async {
+        OrchestrationEngine::builder()
+            .home(dir.path())
+            .work_dir(dir.path())
+            .store(Arc::new(orch_tasks::MemoryStore::default()))
+            .build()
+            .expect("engine")
+    });
+    let slow = || {
+        Workflow::new("slow", "")
+            .step(WorkflowStep::new("z", "core", "sleep").param("ms", json!(300)))
+    };
+    // Started on a runtime that ends at once.
+    let start = |engine: &OrchestrationEngine| {
+        let e = engine.clone();
+        let wf = slow();
+        std::thread::spawn(move || {
+            let api = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            api.block_on(e.run(RunRequest::new(RunTarget::Workflow(Box::new(wf)))))
+                .expect("started")
+            // `api` ends here, with every task spawned on it.
+        })
+        .join()
+        .expect("thread")
+    };
+    let orphan = start(&engine);
+    assert!(
+        main.block_on(orphan.report()).is_err(),
+        "without a runtime given, the run lived on the caller's, which ended"
+    );
+    assert!(engine.spawn_runs_on(main.handle().clone()));
+    assert!(!engine.spawn_runs_on(main.handle().clone()), "set once");
+    let handle = start(&engine);
+    let report = main.block_on(handle.report()).expect("report");
+    assert_eq!(report.status, WorkflowStatus::Completed);
+}

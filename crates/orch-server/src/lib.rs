@@ -137,7 +137,9 @@ impl AppState {
             },
         );
         let st = self.clone();
-        tokio::spawn(async move {
+        // On the runs' runtime: the handle lives as long as its run, also
+        // when the server's own runtime ends first.
+        self.engine().spawn(async move {
             // The outcome is in the store; a run that could not be recorded
             // has nothing more to tell here.
             let _ = handle.report().await;
