@@ -470,7 +470,7 @@ enum Command {
         /// Once this worker is lost (killed outright: silent for two leases), how long status and
         /// health still show it; then it is forgotten and its record removed. Default: 10
         /// leases, at least 1m.
-        #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+        #[arg(long, value_name = "DURATION", value_parser = parse_timeout_arg)]
         forget_after: Option<std::time::Duration>,
     },
     /// The schedules of the workflows directory (docs/schedules.md), which `orch serve` and

@@ -192,6 +192,13 @@ fn reading_commands_create_nothing_in_postgres_and_read_a_fresh_schema_as_empty(
         let (_, _, err) = orch(d, &url, &["runs", "show", "last"]);
         assert!(err.contains("there are no runs yet"), "{err}");
     }
+    // A password in the URL is never shown (the server trusts this user,
+    // whatever the password).
+    let secret = db.url("password=hunter2");
+    let (code, out, err) = orch(d, &secret, &["runs", "list"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("password=***"), "{out}");
+    assert!(!format!("{out}{err}").contains("hunter2"), "{out}{err}");
 
     // A command that writes creates the schema; then the reading ones read it.
     let url = db.url("schema=fresh");

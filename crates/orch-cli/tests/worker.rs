@@ -134,6 +134,14 @@ fn detach_on_a_store_of_this_process_only_is_refused() {
 }
 
 #[test]
+fn a_zero_forget_after_is_refused() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (code, _, err) = run(dir.path(), &["worker", "--forget-after", "0s"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--forget-after"), "{err}");
+}
+
+#[test]
 fn sigterm_stops_a_worker_within_its_grace_period_and_hands_its_step_back() {
     let dir = tempfile::tempdir().expect("dir");
     let db = dir.path().join("shared.db");

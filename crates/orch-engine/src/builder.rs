@@ -182,7 +182,8 @@ impl EngineBuilder {
                 projects,
                 resources,
                 store,
-                store_url,
+                // Shown in messages and status: never with its password.
+                store_url: orch_model::store::redact_url(&store_url),
                 cache,
                 max_workers,
                 sessions: Mutex::new(HashMap::new()),

@@ -228,7 +228,9 @@ impl OrchestrationEngine {
         &self.inner.store
     }
 
-    /// The store's URL (`sqlite://$ORCH_HOME/orch.db` unless configured).
+    /// The store's URL (`sqlite://$ORCH_HOME/orch.db` unless configured),
+    /// as it may be shown: a password in it reads `***`
+    /// ([`orch_model::store::redact_url`]; the configuration has it whole).
     pub fn store_url(&self) -> &str {
         &self.inner.store_url
     }

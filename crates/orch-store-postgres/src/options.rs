@@ -1,5 +1,6 @@
 //! How a store is opened: the URL and its options.
 
+use orch_model::store::redact_url as redact;
 use orch_model::{OrchestrationError, Result};
 use std::time::Duration;
 
@@ -200,25 +201,6 @@ fn check_schema(name: &str) -> std::result::Result<String, String> {
     } else {
         Err("is not a schema name this store accepts: lowercase letters, digits and `_`, starting with a letter or `_`, at most 63".to_owned())
     }
-}
-
-/// `scheme://user:secret@host` as `scheme://user:***@host`; a `password=`
-/// option as `password=***`.
-fn redact(url: &str) -> String {
-    let mut out = url.to_owned();
-    if let Some((scheme, rest)) = url.split_once("://") {
-        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        if let Some(at) = rest[..authority_end].rfind('@') {
-            if let Some(colon) = rest[..at].find(':') {
-                out = format!("{scheme}://{}:***{}", &rest[..colon], &rest[at..]);
-            }
-        }
-    }
-    if let Some(i) = out.find("password=") {
-        let end = out[i..].find('&').map_or(out.len(), |e| i + e);
-        out.replace_range(i + "password=".len()..end, "***");
-    }
-    out
 }
 
 #[cfg(test)]

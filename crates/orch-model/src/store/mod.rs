@@ -14,6 +14,7 @@ mod output;
 mod progress;
 mod rules;
 mod types;
+mod url;
 
 pub use concerns::{CacheStore, ClaimStore, RecordStore, WakeStore};
 pub use leader::{LeaderStore, lease_end};
@@ -30,6 +31,7 @@ pub use types::{
     RecordKind, ResourceAmounts, RunRecord, SUBMITTED_OWNER, StoredEvent, TakeOver, TaskCounts,
     TaskOutcome, TaskRecord,
 };
+pub use url::redact_url;
 
 use crate::enums::WorkflowStatus;
 use crate::error::Result;
