@@ -6,10 +6,11 @@
 //! run that waits for its concurrency key says so as an `orch:` notice.
 
 mod common;
+mod serving;
 mod workers;
 
 use common::{orch_cmd, run};
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Stdio;
 use workers::{WorkerProc, store, wait_for};
@@ -130,6 +131,48 @@ fn skipped_and_gathering_steps_show_alike_on_workers_and_locally() {
     };
     assert_eq!(row("alert"), ["alert", "skipped", "0", "-", "-"], "{table}");
     assert_eq!(row("fan"), ["fan", "completed", "0", "-", "-"], "{table}");
+
+    // `orch serve` on the same store shows them so too, in a run's steps
+    // and a step alone.
+    let s = serving::serve(d, &["--store", &store(&db)], &[]);
+    let (status, body) = serving::request(&s, "GET", &format!("/runs/{id}/steps"), "");
+    assert_eq!(status, 200, "{body}");
+    let listed: Value = serde_json::from_str(&body).expect("json");
+    let step = |name: &str| {
+        listed["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .find(|t| t["name"] == name)
+            .map(|t| {
+                (
+                    t["attempt"].clone(),
+                    t["started_at"].clone(),
+                    t["note"].clone(),
+                )
+            })
+            .unwrap_or_else(|| panic!("{name}: {body}"))
+    };
+    assert_eq!(
+        step("alert"),
+        (
+            json!(0),
+            Value::Null,
+            json!("no upstream step failed (run_if: failure)")
+        )
+    );
+    assert_eq!(
+        step("fan"),
+        (json!(0), Value::Null, json!("3 items gathered"))
+    );
+    assert_eq!(step("a").0, json!(1));
+    let (status, body) = serving::request(&s, "GET", &format!("/runs/{id}/steps/fan"), "");
+    assert_eq!(status, 200, "{body}");
+    let one: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(
+        (one["attempt"].clone(), one["note"].clone()),
+        (json!(0), json!("3 items gathered"))
+    );
 }
 
 #[test]

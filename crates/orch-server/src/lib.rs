@@ -42,7 +42,7 @@ pub use ui::{ASSETS, Asset};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use orch_engine::OrchestrationEngine;
-use orch_model::RunId;
+use orch_model::{OrchestrationError, RunId};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -93,7 +93,14 @@ struct Shared {
     stopping: watch::Receiver<bool>,
     /// Woken when a run started here ends (streams look at once).
     ended: Notify,
+    /// How each run's stored steps are shown, by run (made from its
+    /// definition, which never changes; at most [`SHOWN_KEPT`]).
+    shown: Mutex<HashMap<RunId, Arc<orch_engine::Shown>>>,
 }
+
+/// Most runs whose [`orch_engine::Shown`] is kept (all are dropped when
+/// one more comes: each is made again from one read).
+const SHOWN_KEPT: usize = 1024;
 
 /// What every handler gets.
 #[derive(Clone)]
@@ -147,6 +154,38 @@ impl AppState {
             st.ended().notify_waiters();
         });
     }
+    /// How run `run`'s stored steps are shown: a step a worker skipped or
+    /// that gathered a fan-out's items made no attempt, although the
+    /// worker's claim counted one in the store (`orch_engine::Shown`, as
+    /// `orch runs show` shows them).
+    pub(crate) async fn shown(
+        &self,
+        run: RunId,
+    ) -> Result<Arc<orch_engine::Shown>, OrchestrationError> {
+        if let Some(s) = self.shown_map().get(&run) {
+            return Ok(s.clone());
+        }
+        let definition = self
+            .engine()
+            .store()
+            .get_run(run)
+            .await?
+            .map(|r| r.definition)
+            .unwrap_or_default();
+        let s = Arc::new(orch_engine::Shown::of_saved(&definition));
+        let mut m = self.shown_map();
+        if m.len() >= SHOWN_KEPT {
+            m.clear();
+        }
+        m.insert(run, s.clone());
+        Ok(s)
+    }
+    fn shown_map(&self) -> MutexGuard<'_, HashMap<RunId, Arc<orch_engine::Shown>>> {
+        self.0
+            .shown
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
     /// Whether a run started here is still going.
     pub(crate) fn is_driven(&self, id: RunId) -> bool {
         self.driven().contains_key(&id)
@@ -186,6 +225,7 @@ pub fn router(
         driven: Mutex::new(HashMap::new()),
         stopping,
         ended: Notify::new(),
+        shown: Mutex::new(HashMap::new()),
     }));
     let mut app: Router<AppState> = Router::new();
     for r in ROUTES {

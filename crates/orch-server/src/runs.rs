@@ -442,7 +442,9 @@ pub(crate) async fn steps(
         .transpose()?;
     let store = st.engine().store();
     let r = find_run(store, &id).await?;
-    let tasks = store.tasks(r.id).await?;
+    let mut tasks = store.tasks(r.id).await?;
+    let shown = st.shown(r.id).await?;
+    tasks.iter_mut().for_each(|t| shown.task(t));
     let total = tasks.len();
     let page: Vec<&TaskRecord> = tasks
         .iter()
@@ -473,7 +475,7 @@ pub(crate) async fn find_step(
     )?;
     let store = st.engine().store();
     let r = find_run(store, id).await?;
-    let t = store
+    let mut t = store
         .tasks(r.id)
         .await?
         .into_iter()
@@ -484,6 +486,7 @@ pub(crate) async fn find_step(
                 r.id, r.id
             ))
         })?;
+    st.shown(r.id).await?.task(&mut t);
     Ok((r, t))
 }
 
