@@ -60,6 +60,29 @@ fn scheduler(e: &OrchestrationEngine, holder: &str) -> Scheduler {
     .expect("a scheduler")
 }
 
+/// Two engines on one SQLite file, `a` and `b`, with their schedulers; `a`
+/// leads from its first pass, at 10:00:00.5 (where the schedules' marks
+/// start).
+async fn a_leads(
+    home: &Path,
+    db: &Path,
+) -> (
+    OrchestrationEngine,
+    OrchestrationEngine,
+    Scheduler,
+    Scheduler,
+) {
+    let (a, b) = (engine(home, db), engine(home, db));
+    let (sa, sb) = (scheduler(&a, "a"), scheduler(&b, "b"));
+    assert!(
+        sa.pass(t("2024-05-01T10:00:00.5Z"))
+            .await
+            .expect("pass")
+            .leader
+    );
+    (a, b, sa, sb)
+}
+
 /// What a process that stopped right after its claim leaves: the tick's
 /// record, `firing`, with the run id it meant to start.
 async fn claim(store: &dyn Store, wf: &str, tick: &str, by: &str, at: &str) -> RunId {
@@ -103,14 +126,7 @@ fn a_tick_left_firing_by_a_dead_leader_is_fired_by_the_next_with_the_claims_run(
     let db = dir.path().join("orch.db");
     write(dir.path(), "minutely", &ticker("minutely", "{every: 1m}"));
     rt().block_on(async {
-        let (a, b) = (engine(dir.path(), &db), engine(dir.path(), &db));
-        let (sa, sb) = (scheduler(&a, "a"), scheduler(&b, "b"));
-        assert!(
-            sa.pass(t("2024-05-01T10:00:00.5Z"))
-                .await
-                .expect("pass")
-                .leader
-        );
+        let (a, b, _sa, sb) = a_leads(dir.path(), &db).await;
         // a claims 10:01 and dies before starting the run (and before its
         // lease, renewed at 10:00:00.5, would have been renewed again).
         let run = claim(
@@ -264,14 +280,7 @@ fn a_claimer_that_was_alive_is_not_fired_twice() {
     let db = dir.path().join("orch.db");
     write(dir.path(), "minutely", &ticker("minutely", "{every: 1m}"));
     rt().block_on(async {
-        let (a, b) = (engine(dir.path(), &db), engine(dir.path(), &db));
-        let (sa, sb) = (scheduler(&a, "a"), scheduler(&b, "b"));
-        assert!(
-            sa.pass(t("2024-05-01T10:00:00.5Z"))
-                .await
-                .expect("pass")
-                .leader
-        );
+        let (a, b, _sa, sb) = a_leads(dir.path(), &db).await;
         let wf = a.scheduled_workflows().remove(0).1;
 
         // 1. a started its run but stopped before noting it: the record
@@ -356,14 +365,7 @@ fn ticks_a_dead_leader_fired_after_its_last_mark_are_not_recorded_missed() {
     let db = dir.path().join("orch.db");
     write(dir.path(), "minutely", &ticker("minutely", "{every: 1m}"));
     rt().block_on(async {
-        let (a, b) = (engine(dir.path(), &db), engine(dir.path(), &db));
-        let (sa, sb) = (scheduler(&a, "a"), scheduler(&b, "b"));
-        assert!(
-            sa.pass(t("2024-05-01T10:00:00.5Z"))
-                .await
-                .expect("pass")
-                .leader
-        );
+        let (a, b, _sa, sb) = a_leads(dir.path(), &db).await;
         // a fires 10:01 and 10:02 and is killed each time before it writes
         // the schedule's mark (still 10:00:00.5).
         for tick in ["2024-05-01T10:01:00Z", "2024-05-01T10:02:00Z"] {
