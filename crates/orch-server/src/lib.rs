@@ -80,6 +80,9 @@ impl Default for ServerConfig {
 /// A run this server started and still drives: asked to stop by its token.
 struct Driven {
     cancel: tokio_util::sync::CancellationToken,
+    /// While it waits for a slot of its concurrency key, before it is
+    /// recorded: the key, the limit, the holders.
+    waiting: Option<serde_json::Value>,
 }
 
 struct Shared {
@@ -134,13 +137,15 @@ impl AppState {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
-    /// Keeps a run started here until it ends.
-    pub(crate) fn drive(&self, handle: orch_engine::RunHandle) {
+    /// Keeps a run started here until it ends; `waiting`: what it waits
+    /// for, when it waits for a slot of its concurrency key.
+    pub(crate) fn drive(&self, handle: orch_engine::RunHandle, waiting: Option<serde_json::Value>) {
         let id = handle.run_id();
         self.driven().insert(
             id,
             Driven {
                 cancel: handle.cancel_token(),
+                waiting,
             },
         );
         let st = self.clone();
@@ -185,6 +190,11 @@ impl AppState {
             .shown
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+    /// What run `id`, started here, waits for, while it waits for its
+    /// concurrency key and is not recorded yet.
+    pub(crate) fn waiting(&self, id: RunId) -> Option<serde_json::Value> {
+        self.driven().get(&id).and_then(|d| d.waiting.clone())
     }
     /// Whether a run started here is still going.
     pub(crate) fn is_driven(&self, id: RunId) -> bool {

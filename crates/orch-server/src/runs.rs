@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
-use orch_engine::{CancelOutcome, RunRequest, RunState, RunTarget};
+use orch_engine::{CancelOutcome, Event, RunRequest, RunState, RunTarget};
 use orch_model::definition::NameKind;
 use orch_model::store::{RunRecord, TaskRecord};
 use orch_model::{ExecutionMode, RunId, TaskStatus, WorkflowStatus};
@@ -19,6 +19,7 @@ use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 /// The query of a request, checked against the keys its route documents.
 pub(crate) type RawQuery = Result<Query<HashMap<String, String>>, QueryRejection>;
@@ -193,14 +194,63 @@ pub(crate) async fn start(
     req.run_timeout = timeout_of(body.timeout.as_ref())?;
     req.no_cache = body.no_cache;
     req.detach = body.detach;
-    let handle = st.engine().run(req).await?;
+    // A run driven here tells with its first event whether it waits for its
+    // concurrency key (a submitted one is recorded `queued` instead).
+    req.events = !body.detach;
+    let mut handle = st.engine().run(req).await?;
     let (id, session) = (handle.run_id(), handle.session_id());
     let workflow = handle.workflow().workflow().name.clone();
+    let answer = |state: &str| {
+        json!({
+            "run_id": id,
+            "session_id": session,
+            "workflow": workflow,
+            "state": state,
+            "links": {
+                "run": format!("/runs/{id}"),
+                "events": format!("/runs/{id}/events"),
+                "stream": format!("/runs/{id}/events/stream"),
+            },
+        })
+    };
     if body.detach {
         // A submitted run is the workers'; its handle only follows it.
         drop(handle);
     } else {
-        st.drive(handle);
+        let mut events = handle.events();
+        let mut how = began(events.as_mut()).await;
+        if body.wait && matches!(how, Began::Waiting(_)) {
+            how = began_after_wait(events.as_mut()).await;
+        }
+        // Not read any further (the run's own log has them all).
+        drop(events);
+        match how {
+            Began::Waiting(waiting) => {
+                // Not recorded until it takes a slot: answered now, with
+                // what it waits for (GET /runs/{id} says the same meanwhile).
+                st.drive(handle, Some(waiting.clone()));
+                let mut v = answer("waiting");
+                v["waiting"] = waiting;
+                return Ok((StatusCode::ACCEPTED, Json(v)));
+            }
+            Began::Ended => {
+                // It ended before its first step: skipped because its key's
+                // slots were held (`on_conflict: skip`; such a run is not
+                // recorded), or it could not start (the error says why).
+                let report = handle.report().await?;
+                let mut v = answer("skipped");
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("links");
+                    o.insert("recorded".into(), json!(false));
+                    o.insert(
+                        "note".into(),
+                        json!(report.steps.first().and_then(|s| s.note.clone())),
+                    );
+                }
+                return Ok((StatusCode::OK, Json(v)));
+            }
+            Began::Started => st.drive(handle, None),
+        }
     }
     // The run is recorded by its own task: answer once the store has it, so
     // that the id answered can be read at once.
@@ -209,20 +259,58 @@ pub(crate) async fn start(
         let r = wait_for_end(st, id).await?;
         return Ok((StatusCode::OK, Json(run_json(&r))));
     }
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({
-            "run_id": id,
-            "session_id": session,
-            "workflow": workflow,
-            "state": "running",
-            "links": {
-                "run": format!("/runs/{id}"),
-                "events": format!("/runs/{id}/events"),
-                "stream": format!("/runs/{id}/events/stream"),
-            },
+    Ok((StatusCode::ACCEPTED, Json(answer("running"))))
+}
+
+/// A run started here that waits for a slot of its concurrency key and is
+/// not recorded yet, with what it waits for.
+fn waiting_here(st: &AppState, id: &str) -> Option<(RunId, Value)> {
+    let rid = id.parse::<RunId>().ok()?;
+    st.waiting(rid).map(|w| (rid, w))
+}
+
+/// How a run driven here began, from its first event.
+enum Began {
+    /// It waits for a slot of its concurrency key: the key, the limit, the
+    /// runs that hold the slots, and what it does about it.
+    Waiting(Value),
+    /// It started (or told nothing: a handle without events).
+    Started,
+    /// It ended before its first step.
+    Ended,
+}
+
+async fn began(events: Option<&mut UnboundedReceiver<Event>>) -> Began {
+    let Some(rx) = events else {
+        return Began::Started;
+    };
+    match rx.recv().await {
+        Some(Event::RunWaiting {
+            key,
+            limit,
+            holders,
+            on_conflict,
+            ..
+        }) => Began::Waiting(json!({
+            "key": key,
+            "limit": limit,
+            "holders": holders,
+            "on_conflict": on_conflict,
         })),
-    ))
+        Some(_) => Began::Started,
+        None => Began::Ended,
+    }
+}
+
+/// After `Waiting`: whether the run started once it had its slot, or ended.
+async fn began_after_wait(events: Option<&mut UnboundedReceiver<Event>>) -> Began {
+    match events {
+        Some(rx) => match rx.recv().await {
+            Some(_) => Began::Started,
+            None => Began::Ended,
+        },
+        None => Began::Started,
+    }
 }
 
 /// How long a new run may take to appear in the store.
@@ -376,7 +464,20 @@ pub(crate) async fn get(
         }
     };
     let store = st.engine().store();
-    let mut r = find_run(store, &id).await?;
+    let mut r = match find_run(store, &id).await {
+        Ok(r) => r,
+        Err(e) => {
+            return match waiting_here(&st, &id) {
+                Some((rid, w)) => Ok(Json(json!({
+                    "run_id": rid,
+                    "state": "waiting",
+                    "waiting": w,
+                }))
+                .into_response()),
+                None => Err(e),
+            };
+        }
+    };
     if with_def && r.definition.is_empty() {
         if let Some(full) = store.get_run(r.id).await? {
             r = full;
@@ -562,7 +663,20 @@ pub(crate) async fn cancel(
 ) -> ApiResult<Json<Value>> {
     let q = query(q, &["wait"])?;
     let wait = Duration::from_secs(num(&q, "wait", 10, 600)?);
-    let r = find_run(st.engine().store(), &id).await?;
+    let r = match find_run(st.engine().store(), &id).await {
+        Ok(r) => r,
+        Err(e) => {
+            // A run waiting here for its key stops waiting and ends, unrecorded.
+            return match waiting_here(&st, &id) {
+                Some((rid, _)) if st.cancel_driven(rid) => Ok(Json(json!({
+                    "run_id": rid,
+                    "outcome": "stopped",
+                    "run": null,
+                }))),
+                _ => Err(e),
+            };
+        }
+    };
     // A run driven here stops at once; any other is asked through the store.
     st.cancel_driven(r.id);
     let outcome = st.engine().cancel_run(r.id, wait).await?;

@@ -88,7 +88,7 @@ pub(crate) async fn trigger(
     checked(&st, &name)?;
     let handle = st.engine().trigger_schedule(&name, Utc::now()).await?;
     let id = handle.run_id();
-    st.drive(handle);
+    st.drive(handle, None);
     // Answered once the store has the run, so that its id can be read at once.
     crate::runs::wait_recorded(&st, id).await?;
     let tick = st

@@ -1125,3 +1125,92 @@ async fn the_steps_of_a_run_list_the_items_of_a_list_known_at_run_time() {
         .json();
     assert_eq!(one["items"], each["items"], "{one}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_waits_for_its_concurrency_key_is_answered_at_once() {
+    let s = start(ServerConfig::default()).await;
+    let def = |conflict: &str, ms: u64| {
+        format!(
+            "name: keyed\nconcurrency: {{key: k, limit: 1, on_conflict: {conflict}}}\nsteps:\n  - name: wait\n    module: core\n    action: sleep\n    parameters: {{ ms: {ms} }}\n"
+        )
+    };
+    let holder = s
+        .call(
+            "POST",
+            "/runs",
+            Some(json!({"definition": def("queue", 60_000)})),
+        )
+        .await;
+    assert_eq!(holder.status, 202, "{}", holder.body);
+    let holder = holder.json()["run_id"].as_str().expect("id").to_owned();
+    // Waits: answered at once, with what it waits for.
+    let w = s
+        .call(
+            "POST",
+            "/runs",
+            Some(json!({"definition": def("queue", 10)})),
+        )
+        .await;
+    assert_eq!(w.status, 202, "{}", w.body);
+    let w = w.json();
+    assert_eq!(w["state"], json!("waiting"), "{w}");
+    assert_eq!(
+        w["waiting"],
+        json!({"key": "k", "limit": 1, "holders": [holder], "on_conflict": "queue"})
+    );
+    let waiting = w["run_id"].as_str().expect("id").to_owned();
+    let r = s.call("GET", &format!("/runs/{waiting}"), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["state"], json!("waiting"), "{}", r.body);
+    // Skipped: answered with why, and not recorded.
+    let k = s
+        .call(
+            "POST",
+            "/runs",
+            Some(json!({"definition": def("skip", 10)})),
+        )
+        .await;
+    assert_eq!(k.status, 200, "{}", k.body);
+    let k = k.json();
+    assert_eq!(
+        (k["state"].clone(), k["recorded"].clone()),
+        (json!("skipped"), json!(false)),
+        "{k}"
+    );
+    assert!(
+        k["note"].as_str().is_some_and(|n| n.contains(&holder)),
+        "{k}"
+    );
+    let skipped = k["run_id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        s.call("GET", &format!("/runs/{skipped}"), None)
+            .await
+            .status,
+        404
+    );
+    // The waiting run is cancelled while it waits: it ends, unrecorded.
+    let c = s
+        .call("POST", &format!("/runs/{waiting}/cancel"), None)
+        .await;
+    assert_eq!(c.status, 200, "{}", c.body);
+    assert_eq!(c.json()["outcome"], json!("stopped"), "{}", c.body);
+    let gone = async {
+        loop {
+            if s.call("GET", &format!("/runs/{waiting}"), None)
+                .await
+                .status
+                == 404
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), gone)
+        .await
+        .expect("the cancelled waiting run is gone");
+    let c = s
+        .call("POST", &format!("/runs/{holder}/cancel"), None)
+        .await;
+    assert_eq!(c.status, 200, "{}", c.body);
+}

@@ -102,7 +102,9 @@ export function projectPage(name) {
     const runWf = async (wf) => {
       try {
         const r = await api(`${base}/runs`, { method: "POST", body: { workflow: wf } });
-        location.hash = `#/runs/${r.run_id}`;
+        // A run skipped because its concurrency key's slots were held is not recorded.
+        if (r.state === "skipped") fill(out, `Skipped (not recorded): ${r.note || "its concurrency key's slots were held"}.`);
+        else location.hash = `#/runs/${r.run_id}`;
       } catch (e) {
         fill(out, errorBox(e));
       }

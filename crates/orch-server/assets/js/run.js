@@ -19,6 +19,7 @@ export function runPage(id, stepName) {
     title(`Run ${shortId(id)}`);
     fill(main, h("p", { class: "muted" }, "Loading the run…"));
     const [run, routes] = await Promise.all([api(`/runs/${id}?definition=true`), offered()]);
+    if (run.state === "waiting") return waitingPage(main, id, run.waiting || {});
     const runId = run.id;
     const total = Object.values(run.tasks || {}).reduce((a, b) => a + b, 0);
     const stops = [];
@@ -350,4 +351,28 @@ function stepsTable(model, onSelect) {
       el.scrollIntoView({ block: "start" });
     },
   };
+}
+
+/** A run started by this server that waits for a slot of its concurrency
+ * key: not recorded yet; the page looks again every second. */
+function waitingPage(main, id, w) {
+  title(`Run ${shortId(id)}`);
+  const holders = (w.holders || []).flatMap((x, i) => [i ? ", " : "", h("a", { href: `#/runs/${x}`, class: "mono" }, shortId(x))]);
+  fill(
+    main,
+    h("div", { class: "page-head" }, h("h1", {}, `Run ${shortId(id)} `, badge("waiting"))),
+    h(
+      "p",
+      {},
+      "Waits for a slot of the concurrency key ",
+      h("code", {}, w.key || "?"),
+      ` (limit ${w.limit ?? "?"}), held by `,
+      ...holders,
+      "; it starts when one of them ends.",
+    ),
+  );
+  const again = setTimeout(() => {
+    if (main.isConnected && location.hash.startsWith(`#/runs/${id}`)) window.dispatchEvent(new HashChangeEvent("hashchange"));
+  }, 1000);
+  return () => clearTimeout(again);
 }

@@ -107,7 +107,9 @@ export function workflowPage(name) {
     const run = async () => {
       try {
         const r = await api("/runs", { method: "POST", body: { workflow: name } });
-        location.hash = `#/runs/${r.run_id}`;
+        // A run skipped because its concurrency key's slots were held is not recorded.
+        if (r.state === "skipped") fill(out, `Skipped (not recorded): ${r.note || "its concurrency key's slots were held"}.`);
+        else location.hash = `#/runs/${r.run_id}`;
       } catch (e) {
         fill(out, errorBox(e));
       }
