@@ -2,7 +2,7 @@
 // driven by playwright-core): `orch serve` on a loopback port with a
 // temporary ORCH_HOME, the printed link opened (the token in its fragment),
 // a run followed from pending to completed in its graph, a running run
-// cancelled from its page, a step's output opened, a definition's problems
+// cancelled from its page, a run waiting for its concurrency key, a step's output opened, a definition's problems
 // shown at their lines, a 10,000-step run drawn aggregated, the projects and
 // system pages. Screenshots go to target/dashboard/*.png.
 //
@@ -209,6 +209,25 @@ describe("the dashboard", () => {
     const run = await call(`/runs/${id}`);
     assert.equal(run.state, "cancelled");
     await shot("run-cancelled");
+  });
+
+  test("a run that waits for its concurrency key says so, and its page becomes the run's once it starts", async () => {
+    const gate = join(home, "key-gate");
+    const keyed = (steps) => ({ name: "dashboard-keyed", concurrency: { key: "dash", limit: 1 }, steps });
+    const holding = keyed([
+      { name: "hold", module: "shell", action: "script", parameters: { script: 'while [ ! -e "$1" ]; do sleep 0.05; done', args: [gate] } },
+    ]);
+    const holder = (await call("/runs", { method: "POST", body: { definition: holding } })).run_id;
+    const waiting = await call("/runs", { method: "POST", body: { definition: keyed([{ name: "after-key", module: "core", action: "noop" }]) } });
+    assert.equal(waiting.state, "waiting");
+    assert.deepEqual(waiting.waiting.holders, [holder]);
+    await page.goto(`${api}/#/runs/${waiting.run_id}`);
+    await page.locator('#main h1 .badge[data-state="waiting"]').waitFor({ timeout: WAIT });
+    assert.match(await page.locator("#main").innerText(), /Waits for a slot of the concurrency key dash \(limit 1\)/);
+    await shot("run-waiting");
+    writeFileSync(gate, "");
+    await page.locator('#main h1 .badge[data-state="completed"]').waitFor({ timeout: WAIT });
+    await nodeState("after-key", "completed");
   });
 
   test("a failed run shows its error; Retry and Retry from a step start new runs where the server offers them", async () => {

@@ -357,10 +357,11 @@ function stepsTable(model, onSelect) {
  * key: not recorded yet; the page looks again every second. */
 function waitingPage(main, id, w) {
   title(`Run ${shortId(id)}`);
-  const holders = (w.holders || []).flatMap((x, i) => [i ? ", " : "", h("a", { href: `#/runs/${x}`, class: "mono" }, shortId(x))]);
+  // Whole ids: runs made within a minute share their first characters.
+  const holders = (w.holders || []).flatMap((x, i) => [i ? ", " : "", h("a", { href: `#/runs/${x}`, class: "mono" }, x)]);
   fill(
     main,
-    h("div", { class: "page-head" }, h("h1", {}, `Run ${shortId(id)} `, badge("waiting"))),
+    h("div", { class: "page-head" }, h("h1", {}, "Run ", badge("waiting")), h("span", { class: "mono muted", title: "run id" }, id)),
     h(
       "p",
       {},
