@@ -618,3 +618,30 @@ fn old_tick_records_are_pruned_to_the_history() {
         assert_eq!(infos[0].state.fired, 9, "counts outlive the records");
     });
 }
+
+#[test]
+fn without_schedules_a_pass_writes_nothing_and_does_not_lead() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("orch.db");
+    write(
+        dir.path(),
+        "plain",
+        "name: plain\nsteps:\n  - { name: a, module: core, action: noop }\n",
+    );
+    rt().block_on(async {
+        let e = engine(dir.path(), &db);
+        let s = scheduler(&e, "a");
+        let r = s.pass(t("2024-05-01T10:00:00.5Z")).await.expect("pass");
+        assert!(!r.leader, "{r:?}");
+        let now = t("2024-05-01T10:00:01Z");
+        assert_eq!(
+            e.store().leader("scheduler", now).await.expect("leader"),
+            None
+        );
+        // A schedule appears: the next pass leads.
+        write(dir.path(), "minutely", &ticker("minutely", "{every: 1m}"));
+        e.workflow_manager().reload().expect("reload");
+        let r = s.pass(now).await.expect("pass");
+        assert!(r.leader, "{r:?}");
+    });
+}

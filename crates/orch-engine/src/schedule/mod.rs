@@ -357,6 +357,17 @@ impl Scheduler {
     pub async fn pass(&self, now: DateTime<Utc>) -> Result<PassReport, OrchestrationError> {
         let store = self.engine.store().clone();
         let mut report = PassReport::default();
+        let scheduled = self.engine.scheduled_workflows();
+        // Nothing to fire and no tick to take over: no need to lead (leading
+        // is a write a second, which an idle `orch serve` need not make).
+        let mut early = None;
+        if scheduled.is_empty() {
+            let stale = self.stale_ticks(now).await?;
+            if stale.is_empty() {
+                return Ok(report);
+            }
+            early = Some(stale);
+        }
         let leads = if store.capabilities().leaders {
             store
                 .lead(LEASE, &self.opts.holder, self.opts.lease, now)
@@ -369,8 +380,10 @@ impl Scheduler {
             return Ok(report);
         }
         report.leader = true;
-        let scheduled = self.engine.scheduled_workflows();
-        let mut stale = self.stale_ticks(now).await?;
+        let mut stale = match early {
+            Some(stale) => stale,
+            None => self.stale_ticks(now).await?,
+        };
         if scheduled.is_empty() && stale.is_empty() {
             return Ok(report);
         }
