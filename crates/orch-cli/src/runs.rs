@@ -42,6 +42,14 @@ pub(crate) fn open_read_only(
     Ok((engine, store, runtime()?))
 }
 
+/// A run id as tables show it: its first 13 characters, the millisecond
+/// the run was made (a UUIDv7 begins with its time), which every command
+/// taking a run accepts as a prefix. The first 8 alone are the same for
+/// runs made within about a minute.
+pub(crate) fn short_id(id: &str) -> &str {
+    id.get(..13).unwrap_or(id)
+}
+
 /// The state to show: a run still marked running whose process is gone was
 /// interrupted; a submitted run that waits for a slot of its concurrency
 /// key is queued.

@@ -252,14 +252,10 @@ fn last_word(r: &TickRecord) -> String {
             "{} {} {}",
             text(r.tick),
             s.as_str(),
-            short(&run.to_string())
+            crate::runs::short_id(&run.to_string())
         ),
         (s, None) => format!("{} {}", text(r.tick), s.as_str()),
     }
-}
-
-fn short(id: &str) -> &str {
-    id.get(..8).unwrap_or(id)
 }
 
 fn ticks(

@@ -240,7 +240,7 @@ fn print_worker_table(r: &WorkerReport) {
             .record
             .running
             .iter()
-            .map(|t| format!("{}:{}", short(&t.run.to_string()), t.step))
+            .map(|t| format!("{}:{}", crate::runs::short_id(&t.run.to_string()), t.step))
             .collect();
         let ago = now
             .signed_duration_since(w.record.last_seen)
@@ -261,9 +261,4 @@ fn print_worker_table(r: &WorkerReport) {
     for line in table.lines() {
         println!("    {line}");
     }
-}
-
-/// The first 8 characters of a run id (what `orch runs` accepts as a prefix).
-fn short(id: &str) -> &str {
-    id.get(..8).unwrap_or(id)
 }

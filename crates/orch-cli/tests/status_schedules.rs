@@ -58,7 +58,7 @@ fn status_lists_the_schedules_with_their_state() {
     let run_id = s["last_fired"]["run"].as_str().expect("its run");
     assert_eq!(s["last"]["run"], s["last_fired"]["run"], "{v}");
     assert!(
-        row.contains(&format!("fired {}", &run_id[..8])),
+        row.contains(&format!("fired {}", &run_id[..13])),
         "the last fired tick and its run: {row}"
     );
     assert_eq!(v["scheduler"], Value::Null, "{v}");

@@ -62,8 +62,10 @@ export function badge(state) {
   return h("span", { class: `badge st-${state || "unknown"}`, "data-state": state }, state || "?");
 }
 
+/** A run id's first 13 characters: the millisecond it was made (a UUIDv7
+ * begins with its time; the first 8 alone are the same for a minute). */
 export function shortId(id) {
-  return id ? String(id).slice(0, 8) : "";
+  return id ? String(id).slice(0, 13) : "";
 }
 
 /** A time as the browser's local time, with the ISO time as a tooltip. */
