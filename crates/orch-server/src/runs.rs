@@ -220,7 +220,8 @@ pub(crate) async fn start(
         let mut events = handle.events();
         let mut how = began(events.as_mut()).await;
         if body.wait && matches!(how, Began::Waiting(_)) {
-            how = began_after_wait(events.as_mut()).await;
+            // The wait is told once: the next event says it started.
+            how = began(events.as_mut()).await;
         }
         // Not read any further (the run's own log has them all).
         drop(events);
@@ -299,17 +300,6 @@ async fn began(events: Option<&mut UnboundedReceiver<Event>>) -> Began {
         })),
         Some(_) => Began::Started,
         None => Began::Ended,
-    }
-}
-
-/// After `Waiting`: whether the run started once it had its slot, or ended.
-async fn began_after_wait(events: Option<&mut UnboundedReceiver<Event>>) -> Began {
-    match events {
-        Some(rx) => match rx.recv().await {
-            Some(_) => Began::Started,
-            None => Began::Ended,
-        },
-        None => Began::Started,
     }
 }
 
