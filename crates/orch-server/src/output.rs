@@ -114,6 +114,10 @@ pub(crate) async fn stream(
 async fn follow(st: AppState, run: RunId, task: u32, mut after: u64, tx: mpsc::Sender<Event>) {
     let store = st.engine().store().clone();
     let mut stopping = st.stopping();
+    // Set once the run was seen ended with the step not: the step's record
+    // (read before the run's) is read once more, since the step may have
+    // ended in between.
+    let mut last_look = false;
     loop {
         let ended = st.ended().notified();
         // The step's state is read before its chunks: everything it printed
@@ -170,6 +174,10 @@ async fn follow(st: AppState, run: RunId, task: u32, mut after: u64, tx: mpsc::S
                 }
             }
         };
+        if run_state.is_some() && run_state != Some(RunState::Running) && !last_look {
+            last_look = true;
+            continue;
+        }
         if run_state != Some(RunState::Running) {
             let end = Event::default()
                 .event("end")
